@@ -1,0 +1,131 @@
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::HandleError;
+
+/// Every message on the bus travels in this envelope (see CONTRACT.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub message_id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    /// Ties together every message of one business flow (e.g. one booking).
+    pub correlation_id: Uuid,
+    /// The message that caused this one, if any.
+    pub causation_id: Option<Uuid>,
+    /// W3C trace context, so a consumer's span joins the producer's trace.
+    pub traceparent: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+impl Envelope {
+    /// A new message that starts its own flow, in the current trace.
+    pub fn new(kind: &str, payload: &impl Serialize) -> Self {
+        let message_id = Uuid::now_v7();
+        Envelope {
+            message_id,
+            kind: kind.to_string(),
+            occurred_at: Utc::now(),
+            correlation_id: message_id,
+            causation_id: None,
+            traceparent: ticketer_telemetry::current_traceparent(),
+            payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// Places this message in a flow, e.g. the booking it belongs to.
+    pub fn correlated(mut self, correlation_id: Uuid) -> Self {
+        self.correlation_id = correlation_id;
+        self
+    }
+
+    /// Marks this message as a consequence of `cause`: same flow, same trace.
+    pub fn caused_by(mut self, cause: &Envelope) -> Self {
+        self.correlation_id = cause.correlation_id;
+        self.causation_id = Some(cause.message_id);
+        if self.traceparent.is_none() {
+            self.traceparent = cause.traceparent.clone();
+        }
+        self
+    }
+
+    /// The payload as `T`; a payload that does not fit is poison, not a retry.
+    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, HandleError> {
+        serde_json::from_value(self.payload.clone()).map_err(|e| {
+            HandleError::Permanent(format!("{} payload does not match its type: {e}", self.kind))
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serializes")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, HandleError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| HandleError::Permanent(format!("not a message envelope: {e}")))
+    }
+}
+
+/// A message ready to be published: where it goes and its encoded envelope.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub message_id: Uuid,
+    pub body: Vec<u8>,
+}
+
+impl Outgoing {
+    /// Routes by message type, so consumers bind to the types they handle.
+    pub fn new(exchange: &str, envelope: &Envelope) -> Self {
+        Outgoing {
+            exchange: exchange.to_string(),
+            routing_key: envelope.kind.clone(),
+            message_id: envelope.message_id,
+            body: envelope.to_bytes(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips_with_contract_field_names() {
+        let env = Envelope::new("EventPublished", &serde_json::json!({"event_id": 7}));
+        let json: serde_json::Value = serde_json::from_slice(&env.to_bytes()).unwrap();
+        for field in [
+            "message_id",
+            "type",
+            "occurred_at",
+            "correlation_id",
+            "causation_id",
+            "traceparent",
+            "payload",
+        ] {
+            assert!(json.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(Envelope::from_bytes(&env.to_bytes()).unwrap(), env);
+    }
+
+    #[test]
+    fn causation_keeps_the_flow() {
+        let first = Envelope::new("BookingCreated", &1).correlated(Uuid::new_v4());
+        let next = Envelope::new("HoldTickets", &2).caused_by(&first);
+        assert_eq!(next.correlation_id, first.correlation_id);
+        assert_eq!(next.causation_id, Some(first.message_id));
+    }
+
+    #[test]
+    fn garbage_is_permanent() {
+        assert!(matches!(
+            Envelope::from_bytes(b"{nope"),
+            Err(HandleError::Permanent(_))
+        ));
+        let env = Envelope::new("X", &serde_json::json!({"a": "b"}));
+        assert!(matches!(env.payload_as::<u32>(), Err(HandleError::Permanent(_))));
+    }
+}

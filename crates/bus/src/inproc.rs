@@ -1,0 +1,297 @@
+//! The embedded transport. Same topology rules as RabbitMQ (topic bindings,
+//! a dead-letter store per queue), but a publish returns only after every
+//! bound consumer has settled the message, so the outbox marks a message
+//! published only once its effects are committed. Nothing is buffered that a
+//! crash could lose: undelivered messages are still in the outbox.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::{
+    sync::{mpsc, oneshot, Mutex as AsyncMutex},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    processing::{apply, BatchHandler, Outcome},
+    topology::topic_matches,
+    BusError, Envelope, Outgoing, Subscription,
+};
+
+struct Delivery {
+    body: Arc<Vec<u8>>,
+    /// true once applied or dead-lettered; false when abandoned.
+    settled: oneshot::Sender<bool>,
+}
+
+struct Binding {
+    exchange: String,
+    pattern: String,
+    queue: String,
+}
+
+/// A message that could not be applied, with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub body: Vec<u8>,
+    pub reason: String,
+}
+
+#[derive(Default)]
+pub struct InProcessBus {
+    bindings: Mutex<Vec<Binding>>,
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
+    dead: Arc<Mutex<HashMap<String, Vec<DeadLetter>>>>,
+}
+
+impl InProcessBus {
+    pub(crate) async fn publish(&self, batch: &[Outgoing]) -> Result<(), BusError> {
+        let mut waiting = Vec::new();
+        {
+            let bindings = self.bindings.lock().expect("bindings lock");
+            let queues = self.queues.lock().expect("queues lock");
+            for msg in batch {
+                let body = Arc::new(msg.body.clone());
+                let mut targets: Vec<&str> = bindings
+                    .iter()
+                    .filter(|b| b.exchange == msg.exchange && topic_matches(&b.pattern, &msg.routing_key))
+                    .map(|b| b.queue.as_str())
+                    .collect();
+                // One copy per queue, however many of its bindings match.
+                targets.sort_unstable();
+                targets.dedup();
+                for queue in targets {
+                    let (tx, rx) = oneshot::channel();
+                    let sender = queues.get(queue).ok_or(BusError::NotSettled(msg.message_id))?;
+                    sender
+                        .send(Delivery {
+                            body: body.clone(),
+                            settled: tx,
+                        })
+                        .map_err(|_| BusError::NotSettled(msg.message_id))?;
+                    waiting.push((msg.message_id, rx));
+                }
+            }
+        }
+        for (id, settled) in waiting {
+            if !matches!(settled.await, Ok(true)) {
+                return Err(BusError::NotSettled(id));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn subscribe(
+        &self,
+        sub: Subscription,
+        handler: Arc<dyn BatchHandler>,
+        shutdown: CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.queues
+            .lock()
+            .expect("queues lock")
+            .insert(sub.queue.clone(), tx);
+        {
+            let mut bindings = self.bindings.lock().expect("bindings lock");
+            for (exchange, pattern) in &sub.bindings {
+                bindings.push(Binding {
+                    exchange: exchange.clone(),
+                    pattern: pattern.clone(),
+                    queue: sub.queue.clone(),
+                });
+            }
+        }
+        let rx = Arc::new(AsyncMutex::new(rx));
+        let sub = Arc::new(sub);
+        (0..sub.concurrency)
+            .map(|_| {
+                let (rx, sub, handler, shutdown, dead) = (
+                    rx.clone(),
+                    sub.clone(),
+                    handler.clone(),
+                    shutdown.clone(),
+                    self.dead.clone(),
+                );
+                tokio::spawn(async move { worker(rx, sub, handler, shutdown, dead).await })
+            })
+            .collect()
+    }
+
+    /// The messages dead-lettered from `queue` so far.
+    pub fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
+        self.dead
+            .lock()
+            .expect("dead lock")
+            .get(queue)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+async fn worker(
+    rx: Arc<AsyncMutex<mpsc::UnboundedReceiver<Delivery>>>,
+    sub: Arc<Subscription>,
+    handler: Arc<dyn BatchHandler>,
+    shutdown: CancellationToken,
+    dead: Arc<Mutex<HashMap<String, Vec<DeadLetter>>>>,
+) {
+    loop {
+        let batch = {
+            let mut rx = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                guard = rx.lock() => guard,
+            };
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                d = rx.recv() => match d { Some(d) => d, None => return },
+            };
+            let mut batch = vec![first];
+            while batch.len() < sub.batch_size {
+                match rx.try_recv() {
+                    Ok(d) => batch.push(d),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+
+        let mut parsed = Vec::with_capacity(batch.len());
+        let mut owners = Vec::with_capacity(batch.len());
+        for d in batch {
+            match Envelope::from_bytes(&d.body) {
+                Ok(env) => {
+                    parsed.push(env);
+                    owners.push(d);
+                }
+                Err(e) => {
+                    tracing::error!(queue = %sub.queue, error = %e, "dead-lettering undecodable message");
+                    record(&dead, &sub.queue, &d.body, e.to_string());
+                    let _ = d.settled.send(true);
+                }
+            }
+        }
+        let outcomes = apply(handler.as_ref(), &parsed, &sub, &shutdown).await;
+        for (d, outcome) in owners.into_iter().zip(outcomes) {
+            let settled = match outcome {
+                Outcome::Applied => true,
+                Outcome::DeadLettered(reason) => {
+                    record(&dead, &sub.queue, &d.body, reason);
+                    true
+                }
+                Outcome::Abandoned => false,
+            };
+            let _ = d.settled.send(settled);
+        }
+    }
+}
+
+fn record(dead: &Mutex<HashMap<String, Vec<DeadLetter>>>, queue: &str, body: &[u8], reason: String) {
+    dead.lock()
+        .expect("dead lock")
+        .entry(queue.to_string())
+        .or_default()
+        .push(DeadLetter {
+            body: body.to_vec(),
+            reason,
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Bus, HandleError};
+
+    struct Collect(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl BatchHandler for Collect {
+        async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+            if batch.iter().any(|m| m.kind == "Poison") {
+                return Err(HandleError::Permanent("poison".into()));
+            }
+            self.0
+                .lock()
+                .unwrap()
+                .extend(batch.iter().map(|m| m.kind.clone()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn publish_waits_for_consumers_and_routes_by_topic() {
+        let bus = Bus::in_process();
+        let handler = Arc::new(Collect(Mutex::default()));
+        let shutdown = CancellationToken::new();
+        let sub = Subscription::new("q")
+            .bind("ex", "Wanted")
+            .retries(2, Duration::from_millis(1));
+        bus.subscribe(sub, handler.clone(), shutdown.clone())
+            .await
+            .unwrap();
+
+        let msgs = [
+            Envelope::new("Wanted", &1),
+            Envelope::new("Other", &2),
+            Envelope::new("Wanted", &3),
+        ];
+        let out: Vec<_> = msgs.iter().map(|m| Outgoing::new("ex", m)).collect();
+        bus.publish(&out).await.unwrap();
+        // publish returned, so the handler has already run.
+        assert_eq!(*handler.0.lock().unwrap(), vec!["Wanted", "Wanted"]);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn poison_and_garbage_end_in_the_dead_letter_store() {
+        let bus = InProcessBus::default();
+        let handler = Arc::new(Collect(Mutex::default()));
+        let shutdown = CancellationToken::new();
+        bus.subscribe(
+            Subscription::new("q").bind("ex", "#"),
+            handler.clone(),
+            shutdown.clone(),
+        );
+        let poison = Outgoing::new("ex", &Envelope::new("Poison", &1));
+        let mut garbage = Outgoing::new("ex", &Envelope::new("Fine", &1));
+        garbage.body = b"not json".to_vec();
+        bus.publish(&[poison, garbage, Outgoing::new("ex", &Envelope::new("Fine", &2))])
+            .await
+            .unwrap();
+        let dead = bus.dead_letters("q");
+        assert_eq!(dead.len(), 2);
+        assert!(dead.iter().any(|d| d.reason == "poison"), "{dead:?}");
+        assert!(dead.iter().any(|d| d.body == b"not json"), "{dead:?}");
+        assert_eq!(*handler.0.lock().unwrap(), vec!["Fine"]);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn publish_fails_when_a_consumer_stops_before_settling() {
+        struct Slow;
+        #[async_trait::async_trait]
+        impl BatchHandler for Slow {
+            async fn handle_batch(&self, _: &[Envelope]) -> Result<(), HandleError> {
+                Err(HandleError::Transient("db down".into()))
+            }
+        }
+        let bus = InProcessBus::default();
+        let shutdown = CancellationToken::new();
+        let sub = Subscription::new("q")
+            .bind("ex", "#")
+            .retries(100, Duration::from_millis(20));
+        bus.subscribe(sub, Arc::new(Slow), shutdown.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.cancel();
+        });
+        let res = bus.publish(&[Outgoing::new("ex", &Envelope::new("X", &1))]).await;
+        assert!(matches!(res, Err(BusError::NotSettled(_))), "{res:?}");
+    }
+}

@@ -1,0 +1,108 @@
+//! The message bus.
+//!
+//! Two transports behind one [`Bus`]: RabbitMQ in production (durable topic
+//! exchanges, a dead-letter queue per queue, publisher confirms, manual acks)
+//! and an in-process bus for the embedded mode. Both deliver at least once and
+//! hand consumers batches, so that a consumer can apply a whole batch in one
+//! database transaction and ack it after the commit.
+//!
+//! Publishing goes through the outbox relay in `ticketer-db`, never directly
+//! from request handlers.
+
+mod envelope;
+mod inproc;
+mod processing;
+mod rabbit;
+pub mod testing;
+pub mod topology;
+
+use std::sync::Arc;
+
+pub use envelope::{Envelope, Outgoing};
+pub use inproc::{DeadLetter, InProcessBus};
+pub use processing::{BatchHandler, HandleError};
+pub use rabbit::RabbitBus;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+pub use topology::Subscription;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker refused message {0}")]
+    Nacked(uuid::Uuid),
+    #[error("message {0} was not settled by every consumer")]
+    NotSettled(uuid::Uuid),
+    #[error("the broker connection is down")]
+    Disconnected,
+}
+
+/// A connected bus; cheap to clone.
+#[derive(Clone)]
+pub enum Bus {
+    InProcess(Arc<InProcessBus>),
+    Rabbit(Arc<RabbitBus>),
+}
+
+impl Bus {
+    /// RabbitMQ when `amqp_url` is set, else a fresh in-process bus.
+    pub async fn connect(amqp_url: Option<&str>) -> Result<Bus, BusError> {
+        match amqp_url {
+            Some(url) => Ok(Bus::Rabbit(Arc::new(RabbitBus::connect(url).await?))),
+            None => Ok(Bus::in_process()),
+        }
+    }
+
+    pub fn in_process() -> Bus {
+        Bus::InProcess(Arc::new(InProcessBus::default()))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Bus::InProcess(_) => "in-process",
+            Bus::Rabbit(_) => "rabbitmq",
+        }
+    }
+
+    /// Publishes a batch; returns once every message is safely accepted
+    /// (broker confirms, or in-process: every bound consumer has settled it).
+    pub async fn publish(&self, batch: &[Outgoing]) -> Result<(), BusError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Bus::InProcess(bus) => bus.publish(batch).await,
+            Bus::Rabbit(bus) => bus.publish(batch).await,
+        }
+    }
+
+    /// Declares the queue (and its dead-letter queue), binds it and starts
+    /// `sub.concurrency` workers feeding `handler` until `shutdown`.
+    pub async fn subscribe(
+        &self,
+        sub: Subscription,
+        handler: Arc<dyn BatchHandler>,
+        shutdown: CancellationToken,
+    ) -> Result<Vec<JoinHandle<()>>, BusError> {
+        match self {
+            Bus::InProcess(bus) => Ok(bus.subscribe(sub, handler, shutdown)),
+            Bus::Rabbit(bus) => bus.subscribe(sub, handler, shutdown).await,
+        }
+    }
+
+    /// Messages waiting in `queue`'s dead-letter queue.
+    pub async fn dead_letter_count(&self, queue: &str) -> Result<u32, BusError> {
+        match self {
+            Bus::InProcess(bus) => Ok(bus.dead_letters(queue).len() as u32),
+            Bus::Rabbit(bus) => bus.queue_depth(&topology::dead_letter_queue(queue)).await,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), BusError> {
+        match self {
+            Bus::InProcess(_) => Ok(()),
+            Bus::Rabbit(bus) => bus.ping(),
+        }
+    }
+}

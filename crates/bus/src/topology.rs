@@ -1,0 +1,108 @@
+//! Exchange and queue names fixed by the contract.
+
+use std::time::Duration;
+
+pub const EVENTS_EXCHANGE: &str = "ticketer.events";
+pub const BOOKING_EXCHANGE: &str = "ticketer.booking";
+pub const PAYMENT_EXCHANGE: &str = "ticketer.payment";
+pub const TICKET_EXCHANGE: &str = "ticketer.ticket";
+/// Not in the contract's list: carries UserRegistered for the welcome mail.
+pub const AUTH_EXCHANGE: &str = "ticketer.auth";
+/// Where failed messages go; each queue's dead letters are routed by queue name.
+pub const DEAD_LETTER_EXCHANGE: &str = "ticketer.dlx";
+
+pub const TOPIC_EXCHANGES: [&str; 5] = [
+    EVENTS_EXCHANGE,
+    BOOKING_EXCHANGE,
+    PAYMENT_EXCHANGE,
+    TICKET_EXCHANGE,
+    AUTH_EXCHANGE,
+];
+
+/// The dead-letter queue that belongs to `queue`.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
+/// A queue, what it is bound to, and how its consumer runs.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub queue: String,
+    /// (exchange, topic pattern) pairs, e.g. `("ticketer.events", "#")`.
+    pub bindings: Vec<(String, String)>,
+    /// Deliveries the broker may push before acks (RabbitMQ basic.qos).
+    pub prefetch: u16,
+    /// Workers applying batches in parallel.
+    pub concurrency: usize,
+    /// Deliveries applied together (one database transaction per batch).
+    pub batch_size: usize,
+    /// Attempts before a message is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt.
+    pub backoff: Duration,
+}
+
+impl Subscription {
+    pub fn new(queue: &str) -> Self {
+        Subscription {
+            queue: queue.to_string(),
+            bindings: Vec::new(),
+            prefetch: 200,
+            concurrency: 2,
+            batch_size: 100,
+            max_attempts: 5,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    pub fn bind(mut self, exchange: &str, pattern: &str) -> Self {
+        self.bindings.push((exchange.to_string(), pattern.to_string()));
+        self
+    }
+
+    pub fn tuned(mut self, prefetch: u16, concurrency: usize, batch_size: usize) -> Self {
+        self.prefetch = prefetch.max(1);
+        self.concurrency = concurrency.max(1);
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    pub fn retries(mut self, max_attempts: u32, backoff: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.backoff = backoff;
+        self
+    }
+}
+
+/// AMQP topic matching: `*` is one word, `#` is zero or more words.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(w), Some(x)) if w == x => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_matches("#", "EventPublished"));
+        assert!(topic_matches("EventPublished", "EventPublished"));
+        assert!(!topic_matches("EventCreated", "EventPublished"));
+        assert!(topic_matches("a.*", "a.b"));
+        assert!(!topic_matches("a.*", "a.b.c"));
+        assert!(topic_matches("a.#", "a"));
+        assert!(topic_matches("a.#.z", "a.b.c.z"));
+        assert!(!topic_matches("*", "a.b"));
+    }
+}

@@ -1,0 +1,326 @@
+//! Settings shared by every Ticketer service.
+//!
+//! Configuration is 12-factor: each service reads `<PREFIX><KEY>` variables
+//! (`AUTH_PORT`, `TICKET_DATABASE_URL`, ...) and falls back to the unprefixed
+//! name for settings that are naturally shared (`AMQP_URL`, `REDIS_URL`).
+//! An [`Env`] is a snapshot of those variables, so tests can build services
+//! from a map instead of mutating the process environment.
+
+use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr, time::Duration};
+
+/// The seven services, with the ports and variable prefixes fixed by the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    Gateway,
+    Auth,
+    Events,
+    Notification,
+    Booking,
+    Ticket,
+    Payment,
+}
+
+impl Service {
+    pub const ALL: [Service; 7] = [
+        Service::Gateway,
+        Service::Auth,
+        Service::Events,
+        Service::Notification,
+        Service::Booking,
+        Service::Ticket,
+        Service::Payment,
+    ];
+
+    /// Every service except the gateway, in start-up order.
+    pub const BACKENDS: [Service; 6] = [
+        Service::Auth,
+        Service::Events,
+        Service::Notification,
+        Service::Booking,
+        Service::Ticket,
+        Service::Payment,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Auth => "auth",
+            Service::Events => "events",
+            Service::Notification => "notification",
+            Service::Booking => "booking",
+            Service::Ticket => "ticket",
+            Service::Payment => "payment",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Service::Gateway => 5000,
+            Service::Auth => 4040,
+            Service::Events => 4041,
+            Service::Notification => 4042,
+            Service::Booking => 5200,
+            Service::Ticket => 8082,
+            Service::Payment => 8090,
+        }
+    }
+
+    pub fn env_prefix(self) -> &'static str {
+        match self {
+            Service::Gateway => "GATEWAY_",
+            Service::Auth => "AUTH_",
+            Service::Events => "EVENTS_",
+            Service::Notification => "NOTIFICATION_",
+            Service::Booking => "BOOKING_",
+            Service::Ticket => "TICKET_",
+            Service::Payment => "PAYMENT_",
+        }
+    }
+
+    /// The first path segment under `/api/v1/` that the gateway routes here.
+    pub fn api_segment(self) -> Option<&'static str> {
+        match self {
+            Service::Gateway => None,
+            Service::Auth => Some("auth"),
+            Service::Events => Some("events"),
+            Service::Notification => Some("notifications"),
+            Service::Booking => Some("bookings"),
+            Service::Ticket => Some("tickets"),
+            Service::Payment => Some("payments"),
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Service {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Service::ALL
+            .into_iter()
+            .find(|svc| svc.name() == s)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "service".into(),
+                message: format!(
+                    "unknown service `{s}`; expected one of gateway, auth, events, notification, booking, ticket, payment"
+                ),
+            })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{0} is required")]
+    Missing(String),
+}
+
+/// A snapshot of configuration variables, read with one service's prefix.
+#[derive(Debug, Clone)]
+pub struct Env {
+    prefix: &'static str,
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// Reads the process environment once.
+    pub fn from_process(service: Service) -> Self {
+        Self::from_map(service, std::env::vars().collect())
+    }
+
+    pub fn from_map(service: Service, vars: HashMap<String, String>) -> Self {
+        Env {
+            prefix: service.env_prefix(),
+            vars,
+        }
+    }
+
+    /// The same variables, read with another service's prefix.
+    pub fn for_service(&self, service: Service) -> Self {
+        Env {
+            prefix: service.env_prefix(),
+            vars: self.vars.clone(),
+        }
+    }
+
+    fn raw(&self, name: &str) -> Option<String> {
+        self.vars
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// `<PREFIX><key>` only.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.raw(&format!("{}{key}", self.prefix))
+    }
+
+    /// `<PREFIX><key>`, else the unprefixed `key`: for settings every service shares.
+    pub fn shared(&self, key: &str) -> Option<String> {
+        self.get(key).or_else(|| self.raw(key))
+    }
+
+    /// Parses `<PREFIX><key>` (falling back to `key`), or returns `default`.
+    pub fn parse_or<T>(&self, key: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.shared(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                key: format!("{}{key}", self.prefix),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn seconds_or(&self, key: &str, default: u64) -> Result<Duration, ConfigError> {
+        self.parse_or(key, default).map(Duration::from_secs)
+    }
+
+    pub fn flag_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.shared(key).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(ConfigError::Invalid {
+                key: format!("{}{key}", self.prefix),
+                message: format!("`{v}` is not a boolean"),
+            }),
+        }
+    }
+
+    /// A comma-separated list; empty when unset.
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.shared(key)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Where infrastructure comes from for one service: a URL per server, or the
+/// embedded default (SQLite file under the data dir, in-process bus and cache).
+#[derive(Debug, Clone)]
+pub struct InfraConfig {
+    pub service: Service,
+    /// `postgres://...` or `sqlite://...`; `None` means `<data_dir>/<service>.db`.
+    pub database_url: Option<String>,
+    pub amqp_url: Option<String>,
+    pub redis_url: Option<String>,
+    /// Prefix for every cache key, so tenants and tests can share one Redis.
+    pub redis_prefix: String,
+    pub data_dir: PathBuf,
+    pub db_max_connections: u32,
+    pub consumer_prefetch: u16,
+    pub consumer_concurrency: usize,
+    pub consumer_batch_size: usize,
+    pub outbox_batch_size: usize,
+    pub outbox_poll: Duration,
+    pub jwks_url: String,
+    pub jwt_issuer: String,
+}
+
+impl InfraConfig {
+    pub fn from_env(service: Service, env: &Env, data_dir: PathBuf) -> Result<Self, ConfigError> {
+        let env = env.for_service(service);
+        let auth_port = env.for_service(Service::Auth).parse_or("PORT", 4040u16)?;
+        Ok(InfraConfig {
+            service,
+            database_url: env.get("DATABASE_URL"),
+            amqp_url: env.shared("AMQP_URL"),
+            redis_url: env.shared("REDIS_URL"),
+            redis_prefix: env.shared("REDIS_PREFIX").unwrap_or_else(|| "ticketer:".into()),
+            data_dir,
+            db_max_connections: env.parse_or("DB_MAX_CONNECTIONS", 16)?,
+            consumer_prefetch: env.parse_or("CONSUMER_PREFETCH", 200)?,
+            consumer_concurrency: env.parse_or("CONSUMER_CONCURRENCY", 2)?,
+            consumer_batch_size: env.parse_or("CONSUMER_BATCH_SIZE", 100)?,
+            outbox_batch_size: env.parse_or("OUTBOX_BATCH_SIZE", 200)?,
+            outbox_poll: Duration::from_millis(env.parse_or("OUTBOX_POLL_MS", 250)?),
+            jwks_url: env
+                .shared("JWKS_URL")
+                .unwrap_or_else(|| format!("http://127.0.0.1:{auth_port}/api/v1/auth/.well-known/jwks.json")),
+            jwt_issuer: env.shared("JWT_ISSUER").unwrap_or_else(|| "ticketer-auth".into()),
+        })
+    }
+
+    /// The database URL, defaulting to this service's SQLite file.
+    pub fn resolved_database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            let path = self.data_dir.join(format!("{}.db", self.service.name()));
+            format!("sqlite://{}?mode=rwc", path.display())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(
+            Service::Ticket,
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn prefixed_value_wins_over_shared() {
+        let e = env(&[("AMQP_URL", "amqp://a"), ("TICKET_AMQP_URL", "amqp://b")]);
+        assert_eq!(e.shared("AMQP_URL").as_deref(), Some("amqp://b"));
+        assert_eq!(
+            env(&[("AMQP_URL", "amqp://a")]).shared("AMQP_URL").as_deref(),
+            Some("amqp://a")
+        );
+    }
+
+    #[test]
+    fn database_url_is_never_shared_between_services() {
+        let e = env(&[
+            ("DATABASE_URL", "postgres://x/shared"),
+            ("AUTH_DATABASE_URL", "postgres://x/auth"),
+        ]);
+        let cfg = InfraConfig::from_env(Service::Ticket, &e, "/tmp/d".into()).unwrap();
+        assert_eq!(cfg.database_url, None);
+        assert_eq!(cfg.resolved_database_url(), "sqlite:///tmp/d/ticket.db?mode=rwc");
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let err = env(&[("TICKET_PORT", "eighty")])
+            .parse_or("PORT", 1u16)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("TICKET_PORT:"), "{err}");
+    }
+
+    #[test]
+    fn service_names_round_trip() {
+        for svc in Service::ALL {
+            assert_eq!(svc.name().parse::<Service>().unwrap(), svc);
+        }
+        assert!("billing".parse::<Service>().is_err());
+    }
+
+    #[test]
+    fn flags_and_lists() {
+        let e = env(&[("TICKET_X", "on"), ("TICKET_L", "a, b,,c")]);
+        assert!(e.flag_or("X", false).unwrap());
+        assert_eq!(e.list("L"), vec!["a", "b", "c"]);
+        assert!(env(&[("TICKET_X", "maybe")]).flag_or("X", false).is_err());
+    }
+}

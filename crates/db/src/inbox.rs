@@ -1,0 +1,72 @@
+//! The consumer side: a batch of messages applied in one transaction, each
+//! recorded in the inbox with its effect so that redelivery does nothing.
+
+use ticketer_bus::{BatchHandler, Envelope, HandleError};
+use tracing::Instrument;
+
+use crate::{time, AnyConnection, Db};
+
+/// What a service does with one message, inside the batch's transaction.
+#[async_trait::async_trait]
+pub trait MessageHandler: Send + Sync + 'static {
+    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError>;
+}
+
+/// Wraps a [`MessageHandler`] with the inbox and the batch transaction.
+pub struct Inbox<H> {
+    db: Db,
+    consumer: String,
+    handler: H,
+}
+
+impl<H: MessageHandler> Inbox<H> {
+    /// `consumer` names the inbox; use the queue name.
+    pub fn new(db: Db, consumer: &str, handler: H) -> Self {
+        Inbox {
+            db,
+            consumer: consumer.to_string(),
+            handler,
+        }
+    }
+}
+
+fn transient(e: impl std::fmt::Display) -> HandleError {
+    HandleError::Transient(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl<H: MessageHandler> BatchHandler for Inbox<H> {
+    async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+        let mut tx = self.db.begin().await.map_err(transient)?;
+        for msg in batch {
+            let fresh = sqlx::query(
+                "INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.consumer)
+            .bind(msg.message_id.to_string())
+            .bind(time::now())
+            .execute(&mut *tx)
+            .await
+            .map_err(transient)?
+            .rows_affected()
+                == 1;
+            if !fresh {
+                tracing::debug!(message_id = %msg.message_id, "duplicate delivery ignored");
+                continue;
+            }
+            let span = tracing::info_span!(
+                "consume",
+                consumer = %self.consumer,
+                kind = %msg.kind,
+                message_id = %msg.message_id,
+                correlation_id = %msg.correlation_id,
+            );
+            ticketer_telemetry::set_remote_parent(&span, msg.traceparent.as_deref());
+            self.handler.handle(&mut tx, msg).instrument(span).await?;
+        }
+        tx.commit().await.map_err(transient)?;
+        // The handler may have written outbox rows of its own.
+        self.db.outbox_written();
+        Ok(())
+    }
+}

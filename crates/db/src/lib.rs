@@ -1,0 +1,213 @@
+//! Database access shared by every service.
+//!
+//! One body of SQL per service runs on PostgreSQL (production) and SQLite
+//! (embedded) through sqlx's `Any` driver. Queries use `$1`-style
+//! placeholders, which both understand; the few statements whose text
+//! differs ask [`Db::dialect`]. Values are stored in types both dialects
+//! share: integers (money in minor units), text (UUIDs, RFC 3339 timestamps,
+//! dates) and booleans.
+
+mod inbox;
+mod migrate;
+mod outbox;
+pub mod testing;
+pub mod time;
+
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+
+pub use inbox::{Inbox, MessageHandler};
+pub use migrate::Migration;
+pub use outbox::{enqueue, pending_count, OutboxRelay};
+use sqlx::{
+    any::AnyPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode},
+    ConnectOptions, Executor,
+};
+pub use sqlx::{any::AnyRow, Any, AnyConnection, AnyPool, Row, Transaction};
+use tokio::sync::Notify;
+
+pub type Tx = Transaction<'static, Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration {component}/{version} ({name}) failed: {source}")]
+    Migration {
+        component: String,
+        version: i64,
+        name: String,
+        source: sqlx::Error,
+    },
+    #[error("unsupported database url `{0}`: expected postgres:// or sqlite://")]
+    UnsupportedUrl(String),
+    #[error(transparent)]
+    Bus(#[from] ticketer_bus::BusError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    pub fn of_url(url: &str) -> Result<Dialect, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else {
+            Err(DbError::UnsupportedUrl(redact(url)))
+        }
+    }
+}
+
+/// A connection pool to one service's database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+    outbox_written: Arc<Notify>,
+}
+
+impl Db {
+    /// Connects to `url`. SQLite gets WAL, a busy timeout and a single
+    /// connection, since SQLite admits one writer at a time anyway and a
+    /// single connection never fails a write on a lock upgrade.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::of_url(url)?;
+        let pool = match dialect {
+            Dialect::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(max_connections.max(1))
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?
+            }
+            Dialect::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(url)?;
+                if let Some(dir) = opts.get_filename().parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Io(e))?;
+                    }
+                }
+                // Create the file and switch it to WAL once; WAL is persistent.
+                let mut conn = opts
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .connect()
+                    .await?;
+                conn.execute("SELECT 1").await?;
+                drop(conn);
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+        };
+        Ok(Db {
+            pool,
+            dialect,
+            outbox_written: Arc::new(Notify::new()),
+        })
+    }
+
+    /// `<dir>/<name>.db`, the embedded default.
+    pub async fn sqlite_file(path: &Path) -> Result<Db, DbError> {
+        Db::connect(&format!("sqlite://{}?mode=rwc", path.display()), 1).await
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Wakes the outbox relay; call after committing outbox rows.
+    pub fn outbox_written(&self) {
+        self.outbox_written.notify_one();
+    }
+
+    pub(crate) fn outbox_signal(&self) -> Arc<Notify> {
+        self.outbox_written.clone()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `$start, $start+1, ...` for an `IN (...)` list of `n` values.
+pub fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// True when `err` is a unique-constraint violation (e.g. a duplicate email).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error().is_some_and(|e| e.is_unique_violation())
+}
+
+/// A URL with its password replaced, for error messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn dialect_from_url() {
+        assert_eq!(Dialect::of_url("postgres://x").unwrap(), Dialect::Postgres);
+        assert_eq!(Dialect::of_url("sqlite://x.db").unwrap(), Dialect::Sqlite);
+        assert!(Dialect::of_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+    }
+}

@@ -1,0 +1,98 @@
+//! Versioned migrations, one SQL text per dialect, applied in order and
+//! recorded per component so a service's own schema and the shared
+//! messaging tables version independently.
+
+use sqlx::{Acquire, Executor};
+
+use crate::{time, Db, DbError, Dialect};
+
+/// One migration step in both dialects.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub postgres: &'static str,
+    pub sqlite: &'static str,
+}
+
+/// The outbox and inbox tables every service carries.
+pub const MESSAGING: &[Migration] = &[Migration {
+    version: 1,
+    name: "outbox and inbox",
+    postgres: include_str!("../migrations/postgres/messaging.sql"),
+    sqlite: include_str!("../migrations/sqlite/messaging.sql"),
+}];
+
+/// Serialises concurrent start-ups of several replicas on PostgreSQL.
+const MIGRATION_LOCK: i64 = 0x7469_636b_6574;
+
+impl Db {
+    /// Applies the messaging tables, then `migrations` recorded under
+    /// `component`, skipping those already applied.
+    pub async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<(), DbError> {
+        let mut conn = self.pool().acquire().await?;
+        if self.dialect() == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let result = async {
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    component  TEXT NOT NULL,
+                    version    BIGINT NOT NULL,
+                    name       TEXT NOT NULL,
+                    applied_at TEXT NOT NULL,
+                    PRIMARY KEY (component, version))",
+            )
+            .await?;
+            for (comp, list) in [("messaging", MESSAGING), (component, migrations)] {
+                for m in list {
+                    let done: Option<(i64,)> = sqlx::query_as(
+                        "SELECT version FROM schema_migrations WHERE component = $1 AND version = $2",
+                    )
+                    .bind(comp)
+                    .bind(m.version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    if done.is_some() {
+                        continue;
+                    }
+                    let sql = match self.dialect() {
+                        Dialect::Postgres => m.postgres,
+                        Dialect::Sqlite => m.sqlite,
+                    };
+                    let fail = |source| DbError::Migration {
+                        component: comp.to_string(),
+                        version: m.version,
+                        name: m.name.to_string(),
+                        source,
+                    };
+                    let mut tx = conn.begin().await?;
+                    sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
+                    sqlx::query(
+                        "INSERT INTO schema_migrations (component, version, name, applied_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(comp)
+                    .bind(m.version)
+                    .bind(m.name)
+                    .bind(time::now())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    tracing::info!(component = comp, version = m.version, name = m.name, "applied migration");
+                }
+            }
+            Ok::<_, DbError>(())
+        }
+        .await;
+        if self.dialect() == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await?;
+        }
+        result
+    }
+}

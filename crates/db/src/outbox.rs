@@ -1,0 +1,155 @@
+//! The transactional outbox: a state change and the messages announcing it
+//! commit together; the relay publishes committed messages in batches and
+//! stamps them only after the broker confirmed them. A crash between
+//! publishing and stamping means a duplicate (consumers deduplicate), never
+//! a loss.
+
+use std::time::Duration;
+
+use ticketer_bus::{Bus, Envelope, Outgoing};
+use tokio_util::sync::CancellationToken;
+
+use crate::{placeholders, time, AnyConnection, Db, DbError, Dialect, Row};
+
+/// Adds `envelope` to the outbox inside the caller's transaction.
+pub async fn enqueue(conn: &mut AnyConnection, exchange: &str, envelope: &Envelope) -> Result<(), DbError> {
+    let body = String::from_utf8(envelope.to_bytes()).expect("JSON is UTF-8");
+    sqlx::query(
+        "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(envelope.message_id.to_string())
+    .bind(exchange)
+    .bind(&envelope.kind)
+    .bind(body)
+    .bind(time::now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Publishes committed outbox rows.
+pub struct OutboxRelay {
+    db: Db,
+    bus: Bus,
+    batch_size: usize,
+    poll: Duration,
+}
+
+impl OutboxRelay {
+    pub fn new(db: Db, bus: Bus, batch_size: usize, poll: Duration) -> Self {
+        OutboxRelay {
+            db,
+            bus,
+            batch_size: batch_size.max(1),
+            poll,
+        }
+    }
+
+    /// Runs until `shutdown`, woken by [`Db::outbox_written`] or every `poll`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let signal = self.db.outbox_signal();
+        let mut failures = 0u32;
+        loop {
+            match self.publish_pending().await {
+                Ok(n) if n == self.batch_size => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "outbox relay could not publish; will retry");
+                }
+            }
+            let wait = if failures == 0 {
+                self.poll
+            } else {
+                Duration::from_millis(100 * 2u64.pow(failures.min(6)))
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = signal.notified(), if failures == 0 => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Publishes one batch of pending rows; returns how many.
+    pub async fn publish_pending(&self) -> Result<usize, DbError> {
+        const SELECT: &str =
+            "SELECT id, exchange, body FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1";
+        match self.db.dialect() {
+            // Row locks let several replicas relay the same table without
+            // publishing the same row twice in the normal case.
+            Dialect::Postgres => {
+                let mut tx = self.db.begin().await?;
+                let rows = sqlx::query(&format!("{SELECT} FOR UPDATE SKIP LOCKED"))
+                    .bind(self.batch_size as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let n = self.publish_rows(&mut tx, rows).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+            // One process owns an SQLite file; no transaction is held while
+            // publishing so the service keeps writing meanwhile.
+            Dialect::Sqlite => {
+                let rows = sqlx::query(SELECT)
+                    .bind(self.batch_size as i64)
+                    .fetch_all(self.db.pool())
+                    .await?;
+                let mut conn = self.db.pool().acquire().await?;
+                self.publish_rows(&mut conn, rows).await
+            }
+        }
+    }
+
+    async fn publish_rows(
+        &self,
+        conn: &mut AnyConnection,
+        rows: Vec<crate::AnyRow>,
+    ) -> Result<usize, DbError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut batch = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let exchange: String = row.try_get("exchange")?;
+            let body: String = row.try_get("body")?;
+            ids.push(id);
+            match Envelope::from_bytes(body.as_bytes()) {
+                Ok(env) => batch.push(Outgoing::new(&exchange, &env)),
+                // Cannot happen for rows written by `enqueue`; publishing the
+                // raw body lets the consumer's dead-letter path keep it.
+                Err(_) => batch.push(Outgoing {
+                    exchange,
+                    routing_key: "invalid".into(),
+                    message_id: uuid::Uuid::nil(),
+                    body: body.into_bytes(),
+                }),
+            }
+        }
+        self.bus.publish(&batch).await?;
+        let sql = format!(
+            "UPDATE outbox SET published_at = $1 WHERE id IN ({})",
+            placeholders(2, ids.len())
+        );
+        let mut q = sqlx::query(&sql).bind(time::now());
+        for id in &ids {
+            q = q.bind(*id);
+        }
+        q.execute(conn).await?;
+        tracing::debug!(count = ids.len(), "published outbox batch");
+        Ok(ids.len())
+    }
+}
+
+/// Messages not yet published, for readiness and metrics.
+pub async fn pending_count(db: &Db) -> Result<i64, DbError> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(n)
+}

@@ -1,0 +1,37 @@
+//! Timestamps are stored as fixed-width RFC 3339 UTC text, which sorts and
+//! compares correctly as text in both dialects.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+pub fn format(ts: DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub fn now() -> String {
+    format(Utc::now())
+}
+
+/// Parses a stored timestamp; stored values are always well formed, so a
+/// failure is a corrupt row and reported as a decode error.
+pub fn parse(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+
+    #[test]
+    fn text_order_is_time_order() {
+        let a = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let b = a + Duration::microseconds(1);
+        let c = a + Duration::days(400);
+        assert!(format(a) < format(b) && format(b) < format(c));
+        assert_eq!(parse(&format(b)).unwrap(), b);
+        assert_eq!(format(a).len(), format(c).len());
+    }
+}

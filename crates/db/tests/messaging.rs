@@ -1,0 +1,250 @@
+//! The delivery guarantees, end to end through a real database and a real
+//! transport: on SQLite with the in-process bus always, and on PostgreSQL
+//! with RabbitMQ when `TICKETER_TEST_POSTGRES_URL` and `TICKETER_TEST_AMQP_URL`
+//! are set.
+
+use std::{sync::Arc, time::Duration};
+
+use ticketer_bus::{testing::TestVhost, Bus, Envelope, HandleError, Subscription};
+use ticketer_db::{
+    enqueue, testing::TestDatabase, AnyConnection, Db, Inbox, MessageHandler, Migration, OutboxRelay,
+};
+use tokio_util::sync::CancellationToken;
+
+const EXCHANGE: &str = "ticketer.events";
+const QUEUE: &str = "test.consumer";
+
+const CONSUMER_SCHEMA: &[Migration] = &[Migration {
+    version: 1,
+    name: "applied",
+    postgres: "CREATE TABLE applied (message_id TEXT NOT NULL, kind TEXT NOT NULL)",
+    sqlite: "CREATE TABLE applied (message_id TEXT NOT NULL, kind TEXT NOT NULL)",
+}];
+
+/// Records every message it applies; refuses kind "Poison" for good.
+struct Recorder;
+
+#[async_trait::async_trait]
+impl MessageHandler for Recorder {
+    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
+        if msg.kind == "Poison" {
+            return Err(HandleError::Permanent("cannot apply poison".into()));
+        }
+        sqlx::query("INSERT INTO applied (message_id, kind) VALUES ($1, $2)")
+            .bind(msg.message_id.to_string())
+            .bind(&msg.kind)
+            .execute(tx)
+            .await
+            .map_err(|e| HandleError::Transient(e.to_string()))?;
+        Ok(())
+    }
+}
+
+struct Rig {
+    producer_db: TestDatabase,
+    producer: Db,
+    consumer: Db,
+    bus: Bus,
+    shutdown: CancellationToken,
+    _consumer_db: TestDatabase,
+    _vhost: Option<TestVhost>,
+}
+
+impl Rig {
+    async fn start(real: bool) -> Option<Rig> {
+        let (producer_db, consumer_db, bus, vhost) = if real {
+            let (Some(pg), Some(amqp)) = (
+                ticketer_db::testing::postgres_url(),
+                ticketer_bus::testing::amqp_url(),
+            ) else {
+                eprintln!("SKIPPED: PostgreSQL/RabbitMQ messaging test (set TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL)");
+                return None;
+            };
+            let vhost = TestVhost::create(&amqp).expect("vhost");
+            let bus = Bus::connect(Some(&vhost.url)).await.expect("rabbitmq");
+            (
+                TestDatabase::postgres(&pg, "producer").await.unwrap(),
+                TestDatabase::postgres(&pg, "consumer").await.unwrap(),
+                bus,
+                Some(vhost),
+            )
+        } else {
+            (
+                TestDatabase::sqlite(),
+                TestDatabase::sqlite(),
+                Bus::in_process(),
+                None,
+            )
+        };
+        let producer = producer_db.connect().await.unwrap();
+        producer.migrate("producer", &[]).await.unwrap();
+        let consumer = consumer_db.connect().await.unwrap();
+        consumer.migrate("consumer", CONSUMER_SCHEMA).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let sub = Subscription::new(QUEUE)
+            .bind(EXCHANGE, "#")
+            .tuned(50, 1, 50)
+            .retries(3, Duration::from_millis(10));
+        bus.subscribe(
+            sub,
+            Arc::new(Inbox::new(consumer.clone(), QUEUE, Recorder)),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        Some(Rig {
+            producer_db,
+            producer,
+            consumer,
+            bus,
+            shutdown,
+            _consumer_db: consumer_db,
+            _vhost: vhost,
+        })
+    }
+
+    /// A state change and its message, committed together.
+    async fn commit_message(&self, kind: &str) -> Envelope {
+        let env = Envelope::new(kind, &serde_json::json!({"n": 1}));
+        let mut tx = self.producer.begin().await.unwrap();
+        enqueue(&mut tx, EXCHANGE, &env).await.unwrap();
+        tx.commit().await.unwrap();
+        env
+    }
+
+    fn relay(&self) -> OutboxRelay {
+        OutboxRelay::new(
+            self.producer.clone(),
+            self.bus.clone(),
+            100,
+            Duration::from_millis(50),
+        )
+    }
+
+    async fn applied(&self, env: &Envelope) -> i64 {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM applied WHERE message_id = $1")
+            .bind(env.message_id.to_string())
+            .fetch_one(self.consumer.pool())
+            .await
+            .unwrap();
+        n
+    }
+
+    /// Waits until `env` has been applied (RabbitMQ delivers asynchronously).
+    async fn wait_applied(&self, env: &Envelope) -> i64 {
+        for _ in 0..200 {
+            let n = self.applied(env).await;
+            if n > 0 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        0
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn redelivery_has_no_second_effect(real: bool) {
+    let Some(rig) = Rig::start(real).await else { return };
+    let first = rig.commit_message("EventPublished").await;
+    assert_eq!(rig.relay().publish_pending().await.unwrap(), 1);
+    assert_eq!(rig.wait_applied(&first).await, 1);
+
+    // The relay crashed after the broker confirmed but before stamping the
+    // row: the same message goes out again.
+    sqlx::query("UPDATE outbox SET published_at = NULL")
+        .execute(rig.producer.pool())
+        .await
+        .unwrap();
+    assert_eq!(rig.relay().publish_pending().await.unwrap(), 1);
+    // A later message on the same queue is applied after the duplicate.
+    let later = rig.commit_message("EventUpdated").await;
+    rig.relay().publish_pending().await.unwrap();
+    assert_eq!(rig.wait_applied(&later).await, 1);
+    assert_eq!(
+        rig.applied(&first).await,
+        1,
+        "the duplicate delivery was applied again"
+    );
+}
+
+async fn poison_goes_to_the_dead_letter_queue(real: bool) {
+    let Some(rig) = Rig::start(real).await else { return };
+    let poison = rig.commit_message("Poison").await;
+    let good = rig.commit_message("EventCreated").await;
+    rig.relay().publish_pending().await.unwrap();
+    assert_eq!(
+        rig.wait_applied(&good).await,
+        1,
+        "poison held back the next message"
+    );
+    let mut dead = 0;
+    for _ in 0..100 {
+        dead = rig.bus.dead_letter_count(QUEUE).await.unwrap();
+        if dead > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(dead, 1);
+    assert_eq!(rig.applied(&poison).await, 0);
+}
+
+async fn crash_before_publish_loses_nothing(real: bool) {
+    let Some(mut rig) = Rig::start(real).await else {
+        return;
+    };
+    // Committed, then the process died before the relay ran.
+    let env = rig.commit_message("EventCancelled").await;
+    rig.producer.close().await;
+
+    // After the restart a new relay finds the row and publishes it.
+    rig.producer = rig.producer_db.connect().await.unwrap();
+    rig.producer.migrate("producer", &[]).await.unwrap();
+    let relay = rig.relay();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(relay.run(stop.clone()));
+    assert_eq!(rig.wait_applied(&env).await, 1);
+    stop.cancel();
+    running.await.unwrap();
+    let (pending,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(rig.producer.pool())
+        .await
+        .unwrap();
+    assert_eq!(pending, 0);
+}
+
+#[tokio::test]
+async fn embedded_redelivery_has_no_second_effect() {
+    redelivery_has_no_second_effect(false).await;
+}
+
+#[tokio::test]
+async fn embedded_poison_goes_to_the_dead_letter_queue() {
+    poison_goes_to_the_dead_letter_queue(false).await;
+}
+
+#[tokio::test]
+async fn embedded_crash_before_publish_loses_nothing() {
+    crash_before_publish_loses_nothing(false).await;
+}
+
+#[tokio::test]
+async fn postgres_rabbitmq_redelivery_has_no_second_effect() {
+    redelivery_has_no_second_effect(true).await;
+}
+
+#[tokio::test]
+async fn postgres_rabbitmq_poison_goes_to_the_dead_letter_queue() {
+    poison_goes_to_the_dead_letter_queue(true).await;
+}
+
+#[tokio::test]
+async fn postgres_rabbitmq_crash_before_publish_loses_nothing() {
+    crash_before_publish_loses_nothing(true).await;
+}
