@@ -23,7 +23,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode},
     ConnectOptions, Executor,
 };
-pub use sqlx::{any::AnyRow, Any, AnyConnection, AnyPool, Row, Transaction};
+pub use sqlx::{any::AnyRow, Any, AnyConnection, AnyPool, Error as SqlxError, Row, Transaction};
 use tokio::sync::Notify;
 
 pub type Tx = Transaction<'static, Any>;

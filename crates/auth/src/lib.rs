@@ -1,0 +1,138 @@
+//! The auth service: registration, login, refresh-token rotation with reuse
+//! detection, profile, role grants and the JWKS other services verify with.
+
+mod domain;
+mod error;
+pub mod keys;
+mod password;
+mod routes;
+mod service;
+mod store;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+pub use error::AuthError;
+use keys::SigningKey;
+pub use routes::ApiDoc;
+use secrecy::{ExposeSecret, SecretString};
+pub use service::AuthService;
+use ticketer_config::{ConfigError, Env, InfraConfig, Service};
+use ticketer_db::{Db, OutboxRelay};
+use ticketer_http::{assemble, Metrics, Plumbing, Readiness, ServiceApp, TokenVerifier};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+pub use store::MIGRATIONS;
+
+/// Where the signing key comes from.
+#[derive(Clone)]
+pub enum KeySource {
+    Pem(SecretString),
+    File(PathBuf),
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub key: KeySource,
+    pub bootstrap_admin: Option<(String, SecretString)>,
+}
+
+impl Config {
+    /// `AUTH_JWT_PRIVATE_KEY` (PEM) or `AUTH_JWT_PRIVATE_KEY_FILE`, else a key
+    /// generated once into `<data_dir>/auth-signing-key.pem`.
+    pub fn from_env(env: &Env, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let env = env.for_service(Service::Auth);
+        let key = match (env.get("JWT_PRIVATE_KEY"), env.get("JWT_PRIVATE_KEY_FILE")) {
+            (Some(pem), _) => KeySource::Pem(pem.replace("\\n", "\n").into()),
+            (None, Some(path)) => KeySource::File(path.into()),
+            (None, None) => KeySource::File(data_dir.join("auth-signing-key.pem")),
+        };
+        let bootstrap_admin = match (
+            env.get("BOOTSTRAP_ADMIN_EMAIL"),
+            env.get("BOOTSTRAP_ADMIN_PASSWORD"),
+        ) {
+            (Some(email), Some(pw)) => Some((email, pw.into())),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "AUTH_BOOTSTRAP_ADMIN_EMAIL".into(),
+                    message: "set both AUTH_BOOTSTRAP_ADMIN_EMAIL and AUTH_BOOTSTRAP_ADMIN_PASSWORD".into(),
+                })
+            }
+        };
+        Ok(Config {
+            access_ttl: env.seconds_or("ACCESS_TOKEN_TTL_SECONDS", 15 * 60)?,
+            refresh_ttl: env.seconds_or("REFRESH_TOKEN_TTL_SECONDS", 24 * 60 * 60)?,
+            key,
+            bootstrap_admin,
+        })
+    }
+
+    pub fn signing_key(&self) -> anyhow::Result<SigningKey> {
+        Ok(match &self.key {
+            KeySource::Pem(pem) => SigningKey::from_pem(pem.expose_secret())?,
+            KeySource::File(path) => SigningKey::load_or_create(path)?,
+        })
+    }
+}
+
+/// The auth service before it starts serving.
+pub struct Auth {
+    pub app: ServiceApp,
+    pub service: AuthService,
+    /// Verifies tokens with this instance's key, for in-process services.
+    pub verifier: TokenVerifier,
+}
+
+pub async fn build(
+    config: Config,
+    infra: &InfraConfig,
+    db: Db,
+    bus: ticketer_bus::Bus,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Auth> {
+    db.migrate("auth", MIGRATIONS).await?;
+    let key = Arc::new(config.signing_key()?);
+    let verifier = key.verifier(&infra.jwt_issuer);
+    let service = AuthService {
+        db: db.clone(),
+        key,
+        issuer: infra.jwt_issuer.clone(),
+        access_ttl: config.access_ttl,
+        refresh_ttl: config.refresh_ttl,
+    };
+    if let Some((email, password)) = &config.bootstrap_admin {
+        let admin = service.ensure_admin(email, password.expose_secret()).await?;
+        tracing::info!(user_id = %admin.id, "bootstrap administrator ready");
+    }
+    let relay = OutboxRelay::new(
+        db.clone(),
+        bus.clone(),
+        infra.outbox_batch_size,
+        infra.outbox_poll,
+    );
+    let relay = tokio::spawn(relay.run(shutdown.clone()));
+    let router = assemble(
+        routes::router(service.clone()),
+        Plumbing {
+            service: "auth",
+            metrics: Metrics::new("auth"),
+            readiness: Readiness {
+                db: Some(db),
+                bus: Some(bus),
+                cache: None,
+            },
+            verifier: Some(verifier.clone()),
+            openapi: Some(ApiDoc::openapi()),
+        },
+    );
+    Ok(Auth {
+        app: ServiceApp::new("auth", listener, router, shutdown).with_tasks([relay]),
+        service,
+        verifier,
+    })
+}

@@ -1,0 +1,302 @@
+//! The auth operations, between the HTTP handlers and the store.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use chrono::Utc;
+use rand::RngCore;
+use serde::Serialize;
+use ticketer_bus::{topology::AUTH_EXCHANGE, Envelope};
+use ticketer_db::{enqueue, is_unique_violation, Db};
+use ticketer_http::{Claims, Role};
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, decide_refresh, RefreshDecision, RefreshState},
+    keys::SigningKey,
+    password,
+    store::{self, NewUser, User},
+    AuthError,
+};
+
+#[derive(Clone)]
+pub struct AuthService {
+    pub(crate) db: Db,
+    pub(crate) key: Arc<SigningKey>,
+    pub(crate) issuer: String,
+    pub(crate) access_ttl: Duration,
+    pub(crate) refresh_ttl: Duration,
+}
+
+/// What login and refresh hand back.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+/// Published when someone registers (drives the welcome notification).
+#[derive(Debug, Serialize)]
+pub struct UserRegistered<'a> {
+    pub user_id: Uuid,
+    pub email: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub roles: &'a [Role],
+}
+
+fn hash_refresh(token: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_refresh_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl AuthService {
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        first_name: &str,
+        last_name: &str,
+        role: Option<Role>,
+    ) -> Result<User, AuthError> {
+        let reg = domain::validate_registration(email, password, first_name, last_name, role)
+            .map_err(AuthError::Invalid)?;
+        let hash = password::hash(password.to_string()).await?;
+        self.create_user(&reg.email, &hash, &reg.first_name, &reg.last_name, &[reg.role])
+            .await
+    }
+
+    async fn create_user(
+        &self,
+        email: &str,
+        hash: &str,
+        first_name: &str,
+        last_name: &str,
+        roles: &[Role],
+    ) -> Result<User, AuthError> {
+        let mut tx = self.db.begin().await?;
+        let new = NewUser {
+            email,
+            password_hash: hash,
+            first_name,
+            last_name,
+            roles,
+        };
+        let id = match store::insert_user(&mut tx, &new).await {
+            Ok(id) => id,
+            Err(e) if is_unique_violation(&e) => return Err(AuthError::DuplicateEmail),
+            Err(e) => return Err(e.into()),
+        };
+        let event = UserRegistered {
+            user_id: id,
+            email,
+            first_name,
+            last_name,
+            roles,
+        };
+        enqueue(
+            &mut tx,
+            AUTH_EXCHANGE,
+            &Envelope::new("UserRegistered", &event).correlated(id),
+        )
+        .await?;
+        let user = store::user_by_id(&mut tx, id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        tx.commit().await?;
+        self.db.outbox_written();
+        tracing::info!(user_id = %id, "user registered");
+        Ok(user)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
+        let user = match domain::parse_email(email) {
+            Ok(email) => store::user_by_email(&self.db, &email).await?,
+            Err(_) => None,
+        };
+        let ok = password::verify(
+            password.to_string(),
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await?;
+        match user {
+            Some(user) if ok => {
+                let mut tx = self.db.begin().await?;
+                let pair = self.issue(&mut tx, &user, &Uuid::new_v4().to_string()).await?;
+                tx.commit().await?;
+                Ok(pair)
+            }
+            _ => Err(AuthError::BadCredentials),
+        }
+    }
+
+    async fn issue(
+        &self,
+        conn: &mut ticketer_db::AnyConnection,
+        user: &User,
+        family: &str,
+    ) -> Result<TokenPair, AuthError> {
+        let now = Utc::now();
+        let claims = Claims {
+            sub: user.id.to_string(),
+            email: user.email.clone(),
+            roles: user.roles.clone(),
+            iat: now.timestamp(),
+            exp: now.timestamp() + self.access_ttl.as_secs() as i64,
+            iss: self.issuer.clone(),
+        };
+        let refresh = new_refresh_token();
+        let refresh_expiry =
+            now + chrono::Duration::from_std(self.refresh_ttl).map_err(anyhow::Error::from)?;
+        store::insert_refresh(conn, &hash_refresh(&refresh), user.id, family, refresh_expiry).await?;
+        Ok(TokenPair {
+            access_token: self.key.sign(&claims),
+            token_type: "Bearer",
+            expires_in: self.access_ttl.as_secs(),
+            refresh_token: refresh,
+        })
+    }
+
+    pub async fn refresh(&self, token: &str) -> Result<TokenPair, AuthError> {
+        let hash = hash_refresh(token);
+        let mut tx = self.db.begin().await?;
+        let row = store::find_refresh(&mut tx, &hash)
+            .await?
+            .ok_or(AuthError::BadRefreshToken)?;
+        let state = RefreshState {
+            expires_at: row.expires_at,
+            used: row.used,
+            revoked: row.revoked,
+        };
+        match decide_refresh(state, Utc::now()) {
+            RefreshDecision::Expired => Err(AuthError::RefreshExpired),
+            RefreshDecision::Reuse => {
+                store::revoke_family(&mut tx, &row.family_id).await?;
+                tx.commit().await?;
+                tracing::warn!(user_id = %row.user_id, "refresh token reuse; session revoked");
+                Err(AuthError::RefreshReused)
+            }
+            RefreshDecision::Rotate => {
+                if !store::mark_used(&mut tx, &hash).await? {
+                    // Lost a race with a concurrent refresh of the same token.
+                    return Err(AuthError::RefreshReused);
+                }
+                let user = store::user_by_id(&mut tx, row.user_id)
+                    .await?
+                    .ok_or(AuthError::BadRefreshToken)?;
+                let pair = self.issue(&mut tx, &user, &row.family_id).await?;
+                tx.commit().await?;
+                Ok(pair)
+            }
+        }
+    }
+
+    /// Ends the session the refresh token belongs to. Unknown tokens are
+    /// ignored: logging out twice is not an error.
+    pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
+        let mut tx = self.db.begin().await?;
+        if let Some(row) = store::find_refresh(&mut tx, &hash_refresh(token)).await? {
+            store::revoke_family(&mut tx, &row.family_id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn user(&self, id: Uuid) -> Result<User, AuthError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(ticketer_db::DbError::from)?;
+        store::user_by_id(&mut conn, id)
+            .await?
+            .ok_or(AuthError::UserNotFound)
+    }
+
+    pub async fn update_me(
+        &self,
+        id: Uuid,
+        first_name: Option<String>,
+        last_name: Option<String>,
+        password: Option<String>,
+    ) -> Result<User, AuthError> {
+        let mut errors = Vec::new();
+        let mut check = |field: &str, v: Option<String>, f: fn(&str) -> Result<String, String>| {
+            v.and_then(|v| match f(&v) {
+                Ok(v) => Some(v),
+                Err(m) => {
+                    errors.push(ticketer_http::FieldError::new(field, m));
+                    None
+                }
+            })
+        };
+        let first = check("first_name", first_name, domain::parse_name);
+        let last = check("last_name", last_name, domain::parse_name);
+        let pw = check("password", password, |p| {
+            domain::check_password(p).map(|_| p.to_string())
+        });
+        if !errors.is_empty() {
+            return Err(AuthError::Invalid(errors));
+        }
+        let hash = match pw {
+            Some(p) => Some(password::hash(p).await?),
+            None => None,
+        };
+        let mut tx = self.db.begin().await?;
+        store::update_profile(&mut tx, id, first.as_deref(), last.as_deref(), hash.as_deref()).await?;
+        if hash.is_some() {
+            // A new password ends every other session.
+            store::revoke_all_for_user(&mut tx, id).await?;
+        }
+        let user = store::user_by_id(&mut tx, id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    pub async fn grant(&self, id: Uuid, role: Role) -> Result<User, AuthError> {
+        let mut tx = self.db.begin().await?;
+        store::user_by_id(&mut tx, id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        store::grant_role(&mut tx, id, role).await?;
+        let user = store::user_by_id(&mut tx, id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    pub async fn revoke(&self, id: Uuid, role: Role) -> Result<User, AuthError> {
+        self.user(id).await?;
+        store::revoke_role(&self.db, id, role).await?;
+        self.user(id).await
+    }
+
+    /// Creates an administrator, or makes an existing user one. Used by
+    /// `ticketer admin create` and the bootstrap variables.
+    pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<User, AuthError> {
+        let email = domain::parse_email(email)
+            .map_err(|m| AuthError::Invalid(vec![ticketer_http::FieldError::new("email", m)]))?;
+        domain::check_password(password)
+            .map_err(|m| AuthError::Invalid(vec![ticketer_http::FieldError::new("password", m)]))?;
+        if let Some(user) = store::user_by_email(&self.db, &email).await? {
+            return self.grant(user.id, Role::Admin).await;
+        }
+        let hash = password::hash(password.to_string()).await?;
+        self.create_user(&email, &hash, "Admin", "User", &[Role::Admin])
+            .await
+    }
+}

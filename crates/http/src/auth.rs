@@ -1,0 +1,268 @@
+//! Access-token validation, done locally by every service with the auth
+//! service's public keys (from its JWKS document, or handed over in-process
+//! when embedded).
+
+use std::{
+    collections::HashMap,
+    fmt,
+    str::FromStr,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Role {
+    Customer,
+    Organizer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "CUSTOMER",
+            Role::Organizer => "ORGANIZER",
+            Role::Admin => "ADMIN",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "CUSTOMER" => Ok(Role::Customer),
+            "ORGANIZER" => Ok(Role::Organizer),
+            "ADMIN" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role `{other}`; expected CUSTOMER, ORGANIZER or ADMIN"
+            )),
+        }
+    }
+}
+
+/// The access token's claims (see CONTRACT.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    pub sub: String,
+    pub email: String,
+    pub roles: Vec<Role>,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("token signed with an unknown key")]
+    UnknownKey,
+    #[error("token has no key id")]
+    NoKeyId,
+    #[error("could not fetch signing keys: {0}")]
+    KeysUnavailable(String),
+}
+
+enum KeySource {
+    /// Keys handed over in-process.
+    Static,
+    /// Fetched from the auth service's JWKS endpoint and cached.
+    Jwks { url: String, client: reqwest::Client },
+}
+
+struct Inner {
+    issuer: String,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    source: KeySource,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+/// Validates access tokens; cheap to clone.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    inner: Arc<Inner>,
+}
+
+/// Unknown key ids trigger a refetch at most this often.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+
+impl TokenVerifier {
+    pub fn with_keys(issuer: &str, keys: Vec<(String, DecodingKey)>) -> Self {
+        Self::new(issuer, keys.into_iter().collect(), KeySource::Static)
+    }
+
+    pub fn from_jwks_url(issuer: &str, url: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("HTTP client");
+        Self::new(
+            issuer,
+            HashMap::new(),
+            KeySource::Jwks {
+                url: url.to_string(),
+                client,
+            },
+        )
+    }
+
+    fn new(issuer: &str, keys: HashMap<String, DecodingKey>, source: KeySource) -> Self {
+        TokenVerifier {
+            inner: Arc::new(Inner {
+                issuer: issuer.to_string(),
+                keys: RwLock::new(keys),
+                source,
+                last_fetch: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.inner.keys.read().expect("keys lock").get(kid).cloned()
+    }
+
+    async fn refresh(&self) -> Result<(), TokenError> {
+        let KeySource::Jwks { url, client } = &self.inner.source else {
+            return Ok(());
+        };
+        let mut last = self.inner.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let fetch = async {
+            let set: JwkSet = client.get(url).send().await?.error_for_status()?.json().await?;
+            Ok::<_, reqwest::Error>(set)
+        };
+        let set = fetch
+            .await
+            .map_err(|e| TokenError::KeysUnavailable(e.to_string()))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            if let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) {
+                keys.insert(kid, key);
+            }
+        }
+        *self.inner.keys.write().expect("keys lock") = keys;
+        Ok(())
+    }
+
+    /// Checks signature, issuer and expiry (no leeway: expired means expired).
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token)?;
+        let kid = header.kid.ok_or(TokenError::NoKeyId)?;
+        let key = match self.key(&kid) {
+            Some(k) => k,
+            None => {
+                self.refresh().await?;
+                self.key(&kid).ok_or(TokenError::UnknownKey)?
+            }
+        };
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 0;
+        validation.set_issuer(&[&self.inner.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        Ok(jsonwebtoken::decode::<Claims>(token, &key, &validation)?.claims)
+    }
+}
+
+/// The authenticated caller. Extracting it answers 401 when the bearer
+/// token is missing, malformed, tampered with or expired.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: String,
+    pub roles: Vec<Role>,
+}
+
+impl AuthUser {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// 403 unless the caller has `role` (admins pass every role check).
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.has(role) || self.has(Role::Admin) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("requires the {role} role")))
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has(Role::Admin)
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let verifier = parts
+            .extensions
+            .get::<TokenVerifier>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no token verifier installed")))?;
+        let token =
+            bearer_token(parts).ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+        let claims = verifier.verify(token).await.map_err(|e| match e {
+            TokenError::KeysUnavailable(msg) => {
+                tracing::error!(error = %msg, "cannot validate tokens");
+                ApiError::Unavailable("token validation is unavailable".into())
+            }
+            other => ApiError::Unauthorized(other.to_string()),
+        })?;
+        let id = Uuid::parse_str(&claims.sub)
+            .map_err(|_| ApiError::Unauthorized("invalid token subject".into()))?;
+        Ok(AuthUser {
+            id,
+            email: claims.email,
+            roles: claims.roles,
+        })
+    }
+}
+
+/// The caller if a valid token was sent; anonymous otherwise. A token that
+/// is present but invalid is still a 401.
+pub struct MaybeAuthUser(pub Option<AuthUser>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeAuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if bearer_token(parts).is_none() {
+            return Ok(MaybeAuthUser(None));
+        }
+        AuthUser::from_request_parts(parts, state)
+            .await
+            .map(|u| MaybeAuthUser(Some(u)))
+    }
+}

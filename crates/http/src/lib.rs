@@ -1,0 +1,45 @@
+//! HTTP plumbing shared by every service.
+
+pub mod auth;
+mod error;
+pub mod health;
+mod json;
+pub mod metrics;
+mod money;
+mod pagination;
+mod server;
+
+pub use auth::{AuthUser, Claims, MaybeAuthUser, Role, TokenVerifier};
+pub use error::{not_found, ApiError, ApiResult, FieldError, Problem};
+pub use health::Readiness;
+pub use json::{parse_json, Json, Query};
+pub use metrics::Metrics;
+pub use money::Money;
+pub use pagination::{Page, PageQuery, PageRequest, MAX_PAGE_SIZE};
+pub use server::{assemble, bind, trace_request, Plumbing, ServiceApp, REQUEST_ID};
+
+/// Collects field errors and fails with all of them at once.
+#[derive(Debug, Default)]
+pub struct Validator(Vec<FieldError>);
+
+impl Validator {
+    pub fn check(&mut self, ok: bool, field: &str, message: &str) -> &mut Self {
+        if !ok {
+            self.0.push(FieldError::new(field, message));
+        }
+        self
+    }
+
+    pub fn error(&mut self, field: &str, message: impl Into<String>) -> &mut Self {
+        self.0.push(FieldError::new(field, message));
+        self
+    }
+
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.0))
+        }
+    }
+}

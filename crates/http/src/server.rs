@@ -1,0 +1,167 @@
+//! The pieces every service's HTTP server shares, and its run loop.
+
+use std::{io, net::SocketAddr, time::Instant};
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderName, HeaderValue},
+    middleware::{from_fn_with_state, Next},
+    response::Response,
+    routing::get,
+    Extension, Router,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{health, metrics, not_found, Metrics, Readiness, TokenVerifier};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What a service hands over for the standard routes and layers.
+pub struct Plumbing {
+    pub service: &'static str,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    pub verifier: Option<TokenVerifier>,
+    pub openapi: Option<utoipa::openapi::OpenApi>,
+}
+
+/// Adds `/health/live`, `/health/ready`, `/metrics`, `/openapi.json`, the
+/// problem+json 404, request metrics, request ids and trace context to `api`.
+pub fn assemble(api: Router, p: Plumbing) -> Router {
+    let mut ops = Router::new()
+        .route("/health/live", get(health::live))
+        .merge(
+            Router::new()
+                .route("/health/ready", get(health::ready))
+                .with_state(p.readiness),
+        )
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics::render))
+                .with_state(p.metrics.clone()),
+        );
+    if let Some(doc) = p.openapi {
+        let doc = std::sync::Arc::new(doc);
+        ops = ops.route(
+            "/openapi.json",
+            get(move || async move { axum::Json((*doc).clone()) }),
+        );
+    }
+    let mut app = api
+        .route_layer(from_fn_with_state(p.metrics, metrics::track))
+        .merge(ops)
+        .fallback(not_found);
+    if let Some(verifier) = p.verifier {
+        app = app.layer(Extension(verifier));
+    }
+    app.layer(from_fn_with_state(p.service, trace_request))
+}
+
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// Gives every request an id (kept if the caller sent a sane one), a span
+/// joined to the caller's trace, and one log line when it completes.
+pub async fn trace_request(State(service): State<&'static str>, mut req: Request, next: Next) -> Response {
+    let request_id = match req.headers().get(&REQUEST_ID).filter(|v| valid_request_id(v)) {
+        Some(v) => v.clone(),
+        None => {
+            let v = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("uuid is ASCII");
+            req.headers_mut().insert(REQUEST_ID, v.clone());
+            v
+        }
+    };
+    let traceparent = req
+        .headers()
+        .get(ticketer_telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let span = tracing::info_span!(
+        "http",
+        service,
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = request_id.to_str().unwrap_or_default(),
+        trace_id = tracing::field::Empty,
+    );
+    ticketer_telemetry::set_remote_parent(&span, traceparent.as_deref());
+    if let Some(id) = ticketer_telemetry::trace_id_of(&span, traceparent.as_deref()) {
+        span.record("trace_id", id);
+    }
+    let start = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, latency_ms, "request failed");
+        } else {
+            tracing::info!(status, latency_ms, "request served");
+        }
+    });
+    resp.headers_mut().insert(REQUEST_ID, request_id);
+    resp
+}
+
+/// A built service: bound listener, router, and the background tasks
+/// (outbox relay, consumers) that stop with it.
+pub struct ServiceApp {
+    pub name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: CancellationToken,
+}
+
+impl ServiceApp {
+    pub fn new(
+        name: &'static str,
+        listener: TcpListener,
+        router: Router,
+        shutdown: CancellationToken,
+    ) -> Self {
+        ServiceApp {
+            name,
+            listener,
+            router,
+            tasks: Vec::new(),
+            shutdown,
+        }
+    }
+
+    pub fn with_tasks(mut self, tasks: impl IntoIterator<Item = JoinHandle<()>>) -> Self {
+        self.tasks.extend(tasks);
+        self
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until the shutdown token fires, lets in-flight requests
+    /// finish, then waits for the background tasks to stop.
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        let token = self.shutdown.clone();
+        tracing::info!(service = self.name, port = self.port(), "listening");
+        axum::serve(
+            self.listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        tracing::info!(service = self.name, "stopped");
+        Ok(())
+    }
+}
+
+/// Binds `host:port`; port 0 picks a free port (tests).
+pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+    TcpListener::bind((host, port)).await
+}
