@@ -136,3 +136,34 @@ pub async fn build(
         verifier,
     })
 }
+
+/// `ticketer admin create`: makes `email` an administrator, creating the
+/// account if needed, directly in the auth database.
+pub async fn create_admin(
+    config: &Config,
+    infra: &InfraConfig,
+    db: Db,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<uuid::Uuid> {
+    db.migrate("auth", MIGRATIONS).await?;
+    let service = AuthService {
+        db,
+        key: Arc::new(config.signing_key()?),
+        issuer: infra.jwt_issuer.clone(),
+        access_ttl: config.access_ttl,
+        refresh_ttl: config.refresh_ttl,
+    };
+    let user = service.ensure_admin(email, password).await.map_err(|e| match e {
+        AuthError::Invalid(errors) => anyhow::anyhow!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => other.into(),
+    })?;
+    Ok(user.id)
+}

@@ -50,8 +50,8 @@ pub fn assemble(api: Router, p: Plumbing) -> Router {
         );
     }
     let mut app = api
-        .route_layer(from_fn_with_state(p.metrics, metrics::track))
         .merge(ops)
+        .route_layer(from_fn_with_state(p.metrics, metrics::track))
         .fallback(not_found);
     if let Some(verifier) = p.verifier {
         app = app.layer(Extension(verifier));

@@ -1,0 +1,242 @@
+//! Event operations: load, apply the rules, store with the outgoing message.
+
+use chrono::Utc;
+use serde::Serialize;
+use ticketer_bus::{topology::EVENTS_EXCHANGE, Envelope};
+use ticketer_db::{enqueue, Db, DbError};
+use ticketer_http::{ApiError, AuthUser, FieldError, Money, PageRequest, Role};
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, transition, Action, EventStatus, RawDetails},
+    store::{self, Event, ListFilter},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("invalid event")]
+    Invalid(Vec<FieldError>),
+    #[error("event not found")]
+    NotFound,
+    #[error("only the event's organizer may change it")]
+    NotOwner,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for EventsError {
+    fn from(e: sqlx::Error) -> Self {
+        EventsError::Db(e.into())
+    }
+}
+
+impl From<EventsError> for ApiError {
+    fn from(e: EventsError) -> Self {
+        match e {
+            EventsError::Invalid(errors) => ApiError::Validation(errors),
+            EventsError::NotFound => ApiError::NotFound(e.to_string()),
+            EventsError::NotOwner | EventsError::Forbidden(_) => ApiError::Forbidden(e.to_string()),
+            EventsError::Conflict(m) => ApiError::Conflict(m),
+            EventsError::Db(e) => ApiError::internal(e),
+        }
+    }
+}
+
+/// What every event message carries: the event as it now stands.
+#[derive(Debug, Serialize)]
+pub struct EventSnapshot {
+    pub event_id: i64,
+    pub event_name: String,
+    pub category: String,
+    pub location: String,
+    pub event_date: String,
+    pub start_time: String,
+    pub end_time: String,
+    pub ticket_capacity: i64,
+    pub ticket_price: Money,
+    pub currency: String,
+    pub organizer: Uuid,
+    pub status: EventStatus,
+}
+
+impl From<&Event> for EventSnapshot {
+    fn from(e: &Event) -> Self {
+        let d = &e.details;
+        EventSnapshot {
+            event_id: e.id,
+            event_name: d.event_name.clone(),
+            category: d.category.clone(),
+            location: d.location.clone(),
+            event_date: d.event_date.format("%Y-%m-%d").to_string(),
+            start_time: d.start_time.format("%H:%M").to_string(),
+            end_time: d.end_time.format("%H:%M").to_string(),
+            ticket_capacity: d.ticket_capacity,
+            ticket_price: d.ticket_price,
+            currency: d.currency.clone(),
+            organizer: e.organizer,
+            status: e.status,
+        }
+    }
+}
+
+/// A partial update; absent fields keep their value.
+#[derive(Debug, Default)]
+pub struct Patch {
+    pub event_name: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub location: Option<String>,
+    pub event_date: Option<String>,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub ticket_capacity: Option<i64>,
+    pub ticket_price: Option<Money>,
+    pub currency: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct EventsService {
+    pub(crate) db: Db,
+}
+
+fn today() -> chrono::NaiveDate {
+    Utc::now().date_naive()
+}
+
+fn require_organizer(user: &AuthUser) -> Result<(), EventsError> {
+    user.require(Role::Organizer)
+        .map_err(|_| EventsError::Forbidden("only organizers manage events".into()))
+}
+
+impl EventsService {
+    pub async fn create(&self, user: &AuthUser, raw: RawDetails) -> Result<Event, EventsError> {
+        require_organizer(user)?;
+        let details = domain::validate(&raw, today(), true).map_err(EventsError::Invalid)?;
+        let mut tx = self.db.begin().await?;
+        let event = store::insert(&mut tx, &details, user.id).await?;
+        self.announce(&mut tx, "EventCreated", &event).await?;
+        tx.commit().await?;
+        self.db.outbox_written();
+        tracing::info!(event_id = event.id, "event created");
+        Ok(event)
+    }
+
+    async fn announce(
+        &self,
+        conn: &mut ticketer_db::AnyConnection,
+        kind: &str,
+        e: &Event,
+    ) -> Result<(), DbError> {
+        let env = Envelope::new(kind, &EventSnapshot::from(e));
+        enqueue(conn, EVENTS_EXCHANGE, &env).await
+    }
+
+    /// An event as `viewer` may see it: drafts only to their organizer.
+    pub async fn get(&self, id: i64, viewer: Option<&AuthUser>) -> Result<Event, EventsError> {
+        let mut conn = self.db.pool().acquire().await?;
+        let event = store::get(&mut conn, id).await?.ok_or(EventsError::NotFound)?;
+        let owner_or_admin = viewer.is_some_and(|u| u.id == event.organizer || u.is_admin());
+        if event.status == EventStatus::Draft && !owner_or_admin {
+            return Err(EventsError::NotFound);
+        }
+        Ok(event)
+    }
+
+    /// Loads, checks ownership, applies `change`, stores with a version
+    /// check, and announces the result as `kind`.
+    async fn change(
+        &self,
+        user: &AuthUser,
+        id: i64,
+        kind: &str,
+        change: impl FnOnce(Event) -> Result<Event, EventsError>,
+    ) -> Result<Event, EventsError> {
+        require_organizer(user)?;
+        let mut tx = self.db.begin().await?;
+        let current = store::get(&mut tx, id).await?.ok_or(EventsError::NotFound)?;
+        if current.organizer != user.id && !user.is_admin() {
+            return Err(EventsError::NotOwner);
+        }
+        let next = change(current)?;
+        let stored = store::update(&mut tx, &next)
+            .await?
+            .ok_or_else(|| EventsError::Conflict("the event was changed concurrently; retry".into()))?;
+        self.announce(&mut tx, kind, &stored).await?;
+        tx.commit().await?;
+        self.db.outbox_written();
+        tracing::info!(event_id = id, kind, "event changed");
+        Ok(stored)
+    }
+
+    pub async fn update(&self, user: &AuthUser, id: i64, patch: Patch) -> Result<Event, EventsError> {
+        self.change(user, id, "EventUpdated", |mut event| {
+            transition(event.status, Action::Edit).map_err(EventsError::Conflict)?;
+            let d = &event.details;
+            let date_changed = patch.event_date.is_some();
+            let raw = RawDetails {
+                event_name: patch.event_name.unwrap_or_else(|| d.event_name.clone()),
+                description: patch.description.unwrap_or_else(|| d.description.clone()),
+                category: patch.category.unwrap_or_else(|| d.category.clone()),
+                location: patch.location.unwrap_or_else(|| d.location.clone()),
+                event_date: patch
+                    .event_date
+                    .unwrap_or_else(|| d.event_date.format("%Y-%m-%d").to_string()),
+                start_time: patch
+                    .start_time
+                    .unwrap_or_else(|| d.start_time.format("%H:%M").to_string()),
+                end_time: patch
+                    .end_time
+                    .unwrap_or_else(|| d.end_time.format("%H:%M").to_string()),
+                ticket_capacity: patch.ticket_capacity.unwrap_or(d.ticket_capacity),
+                ticket_price: patch.ticket_price.unwrap_or(d.ticket_price),
+                currency: patch.currency.unwrap_or_else(|| d.currency.clone()),
+            };
+            let mut details = domain::validate(&raw, today(), date_changed).map_err(EventsError::Invalid)?;
+            if details.ticket_capacity < event.tickets_sold {
+                return Err(EventsError::Invalid(vec![FieldError::new(
+                    "ticket_capacity",
+                    format!(
+                        "cannot drop below the {} tickets already sold",
+                        event.tickets_sold
+                    ),
+                )]));
+            }
+            std::mem::swap(&mut event.details, &mut details);
+            Ok(event)
+        })
+        .await
+    }
+
+    pub async fn publish(&self, user: &AuthUser, id: i64) -> Result<Event, EventsError> {
+        self.change(user, id, "EventPublished", |mut event| {
+            event.status = transition(event.status, Action::Publish).map_err(EventsError::Conflict)?;
+            Ok(event)
+        })
+        .await
+    }
+
+    pub async fn cancel(&self, user: &AuthUser, id: i64) -> Result<Event, EventsError> {
+        self.change(user, id, "EventCancelled", |mut event| {
+            event.status = transition(event.status, Action::Cancel).map_err(EventsError::Conflict)?;
+            Ok(event)
+        })
+        .await
+    }
+
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        page: PageRequest,
+    ) -> Result<(Vec<Event>, i64), EventsError> {
+        Ok(store::list_published(&self.db, filter, page).await?)
+    }
+
+    pub async fn mine(&self, user: &AuthUser, page: PageRequest) -> Result<(Vec<Event>, i64), EventsError> {
+        require_organizer(user)?;
+        Ok(store::list_by_organizer(&self.db, user.id, page).await?)
+    }
+}

@@ -1,0 +1,56 @@
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ipnet::IpNet;
+use ticketer_config::{ConfigError, Env, Service};
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Base URL of each backend service.
+    pub services: BTreeMap<Service, String>,
+    pub cors_origins: Vec<String>,
+    /// Requests per minute per client; 0 switches rate limiting off.
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    pub ip_allow: Vec<IpNet>,
+    pub ip_deny: Vec<IpNet>,
+    /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    pub upstream_timeout_secs: u64,
+}
+
+fn nets(env: &Env, key: &str) -> Result<Vec<IpNet>, ConfigError> {
+    env.list(key)
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| ConfigError::Invalid {
+                    key: format!("GATEWAY_{key}"),
+                    message: format!("`{s}` is not an IP address or CIDR"),
+                })
+        })
+        .collect()
+}
+
+impl GatewayConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let gw = env.for_service(Service::Gateway);
+        let mut services = BTreeMap::new();
+        for svc in Service::BACKENDS {
+            let port = env.for_service(svc).parse_or("PORT", svc.default_port())?;
+            let key = format!("{}_URL", svc.name().to_uppercase());
+            let url = gw.get(&key).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+            services.insert(svc, url.trim_end_matches('/').to_string());
+        }
+        Ok(GatewayConfig {
+            services,
+            cors_origins: gw.list("CORS_ORIGINS"),
+            rate_limit_per_minute: gw.parse_or("RATE_LIMIT_PER_MINUTE", 60)?,
+            rate_limit_burst: gw.parse_or("RATE_LIMIT_BURST", 10)?,
+            ip_allow: nets(&gw, "IP_ALLOW")?,
+            ip_deny: nets(&gw, "IP_DENY")?,
+            trust_forwarded_for: gw.flag_or("TRUST_FORWARDED_FOR", false)?,
+            upstream_timeout_secs: gw.parse_or("UPSTREAM_TIMEOUT_SECONDS", 35)?,
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! The API gateway: the one address clients use.
+
+mod config;
+mod docs;
+mod filters;
+mod health;
+mod proxy;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{
+    http::{header, HeaderName, HeaderValue, Method},
+    middleware::from_fn_with_state,
+    routing::{any, get},
+    Router,
+};
+pub use config::GatewayConfig;
+use ticketer_cache::Cache;
+use ticketer_http::{Metrics, Readiness, ServiceApp, TokenVerifier};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// Shared state of the gateway's handlers.
+#[derive(Clone)]
+pub struct Gateway {
+    config: Arc<GatewayConfig>,
+    /// API segment (`events`) to service base URL.
+    routes: Arc<HashMap<&'static str, String>>,
+    client: proxy::HttpClient,
+    http: reqwest::Client,
+    cache: Cache,
+    verifier: TokenVerifier,
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("prefer"),
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+pub fn router(gw: Gateway, metrics: Metrics) -> Router {
+    let api = Router::new()
+        .route("/api/v1/{*rest}", any(proxy::forward))
+        .route_layer(from_fn_with_state(gw.clone(), filters::rate_limit));
+    let mut app = Router::new()
+        .merge(api)
+        .route("/health", get(health::aggregate))
+        .route("/openapi.json", get(docs::openapi))
+        .route("/docs", get(docs::docs_root))
+        .route("/docs/", get(docs::docs_index))
+        .route("/docs/{*tail}", get(docs::docs_file))
+        .with_state(gw.clone())
+        .layer(from_fn_with_state(gw.clone(), filters::ip_filter));
+    if let Some(cors) = cors(&gw.config.cors_origins) {
+        app = app.layer(cors);
+    }
+    // Adds the operational routes, metrics, and request ids (outermost, so
+    // refusals carry one too).
+    ticketer_http::assemble(
+        app,
+        ticketer_http::Plumbing {
+            service: "gateway",
+            metrics,
+            readiness: Readiness {
+                db: None,
+                bus: None,
+                cache: Some(gw.cache.clone()),
+            },
+            verifier: None,
+            openapi: None,
+        },
+    )
+}
+
+pub fn build(
+    config: GatewayConfig,
+    cache: Cache,
+    verifier: TokenVerifier,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> ServiceApp {
+    let routes = config
+        .services
+        .iter()
+        .filter_map(|(svc, url)| svc.api_segment().map(|seg| (seg, url.clone())))
+        .collect();
+    let gw = Gateway {
+        config: Arc::new(config),
+        routes: Arc::new(routes),
+        client: proxy::client(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("HTTP client"),
+        cache,
+        verifier,
+    };
+    ServiceApp::new("gateway", listener, router(gw, Metrics::new("gateway")), shutdown)
+}

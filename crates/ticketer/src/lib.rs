@@ -1,0 +1,4 @@
+//! How the services are put together: one process with everything
+//! (`ticketer dev`), or one service per process (`ticketer serve`).
+
+pub mod stack;

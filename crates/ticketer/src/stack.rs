@@ -1,0 +1,237 @@
+//! Building services from configuration. Used by the CLI and by the
+//! integration tests, so both start exactly the same thing.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use anyhow::Context;
+use ticketer_bus::Bus;
+use ticketer_cache::Cache;
+use ticketer_config::{Env, InfraConfig, Service};
+use ticketer_db::Db;
+use ticketer_http::{ServiceApp, TokenVerifier};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How to bind: the contract ports (`<PREFIX>PORT` overrides), or port 0
+/// everywhere so tests can run side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    Contract,
+    Ephemeral,
+}
+
+async fn listener(env: &Env, svc: Service, ports: Ports) -> anyhow::Result<TcpListener> {
+    let env = env.for_service(svc);
+    let host = env.shared("HOST").unwrap_or_else(|| "0.0.0.0".into());
+    let port = match ports {
+        Ports::Contract => env.parse_or("PORT", svc.default_port())?,
+        Ports::Ephemeral => 0,
+    };
+    let host = if ports == Ports::Ephemeral {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    ticketer_http::bind(&host, port)
+        .await
+        .with_context(|| format!("binding {svc} to {host}:{port}"))
+}
+
+pub async fn connect_db(infra: &InfraConfig) -> anyhow::Result<Db> {
+    let url = infra.resolved_database_url();
+    Db::connect(&url, infra.db_max_connections)
+        .await
+        .with_context(|| format!("connecting {} to {}", infra.service, ticketer_db::redact(&url)))
+}
+
+/// One backend service, built from its infrastructure.
+#[allow(clippy::too_many_arguments)]
+async fn build_backend(
+    svc: Service,
+    infra: &InfraConfig,
+    db: Db,
+    bus: Bus,
+    cache: Cache,
+    verifier: TokenVerifier,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ServiceApp> {
+    match svc {
+        Service::Events => ticketer_events::build(infra, db, bus, verifier, listener, shutdown).await,
+        Service::Ticket => ticketer_ticket::build(infra, db, bus, cache, verifier, listener, shutdown).await,
+        Service::Booking => {
+            ticketer_booking::build(infra, db, bus, cache, verifier, listener, shutdown).await
+        }
+        Service::Payment => {
+            ticketer_payment::build(infra, db, bus, cache, verifier, listener, shutdown).await
+        }
+        Service::Notification => {
+            ticketer_notification::build(infra, db, bus, cache, verifier, listener, shutdown).await
+        }
+        Service::Auth | Service::Gateway => unreachable!("built separately"),
+    }
+}
+
+/// Everything in one process: auth first (its key verifies tokens for the
+/// others, in process), then the other services, then the gateway pointed at
+/// the ports they actually got.
+pub async fn build_all(
+    env: &Env,
+    data_dir: &Path,
+    ports: Ports,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<ServiceApp>> {
+    let bus = Bus::connect(env.shared("AMQP_URL").as_deref())
+        .await
+        .context("connecting to the bus")?;
+    let prefix = env.shared("REDIS_PREFIX").unwrap_or_else(|| "ticketer:".into());
+    let cache = Cache::connect(env.shared("REDIS_URL").as_deref(), &prefix)
+        .await
+        .context("connecting to the cache")?;
+
+    let auth_infra = InfraConfig::from_env(Service::Auth, env, data_dir.to_path_buf())?;
+    let auth = ticketer_auth::build(
+        ticketer_auth::Config::from_env(env, data_dir)?,
+        &auth_infra,
+        connect_db(&auth_infra).await?,
+        bus.clone(),
+        listener(env, Service::Auth, ports).await?,
+        shutdown.clone(),
+    )
+    .await?;
+    let verifier = auth.verifier.clone();
+    let mut apps = vec![auth.app];
+
+    for svc in Service::BACKENDS.into_iter().filter(|s| *s != Service::Auth) {
+        let infra = InfraConfig::from_env(svc, env, data_dir.to_path_buf())?;
+        let app = build_backend(
+            svc,
+            &infra,
+            connect_db(&infra).await?,
+            bus.clone(),
+            cache.clone(),
+            verifier.clone(),
+            listener(env, svc, ports).await?,
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("starting {svc}"))?;
+        apps.push(app);
+    }
+
+    let mut gw = ticketer_gateway::GatewayConfig::from_env(env)?;
+    let bound: BTreeMap<&str, u16> = apps.iter().map(|a| (a.name, a.port())).collect();
+    let gw_env = env.for_service(Service::Gateway);
+    for (svc, url) in gw.services.iter_mut() {
+        let explicit = gw_env
+            .get(&format!("{}_URL", svc.name().to_uppercase()))
+            .is_some();
+        if let (false, Some(port)) = (explicit, bound.get(svc.name())) {
+            *url = format!("http://127.0.0.1:{port}");
+        }
+    }
+    let gateway = ticketer_gateway::build(
+        gw,
+        cache,
+        verifier,
+        listener(env, Service::Gateway, ports).await?,
+        shutdown,
+    );
+    apps.insert(0, gateway);
+    Ok(apps)
+}
+
+/// One service in its own process (production). Tokens are verified with
+/// the auth service's published keys.
+pub async fn build_one(
+    svc: Service,
+    env: &Env,
+    data_dir: &Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ServiceApp> {
+    let infra = InfraConfig::from_env(svc, env, data_dir.to_path_buf())?;
+    if infra.amqp_url.is_none() && svc != Service::Gateway {
+        tracing::warn!("AMQP_URL is not set: messages stay inside this process");
+    }
+    let cache = Cache::connect(infra.redis_url.as_deref(), &infra.redis_prefix)
+        .await
+        .context("connecting to the cache")?;
+    let remote_verifier = || TokenVerifier::from_jwks_url(&infra.jwt_issuer, &infra.jwks_url);
+    let listener = listener(env, svc, Ports::Contract).await?;
+    match svc {
+        Service::Gateway => {
+            let config = ticketer_gateway::GatewayConfig::from_env(env)?;
+            Ok(ticketer_gateway::build(
+                config,
+                cache,
+                remote_verifier(),
+                listener,
+                shutdown,
+            ))
+        }
+        Service::Auth => {
+            let bus = Bus::connect(infra.amqp_url.as_deref())
+                .await
+                .context("connecting to the bus")?;
+            let config = ticketer_auth::Config::from_env(env, data_dir)?;
+            Ok(
+                ticketer_auth::build(config, &infra, connect_db(&infra).await?, bus, listener, shutdown)
+                    .await?
+                    .app,
+            )
+        }
+        _ => {
+            let bus = Bus::connect(infra.amqp_url.as_deref())
+                .await
+                .context("connecting to the bus")?;
+            let db = connect_db(&infra).await?;
+            build_backend(svc, &infra, db, bus, cache, remote_verifier(), listener, shutdown).await
+        }
+    }
+}
+
+/// Runs every app until the shutdown token fires and all have drained.
+pub async fn run(apps: Vec<ServiceApp>) -> anyhow::Result<()> {
+    let results = futures::future::join_all(apps.into_iter().map(|app| app.run_until_stopped())).await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: draining requests and stopping consumers");
+        token.cancel();
+        // A second signal, or a drain that takes too long, ends the process.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        tracing::warn!("drain timed out; exiting");
+        std::process::exit(1);
+    });
+}
+
+/// Migrations each service applies at start-up, for `ticketer migrate`.
+pub fn migrations(svc: Service) -> &'static [ticketer_db::Migration] {
+    match svc {
+        Service::Auth => ticketer_auth::MIGRATIONS,
+        Service::Events => ticketer_events::MIGRATIONS,
+        Service::Ticket => ticketer_ticket::MIGRATIONS,
+        Service::Booking => ticketer_booking::MIGRATIONS,
+        Service::Payment => ticketer_payment::MIGRATIONS,
+        Service::Notification => ticketer_notification::MIGRATIONS,
+        Service::Gateway => &[],
+    }
+}
