@@ -73,7 +73,7 @@ impl Bucket {
 #[derive(Clone)]
 pub enum Cache {
     Memory(Arc<MemoryCache>),
-    Redis(RedisCache),
+    Redis(Arc<RedisCache>),
 }
 
 impl Cache {
@@ -81,7 +81,7 @@ impl Cache {
     /// stored under `prefix`.
     pub async fn connect(redis_url: Option<&str>, prefix: &str) -> Result<Cache, CacheError> {
         match redis_url {
-            Some(url) => Ok(Cache::Redis(RedisCache::connect(url, prefix).await?)),
+            Some(url) => Ok(Cache::Redis(Arc::new(RedisCache::connect(url, prefix).await?))),
             None => Ok(Cache::memory()),
         }
     }

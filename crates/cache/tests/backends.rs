@@ -15,7 +15,7 @@ async fn backends() -> Vec<Cache> {
             let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
             caches.push(Cache::connect(Some(&url), &prefix).await.expect("redis"));
         }
-        None => eprintln!("SKIPPED: Redis cache test (set TICKETER_TEST_REDIS_URL)"),
+        None => ticketer_config::skip_test("Redis cache test", "TICKETER_TEST_REDIS_URL"),
     }
     caches
 }

@@ -265,6 +265,16 @@ impl InfraConfig {
     }
 }
 
+/// For tests that need a real server: when `TICKETER_REQUIRE_SERVERS` is
+/// set (CI sets it) a missing URL fails the test instead of skipping it, so
+/// a misconfigured CI cannot pass by running nothing.
+pub fn skip_test(what: &str, variables: &str) {
+    if std::env::var_os("TICKETER_REQUIRE_SERVERS").is_some() {
+        panic!("{what} needs {variables}, and TICKETER_REQUIRE_SERVERS is set");
+    }
+    eprintln!("SKIPPED: {what} (set {variables})");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,7 +90,7 @@ impl Db {
                 let opts = SqliteConnectOptions::from_str(url)?;
                 if let Some(dir) = opts.get_filename().parent() {
                     if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Io(e))?;
+                        std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
                     }
                 }
                 // Create the file and switch it to WAL once; WAL is persistent.

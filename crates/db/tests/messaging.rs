@@ -57,7 +57,10 @@ impl Rig {
                 ticketer_db::testing::postgres_url(),
                 ticketer_bus::testing::amqp_url(),
             ) else {
-                eprintln!("SKIPPED: PostgreSQL/RabbitMQ messaging test (set TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL)");
+                ticketer_config::skip_test(
+                    "PostgreSQL/RabbitMQ messaging test",
+                    "TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL",
+                );
                 return None;
             };
             let vhost = TestVhost::create(&amqp).expect("vhost");

@@ -257,7 +257,8 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_field() {
-        let cases: Vec<(fn(&mut RawDetails), &str)> = vec![
+        type Mutation = fn(&mut RawDetails);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|r| r.event_name = "  ".into(), "event_name"),
             (|r| r.category = "".into(), "category"),
             (|r| r.location = "".into(), "location"),

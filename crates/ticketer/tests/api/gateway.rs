@@ -1,0 +1,130 @@
+//! What the gateway itself adds: limits, filters, CORS, health and docs.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use ticketer_cache::Cache;
+use ticketer_config::{Env, Service};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{test_urls, TestStack};
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let s = TestStack::embedded(&[("GATEWAY_RATE_LIMIT_PER_MINUTE", "60"), ("GATEWAY_RATE_LIMIT_BURST", "3")]).await;
+    for i in 0..3 {
+        let r = s.call(Method::GET, "/api/v1/events", None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+    }
+    let r = s.call(Method::GET, "/api/v1/events", None, None).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.content_type(), "application/problem+json");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // Health stays reachable for orchestrators.
+    assert_eq!(s.call(Method::GET, "/health", None, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn gateway_replicas_share_one_limit_through_redis() {
+    let Some((_, _, redis)) = test_urls() else {
+        ticketer_config::skip_test("shared rate limit test", "the TICKETER_TEST_* URLs");
+        return;
+    };
+    let s = TestStack::embedded(&[]).await;
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let vars = [
+        ("GATEWAY_RATE_LIMIT_PER_MINUTE", "60"),
+        ("GATEWAY_RATE_LIMIT_BURST", "4"),
+        ("GATEWAY_EVENTS_URL", ""),
+    ];
+    let shutdown = CancellationToken::new();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let cache = Cache::connect(Some(&redis), &prefix).await.unwrap();
+        let mut env: std::collections::HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        // Both replicas front the same events service: the embedded stack's gateway.
+        env.insert("GATEWAY_EVENTS_URL".into(), s.base.clone());
+        let config = ticketer_gateway::GatewayConfig::from_env(&Env::from_map(Service::Gateway, env)).unwrap();
+        let listener = ticketer_http::bind("127.0.0.1", 0).await.unwrap();
+        let verifier = ticketer_http::TokenVerifier::with_keys("ticketer-auth", vec![]);
+        let app = ticketer_gateway::build(config, cache, verifier, listener, shutdown.clone());
+        replicas.push(format!("http://127.0.0.1:{}", app.port()));
+        tokio::spawn(app.run_until_stopped());
+    }
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let r = http.get(format!("{}/api/v1/events", replicas[i % 2])).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    shutdown.cancel();
+    Cache::connect(Some(&redis), &prefix).await.unwrap().clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn denied_addresses_get_403() {
+    let s = TestStack::embedded(&[("GATEWAY_IP_DENY", "127.0.0.0/8")]).await;
+    let r = s.call(Method::GET, "/api/v1/events", None, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let s = TestStack::embedded(&[("GATEWAY_IP_ALLOW", "10.0.0.0/8")]).await;
+    assert_eq!(s.call(Method::GET, "/api/v1/events", None, None).await.status, StatusCode::FORBIDDEN);
+    let s = TestStack::embedded(&[("GATEWAY_IP_ALLOW", "127.0.0.1")]).await;
+    assert_eq!(s.call(Method::GET, "/api/v1/events", None, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cors_answers_only_listed_origins() {
+    let s = TestStack::embedded(&[("GATEWAY_CORS_ORIGINS", "https://app.example.com")]).await;
+    let preflight = |origin: &'static str| {
+        s.http
+            .request(Method::OPTIONS, format!("{}/api/v1/events", s.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    let ok = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://app.example.com");
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn health_docs_and_metrics() {
+    let s = TestStack::embedded(&[]).await;
+    let r = s.call(Method::GET, "/health", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    for svc in ["auth", "events", "ticket", "booking", "payment", "notification"] {
+        assert_eq!(r.body["services"][svc]["status"], "UP", "{svc}: {}", r.body);
+    }
+    let r = s.call(Method::GET, "/openapi.json", None, None).await;
+    assert!(r.body["paths"]["/api/v1/auth/register"].is_object(), "{}", r.body);
+    assert!(r.body["paths"]["/api/v1/events/{id}/publish"].is_object());
+    assert!(r.body["components"]["schemas"]["Problem"].is_object());
+    let r = s.call(Method::GET, "/docs/", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.as_str().unwrap().contains("swagger"), "docs page");
+    let r = s.call(Method::GET, "/docs/swagger-ui-bundle.js", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "assets are served from the binary");
+
+    s.call(Method::GET, "/api/v1/events", None, None).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = s.call(Method::GET, "/metrics", None, None).await;
+    let text = r.body.as_str().unwrap();
+    assert!(text.contains("http_requests_total{"), "{text}");
+    assert!(text.contains("route=\"/api/v1/{*rest}\""), "{text}");
+    assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
+}
+
+#[tokio::test]
+async fn unknown_routes_are_problem_json_404() {
+    let s = TestStack::embedded(&[]).await;
+    let r = s.call(Method::GET, "/api/v1/nothing/here", None, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.content_type(), "application/problem+json");
+    let r = s.call(Method::GET, "/api/v1/events/not-a-number", None, None).await;
+    assert_eq!(r.error_fields(), ["id"]);
+}

@@ -1,0 +1,268 @@
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use ticketer::stack::{self, Ports};
+use ticketer_auth::keys::SigningKey;
+use ticketer_bus::testing::TestVhost;
+use ticketer_config::{Env, Service};
+use ticketer_db::testing::TestDatabase;
+use ticketer_http::{Claims, Role};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The `field` names of a problem+json's `errors`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["field"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn text(&self, field: &str) -> String {
+        self.body[field].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// A running Ticketer and a client pointed at its gateway.
+pub struct TestStack {
+    pub base: String,
+    pub http: reqwest::Client,
+    key_file: PathBuf,
+    pub label: &'static str,
+    _data: tempfile::TempDir,
+    _dbs: Vec<TestDatabase>,
+    _vhost: Option<TestVhost>,
+    children: Vec<Child>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        for c in &mut self.children {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+fn env_map(pairs: &[(&str, String)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+pub fn test_urls() -> Option<(String, String, String)> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (
+        get("TICKETER_TEST_POSTGRES_URL"),
+        get("TICKETER_TEST_AMQP_URL"),
+        get("TICKETER_TEST_REDIS_URL"),
+    ) {
+        (Some(pg), Some(amqp), Some(redis)) => Some((pg, amqp, redis)),
+        _ => None,
+    }
+}
+
+impl TestStack {
+    /// Every service in this process on the embedded backend, on free ports.
+    /// Rate limiting is off unless `extra` turns it on.
+    pub async fn embedded(extra: &[(&str, &str)]) -> TestStack {
+        let data = tempfile::tempdir().unwrap();
+        let mut vars = env_map(&[("GATEWAY_RATE_LIMIT_PER_MINUTE", "0".into())]);
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let env = Env::from_map(Service::Gateway, vars);
+        let shutdown = CancellationToken::new();
+        let apps = stack::build_all(&env, data.path(), Ports::Ephemeral, shutdown.clone())
+            .await
+            .expect("embedded stack starts");
+        let gateway = apps.iter().find(|a| a.name == "gateway").unwrap().port();
+        tokio::spawn(stack::run(apps));
+        TestStack {
+            base: format!("http://127.0.0.1:{gateway}"),
+            http: reqwest::Client::new(),
+            key_file: data.path().join("auth-signing-key.pem"),
+            label: "embedded",
+            _data: data,
+            _dbs: Vec::new(),
+            _vhost: None,
+            children: Vec::new(),
+            shutdown,
+        }
+    }
+
+    /// Each service as its own `ticketer serve` process, on its own
+    /// PostgreSQL database, sharing a fresh RabbitMQ vhost and a Redis prefix.
+    pub async fn production() -> Option<TestStack> {
+        let Some((pg, amqp, redis)) = test_urls() else {
+            ticketer_config::skip_test(
+                "production-backend test",
+                "TICKETER_TEST_POSTGRES_URL, TICKETER_TEST_AMQP_URL and TICKETER_TEST_REDIS_URL",
+            );
+            return None;
+        };
+        let data = tempfile::tempdir().unwrap();
+        let key_file = data.path().join("signing-key.pem");
+        std::fs::write(&key_file, SigningKey::generate_pem()).unwrap();
+        let vhost = TestVhost::create(&amqp).expect("rabbitmq vhost");
+        let mut ports = HashMap::new();
+        for svc in Service::ALL {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            ports.insert(svc, l.local_addr().unwrap().port());
+        }
+        let mut common = env_map(&[
+            ("HOST", "127.0.0.1".into()),
+            ("AMQP_URL", vhost.url.clone()),
+            ("REDIS_URL", redis),
+            ("REDIS_PREFIX", format!("test:{}:", uuid::Uuid::new_v4().simple())),
+            ("AUTH_JWT_PRIVATE_KEY_FILE", key_file.display().to_string()),
+            ("JWKS_URL", format!("http://127.0.0.1:{}/api/v1/auth/.well-known/jwks.json", ports[&Service::Auth])),
+            ("GATEWAY_RATE_LIMIT_PER_MINUTE", "0".into()),
+            ("TICKETER_DATA_DIR", data.path().display().to_string()),
+            ("RUST_LOG", std::env::var("TEST_LOG").map(|_| "info".to_string()).unwrap_or_else(|_| "error".into())),
+        ]);
+        let mut dbs = Vec::new();
+        for svc in Service::ALL {
+            common.insert(format!("{}PORT", svc.env_prefix()), ports[&svc].to_string());
+            if svc != Service::Gateway {
+                let db = TestDatabase::postgres(&pg, svc.name()).await.expect("test database");
+                common.insert(format!("{}DATABASE_URL", svc.env_prefix()), db.url.clone());
+                common.insert(
+                    format!("GATEWAY_{}_URL", svc.name().to_uppercase()),
+                    format!("http://127.0.0.1:{}", ports[&svc]),
+                );
+                dbs.push(db);
+            }
+        }
+        let mut children = Vec::new();
+        for svc in Service::ALL {
+            let child = Command::new(env!("CARGO_BIN_EXE_ticketer"))
+                .args(["serve", svc.name()])
+                .env_clear()
+                .envs(&common)
+                .stdout(Stdio::null())
+                .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn ticketer serve");
+            children.push(child);
+        }
+        let stack = TestStack {
+            base: format!("http://127.0.0.1:{}", ports[&Service::Gateway]),
+            http: reqwest::Client::new(),
+            key_file,
+            label: "production",
+            _data: data,
+            _dbs: dbs,
+            _vhost: Some(vhost),
+            children,
+            shutdown: CancellationToken::new(),
+        };
+        stack.wait_healthy().await;
+        Some(stack)
+    }
+
+    /// Waits until the gateway reports every service ready.
+    pub async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "{} stack never became healthy", self.label);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request reaches the gateway");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, headers, body }
+    }
+
+    pub async fn raw_post(&self, path: &str, token: &str, body: &str) -> Reply {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+
+    /// Registers and logs in; returns (user id, access token, refresh token).
+    pub async fn user(&self, role: &str) -> (String, String, String) {
+        let email = format!("{}-{}@example.com", role.to_lowercase(), uuid::Uuid::new_v4().simple());
+        let r = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/register",
+                None,
+                Some(serde_json::json!({"email": email, "password": "s3cret-pass", "first_name": "Test", "last_name": role, "role": role})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}: register: {}", self.label, r.body);
+        let id = r.text("id");
+        let r = self
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(serde_json::json!({"email": email, "password": "s3cret-pass"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}: login: {}", self.label, r.body);
+        (id, r.text("access_token"), r.text("refresh_token"))
+    }
+
+    /// A token signed with the real key, with claims of our choosing.
+    pub fn forge(&self, sub: &str, roles: Vec<Role>, exp_offset_secs: i64) -> String {
+        let key = SigningKey::from_pem(&std::fs::read_to_string(&self.key_file).unwrap()).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        key.sign(&Claims {
+            sub: sub.to_string(),
+            email: "forged@example.com".into(),
+            roles,
+            iat: now - 3600,
+            exp: now + exp_offset_secs,
+            iss: "ticketer-auth".into(),
+        })
+    }
+}
