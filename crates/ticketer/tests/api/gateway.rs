@@ -11,7 +11,11 @@ use crate::harness::{test_urls, TestStack};
 
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
-    let s = TestStack::embedded(&[("GATEWAY_RATE_LIMIT_PER_MINUTE", "60"), ("GATEWAY_RATE_LIMIT_BURST", "3")]).await;
+    let s = TestStack::embedded(&[
+        ("GATEWAY_RATE_LIMIT_PER_MINUTE", "60"),
+        ("GATEWAY_RATE_LIMIT_BURST", "3"),
+    ])
+    .await;
     for i in 0..3 {
         let r = s.call(Method::GET, "/api/v1/events", None, None).await;
         assert_eq!(r.status, StatusCode::OK, "request {i}");
@@ -22,7 +26,10 @@ async fn rate_limit_answers_429_with_retry_after() {
     let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     // Health stays reachable for orchestrators.
-    assert_eq!(s.call(Method::GET, "/health", None, None).await.status, StatusCode::OK);
+    assert_eq!(
+        s.call(Method::GET, "/health", None, None).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -46,7 +53,8 @@ async fn gateway_replicas_share_one_limit_through_redis() {
             vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         // Both replicas front the same events service: the embedded stack's gateway.
         env.insert("GATEWAY_EVENTS_URL".into(), s.base.clone());
-        let config = ticketer_gateway::GatewayConfig::from_env(&Env::from_map(Service::Gateway, env)).unwrap();
+        let config =
+            ticketer_gateway::GatewayConfig::from_env(&Env::from_map(Service::Gateway, env)).unwrap();
         let listener = ticketer_http::bind("127.0.0.1", 0).await.unwrap();
         let verifier = ticketer_http::TokenVerifier::with_keys("ticketer-auth", vec![]);
         let app = ticketer_gateway::build(config, cache, verifier, listener, shutdown.clone());
@@ -56,12 +64,21 @@ async fn gateway_replicas_share_one_limit_through_redis() {
     let http = reqwest::Client::new();
     let mut statuses = Vec::new();
     for i in 0..6 {
-        let r = http.get(format!("{}/api/v1/events", replicas[i % 2])).send().await.unwrap();
+        let r = http
+            .get(format!("{}/api/v1/events", replicas[i % 2]))
+            .send()
+            .await
+            .unwrap();
         statuses.push(r.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
     shutdown.cancel();
-    Cache::connect(Some(&redis), &prefix).await.unwrap().clear().await.unwrap();
+    Cache::connect(Some(&redis), &prefix)
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -70,9 +87,15 @@ async fn denied_addresses_get_403() {
     let r = s.call(Method::GET, "/api/v1/events", None, None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let s = TestStack::embedded(&[("GATEWAY_IP_ALLOW", "10.0.0.0/8")]).await;
-    assert_eq!(s.call(Method::GET, "/api/v1/events", None, None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/events", None, None).await.status,
+        StatusCode::FORBIDDEN
+    );
     let s = TestStack::embedded(&[("GATEWAY_IP_ALLOW", "127.0.0.1")]).await;
-    assert_eq!(s.call(Method::GET, "/api/v1/events", None, None).await.status, StatusCode::OK);
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/events", None, None).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -87,7 +110,10 @@ async fn cors_answers_only_listed_origins() {
             .send()
     };
     let ok = preflight("https://app.example.com").await.unwrap();
-    assert_eq!(ok.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
     let other = preflight("https://evil.example.com").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
@@ -107,7 +133,9 @@ async fn health_docs_and_metrics() {
     let r = s.call(Method::GET, "/docs/", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.as_str().unwrap().contains("swagger"), "docs page");
-    let r = s.call(Method::GET, "/docs/swagger-ui-bundle.js", None, None).await;
+    let r = s
+        .call(Method::GET, "/docs/swagger-ui-bundle.js", None, None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "assets are served from the binary");
 
     s.call(Method::GET, "/api/v1/events", None, None).await;
@@ -125,6 +153,8 @@ async fn unknown_routes_are_problem_json_404() {
     let r = s.call(Method::GET, "/api/v1/nothing/here", None, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.content_type(), "application/problem+json");
-    let r = s.call(Method::GET, "/api/v1/events/not-a-number", None, None).await;
+    let r = s
+        .call(Method::GET, "/api/v1/events/not-a-number", None, None)
+        .await;
     assert_eq!(r.error_fields(), ["id"]);
 }

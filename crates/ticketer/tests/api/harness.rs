@@ -34,7 +34,11 @@ impl Reply {
     pub fn error_fields(&self) -> Vec<String> {
         self.body["errors"]
             .as_array()
-            .map(|a| a.iter().filter_map(|e| e["field"].as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["field"].as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -135,16 +139,29 @@ impl TestStack {
             ("REDIS_URL", redis),
             ("REDIS_PREFIX", format!("test:{}:", uuid::Uuid::new_v4().simple())),
             ("AUTH_JWT_PRIVATE_KEY_FILE", key_file.display().to_string()),
-            ("JWKS_URL", format!("http://127.0.0.1:{}/api/v1/auth/.well-known/jwks.json", ports[&Service::Auth])),
+            (
+                "JWKS_URL",
+                format!(
+                    "http://127.0.0.1:{}/api/v1/auth/.well-known/jwks.json",
+                    ports[&Service::Auth]
+                ),
+            ),
             ("GATEWAY_RATE_LIMIT_PER_MINUTE", "0".into()),
             ("TICKETER_DATA_DIR", data.path().display().to_string()),
-            ("RUST_LOG", std::env::var("TEST_LOG").map(|_| "info".to_string()).unwrap_or_else(|_| "error".into())),
+            (
+                "RUST_LOG",
+                std::env::var("TEST_LOG")
+                    .map(|_| "info".to_string())
+                    .unwrap_or_else(|_| "error".into()),
+            ),
         ]);
         let mut dbs = Vec::new();
         for svc in Service::ALL {
             common.insert(format!("{}PORT", svc.env_prefix()), ports[&svc].to_string());
             if svc != Service::Gateway {
-                let db = TestDatabase::postgres(&pg, svc.name()).await.expect("test database");
+                let db = TestDatabase::postgres(&pg, svc.name())
+                    .await
+                    .expect("test database");
                 common.insert(format!("{}DATABASE_URL", svc.env_prefix()), db.url.clone());
                 common.insert(
                     format!("GATEWAY_{}_URL", svc.name().to_uppercase()),
@@ -160,7 +177,11 @@ impl TestStack {
                 .env_clear()
                 .envs(&common)
                 .stdout(Stdio::null())
-                .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+                .stderr(if std::env::var("TEST_LOG").is_ok() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
                 .kill_on_drop(true)
                 .spawn()
                 .expect("spawn ticketer serve");
@@ -190,7 +211,11 @@ impl TestStack {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "{} stack never became healthy", self.label);
+            assert!(
+                Instant::now() < deadline,
+                "{} stack never became healthy",
+                self.label
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -208,7 +233,11 @@ impl TestStack {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn raw_post(&self, path: &str, token: &str, body: &str) -> Reply {
@@ -224,12 +253,20 @@ impl TestStack {
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.json().await.unwrap_or(Value::Null);
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Registers and logs in; returns (user id, access token, refresh token).
     pub async fn user(&self, role: &str) -> (String, String, String) {
-        let email = format!("{}-{}@example.com", role.to_lowercase(), uuid::Uuid::new_v4().simple());
+        let email = format!(
+            "{}-{}@example.com",
+            role.to_lowercase(),
+            uuid::Uuid::new_v4().simple()
+        );
         let r = self
             .call(
                 Method::POST,
@@ -238,7 +275,13 @@ impl TestStack {
                 Some(serde_json::json!({"email": email, "password": "s3cret-pass", "first_name": "Test", "last_name": role, "role": role})),
             )
             .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}: register: {}", self.label, r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}: register: {}",
+            self.label,
+            r.body
+        );
         let id = r.text("id");
         let r = self
             .call(

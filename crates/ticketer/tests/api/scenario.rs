@@ -30,138 +30,333 @@ async fn walkthrough(s: &TestStack) {
     // Duplicate email, whatever its case.
     let email = format!("Dup-{}@Example.com", uuid::Uuid::new_v4().simple());
     let reg = |e: String| json!({"email": e, "password": "longenough", "first_name": "A", "last_name": "B"});
-    let r = s.call(Method::POST, "/api/v1/auth/register", None, Some(reg(email.clone()))).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(reg(email.clone())),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{l}");
     assert_eq!(r.body["roles"], json!(["CUSTOMER"]), "{l}");
-    let r = s.call(Method::POST, "/api/v1/auth/register", None, Some(reg(email.to_lowercase()))).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(reg(email.to_lowercase())),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{l}");
     assert_eq!(r.content_type(), "application/problem+json", "{l}");
 
     // Nobody makes themselves an admin.
     let mut admin = reg(format!("a-{}@x.io", uuid::Uuid::new_v4().simple()));
     admin["role"] = json!("ADMIN");
-    let r = s.call(Method::POST, "/api/v1/auth/register", None, Some(admin)).await;
+    let r = s
+        .call(Method::POST, "/api/v1/auth/register", None, Some(admin))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}");
     assert_eq!(r.error_fields(), ["role"], "{l}");
 
     // Wrong password and unknown account look the same.
     let bad = s
-        .call(Method::POST, "/api/v1/auth/login", None, Some(json!({"email": email, "password": "wrong-one"})))
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": email, "password": "wrong-one"})),
+        )
         .await;
     let unknown = s
-        .call(Method::POST, "/api/v1/auth/login", None, Some(json!({"email": "nobody@x.io", "password": "wrong-one"})))
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "nobody@x.io", "password": "wrong-one"})),
+        )
         .await;
-    assert_eq!((bad.status, unknown.status), (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED), "{l}");
+    assert_eq!(
+        (bad.status, unknown.status),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED),
+        "{l}"
+    );
     assert_eq!(bad.body["detail"], unknown.body["detail"], "{l}");
 
     // Who am I.
-    let r = s.call(Method::GET, "/api/v1/auth/me", Some(&customer), None).await;
-    assert_eq!((r.status, r.text("id")), (StatusCode::OK, customer_id.clone()), "{l}");
+    let r = s
+        .call(Method::GET, "/api/v1/auth/me", Some(&customer), None)
+        .await;
+    assert_eq!(
+        (r.status, r.text("id")),
+        (StatusCode::OK, customer_id.clone()),
+        "{l}"
+    );
 
     // A customer cannot create events.
-    let r = s.call(Method::POST, "/api/v1/events", Some(&customer), Some(event_body("Nope"))).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&customer),
+            Some(event_body("Nope")),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}: {}", r.body);
 
     // Bad input: malformed JSON, a missing field, a wrong type, a broken rule.
-    let r = s.raw_post("/api/v1/events", &organizer, "{\"event_name\": ").await;
+    let r = s
+        .raw_post("/api/v1/events", &organizer, "{\"event_name\": ")
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}");
     assert_eq!(r.content_type(), "application/problem+json", "{l}");
     let mut missing = event_body("Missing");
     missing.as_object_mut().unwrap().remove("location");
-    let r = s.call(Method::POST, "/api/v1/events", Some(&organizer), Some(missing)).await;
-    assert_eq!((r.status, r.error_fields()), (StatusCode::BAD_REQUEST, vec!["location".to_string()]), "{l}");
+    let r = s
+        .call(Method::POST, "/api/v1/events", Some(&organizer), Some(missing))
+        .await;
+    assert_eq!(
+        (r.status, r.error_fields()),
+        (StatusCode::BAD_REQUEST, vec!["location".to_string()]),
+        "{l}"
+    );
     let mut wrong = event_body("Wrong");
     wrong["ticket_capacity"] = json!("lots");
-    let r = s.call(Method::POST, "/api/v1/events", Some(&organizer), Some(wrong)).await;
+    let r = s
+        .call(Method::POST, "/api/v1/events", Some(&organizer), Some(wrong))
+        .await;
     assert_eq!(r.error_fields(), ["ticket_capacity"], "{l}");
     let mut rules = event_body("Rules");
     rules["end_time"] = json!("18:00");
     rules["event_date"] = json!("2001-01-01");
-    let r = s.call(Method::POST, "/api/v1/events", Some(&organizer), Some(rules)).await;
+    let r = s
+        .call(Method::POST, "/api/v1/events", Some(&organizer), Some(rules))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}");
     assert_eq!(r.error_fields(), ["event_date", "end_time"], "{l}");
 
     // Create a draft: only its organizer sees it.
     let word = format!("quartet{}", uuid::Uuid::new_v4().simple());
-    let r = s.call(Method::POST, "/api/v1/events", Some(&organizer), Some(event_body(&format!("Evening {word}")))).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&organizer),
+            Some(event_body(&format!("Evening {word}"))),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{l}: {}", r.body);
-    assert_eq!((r.text("status"), r.text("organizer")), ("DRAFT".into(), organizer_id.clone()), "{l}");
+    assert_eq!(
+        (r.text("status"), r.text("organizer")),
+        ("DRAFT".into(), organizer_id.clone()),
+        "{l}"
+    );
     assert_eq!(r.text("ticket_price"), "49.90", "{l}");
     let id = r.body["id"].as_i64().unwrap();
     let path = format!("/api/v1/events/{id}");
-    assert_eq!(s.call(Method::GET, &path, None, None).await.status, StatusCode::NOT_FOUND, "{l}");
-    assert_eq!(s.call(Method::GET, &path, Some(&customer), None).await.status, StatusCode::NOT_FOUND, "{l}");
-    assert_eq!(s.call(Method::GET, &path, Some(&organizer), None).await.status, StatusCode::OK, "{l}");
+    assert_eq!(
+        s.call(Method::GET, &path, None, None).await.status,
+        StatusCode::NOT_FOUND,
+        "{l}"
+    );
+    assert_eq!(
+        s.call(Method::GET, &path, Some(&customer), None).await.status,
+        StatusCode::NOT_FOUND,
+        "{l}"
+    );
+    assert_eq!(
+        s.call(Method::GET, &path, Some(&organizer), None).await.status,
+        StatusCode::OK,
+        "{l}"
+    );
 
     // Another organizer can neither edit nor publish it.
     let patch = json!({"ticket_capacity": 300});
-    let r = s.call(Method::PATCH, &path, Some(&other_organizer), Some(patch.clone())).await;
+    let r = s
+        .call(Method::PATCH, &path, Some(&other_organizer), Some(patch.clone()))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}");
-    let r = s.call(Method::POST, &format!("{path}/publish"), Some(&other_organizer), None).await;
+    let r = s
+        .call(
+            Method::POST,
+            &format!("{path}/publish"),
+            Some(&other_organizer),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}");
 
     // The owner edits and publishes; publishing twice is a conflict.
     let r = s.call(Method::PATCH, &path, Some(&organizer), Some(patch)).await;
-    assert_eq!((r.status, r.body["ticket_capacity"].as_i64()), (StatusCode::OK, Some(300)), "{l}");
-    let r = s.call(Method::POST, &format!("{path}/publish"), Some(&organizer), None).await;
-    assert_eq!((r.status, r.text("status")), (StatusCode::OK, "PUBLISHED".into()), "{l}");
-    let r = s.call(Method::POST, &format!("{path}/publish"), Some(&organizer), None).await;
+    assert_eq!(
+        (r.status, r.body["ticket_capacity"].as_i64()),
+        (StatusCode::OK, Some(300)),
+        "{l}"
+    );
+    let r = s
+        .call(Method::POST, &format!("{path}/publish"), Some(&organizer), None)
+        .await;
+    assert_eq!(
+        (r.status, r.text("status")),
+        (StatusCode::OK, "PUBLISHED".into()),
+        "{l}"
+    );
+    let r = s
+        .call(Method::POST, &format!("{path}/publish"), Some(&organizer), None)
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{l}");
 
     // Everyone finds it by search and fetches it.
-    let r = s.call(Method::GET, &format!("/api/v1/events?q={word}"), None, None).await;
+    let r = s
+        .call(Method::GET, &format!("/api/v1/events?q={word}"), None, None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{l}");
-    let ids: Vec<i64> = r.body["items"].as_array().unwrap().iter().filter_map(|e| e["id"].as_i64()).collect();
+    let ids: Vec<i64> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["id"].as_i64())
+        .collect();
     assert_eq!(ids, vec![id], "{l}: search for {word}");
     assert_eq!(r.body["total"], json!(1), "{l}");
-    let r = s.call(Method::GET, "/api/v1/events?category=music&location=vienna&page_size=100", None, None).await;
-    assert!(r.body["items"].as_array().unwrap().iter().any(|e| e["id"] == json!(id)), "{l}");
-    let r = s.call(Method::GET, "/api/v1/events?page_size=500", None, None).await;
+    let r = s
+        .call(
+            Method::GET,
+            "/api/v1/events?category=music&location=vienna&page_size=100",
+            None,
+            None,
+        )
+        .await;
+    assert!(
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == json!(id)),
+        "{l}"
+    );
+    let r = s
+        .call(Method::GET, "/api/v1/events?page_size=500", None, None)
+        .await;
     assert_eq!(r.error_fields(), ["page_size"], "{l}");
     let r = s.call(Method::GET, &path, None, None).await;
-    assert_eq!((r.status, r.text("event_name")), (StatusCode::OK, format!("Evening {word}")), "{l}");
-    assert!(r.body.get("revenue").is_none(), "{l}: sales figures are for the organizer");
-    let r = s.call(Method::GET, "/api/v1/events/mine", Some(&organizer), None).await;
+    assert_eq!(
+        (r.status, r.text("event_name")),
+        (StatusCode::OK, format!("Evening {word}")),
+        "{l}"
+    );
+    assert!(
+        r.body.get("revenue").is_none(),
+        "{l}: sales figures are for the organizer"
+    );
+    let r = s
+        .call(Method::GET, "/api/v1/events/mine", Some(&organizer), None)
+        .await;
     assert_eq!(r.body["items"][0]["tickets_sold"], json!(0), "{l}");
 
     // Tokens: absent, expired, tampered, foreign role claims.
-    let r = s.call(Method::POST, "/api/v1/events", None, Some(event_body("x"))).await;
+    let r = s
+        .call(Method::POST, "/api/v1/events", None, Some(event_body("x")))
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}");
     let expired = s.forge(&organizer_id, vec![Role::Organizer], -1);
-    let r = s.call(Method::POST, "/api/v1/events", Some(&expired), Some(event_body("x"))).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&expired),
+            Some(event_body("x")),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}: expired token");
     let mut parts: Vec<String> = customer.split('.').map(String::from).collect();
     let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
     claims["roles"] = json!(["ORGANIZER", "ADMIN"]);
     parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
     let tampered = parts.join(".");
-    let r = s.call(Method::POST, "/api/v1/events", Some(&tampered), Some(event_body("x"))).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&tampered),
+            Some(event_body("x")),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}: tampered token");
-    assert_eq!(s.call(Method::GET, "/api/v1/auth/me", Some("garbage"), None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/auth/me", Some("garbage"), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Refresh rotates; a reused refresh token kills the whole session.
     let body = |t: &str| Some(json!({"refresh_token": t}));
-    let r = s.call(Method::POST, "/api/v1/auth/refresh", None, body(&organizer_refresh)).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            body(&organizer_refresh),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{l}");
     let next = r.text("refresh_token");
     assert_ne!(next, organizer_refresh, "{l}");
-    assert_eq!(s.call(Method::GET, "/api/v1/auth/me", Some(&r.text("access_token")), None).await.status, StatusCode::OK);
-    let r = s.call(Method::POST, "/api/v1/auth/refresh", None, body(&organizer_refresh)).await;
+    assert_eq!(
+        s.call(
+            Method::GET,
+            "/api/v1/auth/me",
+            Some(&r.text("access_token")),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            body(&organizer_refresh),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}: reused refresh token");
-    let r = s.call(Method::POST, "/api/v1/auth/refresh", None, body(&next)).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}: the family is revoked after reuse");
+    let r = s
+        .call(Method::POST, "/api/v1/auth/refresh", None, body(&next))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "{l}: the family is revoked after reuse"
+    );
 
     // Logout ends the session.
     let (_, _, refresh) = s.user("CUSTOMER").await;
-    let r = s.call(Method::POST, "/api/v1/auth/logout", None, body(&refresh)).await;
+    let r = s
+        .call(Method::POST, "/api/v1/auth/logout", None, body(&refresh))
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{l}");
-    let r = s.call(Method::POST, "/api/v1/auth/refresh", None, body(&refresh)).await;
+    let r = s
+        .call(Method::POST, "/api/v1/auth/refresh", None, body(&refresh))
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}");
 
     // Cancelling: the owner may, and a cancelled event stays cancelled.
-    let r = s.call(Method::POST, &format!("{path}/cancel"), Some(&organizer), None).await;
+    let r = s
+        .call(Method::POST, &format!("{path}/cancel"), Some(&organizer), None)
+        .await;
     assert_eq!(r.text("status"), "CANCELLED", "{l}");
-    let r = s.call(Method::PATCH, &path, Some(&organizer), Some(json!({"event_name": "Again"}))).await;
+    let r = s
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&organizer),
+            Some(json!({"event_name": "Again"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{l}");
 
     // Every answer carries a request id.
@@ -175,7 +370,9 @@ async fn embedded_walkthrough() {
 
 #[tokio::test]
 async fn production_walkthrough() {
-    let Some(stack) = TestStack::production().await else { return };
+    let Some(stack) = TestStack::production().await else {
+        return;
+    };
     // Really on the production backends, each service on its own.
     let health = stack.call(Method::GET, "/health", None, None).await;
     for svc in ["auth", "events", "ticket", "booking", "payment", "notification"] {
@@ -183,6 +380,9 @@ async fn production_walkthrough() {
         assert_eq!(c["database"]["kind"], "postgres", "{svc}: {}", health.body);
         assert_eq!(c["bus"]["kind"], "rabbitmq", "{svc}");
     }
-    assert_eq!(health.body["services"]["ticket"]["details"]["components"]["cache"]["kind"], "redis");
+    assert_eq!(
+        health.body["services"]["ticket"]["details"]["components"]["cache"]["kind"],
+        "redis"
+    );
     walkthrough(&stack).await;
 }
