@@ -117,6 +117,11 @@ impl TestStack {
     /// Each service as its own `ticketer serve` process, on its own
     /// PostgreSQL database, sharing a fresh RabbitMQ vhost and a Redis prefix.
     pub async fn production() -> Option<TestStack> {
+        Self::production_with(&[]).await
+    }
+
+    /// [`TestStack::production`] with extra variables for every process.
+    pub async fn production_with(extra: &[(&str, &str)]) -> Option<TestStack> {
         let Some((pg, amqp, redis)) = test_urls() else {
             ticketer_config::skip_test(
                 "production-backend test",
@@ -155,6 +160,9 @@ impl TestStack {
                     .unwrap_or_else(|_| "error".into()),
             ),
         ]);
+        for (k, v) in extra {
+            common.insert(k.to_string(), v.to_string());
+        }
         let mut dbs = Vec::new();
         for svc in Service::ALL {
             common.insert(format!("{}PORT", svc.env_prefix()), ports[&svc].to_string());

@@ -6,4 +6,5 @@
 
 mod gateway;
 mod harness;
+mod process;
 mod scenario;

@@ -386,3 +386,172 @@ async fn production_walkthrough() {
     );
     walkthrough(&stack).await;
 }
+
+const ADMIN_EMAIL: &str = "root@example.com";
+const ADMIN_PASSWORD: &str = "bootstrap-pass";
+
+async fn roles_and_profile(s: &TestStack) {
+    let l = s.label;
+    let login = |email: &str, password: &str| {
+        s.call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+    };
+    let admin = login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(
+        admin.status,
+        StatusCode::OK,
+        "{l}: bootstrap admin logs in: {}",
+        admin.body
+    );
+    let admin = admin.text("access_token");
+    let (user_id, customer, customer_refresh) = s.user("CUSTOMER").await;
+    let roles_path = format!("/api/v1/auth/users/{user_id}/roles");
+
+    // Only admins grant roles.
+    let r = s
+        .call(
+            Method::POST,
+            &roles_path,
+            Some(&customer),
+            Some(json!({"role": "ORGANIZER"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}");
+    let r = s
+        .call(
+            Method::POST,
+            &roles_path,
+            Some(&admin),
+            Some(json!({"role": "ORGANIZER"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["roles"].clone()),
+        (StatusCode::OK, json!(["CUSTOMER", "ORGANIZER"])),
+        "{l}"
+    );
+    let r = s
+        .call(
+            Method::POST,
+            &roles_path,
+            Some(&admin),
+            Some(json!({"role": "SUPERUSER"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}");
+    let missing = format!("/api/v1/auth/users/{}/roles", uuid::Uuid::new_v4());
+    let r = s
+        .call(
+            Method::POST,
+            &missing,
+            Some(&admin),
+            Some(json!({"role": "ORGANIZER"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{l}");
+
+    // The new role is in the next token.
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": customer_refresh})),
+        )
+        .await;
+    let promoted = r.text("access_token");
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&promoted),
+            Some(event_body("Promoted")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{l}: {}", r.body);
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("{roles_path}/ORGANIZER"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["roles"], json!(["CUSTOMER"]), "{l}");
+
+    // Profile edits; a new password ends the other sessions.
+    let (_, token, refresh) = s.user("CUSTOMER").await;
+    let r = s
+        .call(
+            Method::PATCH,
+            "/api/v1/auth/me",
+            Some(&token),
+            Some(json!({"first_name": "  "})),
+        )
+        .await;
+    assert_eq!(r.error_fields(), ["first_name"], "{l}");
+    let r = s
+        .call(
+            Method::PATCH,
+            "/api/v1/auth/me",
+            Some(&token),
+            Some(json!({"first_name": "Grace", "password": "brand-new-pass"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.text("first_name")),
+        (StatusCode::OK, "Grace".into()),
+        "{l}"
+    );
+    let email = r.text("email");
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "{l}: old session survives a password change"
+    );
+    assert_eq!(
+        login(&email, "s3cret-pass").await.status,
+        StatusCode::UNAUTHORIZED,
+        "{l}"
+    );
+    assert_eq!(
+        login(&email, "brand-new-pass").await.status,
+        StatusCode::OK,
+        "{l}"
+    );
+}
+
+#[tokio::test]
+async fn embedded_roles_and_profile() {
+    let s = TestStack::embedded(&[
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+    ])
+    .await;
+    roles_and_profile(&s).await;
+}
+
+#[tokio::test]
+async fn production_roles_and_profile() {
+    let Some(stack) = TestStack::production_with(&[
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+    ])
+    .await
+    else {
+        return;
+    };
+    roles_and_profile(&stack).await;
+}
