@@ -5,12 +5,11 @@ use ticketer_db::{time, AnyConnection, Db, DbError, Migration, Row};
 use ticketer_http::Role;
 use uuid::Uuid;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users, roles, refresh tokens",
-    postgres: include_str!("../migrations/postgres/0001_users.sql"),
-    sqlite: include_str!("../migrations/sqlite/0001_users.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[Migration::portable(
+    1,
+    "users, roles, refresh tokens",
+    include_str!("../migrations/0001_users.sql"),
+)];
 
 #[derive(Debug, Clone)]
 pub struct User {

@@ -15,6 +15,18 @@ pub struct Migration {
     pub sqlite: &'static str,
 }
 
+impl Migration {
+    /// A step whose SQL is the same in both dialects.
+    pub const fn portable(version: i64, name: &'static str, sql: &'static str) -> Self {
+        Migration {
+            version,
+            name,
+            postgres: sql,
+            sqlite: sql,
+        }
+    }
+}
+
 /// The outbox and inbox tables every service carries.
 pub const MESSAGING: &[Migration] = &[Migration {
     version: 1,

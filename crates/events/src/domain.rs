@@ -87,19 +87,72 @@ pub struct EventDetails {
     pub currency: String,
 }
 
-/// Raw input, as text, so each field's error can be named.
-#[derive(Debug, Clone, Default)]
+/// An event as a client submits it. Dates and times stay text until
+/// [`validate`], so each bad field can be named in the answer.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct RawDetails {
     pub event_name: String,
     pub description: String,
     pub category: String,
     pub location: String,
+    /// YYYY-MM-DD, today or later.
     pub event_date: String,
+    /// HH:MM
     pub start_time: String,
+    /// HH:MM, after start_time.
     pub end_time: String,
     pub ticket_capacity: i64,
+    #[schema(value_type = String, example = "25.50")]
     pub ticket_price: Money,
+    /// ISO 4217.
+    #[serde(default = "default_currency")]
+    #[schema(default = "EUR")]
     pub currency: String,
+}
+
+fn default_currency() -> String {
+    "EUR".into()
+}
+
+/// A partial update; absent fields keep their value.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct Patch {
+    pub event_name: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub location: Option<String>,
+    pub event_date: Option<String>,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub ticket_capacity: Option<i64>,
+    #[schema(value_type = Option<String>, example = "30.00")]
+    pub ticket_price: Option<Money>,
+    pub currency: Option<String>,
+}
+
+impl Patch {
+    /// `current` with this patch applied, as raw input to validate again.
+    pub fn apply_to(self, current: &EventDetails) -> RawDetails {
+        let d = current;
+        RawDetails {
+            event_name: self.event_name.unwrap_or_else(|| d.event_name.clone()),
+            description: self.description.unwrap_or_else(|| d.description.clone()),
+            category: self.category.unwrap_or_else(|| d.category.clone()),
+            location: self.location.unwrap_or_else(|| d.location.clone()),
+            event_date: self
+                .event_date
+                .unwrap_or_else(|| d.event_date.format("%Y-%m-%d").to_string()),
+            start_time: self
+                .start_time
+                .unwrap_or_else(|| d.start_time.format("%H:%M").to_string()),
+            end_time: self
+                .end_time
+                .unwrap_or_else(|| d.end_time.format("%H:%M").to_string()),
+            ticket_capacity: self.ticket_capacity.unwrap_or(d.ticket_capacity),
+            ticket_price: self.ticket_price.unwrap_or(d.ticket_price),
+            currency: self.currency.unwrap_or_else(|| d.currency.clone()),
+        }
+    }
 }
 
 fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize, required: bool) -> String {

@@ -13,44 +13,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    domain::{parse_date, EventStatus, RawDetails},
-    service::{EventsService, Patch},
+    domain::{parse_date, EventStatus, Patch, RawDetails},
+    service::EventsService,
     store::{Event, ListFilter},
 };
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateEventRequest {
-    pub event_name: String,
-    pub description: String,
-    pub category: String,
-    pub location: String,
-    /// YYYY-MM-DD, today or later.
-    pub event_date: String,
-    /// HH:MM
-    pub start_time: String,
-    /// HH:MM, after start_time.
-    pub end_time: String,
-    pub ticket_capacity: i64,
-    #[schema(value_type = String, example = "25.50")]
-    pub ticket_price: Money,
-    /// ISO 4217, default EUR.
-    pub currency: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct UpdateEventRequest {
-    pub event_name: Option<String>,
-    pub description: Option<String>,
-    pub category: Option<String>,
-    pub location: Option<String>,
-    pub event_date: Option<String>,
-    pub start_time: Option<String>,
-    pub end_time: Option<String>,
-    pub ticket_capacity: Option<i64>,
-    #[schema(value_type = Option<String>, example = "30.00")]
-    pub ticket_price: Option<Money>,
-    pub currency: Option<String>,
-}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventResponse {
@@ -144,26 +110,14 @@ fn event_id(raw: &str) -> ApiResult<i64> {
 }
 
 #[utoipa::path(post, path = "/api/v1/events", tag = "events", security(("bearer" = [])),
-    request_body = CreateEventRequest,
+    request_body = RawDetails,
     responses((status = 201, body = EventResponse), (status = 400, body = ticketer_http::Problem),
               (status = 401, body = ticketer_http::Problem), (status = 403, body = ticketer_http::Problem)))]
 async fn create_event(
     State(svc): State<EventsService>,
     user: AuthUser,
-    Json(req): Json<CreateEventRequest>,
+    Json(raw): Json<RawDetails>,
 ) -> ApiResult<(StatusCode, axum::Json<EventResponse>)> {
-    let raw = RawDetails {
-        event_name: req.event_name,
-        description: req.description,
-        category: req.category,
-        location: req.location,
-        event_date: req.event_date,
-        start_time: req.start_time,
-        end_time: req.end_time,
-        ticket_capacity: req.ticket_capacity,
-        ticket_price: req.ticket_price,
-        currency: req.currency.unwrap_or_else(|| "EUR".into()),
-    };
     let event = svc.create(&user, raw).await?;
     Ok((StatusCode::CREATED, axum::Json(EventResponse::new(event, true))))
 }
@@ -222,7 +176,7 @@ async fn get_event(
 }
 
 #[utoipa::path(patch, path = "/api/v1/events/{id}", tag = "events", security(("bearer" = [])),
-    request_body = UpdateEventRequest,
+    request_body = Patch,
     responses((status = 200, body = EventResponse), (status = 400, body = ticketer_http::Problem),
               (status = 403, body = ticketer_http::Problem), (status = 404, body = ticketer_http::Problem),
               (status = 409, body = ticketer_http::Problem)))]
@@ -230,20 +184,8 @@ async fn update_event(
     State(svc): State<EventsService>,
     user: AuthUser,
     Path(id): Path<String>,
-    Json(req): Json<UpdateEventRequest>,
+    Json(patch): Json<Patch>,
 ) -> ApiResult<axum::Json<EventResponse>> {
-    let patch = Patch {
-        event_name: req.event_name,
-        description: req.description,
-        category: req.category,
-        location: req.location,
-        event_date: req.event_date,
-        start_time: req.start_time,
-        end_time: req.end_time,
-        ticket_capacity: req.ticket_capacity,
-        ticket_price: req.ticket_price,
-        currency: req.currency,
-    };
     let event = svc.update(&user, event_id(&id)?, patch).await?;
     Ok(axum::Json(EventResponse::new(event, true)))
 }

@@ -8,7 +8,7 @@ use ticketer_http::{ApiError, AuthUser, FieldError, Money, PageRequest, Role};
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, transition, Action, EventStatus, RawDetails},
+    domain::{self, transition, Action, EventStatus, Patch, RawDetails},
     store::{self, Event, ListFilter},
 };
 
@@ -81,21 +81,6 @@ impl From<&Event> for EventSnapshot {
             status: e.status,
         }
     }
-}
-
-/// A partial update; absent fields keep their value.
-#[derive(Debug, Default)]
-pub struct Patch {
-    pub event_name: Option<String>,
-    pub description: Option<String>,
-    pub category: Option<String>,
-    pub location: Option<String>,
-    pub event_date: Option<String>,
-    pub start_time: Option<String>,
-    pub end_time: Option<String>,
-    pub ticket_capacity: Option<i64>,
-    pub ticket_price: Option<Money>,
-    pub currency: Option<String>,
 }
 
 #[derive(Clone)]
@@ -175,26 +160,8 @@ impl EventsService {
     pub async fn update(&self, user: &AuthUser, id: i64, patch: Patch) -> Result<Event, EventsError> {
         self.change(user, id, "EventUpdated", |mut event| {
             transition(event.status, Action::Edit).map_err(EventsError::Conflict)?;
-            let d = &event.details;
             let date_changed = patch.event_date.is_some();
-            let raw = RawDetails {
-                event_name: patch.event_name.unwrap_or_else(|| d.event_name.clone()),
-                description: patch.description.unwrap_or_else(|| d.description.clone()),
-                category: patch.category.unwrap_or_else(|| d.category.clone()),
-                location: patch.location.unwrap_or_else(|| d.location.clone()),
-                event_date: patch
-                    .event_date
-                    .unwrap_or_else(|| d.event_date.format("%Y-%m-%d").to_string()),
-                start_time: patch
-                    .start_time
-                    .unwrap_or_else(|| d.start_time.format("%H:%M").to_string()),
-                end_time: patch
-                    .end_time
-                    .unwrap_or_else(|| d.end_time.format("%H:%M").to_string()),
-                ticket_capacity: patch.ticket_capacity.unwrap_or(d.ticket_capacity),
-                ticket_price: patch.ticket_price.unwrap_or(d.ticket_price),
-                currency: patch.currency.unwrap_or_else(|| d.currency.clone()),
-            };
+            let raw = patch.apply_to(&event.details);
             let mut details = domain::validate(&raw, today(), date_changed).map_err(EventsError::Invalid)?;
             if details.ticket_capacity < event.tickets_sold {
                 return Err(EventsError::Invalid(vec![FieldError::new(

@@ -66,29 +66,36 @@ fn hm(t: chrono::NaiveTime) -> String {
     t.format("%H:%M").to_string()
 }
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the ten detail columns, in table order.
+fn bind_details<'q>(q: Query<'q>, d: &'q EventDetails) -> Query<'q> {
+    q.bind(&d.event_name)
+        .bind(&d.description)
+        .bind(&d.category)
+        .bind(&d.location)
+        .bind(date(d))
+        .bind(hm(d.start_time))
+        .bind(hm(d.end_time))
+        .bind(d.ticket_capacity)
+        .bind(d.ticket_price.minor())
+        .bind(&d.currency)
+}
+
 pub async fn insert(conn: &mut AnyConnection, d: &EventDetails, organizer: Uuid) -> Result<Event, DbError> {
     let now = time::now();
-    let row = sqlx::query(&format!(
+    let sql = format!(
         "INSERT INTO events (event_name, description, category, location, event_date, start_time, end_time,
             ticket_capacity, ticket_price_minor, currency, organizer, status, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
          RETURNING {COLUMNS}"
-    ))
-    .bind(&d.event_name)
-    .bind(&d.description)
-    .bind(&d.category)
-    .bind(&d.location)
-    .bind(date(d))
-    .bind(hm(d.start_time))
-    .bind(hm(d.end_time))
-    .bind(d.ticket_capacity)
-    .bind(d.ticket_price.minor())
-    .bind(&d.currency)
-    .bind(organizer.to_string())
-    .bind(EventStatus::Draft.as_str())
-    .bind(now)
-    .fetch_one(conn)
-    .await?;
+    );
+    let row = bind_details(sqlx::query(&sql), d)
+        .bind(organizer.to_string())
+        .bind(EventStatus::Draft.as_str())
+        .bind(now)
+        .fetch_one(conn)
+        .await?;
     Ok(from_row(&row)?)
 }
 
@@ -104,29 +111,18 @@ pub async fn get(conn: &mut AnyConnection, id: i64) -> Result<Option<Event>, DbE
 /// returns the stored event, or None when the version moved on.
 pub async fn update(conn: &mut AnyConnection, event: &Event) -> Result<Option<Event>, DbError> {
     let d = &event.details;
-    let row = sqlx::query(&format!(
+    let sql = format!(
         "UPDATE events SET event_name = $3, description = $4, category = $5, location = $6, event_date = $7,
             start_time = $8, end_time = $9, ticket_capacity = $10, ticket_price_minor = $11, currency = $12,
             status = $13, updated_at = $14, version = version + 1
          WHERE id = $1 AND version = $2
          RETURNING {COLUMNS}"
-    ))
-    .bind(event.id)
-    .bind(event.version)
-    .bind(&d.event_name)
-    .bind(&d.description)
-    .bind(&d.category)
-    .bind(&d.location)
-    .bind(date(d))
-    .bind(hm(d.start_time))
-    .bind(hm(d.end_time))
-    .bind(d.ticket_capacity)
-    .bind(d.ticket_price.minor())
-    .bind(&d.currency)
-    .bind(event.status.as_str())
-    .bind(time::now())
-    .fetch_optional(conn)
-    .await?;
+    );
+    let row = bind_details(sqlx::query(&sql).bind(event.id).bind(event.version), d)
+        .bind(event.status.as_str())
+        .bind(time::now())
+        .fetch_optional(conn)
+        .await?;
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 

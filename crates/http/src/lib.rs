@@ -16,7 +16,9 @@ pub use json::{parse_json, Json, Query};
 pub use metrics::Metrics;
 pub use money::Money;
 pub use pagination::{Page, PageQuery, PageRequest, MAX_PAGE_SIZE};
-pub use server::{assemble, bind, trace_request, Plumbing, ServiceApp, REQUEST_ID};
+pub use server::{
+    assemble, bind, empty_openapi, launch, trace_request, Plumbing, ServiceApp, ServiceParts, REQUEST_ID,
+};
 
 /// Collects field errors and fails with all of them at once.
 #[derive(Debug, Default)]

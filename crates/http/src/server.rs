@@ -161,6 +161,63 @@ impl ServiceApp {
     }
 }
 
+/// What every service runs on besides its own routes.
+#[derive(Clone)]
+pub struct ServiceParts {
+    pub db: ticketer_db::Db,
+    pub bus: ticketer_bus::Bus,
+    pub cache: Option<ticketer_cache::Cache>,
+    pub verifier: TokenVerifier,
+}
+
+/// Starts the outbox relay and wraps `api` in the standard routes and
+/// layers: the common tail of every service's `build`.
+pub fn launch(
+    name: &'static str,
+    api: Router,
+    openapi: utoipa::openapi::OpenApi,
+    parts: ServiceParts,
+    infra: &ticketer_config::InfraConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> ServiceApp {
+    let relay = ticketer_db::OutboxRelay::new(
+        parts.db.clone(),
+        parts.bus.clone(),
+        infra.outbox_batch_size,
+        infra.outbox_poll,
+    );
+    let relay = tokio::spawn(relay.run(shutdown.clone()));
+    let router = assemble(
+        api,
+        Plumbing {
+            service: name,
+            metrics: Metrics::new(name),
+            readiness: Readiness {
+                db: Some(parts.db),
+                bus: Some(parts.bus),
+                cache: parts.cache,
+            },
+            verifier: Some(parts.verifier),
+            openapi: Some(openapi),
+        },
+    );
+    ServiceApp::new(name, listener, router, shutdown).with_tasks([relay])
+}
+
+/// The API document of a service that has no routes of its own yet.
+pub fn empty_openapi(name: &str) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{InfoBuilder, OpenApiBuilder};
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title(format!("Ticketer {name}"))
+                .version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+        .build()
+}
+
 /// Binds `host:port`; port 0 picks a free port (tests).
 pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     TcpListener::bind((host, port)).await

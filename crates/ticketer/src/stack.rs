@@ -8,7 +8,7 @@ use ticketer_bus::Bus;
 use ticketer_cache::Cache;
 use ticketer_config::{Env, InfraConfig, Service};
 use ticketer_db::Db;
-use ticketer_http::{ServiceApp, TokenVerifier};
+use ticketer_http::{ServiceApp, ServiceParts, TokenVerifier};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -44,30 +44,20 @@ pub async fn connect_db(infra: &InfraConfig) -> anyhow::Result<Db> {
         .with_context(|| format!("connecting {} to {}", infra.service, ticketer_db::redact(&url)))
 }
 
-/// One backend service, built from its infrastructure.
-#[allow(clippy::too_many_arguments)]
+/// One backend service other than auth, built from its infrastructure.
 async fn build_backend(
     svc: Service,
     infra: &InfraConfig,
-    db: Db,
-    bus: Bus,
-    cache: Cache,
-    verifier: TokenVerifier,
+    parts: ServiceParts,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServiceApp> {
     match svc {
-        Service::Events => ticketer_events::build(infra, db, bus, verifier, listener, shutdown).await,
-        Service::Ticket => ticketer_ticket::build(infra, db, bus, cache, verifier, listener, shutdown).await,
-        Service::Booking => {
-            ticketer_booking::build(infra, db, bus, cache, verifier, listener, shutdown).await
-        }
-        Service::Payment => {
-            ticketer_payment::build(infra, db, bus, cache, verifier, listener, shutdown).await
-        }
-        Service::Notification => {
-            ticketer_notification::build(infra, db, bus, cache, verifier, listener, shutdown).await
-        }
+        Service::Events => ticketer_events::build(infra, parts, listener, shutdown).await,
+        Service::Ticket => ticketer_ticket::build(infra, parts, listener, shutdown).await,
+        Service::Booking => ticketer_booking::build(infra, parts, listener, shutdown).await,
+        Service::Payment => ticketer_payment::build(infra, parts, listener, shutdown).await,
+        Service::Notification => ticketer_notification::build(infra, parts, listener, shutdown).await,
         Service::Auth | Service::Gateway => unreachable!("built separately"),
     }
 }
@@ -104,13 +94,16 @@ pub async fn build_all(
 
     for svc in Service::BACKENDS.into_iter().filter(|s| *s != Service::Auth) {
         let infra = InfraConfig::from_env(svc, env, data_dir.to_path_buf())?;
+        let parts = ServiceParts {
+            db: connect_db(&infra).await?,
+            bus: bus.clone(),
+            cache: Some(cache.clone()),
+            verifier: verifier.clone(),
+        };
         let app = build_backend(
             svc,
             &infra,
-            connect_db(&infra).await?,
-            bus.clone(),
-            cache.clone(),
-            verifier.clone(),
+            parts,
             listener(env, svc, ports).await?,
             shutdown.clone(),
         )
@@ -184,8 +177,13 @@ pub async fn build_one(
             let bus = Bus::connect(infra.amqp_url.as_deref())
                 .await
                 .context("connecting to the bus")?;
-            let db = connect_db(&infra).await?;
-            build_backend(svc, &infra, db, bus, cache, remote_verifier(), listener, shutdown).await
+            let parts = ServiceParts {
+                db: connect_db(&infra).await?,
+                bus,
+                cache: Some(cache),
+                verifier: remote_verifier(),
+            };
+            build_backend(svc, &infra, parts, listener, shutdown).await
         }
     }
 }

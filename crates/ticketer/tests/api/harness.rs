@@ -178,23 +178,10 @@ impl TestStack {
                 dbs.push(db);
             }
         }
-        let mut children = Vec::new();
-        for svc in Service::ALL {
-            let child = Command::new(env!("CARGO_BIN_EXE_ticketer"))
-                .args(["serve", svc.name()])
-                .env_clear()
-                .envs(&common)
-                .stdout(Stdio::null())
-                .stderr(if std::env::var("TEST_LOG").is_ok() {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                })
-                .kill_on_drop(true)
-                .spawn()
-                .expect("spawn ticketer serve");
-            children.push(child);
-        }
+        let children = Service::ALL
+            .iter()
+            .map(|svc| spawn_ticketer(&["serve", svc.name()], &common))
+            .collect();
         let stack = TestStack {
             base: format!("http://127.0.0.1:{}", ports[&Service::Gateway]),
             http: reqwest::Client::new(),
@@ -212,20 +199,7 @@ impl TestStack {
 
     /// Waits until the gateway reports every service ready.
     pub async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} stack never became healthy",
-                self.label
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_ok(&format!("{}/health", self.base)).await;
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
@@ -315,5 +289,36 @@ impl TestStack {
             exp: now + exp_offset_secs,
             iss: "ticketer-auth".into(),
         })
+    }
+}
+
+/// Starts the real `ticketer` binary with exactly `env`; killed on drop.
+pub fn spawn_ticketer(args: &[&str], env: &HashMap<String, String>) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ticketer"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(if std::env::var("TEST_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ticketer")
+}
+
+/// Polls `url` until it answers 2xx; fails the test after a minute.
+pub async fn wait_ok(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

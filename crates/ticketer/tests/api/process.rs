@@ -3,19 +3,20 @@
 
 use std::{
     collections::HashMap,
-    process::Stdio,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{routing::post, Router};
 use reqwest::StatusCode;
 use serde_json::json;
 use ticketer_config::Service;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
+
+use crate::harness::{spawn_ticketer, wait_ok};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -23,35 +24,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn spawn(args: &[&str], env: &HashMap<String, String>) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ticketer"))
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(if std::env::var("TEST_LOG").is_ok() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ticketer")
-}
-
-async fn wait_ok(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(url).await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} never answered");
 }
 
 /// Sends SIGTERM and returns the exit code, failing if it takes too long.
@@ -85,7 +57,7 @@ async fn dev_stops_cleanly_on_sigterm_and_keeps_its_data() {
     let args = ["dev", "--data-dir", &data_dir];
 
     // An administrator made from the command line, before the first start.
-    let status = spawn(
+    let status = spawn_ticketer(
         &[
             "admin",
             "create",
@@ -103,7 +75,7 @@ async fn dev_stops_cleanly_on_sigterm_and_keeps_its_data() {
     .unwrap();
     assert!(status.success(), "admin create failed");
 
-    let mut first = spawn(&args, &env);
+    let mut first = spawn_ticketer(&args, &env);
     wait_ok(&format!("{gateway}/health")).await;
     let http = reqwest::Client::new();
     let login = json!({"email": "ops@example.com", "password": "admin-pass-1"});
@@ -139,7 +111,7 @@ async fn dev_stops_cleanly_on_sigterm_and_keeps_its_data() {
     assert_eq!(terminate(&mut first).await, Some(0), "clean exit on SIGTERM");
 
     // Same data dir: the account and the signing key are still there.
-    let mut second = spawn(&args, &env);
+    let mut second = spawn_ticketer(&args, &env);
     wait_ok(&format!("{gateway}/health")).await;
     let login = json!({"email": "keep@example.com", "password": "persisted-1"});
     let r = http
@@ -183,7 +155,7 @@ async fn serve_exports_traces_over_otlp() {
         ("TICKETER_DATA_DIR".into(), data.path().display().to_string()),
         ("RUST_LOG".into(), "info".into()),
     ]);
-    let mut events = spawn(&["serve", "events"], &env);
+    let mut events = spawn_ticketer(&["serve", "events"], &env);
     wait_ok(&format!("http://127.0.0.1:{port}/health/live")).await;
     let r = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}/api/v1/events"))
