@@ -17,8 +17,8 @@ pub use routes::ApiDoc;
 use secrecy::{ExposeSecret, SecretString};
 pub use service::AuthService;
 use ticketer_config::{ConfigError, Env, InfraConfig, Service};
-use ticketer_db::{Db, OutboxRelay};
-use ticketer_http::{assemble, Metrics, Plumbing, Readiness, ServiceApp, TokenVerifier};
+use ticketer_db::Db;
+use ticketer_http::{launch, ServiceApp, ServiceParts, TokenVerifier};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -109,29 +109,16 @@ pub async fn build(
         let admin = service.ensure_admin(email, password.expose_secret()).await?;
         tracing::info!(user_id = %admin.id, "bootstrap administrator ready");
     }
-    let relay = OutboxRelay::new(
-        db.clone(),
-        bus.clone(),
-        infra.outbox_batch_size,
-        infra.outbox_poll,
-    );
-    let relay = tokio::spawn(relay.run(shutdown.clone()));
-    let router = assemble(
-        routes::router(service.clone()),
-        Plumbing {
-            service: "auth",
-            metrics: Metrics::new("auth"),
-            readiness: Readiness {
-                db: Some(db),
-                bus: Some(bus),
-                cache: None,
-            },
-            verifier: Some(verifier.clone()),
-            openapi: Some(ApiDoc::openapi()),
-        },
-    );
+    let parts = ServiceParts {
+        db,
+        bus,
+        cache: None,
+        verifier: verifier.clone(),
+    };
+    let api = routes::router(service.clone());
+    let app = launch("auth", api, ApiDoc::openapi(), parts, infra, listener, shutdown);
     Ok(Auth {
-        app: ServiceApp::new("auth", listener, router, shutdown).with_tasks([relay]),
+        app,
         service,
         verifier,
     })

@@ -35,11 +35,18 @@ pub const MESSAGING: &[Migration] = &[Migration {
     sqlite: include_str!("../migrations/sqlite/messaging.sql"),
 }];
 
+/// Stored responses for `Idempotency-Key` requests.
+pub const IDEMPOTENCY: &[Migration] = &[Migration::portable(
+    1,
+    "idempotency keys",
+    include_str!("../migrations/idempotency.sql"),
+)];
+
 /// Serialises concurrent start-ups of several replicas on PostgreSQL.
 const MIGRATION_LOCK: i64 = 0x7469_636b_6574;
 
 impl Db {
-    /// Applies the messaging tables, then `migrations` recorded under
+    /// Applies the shared tables (outbox, inbox, idempotency keys), then `migrations` recorded under
     /// `component`, skipping those already applied.
     pub async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<(), DbError> {
         let mut conn = self.pool().acquire().await?;
@@ -59,7 +66,8 @@ impl Db {
                     PRIMARY KEY (component, version))",
             )
             .await?;
-            for (comp, list) in [("messaging", MESSAGING), (component, migrations)] {
+            let lists = [("messaging", MESSAGING), ("idempotency", IDEMPOTENCY), (component, migrations)];
+            for (comp, list) in lists {
                 for m in list {
                     let done: Option<(i64,)> = sqlx::query_as(
                         "SELECT version FROM schema_migrations WHERE component = $1 AND version = $2",

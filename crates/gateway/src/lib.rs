@@ -96,6 +96,7 @@ pub fn router(gw: Gateway, metrics: Metrics) -> Router {
             },
             verifier: None,
             openapi: None,
+            idempotency: None,
         },
     )
 }

@@ -214,8 +214,11 @@ impl AuthUser {
 
 /// The bearer token of a request, if any.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+    bearer_from_headers(&parts.headers)
+}
+
+pub fn bearer_from_headers(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))

@@ -3,6 +3,7 @@
 pub mod auth;
 mod error;
 pub mod health;
+pub mod idempotency;
 mod json;
 pub mod metrics;
 mod money;

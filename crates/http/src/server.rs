@@ -25,6 +25,8 @@ pub struct Plumbing {
     pub readiness: Readiness,
     pub verifier: Option<TokenVerifier>,
     pub openapi: Option<utoipa::openapi::OpenApi>,
+    /// Where `Idempotency-Key` responses are kept; None turns it off.
+    pub idempotency: Option<ticketer_db::Db>,
 }
 
 /// Adds `/health/live`, `/health/ready`, `/metrics`, `/openapi.json`, the
@@ -49,6 +51,10 @@ pub fn assemble(api: Router, p: Plumbing) -> Router {
             get(move || async move { axum::Json((*doc).clone()) }),
         );
     }
+    let api = match p.idempotency {
+        Some(db) => api.layer(from_fn_with_state(db, crate::idempotency::idempotent)),
+        None => api,
+    };
     let mut app = api
         .merge(ops)
         .route_layer(from_fn_with_state(p.metrics, metrics::track))
@@ -194,12 +200,13 @@ pub fn launch(
             service: name,
             metrics: Metrics::new(name),
             readiness: Readiness {
-                db: Some(parts.db),
+                db: Some(parts.db.clone()),
                 bus: Some(parts.bus),
                 cache: parts.cache,
             },
             verifier: Some(parts.verifier),
             openapi: Some(openapi),
+            idempotency: Some(parts.db),
         },
     );
     ServiceApp::new(name, listener, router, shutdown).with_tasks([relay])

@@ -359,6 +359,70 @@ async fn walkthrough(s: &TestStack) {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{l}");
 
+    // A retried POST with the same Idempotency-Key has one effect.
+    let key = [("idempotency-key", "create-once-1")];
+    let before = s
+        .call(Method::GET, "/api/v1/events/mine", Some(&organizer), None)
+        .await
+        .body["total"]
+        .clone();
+    let first = s
+        .call_with(
+            Method::POST,
+            "/api/v1/events",
+            Some(&organizer),
+            Some(event_body("Once")),
+            &key,
+        )
+        .await;
+    let again = s
+        .call_with(
+            Method::POST,
+            "/api/v1/events",
+            Some(&organizer),
+            Some(event_body("Once")),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (first.status, again.status),
+        (StatusCode::CREATED, StatusCode::CREATED),
+        "{l}"
+    );
+    assert_eq!(
+        first.body["id"], again.body["id"],
+        "{l}: the retry created a second event"
+    );
+    assert_eq!(again.headers["idempotent-replayed"], "true", "{l}");
+    let other = s
+        .call_with(
+            Method::POST,
+            "/api/v1/events",
+            Some(&organizer),
+            Some(event_body("Different")),
+            &key,
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{l}");
+    let after = s
+        .call(Method::GET, "/api/v1/events/mine", Some(&organizer), None)
+        .await
+        .body["total"]
+        .clone();
+    assert_eq!(after.as_i64().unwrap(), before.as_i64().unwrap() + 1, "{l}");
+    // Keys belong to their caller: another organizer's same key is a new request.
+    let theirs = s
+        .call_with(
+            Method::POST,
+            "/api/v1/events",
+            Some(&other_organizer),
+            Some(event_body("Once")),
+            &key,
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::CREATED, "{l}");
+    assert_ne!(theirs.body["id"], first.body["id"], "{l}");
+
     // Every answer carries a request id.
     assert!(r.headers.contains_key("x-request-id"), "{l}");
 }
