@@ -102,7 +102,7 @@ impl Bus {
     pub async fn ping(&self) -> Result<(), BusError> {
         match self {
             Bus::InProcess(_) => Ok(()),
-            Bus::Rabbit(bus) => bus.ping(),
+            Bus::Rabbit(bus) => bus.ping().await,
         }
     }
 }

@@ -1,4 +1,10 @@
 //! The RabbitMQ transport (lapin on the tokio runtime).
+//!
+//! The connection is re-established on demand: a publish after the broker
+//! went away reconnects (the outbox relay retries failed batches), and each
+//! consumer worker re-opens its channel and re-declares its queue until it is
+//! shut down. Deliveries that were in flight when the connection dropped are
+//! redelivered by the broker; the inbox makes that harmless.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,156 +26,164 @@ use crate::{
     BusError, Envelope, Outgoing, Subscription,
 };
 
-pub struct RabbitBus {
-    conn: Connection,
+struct Live {
+    conn: Arc<Connection>,
     /// One confirm-mode channel for publishing; confirms are awaited per batch.
-    publisher: Mutex<Channel>,
+    publisher: Channel,
+}
+
+pub struct RabbitBus {
+    url: String,
+    live: Mutex<Option<Live>>,
+}
+
+async fn open(url: &str) -> Result<Live, BusError> {
+    let props = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio)
+        .with_connection_name("ticketer".into());
+    let conn = Connection::connect(url, props).await?;
+    let publisher = conn.create_channel().await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for exchange in TOPIC_EXCHANGES {
+        publisher
+            .exchange_declare(exchange, ExchangeKind::Topic, durable, FieldTable::default())
+            .await?;
+    }
+    publisher
+        .exchange_declare(
+            DEAD_LETTER_EXCHANGE,
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(Live {
+        conn: Arc::new(conn),
+        publisher,
+    })
+}
+
+fn usable(live: &Live) -> bool {
+    live.conn.status().connected() && live.publisher.status().connected()
 }
 
 impl RabbitBus {
+    /// Connects once, so that a wrong URL fails at start-up.
     pub async fn connect(url: &str) -> Result<Self, BusError> {
-        let props = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio)
-            .with_connection_name("ticketer".into());
-        let conn = Connection::connect(url, props).await?;
-        let channel = conn.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        for exchange in TOPIC_EXCHANGES {
-            channel
-                .exchange_declare(exchange, ExchangeKind::Topic, durable, FieldTable::default())
-                .await?;
-        }
-        channel
-            .exchange_declare(
-                DEAD_LETTER_EXCHANGE,
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
+        let live = open(url).await?;
         Ok(RabbitBus {
-            conn,
-            publisher: Mutex::new(channel),
+            url: url.to_string(),
+            live: Mutex::new(Some(live)),
         })
     }
 
-    pub(crate) fn ping(&self) -> Result<(), BusError> {
-        if self.conn.status().connected() {
-            Ok(())
-        } else {
-            Err(BusError::Disconnected)
+    /// The live connection, reconnecting first if it was lost.
+    async fn connection(&self) -> Result<Arc<Connection>, BusError> {
+        let mut live = self.live.lock().await;
+        if !live.as_ref().is_some_and(usable) {
+            tracing::info!("connecting to RabbitMQ");
+            *live = Some(open(&self.url).await?);
         }
+        Ok(live.as_ref().expect("just connected").conn.clone())
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), BusError> {
+        self.connection().await.map(|_| ())
     }
 
     pub(crate) async fn publish(&self, batch: &[Outgoing]) -> Result<(), BusError> {
-        let channel = self.publisher.lock().await;
-        let mut confirms = Vec::with_capacity(batch.len());
-        for msg in batch {
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type(ShortString::from("application/json"))
-                .with_message_id(ShortString::from(msg.message_id.to_string()))
-                .with_type(ShortString::from(msg.routing_key.clone()));
-            let confirm = channel
-                .basic_publish(
-                    &msg.exchange,
-                    &msg.routing_key,
-                    BasicPublishOptions::default(),
-                    &msg.body,
-                    props,
-                )
-                .await?;
-            confirms.push((msg.message_id, confirm));
+        let mut live = self.live.lock().await;
+        if !live.as_ref().is_some_and(usable) {
+            tracing::info!("reconnecting to RabbitMQ to publish");
+            *live = Some(open(&self.url).await?);
         }
-        for (id, confirm) in confirms {
-            if !confirm.await?.is_ack() {
-                return Err(BusError::Nacked(id));
-            }
+        let channel = &live.as_ref().expect("connected").publisher;
+        let result = publish_on(channel, batch).await;
+        if result.is_err() {
+            // Start from a fresh connection next time.
+            *live = None;
         }
-        Ok(())
-    }
-
-    async fn declare(&self, channel: &Channel, sub: &Subscription) -> Result<(), BusError> {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let dlq = dead_letter_queue(&sub.queue);
-        channel
-            .queue_declare(&dlq, durable, FieldTable::default())
-            .await?;
-        channel
-            .queue_bind(
-                &dlq,
-                DEAD_LETTER_EXCHANGE,
-                &sub.queue,
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let mut args = FieldTable::default();
-        args.insert(
-            ShortString::from("x-dead-letter-exchange"),
-            AMQPValue::LongString(LongString::from(DEAD_LETTER_EXCHANGE)),
-        );
-        args.insert(
-            ShortString::from("x-dead-letter-routing-key"),
-            AMQPValue::LongString(LongString::from(sub.queue.as_str())),
-        );
-        channel.queue_declare(&sub.queue, durable, args).await?;
-        for (exchange, pattern) in &sub.bindings {
-            channel
-                .queue_bind(
-                    &sub.queue,
-                    exchange,
-                    pattern,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(())
+        result
     }
 
     pub(crate) async fn subscribe(
-        &self,
+        self: &Arc<Self>,
         sub: Subscription,
         handler: Arc<dyn BatchHandler>,
         shutdown: CancellationToken,
     ) -> Result<Vec<JoinHandle<()>>, BusError> {
-        let setup = self.conn.create_channel().await?;
-        self.declare(&setup, &sub).await?;
+        // Declare now, so that a broken topology fails at start-up.
+        let setup = self.connection().await?.create_channel().await?;
+        declare(&setup, &sub).await?;
         let _ = setup.close(200, "declared").await;
         let sub = Arc::new(sub);
-        let mut workers = Vec::with_capacity(sub.concurrency);
-        for n in 0..sub.concurrency {
-            let channel = self.conn.create_channel().await?;
-            channel
-                .basic_qos(sub.prefetch, BasicQosOptions::default())
-                .await?;
-            let consumer = channel
-                .basic_consume(
-                    &sub.queue,
-                    &format!("{}-{}-{n}", sub.queue, uuid::Uuid::new_v4().simple()),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            let (sub, handler, shutdown) = (sub.clone(), handler.clone(), shutdown.clone());
-            workers.push(tokio::spawn(async move {
-                consume(channel, consumer, sub, handler, shutdown).await;
-            }));
+        Ok((0..sub.concurrency)
+            .map(|n| {
+                let (bus, sub, handler, shutdown) =
+                    (self.clone(), sub.clone(), handler.clone(), shutdown.clone());
+                tokio::spawn(async move { bus.supervise(n, sub, handler, shutdown).await })
+            })
+            .collect())
+    }
+
+    /// Keeps one consumer worker running until shutdown, reconnecting with
+    /// backoff whenever its channel or connection is lost.
+    async fn supervise(
+        &self,
+        n: usize,
+        sub: Arc<Subscription>,
+        handler: Arc<dyn BatchHandler>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.start_consumer(n, &sub).await {
+                Ok((channel, consumer)) => {
+                    backoff = Duration::from_millis(200);
+                    consume(channel, consumer, &sub, handler.as_ref(), &shutdown).await;
+                }
+                Err(e) => tracing::warn!(queue = %sub.queue, error = %e, "cannot consume yet; retrying"),
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        Ok(workers)
+    }
+
+    async fn start_consumer(
+        &self,
+        n: usize,
+        sub: &Subscription,
+    ) -> Result<(Channel, lapin::Consumer), BusError> {
+        let channel = self.connection().await?.create_channel().await?;
+        declare(&channel, sub).await?;
+        channel
+            .basic_qos(sub.prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("{}-{}-{n}", sub.queue, uuid::Uuid::new_v4().simple());
+        let consumer = channel
+            .basic_consume(
+                &sub.queue,
+                &tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
     }
 
     pub(crate) async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
-        let channel = self.conn.create_channel().await?;
+        let channel = self.connection().await?.create_channel().await?;
         let opts = QueueDeclareOptions {
             passive: true,
             ..Default::default()
@@ -180,12 +194,83 @@ impl RabbitBus {
     }
 }
 
+async fn publish_on(channel: &Channel, batch: &[Outgoing]) -> Result<(), BusError> {
+    let mut confirms = Vec::with_capacity(batch.len());
+    for msg in batch {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(msg.message_id.to_string()))
+            .with_type(ShortString::from(msg.routing_key.clone()));
+        let confirm = channel
+            .basic_publish(
+                &msg.exchange,
+                &msg.routing_key,
+                BasicPublishOptions::default(),
+                &msg.body,
+                props,
+            )
+            .await?;
+        confirms.push((msg.message_id, confirm));
+    }
+    for (id, confirm) in confirms {
+        if !confirm.await?.is_ack() {
+            return Err(BusError::Nacked(id));
+        }
+    }
+    Ok(())
+}
+
+/// The queue, its dead-letter queue, and its bindings. Idempotent.
+async fn declare(channel: &Channel, sub: &Subscription) -> Result<(), BusError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let dlq = dead_letter_queue(&sub.queue);
+    channel
+        .queue_declare(&dlq, durable, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            &dlq,
+            DEAD_LETTER_EXCHANGE,
+            &sub.queue,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(LongString::from(DEAD_LETTER_EXCHANGE)),
+    );
+    args.insert(
+        ShortString::from("x-dead-letter-routing-key"),
+        AMQPValue::LongString(LongString::from(sub.queue.as_str())),
+    );
+    channel.queue_declare(&sub.queue, durable, args).await?;
+    for (exchange, pattern) in &sub.bindings {
+        channel
+            .queue_bind(
+                &sub.queue,
+                exchange,
+                pattern,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Applies deliveries until shutdown or until the channel fails.
 async fn consume(
     channel: Channel,
     mut consumer: lapin::Consumer,
-    sub: Arc<Subscription>,
-    handler: Arc<dyn BatchHandler>,
-    shutdown: CancellationToken,
+    sub: &Subscription,
+    handler: &dyn BatchHandler,
+    shutdown: &CancellationToken,
 ) {
     let nack = |requeue| BasicNackOptions {
         requeue,
@@ -199,7 +284,7 @@ async fn consume(
         let mut batch = match first {
             Some(Ok(d)) => vec![d],
             Some(Err(e)) => {
-                tracing::error!(queue = %sub.queue, error = %e, "consumer failed");
+                tracing::warn!(queue = %sub.queue, error = %e, "consumer channel lost");
                 break;
             }
             None => break,
@@ -228,7 +313,7 @@ async fn consume(
                 }
             }
         }
-        let outcomes = apply(handler.as_ref(), &parsed, &sub, &shutdown).await;
+        let outcomes = apply(handler, &parsed, sub, shutdown).await;
         for (d, outcome) in owners.into_iter().zip(outcomes) {
             let sent = match outcome {
                 Outcome::Applied => d.acker.ack(BasicAckOptions::default()).await,
@@ -237,7 +322,7 @@ async fn consume(
                 Outcome::Abandoned => d.acker.nack(nack(true)).await,
             };
             if let Err(e) = sent {
-                tracing::error!(queue = %sub.queue, error = %e, "could not settle delivery");
+                tracing::warn!(queue = %sub.queue, error = %e, "could not settle delivery; it will be redelivered");
                 break 'outer;
             }
         }
