@@ -8,6 +8,7 @@
 //! dates) and booleans.
 
 mod inbox;
+pub mod janitor;
 mod migrate;
 mod outbox;
 pub mod testing;

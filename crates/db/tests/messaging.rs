@@ -251,3 +251,68 @@ async fn postgres_rabbitmq_poison_goes_to_the_dead_letter_queue() {
 async fn postgres_rabbitmq_crash_before_publish_loses_nothing() {
     crash_before_publish_loses_nothing(true).await;
 }
+
+async fn janitor_prunes_only_what_is_old(real: bool) {
+    use ticketer_db::janitor::{prune, Retention};
+    let Some(rig) = Rig::start(real).await else { return };
+    let old = "2020-01-01T00:00:00.000000Z";
+    let db = &rig.producer;
+    let now = ticketer_db::time::now();
+    for (id, published) in [
+        ("old", Some(old)),
+        ("recent", Some(now.as_str())),
+        ("pending", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at, published_at)
+             VALUES ($1, 'x', 'y', '{}', $2, $3)",
+        )
+        .bind(id)
+        .bind(old)
+        .bind(published)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    for (id, at) in [("old", old), ("recent", now.as_str())] {
+        sqlx::query("INSERT INTO inbox (consumer, message_id, processed_at) VALUES ('c', $1, $2)")
+            .bind(id)
+            .bind(at)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    for (key, status, at) in [
+        ("done-old", Some(201i64), old),
+        ("claim-old", None, old),
+        ("fresh", None, now.as_str()),
+    ] {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, created_at) VALUES ('s', $1, 'h', $2, $3)",
+        )
+        .bind(key)
+        .bind(status)
+        .bind(at)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    let pruned = prune(db, &Retention::default()).await.unwrap();
+    assert_eq!((pruned.outbox, pruned.inbox, pruned.idempotency), (1, 1, 2));
+    let left: Vec<(String,)> = sqlx::query_as("SELECT message_id FROM outbox ORDER BY message_id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    // Unpublished rows are never pruned, however old.
+    assert_eq!(left, vec![("pending".to_string(),), ("recent".to_string(),)]);
+}
+
+#[tokio::test]
+async fn embedded_janitor_prunes_only_what_is_old() {
+    janitor_prunes_only_what_is_old(false).await;
+}
+
+#[tokio::test]
+async fn postgres_janitor_prunes_only_what_is_old() {
+    janitor_prunes_only_what_is_old(true).await;
+}

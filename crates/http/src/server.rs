@@ -194,6 +194,12 @@ pub fn launch(
         infra.outbox_poll,
     );
     let relay = tokio::spawn(relay.run(shutdown.clone()));
+    let janitor = tokio::spawn(ticketer_db::janitor::run(
+        parts.db.clone(),
+        ticketer_db::janitor::Retention::default(),
+        std::time::Duration::from_secs(600),
+        shutdown.clone(),
+    ));
     let router = assemble(
         api,
         Plumbing {
@@ -209,7 +215,7 @@ pub fn launch(
             idempotency: Some(parts.db),
         },
     );
-    ServiceApp::new(name, listener, router, shutdown).with_tasks([relay])
+    ServiceApp::new(name, listener, router, shutdown).with_tasks([relay, janitor])
 }
 
 /// The API document of a service that has no routes of its own yet.
