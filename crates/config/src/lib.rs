@@ -129,9 +129,22 @@ pub struct Env {
 }
 
 impl Env {
-    /// Reads the process environment once.
-    pub fn from_process(service: Service) -> Self {
-        Self::from_map(service, std::env::vars().collect())
+    /// Reads the process environment once, over the `KEY=VALUE` lines of
+    /// the file named by `TICKETER_CONFIG_FILE` if set (the environment wins).
+    pub fn from_process(service: Service) -> Result<Self, ConfigError> {
+        let mut vars = HashMap::new();
+        if let Ok(path) = std::env::var("TICKETER_CONFIG_FILE") {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+                key: "TICKETER_CONFIG_FILE".into(),
+                message: format!("{path}: {e}"),
+            })?;
+            vars = parse_env_file(&text).map_err(|message| ConfigError::Invalid {
+                key: "TICKETER_CONFIG_FILE".into(),
+                message: format!("{path}: {message}"),
+            })?;
+        }
+        vars.extend(std::env::vars());
+        Ok(Self::from_map(service, vars))
     }
 
     pub fn from_map(service: Service, vars: HashMap<String, String>) -> Self {
@@ -208,6 +221,30 @@ impl Env {
             })
             .unwrap_or_default()
     }
+}
+
+/// `KEY=VALUE` lines; blank lines and `#` comments are skipped, and values
+/// may be quoted.
+pub fn parse_env_file(text: &str) -> Result<HashMap<String, String>, String> {
+    let mut vars = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: expected KEY=VALUE", n + 1))?;
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        vars.insert(key.trim().to_string(), value.to_string());
+    }
+    Ok(vars)
 }
 
 /// Where infrastructure comes from for one service: a URL per server, or the
@@ -324,6 +361,16 @@ mod tests {
             assert_eq!(svc.name().parse::<Service>().unwrap(), svc);
         }
         assert!("billing".parse::<Service>().is_err());
+    }
+
+    #[test]
+    fn env_files() {
+        let vars =
+            parse_env_file("# comment\n\nexport AMQP_URL=amqp://x\nAUTH_PORT = \"4040\"\nX='a b'\n").unwrap();
+        assert_eq!(vars["AMQP_URL"], "amqp://x");
+        assert_eq!(vars["AUTH_PORT"], "4040");
+        assert_eq!(vars["X"], "a b");
+        assert!(parse_env_file("no equals sign").unwrap_err().contains("line 1"));
     }
 
     #[test]

@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
 
     match cli.command {
         Command::Dev => {
-            let env = Env::from_process(Service::Gateway);
+            let env = Env::from_process(Service::Gateway)?;
             let apps = stack::build_all(&env, &cli.data_dir, Ports::Contract, shutdown.clone()).await?;
             let gateway = apps
                 .iter()
@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
             stack::run(apps).await
         }
         Command::Serve { service } => {
-            let env = Env::from_process(service);
+            let env = Env::from_process(service)?;
             let app = stack::build_one(service, &env, &cli.data_dir, shutdown.clone()).await?;
             stack::cancel_on_signal(shutdown);
             stack::run(vec![app]).await
@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
                 vec![service.parse()?]
             };
             for svc in services {
-                let env = Env::from_process(svc);
+                let env = Env::from_process(svc)?;
                 let infra = InfraConfig::from_env(svc, &env, cli.data_dir.clone())?;
                 let db = stack::connect_db(&infra).await?;
                 db.migrate(svc.name(), stack::migrations(svc))
@@ -106,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin {
             command: AdminCommand::Create { email, password },
         } => {
-            let env = Env::from_process(Service::Auth);
+            let env = Env::from_process(Service::Auth)?;
             let infra = InfraConfig::from_env(Service::Auth, &env, cli.data_dir.clone())?;
             let config = ticketer_auth::Config::from_env(&env, &cli.data_dir)?;
             let db = stack::connect_db(&infra).await?;
