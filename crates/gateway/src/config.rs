@@ -16,6 +16,8 @@ pub struct GatewayConfig {
     /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
     pub upstream_timeout_secs: u64,
+    /// PEM certificate chain and key; both set means the gateway serves HTTPS.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 fn nets(env: &Env, key: &str) -> Result<Vec<IpNet>, ConfigError> {
@@ -51,6 +53,16 @@ impl GatewayConfig {
             ip_deny: nets(&gw, "IP_DENY")?,
             trust_forwarded_for: gw.flag_or("TRUST_FORWARDED_FOR", false)?,
             upstream_timeout_secs: gw.parse_or("UPSTREAM_TIMEOUT_SECONDS", 35)?,
+            tls: match (gw.get("TLS_CERT"), gw.get("TLS_KEY")) {
+                (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "GATEWAY_TLS_CERT".into(),
+                        message: "set both GATEWAY_TLS_CERT and GATEWAY_TLS_KEY".into(),
+                    })
+                }
+            },
         })
     }
 }

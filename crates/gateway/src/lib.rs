@@ -107,7 +107,11 @@ pub fn build(
     verifier: TokenVerifier,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> ServiceApp {
+) -> anyhow::Result<ServiceApp> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(ticketer_http::tls::server_config(cert, key)?),
+        None => None,
+    };
     let routes = config
         .services
         .iter()
@@ -124,5 +128,9 @@ pub fn build(
         cache,
         verifier,
     };
-    ServiceApp::new("gateway", listener, router(gw, Metrics::new("gateway")), shutdown)
+    let app = ServiceApp::new("gateway", listener, router(gw, Metrics::new("gateway")), shutdown);
+    Ok(match tls {
+        Some(config) => app.with_tls(config),
+        None => app,
+    })
 }

@@ -9,6 +9,7 @@ pub mod metrics;
 mod money;
 mod pagination;
 mod server;
+pub mod tls;
 
 pub use auth::{AuthUser, Claims, MaybeAuthUser, Role, TokenVerifier};
 pub use error::{not_found, ApiError, ApiResult, FieldError, Problem};

@@ -121,6 +121,7 @@ pub struct ServiceApp {
     router: Router,
     tasks: Vec<JoinHandle<()>>,
     shutdown: CancellationToken,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl ServiceApp {
@@ -136,7 +137,14 @@ impl ServiceApp {
             router,
             tasks: Vec::new(),
             shutdown,
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS instead of HTTP.
+    pub fn with_tls(mut self, config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     pub fn with_tasks(mut self, tasks: impl IntoIterator<Item = JoinHandle<()>>) -> Self {
@@ -152,13 +160,27 @@ impl ServiceApp {
     /// finish, then waits for the background tasks to stop.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let token = self.shutdown.clone();
-        tracing::info!(service = self.name, port = self.port(), "listening");
-        axum::serve(
-            self.listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+        let stopped = async move { token.cancelled().await };
+        let tls = self.tls.is_some();
+        tracing::info!(service = self.name, port = self.port(), tls, "listening");
+        match self.tls {
+            Some(config) => {
+                let listener = crate::tls::TlsListener::new(self.listener, config)?;
+                let router = self
+                    .router
+                    .layer(axum::middleware::from_fn(crate::tls::peer_as_socket_addr));
+                let service = router.into_make_service_with_connect_info::<crate::tls::TlsPeer>();
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(stopped)
+                    .await?;
+            }
+            None => {
+                let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(self.listener, service)
+                    .with_graceful_shutdown(stopped)
+                    .await?;
+            }
+        }
         for task in self.tasks {
             let _ = task.await;
         }

@@ -129,7 +129,7 @@ pub async fn build_all(
         verifier,
         listener(env, Service::Gateway, ports).await?,
         shutdown,
-    );
+    )?;
     apps.insert(0, gateway);
     Ok(apps)
 }
@@ -154,13 +154,7 @@ pub async fn build_one(
     match svc {
         Service::Gateway => {
             let config = ticketer_gateway::GatewayConfig::from_env(env)?;
-            Ok(ticketer_gateway::build(
-                config,
-                cache,
-                remote_verifier(),
-                listener,
-                shutdown,
-            ))
+            ticketer_gateway::build(config, cache, remote_verifier(), listener, shutdown)
         }
         Service::Auth => {
             let bus = Bus::connect(infra.amqp_url.as_deref())

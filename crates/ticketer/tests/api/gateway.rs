@@ -57,7 +57,7 @@ async fn gateway_replicas_share_one_limit_through_redis() {
             ticketer_gateway::GatewayConfig::from_env(&Env::from_map(Service::Gateway, env)).unwrap();
         let listener = ticketer_http::bind("127.0.0.1", 0).await.unwrap();
         let verifier = ticketer_http::TokenVerifier::with_keys("ticketer-auth", vec![]);
-        let app = ticketer_gateway::build(config, cache, verifier, listener, shutdown.clone());
+        let app = ticketer_gateway::build(config, cache, verifier, listener, shutdown.clone()).unwrap();
         replicas.push(format!("http://127.0.0.1:{}", app.port()));
         tokio::spawn(app.run_until_stopped());
     }
@@ -157,4 +157,113 @@ async fn unknown_routes_are_problem_json_404() {
         .call(Method::GET, "/api/v1/events/not-a-number", None, None)
         .await;
     assert_eq!(r.error_fields(), ["id"]);
+}
+
+#[tokio::test]
+async fn gateway_serves_https_when_given_a_certificate() {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::{rustls, TlsConnector};
+
+    // A throwaway CA, and a certificate for localhost signed by it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        path("ca.key"),
+        path("ca.pem"),
+        path("key.pem"),
+        path("req.csr"),
+        path("cert.pem"),
+        path("ext.cnf"),
+    );
+    std::fs::write(&ext, "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: Vec<Vec<&str>> = vec![
+        [
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=Test CA",
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca,
+            ],
+        ]
+        .concat(),
+        [
+            &["req"],
+            &ec[..],
+            &["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    ];
+    for args in steps {
+        let made = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+    let s = TestStack::embedded(&[
+        ("GATEWAY_TLS_CERT", cert.as_str()),
+        ("GATEWAY_TLS_KEY", key.as_str()),
+    ])
+    .await;
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(&ca).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut tls = TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the gateway");
+    tls.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\"items\""),
+        "the request went through to events: {answer}"
+    );
+
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = s.http.get(format!("{}/health", s.base)).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
