@@ -1,7 +1,15 @@
 //! A throwaway RabbitMQ virtual host per test, so tests run in parallel
 //! against one broker without seeing each other's queues.
 
-use std::process::Command;
+use std::{
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use tokio::{net::TcpListener, task::JoinHandle};
 
 /// The broker tests may use, from `TICKETER_TEST_AMQP_URL`.
 pub fn amqp_url() -> Option<String> {
@@ -58,5 +66,81 @@ fn ctl(args: &[&str]) -> std::io::Result<()> {
 impl Drop for TestVhost {
     fn drop(&mut self) {
         let _ = ctl(&["delete_vhost", &self.name]);
+    }
+}
+
+/// A TCP proxy in front of the broker, for failure tests: `cut` drops every
+/// open connection, `block` refuses new ones until `unblock`.
+pub struct TcpProxy {
+    port: u16,
+    blocked: Arc<AtomicBool>,
+    pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: &str) -> std::io::Result<TcpProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let blocked = Arc::new(AtomicBool::new(false));
+        let pipes: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (gate, registry, upstream) = (blocked.clone(), pipes.clone(), upstream.to_string());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if gate.load(Ordering::SeqCst) {
+                    continue; // dropping the socket refuses the connection
+                }
+                let upstream = upstream.clone();
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                registry.lock().expect("pipes").push(pipe);
+            }
+        });
+        Ok(TcpProxy {
+            port,
+            blocked,
+            pipes,
+            accept,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `url` with its `host:port` replaced by this proxy's address.
+    pub fn url_through(&self, url: &str) -> String {
+        let host = url
+            .split('@')
+            .nth(1)
+            .or_else(|| url.split("://").nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        url.replacen(host, &format!("127.0.0.1:{}", self.port), 1)
+    }
+
+    pub fn cut(&self) {
+        for pipe in self.pipes.lock().expect("pipes").drain(..) {
+            pipe.abort();
+        }
+    }
+
+    pub fn block(&self) {
+        self.blocked.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
+    pub fn unblock(&self) {
+        self.blocked.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }

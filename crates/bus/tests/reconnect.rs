@@ -7,47 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ticketer_bus::{testing::TestVhost, BatchHandler, Bus, Envelope, HandleError, Outgoing, Subscription};
-use tokio::{net::TcpListener, task::JoinHandle};
+use ticketer_bus::{
+    testing::{TcpProxy, TestVhost},
+    BatchHandler, Bus, Envelope, HandleError, Outgoing, Subscription,
+};
 use tokio_util::sync::CancellationToken;
-
-/// Forwards connections to the broker; `cut` drops all current ones.
-struct Proxy {
-    port: u16,
-    pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    _accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let pipes: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let registry = pipes.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let pipe = tokio::spawn(async move {
-                    if let Ok(mut broker) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
-                    }
-                });
-                registry.lock().unwrap().push(pipe);
-            }
-        });
-        Proxy {
-            port,
-            pipes,
-            _accept: accept,
-        }
-    }
-
-    fn cut(&self) {
-        for pipe in self.pipes.lock().unwrap().drain(..) {
-            pipe.abort();
-        }
-    }
-}
 
 struct Collect(Mutex<Vec<String>>);
 
@@ -93,8 +57,8 @@ async fn publisher_and_consumer_recover_after_the_connection_drops() {
         .and_then(|r| r.split('/').next())
         .unwrap()
         .to_string();
-    let proxy = Proxy::start(broker.clone()).await;
-    let url = vhost.url.replace(&broker, &format!("127.0.0.1:{}", proxy.port));
+    let proxy = TcpProxy::start(&broker).await.unwrap();
+    let url = proxy.url_through(&vhost.url);
 
     let bus = Bus::connect(Some(&url)).await.unwrap();
     let handler = Arc::new(Collect(Mutex::default()));

@@ -174,3 +174,127 @@ async fn serve_exports_traces_over_otlp() {
         "no trace export reached the collector"
     );
 }
+
+/// The process dies after committing an event but before its message left:
+/// the broker was unreachable, then the process was killed outright. After a
+/// restart the outbox relay publishes it.
+#[tokio::test]
+async fn killed_between_commit_and_publish_loses_nothing() {
+    use std::sync::Mutex;
+
+    use ticketer_bus::{
+        testing::{TcpProxy, TestVhost},
+        BatchHandler, Bus, Envelope, HandleError, Subscription,
+    };
+    use ticketer_db::testing::TestDatabase;
+    use tokio_util::sync::CancellationToken;
+
+    let Some((pg, amqp, _)) = crate::harness::test_urls() else {
+        ticketer_config::skip_test("crash-recovery test", "the TICKETER_TEST_* URLs");
+        return;
+    };
+    let vhost = TestVhost::create(&amqp).unwrap();
+    let broker = vhost
+        .url
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let proxy = TcpProxy::start(&broker).await.unwrap();
+    let db = TestDatabase::postgres(&pg, "crash").await.unwrap();
+
+    // A consumer of ticketer.events, straight to the broker.
+    struct Seen(Mutex<Vec<i64>>);
+    #[async_trait::async_trait]
+    impl BatchHandler for Seen {
+        async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+            let ids = batch.iter().filter_map(|m| m.payload["event_id"].as_i64());
+            self.0.lock().unwrap().extend(ids);
+            Ok(())
+        }
+    }
+    let seen = Arc::new(Seen(Mutex::default()));
+    let stop = CancellationToken::new();
+    let bus = Bus::connect(Some(&vhost.url)).await.unwrap();
+    let sub = Subscription::new("crash.watch").bind("ticketer.events", "EventCreated");
+    bus.subscribe(sub, seen.clone(), stop.clone()).await.unwrap();
+
+    // Tokens are checked against a JWKS this test serves.
+    let key =
+        ticketer_auth::keys::SigningKey::from_pem(&ticketer_auth::keys::SigningKey::generate_pem()).unwrap();
+    let jwks = key.jwks();
+    let jwks_app = Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || async move { axum::Json(jwks) }),
+    );
+    let jwks_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!(
+        "http://127.0.0.1:{}/jwks.json",
+        jwks_listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(async move { axum::serve(jwks_listener, jwks_app).await });
+    let now = chrono::Utc::now().timestamp();
+    let organizer = uuid::Uuid::new_v4();
+    let token = key.sign(&ticketer_http::Claims {
+        sub: organizer.to_string(),
+        email: "o@example.com".into(),
+        roles: vec![ticketer_http::Role::Organizer],
+        iat: now,
+        exp: now + 600,
+        iss: "ticketer-auth".into(),
+    });
+
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env: HashMap<String, String> = HashMap::from([
+        ("HOST".into(), "127.0.0.1".into()),
+        ("EVENTS_PORT".into(), port.to_string()),
+        ("EVENTS_DATABASE_URL".into(), db.url.clone()),
+        ("AMQP_URL".into(), proxy.url_through(&vhost.url)),
+        ("JWKS_URL".into(), jwks_url),
+        ("OUTBOX_POLL_MS".into(), "50".into()),
+        ("TICKETER_DATA_DIR".into(), data.path().display().to_string()),
+        ("RUST_LOG".into(), "warn".into()),
+    ]);
+    let base = format!("http://127.0.0.1:{port}");
+    let mut events = spawn_ticketer(&["serve", "events"], &env);
+    wait_ok(&format!("{base}/health/ready")).await;
+
+    // The broker becomes unreachable; the event still commits.
+    proxy.block();
+    let body = json!({
+        "event_name": "Crash test", "description": "", "category": "Test", "location": "Lab",
+        "event_date": "2031-01-01", "start_time": "10:00", "end_time": "11:00",
+        "ticket_capacity": 10, "ticket_price": 5
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/events"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        seen.0.lock().unwrap().is_empty(),
+        "nothing can have been published yet"
+    );
+
+    // SIGKILL: no shutdown hooks, no last flush.
+    events.start_kill().unwrap();
+    events.wait().await.unwrap();
+    proxy.unblock();
+
+    let _restarted = spawn_ticketer(&["serve", "events"], &env);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.0.lock().unwrap().contains(&id) {
+        assert!(std::time::Instant::now() < deadline, "EventCreated {id} was lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+}
