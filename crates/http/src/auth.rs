@@ -92,7 +92,8 @@ struct Inner {
     issuer: String,
     keys: RwLock<HashMap<String, DecodingKey>>,
     source: KeySource,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When keys were last fetched, and whether that worked.
+    last_fetch: Mutex<Option<(Instant, bool)>>,
 }
 
 /// Validates access tokens; cheap to clone.
@@ -144,17 +145,24 @@ impl TokenVerifier {
             return Ok(());
         };
         let mut last = self.inner.last_fetch.lock().await;
-        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
-            return Ok(());
+        match *last {
+            Some((at, true)) if at.elapsed() < REFETCH_INTERVAL => return Ok(()),
+            // Still unreachable a moment ago: say so, rather than calling
+            // a good token unknown.
+            Some((at, false)) if at.elapsed() < REFETCH_INTERVAL => {
+                return Err(TokenError::KeysUnavailable(
+                    "the auth service did not answer".into(),
+                ))
+            }
+            _ => {}
         }
-        *last = Some(Instant::now());
         let fetch = async {
             let set: JwkSet = client.get(url).send().await?.error_for_status()?.json().await?;
             Ok::<_, reqwest::Error>(set)
         };
-        let set = fetch
-            .await
-            .map_err(|e| TokenError::KeysUnavailable(e.to_string()))?;
+        let fetched = fetch.await;
+        *last = Some((Instant::now(), fetched.is_ok()));
+        let set = fetched.map_err(|e| TokenError::KeysUnavailable(e.to_string()))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             if let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) {
@@ -267,5 +275,27 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeAuthUser {
         AuthUser::from_request_parts(parts, state)
             .await
             .map(|u| MaybeAuthUser(Some(u)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unreachable_key_server_is_unavailable_not_unauthorized() {
+        // Port 9 (discard) is closed on test machines.
+        let v = TokenVerifier::from_jwks_url("ticketer-auth", "http://127.0.0.1:9/jwks.json");
+        let token = "eyJhbGciOiJFZERTQSIsImtpZCI6ImFiYyJ9.eyJzdWIiOiJ4In0.c2ln";
+        for _ in 0..2 {
+            let err = v.verify(token).await.unwrap_err();
+            assert!(matches!(err, TokenError::KeysUnavailable(_)), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_tokens_are_invalid() {
+        let v = TokenVerifier::with_keys("ticketer-auth", vec![]);
+        assert!(matches!(v.verify("not-a-jwt").await, Err(TokenError::Invalid(_))));
     }
 }
