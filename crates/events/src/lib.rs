@@ -9,7 +9,9 @@ mod store;
 
 pub use routes::ApiDoc;
 pub use service::{EventSnapshot, EventsError, EventsService};
+use std::time::Duration;
 pub use store::MIGRATIONS;
+
 use ticketer_config::InfraConfig;
 use ticketer_http::{launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
@@ -23,15 +25,10 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServiceApp> {
     parts.db.migrate("events", MIGRATIONS).await?;
-    let service = EventsService { db: parts.db.clone() };
+    let service = EventsService::new(parts.db.clone());
+    let every = Duration::from_secs(60);
+    let completion = tokio::spawn(service.clone().run_completion(every, shutdown.clone()));
     let api = routes::router(service);
-    Ok(launch(
-        "events",
-        api,
-        ApiDoc::openapi(),
-        parts,
-        infra,
-        listener,
-        shutdown,
-    ))
+    let app = launch("events", api, ApiDoc::openapi(), parts, infra, listener, shutdown);
+    Ok(app.with_tasks([completion]))
 }

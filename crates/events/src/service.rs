@@ -1,10 +1,11 @@
 //! Event operations: load, apply the rules, store with the outgoing message.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use ticketer_bus::{topology::EVENTS_EXCHANGE, Envelope};
 use ticketer_db::{enqueue, Db, DbError};
 use ticketer_http::{ApiError, AuthUser, FieldError, Money, PageRequest, Role};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
@@ -88,6 +89,13 @@ pub struct EventsService {
     pub(crate) db: Db,
 }
 
+impl EventsService {
+    /// The service over an already migrated database.
+    pub fn new(db: Db) -> Self {
+        EventsService { db }
+    }
+}
+
 fn today() -> chrono::NaiveDate {
     Utc::now().date_naive()
 }
@@ -131,8 +139,7 @@ impl EventsService {
         Ok(event)
     }
 
-    /// Loads, checks ownership, applies `change`, stores with a version
-    /// check, and announces the result as `kind`.
+    /// An organizer's change: checks the role and ownership, then [`Self::modify`].
     async fn change(
         &self,
         user: &AuthUser,
@@ -141,11 +148,25 @@ impl EventsService {
         change: impl FnOnce(Event) -> Result<Event, EventsError>,
     ) -> Result<Event, EventsError> {
         require_organizer(user)?;
+        self.modify(id, kind, |current| {
+            if current.organizer != user.id && !user.is_admin() {
+                return Err(EventsError::NotOwner);
+            }
+            change(current)
+        })
+        .await
+    }
+
+    /// Loads, applies `change`, stores with a version check, and announces
+    /// the result as `kind`, all in one transaction.
+    async fn modify(
+        &self,
+        id: i64,
+        kind: &str,
+        change: impl FnOnce(Event) -> Result<Event, EventsError>,
+    ) -> Result<Event, EventsError> {
         let mut tx = self.db.begin().await?;
         let current = store::get(&mut tx, id).await?.ok_or(EventsError::NotFound)?;
-        if current.organizer != user.id && !user.is_admin() {
-            return Err(EventsError::NotOwner);
-        }
         let next = change(current)?;
         let stored = store::update(&mut tx, &next)
             .await?
@@ -155,6 +176,44 @@ impl EventsService {
         self.db.outbox_written();
         tracing::info!(event_id = id, kind, "event changed");
         Ok(stored)
+    }
+
+    /// Marks published events whose end has passed (at `now`, UTC) as
+    /// COMPLETED, a batch at a time; returns how many.
+    pub async fn complete_finished(&self, now: DateTime<Utc>) -> Result<usize, EventsError> {
+        let ids = store::finished_ids(&self.db, now.naive_utc(), 100).await?;
+        let mut done = 0;
+        for id in ids {
+            let completed = self
+                .modify(id, "EventCompleted", |mut event| {
+                    event.status =
+                        transition(event.status, Action::Complete).map_err(EventsError::Conflict)?;
+                    Ok(event)
+                })
+                .await;
+            match completed {
+                Ok(_) => done += 1,
+                // Cancelled or edited meanwhile: the next round decides again.
+                Err(EventsError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Runs [`Self::complete_finished`] every `every` until `shutdown`.
+    pub async fn run_completion(self, every: std::time::Duration, shutdown: CancellationToken) {
+        loop {
+            match self.complete_finished(Utc::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "events completed"),
+                Err(e) => tracing::warn!(error = %e, "completing finished events failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     pub async fn update(&self, user: &AuthUser, id: i64, patch: Patch) -> Result<Event, EventsError> {

@@ -126,6 +126,23 @@ pub async fn update(conn: &mut AnyConnection, event: &Event) -> Result<Option<Ev
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
+/// Published events whose end is before `now` (dates and times compare
+/// correctly as text in their fixed formats).
+pub async fn finished_ids(db: &Db, now: chrono::NaiveDateTime, limit: i64) -> Result<Vec<i64>, DbError> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT id FROM events
+         WHERE status = $1 AND (event_date < $2 OR (event_date = $2 AND end_time <= $3))
+         ORDER BY event_date, end_time, id LIMIT $4",
+    )
+    .bind(EventStatus::Published.as_str())
+    .bind(now.format("%Y-%m-%d").to_string())
+    .bind(now.format("%H:%M").to_string())
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// Filters for the public listing.
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
