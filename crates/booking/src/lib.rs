@@ -1,5 +1,7 @@
 //! The booking service: the booking saga (shell: health, metrics and API document so far).
 
+pub mod saga;
+
 use ticketer_config::InfraConfig;
 use ticketer_http::{empty_openapi, launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;

@@ -1,5 +1,7 @@
 //! The ticket service: inventory, holds and the ticket lifecycle (shell: health, metrics and API document so far).
 
+pub mod lifecycle;
+
 use ticketer_config::InfraConfig;
 use ticketer_http::{empty_openapi, launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;

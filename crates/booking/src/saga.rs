@@ -1,0 +1,546 @@
+//! The booking saga as a pure state machine: [`start`] and [`handle`] take
+//! the saga's state and one input and return the next state and the
+//! commands to send. The service loads the saga row, calls these, and stores
+//! the new state with the commands as outbox rows in one transaction.
+//!
+//! The flow (see the architecture's sequence diagram): hold tickets, charge
+//! the customer, turn the hold into a sale, confirm. What the rules
+//! guarantee, whatever order or number of times messages arrive:
+//! - a booking is CONFIRMED only after its payment succeeded and its tickets
+//!   were reserved;
+//! - money taken for a booking that ends FAILED is refunded;
+//! - tickets held for a booking that ends FAILED are released.
+//!
+//! Ticket commands carry the booking id, and the ticket service only touches
+//! tickets held or sold to that booking, so a repeated release can never
+//! free somebody else's seat.
+
+use std::fmt;
+
+use ticketer_http::Money;
+use uuid::Uuid;
+
+/// Why a booking failed (the contract's `failure_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    SoldOut,
+    PaymentDeclined,
+    PaymentError,
+    EventNotOnSale,
+    HoldExpired,
+    EventCancelled,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::SoldOut => "SOLD_OUT",
+            FailureReason::PaymentDeclined => "PAYMENT_DECLINED",
+            FailureReason::PaymentError => "PAYMENT_ERROR",
+            FailureReason::EventNotOnSale => "EVENT_NOT_ON_SALE",
+            FailureReason::HoldExpired => "HOLD_EXPIRED",
+            FailureReason::EventCancelled => "EVENT_CANCELLED",
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The booking status a customer sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingStatus {
+    Pending,
+    Confirmed,
+    Failed,
+    Cancelled,
+}
+
+impl BookingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::Pending => "PENDING",
+            BookingStatus::Confirmed => "CONFIRMED",
+            BookingStatus::Failed => "FAILED",
+            BookingStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, BookingStatus::Failed | BookingStatus::Cancelled)
+    }
+}
+
+/// Where the saga is waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// HoldTickets sent.
+    Holding,
+    /// Tickets held; ProcessPayment sent.
+    Paying,
+    /// Paid; ReserveTickets sent.
+    Reserving,
+    Confirmed,
+    /// Confirmed, then cancelled: RefundPayment sent.
+    Refunding,
+    Cancelled,
+    Failed,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 7] = [
+        Stage::Holding,
+        Stage::Paying,
+        Stage::Reserving,
+        Stage::Confirmed,
+        Stage::Refunding,
+        Stage::Cancelled,
+        Stage::Failed,
+    ];
+
+    pub fn status(self) -> BookingStatus {
+        match self {
+            Stage::Holding | Stage::Paying | Stage::Reserving => BookingStatus::Pending,
+            // Still confirmed until the refund went through.
+            Stage::Confirmed | Stage::Refunding => BookingStatus::Confirmed,
+            Stage::Cancelled => BookingStatus::Cancelled,
+            Stage::Failed => BookingStatus::Failed,
+        }
+    }
+}
+
+/// The saga's stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saga {
+    pub stage: Stage,
+    pub failure: Option<FailureReason>,
+    /// The held (then sold) tickets, once known.
+    pub ticket_ids: Vec<Uuid>,
+    /// What the held tickets cost, once known.
+    pub amount: Option<Money>,
+}
+
+/// Why the ticket service could not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldFailure {
+    SoldOut,
+    NotOnSale,
+}
+
+/// What can happen to a booking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    TicketsHeld {
+        ticket_ids: Vec<Uuid>,
+        amount: Money,
+    },
+    TicketsHoldFailed(HoldFailure),
+    PaymentSucceeded,
+    /// `declined`: the card was refused; otherwise the provider failed.
+    PaymentFailed {
+        declined: bool,
+    },
+    TicketsReserved,
+    /// The hold had run out before the sale could be recorded.
+    TicketsReserveFailed,
+    /// The ticket service released the hold because it expired.
+    HoldExpired,
+    /// The waiting stage's deadline passed.
+    Timeout,
+    CancelRequested,
+    EventCancelled,
+    PaymentRefunded,
+}
+
+/// What the saga asks for; the service turns these into outbox messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    HoldTickets,
+    ProcessPayment {
+        amount: Money,
+    },
+    ReserveTickets {
+        ticket_ids: Vec<Uuid>,
+    },
+    ReleaseTickets {
+        ticket_ids: Vec<Uuid>,
+    },
+    RefundPayment,
+    /// Tell everyone (customer notification, organizer sales figures).
+    Announce(BookingStatus),
+}
+
+/// A new booking: ask for the tickets.
+pub fn start() -> (Saga, Vec<Command>) {
+    let saga = Saga {
+        stage: Stage::Holding,
+        failure: None,
+        ticket_ids: Vec::new(),
+        amount: None,
+    };
+    (saga, vec![Command::HoldTickets])
+}
+
+fn fail(saga: &Saga, reason: FailureReason, mut compensations: Vec<Command>) -> (Saga, Vec<Command>) {
+    compensations.push(Command::Announce(BookingStatus::Failed));
+    let next = Saga {
+        stage: Stage::Failed,
+        failure: Some(reason),
+        ..saga.clone()
+    };
+    (next, compensations)
+}
+
+fn to(saga: &Saga, stage: Stage, commands: Vec<Command>) -> (Saga, Vec<Command>) {
+    (
+        Saga {
+            stage,
+            ..saga.clone()
+        },
+        commands,
+    )
+}
+
+fn unchanged(saga: &Saga) -> (Saga, Vec<Command>) {
+    (saga.clone(), Vec::new())
+}
+
+/// The next state and commands for `input`. Inputs that mean nothing in the
+/// current stage (duplicates, late arrivals) change nothing, except where
+/// they leave money or seats behind that must be given back.
+pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
+    use Input::*;
+    use Stage::*;
+    let release = || Command::ReleaseTickets {
+        ticket_ids: saga.ticket_ids.clone(),
+    };
+    match (saga.stage, input) {
+        (Holding, TicketsHeld { ticket_ids, amount }) => {
+            let held = Saga {
+                stage: Paying,
+                ticket_ids,
+                amount: Some(amount),
+                ..saga.clone()
+            };
+            (held, vec![Command::ProcessPayment { amount }])
+        }
+        (Holding, TicketsHoldFailed(HoldFailure::SoldOut)) => fail(saga, FailureReason::SoldOut, vec![]),
+        (Holding, TicketsHoldFailed(HoldFailure::NotOnSale)) => {
+            fail(saga, FailureReason::EventNotOnSale, vec![])
+        }
+        (Holding, EventCancelled) => fail(saga, FailureReason::EventCancelled, vec![]),
+
+        (Paying, PaymentSucceeded) => to(
+            saga,
+            Reserving,
+            vec![Command::ReserveTickets {
+                ticket_ids: saga.ticket_ids.clone(),
+            }],
+        ),
+        (Paying, PaymentFailed { declined: true }) => {
+            fail(saga, FailureReason::PaymentDeclined, vec![release()])
+        }
+        (Paying, PaymentFailed { declined: false }) => {
+            fail(saga, FailureReason::PaymentError, vec![release()])
+        }
+        // A payment that still succeeds later is refunded from Failed.
+        (Paying, HoldExpired) => fail(saga, FailureReason::HoldExpired, vec![]),
+        (Paying, Timeout) => fail(saga, FailureReason::PaymentError, vec![release()]),
+        (Paying, EventCancelled) => fail(saga, FailureReason::EventCancelled, vec![release()]),
+
+        (Reserving, TicketsReserved) => {
+            to(saga, Confirmed, vec![Command::Announce(BookingStatus::Confirmed)])
+        }
+        (Reserving, TicketsReserveFailed) => {
+            fail(saga, FailureReason::HoldExpired, vec![Command::RefundPayment])
+        }
+        (Reserving, EventCancelled) => fail(
+            saga,
+            FailureReason::EventCancelled,
+            vec![Command::RefundPayment, release()],
+        ),
+
+        (Confirmed, CancelRequested | EventCancelled) => to(saga, Refunding, vec![Command::RefundPayment]),
+        (Refunding, PaymentRefunded) => to(
+            saga,
+            Cancelled,
+            vec![release(), Command::Announce(BookingStatus::Cancelled)],
+        ),
+
+        // Money taken for a booking that will not get its seats goes back.
+        (Failed, PaymentSucceeded) => (saga.clone(), vec![Command::RefundPayment]),
+        // Seats that arrive for a failed booking go back.
+        (Failed, TicketsHeld { ticket_ids, .. }) => {
+            (saga.clone(), vec![Command::ReleaseTickets { ticket_ids }])
+        }
+        (Failed, TicketsReserved) => (saga.clone(), vec![release()]),
+
+        _ => unchanged(saga),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Command as C, Input as I, Stage as S, *};
+
+    fn ids() -> Vec<Uuid> {
+        vec![Uuid::from_u128(1), Uuid::from_u128(2)]
+    }
+
+    fn price() -> Money {
+        Money::from_minor(5000)
+    }
+
+    fn inputs() -> Vec<Input> {
+        vec![
+            I::TicketsHeld {
+                ticket_ids: ids(),
+                amount: price(),
+            },
+            I::TicketsHoldFailed(HoldFailure::SoldOut),
+            I::TicketsHoldFailed(HoldFailure::NotOnSale),
+            I::PaymentSucceeded,
+            I::PaymentFailed { declined: true },
+            I::PaymentFailed { declined: false },
+            I::TicketsReserved,
+            I::TicketsReserveFailed,
+            I::HoldExpired,
+            I::Timeout,
+            I::CancelRequested,
+            I::EventCancelled,
+            I::PaymentRefunded,
+        ]
+    }
+
+    /// A saga at `stage`, with tickets once they would have been held.
+    fn at(stage: Stage) -> Saga {
+        let held = !matches!(stage, S::Holding);
+        Saga {
+            stage,
+            failure: (stage == S::Failed).then_some(FailureReason::PaymentError),
+            ticket_ids: if held { ids() } else { vec![] },
+            amount: held.then(price),
+        }
+    }
+
+    fn release() -> C {
+        C::ReleaseTickets { ticket_ids: ids() }
+    }
+
+    fn failed(
+        reason: FailureReason,
+        mut compensations: Vec<C>,
+    ) -> Option<(Stage, Option<FailureReason>, Vec<C>)> {
+        compensations.push(C::Announce(BookingStatus::Failed));
+        Some((S::Failed, Some(reason), compensations))
+    }
+
+    /// The whole table: every stage against every input. `None` means the
+    /// input changes nothing and asks for nothing.
+    fn expected(stage: Stage, input: &Input) -> Option<(Stage, Option<FailureReason>, Vec<C>)> {
+        use FailureReason as F;
+        let keep = |commands: Vec<C>| Some((stage, at(stage).failure, commands));
+        match (stage, input) {
+            (S::Holding, I::TicketsHeld { .. }) => {
+                Some((S::Paying, None, vec![C::ProcessPayment { amount: price() }]))
+            }
+            (S::Holding, I::TicketsHoldFailed(HoldFailure::SoldOut)) => failed(F::SoldOut, vec![]),
+            (S::Holding, I::TicketsHoldFailed(HoldFailure::NotOnSale)) => failed(F::EventNotOnSale, vec![]),
+            (S::Holding, I::EventCancelled) => failed(F::EventCancelled, vec![]),
+            (S::Paying, I::PaymentSucceeded) => {
+                Some((S::Reserving, None, vec![C::ReserveTickets { ticket_ids: ids() }]))
+            }
+            (S::Paying, I::PaymentFailed { declined: true }) => failed(F::PaymentDeclined, vec![release()]),
+            (S::Paying, I::PaymentFailed { declined: false }) => failed(F::PaymentError, vec![release()]),
+            (S::Paying, I::HoldExpired) => failed(F::HoldExpired, vec![]),
+            (S::Paying, I::Timeout) => failed(F::PaymentError, vec![release()]),
+            (S::Paying, I::EventCancelled) => failed(F::EventCancelled, vec![release()]),
+            (S::Reserving, I::TicketsReserved) => {
+                Some((S::Confirmed, None, vec![C::Announce(BookingStatus::Confirmed)]))
+            }
+            (S::Reserving, I::TicketsReserveFailed) => failed(F::HoldExpired, vec![C::RefundPayment]),
+            (S::Reserving, I::EventCancelled) => failed(F::EventCancelled, vec![C::RefundPayment, release()]),
+            (S::Confirmed, I::CancelRequested | I::EventCancelled) => {
+                Some((S::Refunding, None, vec![C::RefundPayment]))
+            }
+            (S::Refunding, I::PaymentRefunded) => Some((
+                S::Cancelled,
+                None,
+                vec![release(), C::Announce(BookingStatus::Cancelled)],
+            )),
+            (S::Failed, I::PaymentSucceeded) => keep(vec![C::RefundPayment]),
+            (S::Failed, I::TicketsHeld { .. }) => keep(vec![release()]),
+            (S::Failed, I::TicketsReserved) => keep(vec![release()]),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_stage_against_every_input() {
+        for stage in Stage::ALL {
+            for input in inputs() {
+                let before = at(stage);
+                let (after, commands) = handle(&before, input.clone());
+                match expected(stage, &input) {
+                    Some((stage_after, failure, want)) => {
+                        assert_eq!(
+                            (after.stage, after.failure, &commands),
+                            (stage_after, failure, &want),
+                            "{stage:?} + {input:?}"
+                        );
+                    }
+                    None => {
+                        assert_eq!(after, before, "{stage:?} + {input:?} changed the saga");
+                        assert!(
+                            commands.is_empty(),
+                            "{stage:?} + {input:?} asked for {commands:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_happy_path() {
+        let (s, c) = start();
+        assert_eq!((s.stage, c), (S::Holding, vec![C::HoldTickets]));
+        let (s, _) = handle(
+            &s,
+            I::TicketsHeld {
+                ticket_ids: ids(),
+                amount: price(),
+            },
+        );
+        let (s, _) = handle(&s, I::PaymentSucceeded);
+        let (s, c) = handle(&s, I::TicketsReserved);
+        assert_eq!(s.stage.status(), BookingStatus::Confirmed);
+        assert_eq!(c, vec![C::Announce(BookingStatus::Confirmed)]);
+        assert_eq!((s.ticket_ids, s.amount), (ids(), Some(price())));
+    }
+
+    /// Plays `inputs` from the start, collecting every command; None when
+    /// the sequence could not happen (a reply to a request never sent, or
+    /// two different replies to one request). Duplicates, reordering and
+    /// late arrivals all stay in.
+    fn play(inputs: &[Input]) -> Option<(Saga, Vec<C>)> {
+        let (mut saga, mut all) = start();
+        let mut seen: Vec<&Input> = Vec::new();
+        for input in inputs {
+            let sent = |f: fn(&C) -> bool| all.iter().any(f);
+            let only_this = |f: fn(&Input) -> bool| seen.iter().all(|i| !f(i) || *i == input);
+            let possible = match input {
+                I::TicketsHeld { .. } | I::TicketsHoldFailed(_) => {
+                    only_this(|i| matches!(i, I::TicketsHeld { .. } | I::TicketsHoldFailed(_)))
+                }
+                I::PaymentSucceeded | I::PaymentFailed { .. } => {
+                    sent(|c| matches!(c, C::ProcessPayment { .. }))
+                        && only_this(|i| matches!(i, I::PaymentSucceeded | I::PaymentFailed { .. }))
+                }
+                I::TicketsReserved | I::TicketsReserveFailed => {
+                    sent(|c| matches!(c, C::ReserveTickets { .. }))
+                        && only_this(|i| matches!(i, I::TicketsReserved | I::TicketsReserveFailed))
+                }
+                I::HoldExpired => seen.iter().any(|i| matches!(i, I::TicketsHeld { .. })),
+                I::PaymentRefunded => sent(|c| *c == C::RefundPayment),
+                I::Timeout | I::CancelRequested | I::EventCancelled => true,
+            };
+            if !possible {
+                return None;
+            }
+            seen.push(input);
+            let (next, commands) = handle(&saga, input.clone());
+            saga = next;
+            all.extend(commands);
+        }
+        Some((saga, all))
+    }
+
+    /// Every sequence of up to four inputs (13^4 of them), checked against
+    /// the guarantees in the module documentation.
+    #[test]
+    fn no_sequence_confirms_without_payment_or_keeps_what_it_should_return() {
+        let all = inputs();
+        let mut sequences: Vec<Vec<Input>> = vec![vec![]];
+        for _ in 0..4 {
+            let mut longer = Vec::new();
+            for seq in &sequences {
+                for input in &all {
+                    let mut s = seq.clone();
+                    s.push(input.clone());
+                    longer.push(s);
+                }
+            }
+            sequences.extend(longer.iter().cloned());
+            sequences = longer
+                .into_iter()
+                .chain(sequences.into_iter().filter(|s| s.len() < 4))
+                .collect();
+        }
+        let mut checked = 0;
+        for seq in sequences {
+            let Some((saga, commands)) = play(&seq) else {
+                continue;
+            };
+            checked += 1;
+            let count = |c: &C| commands.iter().filter(|x| *x == c).count();
+            let paid = seq.contains(&I::PaymentSucceeded);
+            if saga.stage.status() == BookingStatus::Confirmed {
+                assert!(
+                    paid && seq.contains(&I::TicketsReserved),
+                    "confirmed without paying or seats: {seq:?}"
+                );
+            }
+            if saga.stage == S::Failed && paid {
+                assert!(
+                    count(&C::RefundPayment) >= 1,
+                    "kept the money: {seq:?} -> {commands:?}"
+                );
+            }
+            let held = commands.iter().any(|c| matches!(c, C::ProcessPayment { .. }));
+            let reserved = commands.iter().any(|c| matches!(c, C::ReserveTickets { .. }));
+            if saga.stage == S::Failed && held && !reserved {
+                // Held, never sold: released, or the hold expired by itself.
+                let released = commands.iter().any(|c| matches!(c, C::ReleaseTickets { .. }));
+                assert!(
+                    released || seq.contains(&I::HoldExpired),
+                    "kept the seats: {seq:?} -> {commands:?}"
+                );
+            }
+            assert!(
+                commands.iter().filter(|c| matches!(c, C::Announce(_))).count() <= 2,
+                "announced too often: {seq:?}"
+            );
+        }
+        assert!(checked > 1000, "only {checked} sequences were possible");
+    }
+
+    #[test]
+    fn failure_reasons_use_the_contract_names() {
+        let names: Vec<_> = [
+            FailureReason::SoldOut,
+            FailureReason::PaymentDeclined,
+            FailureReason::PaymentError,
+            FailureReason::EventNotOnSale,
+            FailureReason::HoldExpired,
+            FailureReason::EventCancelled,
+        ]
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "SOLD_OUT",
+                "PAYMENT_DECLINED",
+                "PAYMENT_ERROR",
+                "EVENT_NOT_ON_SALE",
+                "HOLD_EXPIRED",
+                "EVENT_CANCELLED"
+            ]
+        );
+    }
+}
