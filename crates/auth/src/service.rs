@@ -215,7 +215,7 @@ impl AuthService {
     pub async fn user(&self, id: Uuid) -> Result<User, AuthError> {
         let mut conn = self
             .db
-            .pool()
+            .reader()
             .acquire()
             .await
             .map_err(ticketer_db::DbError::from)?;

@@ -101,7 +101,7 @@ async fn load(conn: &mut AnyConnection, filter: &str, value: String) -> Result<O
 }
 
 pub async fn user_by_email(db: &Db, email: &str) -> Result<Option<User>, DbError> {
-    load(&mut *db.pool().acquire().await?, "email", email.to_string()).await
+    load(&mut *db.reader().acquire().await?, "email", email.to_string()).await
 }
 
 pub async fn user_by_id(conn: &mut AnyConnection, id: Uuid) -> Result<Option<User>, DbError> {

@@ -68,24 +68,29 @@ impl Dialect {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// Reads outside a transaction. SQLite: separate read-only connections,
+    /// which WAL lets run beside the one writer. PostgreSQL: the same pool.
+    reader: AnyPool,
     dialect: Dialect,
     outbox_written: Arc<Notify>,
 }
 
 impl Db {
-    /// Connects to `url`. SQLite gets WAL, a busy timeout and a single
-    /// connection, since SQLite admits one writer at a time anyway and a
-    /// single connection never fails a write on a lock upgrade.
+    /// Connects to `url`. SQLite gets WAL, a busy timeout, a single writing
+    /// connection (SQLite admits one writer at a time anyway, and a single
+    /// connection never fails a write on a lock upgrade) and read-only
+    /// connections for [`Db::reader`].
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::of_url(url)?;
-        let pool = match dialect {
+        let (pool, reader) = match dialect {
             Dialect::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(1))
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
-                    .await?
+                    .await?;
+                (pool.clone(), pool)
             }
             Dialect::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)?;
@@ -103,7 +108,7 @@ impl Db {
                     .await?;
                 conn.execute("SELECT 1").await?;
                 drop(conn);
-                AnyPoolOptions::new()
+                let writer = AnyPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|conn, _| {
@@ -116,11 +121,29 @@ impl Db {
                         })
                     })
                     .connect(url)
-                    .await?
+                    .await?;
+                let read_only = match url.split_once('?') {
+                    Some((path, _)) => format!("{path}?mode=ro"),
+                    None => format!("{url}?mode=ro"),
+                };
+                let reader = AnyPoolOptions::new()
+                    .max_connections(max_connections.clamp(1, 8))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&read_only)
+                    .await?;
+                (writer, reader)
             }
         };
         Ok(Db {
             pool,
+            reader,
             dialect,
             outbox_written: Arc::new(Notify::new()),
         })
@@ -133,6 +156,12 @@ impl Db {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// For reads that need no transaction (listings, lookups). They see
+    /// everything committed, and on SQLite they do not wait for the writer.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -158,6 +187,7 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        self.reader.close().await;
         self.pool.close().await;
     }
 }

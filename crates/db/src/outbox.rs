@@ -149,7 +149,7 @@ impl OutboxRelay {
 /// Messages not yet published, for readiness and metrics.
 pub async fn pending_count(db: &Db) -> Result<i64, DbError> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(db.pool())
+        .fetch_one(db.reader())
         .await?;
     Ok(n)
 }

@@ -138,7 +138,7 @@ pub async fn finished_ids(db: &Db, now: chrono::NaiveDateTime, limit: i64) -> Re
     .bind(now.format("%Y-%m-%d").to_string())
     .bind(now.format("%H:%M").to_string())
     .bind(limit)
-    .fetch_all(db.pool())
+    .fetch_all(db.reader())
     .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
@@ -192,7 +192,7 @@ async fn page_of(db: &Db, w: Where, page: PageRequest) -> Result<(Vec<Event>, i6
     for a in &w.args {
         count = count.bind(a.clone());
     }
-    let (total,) = count.fetch_one(db.pool()).await?;
+    let (total,) = count.fetch_one(db.reader()).await?;
     let n = w.args.len();
     let sql = format!(
         "SELECT {COLUMNS} FROM events {filter} ORDER BY event_date, start_time, id LIMIT ${} OFFSET ${}",
@@ -206,7 +206,7 @@ async fn page_of(db: &Db, w: Where, page: PageRequest) -> Result<(Vec<Event>, i6
     let rows = q
         .bind(page.limit())
         .bind(page.offset())
-        .fetch_all(db.pool())
+        .fetch_all(db.reader())
         .await?;
     let events = rows.iter().map(from_row).collect::<Result<_, _>>()?;
     Ok((events, total))
