@@ -21,7 +21,7 @@ use crate::{
     BusError, Envelope, Outgoing, Subscription,
 };
 
-struct Delivery {
+pub(crate) struct Delivery {
     body: Arc<Vec<u8>>,
     /// true once applied or dead-lettered; false when abandoned.
     settled: oneshot::Sender<bool>,
@@ -40,10 +40,22 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+type Receiver = Arc<AsyncMutex<mpsc::UnboundedReceiver<Delivery>>>;
+
+struct Queue {
+    tx: mpsc::UnboundedSender<Delivery>,
+    rx: Receiver,
+}
+
+/// How long a publish waits for consumers to settle it. A queue declared
+/// in the topology but consumed by no one in this process would otherwise
+/// hold the outbox relay forever; after this the batch is retried.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Default)]
 pub struct InProcessBus {
     bindings: Mutex<Vec<Binding>>,
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
+    queues: Mutex<HashMap<String, Queue>>,
     dead: Arc<Mutex<HashMap<String, Vec<DeadLetter>>>>,
 }
 
@@ -65,7 +77,7 @@ impl InProcessBus {
                 targets.dedup();
                 for queue in targets {
                     let (tx, rx) = oneshot::channel();
-                    let sender = queues.get(queue).ok_or(BusError::NotSettled(msg.message_id))?;
+                    let sender = &queues.get(queue).ok_or(BusError::NotSettled(msg.message_id))?.tx;
                     sender
                         .send(Delivery {
                             body: body.clone(),
@@ -77,11 +89,42 @@ impl InProcessBus {
             }
         }
         for (id, settled) in waiting {
-            if !matches!(settled.await, Ok(true)) {
-                return Err(BusError::NotSettled(id));
+            match tokio::time::timeout(SETTLE_TIMEOUT, settled).await {
+                Ok(Ok(true)) => {}
+                _ => return Err(BusError::NotSettled(id)),
             }
         }
         Ok(())
+    }
+
+    /// Creates the queue (once) and adds any bindings it lacks; messages
+    /// routed to it wait there until a consumer starts.
+    pub(crate) fn declare(&self, queue: &str, bindings: &[(String, String)]) -> Receiver {
+        let rx = {
+            let mut queues = self.queues.lock().expect("queues lock");
+            let q = queues.entry(queue.to_string()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                Queue {
+                    tx,
+                    rx: Arc::new(AsyncMutex::new(rx)),
+                }
+            });
+            q.rx.clone()
+        };
+        let mut existing = self.bindings.lock().expect("bindings lock");
+        for (exchange, pattern) in bindings {
+            let known = existing
+                .iter()
+                .any(|b| b.queue == queue && &b.exchange == exchange && &b.pattern == pattern);
+            if !known {
+                existing.push(Binding {
+                    exchange: exchange.clone(),
+                    pattern: pattern.clone(),
+                    queue: queue.to_string(),
+                });
+            }
+        }
+        rx
     }
 
     pub(crate) fn subscribe(
@@ -90,22 +133,7 @@ impl InProcessBus {
         handler: Arc<dyn BatchHandler>,
         shutdown: CancellationToken,
     ) -> Vec<JoinHandle<()>> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.queues
-            .lock()
-            .expect("queues lock")
-            .insert(sub.queue.clone(), tx);
-        {
-            let mut bindings = self.bindings.lock().expect("bindings lock");
-            for (exchange, pattern) in &sub.bindings {
-                bindings.push(Binding {
-                    exchange: exchange.clone(),
-                    pattern: pattern.clone(),
-                    queue: sub.queue.clone(),
-                });
-            }
-        }
-        let rx = Arc::new(AsyncMutex::new(rx));
+        let rx = self.declare(&sub.queue, &sub.bindings);
         let sub = Arc::new(sub);
         (0..sub.concurrency)
             .map(|_| {
@@ -133,7 +161,7 @@ impl InProcessBus {
 }
 
 async fn worker(
-    rx: Arc<AsyncMutex<mpsc::UnboundedReceiver<Delivery>>>,
+    rx: Receiver,
     sub: Arc<Subscription>,
     handler: Arc<dyn BatchHandler>,
     shutdown: CancellationToken,
@@ -293,5 +321,46 @@ mod tests {
         });
         let res = bus.publish(&[Outgoing::new("ex", &Envelope::new("X", &1))]).await;
         assert!(matches!(res, Err(BusError::NotSettled(_))), "{res:?}");
+    }
+}
+
+#[cfg(test)]
+mod declared_queue_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{topology::TICKET_INVENTORY, Bus, HandleError};
+
+    struct Count(Mutex<usize>);
+
+    #[async_trait::async_trait]
+    impl BatchHandler for Count {
+        async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+            *self.0.lock().unwrap() += batch.len();
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_wait_in_a_declared_queue_until_its_consumer_starts() {
+        let bus = Bus::in_process();
+        let msg = Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &1));
+        let publisher = {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.publish(&[msg]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !publisher.is_finished(),
+            "published with no consumer: the message was dropped"
+        );
+        let count = Arc::new(Count(Mutex::new(0)));
+        let shutdown = CancellationToken::new();
+        bus.subscribe(TICKET_INVENTORY.subscription(), count.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        publisher.await.unwrap().unwrap();
+        assert_eq!(*count.0.lock().unwrap(), 1);
+        shutdown.cancel();
     }
 }

@@ -55,7 +55,11 @@ impl Bus {
     }
 
     pub fn in_process() -> Bus {
-        Bus::InProcess(Arc::new(InProcessBus::default()))
+        let bus = InProcessBus::default();
+        for spec in topology::QUEUES {
+            bus.declare(spec.name, &spec.subscription().bindings);
+        }
+        Bus::InProcess(Arc::new(bus))
     }
 
     pub fn kind(&self) -> &'static str {

@@ -76,6 +76,9 @@ impl RabbitBus {
     /// Connects once, so that a wrong URL fails at start-up.
     pub async fn connect(url: &str) -> Result<Self, BusError> {
         let live = open(url).await?;
+        for spec in crate::topology::QUEUES {
+            declare(&live.publisher, &spec.subscription()).await?;
+        }
         Ok(RabbitBus {
             url: url.to_string(),
             live: Mutex::new(Some(live)),

@@ -19,6 +19,40 @@ pub const TOPIC_EXCHANGES: [&str; 5] = [
     AUTH_EXCHANGE,
 ];
 
+/// A queue every service knows about, declared with its bindings whenever
+/// any service connects, so that a message published before its consumer
+/// has started waits in the queue instead of being dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSpec {
+    pub name: &'static str,
+    pub bindings: &'static [(&'static str, &'static str)],
+}
+
+impl QueueSpec {
+    /// A subscription to this queue with its bindings and default tuning.
+    pub fn subscription(&self) -> Subscription {
+        self.bindings
+            .iter()
+            .fold(Subscription::new(self.name), |sub, (exchange, pattern)| {
+                sub.bind(exchange, pattern)
+            })
+    }
+}
+
+/// Event changes the ticket service keeps its inventory in step with.
+pub const TICKET_INVENTORY: QueueSpec = QueueSpec {
+    name: "ticket.inventory",
+    bindings: &[
+        (EVENTS_EXCHANGE, "EventPublished"),
+        (EVENTS_EXCHANGE, "EventUpdated"),
+        (EVENTS_EXCHANGE, "EventCancelled"),
+        (EVENTS_EXCHANGE, "EventCompleted"),
+    ],
+};
+
+/// Every queue of the system.
+pub const QUEUES: &[QueueSpec] = &[TICKET_INVENTORY];
+
 /// The dead-letter queue that belongs to `queue`.
 pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dlq")

@@ -11,6 +11,8 @@ use ticketer_db::{
 };
 use tokio_util::sync::CancellationToken;
 
+// Message types no queue of the real topology is bound to, so that only
+// this test's queue receives them.
 const EXCHANGE: &str = "ticketer.events";
 const QUEUE: &str = "test.consumer";
 
@@ -154,7 +156,7 @@ impl Drop for Rig {
 
 async fn redelivery_has_no_second_effect(real: bool) {
     let Some(rig) = Rig::start(real).await else { return };
-    let first = rig.commit_message("EventPublished").await;
+    let first = rig.commit_message("ThingPublished").await;
     assert_eq!(rig.relay().publish_pending().await.unwrap(), 1);
     assert_eq!(rig.wait_applied(&first).await, 1);
 
@@ -166,7 +168,7 @@ async fn redelivery_has_no_second_effect(real: bool) {
         .unwrap();
     assert_eq!(rig.relay().publish_pending().await.unwrap(), 1);
     // A later message on the same queue is applied after the duplicate.
-    let later = rig.commit_message("EventUpdated").await;
+    let later = rig.commit_message("ThingUpdated").await;
     rig.relay().publish_pending().await.unwrap();
     assert_eq!(rig.wait_applied(&later).await, 1);
     assert_eq!(
@@ -179,7 +181,7 @@ async fn redelivery_has_no_second_effect(real: bool) {
 async fn poison_goes_to_the_dead_letter_queue(real: bool) {
     let Some(rig) = Rig::start(real).await else { return };
     let poison = rig.commit_message("Poison").await;
-    let good = rig.commit_message("EventCreated").await;
+    let good = rig.commit_message("ThingCreated").await;
     rig.relay().publish_pending().await.unwrap();
     assert_eq!(
         rig.wait_applied(&good).await,
@@ -203,7 +205,7 @@ async fn crash_before_publish_loses_nothing(real: bool) {
         return;
     };
     // Committed, then the process died before the relay ran.
-    let env = rig.commit_message("EventCancelled").await;
+    let env = rig.commit_message("ThingCancelled").await;
     rig.producer.close().await;
 
     // After the restart a new relay finds the row and publishes it.

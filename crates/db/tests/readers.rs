@@ -11,10 +11,16 @@ async fn reads_run_while_a_write_transaction_is_open() {
     let tdb = TestDatabase::sqlite();
     let db = tdb.connect().await.unwrap();
     db.migrate("readers", SCHEMA).await.unwrap();
-    sqlx::query("INSERT INTO t (v) VALUES (1)").execute(db.pool()).await.unwrap();
+    sqlx::query("INSERT INTO t (v) VALUES (1)")
+        .execute(db.pool())
+        .await
+        .unwrap();
 
     let mut tx = db.begin().await.unwrap();
-    sqlx::query("INSERT INTO t (v) VALUES (2)").execute(&mut *tx).await.unwrap();
+    sqlx::query("INSERT INTO t (v) VALUES (2)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     // The writer is busy inside `tx`; a reader still answers, with what is committed.
     let read = tokio::time::timeout(
         Duration::from_secs(2),
@@ -25,9 +31,15 @@ async fn reads_run_while_a_write_transaction_is_open() {
     .unwrap();
     assert_eq!(read.0, 1);
     tx.commit().await.unwrap();
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t").fetch_one(db.reader()).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+        .fetch_one(db.reader())
+        .await
+        .unwrap();
     assert_eq!(n, 2);
 
     // Readers cannot write.
-    assert!(sqlx::query("INSERT INTO t (v) VALUES (3)").execute(db.reader()).await.is_err());
+    assert!(sqlx::query("INSERT INTO t (v) VALUES (3)")
+        .execute(db.reader())
+        .await
+        .is_err());
 }

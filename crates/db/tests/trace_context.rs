@@ -39,7 +39,7 @@ async fn consumer_spans_join_the_producer_trace() {
 
     let span = tracing::info_span!("request");
     let produced = async {
-        let env = Envelope::new("EventPublished", &1);
+        let env = Envelope::new("ThingPublished", &1);
         let mut tx = producer.begin().await.unwrap();
         enqueue(&mut tx, "ticketer.events", &env).await.unwrap();
         tx.commit().await.unwrap();

@@ -62,6 +62,8 @@ pub struct EventSnapshot {
     pub currency: String,
     pub organizer: Uuid,
     pub status: EventStatus,
+    /// Grows with every change, so consumers can drop stale snapshots.
+    pub version: i64,
 }
 
 impl From<&Event> for EventSnapshot {
@@ -80,6 +82,7 @@ impl From<&Event> for EventSnapshot {
             currency: d.currency.clone(),
             organizer: e.organizer,
             status: e.status,
+            version: e.version,
         }
     }
 }

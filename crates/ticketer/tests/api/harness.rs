@@ -236,6 +236,26 @@ impl TestStack {
         }
     }
 
+    /// Polls GET `path` until it answers 200 with a body `done` accepts
+    /// (messages between services take a moment); fails after 15 s.
+    pub async fn eventually(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = self.call(Method::GET, path, None, None).await;
+            if r.status == StatusCode::OK && done(&r.body) {
+                return r.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: GET {path} never got there; last answer {} {}",
+                self.label,
+                r.status,
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn raw_post(&self, path: &str, token: &str, body: &str) -> Reply {
         let resp = self
             .http

@@ -207,6 +207,49 @@ async fn walkthrough(s: &TestStack) {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{l}");
 
+    // Shortly after publishing, its seats are on sale.
+    let availability = format!("/api/v1/tickets/availability/{id}");
+    let r = s.eventually(&availability, |b| b["status"] == "ON_SALE").await;
+    assert_eq!(
+        (
+            r["capacity"].as_i64(),
+            r["available"].as_i64(),
+            r["held"].as_i64(),
+            r["sold"].as_i64()
+        ),
+        (Some(300), Some(300), Some(0), Some(0)),
+        "{l}: {r}"
+    );
+    let draft = s
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&organizer),
+            Some(event_body("Still a draft")),
+        )
+        .await;
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/tickets/availability/{}", draft.body["id"]),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{l}: drafts sell nothing");
+    // A capacity change reaches the inventory.
+    let r = s
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&organizer),
+            Some(json!({"ticket_capacity": 280})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{l}");
+    s.eventually(&availability, |b| b["capacity"] == 280 && b["available"] == 280)
+        .await;
+
     // Everyone finds it by search and fetches it.
     let r = s
         .call(Method::GET, &format!("/api/v1/events?q={word}"), None, None)
@@ -349,6 +392,8 @@ async fn walkthrough(s: &TestStack) {
         .call(Method::POST, &format!("{path}/cancel"), Some(&organizer), None)
         .await;
     assert_eq!(r.text("status"), "CANCELLED", "{l}");
+    let r = s.eventually(&availability, |b| b["status"] == "CANCELLED").await;
+    assert_eq!(r["available"], 0, "{l}: a cancelled event sells nothing");
     let r = s
         .call(
             Method::PATCH,
