@@ -50,8 +50,18 @@ pub const TICKET_INVENTORY: QueueSpec = QueueSpec {
     ],
 };
 
+/// The booking saga's commands to the ticket service.
+pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
+    name: "ticket.commands",
+    bindings: &[
+        (BOOKING_EXCHANGE, "HoldTickets"),
+        (BOOKING_EXCHANGE, "ReserveTickets"),
+        (BOOKING_EXCHANGE, "ReleaseTickets"),
+    ],
+};
+
 /// Every queue of the system.
-pub const QUEUES: &[QueueSpec] = &[TICKET_INVENTORY];
+pub const QUEUES: &[QueueSpec] = &[TICKET_INVENTORY, TICKET_COMMANDS];
 
 /// The dead-letter queue that belongs to `queue`.
 pub fn dead_letter_queue(queue: &str) -> String {

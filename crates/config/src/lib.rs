@@ -267,6 +267,8 @@ pub struct InfraConfig {
     pub outbox_poll: Duration,
     pub jwks_url: String,
     pub jwt_issuer: String,
+    /// The variables, read with this service's prefix, for its own settings.
+    pub env: Env,
 }
 
 impl InfraConfig {
@@ -290,6 +292,7 @@ impl InfraConfig {
                 .shared("JWKS_URL")
                 .unwrap_or_else(|| format!("http://127.0.0.1:{auth_port}/api/v1/auth/.well-known/jwks.json")),
             jwt_issuer: env.shared("JWT_ISSUER").unwrap_or_else(|| "ticketer-auth".into()),
+            env: env.clone(),
         })
     }
 

@@ -1,11 +1,13 @@
 //! The ticket service: the seat inventory of every published event and the
-//! ticket lifecycle. So far it keeps inventory in step with the events
-//! service and answers availability; holds and sales come with the booking
-//! saga.
+//! ticket lifecycle. It keeps inventory in step with the events service,
+//! holds, sells and releases seats on the booking saga's commands, and
+//! answers availability.
 
+mod commands;
 mod consumers;
 pub mod inventory;
 pub mod lifecycle;
+pub mod messages;
 mod routes;
 mod store;
 
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 pub use routes::ApiDoc;
 pub use store::MIGRATIONS;
-use ticketer_bus::topology::TICKET_INVENTORY;
+use ticketer_bus::topology::{TICKET_COMMANDS, TICKET_INVENTORY};
 use ticketer_config::InfraConfig;
 use ticketer_db::Inbox;
 use ticketer_http::{launch, ServiceApp, ServiceParts};
@@ -29,19 +31,32 @@ pub async fn build(
 ) -> anyhow::Result<ServiceApp> {
     let db = parts.db.clone();
     db.migrate("ticket", MIGRATIONS).await?;
-    let sub = TICKET_INVENTORY.subscription().tuned(
-        infra.consumer_prefetch,
-        infra.consumer_concurrency,
-        infra.consumer_batch_size,
-    );
+    let tune = |spec: ticketer_bus::topology::QueueSpec| {
+        spec.subscription().tuned(
+            infra.consumer_prefetch,
+            infra.consumer_concurrency,
+            infra.consumer_batch_size,
+        )
+    };
     let feed = consumers::EventFeed {
         dialect: db.dialect(),
     };
-    let inbox = Inbox::new(db.clone(), TICKET_INVENTORY.name, feed);
-    let consumers = parts
+    let inventory = Inbox::new(db.clone(), TICKET_INVENTORY.name, feed);
+    let mut consumers = parts
         .bus
-        .subscribe(sub, Arc::new(inbox), shutdown.clone())
+        .subscribe(tune(TICKET_INVENTORY), Arc::new(inventory), shutdown.clone())
         .await?;
+    let handler = commands::TicketCommands {
+        dialect: db.dialect(),
+        hold_ttl: infra.env.seconds_or("HOLD_TTL_SECONDS", 600)?,
+    };
+    let commands = Inbox::new(db.clone(), TICKET_COMMANDS.name, handler);
+    consumers.extend(
+        parts
+            .bus
+            .subscribe(tune(TICKET_COMMANDS), Arc::new(commands), shutdown.clone())
+            .await?,
+    );
     let app = launch(
         "ticket",
         routes::router(db),

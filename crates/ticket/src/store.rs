@@ -159,3 +159,118 @@ pub async fn cancel_tickets(conn: &mut AnyConnection, event_id: i64) -> Result<u
     .await?;
     Ok(done.rows_affected())
 }
+
+/// A ticket as the command handlers need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookedTicket {
+    pub ticket_id: String,
+    pub status: String,
+    pub hold_expires_at: Option<String>,
+}
+
+/// The tickets a booking holds or bought, in a stable order.
+pub async fn tickets_of(conn: &mut AnyConnection, booking_id: &str) -> Result<Vec<BookedTicket>, DbError> {
+    let rows = sqlx::query(
+        "SELECT ticket_id, status, hold_expires_at FROM tickets WHERE booking_id = $1 ORDER BY ticket_id",
+    )
+    .bind(booking_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(BookedTicket {
+                ticket_id: r.try_get("ticket_id")?,
+                status: r.try_get("status")?,
+                hold_expires_at: r.try_get("hold_expires_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(DbError::from)
+}
+
+/// Holds `n` seats of `event_id` for a booking: reuses tickets that went
+/// back on sale first, then creates new ones. The caller holds the
+/// inventory lock and has already counted the seats.
+pub async fn hold_seats(
+    conn: &mut AnyConnection,
+    event_id: i64,
+    n: i64,
+    booking_id: &str,
+    customer_id: &str,
+    expires_at: &str,
+) -> Result<Vec<String>, DbError> {
+    let now = time::now();
+    let reusable: Vec<(String,)> = sqlx::query_as(
+        "SELECT ticket_id FROM tickets WHERE event_id = $1 AND status = 'AVAILABLE' ORDER BY ticket_id LIMIT $2",
+    )
+    .bind(event_id)
+    .bind(n)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ids: Vec<String> = reusable.into_iter().map(|(id,)| id).collect();
+    for id in &ids {
+        sqlx::query(
+            "UPDATE tickets SET status = 'HELD', booking_id = $2, customer_id = $3, hold_expires_at = $4,
+                 version = version + 1, updated_at = $5
+             WHERE ticket_id = $1",
+        )
+        .bind(id)
+        .bind(booking_id)
+        .bind(customer_id)
+        .bind(expires_at)
+        .bind(&now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    while (ids.len() as i64) < n {
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO tickets (ticket_id, event_id, status, booking_id, customer_id, hold_expires_at,
+                 created_at, updated_at)
+             VALUES ($1, $2, 'HELD', $3, $4, $5, $6, $6)",
+        )
+        .bind(&id)
+        .bind(event_id)
+        .bind(booking_id)
+        .bind(customer_id)
+        .bind(expires_at)
+        .bind(&now)
+        .execute(&mut *conn)
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Moves a booking's tickets from one status to another; returns their ids.
+/// Tickets going back on sale lose their booking.
+pub async fn move_tickets(
+    conn: &mut AnyConnection,
+    booking_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<String>, DbError> {
+    let ids: Vec<(String,)> = sqlx::query_as(
+        "SELECT ticket_id FROM tickets WHERE booking_id = $1 AND status = $2 ORDER BY ticket_id",
+    )
+    .bind(booking_id)
+    .bind(from)
+    .fetch_all(&mut *conn)
+    .await?;
+    let back_on_sale = to == "AVAILABLE";
+    sqlx::query(
+        "UPDATE tickets SET status = $3, hold_expires_at = NULL,
+             booking_id = CASE WHEN $4 THEN NULL ELSE booking_id END,
+             customer_id = CASE WHEN $4 THEN NULL ELSE customer_id END,
+             version = version + 1, updated_at = $5
+         WHERE booking_id = $1 AND status = $2",
+    )
+    .bind(booking_id)
+    .bind(from)
+    .bind(to)
+    .bind(back_on_sale)
+    .bind(time::now())
+    .execute(conn)
+    .await?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}

@@ -1,0 +1,259 @@
+//! The booking saga's commands: hold seats, turn a hold into a sale, give
+//! seats back. Each runs inside the consumer's batch transaction with the
+//! event's inventory row locked, so seats are counted exactly once however
+//! many holds for the same event arrive together; the answer goes out
+//! through the outbox in the same transaction.
+//!
+//! Every command is keyed by booking: a repeated hold answers with the
+//! seats the booking already has, a repeated reserve or release finds
+//! nothing left to change.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ticketer_bus::{topology::TICKET_EXCHANGE, Envelope, HandleError};
+use ticketer_db::{enqueue, time, AnyConnection, Dialect};
+use ticketer_http::Money;
+use uuid::Uuid;
+
+use crate::{
+    messages::{BookingTickets, HoldTickets, TicketsChanged, TicketsHeld, TicketsRefused},
+    store::{self, SaleStatus},
+};
+
+pub struct TicketCommands {
+    pub dialect: Dialect,
+    pub hold_ttl: Duration,
+}
+
+fn transient(e: impl std::fmt::Display) -> HandleError {
+    HandleError::Transient(e.to_string())
+}
+
+fn uuids(ids: &[String]) -> Vec<Uuid> {
+    ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect()
+}
+
+async fn answer(
+    tx: &mut AnyConnection,
+    cause: &Envelope,
+    kind: &str,
+    payload: &impl serde::Serialize,
+) -> Result<(), HandleError> {
+    let env = Envelope::new(kind, payload).caused_by(cause);
+    enqueue(tx, TICKET_EXCHANGE, &env).await.map_err(transient)
+}
+
+fn refused(booking_id: Uuid, event_id: i64, reason: &str) -> TicketsRefused {
+    TicketsRefused {
+        booking_id,
+        event_id,
+        reason: reason.to_string(),
+    }
+}
+
+impl TicketCommands {
+    async fn hold(
+        &self,
+        tx: &mut AnyConnection,
+        msg: &Envelope,
+        cmd: HoldTickets,
+    ) -> Result<(), HandleError> {
+        let booking = cmd.booking_id.to_string();
+        let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
+            .await
+            .map_err(transient)?
+        else {
+            let r = refused(cmd.booking_id, cmd.event_id, "EVENT_NOT_ON_SALE");
+            return answer(tx, msg, "TicketsHoldFailed", &r).await;
+        };
+        // Asked again (the saga retried): answer with what it already holds.
+        let existing = store::tickets_of(tx, &booking).await.map_err(transient)?;
+        let holding: Vec<&store::BookedTicket> = existing.iter().filter(|t| t.status == "HELD").collect();
+        if !holding.is_empty() {
+            let ids: Vec<String> = holding.iter().map(|t| t.ticket_id.clone()).collect();
+            let expires = holding[0]
+                .hold_expires_at
+                .as_deref()
+                .map(time::parse)
+                .transpose()
+                .map_err(transient)?;
+            let held = TicketsHeld {
+                booking_id: cmd.booking_id,
+                event_id: cmd.event_id,
+                ticket_ids: uuids(&ids),
+                amount: Money::from_minor(inv.price_minor * ids.len() as i64),
+                currency: inv.currency.clone(),
+                hold_expires_at: expires.unwrap_or_else(Utc::now),
+            };
+            return answer(tx, msg, "TicketsHeld", &held).await;
+        }
+        if inv.status != SaleStatus::OnSale {
+            let r = refused(cmd.booking_id, cmd.event_id, "EVENT_NOT_ON_SALE");
+            return answer(tx, msg, "TicketsHoldFailed", &r).await;
+        }
+        let Some(counters) = inv.counters.hold(cmd.quantity) else {
+            let r = refused(cmd.booking_id, cmd.event_id, "SOLD_OUT");
+            return answer(tx, msg, "TicketsHoldFailed", &r).await;
+        };
+        let expires_at: DateTime<Utc> =
+            Utc::now() + chrono::Duration::from_std(self.hold_ttl).map_err(transient)?;
+        let ids = store::hold_seats(
+            tx,
+            cmd.event_id,
+            cmd.quantity,
+            &booking,
+            &cmd.customer_id.to_string(),
+            &time::format(expires_at),
+        )
+        .await
+        .map_err(transient)?;
+        let amount = inv.price_minor * cmd.quantity;
+        store::update(
+            tx,
+            &store::Inventory {
+                counters,
+                ..inv.clone()
+            },
+        )
+        .await
+        .map_err(transient)?;
+        let held = TicketsHeld {
+            booking_id: cmd.booking_id,
+            event_id: cmd.event_id,
+            ticket_ids: uuids(&ids),
+            amount: Money::from_minor(amount),
+            currency: inv.currency,
+            hold_expires_at: expires_at,
+        };
+        answer(tx, msg, "TicketsHeld", &held).await
+    }
+
+    async fn reserve(
+        &self,
+        tx: &mut AnyConnection,
+        msg: &Envelope,
+        cmd: BookingTickets,
+    ) -> Result<(), HandleError> {
+        let booking = cmd.booking_id.to_string();
+        let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
+            .await
+            .map_err(transient)?
+        else {
+            let r = refused(cmd.booking_id, cmd.event_id, "HOLD_EXPIRED");
+            return answer(tx, msg, "TicketsReserveFailed", &r).await;
+        };
+        let tickets = store::tickets_of(tx, &booking).await.map_err(transient)?;
+        let now = time::now();
+        let live_hold = tickets
+            .iter()
+            .any(|t| t.status == "HELD" && t.hold_expires_at.as_deref().is_some_and(|e| e > now.as_str()));
+        let already_sold: Vec<String> = tickets
+            .iter()
+            .filter(|t| t.status == "SOLD")
+            .map(|t| t.ticket_id.clone())
+            .collect();
+        if !already_sold.is_empty() && !live_hold {
+            let done = TicketsChanged {
+                booking_id: cmd.booking_id,
+                event_id: cmd.event_id,
+                ticket_ids: uuids(&already_sold),
+                reason: None,
+            };
+            return answer(tx, msg, "TicketsReserved", &done).await;
+        }
+        if !live_hold || inv.status == SaleStatus::Cancelled {
+            // Expired (perhaps not swept yet): give the seats back now.
+            let released = store::move_tickets(tx, &booking, "HELD", "AVAILABLE")
+                .await
+                .map_err(transient)?;
+            if !released.is_empty() {
+                let counters = inv.counters.release(released.len() as i64, 0);
+                store::update(
+                    tx,
+                    &store::Inventory {
+                        counters,
+                        ..inv.clone()
+                    },
+                )
+                .await
+                .map_err(transient)?;
+            }
+            let r = refused(cmd.booking_id, cmd.event_id, "HOLD_EXPIRED");
+            return answer(tx, msg, "TicketsReserveFailed", &r).await;
+        }
+        let sold = store::move_tickets(tx, &booking, "HELD", "SOLD")
+            .await
+            .map_err(transient)?;
+        let counters = inv.counters.sell(sold.len() as i64);
+        store::update(tx, &store::Inventory { counters, ..inv })
+            .await
+            .map_err(transient)?;
+        let done = TicketsChanged {
+            booking_id: cmd.booking_id,
+            event_id: cmd.event_id,
+            ticket_ids: uuids(&sold),
+            reason: None,
+        };
+        answer(tx, msg, "TicketsReserved", &done).await
+    }
+
+    async fn release(
+        &self,
+        tx: &mut AnyConnection,
+        msg: &Envelope,
+        cmd: BookingTickets,
+    ) -> Result<(), HandleError> {
+        let booking = cmd.booking_id.to_string();
+        let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
+            .await
+            .map_err(transient)?
+        else {
+            return Ok(());
+        };
+        let was_held = store::move_tickets(tx, &booking, "HELD", "AVAILABLE")
+            .await
+            .map_err(transient)?;
+        let was_sold = store::move_tickets(tx, &booking, "SOLD", "AVAILABLE")
+            .await
+            .map_err(transient)?;
+        if was_held.is_empty() && was_sold.is_empty() {
+            return Ok(());
+        }
+        let counters = inv.counters.release(was_held.len() as i64, was_sold.len() as i64);
+        store::update(tx, &store::Inventory { counters, ..inv })
+            .await
+            .map_err(transient)?;
+        let ids: Vec<String> = was_held.into_iter().chain(was_sold).collect();
+        let done = TicketsChanged {
+            booking_id: cmd.booking_id,
+            event_id: cmd.event_id,
+            ticket_ids: uuids(&ids),
+            reason: Some("RELEASED".into()),
+        };
+        answer(tx, msg, "TicketsReleased", &done).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ticketer_db::MessageHandler for TicketCommands {
+    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
+        match msg.kind.as_str() {
+            "HoldTickets" => {
+                let cmd: HoldTickets = msg.payload_as()?;
+                if !(1..=100).contains(&cmd.quantity) {
+                    return Err(HandleError::Permanent(format!(
+                        "cannot hold {} tickets",
+                        cmd.quantity
+                    )));
+                }
+                self.hold(tx, msg, cmd).await
+            }
+            "ReserveTickets" => self.reserve(tx, msg, msg.payload_as()?).await,
+            "ReleaseTickets" => self.release(tx, msg, msg.payload_as()?).await,
+            other => Err(HandleError::Permanent(format!(
+                "the ticket service does not handle {other}"
+            ))),
+        }
+    }
+}
