@@ -257,3 +257,71 @@ impl ticketer_db::MessageHandler for TicketCommands {
         }
     }
 }
+
+/// Gives back seats whose hold ran out, a booking at a time, and tells the
+/// saga (TicketsReleased with reason HOLD_EXPIRED). Safe to run on several
+/// replicas: each booking is handled under its event's inventory lock and
+/// only tickets still held move.
+pub async fn expire_holds(db: &ticketer_db::Db, limit: i64) -> Result<usize, ticketer_db::DbError> {
+    let due: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT DISTINCT event_id, booking_id FROM tickets
+         WHERE status = 'HELD' AND hold_expires_at <= $1 AND booking_id IS NOT NULL
+         LIMIT $2",
+    )
+    .bind(time::now())
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?;
+    let mut expired = 0;
+    for (event_id, booking) in due {
+        let mut tx = db.begin().await?;
+        let Some(inv) = store::lock(&mut tx, db.dialect(), event_id).await? else {
+            continue;
+        };
+        let tickets = store::tickets_of(&mut tx, &booking).await?;
+        let now = time::now();
+        let still_due = tickets
+            .iter()
+            .any(|t| t.status == "HELD" && t.hold_expires_at.as_deref().is_some_and(|e| e <= now.as_str()));
+        if !still_due {
+            continue;
+        }
+        let released = store::move_tickets(&mut tx, &booking, "HELD", "AVAILABLE").await?;
+        let counters = inv.counters.release(released.len() as i64, 0);
+        store::update(&mut tx, &store::Inventory { counters, ..inv }).await?;
+        let Ok(booking_id) = Uuid::parse_str(&booking) else {
+            continue;
+        };
+        let done = TicketsChanged {
+            booking_id,
+            event_id,
+            ticket_ids: uuids(&released),
+            reason: Some("HOLD_EXPIRED".into()),
+        };
+        let env = Envelope::new("TicketsReleased", &done).correlated(booking_id);
+        enqueue(&mut tx, TICKET_EXCHANGE, &env).await?;
+        tx.commit().await?;
+        expired += 1;
+    }
+    if expired > 0 {
+        db.outbox_written();
+        tracing::info!(bookings = expired, "expired holds released");
+    }
+    Ok(expired)
+}
+
+/// Runs [`expire_holds`] every `every` until `shutdown`.
+pub async fn run_expiry(db: ticketer_db::Db, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        match expire_holds(&db, 500).await {
+            // A full batch means more may be due: go again at once.
+            Ok(500) => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "releasing expired holds failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

@@ -57,6 +57,12 @@ pub async fn build(
             .subscribe(tune(TICKET_COMMANDS), Arc::new(commands), shutdown.clone())
             .await?,
     );
+    let sweep = std::time::Duration::from_millis(infra.env.parse_or("HOLD_SWEEP_MS", 1000)?);
+    consumers.push(tokio::spawn(commands::run_expiry(
+        db.clone(),
+        sweep,
+        shutdown.clone(),
+    )));
     let app = launch(
         "ticket",
         routes::router(db),

@@ -81,7 +81,7 @@ impl Drop for Rig {
 }
 
 impl Rig {
-    async fn start(real: bool) -> Option<Rig> {
+    async fn start(real: bool, extra: &[(&str, &str)]) -> Option<Rig> {
         let (db, bus, vhost) = if real {
             let (Some(pg), Some(amqp)) = (
                 ticketer_db::testing::postgres_url(),
@@ -104,10 +104,11 @@ impl Rig {
             (TestDatabase::sqlite(), Bus::in_process(), None)
         };
         let data = tempfile::tempdir().unwrap();
-        let vars = HashMap::from([
+        let mut vars = HashMap::from([
             ("TICKET_DATABASE_URL".to_string(), db.url.clone()),
             ("TICKET_OUTBOX_POLL_MS".to_string(), "20".to_string()),
         ]);
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let env = Env::from_map(Service::Ticket, vars);
         let infra = InfraConfig::from_env(Service::Ticket, &env, data.path().to_path_buf()).unwrap();
         let shutdown = CancellationToken::new();
@@ -183,7 +184,9 @@ fn counters(v: &Value) -> (i64, i64, i64, i64) {
 }
 
 async fn never_oversells(real: bool) {
-    let Some(rig) = Rig::start(real).await else { return };
+    let Some(rig) = Rig::start(real, &[]).await else {
+        return;
+    };
     rig.send(EVENTS_EXCHANGE, "EventPublished", published(1, 100))
         .await;
     rig.wait_on_sale(1).await;
@@ -308,4 +311,50 @@ async fn embedded_ticket_holds_never_oversell() {
 #[tokio::test]
 async fn postgres_rabbitmq_ticket_holds_never_oversell() {
     never_oversells(true).await;
+}
+
+async fn holds_expire_and_the_seats_go_back_on_sale(real: bool) {
+    let extra = [("TICKET_HOLD_TTL_SECONDS", "1"), ("TICKET_HOLD_SWEEP_MS", "100")];
+    let Some(rig) = Rig::start(real, &extra).await else {
+        return;
+    };
+    rig.send(EVENTS_EXCHANGE, "EventPublished", published(2, 5)).await;
+    rig.wait_on_sale(2).await;
+    let bookings: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for b in &bookings {
+        rig.send(BOOKING_EXCHANGE, "HoldTickets", hold(*b, 2)).await;
+    }
+    let all: HashSet<Uuid> = bookings.iter().copied().collect();
+    rig.answers.wait_for(&all, 3).await;
+    // Nobody pays: after the hold time every seat is back.
+    let answers = rig.answers.wait_for(&all, 6).await;
+    let expired: Vec<&Value> = answers
+        .iter()
+        .filter(|(k, p)| k == "TicketsReleased" && p["reason"] == "HOLD_EXPIRED")
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(expired.len(), 3, "{answers:?}");
+    assert_eq!(counters(&rig.availability(2).await.unwrap()), (5, 5, 0, 0));
+    // Paying now is too late.
+    rig.send(
+        BOOKING_EXCHANGE,
+        "ReserveTickets",
+        json!({"booking_id": bookings[0], "event_id": 2}),
+    )
+    .await;
+    let answers = rig.answers.wait_for(&all, 7).await;
+    assert!(answers
+        .iter()
+        .any(|(k, p)| k == "TicketsReserveFailed" && p["reason"] == "HOLD_EXPIRED"));
+    assert_eq!(counters(&rig.availability(2).await.unwrap()), (5, 5, 0, 0));
+}
+
+#[tokio::test]
+async fn embedded_holds_expire() {
+    holds_expire_and_the_seats_go_back_on_sale(false).await;
+}
+
+#[tokio::test]
+async fn postgres_rabbitmq_holds_expire() {
+    holds_expire_and_the_seats_go_back_on_sale(true).await;
 }
