@@ -9,6 +9,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
+use ticketer_auth::keys::SigningKey;
 use ticketer_bus::{
     testing::TestVhost,
     topology::{BOOKING_EXCHANGE, EVENTS_EXCHANGE, TICKET_EXCHANGE},
@@ -16,7 +17,7 @@ use ticketer_bus::{
 };
 use ticketer_config::{Env, InfraConfig, Service};
 use ticketer_db::testing::TestDatabase;
-use ticketer_http::{ServiceParts, TokenVerifier};
+use ticketer_http::{Claims, Role, ServiceParts};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -66,6 +67,7 @@ impl Answers {
 
 struct Rig {
     bus: Bus,
+    key: SigningKey,
     base: String,
     answers: Arc<Answers>,
     shutdown: CancellationToken,
@@ -117,11 +119,12 @@ impl Rig {
         bus.subscribe(sub, answers.clone(), shutdown.clone())
             .await
             .unwrap();
+        let key = SigningKey::from_pem(&SigningKey::generate_pem()).unwrap();
         let parts = ServiceParts {
             db: db.connect().await.unwrap(),
             bus: bus.clone(),
             cache: Some(ticketer_cache::Cache::memory()),
-            verifier: TokenVerifier::with_keys("ticketer-auth", vec![]),
+            verifier: key.verifier("ticketer-auth"),
         };
         let listener = ticketer_http::bind("127.0.0.1", 0).await.unwrap();
         let app = ticketer_ticket::build(&infra, parts, listener, shutdown.clone())
@@ -131,6 +134,7 @@ impl Rig {
         tokio::spawn(app.run_until_stopped());
         Some(Rig {
             bus,
+            key,
             base,
             answers,
             shutdown,
@@ -156,6 +160,29 @@ impl Rig {
         }
     }
 
+    fn token(&self, user: Uuid, role: Role) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.key.sign(&Claims {
+            sub: user.to_string(),
+            email: "t@example.com".into(),
+            roles: vec![role],
+            iat: now,
+            exp: now + 300,
+            iss: "ticketer-auth".into(),
+        })
+    }
+
+    async fn get_as(&self, path: &str, user: Uuid, role: Role) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.token(user, role))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     async fn wait_on_sale(&self, event_id: i64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.availability(event_id).await.is_none() {
@@ -172,6 +199,10 @@ fn published(event_id: i64, capacity: i64) -> Value {
         "ticket_capacity": capacity, "ticket_price": "12.50", "currency": "EUR",
         "organizer": Uuid::nil(), "status": "PUBLISHED", "version": 2
     })
+}
+
+fn hold_for(booking: Uuid, event_id: i64, customer: Uuid) -> Value {
+    json!({"booking_id": booking, "event_id": event_id, "customer_id": customer, "quantity": 2})
 }
 
 fn hold(booking: Uuid, event_id: i64) -> Value {
@@ -357,4 +388,67 @@ async fn embedded_holds_expire() {
 #[tokio::test]
 async fn postgres_rabbitmq_holds_expire() {
     holds_expire_and_the_seats_go_back_on_sale(true).await;
+}
+
+async fn tickets_are_seen_by_their_holder_and_organizer(real: bool) {
+    let Some(rig) = Rig::start(real, &[]).await else {
+        return;
+    };
+    let organizer = Uuid::new_v4();
+    let mut event = published(3, 10);
+    event["organizer"] = json!(organizer);
+    rig.send(EVENTS_EXCHANGE, "EventPublished", event).await;
+    rig.wait_on_sale(3).await;
+    let (customer, booking) = (Uuid::new_v4(), Uuid::new_v4());
+    rig.send(BOOKING_EXCHANGE, "HoldTickets", hold_for(booking, 3, customer))
+        .await;
+    let answers = rig.answers.wait_for(&HashSet::from([booking]), 1).await;
+    let ids = answers[0].1["ticket_ids"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+
+    let (status, mine) = rig.get_as("/api/v1/tickets/mine", customer, Role::Customer).await;
+    assert_eq!((status, mine["total"].as_i64()), (200, Some(2)));
+    assert!(mine["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["status"] == "HELD"));
+    let one = format!("/api/v1/tickets/{}", ids[0].as_str().unwrap());
+    assert_eq!(rig.get_as(&one, customer, Role::Customer).await.0, 200);
+    assert_eq!(rig.get_as(&one, organizer, Role::Organizer).await.0, 200);
+    assert_eq!(rig.get_as(&one, Uuid::new_v4(), Role::Customer).await.0, 403);
+    let (status, list) = rig
+        .get_as("/api/v1/tickets?event_id=3", organizer, Role::Organizer)
+        .await;
+    assert_eq!((status, list["total"].as_i64()), (200, Some(2)));
+    assert_eq!(
+        rig.get_as("/api/v1/tickets?event_id=3", Uuid::new_v4(), Role::Organizer)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        rig.get_as("/api/v1/tickets?event_id=3", customer, Role::Customer)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        rig.get_as("/api/v1/tickets?event_id=3", Uuid::new_v4(), Role::Admin)
+            .await
+            .0,
+        200
+    );
+    let missing = format!("/api/v1/tickets/{}", Uuid::new_v4());
+    assert_eq!(rig.get_as(&missing, customer, Role::Customer).await.0, 404);
+}
+
+#[tokio::test]
+async fn embedded_ticket_visibility() {
+    tickets_are_seen_by_their_holder_and_organizer(false).await;
+}
+
+#[tokio::test]
+async fn postgres_rabbitmq_ticket_visibility() {
+    tickets_are_seen_by_their_holder_and_organizer(true).await;
 }
