@@ -60,8 +60,17 @@ pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
     ],
 };
 
+/// The booking saga's commands to the payment service.
+pub const PAYMENT_COMMANDS: QueueSpec = QueueSpec {
+    name: "payment.commands",
+    bindings: &[
+        (BOOKING_EXCHANGE, "ProcessPayment"),
+        (BOOKING_EXCHANGE, "RefundPayment"),
+    ],
+};
+
 /// Every queue of the system.
-pub const QUEUES: &[QueueSpec] = &[TICKET_INVENTORY, TICKET_COMMANDS];
+pub const QUEUES: &[QueueSpec] = &[TICKET_INVENTORY, TICKET_COMMANDS, PAYMENT_COMMANDS];
 
 /// The dead-letter queue that belongs to `queue`.
 pub fn dead_letter_queue(queue: &str) -> String {

@@ -1,12 +1,24 @@
-//! The payment service: charges, refunds and payment methods (shell: health, metrics and API document so far).
+//! The payment service: charges and refunds on the booking saga's commands,
+//! through a provider (the built-in sandbox decides by token), one charge
+//! per booking at most.
 
+mod commands;
+pub mod messages;
+pub mod provider;
+mod routes;
+mod store;
+
+use std::sync::Arc;
+
+pub use routes::ApiDoc;
+pub use store::MIGRATIONS;
+use ticketer_bus::topology::PAYMENT_COMMANDS;
 use ticketer_config::InfraConfig;
-use ticketer_http::{empty_openapi, launch, ServiceApp, ServiceParts};
+use ticketer_db::Inbox;
+use ticketer_http::{launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// This service's own schema; none yet beyond the shared outbox and inbox.
-pub const MIGRATIONS: &[ticketer_db::Migration] = &[];
+use utoipa::OpenApi;
 
 pub async fn build(
     infra: &InfraConfig,
@@ -14,15 +26,29 @@ pub async fn build(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServiceApp> {
-    parts.db.migrate("payment", MIGRATIONS).await?;
-    let api = axum::Router::new();
-    Ok(launch(
+    let db = parts.db.clone();
+    db.migrate("payment", MIGRATIONS).await?;
+    let sub = PAYMENT_COMMANDS.subscription().tuned(
+        infra.consumer_prefetch,
+        infra.consumer_concurrency,
+        infra.consumer_batch_size,
+    );
+    let handler = commands::PaymentCommands {
+        provider: Arc::new(provider::Sandbox),
+    };
+    let inbox = Inbox::new(db.clone(), PAYMENT_COMMANDS.name, handler);
+    let consumers = parts
+        .bus
+        .subscribe(sub, Arc::new(inbox), shutdown.clone())
+        .await?;
+    let app = launch(
         "payment",
-        api,
-        empty_openapi("payment"),
+        routes::router(db),
+        ApiDoc::openapi(),
         parts,
         infra,
         listener,
         shutdown,
-    ))
+    );
+    Ok(app.with_tasks(consumers))
 }

@@ -1,0 +1,132 @@
+//! Payment providers. The built-in sandbox decides by token, as the
+//! contract describes; a real provider plugs in behind the same trait and
+//! receives the booking id as its idempotency key, so a retried charge is
+//! never taken twice at the provider either.
+
+use ticketer_http::Money;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Succeeded {
+        reference: String,
+    },
+    /// The card was refused; `reason` says why (card_declined, insufficient_funds).
+    Declined {
+        reason: String,
+    },
+    /// The provider failed; the charge did not happen.
+    Error {
+        reason: String,
+    },
+}
+
+#[async_trait::async_trait]
+pub trait PaymentProvider: Send + Sync + 'static {
+    async fn charge(
+        &self,
+        idempotency_key: Uuid,
+        amount: Money,
+        currency: &str,
+        token: &str,
+    ) -> ChargeOutcome;
+    /// Returns the refund's reference.
+    async fn refund(
+        &self,
+        idempotency_key: Uuid,
+        charge_reference: &str,
+        amount: Money,
+    ) -> Result<String, String>;
+}
+
+/// Tokens the sandbox knows; anything else is refused when booking.
+pub const SANDBOX_TOKENS: [&str; 5] = [
+    "tok_visa",
+    "tok_mastercard",
+    "tok_chargeDeclined",
+    "tok_insufficientFunds",
+    "tok_processingError",
+];
+
+pub fn is_known_token(token: &str) -> bool {
+    SANDBOX_TOKENS.contains(&token)
+}
+
+/// The sandbox's decision for a token, with no I/O.
+pub fn sandbox_decision(idempotency_key: Uuid, token: &str) -> ChargeOutcome {
+    match token {
+        "tok_visa" | "tok_mastercard" => ChargeOutcome::Succeeded {
+            reference: format!("sandbox_ch_{}", idempotency_key.simple()),
+        },
+        "tok_chargeDeclined" => ChargeOutcome::Declined {
+            reason: "card_declined".into(),
+        },
+        "tok_insufficientFunds" => ChargeOutcome::Declined {
+            reason: "insufficient_funds".into(),
+        },
+        "tok_processingError" => ChargeOutcome::Error {
+            reason: "processing_error".into(),
+        },
+        _ => ChargeOutcome::Declined {
+            reason: "unknown_token".into(),
+        },
+    }
+}
+
+pub struct Sandbox;
+
+#[async_trait::async_trait]
+impl PaymentProvider for Sandbox {
+    async fn charge(&self, key: Uuid, _amount: Money, _currency: &str, token: &str) -> ChargeOutcome {
+        sandbox_decision(key, token)
+    }
+
+    async fn refund(&self, key: Uuid, _charge: &str, _amount: Money) -> Result<String, String> {
+        Ok(format!("sandbox_re_{}", key.simple()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sandbox_token() {
+        let key = Uuid::nil();
+        assert!(matches!(
+            sandbox_decision(key, "tok_visa"),
+            ChargeOutcome::Succeeded { .. }
+        ));
+        assert!(matches!(
+            sandbox_decision(key, "tok_mastercard"),
+            ChargeOutcome::Succeeded { .. }
+        ));
+        assert_eq!(
+            sandbox_decision(key, "tok_chargeDeclined"),
+            ChargeOutcome::Declined {
+                reason: "card_declined".into()
+            }
+        );
+        assert_eq!(
+            sandbox_decision(key, "tok_insufficientFunds"),
+            ChargeOutcome::Declined {
+                reason: "insufficient_funds".into()
+            }
+        );
+        assert!(matches!(
+            sandbox_decision(key, "tok_processingError"),
+            ChargeOutcome::Error { .. }
+        ));
+        assert!(SANDBOX_TOKENS.iter().all(|t| is_known_token(t)));
+        assert!(!is_known_token("tok_amex") && !is_known_token(""));
+    }
+
+    #[test]
+    fn the_same_booking_gets_the_same_charge_reference() {
+        let key = Uuid::new_v4();
+        assert_eq!(
+            sandbox_decision(key, "tok_visa"),
+            sandbox_decision(key, "tok_visa")
+        );
+    }
+}
