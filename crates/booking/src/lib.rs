@@ -1,14 +1,24 @@
-//! The booking service: the booking saga (shell: health, metrics and API document so far).
+//! The booking service: takes bookings and drives each through the saga
+//! (hold seats, charge, sell) by commands to the ticket and payment
+//! services, answering customers as soon as a booking settles.
 
+mod routes;
 pub mod saga;
+mod service;
+mod store;
 
+use std::sync::Arc;
+
+pub use routes::ApiDoc;
+pub use service::{BookingService, BookingView};
+pub use store::MIGRATIONS;
+use ticketer_bus::topology::{BOOKING_PAYMENTS, TICKET_OPERATIONS};
 use ticketer_config::InfraConfig;
-use ticketer_http::{empty_openapi, launch, ServiceApp, ServiceParts};
+use ticketer_db::Inbox;
+use ticketer_http::{launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// This service's own schema; none yet beyond the shared outbox and inbox.
-pub const MIGRATIONS: &[ticketer_db::Migration] = &[];
+use utoipa::OpenApi;
 
 pub async fn build(
     infra: &InfraConfig,
@@ -16,15 +26,32 @@ pub async fn build(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServiceApp> {
-    parts.db.migrate("booking", MIGRATIONS).await?;
-    let api = axum::Router::new();
-    Ok(launch(
+    let db = parts.db.clone();
+    db.migrate("booking", MIGRATIONS).await?;
+    let mut consumers = Vec::new();
+    for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
+        let sub = spec.subscription().tuned(
+            infra.consumer_prefetch,
+            infra.consumer_concurrency,
+            infra.consumer_batch_size,
+        );
+        let inbox = Inbox::new(db.clone(), spec.name, service::SagaDriver { db: db.clone() });
+        consumers.extend(
+            parts
+                .bus
+                .subscribe(sub, Arc::new(inbox), shutdown.clone())
+                .await?,
+        );
+    }
+    let service = BookingService::new(db, infra.env.parse_or("MAX_TICKETS_PER_BOOKING", 10)?);
+    let app = launch(
         "booking",
-        api,
-        empty_openapi("booking"),
+        routes::router(service),
+        ApiDoc::openapi(),
         parts,
         infra,
         listener,
         shutdown,
-    ))
+    );
+    Ok(app.with_tasks(consumers))
 }

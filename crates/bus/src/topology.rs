@@ -69,8 +69,36 @@ pub const PAYMENT_COMMANDS: QueueSpec = QueueSpec {
     ],
 };
 
+/// The ticket service's answers, for the booking saga.
+pub const TICKET_OPERATIONS: QueueSpec = QueueSpec {
+    name: "ticket.operations",
+    bindings: &[
+        (TICKET_EXCHANGE, "TicketsHeld"),
+        (TICKET_EXCHANGE, "TicketsHoldFailed"),
+        (TICKET_EXCHANGE, "TicketsReserved"),
+        (TICKET_EXCHANGE, "TicketsReserveFailed"),
+        (TICKET_EXCHANGE, "TicketsReleased"),
+    ],
+};
+
+/// The payment service's answers, for the booking saga.
+pub const BOOKING_PAYMENTS: QueueSpec = QueueSpec {
+    name: "booking.payments",
+    bindings: &[
+        (PAYMENT_EXCHANGE, "PaymentSucceeded"),
+        (PAYMENT_EXCHANGE, "PaymentFailed"),
+        (PAYMENT_EXCHANGE, "PaymentRefunded"),
+    ],
+};
+
 /// Every queue of the system.
-pub const QUEUES: &[QueueSpec] = &[TICKET_INVENTORY, TICKET_COMMANDS, PAYMENT_COMMANDS];
+pub const QUEUES: &[QueueSpec] = &[
+    TICKET_INVENTORY,
+    TICKET_COMMANDS,
+    PAYMENT_COMMANDS,
+    TICKET_OPERATIONS,
+    BOOKING_PAYMENTS,
+];
 
 /// The dead-letter queue that belongs to `queue`.
 pub fn dead_letter_queue(queue: &str) -> String {

@@ -27,6 +27,9 @@ pub async fn enqueue(conn: &mut AnyConnection, exchange: &str, envelope: &Envelo
     Ok(())
 }
 
+/// Outbox row ids and the messages they hold.
+type Pending = (Vec<i64>, Vec<Outgoing>);
+
 /// Publishes committed outbox rows.
 pub struct OutboxRelay {
     db: Db,
@@ -87,34 +90,40 @@ impl OutboxRelay {
                     .bind(self.batch_size as i64)
                     .fetch_all(&mut *tx)
                     .await?;
-                let n = self.publish_rows(&mut tx, rows).await?;
+                let Some((ids, batch)) = Self::prepare(&rows)? else {
+                    return Ok(0);
+                };
+                self.bus.publish(&batch).await?;
+                Self::stamp(&mut tx, &ids).await?;
                 tx.commit().await?;
-                Ok(n)
+                Ok(ids.len())
             }
-            // One process owns an SQLite file; no transaction is held while
-            // publishing so the service keeps writing meanwhile.
+            // One process owns an SQLite file. Nothing is held while
+            // publishing (in process, that waits for the consumers), so the
+            // service keeps writing meanwhile.
             Dialect::Sqlite => {
                 let rows = sqlx::query(SELECT)
                     .bind(self.batch_size as i64)
-                    .fetch_all(self.db.pool())
+                    .fetch_all(self.db.reader())
                     .await?;
-                let mut conn = self.db.pool().acquire().await?;
-                self.publish_rows(&mut conn, rows).await
+                let Some((ids, batch)) = Self::prepare(&rows)? else {
+                    return Ok(0);
+                };
+                self.bus.publish(&batch).await?;
+                Self::stamp(&mut *self.db.pool().acquire().await?, &ids).await?;
+                Ok(ids.len())
             }
         }
     }
 
-    async fn publish_rows(
-        &self,
-        conn: &mut AnyConnection,
-        rows: Vec<crate::AnyRow>,
-    ) -> Result<usize, DbError> {
+    /// The rows' ids and the messages to publish; None when there are none.
+    fn prepare(rows: &[crate::AnyRow]) -> Result<Option<Pending>, DbError> {
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut batch = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             let id: i64 = row.try_get("id")?;
             let exchange: String = row.try_get("exchange")?;
             let body: String = row.try_get("body")?;
@@ -131,18 +140,21 @@ impl OutboxRelay {
                 }),
             }
         }
-        self.bus.publish(&batch).await?;
+        Ok(Some((ids, batch)))
+    }
+
+    async fn stamp(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), DbError> {
         let sql = format!(
             "UPDATE outbox SET published_at = $1 WHERE id IN ({})",
             placeholders(2, ids.len())
         );
         let mut q = sqlx::query(&sql).bind(time::now());
-        for id in &ids {
+        for id in ids {
             q = q.bind(*id);
         }
         q.execute(conn).await?;
         tracing::debug!(count = ids.len(), "published outbox batch");
-        Ok(ids.len())
+        Ok(())
     }
 }
 

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use ticketer_auth::keys::SigningKey;
 use ticketer_bus::{
     testing::TestVhost,
-    topology::{BOOKING_EXCHANGE, PAYMENT_EXCHANGE},
-    BatchHandler, Bus, Envelope, HandleError, Outgoing, Subscription,
+    topology::{BOOKING_EXCHANGE, BOOKING_PAYMENTS},
+    BatchHandler, Bus, Envelope, HandleError, Outgoing,
 };
 use ticketer_config::{Env, InfraConfig, Service};
 use ticketer_db::testing::TestDatabase;
@@ -108,7 +108,8 @@ impl Rig {
         let infra = InfraConfig::from_env(Service::Payment, &env, data.path().to_path_buf()).unwrap();
         let shutdown = CancellationToken::new();
         let answers = Arc::new(Answers::default());
-        let sub = Subscription::new("test.payment.answers").bind(PAYMENT_EXCHANGE, "#");
+        // The test stands where the booking service would: on its queue.
+        let sub = BOOKING_PAYMENTS.subscription();
         bus.subscribe(sub, answers.clone(), shutdown.clone())
             .await
             .unwrap();

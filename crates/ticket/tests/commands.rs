@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use ticketer_auth::keys::SigningKey;
 use ticketer_bus::{
     testing::TestVhost,
-    topology::{BOOKING_EXCHANGE, EVENTS_EXCHANGE, TICKET_EXCHANGE},
-    BatchHandler, Bus, Envelope, HandleError, Outgoing, Subscription,
+    topology::{BOOKING_EXCHANGE, EVENTS_EXCHANGE, TICKET_OPERATIONS},
+    BatchHandler, Bus, Envelope, HandleError, Outgoing,
 };
 use ticketer_config::{Env, InfraConfig, Service};
 use ticketer_db::testing::TestDatabase;
@@ -115,7 +115,8 @@ impl Rig {
         let infra = InfraConfig::from_env(Service::Ticket, &env, data.path().to_path_buf()).unwrap();
         let shutdown = CancellationToken::new();
         let answers = Arc::new(Answers::default());
-        let sub = Subscription::new("test.ticket.answers").bind(TICKET_EXCHANGE, "#");
+        // The test stands where the booking service would: on its queue.
+        let sub = TICKET_OPERATIONS.subscription();
         bus.subscribe(sub, answers.clone(), shutdown.clone())
             .await
             .unwrap();

@@ -4,6 +4,7 @@
 //! `TICKETER_TEST_POSTGRES_URL`, `TICKETER_TEST_AMQP_URL` and
 //! `TICKETER_TEST_REDIS_URL` are set.
 
+mod bookings;
 mod gateway;
 mod harness;
 mod process;

@@ -1,0 +1,180 @@
+//! HTTP handlers for `/api/v1/bookings`.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    routing::{get, post},
+    Router,
+};
+use serde::Deserialize;
+use ticketer_http::{ApiError, ApiResult, AuthUser, Json, Page, PageQuery, Query, Role};
+use utoipa::{IntoParams, OpenApi};
+use uuid::Uuid;
+
+use crate::{
+    saga::BookingStatus,
+    service::{BookingService, BookingView, NewBooking},
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ticketer bookings"),
+    paths(create_booking, my_bookings, list_bookings, get_booking, cancel_booking),
+    tags((name = "bookings", description = "Buying tickets"))
+)]
+pub struct ApiDoc;
+
+pub fn router(service: BookingService) -> Router {
+    Router::new()
+        .route("/api/v1/bookings", post(create_booking).get(list_bookings))
+        .route("/api/v1/bookings/mine", get(my_bookings))
+        .route("/api/v1/bookings/{id}", get(get_booking))
+        .route("/api/v1/bookings/{id}/cancel", post(cancel_booking))
+        .with_state(service)
+}
+
+/// `Prefer: wait=N`, capped at 30 seconds.
+fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix("wait="))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .map(|n| Duration::from_secs(n.min(30)))
+        .next()
+}
+
+fn booking_id(raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::field("id", "must be a UUID"))
+}
+
+#[utoipa::path(post, path = "/api/v1/bookings", tag = "bookings", security(("bearer" = [])),
+    request_body = NewBooking,
+    params(("Prefer" = Option<String>, Header, description = "wait=N: answer when the booking is settled, up to N (<= 30) seconds")),
+    responses((status = 202, description = "accepted, still PENDING", body = BookingView),
+              (status = 201, description = "settled within the wait", body = BookingView),
+              (status = 400, body = ticketer_http::Problem), (status = 403, body = ticketer_http::Problem)))]
+async fn create_booking(
+    State(svc): State<BookingService>,
+    user: AuthUser,
+    headers: HeaderMap,
+    Json(req): Json<NewBooking>,
+) -> ApiResult<(StatusCode, axum::Json<BookingView>)> {
+    if !user.has(Role::Customer) {
+        return Err(ApiError::Forbidden("only customers book tickets".into()));
+    }
+    let booking = svc.create(user.id, req).await?;
+    let booking = match prefer_wait(&headers) {
+        Some(wait) => svc.wait_settled(booking.booking_id, wait).await?,
+        None => booking,
+    };
+    let status = if booking.saga.stage.status() == BookingStatus::Pending {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(BookingView::from(&booking))))
+}
+
+#[utoipa::path(get, path = "/api/v1/bookings/{id}", tag = "bookings", security(("bearer" = [])),
+    responses((status = 200, body = BookingView), (status = 403, body = ticketer_http::Problem),
+              (status = 404, body = ticketer_http::Problem)))]
+async fn get_booking(
+    State(svc): State<BookingService>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<BookingView>> {
+    let b = svc
+        .get(booking_id(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such booking".into()))?;
+    if b.customer_id != user.id && !user.is_admin() {
+        return Err(ApiError::Forbidden("not your booking".into()));
+    }
+    Ok(axum::Json(BookingView::from(&b)))
+}
+
+#[utoipa::path(get, path = "/api/v1/bookings/mine", tag = "bookings", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = Page<BookingView>)))]
+async fn my_bookings(
+    State(svc): State<BookingService>,
+    user: AuthUser,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<BookingView>>> {
+    let page = q.validate()?;
+    let (items, total) =
+        crate::store::page(&svc.db, Some(user.id), None, None, page.limit(), page.offset()).await?;
+    Ok(axum::Json(Page::new(
+        items.iter().map(BookingView::from).collect(),
+        page,
+        total,
+    )))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    pub event_id: Option<i64>,
+    /// PENDING, CONFIRMED, FAILED or CANCELLED.
+    pub status: Option<String>,
+    pub page: Option<u32>,
+    pub page_size: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/bookings", tag = "bookings", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = Page<BookingView>), (status = 403, body = ticketer_http::Problem)))]
+async fn list_bookings(
+    State(svc): State<BookingService>,
+    user: AuthUser,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page<BookingView>>> {
+    // Organizers will see their events' bookings once this service tracks
+    // event ownership; until then the listing is for administrators.
+    if !user.is_admin() {
+        return Err(ApiError::Forbidden(
+            "listing bookings requires the ADMIN role".into(),
+        ));
+    }
+    if let Some(s) = &q.status {
+        if !["PENDING", "CONFIRMED", "FAILED", "CANCELLED"].contains(&s.as_str()) {
+            return Err(ApiError::field(
+                "status",
+                "must be PENDING, CONFIRMED, FAILED or CANCELLED",
+            ));
+        }
+    }
+    let page = PageQuery {
+        page: q.page,
+        page_size: q.page_size,
+    }
+    .validate()?;
+    let (items, total) = crate::store::page(
+        &svc.db,
+        None,
+        q.event_id,
+        q.status.as_deref(),
+        page.limit(),
+        page.offset(),
+    )
+    .await?;
+    Ok(axum::Json(Page::new(
+        items.iter().map(BookingView::from).collect(),
+        page,
+        total,
+    )))
+}
+
+#[utoipa::path(post, path = "/api/v1/bookings/{id}/cancel", tag = "bookings", security(("bearer" = [])),
+    responses((status = 200, description = "cancelling: refund under way, then CANCELLED", body = BookingView),
+              (status = 403, body = ticketer_http::Problem), (status = 409, body = ticketer_http::Problem)))]
+async fn cancel_booking(
+    State(svc): State<BookingService>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<BookingView>> {
+    let b = svc.cancel(user.id, user.is_admin(), booking_id(&id)?).await?;
+    Ok(axum::Json(BookingView::from(&b)))
+}

@@ -1,0 +1,297 @@
+//! Bookings: the HTTP operations, and the saga driver that the consumer
+//! calls for every answer from the ticket and payment services. Each step
+//! loads the booking under lock, asks [`saga::handle`], and stores the new
+//! state with the resulting commands in the outbox, in one transaction.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use ticketer_bus::{topology::BOOKING_EXCHANGE, Envelope, HandleError};
+use ticketer_db::{enqueue, time, AnyConnection, Db, DbError};
+use ticketer_http::{ApiError, FieldError, Money};
+use uuid::Uuid;
+
+use crate::{
+    saga::{self, BookingStatus, Command, HoldFailure, Input, Stage},
+    store::{self, Booking},
+};
+
+#[derive(Clone)]
+pub struct BookingService {
+    pub(crate) db: Db,
+    pub(crate) max_tickets: i64,
+}
+
+/// The public view of a booking (CONTRACT.md).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BookingView {
+    pub booking_id: Uuid,
+    pub customer_id: Uuid,
+    pub event_id: i64,
+    pub number_of_tickets: i64,
+    pub status: &'static str,
+    pub ticket_ids: Vec<Uuid>,
+    /// Known once the seats are held.
+    #[schema(value_type = Option<String>, example = "49.90")]
+    pub amount: Option<Money>,
+    pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<&'static str>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Booking> for BookingView {
+    fn from(b: &Booking) -> Self {
+        BookingView {
+            booking_id: b.booking_id,
+            customer_id: b.customer_id,
+            event_id: b.event_id,
+            number_of_tickets: b.number_of_tickets,
+            status: b.saga.stage.status().as_str(),
+            ticket_ids: b.saga.ticket_ids.clone(),
+            amount: b.saga.amount,
+            currency: b.currency.clone(),
+            failure_reason: b.saga.failure.map(|f| f.as_str()),
+            created_at: b.created_at.clone(),
+            updated_at: b.updated_at.clone(),
+        }
+    }
+}
+
+fn transient(e: impl std::fmt::Display) -> HandleError {
+    HandleError::Transient(e.to_string())
+}
+
+/// Turns the saga's commands into outbox messages on `ticketer.booking`.
+async fn send(
+    conn: &mut AnyConnection,
+    b: &Booking,
+    commands: Vec<Command>,
+    cause: Option<&Envelope>,
+) -> Result<(), DbError> {
+    for command in commands {
+        let (kind, payload) = match command {
+            Command::HoldTickets => (
+                "HoldTickets",
+                json!({"booking_id": b.booking_id, "event_id": b.event_id, "customer_id": b.customer_id,
+                       "quantity": b.number_of_tickets}),
+            ),
+            Command::ProcessPayment { amount } => (
+                "ProcessPayment",
+                json!({"booking_id": b.booking_id, "customer_id": b.customer_id, "amount": amount,
+                       "currency": b.currency.clone().unwrap_or_else(|| "EUR".into()),
+                       "payment_token": b.payment_token}),
+            ),
+            Command::ReserveTickets { .. } => (
+                "ReserveTickets",
+                json!({"booking_id": b.booking_id, "event_id": b.event_id}),
+            ),
+            Command::ReleaseTickets { .. } => (
+                "ReleaseTickets",
+                json!({"booking_id": b.booking_id, "event_id": b.event_id}),
+            ),
+            Command::RefundPayment => ("RefundPayment", json!({"booking_id": b.booking_id})),
+            Command::Announce(status) => {
+                let kind = match status {
+                    BookingStatus::Confirmed => "BookingConfirmed",
+                    BookingStatus::Failed => "BookingFailed",
+                    BookingStatus::Cancelled => "BookingCancelled",
+                    BookingStatus::Pending => "BookingCreated",
+                };
+                (
+                    kind,
+                    serde_json::to_value(BookingView::from(b)).unwrap_or_default(),
+                )
+            }
+        };
+        let mut env = Envelope::new(kind, &payload).correlated(b.booking_id);
+        if let Some(cause) = cause {
+            env = env.caused_by(cause);
+        }
+        enqueue(conn, BOOKING_EXCHANGE, &env).await?;
+    }
+    Ok(())
+}
+
+/// What a new booking asks for.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewBooking {
+    pub event_id: i64,
+    pub number_of_tickets: i64,
+    /// A payment-method token; the sandbox knows tok_visa, tok_mastercard,
+    /// tok_chargeDeclined, tok_insufficientFunds and tok_processingError.
+    pub payment_token: String,
+}
+
+impl BookingService {
+    pub fn new(db: Db, max_tickets: i64) -> Self {
+        BookingService { db, max_tickets }
+    }
+
+    pub async fn create(&self, customer: Uuid, req: NewBooking) -> Result<Booking, ApiError> {
+        let mut errors = Vec::new();
+        if req.event_id <= 0 {
+            errors.push(FieldError::new("event_id", "must be a positive integer"));
+        }
+        if !(1..=self.max_tickets).contains(&req.number_of_tickets) {
+            errors.push(FieldError::new(
+                "number_of_tickets",
+                format!("must be between 1 and {}", self.max_tickets),
+            ));
+        }
+        if !ticketer_payment::provider::is_known_token(&req.payment_token) {
+            errors.push(FieldError::new(
+                "payment_token",
+                "is not a payment method the provider knows",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        let (saga, commands) = saga::start();
+        let now = time::now();
+        let booking = Booking {
+            booking_id: Uuid::now_v7(),
+            customer_id: customer,
+            event_id: req.event_id,
+            number_of_tickets: req.number_of_tickets,
+            payment_token: req.payment_token,
+            saga,
+            currency: None,
+            version: 1,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let mut tx = self.db.begin().await?;
+        store::insert(&mut tx, &booking).await?;
+        send(
+            &mut tx,
+            &booking,
+            vec![Command::Announce(BookingStatus::Pending)],
+            None,
+        )
+        .await?;
+        send(&mut tx, &booking, commands, None).await?;
+        tx.commit().await?;
+        self.db.outbox_written();
+        tracing::info!(booking_id = %booking.booking_id, event_id = booking.event_id, "booking created");
+        Ok(booking)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Booking>, DbError> {
+        store::get(&self.db, id).await
+    }
+
+    /// Waits until the booking leaves PENDING or `wait` passes.
+    pub async fn wait_settled(&self, id: Uuid, wait: std::time::Duration) -> Result<Booking, ApiError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let b = self
+                .get(id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound("no such booking".into()))?;
+            if b.saga.stage.status() != BookingStatus::Pending || tokio::time::Instant::now() >= deadline {
+                return Ok(b);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The customer asks to cancel a confirmed booking: refund, then seats back.
+    pub async fn cancel(&self, customer: Uuid, is_admin: bool, id: Uuid) -> Result<Booking, ApiError> {
+        let mut tx = self.db.begin().await?;
+        let b = store::lock(&mut tx, self.db.dialect(), id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such booking".into()))?;
+        if b.customer_id != customer && !is_admin {
+            return Err(ApiError::Forbidden("not your booking".into()));
+        }
+        if b.saga.stage == Stage::Refunding || b.saga.stage == Stage::Cancelled {
+            return Ok(b);
+        }
+        if b.saga.stage != Stage::Confirmed {
+            return Err(ApiError::Conflict(format!(
+                "a {} booking cannot be cancelled",
+                b.saga.stage.status().as_str()
+            )));
+        }
+        let b = advance(&mut tx, b, Input::CancelRequested, None)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+        tx.commit().await?;
+        self.db.outbox_written();
+        Ok(b)
+    }
+}
+
+/// One saga step on a locked booking: new state and commands, stored together.
+async fn advance(
+    conn: &mut AnyConnection,
+    mut b: Booking,
+    input: Input,
+    cause: Option<&Envelope>,
+) -> Result<Booking, HandleError> {
+    let (next, commands) = saga::handle(&b.saga, input);
+    if next == b.saga && commands.is_empty() {
+        return Ok(b);
+    }
+    b.saga = next;
+    if !store::advance(conn, &b).await.map_err(transient)? {
+        return Err(HandleError::Transient("booking changed concurrently".into()));
+    }
+    b.version += 1;
+    send(conn, &b, commands, cause).await.map_err(transient)?;
+    Ok(b)
+}
+
+/// The fields of the ticket and payment answers the saga needs.
+#[derive(Debug, Deserialize)]
+struct Answer {
+    booking_id: Uuid,
+    #[serde(default)]
+    ticket_ids: Vec<Uuid>,
+    amount: Option<Money>,
+    currency: Option<String>,
+    reason: Option<String>,
+}
+
+/// Consumes `booking.replies`: every answer moves its booking's saga.
+pub struct SagaDriver {
+    pub db: Db,
+}
+
+#[async_trait::async_trait]
+impl ticketer_db::MessageHandler for SagaDriver {
+    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
+        let a: Answer = msg.payload_as()?;
+        let reason = a.reason.as_deref().unwrap_or_default();
+        let input = match msg.kind.as_str() {
+            "TicketsHeld" => Input::TicketsHeld {
+                ticket_ids: a.ticket_ids.clone(),
+                amount: a.amount.unwrap_or(Money::ZERO),
+            },
+            "TicketsHoldFailed" if reason == "SOLD_OUT" => Input::TicketsHoldFailed(HoldFailure::SoldOut),
+            "TicketsHoldFailed" => Input::TicketsHoldFailed(HoldFailure::NotOnSale),
+            "TicketsReserved" => Input::TicketsReserved,
+            "TicketsReserveFailed" => Input::TicketsReserveFailed,
+            "TicketsReleased" if reason == "HOLD_EXPIRED" => Input::HoldExpired,
+            "PaymentSucceeded" => Input::PaymentSucceeded,
+            "PaymentFailed" => Input::PaymentFailed {
+                declined: reason == "PAYMENT_DECLINED",
+            },
+            "PaymentRefunded" => Input::PaymentRefunded,
+            // Acknowledgements of our own releases need no step.
+            _ => return Ok(()),
+        };
+        let Some(mut b) = store::lock(tx, self.db.dialect(), a.booking_id)
+            .await
+            .map_err(transient)?
+        else {
+            return Err(HandleError::Permanent(format!("no booking {}", a.booking_id)));
+        };
+        if msg.kind == "TicketsHeld" && b.currency.is_none() {
+            b.currency = a.currency;
+        }
+        advance(tx, b, input, Some(msg)).await.map(|_| ())
+    }
+}

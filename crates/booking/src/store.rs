@@ -1,0 +1,215 @@
+//! The booking service's SQL.
+
+use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row};
+use ticketer_http::Money;
+use uuid::Uuid;
+
+use crate::saga::{FailureReason, Saga, Stage};
+
+pub const MIGRATIONS: &[Migration] = &[Migration::portable(
+    1,
+    "bookings",
+    include_str!("../migrations/0001_bookings.sql"),
+)];
+
+#[derive(Debug, Clone)]
+pub struct Booking {
+    pub booking_id: Uuid,
+    pub customer_id: Uuid,
+    pub event_id: i64,
+    pub number_of_tickets: i64,
+    pub payment_token: String,
+    pub saga: Saga,
+    pub currency: Option<String>,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn stage_name(s: Stage) -> &'static str {
+    match s {
+        Stage::Holding => "HOLDING",
+        Stage::Paying => "PAYING",
+        Stage::Reserving => "RESERVING",
+        Stage::Confirmed => "CONFIRMED",
+        Stage::Refunding => "REFUNDING",
+        Stage::Cancelled => "CANCELLED",
+        Stage::Failed => "FAILED",
+    }
+}
+
+fn parse_stage(s: &str) -> Result<Stage, sqlx::Error> {
+    Stage::ALL
+        .into_iter()
+        .find(|st| stage_name(*st) == s)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown stage {s}").into()))
+}
+
+fn parse_reason(s: &str) -> Option<FailureReason> {
+    [
+        FailureReason::SoldOut,
+        FailureReason::PaymentDeclined,
+        FailureReason::PaymentError,
+        FailureReason::EventNotOnSale,
+        FailureReason::HoldExpired,
+        FailureReason::EventCancelled,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == s)
+}
+
+const COLUMNS: &str =
+    "booking_id, customer_id, event_id, number_of_tickets, payment_token, stage, failure_reason, \
+     ticket_ids, amount_minor, currency, version, created_at, updated_at";
+
+fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
+    let uuid = |c: &str| -> Result<Uuid, sqlx::Error> {
+        Uuid::parse_str(&r.try_get::<String, _>(c)?).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    };
+    let ticket_ids: Vec<Uuid> = serde_json::from_str(&r.try_get::<String, _>("ticket_ids")?)
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Booking {
+        booking_id: uuid("booking_id")?,
+        customer_id: uuid("customer_id")?,
+        event_id: r.try_get("event_id")?,
+        number_of_tickets: r.try_get("number_of_tickets")?,
+        payment_token: r.try_get("payment_token")?,
+        saga: Saga {
+            stage: parse_stage(&r.try_get::<String, _>("stage")?)?,
+            failure: r
+                .try_get::<Option<String>, _>("failure_reason")?
+                .as_deref()
+                .and_then(parse_reason),
+            ticket_ids,
+            amount: r
+                .try_get::<Option<i64>, _>("amount_minor")?
+                .map(Money::from_minor),
+        },
+        currency: r.try_get("currency")?,
+        version: r.try_get("version")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub async fn insert(conn: &mut AnyConnection, b: &Booking) -> Result<(), DbError> {
+    sqlx::query(&format!(
+        "INSERT INTO bookings ({COLUMNS}, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ))
+    .bind(b.booking_id.to_string())
+    .bind(b.customer_id.to_string())
+    .bind(b.event_id)
+    .bind(b.number_of_tickets)
+    .bind(&b.payment_token)
+    .bind(stage_name(b.saga.stage))
+    .bind(b.saga.failure.map(|f| f.as_str()))
+    .bind(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
+    .bind(b.saga.amount.map(Money::minor))
+    .bind(&b.currency)
+    .bind(b.version)
+    .bind(&b.created_at)
+    .bind(&b.updated_at)
+    .bind(b.saga.stage.status().as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The booking, locked for the transaction on PostgreSQL.
+pub async fn lock(conn: &mut AnyConnection, dialect: Dialect, id: Uuid) -> Result<Option<Booking>, DbError> {
+    let lock = if dialect == Dialect::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM bookings WHERE booking_id = $1{lock}"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+pub async fn get(db: &Db, id: Uuid) -> Result<Option<Booking>, DbError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM bookings WHERE booking_id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(db.reader())
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// Stores the saga's new state if the row is still at `b.version`.
+pub async fn advance(conn: &mut AnyConnection, b: &Booking) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE bookings SET stage = $3, status = $4, failure_reason = $5, ticket_ids = $6, amount_minor = $7,
+             currency = $8, version = version + 1, updated_at = $9
+         WHERE booking_id = $1 AND version = $2",
+    )
+    .bind(b.booking_id.to_string())
+    .bind(b.version)
+    .bind(stage_name(b.saga.stage))
+    .bind(b.saga.stage.status().as_str())
+    .bind(b.saga.failure.map(|f| f.as_str()))
+    .bind(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
+    .bind(b.saga.amount.map(Money::minor))
+    .bind(&b.currency)
+    .bind(time::now())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One page of bookings matching `filter` (`customer_id = $1` or
+/// `event_id = $1`), optionally of one status, newest first.
+pub async fn page(
+    db: &Db,
+    by_customer: Option<Uuid>,
+    by_event: Option<i64>,
+    status: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<Booking>, i64), DbError> {
+    let mut clauses = Vec::new();
+    let mut text_args: Vec<String> = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if let Some(c) = by_customer {
+        clauses.push(format!("customer_id = ${}", next()));
+        text_args.push(c.to_string());
+    }
+    if let Some(s) = status {
+        clauses.push(format!("status = ${}", next()));
+        text_args.push(s.to_string());
+    }
+    let event_slot = by_event.map(|_| next());
+    if let Some(slot) = event_slot {
+        clauses.push(format!("event_id = ${slot}"));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let count_sql = format!("SELECT COUNT(*) FROM bookings {filter}");
+    let (l, o) = (next(), next());
+    let page_sql = format!(
+        "SELECT {COLUMNS} FROM bookings {filter} ORDER BY created_at DESC, booking_id LIMIT ${l} OFFSET ${o}"
+    );
+    let mut count = sqlx::query_as::<_, (i64,)>(&count_sql);
+    let mut rows = sqlx::query(&page_sql);
+    for a in &text_args {
+        count = count.bind(a.clone());
+        rows = rows.bind(a.clone());
+    }
+    if let Some(e) = by_event {
+        count = count.bind(e);
+        rows = rows.bind(e);
+    }
+    let (total,) = count.fetch_one(db.reader()).await?;
+    let rows = rows.bind(limit).bind(offset).fetch_all(db.reader()).await?;
+    Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
+}

@@ -1,0 +1,255 @@
+//! Buying tickets end to end through the gateway: the booking saga across
+//! the booking, ticket and payment services, on each backend.
+
+use std::collections::HashSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::TestStack;
+
+/// An organizer's published event with `capacity` seats at 20.00.
+async fn event_on_sale(s: &TestStack, capacity: i64) -> i64 {
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    let body = json!({
+        "event_name": "Sale", "description": "", "category": "Music", "location": "Hall",
+        "event_date": "2031-03-03", "start_time": "20:00", "end_time": "23:00",
+        "ticket_capacity": capacity, "ticket_price": "20.00"
+    });
+    let r = s
+        .call(Method::POST, "/api/v1/events", Some(&organizer), Some(body))
+        .await;
+    let id = r.body["id"].as_i64().unwrap();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/events/{id}/publish"),
+            Some(&organizer),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    s.eventually(&format!("/api/v1/tickets/availability/{id}"), |b| {
+        b["status"] == "ON_SALE"
+    })
+    .await;
+    id
+}
+
+async fn book(s: &TestStack, token: &str, event: i64, n: i64, card: &str) -> crate::harness::Reply {
+    let body = json!({"event_id": event, "number_of_tickets": n, "payment_token": card});
+    s.call_with(
+        Method::POST,
+        "/api/v1/bookings",
+        Some(token),
+        Some(body),
+        &[("prefer", "wait=25")],
+    )
+    .await
+}
+
+fn seats(b: &Value) -> (i64, i64, i64, i64) {
+    let n = |k: &str| b[k].as_i64().unwrap();
+    (n("capacity"), n("available"), n("held"), n("sold"))
+}
+
+async fn buying_and_cancelling(s: &TestStack) {
+    let l = s.label;
+    let event = event_on_sale(s, 3).await;
+    let availability = format!("/api/v1/tickets/availability/{event}");
+    let (_, c1, _) = s.user("CUSTOMER").await;
+    let (_, c2, _) = s.user("CUSTOMER").await;
+
+    let r = book(s, &c1, event, 2, "tok_visa").await;
+    assert_eq!(
+        (r.status, r.text("status")),
+        (StatusCode::CREATED, "CONFIRMED".into()),
+        "{l}: {}",
+        r.body
+    );
+    assert_eq!(
+        (r.body["ticket_ids"].as_array().unwrap().len(), r.text("amount")),
+        (2, "40.00".into()),
+        "{l}"
+    );
+    let confirmed = r.text("booking_id");
+    let r = s.call(Method::GET, &availability, None, None).await;
+    assert_eq!(seats(&r.body), (3, 1, 0, 2), "{l}");
+
+    let r = book(s, &c2, event, 2, "tok_visa").await;
+    assert_eq!(
+        (r.text("status"), r.text("failure_reason")),
+        ("FAILED".into(), "SOLD_OUT".into()),
+        "{l}"
+    );
+    for (card, reason) in [
+        ("tok_chargeDeclined", "PAYMENT_DECLINED"),
+        ("tok_processingError", "PAYMENT_ERROR"),
+    ] {
+        let r = book(s, &c2, event, 1, card).await;
+        assert_eq!(
+            (r.text("status"), r.text("failure_reason")),
+            ("FAILED".into(), reason.into()),
+            "{l}: {card}"
+        );
+    }
+    // The declined bookings' seat is back on sale.
+    s.eventually(&availability, |b| b["available"] == 1 && b["held"] == 0)
+        .await;
+
+    // Bad requests.
+    let body = json!({"event_id": event, "number_of_tickets": 11, "payment_token": "tok_bogus"});
+    let r = s
+        .call(Method::POST, "/api/v1/bookings", Some(&c2), Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}");
+    assert_eq!(r.error_fields(), ["number_of_tickets", "payment_token"], "{l}");
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    assert_eq!(
+        book(s, &organizer, event, 1, "tok_visa").await.status,
+        StatusCode::FORBIDDEN,
+        "{l}"
+    );
+
+    // Who sees what.
+    let path = format!("/api/v1/bookings/{confirmed}");
+    assert_eq!(
+        s.call(Method::GET, &path, Some(&c2), None).await.status,
+        StatusCode::FORBIDDEN,
+        "{l}"
+    );
+    assert_eq!(
+        s.call(Method::GET, &path, Some(&c1), None).await.text("status"),
+        "CONFIRMED",
+        "{l}"
+    );
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/bookings/mine", Some(&c1), None)
+            .await
+            .body["total"],
+        1,
+        "{l}"
+    );
+    let payment = format!("/api/v1/payments/booking/{confirmed}");
+    let r = s.call(Method::GET, &payment, Some(&c1), None).await;
+    assert_eq!(
+        (r.text("status"), r.text("amount")),
+        ("SUCCEEDED".into(), "40.00".into()),
+        "{l}"
+    );
+
+    // Without waiting: accepted now, confirmed shortly after.
+    let body = json!({"event_id": event, "number_of_tickets": 1, "payment_token": "tok_mastercard"});
+    let r = s
+        .call(Method::POST, "/api/v1/bookings", Some(&c2), Some(body))
+        .await;
+    assert_eq!(
+        (r.status, r.text("status")),
+        (StatusCode::ACCEPTED, "PENDING".into()),
+        "{l}"
+    );
+    let later = format!("/api/v1/bookings/{}", r.text("booking_id"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.call(Method::GET, &later, Some(&c2), None).await.text("status") != "CONFIRMED" {
+        assert!(std::time::Instant::now() < deadline, "{l}: never confirmed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Cancelling: refunded, and the seats sell again.
+    let r = s
+        .call(Method::POST, &format!("{path}/cancel"), Some(&c1), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.call(Method::GET, &path, Some(&c1), None).await.text("status") != "CANCELLED" {
+        assert!(std::time::Instant::now() < deadline, "{l}: never cancelled");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        s.call(Method::GET, &payment, Some(&c1), None)
+            .await
+            .text("status"),
+        "REFUNDED",
+        "{l}"
+    );
+    s.eventually(&availability, |b| b["available"] == 2 && b["sold"] == 1)
+        .await;
+    let failed = book(s, &c2, event, 5, "tok_visa").await;
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/bookings/{}/cancel", failed.text("booking_id")),
+            Some(&c2),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "{l}: a failed booking cannot be cancelled"
+    );
+}
+
+/// Thirty buyers, ten seats, all at once.
+async fn flash_sale(s: &TestStack) {
+    let l = s.label;
+    let event = event_on_sale(s, 10).await;
+    let mut buyers = Vec::new();
+    for _ in 0..30 {
+        buyers.push(s.user("CUSTOMER").await.1);
+    }
+    let results = futures::future::join_all(buyers.iter().map(|t| book(s, t, event, 1, "tok_visa"))).await;
+    let status = |r: &crate::harness::Reply| (r.text("status"), r.text("failure_reason"));
+    let confirmed: Vec<_> = results.iter().filter(|r| status(r).0 == "CONFIRMED").collect();
+    let sold_out = results
+        .iter()
+        .filter(|r| status(r) == ("FAILED".into(), "SOLD_OUT".into()))
+        .count();
+    assert_eq!(
+        (confirmed.len(), sold_out),
+        (10, 20),
+        "{l}: {:?}",
+        results.iter().map(status).collect::<Vec<_>>()
+    );
+    let seats_sold: HashSet<&str> = confirmed
+        .iter()
+        .flat_map(|r| r.body["ticket_ids"].as_array().unwrap())
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(seats_sold.len(), 10, "{l}: a seat was sold twice");
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/tickets/availability/{event}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(seats(&r.body), (10, 0, 0, 10), "{l}");
+}
+
+#[tokio::test]
+async fn embedded_buying_and_cancelling() {
+    buying_and_cancelling(&TestStack::embedded(&[]).await).await;
+}
+
+#[tokio::test]
+async fn production_buying_and_cancelling() {
+    let Some(s) = TestStack::production().await else {
+        return;
+    };
+    buying_and_cancelling(&s).await;
+}
+
+#[tokio::test]
+async fn embedded_flash_sale_never_oversells() {
+    flash_sale(&TestStack::embedded(&[]).await).await;
+}
+
+#[tokio::test]
+async fn production_flash_sale_never_oversells() {
+    let Some(s) = TestStack::production().await else {
+        return;
+    };
+    flash_sale(&s).await;
+}
