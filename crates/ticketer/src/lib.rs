@@ -1,4 +1,5 @@
 //! How the services are put together: one process with everything
 //! (`ticketer dev`), or one service per process (`ticketer serve`).
 
+pub mod bench;
 pub mod stack;

@@ -32,10 +32,32 @@ enum Command {
     },
     /// Applies database migrations for one service, or `all`.
     Migrate { service: String },
+    /// Load generators that check their results against the services' records.
+    Bench {
+        #[command(subcommand)]
+        scenario: BenchScenario,
+    },
     /// Administrator accounts.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchScenario {
+    /// All buyers book at once; prints a JSON report (last line).
+    FlashSale {
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        gateway: String,
+        #[arg(long, default_value_t = 100)]
+        tickets: i64,
+        #[arg(long, default_value_t = 500)]
+        buyers: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1)]
+        tickets_per_booking: i64,
     },
 }
 
@@ -64,6 +86,25 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { service } => format!("ticketer-{service}"),
         _ => "ticketer".to_string(),
     };
+    if let Command::Bench { scenario } = cli.command {
+        let BenchScenario::FlashSale {
+            gateway,
+            tickets,
+            buyers,
+            concurrency,
+            tickets_per_booking,
+        } = scenario;
+        let report = ticketer::bench::run(ticketer::bench::FlashSale {
+            gateway,
+            tickets,
+            buyers,
+            concurrency,
+            tickets_per_booking,
+        })
+        .await?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
     let _telemetry = ticketer_telemetry::init(&service_name, log_format())?;
     let shutdown = CancellationToken::new();
 
@@ -103,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench { .. } => unreachable!("handled above"),
         Command::Admin {
             command: AdminCommand::Create { email, password },
         } => {

@@ -253,3 +253,44 @@ async fn production_flash_sale_never_oversells() {
     };
     flash_sale(&s).await;
 }
+
+/// The benchmark command's own checks, on a small sale.
+async fn bench_reports_a_clean_sale(s: &TestStack) {
+    let report = ticketer::bench::run(ticketer::bench::FlashSale {
+        gateway: s.base.clone(),
+        tickets: 6,
+        buyers: 15,
+        concurrency: 8,
+        tickets_per_booking: 2,
+    })
+    .await
+    .unwrap();
+    let l = s.label;
+    assert_eq!(
+        (report.confirmed, report.sold_out, report.failed),
+        (3, 12, 12),
+        "{l}: {report:?}"
+    );
+    assert_eq!(
+        (report.oversold, report.double_charged, report.lost),
+        (0, 0, 0),
+        "{l}: {report:?}"
+    );
+    assert!(
+        report.bookings_per_s > 0.0 && report.p99_ms >= report.p50_ms,
+        "{l}: {report:?}"
+    );
+}
+
+#[tokio::test]
+async fn embedded_bench_reports_a_clean_sale() {
+    bench_reports_a_clean_sale(&TestStack::embedded(&[]).await).await;
+}
+
+#[tokio::test]
+async fn production_bench_reports_a_clean_sale() {
+    let Some(s) = TestStack::production().await else {
+        return;
+    };
+    bench_reports_a_clean_sale(&s).await;
+}
