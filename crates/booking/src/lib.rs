@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub use routes::ApiDoc;
 pub use service::{BookingService, BookingView};
 pub use store::MIGRATIONS;
-use ticketer_bus::topology::{BOOKING_PAYMENTS, TICKET_OPERATIONS};
+use ticketer_bus::topology::{BOOKING_EVENTS, BOOKING_PAYMENTS, TICKET_OPERATIONS};
 use ticketer_config::InfraConfig;
 use ticketer_db::Inbox;
 use ticketer_http::{launch, ServiceApp, ServiceParts};
@@ -43,6 +43,22 @@ pub async fn build(
                 .await?,
         );
     }
+    let sub = BOOKING_EVENTS.subscription().tuned(
+        infra.consumer_prefetch,
+        infra.consumer_concurrency,
+        infra.consumer_batch_size,
+    );
+    let mirror = Inbox::new(
+        db.clone(),
+        BOOKING_EVENTS.name,
+        service::EventMirror { db: db.clone() },
+    );
+    consumers.extend(
+        parts
+            .bus
+            .subscribe(sub, Arc::new(mirror), shutdown.clone())
+            .await?,
+    );
     let service = BookingService::new(db, infra.env.parse_or("MAX_TICKETS_PER_BOOKING", 10)?);
     let app = launch(
         "booking",

@@ -131,12 +131,23 @@ async fn list_bookings(
     user: AuthUser,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page<BookingView>>> {
-    // Organizers will see their events' bookings once this service tracks
-    // event ownership; until then the listing is for administrators.
     if !user.is_admin() {
-        return Err(ApiError::Forbidden(
-            "listing bookings requires the ADMIN role".into(),
-        ));
+        // An organizer sees the bookings of their own event.
+        let Some(event_id) = q.event_id else {
+            return Err(ApiError::Forbidden("organizers list bookings by event_id".into()));
+        };
+        let mut conn = svc
+            .db
+            .reader()
+            .acquire()
+            .await
+            .map_err(ticketer_db::DbError::from)?;
+        let event = crate::store::event(&mut conn, event_id).await?;
+        if event.is_none_or(|e| e.organizer != user.id.to_string()) {
+            return Err(ApiError::Forbidden(
+                "only the event's organizer sees its bookings".into(),
+            ));
+        }
     }
     if let Some(s) = &q.status {
         if !["PENDING", "CONFIRMED", "FAILED", "CANCELLED"].contains(&s.as_str()) {

@@ -215,6 +215,14 @@ impl BookingService {
                 b.saga.stage.status().as_str()
             )));
         }
+        if let Some(event) = store::event(&mut tx, b.event_id).await? {
+            let starts = format!("{}T{}", event.event_date, event.start_time);
+            if starts <= chrono::Utc::now().format("%Y-%m-%dT%H:%M").to_string() {
+                return Err(ApiError::Conflict(
+                    "the event has started; bookings can no longer be cancelled".into(),
+                ));
+            }
+        }
         let b = advance(&mut tx, b, Input::CancelRequested, None)
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
@@ -242,6 +250,53 @@ async fn advance(
     b.version += 1;
     send(conn, &b, commands, cause).await.map_err(transient)?;
     Ok(b)
+}
+
+/// The fields of the events service's snapshot this service keeps.
+#[derive(Debug, Deserialize)]
+struct EventSnapshot {
+    event_id: i64,
+    organizer: Uuid,
+    event_date: String,
+    start_time: String,
+    status: String,
+    version: i64,
+}
+
+/// Consumes `booking.events`: mirrors events, and when one is cancelled,
+/// fails its bookings in flight and refunds the confirmed ones.
+pub struct EventMirror {
+    pub db: Db,
+}
+
+#[async_trait::async_trait]
+impl ticketer_db::MessageHandler for EventMirror {
+    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
+        let e: EventSnapshot = msg.payload_as()?;
+        let info = store::EventInfo {
+            event_id: e.event_id,
+            organizer: e.organizer.to_string(),
+            event_date: e.event_date,
+            start_time: e.start_time,
+            status: e.status,
+            version: e.version,
+        };
+        let newer = store::upsert_event(tx, &info).await.map_err(transient)?;
+        if newer && info.status == "CANCELLED" {
+            let bookings = store::open_bookings(tx, info.event_id).await.map_err(transient)?;
+            for id in &bookings {
+                if let Some(b) = store::lock(tx, self.db.dialect(), *id).await.map_err(transient)? {
+                    advance(tx, b, Input::EventCancelled, Some(msg)).await?;
+                }
+            }
+            tracing::info!(
+                event_id = info.event_id,
+                bookings = bookings.len(),
+                "event cancelled; bookings unwound"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The fields of the ticket and payment answers the saga needs.

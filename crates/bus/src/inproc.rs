@@ -45,6 +45,10 @@ type Receiver = Arc<AsyncMutex<mpsc::UnboundedReceiver<Delivery>>>;
 struct Queue {
     tx: mpsc::UnboundedSender<Delivery>,
     rx: Receiver,
+    /// Whether a consumer in this process reads it. Publishes wait for
+    /// consumers to settle; a queue nobody here consumes just keeps the
+    /// message (another service's queue when testing one service alone).
+    consumed: bool,
 }
 
 /// How long a publish waits for consumers to settle it. A queue declared
@@ -52,15 +56,48 @@ struct Queue {
 /// hold the outbox relay forever; after this the batch is retried.
 const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-#[derive(Default)]
 pub struct InProcessBus {
+    /// Publishing waits while this is false (see [`InProcessBus::gated`]).
+    open: tokio::sync::watch::Sender<bool>,
     bindings: Mutex<Vec<Binding>>,
     queues: Mutex<HashMap<String, Queue>>,
     dead: Arc<Mutex<HashMap<String, Vec<DeadLetter>>>>,
 }
 
+impl Default for InProcessBus {
+    fn default() -> Self {
+        InProcessBus {
+            open: tokio::sync::watch::Sender::new(true),
+            bindings: Mutex::default(),
+            queues: Mutex::default(),
+            dead: Arc::default(),
+        }
+    }
+}
+
 impl InProcessBus {
+    /// A bus that publishes nothing until [`InProcessBus::open`]: for a
+    /// process that starts several services, so that no message leaves an
+    /// outbox before every consumer is listening.
+    pub fn gated() -> Self {
+        let bus = InProcessBus::default();
+        bus.open.send_replace(false);
+        bus
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
     pub(crate) async fn publish(&self, batch: &[Outgoing]) -> Result<(), BusError> {
+        // Until every service of the process has subscribed, nothing is
+        // published: a message is only marked sent once its consumers exist.
+        let mut open = self.open.subscribe();
+        while !*open.borrow_and_update() {
+            if open.changed().await.is_err() {
+                break;
+            }
+        }
         let mut waiting = Vec::new();
         {
             let bindings = self.bindings.lock().expect("bindings lock");
@@ -77,14 +114,15 @@ impl InProcessBus {
                 targets.dedup();
                 for queue in targets {
                     let (tx, rx) = oneshot::channel();
-                    let sender = &queues.get(queue).ok_or(BusError::NotSettled(msg.message_id))?.tx;
-                    sender
-                        .send(Delivery {
-                            body: body.clone(),
-                            settled: tx,
-                        })
-                        .map_err(|_| BusError::NotSettled(msg.message_id))?;
-                    waiting.push((msg.message_id, rx));
+                    let q = queues.get(queue).ok_or(BusError::NotSettled(msg.message_id))?;
+                    q.tx.send(Delivery {
+                        body: body.clone(),
+                        settled: tx,
+                    })
+                    .map_err(|_| BusError::NotSettled(msg.message_id))?;
+                    if q.consumed {
+                        waiting.push((msg.message_id, rx));
+                    }
                 }
             }
         }
@@ -107,6 +145,7 @@ impl InProcessBus {
                 Queue {
                     tx,
                     rx: Arc::new(AsyncMutex::new(rx)),
+                    consumed: false,
                 }
             });
             q.rx.clone()
@@ -134,6 +173,9 @@ impl InProcessBus {
         shutdown: CancellationToken,
     ) -> Vec<JoinHandle<()>> {
         let rx = self.declare(&sub.queue, &sub.bindings);
+        if let Some(q) = self.queues.lock().expect("queues lock").get_mut(&sub.queue) {
+            q.consumed = true;
+        }
         let sub = Arc::new(sub);
         (0..sub.concurrency)
             .map(|_| {
@@ -345,21 +387,41 @@ mod declared_queue_tests {
     async fn messages_wait_in_a_declared_queue_until_its_consumer_starts() {
         let bus = Bus::in_process();
         let msg = Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &1));
-        let publisher = {
-            let bus = bus.clone();
-            tokio::spawn(async move { bus.publish(&[msg]).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            !publisher.is_finished(),
-            "published with no consumer: the message was dropped"
-        );
+        // Nobody here consumes the queue yet: the message is kept, not dropped.
+        bus.publish(&[msg]).await.unwrap();
         let count = Arc::new(Count(Mutex::new(0)));
         let shutdown = CancellationToken::new();
         bus.subscribe(TICKET_INVENTORY.subscription(), count.clone(), shutdown.clone())
             .await
             .unwrap();
+        for _ in 0..100 {
+            if *count.0.lock().unwrap() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*count.0.lock().unwrap(), 1);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_gated_bus_publishes_only_once_opened() {
+        let bus = Bus::in_process_gated();
+        let msg = Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &1));
+        let publisher = {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.publish(&[msg]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!publisher.is_finished(), "published before the bus was opened");
+        let count = Arc::new(Count(Mutex::new(0)));
+        let shutdown = CancellationToken::new();
+        bus.subscribe(TICKET_INVENTORY.subscription(), count.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        bus.open();
         publisher.await.unwrap().unwrap();
+        // Consumed queue: the publish returned after the consumer settled it.
         assert_eq!(*count.0.lock().unwrap(), 1);
         shutdown.cancel();
     }

@@ -54,8 +54,31 @@ impl Bus {
         }
     }
 
+    /// Like [`Bus::connect`], but an in-process bus starts gated.
+    pub async fn connect_gated(amqp_url: Option<&str>) -> Result<Bus, BusError> {
+        match amqp_url {
+            Some(url) => Ok(Bus::Rabbit(Arc::new(RabbitBus::connect(url).await?))),
+            None => Ok(Bus::in_process_gated()),
+        }
+    }
+
     pub fn in_process() -> Bus {
-        let bus = InProcessBus::default();
+        Self::with_topology(InProcessBus::default())
+    }
+
+    /// An in-process bus that holds every publish until [`Bus::open`].
+    pub fn in_process_gated() -> Bus {
+        Self::with_topology(InProcessBus::gated())
+    }
+
+    /// Lets a gated in-process bus publish; nothing for RabbitMQ.
+    pub fn open(&self) {
+        if let Bus::InProcess(bus) = self {
+            bus.open();
+        }
+    }
+
+    fn with_topology(bus: InProcessBus) -> Bus {
         for spec in topology::QUEUES {
             bus.declare(spec.name, &spec.subscription().bindings);
         }

@@ -91,6 +91,17 @@ pub const BOOKING_PAYMENTS: QueueSpec = QueueSpec {
     ],
 };
 
+/// Event changes the booking service mirrors (ownership, dates, cancellation).
+pub const BOOKING_EVENTS: QueueSpec = QueueSpec {
+    name: "booking.events",
+    bindings: &[
+        (EVENTS_EXCHANGE, "EventPublished"),
+        (EVENTS_EXCHANGE, "EventUpdated"),
+        (EVENTS_EXCHANGE, "EventCancelled"),
+        (EVENTS_EXCHANGE, "EventCompleted"),
+    ],
+};
+
 /// Every queue of the system.
 pub const QUEUES: &[QueueSpec] = &[
     TICKET_INVENTORY,
@@ -98,6 +109,7 @@ pub const QUEUES: &[QueueSpec] = &[
     PAYMENT_COMMANDS,
     TICKET_OPERATIONS,
     BOOKING_PAYMENTS,
+    BOOKING_EVENTS,
 ];
 
 /// The dead-letter queue that belongs to `queue`.

@@ -71,7 +71,7 @@ pub async fn build_all(
     ports: Ports,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<ServiceApp>> {
-    let bus = Bus::connect(env.shared("AMQP_URL").as_deref())
+    let bus = Bus::connect_gated(env.shared("AMQP_URL").as_deref())
         .await
         .context("connecting to the bus")?;
     let prefix = env.shared("REDIS_PREFIX").unwrap_or_else(|| "ticketer:".into());
@@ -131,6 +131,8 @@ pub async fn build_all(
         shutdown,
     )?;
     apps.insert(0, gateway);
+    // Every consumer is subscribed: messages may flow.
+    bus.open();
     Ok(apps)
 }
 

@@ -10,6 +10,11 @@ use crate::harness::TestStack;
 
 /// An organizer's published event with `capacity` seats at 20.00.
 async fn event_on_sale(s: &TestStack, capacity: i64) -> i64 {
+    event_on_sale_by(s, capacity).await.0
+}
+
+/// The same, with the organizer's token.
+async fn event_on_sale_by(s: &TestStack, capacity: i64) -> (i64, String) {
     let (_, organizer, _) = s.user("ORGANIZER").await;
     let body = json!({
         "event_name": "Sale", "description": "", "category": "Music", "location": "Hall",
@@ -20,20 +25,12 @@ async fn event_on_sale(s: &TestStack, capacity: i64) -> i64 {
         .call(Method::POST, "/api/v1/events", Some(&organizer), Some(body))
         .await;
     let id = r.body["id"].as_i64().unwrap();
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/api/v1/events/{id}/publish"),
-            Some(&organizer),
-            None,
-        )
-        .await;
+    let publish = format!("/api/v1/events/{id}/publish");
+    let r = s.call(Method::POST, &publish, Some(&organizer), None).await;
     assert_eq!(r.status, StatusCode::OK);
-    s.eventually(&format!("/api/v1/tickets/availability/{id}"), |b| {
-        b["status"] == "ON_SALE"
-    })
-    .await;
-    id
+    let availability = format!("/api/v1/tickets/availability/{id}");
+    s.eventually(&availability, |b| b["status"] == "ON_SALE").await;
+    (id, organizer)
 }
 
 async fn book(s: &TestStack, token: &str, event: i64, n: i64, card: &str) -> crate::harness::Reply {
@@ -293,4 +290,90 @@ async fn production_bench_reports_a_clean_sale() {
         return;
     };
     bench_reports_a_clean_sale(&s).await;
+}
+
+/// Cancelling an event refunds its confirmed bookings; its organizer sees them.
+async fn event_cancellation_refunds(s: &TestStack) {
+    let l = s.label;
+    let (event, organizer) = event_on_sale_by(s, 5).await;
+    let (_, buyer, _) = s.user("CUSTOMER").await;
+    let r = book(s, &buyer, event, 2, "tok_visa").await;
+    assert_eq!(r.text("status"), "CONFIRMED", "{l}: {}", r.body);
+    let booking = r.text("booking_id");
+
+    // The organizer, and only the organizer, lists the event's bookings.
+    let list = format!("/api/v1/bookings?event_id={event}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let r = s.call(Method::GET, &list, Some(&organizer), None).await;
+        if r.status == StatusCode::OK {
+            assert_eq!(r.body["total"], 1, "{l}: {}", r.body);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{l}: organizer never saw the bookings: {}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, stranger, _) = s.user("ORGANIZER").await;
+    assert_eq!(
+        s.call(Method::GET, &list, Some(&stranger), None).await.status,
+        StatusCode::FORBIDDEN,
+        "{l}"
+    );
+    assert_eq!(
+        s.call(Method::GET, &list, Some(&buyer), None).await.status,
+        StatusCode::FORBIDDEN,
+        "{l}"
+    );
+
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/events/{event}/cancel"),
+            Some(&organizer),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{l}");
+    let path = format!("/api/v1/bookings/{booking}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s
+        .call(Method::GET, &path, Some(&buyer), None)
+        .await
+        .text("status")
+        != "CANCELLED"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{l}: the booking outlived its event"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/payments/booking/{booking}"),
+            Some(&buyer),
+            None,
+        )
+        .await;
+    assert_eq!(r.text("status"), "REFUNDED", "{l}");
+    let r = book(s, &buyer, event, 1, "tok_visa").await;
+    assert_eq!(r.text("failure_reason"), "EVENT_NOT_ON_SALE", "{l}");
+}
+
+#[tokio::test]
+async fn embedded_event_cancellation_refunds() {
+    event_cancellation_refunds(&TestStack::embedded(&[]).await).await;
+}
+
+#[tokio::test]
+async fn production_event_cancellation_refunds() {
+    let Some(s) = TestStack::production().await else {
+        return;
+    };
+    event_cancellation_refunds(&s).await;
 }
