@@ -102,6 +102,15 @@ pub const BOOKING_EVENTS: QueueSpec = QueueSpec {
     ],
 };
 
+/// Bookings confirmed and cancelled, for the events service's sales figures.
+pub const EVENTS_SALES: QueueSpec = QueueSpec {
+    name: "events.sales",
+    bindings: &[
+        (BOOKING_EXCHANGE, "BookingConfirmed"),
+        (BOOKING_EXCHANGE, "BookingCancelled"),
+    ],
+};
+
 /// Every queue of the system.
 pub const QUEUES: &[QueueSpec] = &[
     TICKET_INVENTORY,
@@ -110,6 +119,7 @@ pub const QUEUES: &[QueueSpec] = &[
     TICKET_OPERATIONS,
     BOOKING_PAYMENTS,
     BOOKING_EVENTS,
+    EVENTS_SALES,
 ];
 
 /// The dead-letter queue that belongs to `queue`.

@@ -2,6 +2,7 @@
 //! everyone browses and searches the published ones. Every change is
 //! announced on `ticketer.events` through the outbox.
 
+mod consumers;
 pub mod domain;
 mod routes;
 mod service;
@@ -12,7 +13,11 @@ pub use service::{EventSnapshot, EventsError, EventsService};
 use std::time::Duration;
 pub use store::MIGRATIONS;
 
+use std::sync::Arc;
+
+use ticketer_bus::topology::EVENTS_SALES;
 use ticketer_config::InfraConfig;
+use ticketer_db::Inbox;
 use ticketer_http::{launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +33,18 @@ pub async fn build(
     let service = EventsService::new(parts.db.clone());
     let every = Duration::from_secs(60);
     let completion = tokio::spawn(service.clone().run_completion(every, shutdown.clone()));
+    let sub = EVENTS_SALES.subscription().tuned(
+        infra.consumer_prefetch,
+        infra.consumer_concurrency,
+        infra.consumer_batch_size,
+    );
+    let sales = Inbox::new(parts.db.clone(), EVENTS_SALES.name, consumers::Sales);
+    let mut tasks = parts
+        .bus
+        .subscribe(sub, Arc::new(sales), shutdown.clone())
+        .await?;
+    tasks.push(completion);
     let api = routes::router(service);
     let app = launch("events", api, ApiDoc::openapi(), parts, infra, listener, shutdown);
-    Ok(app.with_tasks([completion]))
+    Ok(app.with_tasks(tasks))
 }

@@ -143,6 +143,19 @@ pub async fn finished_ids(db: &Db, now: chrono::NaiveDateTime, limit: i64) -> Re
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
+/// Adds `delta` (negative for cancellations) to an event's tickets sold.
+pub async fn add_sold(conn: &mut AnyConnection, event_id: i64, delta: i64) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE events SET tickets_sold = CASE WHEN tickets_sold + $2 < 0 THEN 0 ELSE tickets_sold + $2 END
+         WHERE id = $1",
+    )
+    .bind(event_id)
+    .bind(delta)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Filters for the public listing.
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
