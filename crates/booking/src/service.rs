@@ -58,10 +58,6 @@ impl From<&Booking> for BookingView {
     }
 }
 
-fn transient(e: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(e.to_string())
-}
-
 /// Turns the saga's commands into outbox messages on `ticketer.booking`.
 async fn send(
     conn: &mut AnyConnection,
@@ -244,11 +240,13 @@ async fn advance(
         return Ok(b);
     }
     b.saga = next;
-    if !store::advance(conn, &b).await.map_err(transient)? {
+    if !store::advance(conn, &b).await.map_err(HandleError::transient)? {
         return Err(HandleError::Transient("booking changed concurrently".into()));
     }
     b.version += 1;
-    send(conn, &b, commands, cause).await.map_err(transient)?;
+    send(conn, &b, commands, cause)
+        .await
+        .map_err(HandleError::transient)?;
     Ok(b)
 }
 
@@ -281,11 +279,18 @@ impl ticketer_db::MessageHandler for EventMirror {
             status: e.status,
             version: e.version,
         };
-        let newer = store::upsert_event(tx, &info).await.map_err(transient)?;
+        let newer = store::upsert_event(tx, &info)
+            .await
+            .map_err(HandleError::transient)?;
         if newer && info.status == "CANCELLED" {
-            let bookings = store::open_bookings(tx, info.event_id).await.map_err(transient)?;
+            let bookings = store::open_bookings(tx, info.event_id)
+                .await
+                .map_err(HandleError::transient)?;
             for id in &bookings {
-                if let Some(b) = store::lock(tx, self.db.dialect(), *id).await.map_err(transient)? {
+                if let Some(b) = store::lock(tx, self.db.dialect(), *id)
+                    .await
+                    .map_err(HandleError::transient)?
+                {
                     advance(tx, b, Input::EventCancelled, Some(msg)).await?;
                 }
             }
@@ -340,7 +345,7 @@ impl ticketer_db::MessageHandler for SagaDriver {
         };
         let Some(mut b) = store::lock(tx, self.db.dialect(), a.booking_id)
             .await
-            .map_err(transient)?
+            .map_err(HandleError::transient)?
         else {
             return Err(HandleError::Permanent(format!("no booking {}", a.booking_id)));
         };

@@ -19,6 +19,13 @@ pub enum HandleError {
     Transient(String),
 }
 
+impl HandleError {
+    /// A failure worth retrying, from any error.
+    pub fn transient(e: impl std::fmt::Display) -> Self {
+        HandleError::Transient(e.to_string())
+    }
+}
+
 /// Applies a batch of messages. Must be all-or-nothing: when it returns an
 /// error, none of the batch's effects may remain.
 #[async_trait::async_trait]

@@ -30,14 +30,10 @@ impl<H: MessageHandler> Inbox<H> {
     }
 }
 
-fn transient(e: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(e.to_string())
-}
-
 #[async_trait::async_trait]
 impl<H: MessageHandler> BatchHandler for Inbox<H> {
     async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
-        let mut tx = self.db.begin().await.map_err(transient)?;
+        let mut tx = self.db.begin().await.map_err(HandleError::transient)?;
         for msg in batch {
             let fresh = sqlx::query(
                 "INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -47,7 +43,7 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
             .bind(time::now())
             .execute(&mut *tx)
             .await
-            .map_err(transient)?
+            .map_err(HandleError::transient)?
             .rows_affected()
                 == 1;
             if !fresh {
@@ -64,7 +60,7 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
             ticketer_telemetry::set_remote_parent(&span, msg.traceparent.as_deref());
             self.handler.handle(&mut tx, msg).instrument(span).await?;
         }
-        tx.commit().await.map_err(transient)?;
+        tx.commit().await.map_err(HandleError::transient)?;
         // The handler may have written outbox rows of its own.
         self.db.outbox_written();
         Ok(())

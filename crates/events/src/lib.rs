@@ -13,11 +13,8 @@ pub use service::{EventSnapshot, EventsError, EventsService};
 use std::time::Duration;
 pub use store::MIGRATIONS;
 
-use std::sync::Arc;
-
 use ticketer_bus::topology::EVENTS_SALES;
 use ticketer_config::InfraConfig;
-use ticketer_db::Inbox;
 use ticketer_http::{launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,15 +30,8 @@ pub async fn build(
     let service = EventsService::new(parts.db.clone());
     let every = Duration::from_secs(60);
     let completion = tokio::spawn(service.clone().run_completion(every, shutdown.clone()));
-    let sub = EVENTS_SALES.subscription().tuned(
-        infra.consumer_prefetch,
-        infra.consumer_concurrency,
-        infra.consumer_batch_size,
-    );
-    let sales = Inbox::new(parts.db.clone(), EVENTS_SALES.name, consumers::Sales);
     let mut tasks = parts
-        .bus
-        .subscribe(sub, Arc::new(sales), shutdown.clone())
+        .consume(EVENTS_SALES, consumers::Sales, infra, &shutdown)
         .await?;
     tasks.push(completion);
     let api = routes::router(service);

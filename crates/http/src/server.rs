@@ -198,6 +198,28 @@ pub struct ServiceParts {
     pub verifier: TokenVerifier,
 }
 
+impl ServiceParts {
+    /// Consumes `spec`'s queue with `handler` behind the inbox (one
+    /// transaction per batch, duplicates skipped), tuned by configuration.
+    pub async fn consume<H: ticketer_db::MessageHandler>(
+        &self,
+        spec: ticketer_bus::topology::QueueSpec,
+        handler: H,
+        infra: &ticketer_config::InfraConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<JoinHandle<()>>, ticketer_bus::BusError> {
+        let sub = spec.subscription().tuned(
+            infra.consumer_prefetch,
+            infra.consumer_concurrency,
+            infra.consumer_batch_size,
+        );
+        let inbox = ticketer_db::Inbox::new(self.db.clone(), spec.name, handler);
+        self.bus
+            .subscribe(sub, std::sync::Arc::new(inbox), shutdown.clone())
+            .await
+    }
+}
+
 /// Starts the outbox relay and wraps `api` in the standard routes and
 /// layers: the common tail of every service's `build`.
 pub fn launch(

@@ -19,10 +19,6 @@ pub struct PaymentCommands {
     pub provider: Arc<dyn PaymentProvider>,
 }
 
-fn transient(e: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(e.to_string())
-}
-
 async fn answer(
     tx: &mut AnyConnection,
     cause: &Envelope,
@@ -30,15 +26,17 @@ async fn answer(
     payload: &impl serde::Serialize,
 ) -> Result<(), HandleError> {
     let env = Envelope::new(kind, payload).caused_by(cause);
-    enqueue(tx, PAYMENT_EXCHANGE, &env).await.map_err(transient)
+    enqueue(tx, PAYMENT_EXCHANGE, &env)
+        .await
+        .map_err(HandleError::transient)
 }
 
 /// The answer a stored payment stands for.
 async fn announce(tx: &mut AnyConnection, cause: &Envelope, p: &Payment) -> Result<(), HandleError> {
-    let booking_id = Uuid::parse_str(&p.booking_id).map_err(transient)?;
+    let booking_id = Uuid::parse_str(&p.booking_id).map_err(HandleError::transient)?;
     let done = PaymentDone {
         booking_id,
-        payment_id: Uuid::parse_str(&p.payment_id).map_err(transient)?,
+        payment_id: Uuid::parse_str(&p.payment_id).map_err(HandleError::transient)?,
         amount: Money::from_minor(p.amount_minor),
         currency: p.currency.clone(),
         provider_reference: p.provider_reference.clone(),
@@ -71,7 +69,10 @@ impl PaymentCommands {
         cmd: ProcessPayment,
     ) -> Result<(), HandleError> {
         let booking = cmd.booking_id.to_string();
-        if let Some(existing) = store::by_booking(tx, &booking).await.map_err(transient)? {
+        if let Some(existing) = store::by_booking(tx, &booking)
+            .await
+            .map_err(HandleError::transient)?
+        {
             // Charged already: the same answer again, no second charge.
             return announce(tx, msg, &existing).await;
         }
@@ -102,7 +103,7 @@ impl PaymentCommands {
                     "charged concurrently; will answer from the record".into(),
                 ))
             }
-            Err(e) => return Err(transient(e)),
+            Err(e) => return Err(HandleError::transient(e)),
         }
         tracing::info!(booking_id = %cmd.booking_id, status, "charge recorded");
         announce(tx, msg, &payment).await
@@ -115,7 +116,10 @@ impl PaymentCommands {
         cmd: RefundPayment,
     ) -> Result<(), HandleError> {
         let booking = cmd.booking_id.to_string();
-        let Some(mut payment) = store::by_booking(tx, &booking).await.map_err(transient)? else {
+        let Some(mut payment) = store::by_booking(tx, &booking)
+            .await
+            .map_err(HandleError::transient)?
+        else {
             // Nothing was taken: nothing to give back.
             let done = PaymentDone {
                 booking_id: cmd.booking_id,
@@ -132,7 +136,9 @@ impl PaymentCommands {
                 .refund(cmd.booking_id, &charge, Money::from_minor(payment.amount_minor))
                 .await
                 .map_err(HandleError::Transient)?;
-            store::mark_refunded(tx, &booking).await.map_err(transient)?;
+            store::mark_refunded(tx, &booking)
+                .await
+                .map_err(HandleError::transient)?;
             payment.status = "REFUNDED".into();
         } else if payment.status == "FAILED" {
             payment.amount_minor = 0;

@@ -14,7 +14,6 @@ pub use routes::ApiDoc;
 pub use store::MIGRATIONS;
 use ticketer_bus::topology::PAYMENT_COMMANDS;
 use ticketer_config::InfraConfig;
-use ticketer_db::Inbox;
 use ticketer_http::{launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,19 +27,10 @@ pub async fn build(
 ) -> anyhow::Result<ServiceApp> {
     let db = parts.db.clone();
     db.migrate("payment", MIGRATIONS).await?;
-    let sub = PAYMENT_COMMANDS.subscription().tuned(
-        infra.consumer_prefetch,
-        infra.consumer_concurrency,
-        infra.consumer_batch_size,
-    );
     let handler = commands::PaymentCommands {
         provider: Arc::new(provider::Sandbox),
     };
-    let inbox = Inbox::new(db.clone(), PAYMENT_COMMANDS.name, handler);
-    let consumers = parts
-        .bus
-        .subscribe(sub, Arc::new(inbox), shutdown.clone())
-        .await?;
+    let tasks = parts.consume(PAYMENT_COMMANDS, handler, infra, &shutdown).await?;
     let app = launch(
         "payment",
         routes::router(db),
@@ -50,5 +40,5 @@ pub async fn build(
         listener,
         shutdown,
     );
-    Ok(app.with_tasks(consumers))
+    Ok(app.with_tasks(tasks))
 }

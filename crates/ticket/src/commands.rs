@@ -26,10 +26,6 @@ pub struct TicketCommands {
     pub hold_ttl: Duration,
 }
 
-fn transient(e: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(e.to_string())
-}
-
 fn uuids(ids: &[String]) -> Vec<Uuid> {
     ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect()
 }
@@ -41,7 +37,9 @@ async fn answer(
     payload: &impl serde::Serialize,
 ) -> Result<(), HandleError> {
     let env = Envelope::new(kind, payload).caused_by(cause);
-    enqueue(tx, TICKET_EXCHANGE, &env).await.map_err(transient)
+    enqueue(tx, TICKET_EXCHANGE, &env)
+        .await
+        .map_err(HandleError::transient)
 }
 
 fn refused(booking_id: Uuid, event_id: i64, reason: &str) -> TicketsRefused {
@@ -62,13 +60,15 @@ impl TicketCommands {
         let booking = cmd.booking_id.to_string();
         let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
             .await
-            .map_err(transient)?
+            .map_err(HandleError::transient)?
         else {
             let r = refused(cmd.booking_id, cmd.event_id, "EVENT_NOT_ON_SALE");
             return answer(tx, msg, "TicketsHoldFailed", &r).await;
         };
         // Asked again (the saga retried): answer with what it already holds.
-        let existing = store::tickets_of(tx, &booking).await.map_err(transient)?;
+        let existing = store::tickets_of(tx, &booking)
+            .await
+            .map_err(HandleError::transient)?;
         let holding: Vec<&store::BookedTicket> = existing.iter().filter(|t| t.status == "HELD").collect();
         if !holding.is_empty() {
             let ids: Vec<String> = holding.iter().map(|t| t.ticket_id.clone()).collect();
@@ -77,7 +77,7 @@ impl TicketCommands {
                 .as_deref()
                 .map(time::parse)
                 .transpose()
-                .map_err(transient)?;
+                .map_err(HandleError::transient)?;
             let held = TicketsHeld {
                 booking_id: cmd.booking_id,
                 event_id: cmd.event_id,
@@ -97,7 +97,7 @@ impl TicketCommands {
             return answer(tx, msg, "TicketsHoldFailed", &r).await;
         };
         let expires_at: DateTime<Utc> =
-            Utc::now() + chrono::Duration::from_std(self.hold_ttl).map_err(transient)?;
+            Utc::now() + chrono::Duration::from_std(self.hold_ttl).map_err(HandleError::transient)?;
         let ids = store::hold_seats(
             tx,
             cmd.event_id,
@@ -107,7 +107,7 @@ impl TicketCommands {
             &time::format(expires_at),
         )
         .await
-        .map_err(transient)?;
+        .map_err(HandleError::transient)?;
         let amount = inv.price_minor * cmd.quantity;
         store::update(
             tx,
@@ -117,7 +117,7 @@ impl TicketCommands {
             },
         )
         .await
-        .map_err(transient)?;
+        .map_err(HandleError::transient)?;
         let held = TicketsHeld {
             booking_id: cmd.booking_id,
             event_id: cmd.event_id,
@@ -138,12 +138,14 @@ impl TicketCommands {
         let booking = cmd.booking_id.to_string();
         let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
             .await
-            .map_err(transient)?
+            .map_err(HandleError::transient)?
         else {
             let r = refused(cmd.booking_id, cmd.event_id, "HOLD_EXPIRED");
             return answer(tx, msg, "TicketsReserveFailed", &r).await;
         };
-        let tickets = store::tickets_of(tx, &booking).await.map_err(transient)?;
+        let tickets = store::tickets_of(tx, &booking)
+            .await
+            .map_err(HandleError::transient)?;
         let now = time::now();
         let live_hold = tickets
             .iter()
@@ -166,7 +168,7 @@ impl TicketCommands {
             // Expired (perhaps not swept yet): give the seats back now.
             let released = store::move_tickets(tx, &booking, "HELD", "AVAILABLE")
                 .await
-                .map_err(transient)?;
+                .map_err(HandleError::transient)?;
             if !released.is_empty() {
                 let counters = inv.counters.release(released.len() as i64, 0);
                 store::update(
@@ -177,18 +179,18 @@ impl TicketCommands {
                     },
                 )
                 .await
-                .map_err(transient)?;
+                .map_err(HandleError::transient)?;
             }
             let r = refused(cmd.booking_id, cmd.event_id, "HOLD_EXPIRED");
             return answer(tx, msg, "TicketsReserveFailed", &r).await;
         }
         let sold = store::move_tickets(tx, &booking, "HELD", "SOLD")
             .await
-            .map_err(transient)?;
+            .map_err(HandleError::transient)?;
         let counters = inv.counters.sell(sold.len() as i64);
         store::update(tx, &store::Inventory { counters, ..inv })
             .await
-            .map_err(transient)?;
+            .map_err(HandleError::transient)?;
         let done = TicketsChanged {
             booking_id: cmd.booking_id,
             event_id: cmd.event_id,
@@ -207,23 +209,23 @@ impl TicketCommands {
         let booking = cmd.booking_id.to_string();
         let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
             .await
-            .map_err(transient)?
+            .map_err(HandleError::transient)?
         else {
             return Ok(());
         };
         let was_held = store::move_tickets(tx, &booking, "HELD", "AVAILABLE")
             .await
-            .map_err(transient)?;
+            .map_err(HandleError::transient)?;
         let was_sold = store::move_tickets(tx, &booking, "SOLD", "AVAILABLE")
             .await
-            .map_err(transient)?;
+            .map_err(HandleError::transient)?;
         if was_held.is_empty() && was_sold.is_empty() {
             return Ok(());
         }
         let counters = inv.counters.release(was_held.len() as i64, was_sold.len() as i64);
         store::update(tx, &store::Inventory { counters, ..inv })
             .await
-            .map_err(transient)?;
+            .map_err(HandleError::transient)?;
         let ids: Vec<String> = was_held.into_iter().chain(was_sold).collect();
         let done = TicketsChanged {
             booking_id: cmd.booking_id,

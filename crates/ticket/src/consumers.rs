@@ -30,10 +30,6 @@ pub struct EventFeed {
     pub dialect: Dialect,
 }
 
-fn transient(e: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(e.to_string())
-}
-
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for EventFeed {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
@@ -47,7 +43,7 @@ impl ticketer_db::MessageHandler for EventFeed {
         };
         let current = store::lock(tx, self.dialect, e.event_id)
             .await
-            .map_err(transient)?;
+            .map_err(HandleError::transient)?;
         let next = match current {
             None if wanted == SaleStatus::OnSale => {
                 let fresh = Inventory {
@@ -60,7 +56,7 @@ impl ticketer_db::MessageHandler for EventFeed {
                     event_date: e.event_date,
                     event_version: e.version,
                 };
-                if store::insert(tx, &fresh).await.map_err(transient)? {
+                if store::insert(tx, &fresh).await.map_err(HandleError::transient)? {
                     tracing::info!(
                         event_id = e.event_id,
                         capacity = e.ticket_capacity,
@@ -84,9 +80,11 @@ impl ticketer_db::MessageHandler for EventFeed {
                 ..inv
             },
         };
-        store::update(tx, &next).await.map_err(transient)?;
+        store::update(tx, &next).await.map_err(HandleError::transient)?;
         if next.status == SaleStatus::Cancelled {
-            let n = store::cancel_tickets(tx, e.event_id).await.map_err(transient)?;
+            let n = store::cancel_tickets(tx, e.event_id)
+                .await
+                .map_err(HandleError::transient)?;
             tracing::info!(
                 event_id = e.event_id,
                 tickets = n,

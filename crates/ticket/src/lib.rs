@@ -11,13 +11,10 @@ pub mod messages;
 mod routes;
 mod store;
 
-use std::sync::Arc;
-
 pub use routes::ApiDoc;
 pub use store::MIGRATIONS;
 use ticketer_bus::topology::{TICKET_COMMANDS, TICKET_INVENTORY};
 use ticketer_config::InfraConfig;
-use ticketer_db::Inbox;
 use ticketer_http::{launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,34 +28,17 @@ pub async fn build(
 ) -> anyhow::Result<ServiceApp> {
     let db = parts.db.clone();
     db.migrate("ticket", MIGRATIONS).await?;
-    let tune = |spec: ticketer_bus::topology::QueueSpec| {
-        spec.subscription().tuned(
-            infra.consumer_prefetch,
-            infra.consumer_concurrency,
-            infra.consumer_batch_size,
-        )
-    };
     let feed = consumers::EventFeed {
         dialect: db.dialect(),
     };
-    let inventory = Inbox::new(db.clone(), TICKET_INVENTORY.name, feed);
-    let mut consumers = parts
-        .bus
-        .subscribe(tune(TICKET_INVENTORY), Arc::new(inventory), shutdown.clone())
-        .await?;
-    let handler = commands::TicketCommands {
+    let mut tasks = parts.consume(TICKET_INVENTORY, feed, infra, &shutdown).await?;
+    let commands = commands::TicketCommands {
         dialect: db.dialect(),
         hold_ttl: infra.env.seconds_or("HOLD_TTL_SECONDS", 600)?,
     };
-    let commands = Inbox::new(db.clone(), TICKET_COMMANDS.name, handler);
-    consumers.extend(
-        parts
-            .bus
-            .subscribe(tune(TICKET_COMMANDS), Arc::new(commands), shutdown.clone())
-            .await?,
-    );
+    tasks.extend(parts.consume(TICKET_COMMANDS, commands, infra, &shutdown).await?);
     let sweep = std::time::Duration::from_millis(infra.env.parse_or("HOLD_SWEEP_MS", 1000)?);
-    consumers.push(tokio::spawn(commands::run_expiry(
+    tasks.push(tokio::spawn(commands::run_expiry(
         db.clone(),
         sweep,
         shutdown.clone(),
@@ -72,5 +52,5 @@ pub async fn build(
         listener,
         shutdown,
     );
-    Ok(app.with_tasks(consumers))
+    Ok(app.with_tasks(tasks))
 }
