@@ -25,14 +25,26 @@ pub async fn build(
 ) -> anyhow::Result<ServiceApp> {
     let db = parts.db.clone();
     db.migrate("booking", MIGRATIONS).await?;
+    let payment_timeout = infra.env.seconds_or("PAYMENT_TIMEOUT_SECONDS", 120)?;
     let mut tasks = Vec::new();
     for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
-        let driver = service::SagaDriver { db: db.clone() };
+        let driver = service::SagaDriver {
+            db: db.clone(),
+            payment_timeout,
+        };
         tasks.extend(parts.consume(spec, driver, infra, &shutdown).await?);
     }
-    let mirror = service::EventMirror { db: db.clone() };
+    let mirror = service::EventMirror {
+        db: db.clone(),
+        payment_timeout,
+    };
     tasks.extend(parts.consume(BOOKING_EVENTS, mirror, infra, &shutdown).await?);
-    let service = BookingService::new(db, infra.env.parse_or("MAX_TICKETS_PER_BOOKING", 10)?);
+    let max = infra.env.parse_or("MAX_TICKETS_PER_BOOKING", 10)?;
+    let service = BookingService::new(db, max, payment_timeout);
+    let sweep = std::time::Duration::from_millis(infra.env.parse_or("DEADLINE_SWEEP_MS", 1000)?);
+    tasks.push(tokio::spawn(
+        service.clone().run_deadlines(sweep, shutdown.clone()),
+    ));
     let app = launch(
         "booking",
         routes::router(service),

@@ -3,6 +3,8 @@
 //! loads the booking under lock, asks [`saga::handle`], and stores the new
 //! state with the resulting commands in the outbox, in one transaction.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ticketer_bus::{topology::BOOKING_EXCHANGE, Envelope, HandleError};
@@ -19,6 +21,7 @@ use crate::{
 pub struct BookingService {
     pub(crate) db: Db,
     pub(crate) max_tickets: i64,
+    pub(crate) payment_timeout: Duration,
 }
 
 /// The public view of a booking (CONTRACT.md).
@@ -120,8 +123,53 @@ pub struct NewBooking {
 }
 
 impl BookingService {
-    pub fn new(db: Db, max_tickets: i64) -> Self {
-        BookingService { db, max_tickets }
+    pub fn new(db: Db, max_tickets: i64, payment_timeout: Duration) -> Self {
+        BookingService {
+            db,
+            max_tickets,
+            payment_timeout,
+        }
+    }
+
+    /// Gives up on payments that did not answer in time, a batch at a time.
+    pub async fn time_out_overdue(&self) -> Result<usize, DbError> {
+        let ids = store::overdue(&self.db, 100).await?;
+        let mut done = 0;
+        for id in ids {
+            let mut tx = self.db.begin().await?;
+            let Some(b) = store::lock(&mut tx, self.db.dialect(), id).await? else {
+                continue;
+            };
+            let overdue_now = store::is_overdue(&mut tx, id).await?;
+            if !overdue_now {
+                continue;
+            }
+            match advance(&mut tx, b, Input::Timeout, None, self.payment_timeout).await {
+                Ok(_) => {
+                    tx.commit().await?;
+                    done += 1;
+                }
+                Err(e) => tracing::warn!(booking_id = %id, error = %e, "could not time out booking"),
+            }
+        }
+        if done > 0 {
+            self.db.outbox_written();
+            tracing::info!(bookings = done, "payments timed out");
+        }
+        Ok(done)
+    }
+
+    /// Runs [`Self::time_out_overdue`] every `every` until `shutdown`.
+    pub async fn run_deadlines(self, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Err(e) = self.time_out_overdue().await {
+                tracing::warn!(error = %e, "checking booking deadlines failed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     pub async fn create(&self, customer: Uuid, req: NewBooking) -> Result<Booking, ApiError> {
@@ -219,7 +267,7 @@ impl BookingService {
                 ));
             }
         }
-        let b = advance(&mut tx, b, Input::CancelRequested, None)
+        let b = advance(&mut tx, b, Input::CancelRequested, None, self.payment_timeout)
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
         tx.commit().await?;
@@ -234,13 +282,22 @@ async fn advance(
     mut b: Booking,
     input: Input,
     cause: Option<&Envelope>,
+    payment_timeout: Duration,
 ) -> Result<Booking, HandleError> {
     let (next, commands) = saga::handle(&b.saga, input);
     if next == b.saga && commands.is_empty() {
         return Ok(b);
     }
     b.saga = next;
-    if !store::advance(conn, &b).await.map_err(HandleError::transient)? {
+    // Only the payment is waited for with a deadline: holds expire on their
+    // own, and a reservation or refund is internal and always answered.
+    let deadline = (b.saga.stage == Stage::Paying).then(|| {
+        time::format(chrono::Utc::now() + chrono::Duration::from_std(payment_timeout).unwrap_or_default())
+    });
+    if !store::advance(conn, &b, deadline)
+        .await
+        .map_err(HandleError::transient)?
+    {
         return Err(HandleError::Transient("booking changed concurrently".into()));
     }
     b.version += 1;
@@ -265,6 +322,7 @@ struct EventSnapshot {
 /// fails its bookings in flight and refunds the confirmed ones.
 pub struct EventMirror {
     pub db: Db,
+    pub payment_timeout: Duration,
 }
 
 #[async_trait::async_trait]
@@ -291,7 +349,7 @@ impl ticketer_db::MessageHandler for EventMirror {
                     .await
                     .map_err(HandleError::transient)?
                 {
-                    advance(tx, b, Input::EventCancelled, Some(msg)).await?;
+                    advance(tx, b, Input::EventCancelled, Some(msg), self.payment_timeout).await?;
                 }
             }
             tracing::info!(
@@ -318,6 +376,7 @@ struct Answer {
 /// Consumes `booking.replies`: every answer moves its booking's saga.
 pub struct SagaDriver {
     pub db: Db,
+    pub payment_timeout: Duration,
 }
 
 #[async_trait::async_trait]
@@ -352,6 +411,8 @@ impl ticketer_db::MessageHandler for SagaDriver {
         if msg.kind == "TicketsHeld" && b.currency.is_none() {
             b.currency = a.currency;
         }
-        advance(tx, b, input, Some(msg)).await.map(|_| ())
+        advance(tx, b, input, Some(msg), self.payment_timeout)
+            .await
+            .map(|_| ())
     }
 }

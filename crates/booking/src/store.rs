@@ -9,6 +9,7 @@ use crate::saga::{FailureReason, Saga, Stage};
 pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(1, "bookings", include_str!("../migrations/0001_bookings.sql")),
     Migration::portable(2, "events", include_str!("../migrations/0002_events.sql")),
+    Migration::portable(3, "deadlines", include_str!("../migrations/0003_deadlines.sql")),
 ];
 
 /// An event as the booking service mirrors it.
@@ -202,11 +203,16 @@ pub async fn get(db: &Db, id: Uuid) -> Result<Option<Booking>, DbError> {
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
-/// Stores the saga's new state if the row is still at `b.version`.
-pub async fn advance(conn: &mut AnyConnection, b: &Booking) -> Result<bool, DbError> {
+/// Stores the saga's new state if the row is still at `b.version`;
+/// `deadline` is when the new stage stops waiting, if it waits.
+pub async fn advance(
+    conn: &mut AnyConnection,
+    b: &Booking,
+    deadline: Option<String>,
+) -> Result<bool, DbError> {
     let done = sqlx::query(
         "UPDATE bookings SET stage = $3, status = $4, failure_reason = $5, ticket_ids = $6, amount_minor = $7,
-             currency = $8, version = version + 1, updated_at = $9
+             currency = $8, version = version + 1, updated_at = $9, deadline_at = $10
          WHERE booking_id = $1 AND version = $2",
     )
     .bind(b.booking_id.to_string())
@@ -218,9 +224,36 @@ pub async fn advance(conn: &mut AnyConnection, b: &Booking) -> Result<bool, DbEr
     .bind(b.saga.amount.map(Money::minor))
     .bind(&b.currency)
     .bind(time::now())
+    .bind(deadline)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Whether the (locked) booking's deadline has passed.
+pub async fn is_overdue(conn: &mut AnyConnection, id: Uuid) -> Result<bool, DbError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT booking_id FROM bookings WHERE booking_id = $1 AND deadline_at <= $2")
+            .bind(id.to_string())
+            .bind(time::now())
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.is_some())
+}
+
+/// Bookings whose deadline has passed.
+pub async fn overdue(db: &Db, limit: i64) -> Result<Vec<Uuid>, DbError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT booking_id FROM bookings WHERE deadline_at <= $1 ORDER BY deadline_at LIMIT $2",
+    )
+    .bind(time::now())
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id,)| Uuid::parse_str(&id).ok())
+        .collect())
 }
 
 /// One page of bookings matching `filter` (`customer_id = $1` or
