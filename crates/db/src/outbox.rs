@@ -30,6 +30,21 @@ pub async fn enqueue(conn: &mut AnyConnection, exchange: &str, envelope: &Envelo
 /// Outbox row ids and the messages they hold.
 type Pending = (Vec<i64>, Vec<Outgoing>);
 
+/// Enqueues the answer to `cause` (same flow, same trace) inside a
+/// consumer's transaction.
+pub async fn reply(
+    conn: &mut AnyConnection,
+    exchange: &str,
+    cause: &Envelope,
+    kind: &str,
+    payload: &impl serde::Serialize,
+) -> Result<(), ticketer_bus::HandleError> {
+    let env = Envelope::new(kind, payload).caused_by(cause);
+    enqueue(conn, exchange, &env)
+        .await
+        .map_err(ticketer_bus::HandleError::transient)
+}
+
 /// Publishes committed outbox rows.
 pub struct OutboxRelay {
     db: Db,

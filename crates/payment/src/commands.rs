@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ticketer_bus::{topology::PAYMENT_EXCHANGE, Envelope, HandleError};
-use ticketer_db::{enqueue, is_unique_violation, AnyConnection, DbError};
+use ticketer_db::{is_unique_violation, reply, AnyConnection, DbError};
 use ticketer_http::Money;
 use uuid::Uuid;
 
@@ -19,18 +19,6 @@ pub struct PaymentCommands {
     pub provider: Arc<dyn PaymentProvider>,
 }
 
-async fn answer(
-    tx: &mut AnyConnection,
-    cause: &Envelope,
-    kind: &str,
-    payload: &impl serde::Serialize,
-) -> Result<(), HandleError> {
-    let env = Envelope::new(kind, payload).caused_by(cause);
-    enqueue(tx, PAYMENT_EXCHANGE, &env)
-        .await
-        .map_err(HandleError::transient)
-}
-
 /// The answer a stored payment stands for.
 async fn announce(tx: &mut AnyConnection, cause: &Envelope, p: &Payment) -> Result<(), HandleError> {
     let booking_id = Uuid::parse_str(&p.booking_id).map_err(HandleError::transient)?;
@@ -42,8 +30,8 @@ async fn announce(tx: &mut AnyConnection, cause: &Envelope, p: &Payment) -> Resu
         provider_reference: p.provider_reference.clone(),
     };
     match p.status.as_str() {
-        "SUCCEEDED" => answer(tx, cause, "PaymentSucceeded", &done).await,
-        "REFUNDED" => answer(tx, cause, "PaymentRefunded", &done).await,
+        "SUCCEEDED" => reply(tx, PAYMENT_EXCHANGE, cause, "PaymentSucceeded", &done).await,
+        "REFUNDED" => reply(tx, PAYMENT_EXCHANGE, cause, "PaymentRefunded", &done).await,
         _ => {
             let detail = p.failure_reason.clone().unwrap_or_default();
             let reason = if detail == "processing_error" {
@@ -56,7 +44,7 @@ async fn announce(tx: &mut AnyConnection, cause: &Envelope, p: &Payment) -> Resu
                 reason: reason.into(),
                 detail,
             };
-            answer(tx, cause, "PaymentFailed", &failed).await
+            reply(tx, PAYMENT_EXCHANGE, cause, "PaymentFailed", &failed).await
         }
     }
 }
@@ -128,7 +116,7 @@ impl PaymentCommands {
                 currency: "EUR".into(),
                 provider_reference: None,
             };
-            return answer(tx, msg, "PaymentRefunded", &done).await;
+            return reply(tx, PAYMENT_EXCHANGE, msg, "PaymentRefunded", &done).await;
         };
         if payment.status == "SUCCEEDED" {
             let charge = payment.provider_reference.clone().unwrap_or_default();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ticketer_bus::{topology::TICKET_EXCHANGE, Envelope, HandleError};
-use ticketer_db::{enqueue, time, AnyConnection, Dialect};
+use ticketer_db::{enqueue, reply, time, AnyConnection, Dialect};
 use ticketer_http::Money;
 use uuid::Uuid;
 
@@ -28,18 +28,6 @@ pub struct TicketCommands {
 
 fn uuids(ids: &[String]) -> Vec<Uuid> {
     ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect()
-}
-
-async fn answer(
-    tx: &mut AnyConnection,
-    cause: &Envelope,
-    kind: &str,
-    payload: &impl serde::Serialize,
-) -> Result<(), HandleError> {
-    let env = Envelope::new(kind, payload).caused_by(cause);
-    enqueue(tx, TICKET_EXCHANGE, &env)
-        .await
-        .map_err(HandleError::transient)
 }
 
 fn refused(booking_id: Uuid, event_id: i64, reason: &str) -> TicketsRefused {
@@ -63,7 +51,7 @@ impl TicketCommands {
             .map_err(HandleError::transient)?
         else {
             let r = refused(cmd.booking_id, cmd.event_id, "EVENT_NOT_ON_SALE");
-            return answer(tx, msg, "TicketsHoldFailed", &r).await;
+            return reply(tx, TICKET_EXCHANGE, msg, "TicketsHoldFailed", &r).await;
         };
         // Asked again (the saga retried): answer with what it already holds.
         let existing = store::tickets_of(tx, &booking)
@@ -86,15 +74,15 @@ impl TicketCommands {
                 currency: inv.currency.clone(),
                 hold_expires_at: expires.unwrap_or_else(Utc::now),
             };
-            return answer(tx, msg, "TicketsHeld", &held).await;
+            return reply(tx, TICKET_EXCHANGE, msg, "TicketsHeld", &held).await;
         }
         if inv.status != SaleStatus::OnSale {
             let r = refused(cmd.booking_id, cmd.event_id, "EVENT_NOT_ON_SALE");
-            return answer(tx, msg, "TicketsHoldFailed", &r).await;
+            return reply(tx, TICKET_EXCHANGE, msg, "TicketsHoldFailed", &r).await;
         }
         let Some(counters) = inv.counters.hold(cmd.quantity) else {
             let r = refused(cmd.booking_id, cmd.event_id, "SOLD_OUT");
-            return answer(tx, msg, "TicketsHoldFailed", &r).await;
+            return reply(tx, TICKET_EXCHANGE, msg, "TicketsHoldFailed", &r).await;
         };
         let expires_at: DateTime<Utc> =
             Utc::now() + chrono::Duration::from_std(self.hold_ttl).map_err(HandleError::transient)?;
@@ -126,7 +114,7 @@ impl TicketCommands {
             currency: inv.currency,
             hold_expires_at: expires_at,
         };
-        answer(tx, msg, "TicketsHeld", &held).await
+        reply(tx, TICKET_EXCHANGE, msg, "TicketsHeld", &held).await
     }
 
     async fn reserve(
@@ -141,7 +129,7 @@ impl TicketCommands {
             .map_err(HandleError::transient)?
         else {
             let r = refused(cmd.booking_id, cmd.event_id, "HOLD_EXPIRED");
-            return answer(tx, msg, "TicketsReserveFailed", &r).await;
+            return reply(tx, TICKET_EXCHANGE, msg, "TicketsReserveFailed", &r).await;
         };
         let tickets = store::tickets_of(tx, &booking)
             .await
@@ -162,7 +150,7 @@ impl TicketCommands {
                 ticket_ids: uuids(&already_sold),
                 reason: None,
             };
-            return answer(tx, msg, "TicketsReserved", &done).await;
+            return reply(tx, TICKET_EXCHANGE, msg, "TicketsReserved", &done).await;
         }
         if !live_hold || inv.status == SaleStatus::Cancelled {
             // Expired (perhaps not swept yet): give the seats back now.
@@ -182,7 +170,7 @@ impl TicketCommands {
                 .map_err(HandleError::transient)?;
             }
             let r = refused(cmd.booking_id, cmd.event_id, "HOLD_EXPIRED");
-            return answer(tx, msg, "TicketsReserveFailed", &r).await;
+            return reply(tx, TICKET_EXCHANGE, msg, "TicketsReserveFailed", &r).await;
         }
         let sold = store::move_tickets(tx, &booking, "HELD", "SOLD")
             .await
@@ -197,7 +185,7 @@ impl TicketCommands {
             ticket_ids: uuids(&sold),
             reason: None,
         };
-        answer(tx, msg, "TicketsReserved", &done).await
+        reply(tx, TICKET_EXCHANGE, msg, "TicketsReserved", &done).await
     }
 
     async fn release(
@@ -233,7 +221,7 @@ impl TicketCommands {
             ticket_ids: uuids(&ids),
             reason: Some("RELEASED".into()),
         };
-        answer(tx, msg, "TicketsReleased", &done).await
+        reply(tx, TICKET_EXCHANGE, msg, "TicketsReleased", &done).await
     }
 }
 
