@@ -98,52 +98,41 @@ pub async fn get(db: &Db, event_id: i64) -> Result<Option<Inventory>, DbError> {
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds every inventory column, in the order of `insert` and `update`.
+fn bind_inventory<'q>(q: Query<'q>, inv: &'q Inventory) -> Query<'q> {
+    let c = inv.counters;
+    q.bind(inv.event_id)
+        .bind(&inv.organizer)
+        .bind(inv.status.as_str())
+        .bind(c.capacity)
+        .bind(c.available)
+        .bind(c.held)
+        .bind(c.sold)
+        .bind(inv.price_minor)
+        .bind(&inv.currency)
+        .bind(&inv.event_date)
+        .bind(inv.event_version)
+        .bind(time::now())
+}
+
 /// Creates the inventory; false if it already existed.
 pub async fn insert(conn: &mut AnyConnection, inv: &Inventory) -> Result<bool, DbError> {
-    let c = inv.counters;
-    let done = sqlx::query(
+    let sql =
         "INSERT INTO inventory (event_id, organizer, status, capacity, available, held, sold, price_minor,
              currency, event_date, event_version, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(inv.event_id)
-    .bind(&inv.organizer)
-    .bind(inv.status.as_str())
-    .bind(c.capacity)
-    .bind(c.available)
-    .bind(c.held)
-    .bind(c.sold)
-    .bind(inv.price_minor)
-    .bind(&inv.currency)
-    .bind(&inv.event_date)
-    .bind(inv.event_version)
-    .bind(time::now())
-    .execute(conn)
-    .await?;
+         ON CONFLICT (event_id) DO NOTHING";
+    let done = bind_inventory(sqlx::query(sql), inv).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
 pub async fn update(conn: &mut AnyConnection, inv: &Inventory) -> Result<(), DbError> {
-    let c = inv.counters;
-    sqlx::query(
-        "UPDATE inventory SET status = $2, capacity = $3, available = $4, held = $5, sold = $6,
-             price_minor = $7, currency = $8, event_date = $9, event_version = $10, updated_at = $11
-         WHERE event_id = $1",
-    )
-    .bind(inv.event_id)
-    .bind(inv.status.as_str())
-    .bind(c.capacity)
-    .bind(c.available)
-    .bind(c.held)
-    .bind(c.sold)
-    .bind(inv.price_minor)
-    .bind(&inv.currency)
-    .bind(&inv.event_date)
-    .bind(inv.event_version)
-    .bind(time::now())
-    .execute(conn)
-    .await?;
+    let sql = "UPDATE inventory SET organizer = $2, status = $3, capacity = $4, available = $5, held = $6,
+             sold = $7, price_minor = $8, currency = $9, event_date = $10, event_version = $11, updated_at = $12
+         WHERE event_id = $1";
+    bind_inventory(sqlx::query(sql), inv).execute(conn).await?;
     Ok(())
 }
 
