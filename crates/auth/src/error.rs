@@ -15,6 +15,8 @@ pub enum AuthError {
     RefreshExpired,
     #[error("refresh token reuse detected; the session has been revoked")]
     RefreshReused,
+    #[error("too many sign-ins at once; try again shortly")]
+    Busy,
     #[error("user not found")]
     UserNotFound,
     #[error(transparent)]
@@ -35,6 +37,10 @@ impl From<AuthError> for ApiError {
             | AuthError::RefreshExpired
             | AuthError::RefreshReused => ApiError::Unauthorized(e.to_string()),
             AuthError::UserNotFound => ApiError::NotFound(e.to_string()),
+            AuthError::Busy => ApiError::Overloaded {
+                detail: e.to_string(),
+                retry_after_secs: 1,
+            },
             AuthError::Db(e) => ApiError::internal(e),
             AuthError::Sqlx(e) => ApiError::internal(e),
             AuthError::Internal(e) => ApiError::Internal(e),

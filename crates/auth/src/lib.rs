@@ -4,7 +4,8 @@
 mod domain;
 mod error;
 pub mod keys;
-mod password;
+pub mod password;
+mod provision;
 mod routes;
 mod service;
 mod store;
@@ -13,6 +14,8 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use error::AuthError;
 use keys::SigningKey;
+use password::{HashLimits, Hasher};
+pub use provision::Provisioned;
 pub use routes::ApiDoc;
 use secrecy::{ExposeSecret, SecretString};
 pub use service::AuthService;
@@ -38,6 +41,7 @@ pub struct Config {
     pub refresh_ttl: Duration,
     pub key: KeySource,
     pub bootstrap_admin: Option<(String, SecretString)>,
+    pub hashing: HashLimits,
 }
 
 impl Config {
@@ -63,7 +67,14 @@ impl Config {
                 })
             }
         };
+        let defaults = HashLimits::default();
+        let hashing = HashLimits {
+            permits: env.parse_or("HASH_CONCURRENCY", defaults.permits)?,
+            queue: env.parse_or("HASH_QUEUE", defaults.queue)?,
+            wait: Duration::from_millis(env.parse_or("HASH_WAIT_MS", defaults.wait.as_millis() as u64)?),
+        };
         Ok(Config {
+            hashing,
             access_ttl: env.seconds_or("ACCESS_TOKEN_TTL_SECONDS", 15 * 60)?,
             refresh_ttl: env.seconds_or("REFRESH_TOKEN_TTL_SECONDS", 24 * 60 * 60)?,
             key,
@@ -104,6 +115,7 @@ pub async fn build(
         issuer: infra.jwt_issuer.clone(),
         access_ttl: config.access_ttl,
         refresh_ttl: config.refresh_ttl,
+        hasher: Hasher::new(config.hashing),
     };
     if let Some((email, password)) = &config.bootstrap_admin {
         let admin = service.ensure_admin(email, password.expose_secret()).await?;
@@ -124,6 +136,20 @@ pub async fn build(
     })
 }
 
+/// The auth operations on `db` without serving them: for operator tooling
+/// that works on the auth database directly.
+pub async fn offline(config: &Config, infra: &InfraConfig, db: Db) -> anyhow::Result<AuthService> {
+    db.migrate("auth", MIGRATIONS).await?;
+    Ok(AuthService {
+        db,
+        key: Arc::new(config.signing_key()?),
+        issuer: infra.jwt_issuer.clone(),
+        access_ttl: config.access_ttl,
+        refresh_ttl: config.refresh_ttl,
+        hasher: Hasher::new(config.hashing),
+    })
+}
+
 /// `ticketer admin create`: makes `email` an administrator, creating the
 /// account if needed, directly in the auth database.
 pub async fn create_admin(
@@ -133,14 +159,7 @@ pub async fn create_admin(
     email: &str,
     password: &str,
 ) -> anyhow::Result<uuid::Uuid> {
-    db.migrate("auth", MIGRATIONS).await?;
-    let service = AuthService {
-        db,
-        key: Arc::new(config.signing_key()?),
-        issuer: infra.jwt_issuer.clone(),
-        access_ttl: config.access_ttl,
-        refresh_ttl: config.refresh_ttl,
-    };
+    let service = offline(config, infra, db).await?;
     let user = service.ensure_admin(email, password).await.map_err(|e| match e {
         AuthError::Invalid(errors) => anyhow::anyhow!(
             "{}",

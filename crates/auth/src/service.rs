@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     domain::{self, decide_refresh, RefreshDecision, RefreshState},
     keys::SigningKey,
-    password,
+    password::Hasher,
     store::{self, NewUser, User},
     AuthError,
 };
@@ -26,6 +26,7 @@ pub struct AuthService {
     pub(crate) issuer: String,
     pub(crate) access_ttl: Duration,
     pub(crate) refresh_ttl: Duration,
+    pub(crate) hasher: Hasher,
 }
 
 /// What login and refresh hand back.
@@ -71,7 +72,7 @@ impl AuthService {
     ) -> Result<User, AuthError> {
         let reg = domain::validate_registration(email, password, first_name, last_name, role)
             .map_err(AuthError::Invalid)?;
-        let hash = password::hash(password.to_string()).await?;
+        let hash = self.hasher.hash(password.to_string()).await?;
         self.create_user(&reg.email, &hash, &reg.first_name, &reg.last_name, &[reg.role])
             .await
     }
@@ -124,11 +125,13 @@ impl AuthService {
             Ok(email) => store::user_by_email(&self.db, &email).await?,
             Err(_) => None,
         };
-        let ok = password::verify(
-            password.to_string(),
-            user.as_ref().map(|u| u.password_hash.clone()),
-        )
-        .await?;
+        let ok = self
+            .hasher
+            .verify(
+                password.to_string(),
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
+            .await?;
         match user {
             Some(user) if ok => {
                 let mut tx = self.db.begin().await?;
@@ -250,7 +253,7 @@ impl AuthService {
             return Err(AuthError::Invalid(errors));
         }
         let hash = match pw {
-            Some(p) => Some(password::hash(p).await?),
+            Some(p) => Some(self.hasher.hash(p).await?),
             None => None,
         };
         let mut tx = self.db.begin().await?;
@@ -295,7 +298,7 @@ impl AuthService {
         if let Some(user) = store::user_by_email(&self.db, &email).await? {
             return self.grant(user.id, Role::Admin).await;
         }
-        let hash = password::hash(password.to_string()).await?;
+        let hash = self.hasher.hash(password.to_string()).await?;
         self.create_user(&email, &hash, "Admin", "User", &[Role::Admin])
             .await
     }

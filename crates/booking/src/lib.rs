@@ -6,13 +6,14 @@ mod routes;
 pub mod saga;
 mod service;
 mod store;
+mod waiters;
 
 pub use routes::ApiDoc;
 pub use service::{BookingService, BookingView};
 pub use store::MIGRATIONS;
 use ticketer_bus::topology::{BOOKING_EVENTS, BOOKING_PAYMENTS, TICKET_OPERATIONS};
 use ticketer_config::InfraConfig;
-use ticketer_http::{launch, ServiceApp, ServiceParts};
+use ticketer_http::{launch_with, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -26,11 +27,14 @@ pub async fn build(
     let db = parts.db.clone();
     db.migrate("booking", MIGRATIONS).await?;
     let payment_timeout = infra.env.seconds_or("PAYMENT_TIMEOUT_SECONDS", 120)?;
+    let max = infra.env.parse_or("MAX_TICKETS_PER_BOOKING", 10)?;
+    let service = BookingService::new(db.clone(), max, payment_timeout, parts.cache.clone());
     let mut tasks = Vec::new();
     for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
         let driver = service::SagaDriver {
             db: db.clone(),
             payment_timeout,
+            waiters: service.waiters.clone(),
         };
         tasks.extend(parts.consume(spec, driver, infra, &shutdown).await?);
     }
@@ -39,13 +43,12 @@ pub async fn build(
         payment_timeout,
     };
     tasks.extend(parts.consume(BOOKING_EVENTS, mirror, infra, &shutdown).await?);
-    let max = infra.env.parse_or("MAX_TICKETS_PER_BOOKING", 10)?;
-    let service = BookingService::new(db, max, payment_timeout);
     let sweep = std::time::Duration::from_millis(infra.env.parse_or("DEADLINE_SWEEP_MS", 1000)?);
     tasks.push(tokio::spawn(
         service.clone().run_deadlines(sweep, shutdown.clone()),
     ));
-    let app = launch(
+    // POST /bookings keeps its Idempotency-Key in the booking row itself.
+    let app = launch_with(
         "booking",
         routes::router(service),
         ApiDoc::openapi(),
@@ -53,6 +56,7 @@ pub async fn build(
         infra,
         listener,
         shutdown,
+        &["/api/v1/bookings"],
     );
     Ok(app.with_tasks(tasks))
 }

@@ -5,11 +5,14 @@ use std::time::Duration;
 use axum::{
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
+    response::IntoResponse,
     routing::{get, post},
     Router,
 };
 use serde::Deserialize;
-use ticketer_http::{ApiError, ApiResult, AuthUser, Json, Page, PageQuery, Query, Role};
+use ticketer_http::{
+    idempotency::IDEMPOTENCY_KEY, ApiError, ApiResult, AuthUser, Json, Page, PageQuery, Query, Role,
+};
 use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
@@ -54,30 +57,52 @@ fn booking_id(raw: &str) -> ApiResult<Uuid> {
 
 #[utoipa::path(post, path = "/api/v1/bookings", tag = "bookings", security(("bearer" = [])),
     request_body = NewBooking,
-    params(("Prefer" = Option<String>, Header, description = "wait=N: answer when the booking is settled, up to N (<= 30) seconds")),
+    params(("Prefer" = Option<String>, Header, description = "wait=N: answer when the booking is settled, up to N (<= 30) seconds"),
+           ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key gets the booking the first request made")),
     responses((status = 202, description = "accepted, still PENDING", body = BookingView),
               (status = 201, description = "settled within the wait", body = BookingView),
-              (status = 400, body = ticketer_http::Problem), (status = 403, body = ticketer_http::Problem)))]
+              (status = 400, body = ticketer_http::Problem), (status = 403, body = ticketer_http::Problem),
+              (status = 409, description = "sold out (problem type sold-out): nothing was booked", body = ticketer_http::Problem),
+              (status = 422, description = "the Idempotency-Key was used for a different request", body = ticketer_http::Problem)))]
 async fn create_booking(
     State(svc): State<BookingService>,
     user: AuthUser,
     headers: HeaderMap,
     Json(req): Json<NewBooking>,
-) -> ApiResult<(StatusCode, axum::Json<BookingView>)> {
+) -> ApiResult<axum::response::Response> {
     if !user.has(Role::Customer) {
         return Err(ApiError::Forbidden("only customers book tickets".into()));
     }
-    let booking = svc.create(user.id, req).await?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|c| c.is_ascii_graphic()))
+                .ok_or_else(|| {
+                    ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
+                })?
+                .to_string(),
+        ),
+    };
+    let created = svc.create(user.id, req, key).await?;
     let booking = match prefer_wait(&headers) {
-        Some(wait) => svc.wait_settled(booking.booking_id, wait).await?,
-        None => booking,
+        Some(wait) => svc.wait_settled(created.booking.booking_id, wait).await?,
+        None => created.booking.clone(),
     };
     let status = if booking.saga.stage.status() == BookingStatus::Pending {
         StatusCode::ACCEPTED
     } else {
         StatusCode::CREATED
     };
-    Ok((status, axum::Json(BookingView::from(&booking))))
+    let mut resp = (status, axum::Json(BookingView::from(&booking))).into_response();
+    if created.replayed {
+        resp.headers_mut().insert(
+            ticketer_http::idempotency::REPLAYED,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
 }
 
 #[utoipa::path(get, path = "/api/v1/bookings/{id}", tag = "bookings", security(("bearer" = [])),

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use ticketer_cache::{figures, Cache};
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ticketer_bus::{topology::BOOKING_EXCHANGE, Envelope, HandleError};
@@ -14,7 +16,8 @@ use uuid::Uuid;
 
 use crate::{
     saga::{self, BookingStatus, Command, HoldFailure, Input, Stage},
-    store::{self, Booking},
+    store::{self, Booking, RequestKey},
+    waiters::{Waiters, FALLBACK},
 };
 
 #[derive(Clone)]
@@ -22,6 +25,9 @@ pub struct BookingService {
     pub(crate) db: Db,
     pub(crate) max_tickets: i64,
     pub(crate) payment_timeout: Duration,
+    /// Where the ticket service keeps each event's seats for sale.
+    pub(crate) cache: Option<Cache>,
+    pub(crate) waiters: Waiters,
 }
 
 /// The public view of a booking (CONTRACT.md).
@@ -41,6 +47,8 @@ pub struct BookingView {
     pub failure_reason: Option<&'static str>,
     pub created_at: String,
     pub updated_at: String,
+    /// When the seats were held (the hold then lasts TICKET_HOLD_TTL_SECONDS).
+    pub held_at: Option<String>,
 }
 
 impl From<&Booking> for BookingView {
@@ -57,6 +65,7 @@ impl From<&Booking> for BookingView {
             failure_reason: b.saga.failure.map(|f| f.as_str()),
             created_at: b.created_at.clone(),
             updated_at: b.updated_at.clone(),
+            held_at: b.held_at.clone(),
         }
     }
 }
@@ -122,12 +131,60 @@ pub struct NewBooking {
     pub payment_token: String,
 }
 
+/// A digest of what a booking request asks for, to tell a retry from a
+/// different request under the same Idempotency-Key.
+fn request_hash(req: &NewBooking) -> String {
+    let text = format!(
+        "{}\n{}\n{}",
+        req.event_id, req.number_of_tickets, req.payment_token
+    );
+    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What `create` did.
+pub struct Created {
+    pub booking: Booking,
+    /// The booking was made earlier with the same Idempotency-Key.
+    pub replayed: bool,
+}
+
 impl BookingService {
-    pub fn new(db: Db, max_tickets: i64, payment_timeout: Duration) -> Self {
+    pub fn new(db: Db, max_tickets: i64, payment_timeout: Duration, cache: Option<Cache>) -> Self {
         BookingService {
             db,
             max_tickets,
             payment_timeout,
+            cache,
+            waiters: Waiters::default(),
+        }
+    }
+
+    /// True when the ticket service's latest figure says fewer than `n`
+    /// seats are left. Unknown (no figure, cache down) is not sold out: the
+    /// saga then asks the ticket service, which decides either way.
+    async fn known_sold_out(&self, event_id: i64, n: i64) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        match cache.get(&figures::availability(event_id)).await {
+            Ok(Some(v)) => v.parse::<i64>().is_ok_and(|available| available < n),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "availability figure unreadable; asking the saga");
+                false
+            }
+        }
+    }
+
+    /// The booking this customer made with `key`, if the request matches.
+    async fn earlier(&self, customer: Uuid, key: &RequestKey) -> Result<Option<Booking>, ApiError> {
+        match store::by_key(&self.db, customer, &key.key).await? {
+            Some((b, hash)) if hash == key.request_hash => Ok(Some(b)),
+            Some(_) => Err(ApiError::Unprocessable(
+                "this Idempotency-Key was used for a different request".into(),
+            )),
+            None => Ok(None),
         }
     }
 
@@ -147,6 +204,7 @@ impl BookingService {
             match advance(&mut tx, b, Input::Timeout, None, self.payment_timeout).await {
                 Ok(_) => {
                     tx.commit().await?;
+                    self.waiters.wake(id);
                     done += 1;
                 }
                 Err(e) => tracing::warn!(booking_id = %id, error = %e, "could not time out booking"),
@@ -172,7 +230,16 @@ impl BookingService {
         }
     }
 
-    pub async fn create(&self, customer: Uuid, req: NewBooking) -> Result<Booking, ApiError> {
+    /// Makes a booking and starts its saga. With an Idempotency-Key, the
+    /// key is stored in the booking's own row: a retry gets the booking
+    /// made the first time, and a key is never left claimed by a request
+    /// that did not commit.
+    pub async fn create(
+        &self,
+        customer: Uuid,
+        req: NewBooking,
+        idempotency_key: Option<String>,
+    ) -> Result<Created, ApiError> {
         let mut errors = Vec::new();
         if req.event_id <= 0 {
             errors.push(FieldError::new("event_id", "must be a positive integer"));
@@ -192,6 +259,21 @@ impl BookingService {
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
+        let key = idempotency_key.map(|key| RequestKey {
+            key,
+            request_hash: request_hash(&req),
+        });
+        if let Some(key) = &key {
+            if let Some(booking) = self.earlier(customer, key).await? {
+                return Ok(Created {
+                    booking,
+                    replayed: true,
+                });
+            }
+        }
+        if self.known_sold_out(req.event_id, req.number_of_tickets).await {
+            return Err(ApiError::SoldOut("no tickets are left for this event".into()));
+        }
         let (saga, commands) = saga::start();
         let now = time::now();
         let booking = Booking {
@@ -205,9 +287,25 @@ impl BookingService {
             version: 1,
             created_at: now.clone(),
             updated_at: now,
+            held_at: None,
         };
         let mut tx = self.db.begin().await?;
-        store::insert(&mut tx, &booking).await?;
+        match store::insert(&mut tx, &booking, key.as_ref()).await {
+            Ok(()) => {}
+            // The same key, concurrently: the other request made it.
+            Err(e) if key.is_some() && ticketer_db::is_unique_violation(&e) => {
+                drop(tx);
+                let key = key.as_ref().expect("checked above");
+                return match self.earlier(customer, key).await? {
+                    Some(booking) => Ok(Created {
+                        booking,
+                        replayed: true,
+                    }),
+                    None => Err(ApiError::Conflict("retry the request".into())),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
         send(
             &mut tx,
             &booking,
@@ -219,25 +317,35 @@ impl BookingService {
         tx.commit().await?;
         self.db.outbox_written();
         tracing::info!(booking_id = %booking.booking_id, event_id = booking.event_id, "booking created");
-        Ok(booking)
+        Ok(Created {
+            booking,
+            replayed: false,
+        })
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Booking>, DbError> {
         store::get(&self.db, id).await
     }
 
-    /// Waits until the booking leaves PENDING or `wait` passes.
+    /// Waits until the booking leaves PENDING or `wait` passes, woken by
+    /// each committed change to it.
     pub async fn wait_settled(&self, id: Uuid, wait: std::time::Duration) -> Result<Booking, ApiError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let waiting = self.waiters.register(id);
         loop {
+            // Armed before the read: a change committed after it wakes us.
+            let changed = waiting.notify.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let b = self
                 .get(id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound("no such booking".into()))?;
-            if b.saga.stage.status() != BookingStatus::Pending || tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if b.saga.stage.status() != BookingStatus::Pending || now >= deadline {
                 return Ok(b);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let _ = tokio::time::timeout((deadline - now).min(FALLBACK), changed).await;
         }
     }
 
@@ -287,6 +395,9 @@ async fn advance(
     let (next, commands) = saga::handle(&b.saga, input);
     if next == b.saga && commands.is_empty() {
         return Ok(b);
+    }
+    if b.held_at.is_none() && !next.ticket_ids.is_empty() {
+        b.held_at = Some(time::now());
     }
     b.saga = next;
     // Only the payment is waited for with a deadline: holds expire on their
@@ -377,6 +488,7 @@ struct Answer {
 pub struct SagaDriver {
     pub db: Db,
     pub payment_timeout: Duration,
+    pub waiters: Waiters,
 }
 
 #[async_trait::async_trait]
@@ -414,5 +526,12 @@ impl ticketer_db::MessageHandler for SagaDriver {
         advance(tx, b, input, Some(msg), self.payment_timeout)
             .await
             .map(|_| ())
+    }
+
+    fn committed(&self, batch: &[Envelope]) {
+        // Saga messages are correlated by booking id.
+        for msg in batch {
+            self.waiters.wake(msg.correlation_id);
+        }
     }
 }

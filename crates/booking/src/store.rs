@@ -10,6 +10,12 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(1, "bookings", include_str!("../migrations/0001_bookings.sql")),
     Migration::portable(2, "events", include_str!("../migrations/0002_events.sql")),
     Migration::portable(3, "deadlines", include_str!("../migrations/0003_deadlines.sql")),
+    Migration::portable(4, "held at", include_str!("../migrations/0004_held_at.sql")),
+    Migration::portable(
+        5,
+        "idempotency",
+        include_str!("../migrations/0005_idempotency.sql"),
+    ),
 ];
 
 /// An event as the booking service mirrors it.
@@ -88,6 +94,8 @@ pub struct Booking {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// When the seats were held, once they were.
+    pub held_at: Option<String>,
 }
 
 fn stage_name(s: Stage) -> &'static str {
@@ -124,7 +132,7 @@ fn parse_reason(s: &str) -> Option<FailureReason> {
 
 const COLUMNS: &str =
     "booking_id, customer_id, event_id, number_of_tickets, payment_token, stage, failure_reason, \
-     ticket_ids, amount_minor, currency, version, created_at, updated_at";
+     ticket_ids, amount_minor, currency, version, created_at, updated_at, held_at";
 
 fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
     let uuid = |c: &str| -> Result<Uuid, sqlx::Error> {
@@ -153,12 +161,27 @@ fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        held_at: r.try_get("held_at")?,
     })
 }
 
-pub async fn insert(conn: &mut AnyConnection, b: &Booking) -> Result<(), DbError> {
+/// The Idempotency-Key a booking was made with, and a digest of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// Inserts a new booking; with `key`, a booking the customer already made
+/// with that key is a unique violation.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    b: &Booking,
+    key: Option<&RequestKey>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO bookings ({COLUMNS}, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        "INSERT INTO bookings ({COLUMNS}, status, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     ))
     .bind(b.booking_id.to_string())
     .bind(b.customer_id.to_string())
@@ -173,10 +196,28 @@ pub async fn insert(conn: &mut AnyConnection, b: &Booking) -> Result<(), DbError
     .bind(b.version)
     .bind(&b.created_at)
     .bind(&b.updated_at)
+    .bind(&b.held_at)
     .bind(b.saga.stage.status().as_str())
+    .bind(key.map(|k| k.key.clone()))
+    .bind(key.map(|k| k.request_hash.clone()))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The booking `customer` made with Idempotency-Key `key`, and the digest of
+/// the request that made it.
+pub async fn by_key(db: &Db, customer: Uuid, key: &str) -> Result<Option<(Booking, String)>, DbError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, request_hash FROM bookings WHERE customer_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(customer.to_string())
+    .bind(key)
+    .fetch_optional(db.reader())
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let hash: Option<String> = r.try_get("request_hash")?;
+    Ok(Some((from_row(&r)?, hash.unwrap_or_default())))
 }
 
 /// The booking, locked for the transaction on PostgreSQL.
@@ -212,7 +253,7 @@ pub async fn advance(
 ) -> Result<bool, DbError> {
     let done = sqlx::query(
         "UPDATE bookings SET stage = $3, status = $4, failure_reason = $5, ticket_ids = $6, amount_minor = $7,
-             currency = $8, version = version + 1, updated_at = $9, deadline_at = $10
+             currency = $8, version = version + 1, updated_at = $9, deadline_at = $10, held_at = $11
          WHERE booking_id = $1 AND version = $2",
     )
     .bind(b.booking_id.to_string())
@@ -225,6 +266,7 @@ pub async fn advance(
     .bind(&b.currency)
     .bind(time::now())
     .bind(deadline)
+    .bind(&b.held_at)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

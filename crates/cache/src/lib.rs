@@ -70,6 +70,16 @@ impl Bucket {
     }
 }
 
+/// Keys of the figures one service keeps in the cache for others.
+pub mod figures {
+    /// Seats of an event still for sale, as the ticket service last saw
+    /// them (a decimal integer). Absent when unknown: readers then ask the
+    /// service that decides.
+    pub fn availability(event_id: i64) -> String {
+        format!("availability:{event_id}")
+    }
+}
+
 #[derive(Clone)]
 pub enum Cache {
     Memory(Arc<MemoryCache>),

@@ -10,6 +10,10 @@ use crate::{time, AnyConnection, Db};
 #[async_trait::async_trait]
 pub trait MessageHandler: Send + Sync + 'static {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError>;
+
+    /// Called once the batch's transaction committed (for example to wake
+    /// whoever waits for the changes); must not fail or block.
+    fn committed(&self, _batch: &[Envelope]) {}
 }
 
 /// Wraps a [`MessageHandler`] with the inbox and the batch transaction.
@@ -63,6 +67,7 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
         tx.commit().await.map_err(HandleError::transient)?;
         // The handler may have written outbox rows of its own.
         self.db.outbox_written();
+        self.handler.committed(batch);
         Ok(())
     }
 }

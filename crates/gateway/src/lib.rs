@@ -97,6 +97,7 @@ pub fn router(gw: Gateway, metrics: Metrics) -> Router {
             verifier: None,
             openapi: None,
             idempotency: None,
+            native_idempotency: &[],
         },
     )
 }

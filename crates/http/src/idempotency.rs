@@ -57,8 +57,12 @@ fn replay(status: i64, content_type: Option<String>, body: Option<String>) -> Re
     resp
 }
 
-pub async fn idempotent(State(db): State<Db>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
+pub async fn idempotent(
+    State((db, native)): State<(Db, &'static [&'static str])>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() != Method::POST || native.contains(&req.uri().path()) {
         return next.run(req).await;
     }
     let Some(raw_key) = req.headers().get(&IDEMPOTENCY_KEY) else {

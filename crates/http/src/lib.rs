@@ -8,6 +8,7 @@ mod json;
 pub mod metrics;
 mod money;
 mod pagination;
+pub mod process;
 mod server;
 pub mod tls;
 
@@ -19,7 +20,8 @@ pub use metrics::Metrics;
 pub use money::Money;
 pub use pagination::{Page, PageQuery, PageRequest, MAX_PAGE_SIZE};
 pub use server::{
-    assemble, bind, empty_openapi, launch, trace_request, Plumbing, ServiceApp, ServiceParts, REQUEST_ID,
+    assemble, bind, empty_openapi, launch, launch_with, trace_request, Plumbing, ServiceApp, ServiceParts,
+    REQUEST_ID,
 };
 
 /// Collects field errors and fails with all of them at once.

@@ -79,6 +79,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry.read().expect("registry lock")).expect("writing to a String");
+        // The process figures go before the OpenMetrics end marker.
+        let body_end = out.rfind("# EOF").unwrap_or(out.len());
+        out.insert_str(body_end, &crate::process::render());
         out
     }
 }

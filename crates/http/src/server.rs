@@ -27,6 +27,9 @@ pub struct Plumbing {
     pub openapi: Option<utoipa::openapi::OpenApi>,
     /// Where `Idempotency-Key` responses are kept; None turns it off.
     pub idempotency: Option<ticketer_db::Db>,
+    /// POST paths whose handlers keep the key themselves, atomically with
+    /// their effect; the shared middleware leaves them alone.
+    pub native_idempotency: &'static [&'static str],
 }
 
 /// Adds `/health/live`, `/health/ready`, `/metrics`, `/openapi.json`, the
@@ -52,7 +55,10 @@ pub fn assemble(api: Router, p: Plumbing) -> Router {
         );
     }
     let api = match p.idempotency {
-        Some(db) => api.layer(from_fn_with_state(db, crate::idempotency::idempotent)),
+        Some(db) => api.layer(from_fn_with_state(
+            (db, p.native_idempotency),
+            crate::idempotency::idempotent,
+        )),
         None => api,
     };
     let mut app = api
@@ -231,6 +237,22 @@ pub fn launch(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> ServiceApp {
+    launch_with(name, api, openapi, parts, infra, listener, shutdown, &[])
+}
+
+/// [`launch`], for a service some of whose POST routes keep
+/// `Idempotency-Key` themselves (`native_idempotency`).
+#[allow(clippy::too_many_arguments)]
+pub fn launch_with(
+    name: &'static str,
+    api: Router,
+    openapi: utoipa::openapi::OpenApi,
+    parts: ServiceParts,
+    infra: &ticketer_config::InfraConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    native_idempotency: &'static [&'static str],
+) -> ServiceApp {
     let relay = ticketer_db::OutboxRelay::new(
         parts.db.clone(),
         parts.bus.clone(),
@@ -257,6 +279,7 @@ pub fn launch(
             verifier: Some(parts.verifier),
             openapi: Some(openapi),
             idempotency: Some(parts.db),
+            native_idempotency,
         },
     );
     ServiceApp::new(name, listener, router, shutdown).with_tasks([relay, janitor])

@@ -3,6 +3,7 @@
 //! holds, sells and releases seats on the booking saga's commands, and
 //! answers availability.
 
+pub mod availability;
 mod commands;
 mod consumers;
 pub mod inventory;
@@ -43,6 +44,15 @@ pub async fn build(
         sweep,
         shutdown.clone(),
     )));
+    if let Some(cache) = parts.cache.clone() {
+        let every = std::time::Duration::from_millis(infra.env.parse_or("AVAILABILITY_PUBLISH_MS", 100)?);
+        tasks.push(tokio::spawn(availability::run(
+            db.clone(),
+            cache,
+            every,
+            shutdown.clone(),
+        )));
+    }
     let app = launch(
         "ticket",
         routes::router(db),

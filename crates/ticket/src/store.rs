@@ -70,6 +70,15 @@ fn from_row(row: &ticketer_db::AnyRow) -> Result<Inventory, sqlx::Error> {
     })
 }
 
+/// Seats for sale per event on sale: (event_id, available).
+pub async fn on_sale_availability(db: &Db) -> Result<Vec<(i64, i64)>, DbError> {
+    Ok(
+        sqlx::query_as("SELECT event_id, available FROM inventory WHERE status = 'ON_SALE'")
+            .fetch_all(db.reader())
+            .await?,
+    )
+}
+
 /// The inventory row, locked for the rest of the transaction on PostgreSQL
 /// (SQLite has one writer, so the transaction already excludes others).
 pub async fn lock(

@@ -1,11 +1,17 @@
 //! `ticketer bench flash-sale`: a load generator that plays a flash sale
-//! through the gateway, then checks the services' own records for
-//! oversold seats, double charges and lost bookings.
+//! through the gateway the way real buyers would (every buyer books once,
+//! retrying errors with the same Idempotency-Key), then checks the
+//! services' own records for oversold seats, double charges and lost
+//! bookings, and reads every server process's peak memory from /metrics.
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
-    time::{Duration, Instant},
+    io::IsTerminal,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{bail, Context};
@@ -13,38 +19,121 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+/// The presets the contract names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// pretix's published scenario: 1,000 tickets, 5,000 buyers, 64 at once.
+    Pretix,
+    /// 10,000 tickets, 40,000 buyers, 500 at once.
+    Standard,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Pretix => "pretix",
+            Scenario::Standard => "standard",
+        }
+    }
+
+    /// Tickets, buyers, concurrency.
+    pub fn sizes(self) -> (i64, usize, usize) {
+        match self {
+            Scenario::Pretix => (1_000, 5_000, 64),
+            Scenario::Standard => (10_000, 40_000, 500),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FlashSale {
     pub gateway: String,
+    /// `pretix`, `standard` or `custom`.
+    pub scenario: &'static str,
     pub tickets: i64,
     pub buyers: usize,
     pub concurrency: usize,
     pub tickets_per_booking: i64,
+    /// Every server process's base URL by name, for /metrics and /health/ready.
+    pub services: Vec<(String, String)>,
+}
+
+/// Where the buyers come from.
+pub enum Buyers {
+    /// Registered and logged in through the API during setup.
+    Api,
+    /// Made beforehand (operator tooling): their access tokens, and how
+    /// long making them took (counted in the setup time).
+    Provisioned { tokens: Vec<String>, took: Duration },
 }
 
 /// The report's last line, as the contract fixes it.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
+    pub backend: String,
     pub tickets: i64,
     pub buyers: usize,
     pub concurrency: usize,
     pub confirmed: usize,
+    /// Bookings that ended FAILED.
     pub failed: usize,
+    /// Buyers turned away because nothing was left: FAILED with SOLD_OUT,
+    /// or refused before a booking was made.
     pub sold_out: usize,
+    /// Requests refused as sold out before a booking was made.
+    pub refused: usize,
     pub oversold: i64,
     pub double_charged: usize,
+    /// Bookings the services accepted that never reached a final state.
     pub lost: usize,
+    /// Answers that were errors (5xx, 429, connection failures), each
+    /// retried with the same Idempotency-Key.
+    pub errors: usize,
+    /// Buyers who never got an answer but errors before giving up.
+    pub gave_up: usize,
     pub bookings_per_s: f64,
+    pub sellout_s: f64,
+    pub confirmed_per_s: f64,
+    pub hold_p50_ms: f64,
+    pub hold_p99_ms: f64,
+    pub booking_p50_ms: f64,
+    pub booking_p99_ms: f64,
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    pub setup_s: f64,
     pub elapsed_s: f64,
+    pub peak_rss_mb: f64,
+    pub peak_rss_mb_by_service: HashMap<String, f64>,
 }
 
 struct Client {
     http: reqwest::Client,
     base: String,
+}
+
+/// How long a caller keeps retrying, and where it counts the errors.
+#[derive(Clone, Copy)]
+struct Patience<'a> {
+    errors: &'a AtomicUsize,
+    deadline: Instant,
+}
+
+/// An answer, or why there was none worth keeping.
+enum Reply {
+    Answer(u16, Value),
+    /// Worth retrying after the given pause (5xx, 429, 409 in progress,
+    /// connection failures).
+    Retry(Duration),
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 impl Client {
@@ -53,55 +142,111 @@ impl Client {
         method: reqwest::Method,
         path: &str,
         token: Option<&str>,
-        body: Option<Value>,
-        wait: bool,
-    ) -> anyhow::Result<(u16, Value)> {
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        if wait {
-            req = req.header("prefer", "wait=30");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
-        let resp = req.send().await.with_context(|| format!("calling {path}"))?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(_) => return Reply::Retry(Duration::ZERO),
+        };
         let status = resp.status().as_u16();
-        if status == 429 {
-            bail!("the gateway rate-limited the benchmark; start it with GATEWAY_RATE_LIMIT_PER_MINUTE=0");
+        let pause = retry_after(&resp).unwrap_or(Duration::ZERO);
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let in_progress = status == 409
+            && body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("in progress") || d.contains("retry the request"));
+        if status >= 500 || status == 429 || in_progress {
+            return Reply::Retry(pause);
         }
-        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+        Reply::Answer(status, body)
     }
 
-    async fn user(&self, role: &str, run: &str, n: usize) -> anyhow::Result<String> {
-        let email = format!("bench-{run}-{role}-{n}@example.com").to_lowercase();
-        let body = json!({"email": email, "password": "bench-password", "first_name": "Bench", "last_name": role, "role": role});
-        let (status, reply) = self
-            .send(
-                reqwest::Method::POST,
-                "/api/v1/auth/register",
-                None,
-                Some(body),
-                false,
-            )
-            .await?;
-        if status != 201 {
-            bail!("registering {email}: {status} {reply}");
+    /// Sends until there is an answer, backing off between errors; counts
+    /// the errors in `patience.errors`. None when its deadline passed first.
+    async fn answer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        patience: Patience<'_>,
+    ) -> Option<(u16, Value)> {
+        let Patience { errors, deadline } = patience;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.send(method.clone(), path, token, body, headers).await {
+                Reply::Answer(status, body) => return Some((status, body)),
+                Reply::Retry(pause) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    if Instant::now() + pause.max(backoff) > deadline {
+                        return None;
+                    }
+                    tokio::time::sleep(pause.max(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
         }
-        let body = json!({"email": email, "password": "bench-password"});
-        let (status, reply) = self
-            .send(
-                reqwest::Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Some(body),
-                false,
+    }
+
+    /// Setup calls: no retries, any non-success is fatal.
+    async fn expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        want: u16,
+    ) -> anyhow::Result<Value> {
+        let errors = AtomicUsize::new(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        match self
+            .answer(
+                method,
+                path,
+                token,
+                body.as_ref(),
+                &[],
+                Patience {
+                    errors: &errors,
+                    deadline,
+                },
             )
-            .await?;
-        if status != 200 {
-            bail!("logging in {email}: {status} {reply}");
+            .await
+        {
+            Some((status, body)) if status == want => Ok(body),
+            Some((status, body)) => bail!("{path}: {status} {body}"),
+            None => bail!("{path}: no answer but errors for 60 s"),
         }
+    }
+
+    /// Registers and logs in one account through the API.
+    async fn user(&self, role: &str, email: &str) -> anyhow::Result<String> {
+        let password = "bench-password";
+        let body = json!({"email": email, "password": password, "first_name": "Bench", "last_name": role, "role": role});
+        self.expect(
+            reqwest::Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(body),
+            201,
+        )
+        .await?;
+        let body = json!({"email": email, "password": password});
+        let reply = self
+            .expect(reqwest::Method::POST, "/api/v1/auth/login", None, Some(body), 200)
+            .await?;
         Ok(reply["access_token"].as_str().unwrap_or_default().to_string())
     }
 }
@@ -114,144 +259,257 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+fn percentiles(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
 /// One buyer's outcome.
 struct Outcome {
     booking_id: Option<String>,
+    /// CONFIRMED, FAILED, PENDING (never settled), REFUSED (sold out before
+    /// a booking was made), REJECTED (another 4xx) or ERROR (gave up).
     status: String,
     reason: String,
     ticket_ids: Vec<String>,
+    /// From the first request to the final answer.
     latency_ms: f64,
+    /// From the first request to the seats being held, if they were.
+    hold_ms: Option<f64>,
+    /// When the final answer came, from the start of the sale.
+    done_s: f64,
 }
 
-pub async fn run(cfg: FlashSale) -> anyhow::Result<Report> {
+/// Milliseconds from `start` to the RFC 3339 instant `at`.
+fn ms_since(start: SystemTime, at: &str) -> Option<f64> {
+    let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+    let start: chrono::DateTime<chrono::Utc> = start.into();
+    Some((at.with_timezone(&chrono::Utc) - start).num_microseconds()? as f64 / 1000.0)
+}
+
+/// Live progress on stderr: a bar on a terminal, a line a second otherwise.
+fn progress(
+    total: usize,
+    done: Arc<AtomicUsize>,
+    confirmed: Arc<AtomicUsize>,
+    errors: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    let tty = std::io::stderr().is_terminal();
+    tokio::spawn(async move {
+        let every = if tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        };
+        loop {
+            tokio::time::sleep(every).await;
+            let d = done.load(Ordering::Relaxed);
+            let width = 30;
+            let filled = (d * width).checked_div(total).unwrap_or(width);
+            let line = format!(
+                "bench: [{}{}] {d}/{total} answered, {} confirmed, {} errors",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                confirmed.load(Ordering::Relaxed),
+                errors.load(Ordering::Relaxed)
+            );
+            if tty {
+                eprint!("\r{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            if d >= total {
+                if tty {
+                    eprintln!();
+                }
+                return;
+            }
+        }
+    })
+}
+
+/// `<kind of database>+<bus>+<cache>` as the booking service reports them.
+async fn backend(http: &reqwest::Client, services: &[(String, String)]) -> String {
+    let url = services
+        .iter()
+        .find(|(name, _)| name == "booking")
+        .map(|(_, url)| format!("{url}/health/ready"));
+    let Some(url) = url else {
+        return "unknown".into();
+    };
+    let Ok(resp) = http.get(&url).send().await else {
+        return "unknown".into();
+    };
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let kind = |c: &str| v["components"][c]["kind"].as_str().unwrap_or("?").to_string();
+    format!("{}+{}+{}", kind("database"), kind("bus"), kind("cache"))
+}
+
+/// The largest resident memory each process reached, in MB, from /metrics.
+async fn peak_memory(http: &reqwest::Client, services: &[(String, String)]) -> HashMap<String, f64> {
+    let mut peaks = HashMap::new();
+    for (name, url) in services {
+        let Ok(resp) = http.get(format!("{url}/metrics")).send().await else {
+            continue;
+        };
+        let text = resp.text().await.unwrap_or_default();
+        let peak = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_max_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if let Some(bytes) = peak {
+            peaks.insert(name.clone(), (bytes / 1e6 * 10.0).round() / 10.0);
+        }
+    }
+    peaks
+}
+
+pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
+    let setup_started = Instant::now();
+    let provisioning = match &buyers {
+        Buyers::Api => Duration::ZERO,
+        Buyers::Provisioned { took, .. } => *took,
+    };
     let client = Arc::new(Client {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(cfg.concurrency.max(1))
+            .timeout(Duration::from_secs(60))
             .build()?,
         base: cfg.gateway.trim_end_matches('/').to_string(),
     });
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
 
     // The organizer and the event.
-    let organizer = client.user("ORGANIZER", &run, 0).await?;
+    let organizer = client
+        .user("ORGANIZER", &format!("bench-{run}-organizer@example.com"))
+        .await?;
     let event = json!({
         "event_name": format!("Flash sale {run}"), "description": "benchmark", "category": "Benchmark",
         "location": "Loopback", "event_date": "2035-01-01", "start_time": "20:00", "end_time": "23:00",
         "ticket_capacity": cfg.tickets, "ticket_price": "10.00"
     });
-    let (status, created) = client
-        .send(
+    let created = client
+        .expect(
             reqwest::Method::POST,
             "/api/v1/events",
             Some(&organizer),
             Some(event),
-            false,
+            201,
         )
         .await?;
-    if status != 201 {
-        bail!("creating the event: {status} {created}");
-    }
     let event_id = created["id"].as_i64().context("event id")?;
     client
-        .send(
+        .expect(
             reqwest::Method::POST,
             &format!("/api/v1/events/{event_id}/publish"),
             Some(&organizer),
             None,
-            false,
+            200,
         )
         .await?;
     let availability = format!("/api/v1/tickets/availability/{event_id}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .send(reqwest::Method::GET, &availability, None, None, false)
-        .await?
-        .0
-        != 200
-    {
+    loop {
+        if let Reply::Answer(200, _) = client
+            .send(reqwest::Method::GET, &availability, None, None, &[])
+            .await
+        {
+            break;
+        }
         if Instant::now() > deadline {
             bail!("the event never went on sale");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!(
-        "bench: event {event_id} on sale with {} tickets; registering {} buyers",
-        cfg.tickets, cfg.buyers
-    );
 
-    // The buyers.
+    // The buyers exist before the sale opens.
     let gate = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let mut registering = Vec::with_capacity(cfg.buyers);
-    for n in 0..cfg.buyers {
-        let (client, gate, run) = (client.clone(), gate.clone(), run.clone());
-        registering.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await;
-            client.user("CUSTOMER", &run, n + 1).await
-        }));
-    }
-    let mut tokens = Vec::with_capacity(cfg.buyers);
-    for r in registering {
-        tokens.push(r.await??);
-    }
-    eprintln!("bench: {} buyers ready; selling", tokens.len());
+    let tokens: Vec<String> = match buyers {
+        Buyers::Provisioned { tokens, .. } => {
+            eprintln!(
+                "bench: event {event_id} on sale with {} tickets; {} buyers provisioned in {:.1} s",
+                cfg.tickets,
+                tokens.len(),
+                provisioning.as_secs_f64()
+            );
+            tokens
+        }
+        Buyers::Api => {
+            eprintln!(
+                "bench: event {event_id} on sale with {} tickets; registering {} buyers through the API",
+                cfg.tickets, cfg.buyers
+            );
+            let mut registering = Vec::with_capacity(cfg.buyers);
+            for n in 0..cfg.buyers {
+                let (client, gate) = (client.clone(), gate.clone());
+                let email = format!("bench-{run}-customer-{}@example.com", n + 1);
+                registering.push(tokio::spawn(async move {
+                    let _permit = gate.acquire().await;
+                    client.user("CUSTOMER", &email).await
+                }));
+            }
+            let mut tokens = Vec::with_capacity(cfg.buyers);
+            for r in registering {
+                tokens.push(r.await??);
+            }
+            tokens
+        }
+    };
+    let setup_s = (setup_started.elapsed() + provisioning).as_secs_f64();
+    eprintln!(
+        "bench: {} buyers ready after {setup_s:.1} s; selling",
+        tokens.len()
+    );
 
     // The sale: everyone at once, `concurrency` requests in flight.
     let started = Instant::now();
+    let errors = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let confirmed_so_far = Arc::new(AtomicUsize::new(0));
+    let bar = progress(
+        tokens.len(),
+        done.clone(),
+        confirmed_so_far.clone(),
+        errors.clone(),
+    );
     let mut buying = Vec::with_capacity(tokens.len());
     for token in tokens.clone() {
-        let (client, gate) = (client.clone(), gate.clone());
+        let (client, gate, errors, done, confirmed_so_far) = (
+            client.clone(),
+            gate.clone(),
+            errors.clone(),
+            done.clone(),
+            confirmed_so_far.clone(),
+        );
         let k = cfg.tickets_per_booking;
         buying.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
-            let t0 = Instant::now();
-            let body = json!({"event_id": event_id, "number_of_tickets": k, "payment_token": "tok_visa"});
-            let (status, mut b) = client
-                .send(
-                    reqwest::Method::POST,
-                    "/api/v1/bookings",
-                    Some(&token),
-                    Some(body),
-                    true,
-                )
-                .await?;
-            let id = b["booking_id"].as_str().map(str::to_string);
-            // Still pending after the wait: follow it up.
-            while status < 300 && b["status"] == "PENDING" && t0.elapsed() < Duration::from_secs(90) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let path = format!("/api/v1/bookings/{}", id.as_deref().unwrap_or_default());
-                b = client
-                    .send(reqwest::Method::GET, &path, Some(&token), None, false)
-                    .await?
-                    .1;
+            let outcome = buy(&client, &token, event_id, k, &errors, started).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            if outcome.status == "CONFIRMED" {
+                confirmed_so_far.fetch_add(1, Ordering::Relaxed);
             }
-            let ticket_ids = b["ticket_ids"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
-                .unwrap_or_default();
-            Ok::<_, anyhow::Error>(Outcome {
-                booking_id: id,
-                status: b["status"].as_str().unwrap_or("ERROR").to_string(),
-                reason: b["failure_reason"].as_str().unwrap_or_default().to_string(),
-                ticket_ids,
-                latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
-            })
+            outcome
         }));
     }
     let mut outcomes = Vec::with_capacity(buying.len());
     for b in buying {
-        outcomes.push(b.await??);
+        outcomes.push(b.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let _ = bar.await;
     eprintln!("bench: sale over in {elapsed:.2} s; checking the records");
 
     // Check against the services' own records.
     let confirmed: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == "CONFIRMED").collect();
     let failed = outcomes.iter().filter(|o| o.status == "FAILED").count();
+    let refused = outcomes.iter().filter(|o| o.status == "REFUSED").count();
     let sold_out = outcomes.iter().filter(|o| o.reason == "SOLD_OUT").count();
     let lost = outcomes
         .iter()
-        .filter(|o| o.booking_id.is_none() || !matches!(o.status.as_str(), "CONFIRMED" | "FAILED"))
+        .filter(|o| o.booking_id.is_some() && !matches!(o.status.as_str(), "CONFIRMED" | "FAILED"))
         .count();
+    let gave_up = outcomes.iter().filter(|o| o.status == "ERROR").count();
     let mut owners: HashMap<&str, usize> = HashMap::new();
     for o in &confirmed {
         for t in &o.ticket_ids {
@@ -260,8 +518,8 @@ pub async fn run(cfg: FlashSale) -> anyhow::Result<Report> {
     }
     let seats_given: i64 = confirmed.iter().map(|o| o.ticket_ids.len() as i64).sum();
     let shared_seats = owners.values().filter(|n| **n > 1).count() as i64;
-    let (_, avail) = client
-        .send(reqwest::Method::GET, &availability, None, None, false)
+    let avail = client
+        .expect(reqwest::Method::GET, &availability, None, None, 200)
         .await?;
     let sold_on_record = avail["sold"].as_i64().unwrap_or(0);
     let oversold = (seats_given - cfg.tickets).max(0) + shared_seats + (sold_on_record - cfg.tickets).max(0);
@@ -279,40 +537,145 @@ pub async fn run(cfg: FlashSale) -> anyhow::Result<Report> {
         .filter(|o| o.status != "CONFIRMED")
         .filter_map(|o| o.booking_id.as_deref())
         .collect();
+    let check_errors = AtomicUsize::new(0);
     for booking in not_confirmed {
         let token = tokens_by_booking[booking];
-        let (status, p) = client
-            .send(
+        let answer = client
+            .answer(
                 reqwest::Method::GET,
                 &format!("/api/v1/payments/booking/{booking}"),
                 Some(token),
                 None,
-                false,
+                &[],
+                Patience {
+                    errors: &check_errors,
+                    deadline: Instant::now() + Duration::from_secs(30),
+                },
             )
-            .await?;
-        if status == 200 && p["status"] == "SUCCEEDED" {
-            double_charged += 1;
+            .await;
+        match answer {
+            Some((200, p)) if p["status"] == "SUCCEEDED" => double_charged += 1,
+            Some(_) => {}
+            None => bail!("could not read the payment of booking {booking}"),
         }
     }
-    let mut latencies: Vec<f64> = outcomes.iter().map(|o| o.latency_ms).collect();
-    latencies.sort_by(f64::total_cmp);
+
+    let latencies = percentiles(outcomes.iter().map(|o| o.latency_ms).collect());
+    let booked = percentiles(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o.status.as_str(), "CONFIRMED" | "FAILED"))
+            .map(|o| o.latency_ms)
+            .collect(),
+    );
+    let holds = percentiles(outcomes.iter().filter_map(|o| o.hold_ms).collect());
+    let sellout_s = confirmed.iter().map(|o| o.done_s).fold(0.0, f64::max);
+    let peaks = peak_memory(&client.http, &cfg.services).await;
     Ok(Report {
-        scenario: "flash-sale",
+        scenario: cfg.scenario,
+        backend: backend(&client.http, &cfg.services).await,
         tickets: cfg.tickets,
         buyers: cfg.buyers,
         concurrency: cfg.concurrency,
         confirmed: confirmed.len(),
         failed,
         sold_out,
+        refused,
         oversold,
         double_charged,
         lost,
+        errors: errors.load(Ordering::Relaxed),
+        gave_up,
         bookings_per_s: outcomes.len() as f64 / elapsed.max(f64::EPSILON),
+        sellout_s,
+        confirmed_per_s: confirmed.len() as f64 / sellout_s.max(f64::EPSILON),
+        hold_p50_ms: percentile(&holds, 50.0),
+        hold_p99_ms: percentile(&holds, 99.0),
+        booking_p50_ms: percentile(&booked, 50.0),
+        booking_p99_ms: percentile(&booked, 99.0),
         p50_ms: percentile(&latencies, 50.0),
         p95_ms: percentile(&latencies, 95.0),
         p99_ms: percentile(&latencies, 99.0),
+        setup_s,
         elapsed_s: elapsed,
+        peak_rss_mb: peaks.values().copied().fold(0.0, f64::max),
+        peak_rss_mb_by_service: peaks,
     })
+}
+
+/// One buyer: books once (retrying errors with the same Idempotency-Key),
+/// then follows the booking until it is settled.
+async fn buy(
+    client: &Client,
+    token: &str,
+    event_id: i64,
+    tickets: i64,
+    errors: &AtomicUsize,
+    sale_started: Instant,
+) -> Outcome {
+    let t0 = Instant::now();
+    let t0_wall = SystemTime::now();
+    let give_up = t0 + Duration::from_secs(120);
+    let patience = Patience {
+        errors,
+        deadline: give_up,
+    };
+    let key = uuid::Uuid::new_v4().to_string();
+    let body = json!({"event_id": event_id, "number_of_tickets": tickets, "payment_token": "tok_visa"});
+    let finish = |booking_id: Option<String>, status: &str, b: &Value| {
+        let held_at = b["held_at"].as_str();
+        Outcome {
+            booking_id,
+            status: status.to_string(),
+            reason: b["failure_reason"].as_str().unwrap_or_default().to_string(),
+            ticket_ids: b["ticket_ids"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+            latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            hold_ms: held_at.and_then(|at| ms_since(t0_wall, at)),
+            done_s: sale_started.elapsed().as_secs_f64(),
+        }
+    };
+    let answer = client
+        .answer(
+            reqwest::Method::POST,
+            "/api/v1/bookings",
+            Some(token),
+            Some(&body),
+            &[("prefer", "wait=30"), ("idempotency-key", &key)],
+            patience,
+        )
+        .await;
+    let mut b = match answer {
+        None => return finish(None, "ERROR", &Value::Null),
+        Some((409, b)) if b["type"].as_str().is_some_and(|t| t.ends_with("/sold-out")) => {
+            return finish(None, "REFUSED", &json!({"failure_reason": "SOLD_OUT"}))
+        }
+        Some((status, b)) if status >= 300 => return finish(None, "REJECTED", &b),
+        Some((_, b)) => b,
+    };
+    let id = b["booking_id"].as_str().unwrap_or_default().to_string();
+    // Still pending after the wait: follow it up.
+    while b["status"] == "PENDING" && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match client
+            .answer(
+                reqwest::Method::GET,
+                &format!("/api/v1/bookings/{id}"),
+                Some(token),
+                None,
+                &[],
+                patience,
+            )
+            .await
+        {
+            Some((200, next)) => b = next,
+            _ => break,
+        }
+    }
+    let status = b["status"].as_str().unwrap_or("PENDING").to_string();
+    finish(Some(id), &status, &b)
 }
 
 #[cfg(test)]
@@ -320,10 +683,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles() {
+    fn percentiles_pick_by_rank() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(percentile(&v, 50.0), 51.0);
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn hold_time_is_measured_from_the_request() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = chrono::DateTime::<chrono::Utc>::from(start + Duration::from_millis(42));
+        let ms = ms_since(start, &at.to_rfc3339()).unwrap();
+        assert!((ms - 42.0).abs() < 0.01, "{ms}");
+        assert_eq!(ms_since(start, "not a time"), None);
     }
 }

@@ -9,6 +9,13 @@ use ticketer_config::{Env, InfraConfig, Service};
 use ticketer_telemetry::LogFormat;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc malloc: glibc keeps freed memory in per-thread
+/// arenas, so the 19 MiB blocks of Argon2 hashes computed on many blocking
+/// threads stay resident (measured in docs/benchmarks.md); mimalloc returns
+/// large freed blocks to the system.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ticketer", version, about = "Event ticketing that does not oversell")]
 struct Cli {
@@ -46,19 +53,81 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchScenario {
-    /// All buyers book at once; prints a JSON report (last line).
+    /// All buyers book at once through the gateway; prints progress on
+    /// stderr and a JSON report as the last line of stdout.
     FlashSale {
         #[arg(long, default_value = "http://127.0.0.1:5000")]
         gateway: String,
-        #[arg(long, default_value_t = 100)]
-        tickets: i64,
-        #[arg(long, default_value_t = 500)]
-        buyers: usize,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
+        /// A preset (pretix: 1,000 tickets, 5,000 buyers, 64 at once;
+        /// standard: 10,000, 40,000, 500); the flags below override it.
+        #[arg(long, value_enum)]
+        scenario: Option<ticketer::bench::Scenario>,
+        #[arg(long)]
+        tickets: Option<i64>,
+        #[arg(long)]
+        buyers: Option<usize>,
+        #[arg(long)]
+        concurrency: Option<usize>,
         #[arg(long, default_value_t = 1)]
         tickets_per_booking: i64,
+        /// How buyers are made: `direct` writes them into the auth database
+        /// and signs their tokens with the service's key (operator access:
+        /// the same --data-dir or AUTH_* variables as the server); `api`
+        /// registers and logs in each through the gateway (two Argon2
+        /// hashes per buyer).
+        #[arg(long, value_enum, default_value = "direct")]
+        provision: Provisioning,
+        /// The server processes whose /metrics and /health/ready are read,
+        /// as name=url pairs separated by commas; by default the contract
+        /// ports on the gateway's host.
+        #[arg(long)]
+        service_urls: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Provisioning {
+    Direct,
+    Api,
+}
+
+/// Every service's base URL: `name=url,...`, else the contract ports on the
+/// gateway's host.
+fn service_urls(gateway: &str, given: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
+    if let Some(list) = given {
+        return list
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|pair| {
+                let (name, url) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--service-urls: `{pair}` is not name=url"))?;
+                Ok((
+                    name.trim().to_string(),
+                    url.trim().trim_end_matches('/').to_string(),
+                ))
+            })
+            .collect();
+    }
+    let host = gateway
+        .split("://")
+        .nth(1)
+        .unwrap_or(gateway)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    Ok(Service::ALL
+        .iter()
+        .map(|svc| {
+            let url = if *svc == Service::Gateway {
+                gateway.trim_end_matches('/').to_string()
+            } else {
+                format!("http://{host}:{}", svc.default_port())
+            };
+            (svc.name().to_string(), url)
+        })
+        .collect())
 }
 
 #[derive(Subcommand)]
@@ -70,6 +139,27 @@ enum AdminCommand {
         #[arg(long, env = "TICKETER_ADMIN_PASSWORD")]
         password: String,
     },
+}
+
+/// Writes `n` customers straight into the auth database and signs their
+/// tokens, as the auth service configured by this environment would.
+async fn provision_buyers(data_dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>> {
+    let env = Env::from_process(Service::Auth)?;
+    let infra = InfraConfig::from_env(Service::Auth, &env, data_dir.to_path_buf())?;
+    let config = ticketer_auth::Config::from_env(&env, data_dir)?;
+    if let ticketer_auth::KeySource::File(path) = &config.key {
+        anyhow::ensure!(
+            path.exists(),
+            "no signing key at {}: give the server's --data-dir (or AUTH_JWT_PRIVATE_KEY_FILE), or use --provision api",
+            path.display()
+        );
+    }
+    let db = stack::connect_db(&infra).await?;
+    let auth = ticketer_auth::offline(&config, &infra, db.clone()).await?;
+    let label = format!("buyer-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let buyers = auth.provision_customers(&label, n).await?;
+    db.close().await;
+    Ok(buyers.into_iter().map(|b| b.access_token).collect())
 }
 
 fn log_format() -> LogFormat {
@@ -89,19 +179,40 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Bench { scenario } = cli.command {
         let BenchScenario::FlashSale {
             gateway,
+            scenario,
             tickets,
             buyers,
             concurrency,
             tickets_per_booking,
+            provision,
+            service_urls: urls,
         } = scenario;
-        let report = ticketer::bench::run(ticketer::bench::FlashSale {
-            gateway,
-            tickets,
-            buyers,
-            concurrency,
+        let (t, b, c) = scenario.map_or((100, 500, 64), |s| s.sizes());
+        let services = service_urls(&gateway, urls.as_deref())?;
+        let cfg = ticketer::bench::FlashSale {
+            scenario: match (scenario, tickets, buyers, concurrency) {
+                (Some(s), None, None, None) => s.name(),
+                _ => "custom",
+            },
+            tickets: tickets.unwrap_or(t),
+            buyers: buyers.unwrap_or(b),
+            concurrency: concurrency.unwrap_or(c),
             tickets_per_booking,
-        })
-        .await?;
+            services,
+            gateway,
+        };
+        let buyers = match provision {
+            Provisioning::Api => ticketer::bench::Buyers::Api,
+            Provisioning::Direct => {
+                let started = std::time::Instant::now();
+                let tokens = provision_buyers(&cli.data_dir, cfg.buyers).await?;
+                ticketer::bench::Buyers::Provisioned {
+                    tokens,
+                    took: started.elapsed(),
+                }
+            }
+        };
+        let report = ticketer::bench::run(cfg, buyers).await?;
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }

@@ -45,11 +45,24 @@ impl Reply {
     pub fn text(&self, field: &str) -> String {
         self.body[field].as_str().unwrap_or_default().to_string()
     }
+
+    /// A booking request the buyer is told is sold out: refused at once
+    /// (409, problem type sold-out, nothing booked) when the service
+    /// already knew, else a booking that failed SOLD_OUT in the saga.
+    pub fn is_sold_out(&self) -> bool {
+        let refused = self.status == StatusCode::CONFLICT
+            && self.text("type").ends_with("/sold-out")
+            && self.body.get("booking_id").is_none();
+        let failed = self.text("status") == "FAILED" && self.text("failure_reason") == "SOLD_OUT";
+        refused || failed
+    }
 }
 
 /// A running Ticketer and a client pointed at its gateway.
 pub struct TestStack {
     pub base: String,
+    /// Every service's own base URL, by name.
+    pub services: Vec<(String, String)>,
     pub http: reqwest::Client,
     key_file: PathBuf,
     pub label: &'static str,
@@ -100,9 +113,14 @@ impl TestStack {
             .await
             .expect("embedded stack starts");
         let gateway = apps.iter().find(|a| a.name == "gateway").unwrap().port();
+        let services = apps
+            .iter()
+            .map(|a| (a.name.to_string(), format!("http://127.0.0.1:{}", a.port())))
+            .collect();
         tokio::spawn(stack::run(apps));
         TestStack {
             base: format!("http://127.0.0.1:{gateway}"),
+            services,
             http: reqwest::Client::new(),
             key_file: data.path().join("auth-signing-key.pem"),
             label: "embedded",
@@ -184,6 +202,10 @@ impl TestStack {
             .collect();
         let stack = TestStack {
             base: format!("http://127.0.0.1:{}", ports[&Service::Gateway]),
+            services: Service::ALL
+                .iter()
+                .map(|svc| (svc.name().to_string(), format!("http://127.0.0.1:{}", ports[svc])))
+                .collect(),
             http: reqwest::Client::new(),
             key_file,
             label: "production",
