@@ -28,7 +28,9 @@ pub async fn build(
     let db = parts.db.clone();
     db.migrate("payment", MIGRATIONS).await?;
     let handler = commands::PaymentCommands {
-        provider: Arc::new(provider::Sandbox),
+        provider: Arc::new(provider::Sandbox {
+            delay: std::time::Duration::from_millis(infra.env.parse_or("SANDBOX_DELAY_MS", 3000)?),
+        }),
     };
     let tasks = parts.consume(PAYMENT_COMMANDS, handler, infra, &shutdown).await?;
     let app = launch(

@@ -40,9 +40,12 @@ pub trait PaymentProvider: Send + Sync + 'static {
 }
 
 /// Tokens the sandbox knows; anything else is refused when booking.
-pub const SANDBOX_TOKENS: [&str; 5] = [
+pub const SANDBOX_TOKENS: [&str; 6] = [
     "tok_visa",
     "tok_mastercard",
+    // Pays, after the sandbox's delay: a slow provider, for testing
+    // what happens when a payment outlasts its hold.
+    "tok_delayed",
     "tok_chargeDeclined",
     "tok_insufficientFunds",
     "tok_processingError",
@@ -55,7 +58,7 @@ pub fn is_known_token(token: &str) -> bool {
 /// The sandbox's decision for a token, with no I/O.
 pub fn sandbox_decision(idempotency_key: Uuid, token: &str) -> ChargeOutcome {
     match token {
-        "tok_visa" | "tok_mastercard" => ChargeOutcome::Succeeded {
+        "tok_visa" | "tok_mastercard" | "tok_delayed" => ChargeOutcome::Succeeded {
             reference: format!("sandbox_ch_{}", idempotency_key.simple()),
         },
         "tok_chargeDeclined" => ChargeOutcome::Declined {
@@ -73,11 +76,17 @@ pub fn sandbox_decision(idempotency_key: Uuid, token: &str) -> ChargeOutcome {
     }
 }
 
-pub struct Sandbox;
+pub struct Sandbox {
+    /// How long `tok_delayed` takes (PAYMENT_SANDBOX_DELAY_MS).
+    pub delay: std::time::Duration,
+}
 
 #[async_trait::async_trait]
 impl PaymentProvider for Sandbox {
     async fn charge(&self, key: Uuid, _amount: Money, _currency: &str, token: &str) -> ChargeOutcome {
+        if token == "tok_delayed" {
+            tokio::time::sleep(self.delay).await;
+        }
         sandbox_decision(key, token)
     }
 

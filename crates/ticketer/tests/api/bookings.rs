@@ -45,6 +45,22 @@ async fn book(s: &TestStack, token: &str, event: i64, n: i64, card: &str) -> cra
     .await
 }
 
+/// [`book`], trying again for a while when refused as sold out: the
+/// refusal follows the seats for sale within the ticket service's
+/// publishing interval, so seats given back a moment ago may still be
+/// refused once.
+async fn book_again(s: &TestStack, token: &str, event: i64, n: i64, card: &str) -> crate::harness::Reply {
+    let mut r = book(s, token, event, n, card).await;
+    for _ in 0..40 {
+        if !r.is_sold_out() || r.body.get("booking_id").is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        r = book(s, token, event, n, card).await;
+    }
+    r
+}
+
 fn seats(b: &Value) -> (i64, i64, i64, i64) {
     let n = |k: &str| b[k].as_i64().unwrap();
     (n("capacity"), n("available"), n("held"), n("sold"))
@@ -104,7 +120,7 @@ async fn buying_and_cancelling(s: &TestStack) {
         ("tok_chargeDeclined", "PAYMENT_DECLINED"),
         ("tok_processingError", "PAYMENT_ERROR"),
     ] {
-        let r = book(s, &c2, event, 1, card).await;
+        let r = book_again(s, &c2, event, 1, card).await;
         assert_eq!(
             (r.text("status"), r.text("failure_reason")),
             ("FAILED".into(), reason.into()),
@@ -194,7 +210,7 @@ async fn buying_and_cancelling(s: &TestStack) {
     );
     s.eventually(&availability, |b| b["available"] == 2 && b["sold"] == 1)
         .await;
-    let failed = book(s, &c2, event, 1, "tok_chargeDeclined").await;
+    let failed = book_again(s, &c2, event, 1, "tok_chargeDeclined").await;
     assert_eq!(failed.text("status"), "FAILED", "{l}: {}", failed.body);
     let r = s
         .call(
@@ -427,4 +443,229 @@ async fn production_event_cancellation_refunds() {
         return;
     };
     event_cancellation_refunds(&s).await;
+}
+
+/// Holds expire and payments fail while buyers keep coming, with the
+/// sold-out refusal on: seats come back and are sold again, and in the end
+/// every seat is sold exactly once, every booking is settled, and nobody
+/// who did not get seats keeps a charge.
+async fn sale_with_expiring_holds_and_failing_payments(s: &TestStack) {
+    let l = s.label;
+    let capacity = 6;
+    let event = event_on_sale(s, capacity).await;
+    // A delayed payment (1.5 s) always outlasts its hold (1 s). The payment
+    // service answers its messages one after another, so the slow buyers
+    // come first with buyers whose cards fail: they hold every seat, those
+    // arriving meanwhile may be told it is sold out, then the seats come
+    // back and are sold again, wave after wave, until none are left.
+    let slow = [
+        "tok_delayed",
+        "tok_chargeDeclined",
+        "tok_delayed",
+        "tok_processingError",
+        "tok_insufficientFunds",
+        "tok_chargeDeclined",
+    ];
+    let cards = [
+        "tok_visa",
+        "tok_chargeDeclined",
+        "tok_processingError",
+        "tok_mastercard",
+        "tok_insufficientFunds",
+        "tok_visa",
+    ];
+    let mut buyers = Vec::new();
+    for _ in cards {
+        buyers.push(s.user("CUSTOMER").await.1);
+    }
+    let availability = format!("/api/v1/tickets/availability/{event}");
+    let wave = |cards: [&'static str; 6]| {
+        futures::future::join_all(
+            buyers
+                .iter()
+                .zip(cards)
+                .map(|(t, card)| async move { (t.clone(), card, book(s, t, event, 1, card).await) }),
+        )
+    };
+    let slow_wave = wave(slow);
+    let while_held = async {
+        // Once the slow buyers hold seats (for at most a few seconds).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            let now = s.call(Method::GET, &availability, None, None).await;
+            if now.body["held"].as_i64().unwrap_or(0) > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        wave(cards).await
+    };
+    let (slow_outcomes, held_outcomes) = futures::future::join(slow_wave, while_held).await;
+    let mut outcomes: Vec<_> = slow_outcomes.into_iter().chain(held_outcomes).collect();
+    for _wave in 0..3 {
+        outcomes.extend(wave(cards).await);
+    }
+    // Then buyers with good cards come back until nothing is left (a seat
+    // held by a failing card is refused until it comes back).
+    for _ in 0..40 {
+        let now = s.call(Method::GET, &availability, None, None).await;
+        if now.body["sold"] == capacity {
+            break;
+        }
+        outcomes.extend(wave(["tok_visa"; 6]).await);
+    }
+
+    let mut sold_to = Vec::new();
+    for (token, card, r) in &outcomes {
+        if r.is_sold_out() && r.body.get("booking_id").is_none() {
+            continue;
+        }
+        assert!(r.status.is_success(), "{l}: {card}: {} {}", r.status, r.body);
+        let id = r.text("booking_id");
+        let settled = s
+            .eventually_as(&format!("/api/v1/bookings/{id}"), token, |b| {
+                b["status"] != "PENDING"
+            })
+            .await;
+        let payment = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/payments/booking/{id}"),
+                Some(token),
+                None,
+            )
+            .await;
+        if settled["status"] == "CONFIRMED" {
+            assert!(
+                ["tok_visa", "tok_mastercard"].contains(card),
+                "{l}: {card} confirmed: {settled}"
+            );
+            assert_eq!(payment.text("status"), "SUCCEEDED", "{l}: {settled}");
+            sold_to.extend(
+                settled["ticket_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_string()),
+            );
+        } else {
+            assert_eq!(settled["status"], "FAILED", "{l}: {card}: {settled}");
+            if *card == "tok_delayed" && !settled["held_at"].is_null() {
+                assert_eq!(settled["failure_reason"], "HOLD_EXPIRED", "{l}: {settled}");
+            }
+            // Never charged, or charged late and refunded: nobody keeps a
+            // charge without seats.
+            if payment.status != StatusCode::NOT_FOUND {
+                let refunded = s
+                    .eventually_as(&format!("/api/v1/payments/booking/{id}"), token, |p| {
+                        p["status"] != "SUCCEEDED"
+                    })
+                    .await;
+                assert_ne!(refunded["status"], "SUCCEEDED", "{l}: {card}: {settled}");
+            }
+        }
+    }
+    let distinct: HashSet<&String> = sold_to.iter().collect();
+    assert_eq!(
+        (sold_to.len(), distinct.len()),
+        (capacity as usize, capacity as usize),
+        "{l}: every seat sold exactly once"
+    );
+    let end = s
+        .eventually(&availability, |b| b["held"] == 0 && b["sold"] == capacity)
+        .await;
+    assert_eq!(seats(&end), (capacity, 0, 0, capacity), "{l}");
+    assert!(
+        outcomes
+            .iter()
+            .any(|(_, card, r)| *card == "tok_delayed" && r.text("failure_reason") == "HOLD_EXPIRED"),
+        "{l}: holds expired during the sale"
+    );
+}
+
+const EXPIRING: &[(&str, &str)] = &[
+    ("TICKET_HOLD_TTL_SECONDS", "1"),
+    ("TICKET_HOLD_SWEEP_MS", "100"),
+    ("PAYMENT_SANDBOX_DELAY_MS", "1500"),
+];
+
+#[tokio::test]
+async fn embedded_sale_with_expiring_holds_and_failing_payments() {
+    sale_with_expiring_holds_and_failing_payments(&TestStack::embedded(EXPIRING).await).await;
+}
+
+#[tokio::test]
+async fn production_sale_with_expiring_holds_and_failing_payments() {
+    let Some(s) = TestStack::production_with(EXPIRING).await else {
+        return;
+    };
+    sale_with_expiring_holds_and_failing_payments(&s).await;
+}
+
+/// A retried booking request with the same Idempotency-Key gets the first
+/// booking back and books nothing more; another request under that key is
+/// refused.
+async fn idempotent_booking(s: &TestStack) {
+    let l = s.label;
+    let event = event_on_sale(s, 5).await;
+    let (_, buyer, _) = s.user("CUSTOMER").await;
+    let body = json!({"event_id": event, "number_of_tickets": 2, "payment_token": "tok_visa"});
+    let key = [("idempotency-key", "order-42"), ("prefer", "wait=25")];
+    let first = s
+        .call_with(
+            Method::POST,
+            "/api/v1/bookings",
+            Some(&buyer),
+            Some(body.clone()),
+            &key,
+        )
+        .await;
+    let again = s
+        .call_with(Method::POST, "/api/v1/bookings", Some(&buyer), Some(body), &key)
+        .await;
+    assert_eq!(first.text("status"), "CONFIRMED", "{l}: {}", first.body);
+    assert_eq!(
+        (again.text("booking_id"), again.text("status")),
+        (first.text("booking_id"), "CONFIRMED".into()),
+        "{l}"
+    );
+    assert_eq!(
+        again
+            .headers
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true"),
+        "{l}"
+    );
+    let other = json!({"event_id": event, "number_of_tickets": 1, "payment_token": "tok_visa"});
+    let r = s
+        .call_with(Method::POST, "/api/v1/bookings", Some(&buyer), Some(other), &key)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {}", r.body);
+    let mine = s
+        .call(Method::GET, "/api/v1/bookings/mine", Some(&buyer), None)
+        .await;
+    assert_eq!(mine.body["total"], 1, "{l}: one booking: {}", mine.body);
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/tickets/availability/{event}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(seats(&r.body), (5, 3, 0, 2), "{l}");
+}
+
+#[tokio::test]
+async fn embedded_idempotent_booking() {
+    idempotent_booking(&TestStack::embedded(&[]).await).await;
+}
+
+#[tokio::test]
+async fn production_idempotent_booking() {
+    let Some(s) = TestStack::production().await else {
+        return;
+    };
+    idempotent_booking(&s).await;
 }

@@ -261,9 +261,18 @@ impl TestStack {
     /// Polls GET `path` until it answers 200 with a body `done` accepts
     /// (messages between services take a moment); fails after 15 s.
     pub async fn eventually(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.poll(path, None, done).await
+    }
+
+    /// [`TestStack::eventually`] as the holder of `token`.
+    pub async fn eventually_as(&self, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.poll(path, Some(token), done).await
+    }
+
+    async fn poll(&self, path: &str, token: Option<&str>, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let r = self.call(Method::GET, path, None, None).await;
+            let r = self.call(Method::GET, path, token, None).await;
             if r.status == StatusCode::OK && done(&r.body) {
                 return r.body;
             }
