@@ -39,6 +39,9 @@ pub enum BusError {
 }
 
 /// A connected bus; cheap to clone.
+/// The wait for a sent batch's confirms.
+pub type Confirms = futures::future::BoxFuture<'static, Result<(), BusError>>;
+
 #[derive(Clone)]
 pub enum Bus {
     InProcess(Arc<InProcessBus>),
@@ -101,6 +104,25 @@ impl Bus {
         match self {
             Bus::InProcess(bus) => bus.publish(batch).await,
             Bus::Rabbit(bus) => bus.publish(batch).await,
+        }
+    }
+
+    /// Hands a batch over and returns the wait for it to be safely accepted,
+    /// so the next batch can go meanwhile. RabbitMQ: the messages are sent
+    /// now, the confirms awaited later. In process: everything happens in
+    /// the returned wait.
+    pub async fn send(&self, batch: Vec<Outgoing>) -> Result<Confirms, BusError> {
+        match self {
+            Bus::InProcess(bus) => {
+                let bus = bus.clone();
+                Ok(Box::pin(async move {
+                    if batch.is_empty() {
+                        return Ok(());
+                    }
+                    bus.publish(&batch).await
+                }))
+            }
+            Bus::Rabbit(bus) => bus.send(&batch).await,
         }
     }
 

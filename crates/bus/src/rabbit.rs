@@ -26,15 +26,22 @@ use crate::{
     BusError, Envelope, Outgoing, Subscription,
 };
 
+/// Confirm-mode channels each process publishes on. Several batches can be
+/// awaiting their confirms at once (the outbox relay runs more than one
+/// worker on PostgreSQL), and the broker serves each channel separately.
+const PUBLISH_CHANNELS: usize = 2;
+
 struct Live {
     conn: Arc<Connection>,
-    /// One confirm-mode channel for publishing; confirms are awaited per batch.
-    publisher: Channel,
+    /// Confirm-mode channels for publishing; confirms are awaited per batch.
+    publishers: Vec<Channel>,
 }
 
 pub struct RabbitBus {
     url: String,
     live: Mutex<Option<Live>>,
+    /// Which publishing channel the next batch takes.
+    next: std::sync::atomic::AtomicUsize,
 }
 
 async fn open(url: &str) -> Result<Live, BusError> {
@@ -43,8 +50,13 @@ async fn open(url: &str) -> Result<Live, BusError> {
         .with_reactor(tokio_reactor_trait::Tokio)
         .with_connection_name("ticketer".into());
     let conn = Connection::connect(url, props).await?;
-    let publisher = conn.create_channel().await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut publishers = Vec::with_capacity(PUBLISH_CHANNELS);
+    for _ in 0..PUBLISH_CHANNELS {
+        let channel = conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        publishers.push(channel);
+    }
+    let publisher = &publishers[0];
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -64,12 +76,12 @@ async fn open(url: &str) -> Result<Live, BusError> {
         .await?;
     Ok(Live {
         conn: Arc::new(conn),
-        publisher,
+        publishers,
     })
 }
 
 fn usable(live: &Live) -> bool {
-    live.conn.status().connected() && live.publisher.status().connected()
+    live.conn.status().connected() && live.publishers.iter().all(|c| c.status().connected())
 }
 
 impl RabbitBus {
@@ -77,11 +89,12 @@ impl RabbitBus {
     pub async fn connect(url: &str) -> Result<Self, BusError> {
         let live = open(url).await?;
         for spec in crate::topology::QUEUES {
-            declare(&live.publisher, &spec.subscription()).await?;
+            declare(&live.publishers[0], &spec.subscription()).await?;
         }
         Ok(RabbitBus {
             url: url.to_string(),
             live: Mutex::new(Some(live)),
+            next: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -99,19 +112,58 @@ impl RabbitBus {
         self.connection().await.map(|_| ())
     }
 
-    pub(crate) async fn publish(&self, batch: &[Outgoing]) -> Result<(), BusError> {
-        let mut live = self.live.lock().await;
-        if !live.as_ref().is_some_and(usable) {
-            tracing::info!("reconnecting to RabbitMQ to publish");
-            *live = Some(open(&self.url).await?);
-        }
-        let channel = &live.as_ref().expect("connected").publisher;
-        let result = publish_on(channel, batch).await;
-        if result.is_err() {
-            // Start from a fresh connection next time.
-            *live = None;
-        }
-        result
+    pub(crate) async fn publish(self: &Arc<Self>, batch: &[Outgoing]) -> Result<(), BusError> {
+        self.send(batch).await?.await
+    }
+
+    /// Hands `batch` to the broker and returns the wait for its confirms,
+    /// so that the caller can send the next batch meanwhile.
+    pub(crate) async fn send(self: &Arc<Self>, batch: &[Outgoing]) -> Result<crate::Confirms, BusError> {
+        // The lock covers choosing a channel, not waiting for confirms.
+        let (conn, channel) = {
+            let mut live = self.live.lock().await;
+            if !live.as_ref().is_some_and(usable) {
+                tracing::info!("reconnecting to RabbitMQ to publish");
+                *live = Some(open(&self.url).await?);
+            }
+            let live = live.as_ref().expect("connected");
+            let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (
+                live.conn.clone(),
+                live.publishers[n % live.publishers.len()].clone(),
+            )
+        };
+        let sent = send_on(&channel, batch).await;
+        let bus = self.clone();
+        let confirmed = async move {
+            let result = match sent {
+                Ok(confirms) => {
+                    let mut result = Ok(());
+                    for (id, confirm) in confirms {
+                        match confirm.await {
+                            Ok(c) if c.is_ack() => {}
+                            Ok(_) => result = Err(BusError::Nacked(id)),
+                            Err(e) => result = Err(e.into()),
+                        }
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    result
+                }
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                // Start from a fresh connection next time, unless another
+                // publisher already replaced this one.
+                let mut live = bus.live.lock().await;
+                if live.as_ref().is_some_and(|l| Arc::ptr_eq(&l.conn, &conn)) {
+                    *live = None;
+                }
+            }
+            result
+        };
+        Ok(Box::pin(confirmed))
     }
 
     pub(crate) async fn subscribe(
@@ -197,7 +249,11 @@ impl RabbitBus {
     }
 }
 
-async fn publish_on(channel: &Channel, batch: &[Outgoing]) -> Result<(), BusError> {
+/// Sends every message of `batch` on `channel`; the confirms come later.
+async fn send_on(
+    channel: &Channel,
+    batch: &[Outgoing],
+) -> Result<Vec<(uuid::Uuid, lapin::publisher_confirm::PublisherConfirm)>, BusError> {
     let mut confirms = Vec::with_capacity(batch.len());
     for msg in batch {
         let props = BasicProperties::default()
@@ -216,12 +272,7 @@ async fn publish_on(channel: &Channel, batch: &[Outgoing]) -> Result<(), BusErro
             .await?;
         confirms.push((msg.message_id, confirm));
     }
-    for (id, confirm) in confirms {
-        if !confirm.await?.is_ack() {
-            return Err(BusError::Nacked(id));
-        }
-    }
-    Ok(())
+    Ok(confirms)
 }
 
 /// The queue, its dead-letter queue, and its bindings. Idempotent.
@@ -317,6 +368,18 @@ async fn consume(
             }
         }
         let outcomes = apply(handler, &parsed, sub, shutdown).await;
+        // The usual case: everything applied. One ack settles the batch
+        // (this worker's channel has nothing else unsettled).
+        if outcomes.iter().all(|o| *o == Outcome::Applied) {
+            if let Some(last) = owners.last() {
+                let all = BasicAckOptions { multiple: true };
+                if let Err(e) = last.acker.ack(all).await {
+                    tracing::warn!(queue = %sub.queue, error = %e, "could not settle deliveries; they will be redelivered");
+                    break 'outer;
+                }
+            }
+            continue;
+        }
         for (d, outcome) in owners.into_iter().zip(outcomes) {
             let sent = match outcome {
                 Outcome::Applied => d.acker.ack(BasicAckOptions::default()).await,

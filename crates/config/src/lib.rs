@@ -284,7 +284,7 @@ impl InfraConfig {
             data_dir,
             db_max_connections: env.parse_or("DB_MAX_CONNECTIONS", 16)?,
             consumer_prefetch: env.parse_or("CONSUMER_PREFETCH", 200)?,
-            consumer_concurrency: env.parse_or("CONSUMER_CONCURRENCY", 2)?,
+            consumer_concurrency: env.parse_or("CONSUMER_CONCURRENCY", 1)?,
             consumer_batch_size: env.parse_or("CONSUMER_BATCH_SIZE", 100)?,
             outbox_batch_size: env.parse_or("OUTBOX_BATCH_SIZE", 200)?,
             outbox_poll: Duration::from_millis(env.parse_or("OUTBOX_POLL_MS", 250)?),

@@ -4,7 +4,9 @@
 use ticketer_bus::{BatchHandler, Envelope, HandleError};
 use tracing::Instrument;
 
-use crate::{time, AnyConnection, Db};
+use std::collections::HashSet;
+
+use crate::{placeholders, time, AnyConnection, Db};
 
 /// What a service does with one message, inside the batch's transaction.
 #[async_trait::async_trait]
@@ -37,20 +39,37 @@ impl<H: MessageHandler> Inbox<H> {
 #[async_trait::async_trait]
 impl<H: MessageHandler> BatchHandler for Inbox<H> {
     async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.db.begin().await.map_err(HandleError::transient)?;
+        // One statement records the whole batch; what it returns is what
+        // had not been seen before.
+        let rows: Vec<String> = (0..batch.len())
+            .map(|i| format!("({})", placeholders(i * 3 + 1, 3)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO inbox (consumer, message_id, processed_at) VALUES {}
+             ON CONFLICT DO NOTHING RETURNING message_id",
+            rows.join(", ")
+        );
+        let now = time::now();
+        let mut q = sqlx::query_as::<_, (String,)>(&sql);
         for msg in batch {
-            let fresh = sqlx::query(
-                "INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(&self.consumer)
-            .bind(msg.message_id.to_string())
-            .bind(time::now())
-            .execute(&mut *tx)
+            q = q.bind(&self.consumer).bind(msg.message_id.to_string()).bind(&now);
+        }
+        let fresh: HashSet<String> = q
+            .fetch_all(&mut *tx)
             .await
             .map_err(HandleError::transient)?
-            .rows_affected()
-                == 1;
-            if !fresh {
+            .into_iter()
+            .map(|(id,)| id)
+            .collect();
+        let mut handled = HashSet::with_capacity(fresh.len());
+        for msg in batch {
+            let id = msg.message_id.to_string();
+            // A duplicate delivery, or the same message twice in this batch.
+            if !fresh.contains(&id) || !handled.insert(id) {
                 tracing::debug!(message_id = %msg.message_id, "duplicate delivery ignored");
                 continue;
             }

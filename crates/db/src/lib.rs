@@ -11,6 +11,7 @@ mod inbox;
 pub mod janitor;
 mod migrate;
 mod outbox;
+mod pipeline;
 pub mod testing;
 pub mod time;
 
@@ -28,6 +29,15 @@ pub use sqlx::{any::AnyRow, Any, AnyConnection, AnyPool, Error as SqlxError, Row
 use tokio::sync::Notify;
 
 pub type Tx = Transaction<'static, Any>;
+
+/// PostgreSQL advisory locks, kept in one place so that no two uses share
+/// a key (a replica waiting to migrate must never wait on the relay).
+pub(crate) mod locks {
+    /// Serialises concurrent start-ups of several replicas.
+    pub const MIGRATION: i64 = 0x7469_636b_6574; // "ticket"
+    /// Held by the replica that relays the outbox.
+    pub const OUTBOX_RELAY: i64 = 0x6f75_7462_6f78; // "outbox"
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -235,6 +245,11 @@ mod tests {
         assert_eq!(Dialect::of_url("postgres://x").unwrap(), Dialect::Postgres);
         assert_eq!(Dialect::of_url("sqlite://x.db").unwrap(), Dialect::Sqlite);
         assert!(Dialect::of_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn advisory_locks_are_distinct() {
+        assert_ne!(locks::MIGRATION, locks::OUTBOX_RELAY);
     }
 
     #[test]

@@ -42,9 +42,6 @@ pub const IDEMPOTENCY: &[Migration] = &[Migration::portable(
     include_str!("../migrations/idempotency.sql"),
 )];
 
-/// Serialises concurrent start-ups of several replicas on PostgreSQL.
-const MIGRATION_LOCK: i64 = 0x7469_636b_6574;
-
 impl Db {
     /// Applies the shared tables (outbox, inbox, idempotency keys), then `migrations` recorded under
     /// `component`, skipping those already applied.
@@ -52,7 +49,7 @@ impl Db {
         let mut conn = self.pool().acquire().await?;
         if self.dialect() == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_lock($1)")
-                .bind(MIGRATION_LOCK)
+                .bind(crate::locks::MIGRATION)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -109,7 +106,7 @@ impl Db {
         .await;
         if self.dialect() == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(MIGRATION_LOCK)
+                .bind(crate::locks::MIGRATION)
                 .execute(&mut *conn)
                 .await?;
         }

@@ -64,7 +64,18 @@ impl OutboxRelay {
     }
 
     /// Runs until `shutdown`, woken by [`Db::outbox_written`] or every `poll`.
+    /// On PostgreSQL the relay is pipelined (see [`crate::pipeline`]); on
+    /// SQLite, one batch at a time.
     pub async fn run(self, shutdown: CancellationToken) {
+        match self.db.dialect() {
+            Dialect::Postgres => {
+                crate::pipeline::run(self.db, self.bus, self.batch_size, self.poll, shutdown).await
+            }
+            Dialect::Sqlite => self.work(shutdown).await,
+        }
+    }
+
+    async fn work(&self, shutdown: CancellationToken) {
         let signal = self.db.outbox_signal();
         let mut failures = 0u32;
         loop {
@@ -132,7 +143,7 @@ impl OutboxRelay {
     }
 
     /// The rows' ids and the messages to publish; None when there are none.
-    fn prepare(rows: &[crate::AnyRow]) -> Result<Option<Pending>, DbError> {
+    pub(crate) fn prepare(rows: &[crate::AnyRow]) -> Result<Option<Pending>, DbError> {
         if rows.is_empty() {
             return Ok(None);
         }
@@ -158,7 +169,7 @@ impl OutboxRelay {
         Ok(Some((ids, batch)))
     }
 
-    async fn stamp(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), DbError> {
+    pub(crate) async fn stamp(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), DbError> {
         let sql = format!(
             "UPDATE outbox SET published_at = $1 WHERE id IN ({})",
             placeholders(2, ids.len())

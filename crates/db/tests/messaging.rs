@@ -318,3 +318,40 @@ async fn embedded_janitor_prunes_only_what_is_old() {
 async fn postgres_janitor_prunes_only_what_is_old() {
     janitor_prunes_only_what_is_old(true).await;
 }
+
+/// A transaction that took its outbox id first but commits last is still
+/// relayed (ids are handed out at insert, commits come in any order), once.
+#[tokio::test]
+async fn postgres_rabbitmq_late_commit_below_the_cursor_is_relayed() {
+    let Some(rig) = Rig::start(true).await else {
+        return;
+    };
+    let early = Envelope::new("LateCommit", &serde_json::json!({"n": 1}));
+    let mut slow = rig.producer.begin().await.unwrap();
+    enqueue(&mut slow, EXCHANGE, &early).await.unwrap();
+    tokio::spawn(rig.relay().run(rig.shutdown.clone()));
+    let later = rig.commit_message("CommittedFirst").await;
+    assert_eq!(rig.wait_applied(&later).await, 1);
+    slow.commit().await.unwrap();
+    rig.producer.outbox_written();
+    assert_eq!(rig.wait_applied(&early).await, 1, "the late commit was relayed");
+    rig.shutdown.cancel();
+}
+
+/// A replica starting up (and migrating) while another relays must not
+/// wait for the relay: they hold different locks.
+#[tokio::test]
+async fn postgres_rabbitmq_migrating_while_the_relay_leads() {
+    let Some(rig) = Rig::start(true).await else {
+        return;
+    };
+    tokio::spawn(rig.relay().run(rig.shutdown.clone()));
+    let env = rig.commit_message("Leading").await;
+    assert_eq!(rig.wait_applied(&env).await, 1, "the relay leads");
+    let migrated = tokio::time::timeout(Duration::from_secs(30), rig.producer.migrate("producer", &[])).await;
+    assert!(
+        matches!(migrated, Ok(Ok(()))),
+        "migration waited on the relay: {migrated:?}"
+    );
+    rig.shutdown.cancel();
+}
