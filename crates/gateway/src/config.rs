@@ -16,6 +16,10 @@ pub struct GatewayConfig {
     /// Take the client address from X-Forwarded-For (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
     pub upstream_timeout_secs: u64,
+    /// How long anonymous public reads are answered from the gateway's
+    /// copy (0 turns it off), and how many addresses it keeps.
+    pub read_cache_ttl: std::time::Duration,
+    pub read_cache_entries: usize,
     /// PEM certificate chain and key; both set means the gateway serves HTTPS.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
@@ -53,6 +57,8 @@ impl GatewayConfig {
             ip_deny: nets(&gw, "IP_DENY")?,
             trust_forwarded_for: gw.flag_or("TRUST_FORWARDED_FOR", false)?,
             upstream_timeout_secs: gw.parse_or("UPSTREAM_TIMEOUT_SECONDS", 35)?,
+            read_cache_ttl: std::time::Duration::from_millis(gw.parse_or("CACHE_TTL_MS", 500)?),
+            read_cache_entries: gw.parse_or("CACHE_ENTRIES", 10_000)?,
             tls: match (gw.get("TLS_CERT"), gw.get("TLS_KEY")) {
                 (Some(cert), Some(key)) => Some((cert.into(), key.into())),
                 (None, None) => None,

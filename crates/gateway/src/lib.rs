@@ -5,6 +5,7 @@ mod docs;
 mod filters;
 mod health;
 mod proxy;
+mod reads;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -31,6 +32,7 @@ pub struct Gateway {
     http: reqwest::Client,
     cache: Cache,
     verifier: TokenVerifier,
+    reads: Arc<reads::ReadCache>,
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -118,7 +120,9 @@ pub fn build(
         .iter()
         .filter_map(|(svc, url)| svc.api_segment().map(|seg| (seg, url.clone())))
         .collect();
+    let reads = reads::ReadCache::new(config.read_cache_ttl, config.read_cache_entries);
     let gw = Gateway {
+        reads,
         config: Arc::new(config),
         routes: Arc::new(routes),
         client: proxy::client(),

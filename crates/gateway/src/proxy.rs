@@ -70,6 +70,12 @@ pub async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
         Ok(u) => u,
         Err(_) => return ApiError::BadRequest("malformed request path".into()).into_response(),
     };
+    let timeout = Duration::from_secs(gw.config.upstream_timeout_secs);
+    let fill = match gw.reads.lookup(&req, timeout).await {
+        crate::reads::Lookup::Hit(resp) => return resp,
+        crate::reads::Lookup::Fill(fill) => Some(fill),
+        crate::reads::Lookup::Pass => None,
+    };
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -99,12 +105,15 @@ pub async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
     }
     parts.uri = uri;
     let upstream = Request::from_parts(parts, body);
-    let timeout = Duration::from_secs(gw.config.upstream_timeout_secs);
     match tokio::time::timeout(timeout, gw.client.request(upstream)).await {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+            let resp = Response::from_parts(parts, Body::new(body));
+            match fill {
+                Some(fill) => fill.store(resp).await,
+                None => resp,
+            }
         }
         Ok(Err(e)) => {
             tracing::warn!(segment, error = %e, "upstream unavailable");

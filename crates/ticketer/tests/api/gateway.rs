@@ -267,3 +267,71 @@ async fn gateway_serves_https_when_given_a_certificate() {
     let plain = s.http.get(format!("{}/health", s.base)).send().await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
+
+/// Anonymous public reads come from the gateway's short-lived copy: with
+/// an ETag (304 when it is sent back), never long behind a change, and
+/// never mixed up with what a signed-in organizer may see.
+async fn public_reads_are_kept_briefly(s: &TestStack) {
+    let l = s.label;
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    let body = serde_json::json!({
+        "event_name": "Kept", "description": "", "category": "Music", "location": "Hall",
+        "event_date": "2031-03-03", "start_time": "20:00", "end_time": "23:00",
+        "ticket_capacity": 10, "ticket_price": "20.00"
+    });
+    let r = s
+        .call(Method::POST, "/api/v1/events", Some(&organizer), Some(body))
+        .await;
+    let id = r.body["id"].as_i64().unwrap();
+    let path = format!("/api/v1/events/{id}");
+
+    // A draft: hidden from everyone else, shown to its organizer.
+    let anonymous = s.call(Method::GET, &path, None, None).await;
+    assert_eq!(anonymous.status, StatusCode::NOT_FOUND, "{l}");
+    let own = s.call(Method::GET, &path, Some(&organizer), None).await;
+    assert_eq!(own.status, StatusCode::OK, "{l}: credentials bypass the copy");
+
+    let publish = format!("/api/v1/events/{id}/publish");
+    s.call(Method::POST, &publish, Some(&organizer), None).await;
+    let seen = s.eventually(&path, |b| b["status"] == "PUBLISHED").await;
+    assert_eq!(seen["event_name"], "Kept", "{l}");
+    let r = s.call(Method::GET, &path, None, None).await;
+    let etag = r
+        .headers
+        .get("etag")
+        .expect("an ETag")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.headers.get("cache-control").unwrap(), "no-cache", "{l}");
+    let r = s
+        .call_with(Method::GET, &path, None, None, &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{l}");
+
+    let rename = serde_json::json!({"event_name": "Renamed"});
+    let r = s.call(Method::PATCH, &path, Some(&organizer), Some(rename)).await;
+    assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body);
+    let renamed = s.eventually(&path, |b| b["event_name"] == "Renamed").await;
+    assert_eq!(renamed["id"], id, "{l}");
+    let r = s
+        .call_with(Method::GET, &path, None, None, &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{l}: the old ETag no longer matches");
+    assert_ne!(r.headers.get("etag").unwrap().to_str().unwrap(), etag, "{l}");
+}
+
+const KEPT: &[(&str, &str)] = &[("GATEWAY_CACHE_TTL_MS", "500")];
+
+#[tokio::test]
+async fn embedded_public_reads_are_kept_briefly() {
+    public_reads_are_kept_briefly(&TestStack::embedded(KEPT).await).await;
+}
+
+#[tokio::test]
+async fn production_public_reads_are_kept_briefly() {
+    let Some(s) = TestStack::production_with(KEPT).await else {
+        return;
+    };
+    public_reads_are_kept_briefly(&s).await;
+}

@@ -103,7 +103,12 @@ impl TestStack {
     /// Rate limiting is off unless `extra` turns it on.
     pub async fn embedded(extra: &[(&str, &str)]) -> TestStack {
         let data = tempfile::tempdir().unwrap();
-        let mut vars = env_map(&[("GATEWAY_RATE_LIMIT_PER_MINUTE", "0".into())]);
+        // Reads answered from the gateway's short-lived copy are tested on
+        // their own; elsewhere a test reads what it just changed.
+        let mut vars = env_map(&[
+            ("GATEWAY_RATE_LIMIT_PER_MINUTE", "0".into()),
+            ("GATEWAY_CACHE_TTL_MS", "0".into()),
+        ]);
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
         }
@@ -170,6 +175,7 @@ impl TestStack {
                 ),
             ),
             ("GATEWAY_RATE_LIMIT_PER_MINUTE", "0".into()),
+            ("GATEWAY_CACHE_TTL_MS", "0".into()),
             ("TICKETER_DATA_DIR", data.path().display().to_string()),
             (
                 "RUST_LOG",
