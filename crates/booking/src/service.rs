@@ -263,17 +263,20 @@ impl BookingService {
             key,
             request_hash: request_hash(&req),
         });
-        if let Some(key) = &key {
-            if let Some(booking) = self.earlier(customer, key).await? {
-                return Ok(Created {
-                    booking,
-                    replayed: true,
-                });
-            }
-        }
         if self.known_sold_out(req.event_id, req.number_of_tickets).await {
+            // A retry of a request accepted before the seats ran out still
+            // gets its booking.
+            if let Some(key) = &key {
+                if let Some(booking) = self.earlier(customer, key).await? {
+                    return Ok(Created {
+                        booking,
+                        replayed: true,
+                    });
+                }
+            }
             return Err(ApiError::SoldOut("no tickets are left for this event".into()));
         }
+        // Otherwise a repeated key shows up as a unique violation below.
         let (saga, commands) = saga::start();
         let now = time::now();
         let booking = Booking {

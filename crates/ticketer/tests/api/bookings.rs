@@ -621,7 +621,13 @@ async fn idempotent_booking(s: &TestStack) {
         )
         .await;
     let again = s
-        .call_with(Method::POST, "/api/v1/bookings", Some(&buyer), Some(body), &key)
+        .call_with(
+            Method::POST,
+            "/api/v1/bookings",
+            Some(&buyer),
+            Some(body.clone()),
+            &key,
+        )
         .await;
     assert_eq!(first.text("status"), "CONFIRMED", "{l}: {}", first.body);
     assert_eq!(
@@ -646,6 +652,30 @@ async fn idempotent_booking(s: &TestStack) {
         .call(Method::GET, "/api/v1/bookings/mine", Some(&buyer), None)
         .await;
     assert_eq!(mine.body["total"], 1, "{l}: one booking: {}", mine.body);
+
+    // Once the event is sold out, the retry still gets its booking.
+    let (_, other_buyer, _) = s.user("CUSTOMER").await;
+    let rest = book(s, &other_buyer, event, 3, "tok_visa").await;
+    assert_eq!(rest.text("status"), "CONFIRMED", "{l}: {}", rest.body);
+    s.eventually(&format!("/api/v1/tickets/availability/{event}"), |b| {
+        b["available"] == 0
+    })
+    .await;
+    let late = s
+        .call_with(
+            Method::POST,
+            "/api/v1/bookings",
+            Some(&buyer),
+            Some(body.clone()),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (late.status, late.text("booking_id")),
+        (StatusCode::CREATED, first.text("booking_id")),
+        "{l}: {}",
+        late.body
+    );
     let r = s
         .call(
             Method::GET,
@@ -654,7 +684,7 @@ async fn idempotent_booking(s: &TestStack) {
             None,
         )
         .await;
-    assert_eq!(seats(&r.body), (5, 3, 0, 2), "{l}");
+    assert_eq!(seats(&r.body), (5, 0, 0, 5), "{l}");
 }
 
 #[tokio::test]
