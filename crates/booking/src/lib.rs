@@ -28,7 +28,12 @@ pub async fn build(
     db.migrate("booking", MIGRATIONS).await?;
     let payment_timeout = infra.env.seconds_or("PAYMENT_TIMEOUT_SECONDS", 120)?;
     let max = infra.env.parse_or("MAX_TICKETS_PER_BOOKING", 10)?;
-    let service = BookingService::new(db.clone(), max, payment_timeout, parts.cache.clone());
+    let mut service = BookingService::new(db.clone(), max, payment_timeout, parts.cache.clone());
+    service.recheck = std::time::Duration::from_millis(
+        infra
+            .env
+            .parse_or("WAIT_RECHECK_MS", waiters::RECHECK.as_millis() as u64)?,
+    );
     let mut tasks = Vec::new();
     for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
         let driver = service::SagaDriver {

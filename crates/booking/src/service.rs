@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{
     saga::{self, BookingStatus, Command, HoldFailure, Input, Stage},
     store::{self, Booking, RequestKey},
-    waiters::{Waiters, FALLBACK},
+    waiters::Waiters,
 };
 
 #[derive(Clone)]
@@ -28,6 +28,8 @@ pub struct BookingService {
     /// Where the ticket service keeps each event's seats for sale.
     pub(crate) cache: Option<Cache>,
     pub(crate) waiters: Waiters,
+    /// How often a waiting request looks again without being woken.
+    pub(crate) recheck: Duration,
 }
 
 /// The public view of a booking (CONTRACT.md).
@@ -157,6 +159,7 @@ impl BookingService {
             payment_timeout,
             cache,
             waiters: Waiters::default(),
+            recheck: crate::waiters::RECHECK,
         }
     }
 
@@ -348,7 +351,7 @@ impl BookingService {
             if b.saga.stage.status() != BookingStatus::Pending || now >= deadline {
                 return Ok(b);
             }
-            let _ = tokio::time::timeout((deadline - now).min(FALLBACK), changed).await;
+            let _ = tokio::time::timeout((deadline - now).min(self.recheck), changed).await;
         }
     }
 

@@ -2,7 +2,7 @@
 //! when a change to that booking commits instead of each polling the
 //! database. A change committed by another replica of the service is not
 //! seen here; waiters then notice it on their next look, at most
-//! [`FALLBACK`] later.
+//! `BOOKING_WAIT_RECHECK_MS` (default [`RECHECK`]) later.
 
 use std::{
     collections::HashMap,
@@ -13,8 +13,8 @@ use std::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-/// How often a waiter looks again when it is not woken.
-pub const FALLBACK: Duration = Duration::from_millis(250);
+/// How often a waiter looks again when it is not woken, by default.
+pub const RECHECK: Duration = Duration::from_millis(250);
 
 /// Per booking: what its waiters wait on, and how many there are.
 type Registry = HashMap<Uuid, (Arc<Notify>, usize)>;

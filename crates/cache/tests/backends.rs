@@ -1,28 +1,26 @@
-//! The same behaviour from both backends: process memory always, Redis when
-//! `TICKETER_TEST_REDIS_URL` is set (each test under its own key prefix).
+//! The same behaviour from both backends: process memory always, Redis
+//! (ignored unless run with `--run-ignored`, as ./scripts/test does when
+//! `TICKETER_TEST_REDIS_URL` is set; each test under its own key prefix).
 
 use std::time::Duration;
 
 use ticketer_cache::{Bucket, Cache};
 
-async fn backends() -> Vec<Cache> {
-    let mut caches = vec![Cache::memory()];
-    match std::env::var("TICKETER_TEST_REDIS_URL")
+/// Redis under a fresh prefix, or None (and the reason said) without a URL.
+async fn redis() -> Option<Cache> {
+    let Some(url) = std::env::var("TICKETER_TEST_REDIS_URL")
         .ok()
         .filter(|v| !v.is_empty())
-    {
-        Some(url) => {
-            let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-            caches.push(Cache::connect(Some(&url), &prefix).await.expect("redis"));
-        }
-        None => ticketer_config::skip_test("Redis cache test", "TICKETER_TEST_REDIS_URL"),
-    }
-    caches
+    else {
+        ticketer_config::skip_test("Redis cache test", "TICKETER_TEST_REDIS_URL");
+        return None;
+    };
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    Some(Cache::connect(Some(&url), &prefix).await.expect("redis"))
 }
 
-#[tokio::test]
-async fn values_expire() {
-    for cache in backends().await {
+async fn values_expire(cache: Cache) {
+    {
         cache
             .set("k", "v", Some(Duration::from_millis(150)))
             .await
@@ -39,9 +37,8 @@ async fn values_expire() {
     }
 }
 
-#[tokio::test]
-async fn a_lock_has_one_holder_until_released_or_expired() {
-    for cache in backends().await {
+async fn a_lock_has_one_holder_until_released_or_expired(cache: Cache) {
+    {
         let kind = cache.kind();
         let held = cache
             .try_lock("event:1", Duration::from_millis(200))
@@ -75,9 +72,8 @@ async fn a_lock_has_one_holder_until_released_or_expired() {
     }
 }
 
-#[tokio::test]
-async fn rate_limit_allows_the_burst_then_refuses_with_retry_after() {
-    for cache in backends().await {
+async fn rate_limit_allows_the_burst_then_refuses_with_retry_after(cache: Cache) {
+    {
         let kind = cache.kind();
         let bucket = Bucket {
             per_minute: 60,
@@ -95,5 +91,44 @@ async fn rate_limit_allows_the_burst_then_refuses_with_retry_after() {
         // Another client has its own bucket.
         assert!(cache.rate_limit("ip:2", bucket).await.unwrap().allowed, "{kind}");
         cache.clear().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn memory_values_expire() {
+    values_expire(Cache::memory()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn redis_values_expire() {
+    if let Some(cache) = redis().await {
+        values_expire(cache).await;
+    }
+}
+
+#[tokio::test]
+async fn memory_a_lock_has_one_holder_until_released_or_expired() {
+    a_lock_has_one_holder_until_released_or_expired(Cache::memory()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn redis_a_lock_has_one_holder_until_released_or_expired() {
+    if let Some(cache) = redis().await {
+        a_lock_has_one_holder_until_released_or_expired(cache).await;
+    }
+}
+
+#[tokio::test]
+async fn memory_rate_limit_allows_the_burst_then_refuses_with_retry_after() {
+    rate_limit_allows_the_burst_then_refuses_with_retry_after(Cache::memory()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn redis_rate_limit_allows_the_burst_then_refuses_with_retry_after() {
+    if let Some(cache) = redis().await {
+        rate_limit_allows_the_burst_then_refuses_with_retry_after(cache).await;
     }
 }

@@ -240,16 +240,19 @@ async fn embedded_crash_before_publish_loses_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_rabbitmq_redelivery_has_no_second_effect() {
     redelivery_has_no_second_effect(true).await;
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_rabbitmq_poison_goes_to_the_dead_letter_queue() {
     poison_goes_to_the_dead_letter_queue(true).await;
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_rabbitmq_crash_before_publish_loses_nothing() {
     crash_before_publish_loses_nothing(true).await;
 }
@@ -315,6 +318,7 @@ async fn embedded_janitor_prunes_only_what_is_old() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_janitor_prunes_only_what_is_old() {
     janitor_prunes_only_what_is_old(true).await;
 }
@@ -322,6 +326,7 @@ async fn postgres_janitor_prunes_only_what_is_old() {
 /// A transaction that took its outbox id first but commits last is still
 /// relayed (ids are handed out at insert, commits come in any order), once.
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_rabbitmq_late_commit_below_the_cursor_is_relayed() {
     let Some(rig) = Rig::start(true).await else {
         return;
@@ -341,6 +346,7 @@ async fn postgres_rabbitmq_late_commit_below_the_cursor_is_relayed() {
 /// A replica starting up (and migrating) while another relays must not
 /// wait for the relay: they hold different locks.
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_rabbitmq_migrating_while_the_relay_leads() {
     let Some(rig) = Rig::start(true).await else {
         return;

@@ -268,6 +268,7 @@ async fn embedded_buying_and_cancelling() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn production_buying_and_cancelling() {
     let Some(s) = TestStack::production().await else {
         return;
@@ -281,6 +282,7 @@ async fn embedded_flash_sale_never_oversells() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn production_flash_sale_never_oversells() {
     let Some(s) = TestStack::production().await else {
         return;
@@ -352,6 +354,7 @@ async fn embedded_bench_reports_a_clean_sale() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn production_bench_reports_a_clean_sale() {
     let Some(s) = TestStack::production().await else {
         return;
@@ -438,6 +441,7 @@ async fn embedded_event_cancellation_refunds() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn production_event_cancellation_refunds() {
     let Some(s) = TestStack::production().await else {
         return;
@@ -595,6 +599,7 @@ async fn embedded_sale_with_expiring_holds_and_failing_payments() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn production_sale_with_expiring_holds_and_failing_payments() {
     let Some(s) = TestStack::production_with(EXPIRING).await else {
         return;
@@ -693,9 +698,48 @@ async fn embedded_idempotent_booking() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn production_idempotent_booking() {
     let Some(s) = TestStack::production().await else {
         return;
     };
     idempotent_booking(&s).await;
+}
+
+/// A request waiting for its booking is woken by the booking's own
+/// change: with the look-again interval far beyond the wait, the answer
+/// still comes back settled.
+async fn waiting_requests_are_woken(s: &TestStack) {
+    let l = s.label;
+    let event = event_on_sale(s, 3).await;
+    let (_, buyer, _) = s.user("CUSTOMER").await;
+    for card in ["tok_visa", "tok_chargeDeclined"] {
+        // Unwoken, the answer would come only when the 25 s wait ran out;
+        // the saga itself takes milliseconds, so half of that is a bound
+        // no machine comes near.
+        let started = std::time::Instant::now();
+        let r = book(s, &buyer, event, 1, card).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{l}: {card}: {}", r.body);
+        assert_ne!(r.text("status"), "PENDING", "{l}: {card}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(12_500),
+            "{l}: {card}: answered only when the wait ran out"
+        );
+    }
+}
+
+const NO_RECHECK: &[(&str, &str)] = &[("BOOKING_WAIT_RECHECK_MS", "600000")];
+
+#[tokio::test]
+async fn embedded_waiting_requests_are_woken() {
+    waiting_requests_are_woken(&TestStack::embedded(NO_RECHECK).await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn production_waiting_requests_are_woken() {
+    let Some(s) = TestStack::production_with(NO_RECHECK).await else {
+        return;
+    };
+    waiting_requests_are_woken(&s).await;
 }

@@ -179,6 +179,7 @@ async fn serve_exports_traces_over_otlp() {
 /// the broker was unreachable, then the process was killed outright. After a
 /// restart the outbox relay publishes it.
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn killed_between_commit_and_publish_loses_nothing() {
     use std::sync::Mutex;
 

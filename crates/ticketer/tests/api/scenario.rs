@@ -478,6 +478,7 @@ async fn embedded_walkthrough() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn production_walkthrough() {
     let Some(stack) = TestStack::production().await else {
         return;
@@ -653,6 +654,7 @@ async fn embedded_roles_and_profile() {
 }
 
 #[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn production_roles_and_profile() {
     let Some(stack) = TestStack::production_with(&[
         ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
