@@ -40,10 +40,16 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-type Receiver = Arc<AsyncMutex<mpsc::UnboundedReceiver<Delivery>>>;
+type Receiver = Arc<AsyncMutex<mpsc::Receiver<Delivery>>>;
+
+/// The most messages a queue holds. A consumed queue holds at most what one
+/// publish is waiting for; this bounds a queue nobody in this process reads
+/// (a service tried alone without a broker), whose messages could never be
+/// delivered here anyway.
+const QUEUE_CAPACITY: usize = 10_000;
 
 struct Queue {
-    tx: mpsc::UnboundedSender<Delivery>,
+    tx: mpsc::Sender<Delivery>,
     rx: Receiver,
     /// Whether a consumer in this process reads it. Publishes wait for
     /// consumers to settle; a queue nobody here consumes just keeps the
@@ -115,11 +121,22 @@ impl InProcessBus {
                 for queue in targets {
                     let (tx, rx) = oneshot::channel();
                     let q = queues.get(queue).ok_or(BusError::NotSettled(msg.message_id))?;
-                    q.tx.send(Delivery {
+                    let delivery = Delivery {
                         body: body.clone(),
                         settled: tx,
-                    })
-                    .map_err(|_| BusError::NotSettled(msg.message_id))?;
+                    };
+                    match q.tx.try_send(delivery) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) if !q.consumed => {
+                            tracing::warn!(
+                                queue,
+                                kind = %msg.routing_key,
+                                "no consumer in this process and the queue is full; message dropped (run every service, or set AMQP_URL)"
+                            );
+                            continue;
+                        }
+                        Err(_) => return Err(BusError::NotSettled(msg.message_id)),
+                    }
                     if q.consumed {
                         waiting.push((msg.message_id, rx));
                     }
@@ -141,7 +158,7 @@ impl InProcessBus {
         let rx = {
             let mut queues = self.queues.lock().expect("queues lock");
             let q = queues.entry(queue.to_string()).or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
                 Queue {
                     tx,
                     rx: Arc::new(AsyncMutex::new(rx)),
@@ -259,15 +276,18 @@ async fn worker(
     }
 }
 
+/// Keeps a dead letter, at most [`QUEUE_CAPACITY`] per queue (the oldest
+/// goes first; the log line written when it arrived remains).
 fn record(dead: &Mutex<HashMap<String, Vec<DeadLetter>>>, queue: &str, body: &[u8], reason: String) {
-    dead.lock()
-        .expect("dead lock")
-        .entry(queue.to_string())
-        .or_default()
-        .push(DeadLetter {
-            body: body.to_vec(),
-            reason,
-        });
+    let mut dead = dead.lock().expect("dead lock");
+    let letters = dead.entry(queue.to_string()).or_default();
+    if letters.len() >= QUEUE_CAPACITY {
+        letters.remove(0);
+    }
+    letters.push(DeadLetter {
+        body: body.to_vec(),
+        reason,
+    });
 }
 
 #[cfg(test)]
@@ -402,6 +422,22 @@ mod declared_queue_tests {
         }
         assert_eq!(*count.0.lock().unwrap(), 1);
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_queue_nobody_consumes_holds_a_bounded_number_of_messages() {
+        let bus = Bus::in_process();
+        let batch: Vec<Outgoing> = (0..QUEUE_CAPACITY + 50)
+            .map(|n| Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &n)))
+            .collect();
+        bus.publish(&batch).await.unwrap();
+        let Bus::InProcess(inner) = &bus else {
+            unreachable!("an in-process bus")
+        };
+        let queues = inner.queues.lock().unwrap();
+        let held =
+            queues[TICKET_INVENTORY.name].tx.max_capacity() - queues[TICKET_INVENTORY.name].tx.capacity();
+        assert_eq!(held, QUEUE_CAPACITY, "the rest were dropped, not kept");
     }
 
     #[tokio::test]

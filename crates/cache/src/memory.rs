@@ -6,11 +6,24 @@ use std::{
 
 use crate::{Bucket, RateDecision};
 
+/// Past this many entries, a write first drops what no longer matters
+/// (expired values, buckets idle long enough to be full again), so that
+/// keys nobody asks for again (one per client address) do not pile up.
+const SWEEP_ABOVE: usize = 10_000;
+
 /// The embedded backend: a map with expiry, for one process.
 #[derive(Default)]
 pub struct MemoryCache {
     values: Mutex<HashMap<String, (String, Option<Instant>)>>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// Drops entries `stale` says are gone, when the map has grown past
+/// [`SWEEP_ABOVE`] (and at most once per doubling beyond it).
+fn sweep<V>(map: &mut HashMap<String, V>, stale: impl Fn(&V) -> bool) {
+    if map.len() >= SWEEP_ABOVE && map.len().is_power_of_two() {
+        map.retain(|_, v| !stale(v));
+    }
 }
 
 impl MemoryCache {
@@ -27,11 +40,11 @@ impl MemoryCache {
     }
 
     pub(crate) fn set(&self, key: &str, value: &str, ttl: Option<Duration>) {
-        let exp = ttl.map(|t| Instant::now() + t);
-        self.values
-            .lock()
-            .expect("cache lock")
-            .insert(key.to_string(), (value.to_string(), exp));
+        let now = Instant::now();
+        let exp = ttl.map(|t| now + t);
+        let mut values = self.values.lock().expect("cache lock");
+        sweep(&mut values, |(_, exp)| exp.is_some_and(|e| e <= now));
+        values.insert(key.to_string(), (value.to_string(), exp));
     }
 
     pub(crate) fn delete(&self, key: &str) {
@@ -63,12 +76,46 @@ impl MemoryCache {
         let (tokens, last) = buckets.get(key).copied().unwrap_or((bucket.burst as f64, now));
         let elapsed = now.saturating_duration_since(last).as_millis() as u64;
         let (tokens, decision) = bucket.take(tokens, elapsed);
+        // A bucket left alone this long is full again: the same as absent.
+        let refill = Duration::from_secs_f64(bucket.burst as f64 * 60.0 / bucket.per_minute.max(1) as f64);
+        sweep(&mut buckets, |(_, last)| {
+            now.saturating_duration_since(*last) >= refill
+        });
         buckets.insert(key.to_string(), (tokens, now));
         decision
+    }
+
+    #[cfg(test)]
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (
+            self.values.lock().expect("cache lock").len(),
+            self.buckets.lock().expect("bucket lock").len(),
+        )
     }
 
     pub(crate) fn clear(&self) {
         self.values.lock().expect("cache lock").clear();
         self.buckets.lock().expect("bucket lock").clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgotten_keys_do_not_pile_up() {
+        let cache = MemoryCache::default();
+        let bucket = Bucket {
+            per_minute: 6_000_000,
+            burst: 1,
+        };
+        for n in 0..100_000 {
+            cache.set(&format!("v{n}"), "x", Some(Duration::from_nanos(1)));
+            cache.rate_limit(&format!("ip:{n}"), bucket);
+        }
+        let (values, buckets) = cache.sizes();
+        assert!(values < 2 * SWEEP_ABOVE * 4, "values kept: {values}");
+        assert!(buckets < 2 * SWEEP_ABOVE * 4, "buckets kept: {buckets}");
     }
 }
