@@ -10,9 +10,7 @@ use axum::{
     Router,
 };
 use serde::Deserialize;
-use ticketer_http::{
-    idempotency::IDEMPOTENCY_KEY, ApiError, ApiResult, AuthUser, Json, Page, PageQuery, Query, Role,
-};
+use ticketer_http::{idempotency, ApiError, ApiResult, AuthUser, Json, Page, PageQuery, Query, Role};
 use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
@@ -73,18 +71,7 @@ async fn create_booking(
     if !user.has(Role::Customer) {
         return Err(ApiError::Forbidden("only customers book tickets".into()));
     }
-    let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|c| c.is_ascii_graphic()))
-                .ok_or_else(|| {
-                    ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
-                })?
-                .to_string(),
-        ),
-    };
+    let key = idempotency::key_of(&headers)?;
     let created = svc.create(user.id, req, key).await?;
     let booking = match prefer_wait(&headers) {
         Some(wait) => svc.wait_settled(created.booking.booking_id, wait).await?,

@@ -136,12 +136,11 @@ pub struct NewBooking {
 /// A digest of what a booking request asks for, to tell a retry from a
 /// different request under the same Idempotency-Key.
 fn request_hash(req: &NewBooking) -> String {
-    let text = format!(
-        "{}\n{}\n{}",
-        req.event_id, req.number_of_tickets, req.payment_token
-    );
-    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    ticketer_http::idempotency::digest(&[
+        req.event_id.to_string().as_bytes(),
+        req.number_of_tickets.to_string().as_bytes(),
+        req.payment_token.as_bytes(),
+    ])
 }
 
 /// What `create` did.

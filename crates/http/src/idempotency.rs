@@ -20,7 +20,9 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// Request and stored-response bodies above this are not accepted here.
 const MAX_BODY: usize = 1024 * 1024;
 
-fn sha256_hex(parts: &[&[u8]]) -> String {
+/// A hex SHA-256 of `parts`, each length-prefixed so that no two different
+/// lists of parts digest alike: tells a retried request from another one.
+pub fn digest(parts: &[&[u8]]) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for p in parts {
         ctx.update(&(p.len() as u64).to_be_bytes());
@@ -29,10 +31,21 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
     ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn valid_key(v: &HeaderValue) -> Option<String> {
+/// The request's `Idempotency-Key`, if it sent one; 400 when it is not 1 to
+/// 255 visible ASCII characters.
+pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(&IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
     let b = v.as_bytes();
-    (!b.is_empty() && b.len() <= 255 && b.iter().all(|c| c.is_ascii_graphic()))
-        .then(|| String::from_utf8_lossy(b).into_owned())
+    if !b.is_empty() && b.len() <= 255 && b.iter().all(|c| c.is_ascii_graphic()) {
+        Ok(Some(String::from_utf8_lossy(b).into_owned()))
+    } else {
+        Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        ))
+    }
 }
 
 /// Who the key belongs to: the verified token's subject, else anonymous.
@@ -65,19 +78,17 @@ pub async fn idempotent(
     if req.method() != Method::POST || native.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let Some(raw_key) = req.headers().get(&IDEMPOTENCY_KEY) else {
-        return next.run(req).await;
-    };
-    let Some(key) = valid_key(raw_key) else {
-        return ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
-            .into_response();
+    let key = match key_of(req.headers()) {
+        Ok(Some(key)) => key,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return e.into_response(),
     };
     let (parts, body) = req.into_parts();
     let scope = scope(&parts.headers, parts.extensions.get::<TokenVerifier>().cloned()).await;
     let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
         return ApiError::BadRequest("request body too large".into()).into_response();
     };
-    let hash = sha256_hex(&[
+    let hash = digest(&[
         parts.method.as_str().as_bytes(),
         parts.uri.path().as_bytes(),
         &bytes,
