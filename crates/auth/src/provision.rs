@@ -12,7 +12,7 @@
 
 use chrono::Utc;
 use rand::RngCore;
-use ticketer_db::{placeholders, time, Db};
+use ticketer_db::{time, value_rows, Db};
 use ticketer_http::{Claims, Role};
 use uuid::Uuid;
 
@@ -74,12 +74,9 @@ impl AuthService {
 async fn insert_chunk(db: &Db, users: &[(Uuid, String)], hash: &str, now: &str) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
     // users: id, email, password_hash, first_name, last_name, created_at, updated_at
-    let rows: Vec<String> = (0..users.len())
-        .map(|i| format!("({})", placeholders(i * 7 + 1, 7)))
-        .collect();
     let sql = format!(
         "INSERT INTO users (id, email, password_hash, first_name, last_name, created_at, updated_at) VALUES {}",
-        rows.join(", ")
+        value_rows(users.len(), 7)
     );
     let mut q = sqlx::query(&sql);
     for (id, email) in users {
@@ -93,12 +90,9 @@ async fn insert_chunk(db: &Db, users: &[(Uuid, String)], hash: &str, now: &str) 
             .bind(now.to_string());
     }
     q.execute(&mut *tx).await?;
-    let rows: Vec<String> = (0..users.len())
-        .map(|i| format!("({})", placeholders(i * 3 + 1, 3)))
-        .collect();
     let sql = format!(
         "INSERT INTO user_roles (user_id, role, granted_at) VALUES {}",
-        rows.join(", ")
+        value_rows(users.len(), 3)
     );
     let mut q = sqlx::query(&sql);
     for (id, _) in users {
@@ -110,4 +104,46 @@ async fn insert_chunk(db: &Db, users: &[(Uuid, String)], hash: &str, now: &str) 
     q.execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use ticketer_db::testing::TestDatabase;
+
+    use super::*;
+    use crate::{
+        keys::SigningKey,
+        password::{HashLimits, Hasher},
+        store, MIGRATIONS,
+    };
+
+    #[tokio::test]
+    async fn provisioned_customers_exist_and_their_tokens_verify() {
+        let tdb = TestDatabase::sqlite();
+        let db = tdb.connect().await.unwrap();
+        db.migrate("auth", MIGRATIONS).await.unwrap();
+        let key = Arc::new(SigningKey::from_pem(&SigningKey::generate_pem()).unwrap());
+        let auth = AuthService {
+            db: db.clone(),
+            key: key.clone(),
+            issuer: "ticketer".into(),
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(3600),
+            hasher: Hasher::new(HashLimits::default()),
+        };
+        // More than one INSERT's worth.
+        let made = auth.provision_customers("Buyer-T", CHUNK + 3).await.unwrap();
+        assert_eq!(made.len(), CHUNK + 3);
+        let verifier = key.verifier("ticketer");
+        for p in [&made[0], &made[CHUNK + 2]] {
+            let claims = verifier.verify(&p.access_token).await.unwrap();
+            assert_eq!(claims.sub, p.id.to_string());
+            assert_eq!(claims.roles, vec![Role::Customer]);
+            let user = store::user_by_email(&db, &p.email).await.unwrap().unwrap();
+            assert_eq!((user.id, user.roles), (p.id, vec![Role::Customer]));
+            assert!(p.email.starts_with("buyer-t-"), "{}", p.email);
+        }
+    }
 }

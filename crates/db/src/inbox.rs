@@ -6,7 +6,7 @@ use tracing::Instrument;
 
 use std::collections::HashSet;
 
-use crate::{placeholders, time, AnyConnection, Db};
+use crate::{time, value_rows, AnyConnection, Db};
 
 /// What a service does with one message, inside the batch's transaction.
 #[async_trait::async_trait]
@@ -45,13 +45,10 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
         let mut tx = self.db.begin().await.map_err(HandleError::transient)?;
         // One statement records the whole batch; what it returns is what
         // had not been seen before.
-        let rows: Vec<String> = (0..batch.len())
-            .map(|i| format!("({})", placeholders(i * 3 + 1, 3)))
-            .collect();
         let sql = format!(
             "INSERT INTO inbox (consumer, message_id, processed_at) VALUES {}
              ON CONFLICT DO NOTHING RETURNING message_id",
-            rows.join(", ")
+            value_rows(batch.len(), 3)
         );
         let now = time::now();
         let mut q = sqlx::query_as::<_, (String,)>(&sql);

@@ -210,6 +210,15 @@ pub fn placeholders(start: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `($1, $2, $3), ($4, $5, $6)` for an `INSERT ... VALUES` of `rows` rows
+/// of `columns` values each.
+pub fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|i| format!("({})", placeholders(i * columns + 1, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// True when `err` is a unique-constraint violation (e.g. a duplicate email).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error().is_some_and(|e| e.is_unique_violation())
@@ -255,5 +264,6 @@ mod tests {
     #[test]
     fn placeholder_lists() {
         assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
     }
 }
