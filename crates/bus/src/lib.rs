@@ -38,10 +38,10 @@ pub enum BusError {
     Disconnected,
 }
 
-/// A connected bus; cheap to clone.
 /// The wait for a sent batch's confirms.
 pub type Confirms = futures::future::BoxFuture<'static, Result<(), BusError>>;
 
+/// A connected bus; cheap to clone.
 #[derive(Clone)]
 pub enum Bus {
     InProcess(Arc<InProcessBus>),

@@ -27,8 +27,8 @@ use crate::{
 };
 
 /// Confirm-mode channels each process publishes on. Several batches can be
-/// awaiting their confirms at once (the outbox relay runs more than one
-/// worker on PostgreSQL), and the broker serves each channel separately.
+/// awaiting their confirms at once (the pipelined outbox relay sends the
+/// next batch meanwhile), and the broker serves each channel separately.
 const PUBLISH_CHANNELS: usize = 2;
 
 struct Live {

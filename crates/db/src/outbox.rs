@@ -103,43 +103,26 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes one batch of pending rows; returns how many.
+    /// Publishes one batch of pending rows, oldest first; returns how many.
+    /// Nothing is held while publishing (in process, that waits for the
+    /// consumers), so the service keeps writing meanwhile. This is the relay
+    /// loop of the one process that owns an SQLite file, and a one-shot
+    /// publish for tests; on PostgreSQL the running relay is
+    /// [`crate::pipeline`], and a one-shot beside it may send a row twice,
+    /// which consumers deduplicate.
     pub async fn publish_pending(&self) -> Result<usize, DbError> {
-        const SELECT: &str =
-            "SELECT id, exchange, body FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1";
-        match self.db.dialect() {
-            // Row locks let several replicas relay the same table without
-            // publishing the same row twice in the normal case.
-            Dialect::Postgres => {
-                let mut tx = self.db.begin().await?;
-                let rows = sqlx::query(&format!("{SELECT} FOR UPDATE SKIP LOCKED"))
-                    .bind(self.batch_size as i64)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let Some((ids, batch)) = Self::prepare(&rows)? else {
-                    return Ok(0);
-                };
-                self.bus.publish(&batch).await?;
-                Self::stamp(&mut tx, &ids).await?;
-                tx.commit().await?;
-                Ok(ids.len())
-            }
-            // One process owns an SQLite file. Nothing is held while
-            // publishing (in process, that waits for the consumers), so the
-            // service keeps writing meanwhile.
-            Dialect::Sqlite => {
-                let rows = sqlx::query(SELECT)
-                    .bind(self.batch_size as i64)
-                    .fetch_all(self.db.reader())
-                    .await?;
-                let Some((ids, batch)) = Self::prepare(&rows)? else {
-                    return Ok(0);
-                };
-                self.bus.publish(&batch).await?;
-                Self::stamp(&mut *self.db.pool().acquire().await?, &ids).await?;
-                Ok(ids.len())
-            }
-        }
+        let rows = sqlx::query(
+            "SELECT id, exchange, body FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(self.batch_size as i64)
+        .fetch_all(self.db.reader())
+        .await?;
+        let Some((ids, batch)) = Self::prepare(&rows)? else {
+            return Ok(0);
+        };
+        self.bus.publish(&batch).await?;
+        Self::stamp(&mut *self.db.pool().acquire().await?, &ids).await?;
+        Ok(ids.len())
     }
 
     /// The rows' ids and the messages to publish; None when there are none.

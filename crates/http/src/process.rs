@@ -12,14 +12,15 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub fn render() -> String {
     let mut out = String::new();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = |key: &str| -> Option<f64> {
+    // "VmRSS:   1234 kB", "Threads:  9": the number after the key.
+    let number = |key: &str| -> Option<f64> {
         status
             .lines()
             .find_map(|l| l.strip_prefix(key))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse::<f64>().ok())
-            .map(|n| n * 1024.0)
     };
+    let kib = |key: &str| number(key).map(|n| n * 1024.0);
     let mut gauge = |name: &str, help: &str, value: Option<f64>| {
         if let Some(v) = value {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -40,11 +41,11 @@ pub fn render() -> String {
         "Virtual memory size in bytes.",
         kib("VmSize:"),
     );
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse::<f64>().ok());
-    gauge("process_threads", "Number of OS threads in the process.", threads);
+    gauge(
+        "process_threads",
+        "Number of OS threads in the process.",
+        number("Threads:"),
+    );
     let fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as f64);
     gauge("process_open_fds", "Number of open file descriptors.", fds);
     let max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|l| {

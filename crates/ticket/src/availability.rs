@@ -28,15 +28,14 @@ const TTL: Duration = Duration::from_secs(5);
 const REFRESH: Duration = Duration::from_secs(2);
 
 /// Writes the figures that changed since the last pass (all of them every
-/// [`REFRESH`]); returns how many were written.
-pub async fn publish(
+/// [`REFRESH`]).
+async fn publish(
     db: &Db,
     cache: &Cache,
     last: &mut HashMap<i64, i64>,
     everything: bool,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<()> {
     let rows = store::on_sale_availability(db).await?;
-    let mut written = 0;
     let mut seen = HashMap::with_capacity(rows.len());
     for (event_id, available) in rows {
         seen.insert(event_id, available);
@@ -48,12 +47,11 @@ pub async fn publish(
                     Some(TTL),
                 )
                 .await?;
-            written += 1;
         }
     }
     // Events no longer on sale drop out; their entries expire.
     *last = seen;
-    Ok(written)
+    Ok(())
 }
 
 /// Runs [`publish`] every `every` until `shutdown`.
@@ -63,8 +61,8 @@ pub async fn run(db: Db, cache: Cache, every: Duration, shutdown: CancellationTo
     loop {
         let everything = refreshed.elapsed() >= REFRESH;
         match publish(&db, &cache, &mut last, everything).await {
-            Ok(_) if everything => refreshed = Instant::now(),
-            Ok(_) => {}
+            Ok(()) if everything => refreshed = Instant::now(),
+            Ok(()) => {}
             Err(e) => {
                 // Written again in full once the cache answers.
                 last.clear();

@@ -200,7 +200,8 @@ impl Client {
         }
     }
 
-    /// Setup calls: no retries, any non-success is fatal.
+    /// Setup calls: errors are retried for up to 60 s like any call; any
+    /// answer but `want` is fatal.
     async fn expect(
         &self,
         method: reqwest::Method,
