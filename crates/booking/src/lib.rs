@@ -36,11 +36,7 @@ pub async fn build(
     );
     let mut tasks = Vec::new();
     for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
-        let driver = service::SagaDriver {
-            db: db.clone(),
-            payment_timeout,
-            waiters: service.waiters.clone(),
-        };
+        let driver = service::SagaDriver::new(db.clone(), payment_timeout, service.waiters.clone());
         tasks.extend(parts.consume(spec, driver, infra, &shutdown).await?);
     }
     let mirror = service::EventMirror {

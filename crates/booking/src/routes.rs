@@ -72,10 +72,12 @@ async fn create_booking(
         return Err(ApiError::Forbidden("only customers book tickets".into()));
     }
     let key = idempotency::key_of(&headers)?;
-    let created = svc.create(user.id, req, key).await?;
-    let booking = match prefer_wait(&headers) {
-        Some(wait) => svc.wait_settled(created.booking.booking_id, wait).await?,
-        None => created.booking.clone(),
+    let wait = prefer_wait(&headers);
+    let created = svc.create(user.id, req, key, wait.is_some()).await?;
+    let replayed = created.replayed;
+    let booking = match (wait, created.waiting) {
+        (Some(wait), Some(waiting)) => svc.wait_settled(waiting, created.booking, wait).await?,
+        _ => created.booking,
     };
     let status = if booking.saga.stage.status() == BookingStatus::Pending {
         StatusCode::ACCEPTED
@@ -83,7 +85,7 @@ async fn create_booking(
         StatusCode::CREATED
     };
     let mut resp = (status, axum::Json(BookingView::from(&booking))).into_response();
-    if created.replayed {
+    if replayed {
         resp.headers_mut().insert(
             ticketer_http::idempotency::REPLAYED,
             axum::http::HeaderValue::from_static("true"),

@@ -3,21 +3,21 @@
 //! loads the booking under lock, asks [`saga::handle`], and stores the new
 //! state with the resulting commands in the outbox, in one transaction.
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use ticketer_cache::{figures, Cache};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ticketer_bus::{topology::BOOKING_EXCHANGE, Envelope, HandleError};
-use ticketer_db::{enqueue, time, AnyConnection, Db, DbError};
+use ticketer_db::{enqueue_all, time, AnyConnection, Db, DbError};
 use ticketer_http::{ApiError, FieldError, Money};
 use uuid::Uuid;
 
 use crate::{
     saga::{self, BookingStatus, Command, HoldFailure, Input, Stage},
     store::{self, Booking, RequestKey},
-    waiters::Waiters,
+    waiters::{Waiters, Waiting},
 };
 
 #[derive(Clone)]
@@ -79,6 +79,7 @@ async fn send(
     commands: Vec<Command>,
     cause: Option<&Envelope>,
 ) -> Result<(), DbError> {
+    let mut envelopes = Vec::with_capacity(commands.len());
     for command in commands {
         let (kind, payload) = match command {
             Command::HoldTickets => (
@@ -118,9 +119,9 @@ async fn send(
         if let Some(cause) = cause {
             env = env.caused_by(cause);
         }
-        enqueue(conn, BOOKING_EXCHANGE, &env).await?;
+        envelopes.push(env);
     }
-    Ok(())
+    enqueue_all(conn, BOOKING_EXCHANGE, &envelopes).await
 }
 
 /// What a new booking asks for.
@@ -148,6 +149,8 @@ pub struct Created {
     pub booking: Booking,
     /// The booking was made earlier with the same Idempotency-Key.
     pub replayed: bool,
+    /// Registered for changes when the caller means to wait.
+    pub waiting: Option<Waiting>,
 }
 
 impl BookingService {
@@ -241,6 +244,7 @@ impl BookingService {
         customer: Uuid,
         req: NewBooking,
         idempotency_key: Option<String>,
+        wait: bool,
     ) -> Result<Created, ApiError> {
         let mut errors = Vec::new();
         if req.event_id <= 0 {
@@ -270,10 +274,7 @@ impl BookingService {
             // gets its booking.
             if let Some(key) = &key {
                 if let Some(booking) = self.earlier(customer, key).await? {
-                    return Ok(Created {
-                        booking,
-                        replayed: true,
-                    });
+                    return self.replay(booking, wait).await;
                 }
             }
             return Err(ApiError::SoldOut("no tickets are left for this event".into()));
@@ -302,29 +303,39 @@ impl BookingService {
                 drop(tx);
                 let key = key.as_ref().expect("checked above");
                 return match self.earlier(customer, key).await? {
-                    Some(booking) => Ok(Created {
-                        booking,
-                        replayed: true,
-                    }),
+                    Some(booking) => self.replay(booking, wait).await,
                     None => Err(ApiError::Conflict("retry the request".into())),
                 };
             }
             Err(e) => return Err(e.into()),
         }
-        send(
-            &mut tx,
-            &booking,
-            vec![Command::Announce(BookingStatus::Pending)],
-            None,
-        )
-        .await?;
-        send(&mut tx, &booking, commands, None).await?;
+        // Announced first, then the saga's first commands.
+        let announced = std::iter::once(Command::Announce(BookingStatus::Pending));
+        send(&mut tx, &booking, announced.chain(commands).collect(), None).await?;
+        // Before the commit: the saga may answer before we would register.
+        let waiting = wait.then(|| self.waiters.register(booking.booking_id));
         tx.commit().await?;
         self.db.outbox_written();
         tracing::info!(booking_id = %booking.booking_id, event_id = booking.event_id, "booking created");
         Ok(Created {
             booking,
             replayed: false,
+            waiting,
+        })
+    }
+
+    /// The answer to a retry of an earlier request.
+    async fn replay(&self, booking: Booking, wait: bool) -> Result<Created, ApiError> {
+        let (booking, waiting) = if wait {
+            let (b, w) = self.watch(booking.booking_id).await?;
+            (b, Some(w))
+        } else {
+            (booking, None)
+        };
+        Ok(Created {
+            booking,
+            replayed: true,
+            waiting,
         })
     }
 
@@ -332,26 +343,52 @@ impl BookingService {
         store::get(&self.db, id).await
     }
 
-    /// Waits until the booking leaves PENDING or `wait` passes, woken by
-    /// each committed change to it.
-    pub async fn wait_settled(&self, id: Uuid, wait: std::time::Duration) -> Result<Booking, ApiError> {
+    /// Waits until `current` leaves PENDING or `wait` passes. The saga
+    /// consumer hands over the settled booking; other changes wake the
+    /// waiter to read it again, and so does every recheck interval.
+    pub async fn wait_settled(
+        &self,
+        waiting: Waiting,
+        mut current: Booking,
+        wait: Duration,
+    ) -> Result<Booking, ApiError> {
         let deadline = tokio::time::Instant::now() + wait;
-        let waiting = self.waiters.register(id);
         loop {
-            // Armed before the read: a change committed after it wakes us.
-            let changed = waiting.notify.notified();
+            // Armed before looking: a change committed after it wakes us.
+            let changed = waiting.slot.notify.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let b = self
-                .get(id)
+            if let Some(settled) = waiting.settled() {
+                return Ok(settled);
+            }
+            let now = tokio::time::Instant::now();
+            if current.saga.stage.status() != BookingStatus::Pending || now >= deadline {
+                return Ok(current);
+            }
+            if tokio::time::timeout((deadline - now).min(self.recheck), changed)
+                .await
+                .is_ok()
+            {
+                if let Some(settled) = waiting.settled() {
+                    return Ok(settled);
+                }
+            }
+            current = self
+                .get(current.booking_id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound("no such booking".into()))?;
-            let now = tokio::time::Instant::now();
-            if b.saga.stage.status() != BookingStatus::Pending || now >= deadline {
-                return Ok(b);
-            }
-            let _ = tokio::time::timeout((deadline - now).min(self.recheck), changed).await;
         }
+    }
+
+    /// A booking to wait on, registered before it is read again, so that
+    /// no change after the read is missed.
+    async fn watch(&self, id: Uuid) -> Result<(Booking, Waiting), ApiError> {
+        let waiting = self.waiters.register(id);
+        let booking = self
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such booking".into()))?;
+        Ok((booking, waiting))
     }
 
     /// The customer asks to cancel a confirmed booking: refund, then seats back.
@@ -494,6 +531,25 @@ pub struct SagaDriver {
     pub db: Db,
     pub payment_timeout: Duration,
     pub waiters: Waiters,
+    /// Bookings that settled in a batch not yet committed, by the message
+    /// that settled them: handed to their waiters once it commits.
+    settling: Mutex<HashMap<Uuid, Booking>>,
+}
+
+/// Settled bookings kept for batches that never committed (the batch
+/// failed and its messages went elsewhere) are dropped past this many;
+/// their waiters then read the booking themselves.
+const SETTLING_CAP: usize = 10_000;
+
+impl SagaDriver {
+    pub fn new(db: Db, payment_timeout: Duration, waiters: Waiters) -> Self {
+        SagaDriver {
+            db,
+            payment_timeout,
+            waiters,
+            settling: Mutex::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -528,15 +584,29 @@ impl ticketer_db::MessageHandler for SagaDriver {
         if msg.kind == "TicketsHeld" && b.currency.is_none() {
             b.currency = a.currency;
         }
-        advance(tx, b, input, Some(msg), self.payment_timeout)
-            .await
-            .map(|_| ())
+        let was_pending = b.saga.stage.status() == BookingStatus::Pending;
+        let b = advance(tx, b, input, Some(msg), self.payment_timeout).await?;
+        if was_pending && b.saga.stage.status() != BookingStatus::Pending && self.waiters.has(b.booking_id) {
+            let mut settling = self.settling.lock().expect("settling lock");
+            if settling.len() >= SETTLING_CAP {
+                settling.clear();
+            }
+            settling.insert(msg.message_id, b);
+        }
+        Ok(())
     }
 
     fn committed(&self, batch: &[Envelope]) {
-        // Saga messages are correlated by booking id.
-        for msg in batch {
-            self.waiters.wake(msg.correlation_id);
+        // Only settling matters to a waiter; steps in between wake nobody.
+        let settled: Vec<Booking> = {
+            let mut settling = self.settling.lock().expect("settling lock");
+            batch
+                .iter()
+                .filter_map(|msg| settling.remove(&msg.message_id))
+                .collect()
+        };
+        for b in &settled {
+            self.waiters.settle(b);
         }
     }
 }

@@ -9,21 +9,38 @@ use std::time::Duration;
 use ticketer_bus::{Bus, Envelope, Outgoing};
 use tokio_util::sync::CancellationToken;
 
-use crate::{placeholders, time, AnyConnection, Db, DbError, Dialect, Row};
+use crate::{placeholders, time, value_rows, AnyConnection, Db, DbError, Dialect, Row};
 
 /// Adds `envelope` to the outbox inside the caller's transaction.
 pub async fn enqueue(conn: &mut AnyConnection, exchange: &str, envelope: &Envelope) -> Result<(), DbError> {
-    let body = String::from_utf8(envelope.to_bytes()).expect("JSON is UTF-8");
-    sqlx::query(
-        "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(envelope.message_id.to_string())
-    .bind(exchange)
-    .bind(&envelope.kind)
-    .bind(body)
-    .bind(time::now())
-    .execute(conn)
-    .await?;
+    enqueue_all(conn, exchange, std::slice::from_ref(envelope)).await
+}
+
+/// Adds `envelopes` to the outbox in one statement, in their order.
+pub async fn enqueue_all(
+    conn: &mut AnyConnection,
+    exchange: &str,
+    envelopes: &[Envelope],
+) -> Result<(), DbError> {
+    if envelopes.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at) VALUES {}",
+        value_rows(envelopes.len(), 5)
+    );
+    let now = time::now();
+    let mut q = sqlx::query(&sql);
+    for envelope in envelopes {
+        let body = String::from_utf8(envelope.to_bytes()).expect("JSON is UTF-8");
+        q = q
+            .bind(envelope.message_id.to_string())
+            .bind(exchange)
+            .bind(&envelope.kind)
+            .bind(body)
+            .bind(&now);
+    }
+    q.execute(conn).await?;
     Ok(())
 }
 
