@@ -6,8 +6,8 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use chrono::Utc;
 use rand::RngCore;
 use serde::Serialize;
-use ticketer_bus::{topology::AUTH_EXCHANGE, Envelope};
-use ticketer_db::{enqueue, is_unique_violation, Db};
+use ticketer_contract::UserRegistered;
+use ticketer_db::{enqueue, is_unique_violation, Db, Outbound};
 use ticketer_http::{Claims, Role};
 use uuid::Uuid;
 
@@ -38,16 +38,6 @@ pub struct TokenPair {
     /// Seconds until the access token expires.
     pub expires_in: u64,
     pub refresh_token: String,
-}
-
-/// Published when someone registers (drives the welcome notification).
-#[derive(Debug, Serialize)]
-pub struct UserRegistered<'a> {
-    pub user_id: Uuid,
-    pub email: &'a str,
-    pub first_name: &'a str,
-    pub last_name: &'a str,
-    pub roles: &'a [Role],
 }
 
 fn hash_refresh(token: &str) -> String {
@@ -100,17 +90,12 @@ impl AuthService {
         };
         let event = UserRegistered {
             user_id: id,
-            email,
-            first_name,
-            last_name,
-            roles,
+            email: email.to_string(),
+            first_name: first_name.to_string(),
+            last_name: last_name.to_string(),
+            roles: roles.to_vec(),
         };
-        enqueue(
-            &mut tx,
-            AUTH_EXCHANGE,
-            &Envelope::new("UserRegistered", &event).correlated(id),
-        )
-        .await?;
+        enqueue(&mut tx, &[Outbound::new(&event).correlated(id)]).await?;
         let user = store::user_by_id(&mut tx, id)
             .await?
             .ok_or(AuthError::UserNotFound)?;

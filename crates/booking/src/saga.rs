@@ -15,64 +15,10 @@
 //! tickets held or sold to that booking, so a repeated release can never
 //! free somebody else's seat.
 
-use std::fmt;
-
-use ticketer_http::Money;
+use ticketer_contract::Money;
 use uuid::Uuid;
 
-/// Why a booking failed (the contract's `failure_reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureReason {
-    SoldOut,
-    PaymentDeclined,
-    PaymentError,
-    EventNotOnSale,
-    HoldExpired,
-    EventCancelled,
-}
-
-impl FailureReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::SoldOut => "SOLD_OUT",
-            FailureReason::PaymentDeclined => "PAYMENT_DECLINED",
-            FailureReason::PaymentError => "PAYMENT_ERROR",
-            FailureReason::EventNotOnSale => "EVENT_NOT_ON_SALE",
-            FailureReason::HoldExpired => "HOLD_EXPIRED",
-            FailureReason::EventCancelled => "EVENT_CANCELLED",
-        }
-    }
-}
-
-impl fmt::Display for FailureReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The booking status a customer sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BookingStatus {
-    Pending,
-    Confirmed,
-    Failed,
-    Cancelled,
-}
-
-impl BookingStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BookingStatus::Pending => "PENDING",
-            BookingStatus::Confirmed => "CONFIRMED",
-            BookingStatus::Failed => "FAILED",
-            BookingStatus::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, BookingStatus::Failed | BookingStatus::Cancelled)
-    }
-}
+pub use ticketer_contract::{BookingStatus, FailureReason};
 
 /// Where the saga is waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -516,31 +462,5 @@ mod tests {
             );
         }
         assert!(checked > 1000, "only {checked} sequences were possible");
-    }
-
-    #[test]
-    fn failure_reasons_use_the_contract_names() {
-        let names: Vec<_> = [
-            FailureReason::SoldOut,
-            FailureReason::PaymentDeclined,
-            FailureReason::PaymentError,
-            FailureReason::EventNotOnSale,
-            FailureReason::HoldExpired,
-            FailureReason::EventCancelled,
-        ]
-        .iter()
-        .map(|r| r.as_str())
-        .collect();
-        assert_eq!(
-            names,
-            [
-                "SOLD_OUT",
-                "PAYMENT_DECLINED",
-                "PAYMENT_ERROR",
-                "EVENT_NOT_ON_SALE",
-                "HOLD_EXPIRED",
-                "EVENT_CANCELLED"
-            ]
-        );
     }
 }

@@ -7,11 +7,16 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use ticketer_cache::{figures, Cache};
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use ticketer_bus::{topology::BOOKING_EXCHANGE, Envelope, HandleError};
-use ticketer_db::{enqueue_all, time, AnyConnection, Db, DbError};
-use ticketer_http::{ApiError, FieldError, Money};
+use serde::Deserialize;
+use ticketer_bus::{Envelope, HandleError};
+use ticketer_contract::{
+    incoming, BookingCancelled, BookingConfirmed, BookingCreated, BookingFailed, HoldRefusal, HoldTickets,
+    PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSucceeded, ProcessPayment, RefundPayment,
+    ReleaseReason, ReleaseTickets, ReserveTickets, SaleNews, TicketsHeld, TicketsHoldFailed, TicketsReleased,
+    TicketsReserveFailed, TicketsReserved,
+};
+use ticketer_db::{enqueue, time, AnyConnection, Db, DbError, Outbound};
+use ticketer_http::{ApiError, FieldError};
 use uuid::Uuid;
 
 use crate::{
@@ -32,26 +37,9 @@ pub struct BookingService {
     pub(crate) recheck: Duration,
 }
 
-/// The public view of a booking (CONTRACT.md).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BookingView {
-    pub booking_id: Uuid,
-    pub customer_id: Uuid,
-    pub event_id: i64,
-    pub number_of_tickets: i64,
-    pub status: &'static str,
-    pub ticket_ids: Vec<Uuid>,
-    /// Known once the seats are held.
-    #[schema(value_type = Option<String>, example = "49.90")]
-    pub amount: Option<Money>,
-    pub currency: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<&'static str>,
-    pub created_at: String,
-    pub updated_at: String,
-    /// When the seats were held (the hold then lasts TICKET_HOLD_TTL_SECONDS).
-    pub held_at: Option<String>,
-}
+/// The public view of a booking (CONTRACT.md), also what its
+/// announcements carry.
+pub use ticketer_contract::BookingSnapshot as BookingView;
 
 impl From<&Booking> for BookingView {
     fn from(b: &Booking) -> Self {
@@ -60,11 +48,11 @@ impl From<&Booking> for BookingView {
             customer_id: b.customer_id,
             event_id: b.event_id,
             number_of_tickets: b.number_of_tickets,
-            status: b.saga.stage.status().as_str(),
+            status: b.saga.stage.status(),
             ticket_ids: b.saga.ticket_ids.clone(),
             amount: b.saga.amount,
             currency: b.currency.clone(),
-            failure_reason: b.saga.failure.map(|f| f.as_str()),
+            failure_reason: b.saga.failure,
             created_at: b.created_at.clone(),
             updated_at: b.updated_at.clone(),
             held_at: b.held_at.clone(),
@@ -72,56 +60,52 @@ impl From<&Booking> for BookingView {
     }
 }
 
-/// Turns the saga's commands into outbox messages on `ticketer.booking`.
+/// Turns the saga's commands into outbox messages, in one statement.
 async fn send(
     conn: &mut AnyConnection,
     b: &Booking,
     commands: Vec<Command>,
     cause: Option<&Envelope>,
 ) -> Result<(), DbError> {
-    let mut envelopes = Vec::with_capacity(commands.len());
-    for command in commands {
-        let (kind, payload) = match command {
-            Command::HoldTickets => (
-                "HoldTickets",
-                json!({"booking_id": b.booking_id, "event_id": b.event_id, "customer_id": b.customer_id,
-                       "quantity": b.number_of_tickets}),
-            ),
-            Command::ProcessPayment { amount } => (
-                "ProcessPayment",
-                json!({"booking_id": b.booking_id, "customer_id": b.customer_id, "amount": amount,
-                       "currency": b.currency.clone().unwrap_or_else(|| "EUR".into()),
-                       "payment_token": b.payment_token}),
-            ),
-            Command::ReserveTickets { .. } => (
-                "ReserveTickets",
-                json!({"booking_id": b.booking_id, "event_id": b.event_id}),
-            ),
-            Command::ReleaseTickets { .. } => (
-                "ReleaseTickets",
-                json!({"booking_id": b.booking_id, "event_id": b.event_id}),
-            ),
-            Command::RefundPayment => ("RefundPayment", json!({"booking_id": b.booking_id})),
-            Command::Announce(status) => {
-                let kind = match status {
-                    BookingStatus::Confirmed => "BookingConfirmed",
-                    BookingStatus::Failed => "BookingFailed",
-                    BookingStatus::Cancelled => "BookingCancelled",
-                    BookingStatus::Pending => "BookingCreated",
-                };
-                (
-                    kind,
-                    serde_json::to_value(BookingView::from(b)).unwrap_or_default(),
-                )
+    let (booking_id, event_id) = (b.booking_id, b.event_id);
+    let messages: Vec<Outbound> = commands
+        .into_iter()
+        .map(|command| {
+            let message = match command {
+                Command::HoldTickets => Outbound::new(&HoldTickets {
+                    booking_id,
+                    event_id,
+                    customer_id: b.customer_id,
+                    quantity: b.number_of_tickets,
+                }),
+                Command::ProcessPayment { amount } => Outbound::new(&ProcessPayment {
+                    booking_id,
+                    customer_id: b.customer_id,
+                    amount,
+                    currency: b.currency.clone().unwrap_or_else(|| "EUR".into()),
+                    payment_token: b.payment_token.clone(),
+                }),
+                Command::ReserveTickets { .. } => Outbound::new(&ReserveTickets { booking_id, event_id }),
+                Command::ReleaseTickets { .. } => Outbound::new(&ReleaseTickets { booking_id, event_id }),
+                Command::RefundPayment => Outbound::new(&RefundPayment { booking_id }),
+                Command::Announce(status) => {
+                    let view = BookingView::from(b);
+                    match status {
+                        BookingStatus::Pending => Outbound::new(&BookingCreated(view)),
+                        BookingStatus::Confirmed => Outbound::new(&BookingConfirmed(view)),
+                        BookingStatus::Failed => Outbound::new(&BookingFailed(view)),
+                        BookingStatus::Cancelled => Outbound::new(&BookingCancelled(view)),
+                    }
+                }
+            };
+            let message = message.correlated(booking_id);
+            match cause {
+                Some(cause) => message.caused_by(cause),
+                None => message,
             }
-        };
-        let mut env = Envelope::new(kind, &payload).correlated(b.booking_id);
-        if let Some(cause) = cause {
-            env = env.caused_by(cause);
-        }
-        envelopes.push(env);
-    }
-    enqueue_all(conn, BOOKING_EXCHANGE, &envelopes).await
+        })
+        .collect();
+    enqueue(conn, &messages).await
 }
 
 /// What a new booking asks for.
@@ -256,7 +240,7 @@ impl BookingService {
                 format!("must be between 1 and {}", self.max_tickets),
             ));
         }
-        if !ticketer_payment::provider::is_known_token(&req.payment_token) {
+        if !ticketer_contract::payment::is_known_token(&req.payment_token) {
             errors.push(FieldError::new(
                 "payment_token",
                 "is not a payment method the provider knows",
@@ -460,17 +444,6 @@ async fn advance(
     Ok(b)
 }
 
-/// The fields of the events service's snapshot this service keeps.
-#[derive(Debug, Deserialize)]
-struct EventSnapshot {
-    event_id: i64,
-    organizer: Uuid,
-    event_date: String,
-    start_time: String,
-    status: String,
-    version: i64,
-}
-
 /// Consumes `booking.events`: mirrors events, and when one is cancelled,
 /// fails its bookings in flight and refunds the confirmed ones.
 pub struct EventMirror {
@@ -481,13 +454,16 @@ pub struct EventMirror {
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for EventMirror {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        let e: EventSnapshot = msg.payload_as()?;
+        let Some(news) = msg.decode::<SaleNews>()? else {
+            return Ok(());
+        };
+        let e = news.snapshot();
         let info = store::EventInfo {
             event_id: e.event_id,
             organizer: e.organizer.to_string(),
             event_date: e.event_date,
             start_time: e.start_time,
-            status: e.status,
+            status: e.status.as_str().to_string(),
             version: e.version,
         };
         let newer = store::upsert_event(tx, &info)
@@ -515,15 +491,55 @@ impl ticketer_db::MessageHandler for EventMirror {
     }
 }
 
-/// The fields of the ticket and payment answers the saga needs.
-#[derive(Debug, Deserialize)]
-struct Answer {
-    booking_id: Uuid,
-    #[serde(default)]
-    ticket_ids: Vec<Uuid>,
-    amount: Option<Money>,
-    currency: Option<String>,
-    reason: Option<String>,
+incoming!(
+    /// The ticket and payment services' answers, each a step of its
+    /// booking's saga.
+    pub enum SagaReply {
+        TicketsHeld,
+        TicketsHoldFailed,
+        TicketsReserved,
+        TicketsReserveFailed,
+        TicketsReleased,
+        PaymentSucceeded,
+        PaymentFailed,
+        PaymentRefunded,
+    }
+);
+
+impl SagaReply {
+    /// The booking it answers for, and the saga's input (none for the
+    /// acknowledgement of a release the saga asked for itself).
+    fn input(self) -> (Uuid, Option<Input>, Option<String>) {
+        match self {
+            SagaReply::TicketsHeld(m) => (
+                m.booking_id,
+                Some(Input::TicketsHeld {
+                    ticket_ids: m.ticket_ids,
+                    amount: m.amount,
+                }),
+                Some(m.currency),
+            ),
+            SagaReply::TicketsHoldFailed(m) => {
+                let failure = match m.reason {
+                    HoldRefusal::SoldOut => HoldFailure::SoldOut,
+                    HoldRefusal::EventNotOnSale => HoldFailure::NotOnSale,
+                };
+                (m.booking_id, Some(Input::TicketsHoldFailed(failure)), None)
+            }
+            SagaReply::TicketsReserved(m) => (m.booking_id, Some(Input::TicketsReserved), None),
+            SagaReply::TicketsReserveFailed(m) => (m.booking_id, Some(Input::TicketsReserveFailed), None),
+            SagaReply::TicketsReleased(m) => match m.reason {
+                ReleaseReason::HoldExpired => (m.booking_id, Some(Input::HoldExpired), None),
+                ReleaseReason::Released => (m.booking_id, None, None),
+            },
+            SagaReply::PaymentSucceeded(m) => (m.booking_id, Some(Input::PaymentSucceeded), None),
+            SagaReply::PaymentFailed(m) => {
+                let declined = m.reason == PaymentFailure::PaymentDeclined;
+                (m.booking_id, Some(Input::PaymentFailed { declined }), None)
+            }
+            SagaReply::PaymentRefunded(m) => (m.booking_id, Some(Input::PaymentRefunded), None),
+        }
+    }
 }
 
 /// Consumes `booking.replies`: every answer moves its booking's saga.
@@ -555,34 +571,25 @@ impl SagaDriver {
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for SagaDriver {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        let a: Answer = msg.payload_as()?;
-        let reason = a.reason.as_deref().unwrap_or_default();
-        let input = match msg.kind.as_str() {
-            "TicketsHeld" => Input::TicketsHeld {
-                ticket_ids: a.ticket_ids.clone(),
-                amount: a.amount.unwrap_or(Money::ZERO),
-            },
-            "TicketsHoldFailed" if reason == "SOLD_OUT" => Input::TicketsHoldFailed(HoldFailure::SoldOut),
-            "TicketsHoldFailed" => Input::TicketsHoldFailed(HoldFailure::NotOnSale),
-            "TicketsReserved" => Input::TicketsReserved,
-            "TicketsReserveFailed" => Input::TicketsReserveFailed,
-            "TicketsReleased" if reason == "HOLD_EXPIRED" => Input::HoldExpired,
-            "PaymentSucceeded" => Input::PaymentSucceeded,
-            "PaymentFailed" => Input::PaymentFailed {
-                declined: reason == "PAYMENT_DECLINED",
-            },
-            "PaymentRefunded" => Input::PaymentRefunded,
-            // Acknowledgements of our own releases need no step.
-            _ => return Ok(()),
+        let Some(reply) = msg.decode::<SagaReply>()? else {
+            return Err(HandleError::Permanent(format!(
+                "the saga does not take {}",
+                msg.kind
+            )));
         };
-        let Some(mut b) = store::lock(tx, self.db.dialect(), a.booking_id)
+        let (booking_id, input, currency) = reply.input();
+        // Acknowledgements of our own releases need no step.
+        let Some(input) = input else {
+            return Ok(());
+        };
+        let Some(mut b) = store::lock(tx, self.db.dialect(), booking_id)
             .await
             .map_err(HandleError::transient)?
         else {
-            return Err(HandleError::Permanent(format!("no booking {}", a.booking_id)));
+            return Err(HandleError::Permanent(format!("no booking {booking_id}")));
         };
-        if msg.kind == "TicketsHeld" && b.currency.is_none() {
-            b.currency = a.currency;
+        if b.currency.is_none() {
+            b.currency = currency;
         }
         let was_pending = b.saga.stage.status() == BookingStatus::Pending;
         let b = advance(tx, b, input, Some(msg), self.payment_timeout).await?;

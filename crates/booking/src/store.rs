@@ -1,7 +1,7 @@
 //! The booking service's SQL.
 
+use ticketer_contract::Money;
 use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row};
-use ticketer_http::Money;
 use uuid::Uuid;
 
 use crate::saga::{FailureReason, Saga, Stage};
@@ -117,19 +117,6 @@ fn parse_stage(s: &str) -> Result<Stage, sqlx::Error> {
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown stage {s}").into()))
 }
 
-fn parse_reason(s: &str) -> Option<FailureReason> {
-    [
-        FailureReason::SoldOut,
-        FailureReason::PaymentDeclined,
-        FailureReason::PaymentError,
-        FailureReason::EventNotOnSale,
-        FailureReason::HoldExpired,
-        FailureReason::EventCancelled,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == s)
-}
-
 const COLUMNS: &str =
     "booking_id, customer_id, event_id, number_of_tickets, payment_token, stage, failure_reason, \
      ticket_ids, amount_minor, currency, version, created_at, updated_at, held_at";
@@ -151,7 +138,7 @@ fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
             failure: r
                 .try_get::<Option<String>, _>("failure_reason")?
                 .as_deref()
-                .and_then(parse_reason),
+                .and_then(FailureReason::parse),
             ticket_ids,
             amount: r
                 .try_get::<Option<i64>, _>("amount_minor")?

@@ -2,6 +2,8 @@ use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
+use ticketer_contract::{Incoming, Message};
+
 use crate::HandleError;
 
 /// Every message on the bus travels in this envelope (see CONTRACT.md).
@@ -33,6 +35,20 @@ impl Envelope {
             traceparent: ticketer_telemetry::current_traceparent(),
             payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
         }
+    }
+
+    /// A message of the contract in a new envelope of its kind.
+    pub fn of<M: Message>(msg: &M) -> Self {
+        Self::new(M::KIND, msg)
+    }
+
+    /// The message as one of the kinds a consumer takes: `Ok(None)` for a
+    /// kind it does not take; a payload that does not fit its kind is
+    /// poison, not a retry.
+    pub fn decode<T: Incoming>(&self) -> Result<Option<T>, HandleError> {
+        T::decode(&self.kind, &self.payload).map_err(|e| {
+            HandleError::Permanent(format!("{} payload does not match its type: {e}", self.kind))
+        })
     }
 
     /// Places this message in a flow, e.g. the booking it belongs to.

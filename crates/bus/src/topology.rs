@@ -2,12 +2,18 @@
 
 use std::time::Duration;
 
-pub const EVENTS_EXCHANGE: &str = "ticketer.events";
-pub const BOOKING_EXCHANGE: &str = "ticketer.booking";
-pub const PAYMENT_EXCHANGE: &str = "ticketer.payment";
-pub const TICKET_EXCHANGE: &str = "ticketer.ticket";
-/// Not in the contract's list: carries UserRegistered for the welcome mail.
-pub const AUTH_EXCHANGE: &str = "ticketer.auth";
+use ticketer_contract::{
+    exchanges, BookingCancelled, BookingConfirmed, EventCancelled, EventCompleted, EventPublished,
+    EventUpdated, HoldTickets, Message, PaymentFailed, PaymentRefunded, PaymentSucceeded, ProcessPayment,
+    RefundPayment, ReleaseTickets, ReserveTickets, TicketsHeld, TicketsHoldFailed, TicketsReleased,
+    TicketsReserveFailed, TicketsReserved,
+};
+
+pub const EVENTS_EXCHANGE: &str = exchanges::EVENTS;
+pub const BOOKING_EXCHANGE: &str = exchanges::BOOKING;
+pub const PAYMENT_EXCHANGE: &str = exchanges::PAYMENT;
+pub const TICKET_EXCHANGE: &str = exchanges::TICKET;
+pub const AUTH_EXCHANGE: &str = exchanges::AUTH;
 /// Where failed messages go; each queue's dead letters are routed by queue name.
 pub const DEAD_LETTER_EXCHANGE: &str = "ticketer.dlx";
 
@@ -18,6 +24,11 @@ pub const TOPIC_EXCHANGES: [&str; 5] = [
     TICKET_EXCHANGE,
     AUTH_EXCHANGE,
 ];
+
+/// A queue binding for message type `M`: its exchange and its kind.
+const fn on<M: Message>() -> (&'static str, &'static str) {
+    (M::EXCHANGE, M::KIND)
+}
 
 /// A queue every service knows about, declared with its bindings whenever
 /// any service connects, so that a message published before its consumer
@@ -43,10 +54,10 @@ impl QueueSpec {
 pub const TICKET_INVENTORY: QueueSpec = QueueSpec {
     name: "ticket.inventory",
     bindings: &[
-        (EVENTS_EXCHANGE, "EventPublished"),
-        (EVENTS_EXCHANGE, "EventUpdated"),
-        (EVENTS_EXCHANGE, "EventCancelled"),
-        (EVENTS_EXCHANGE, "EventCompleted"),
+        on::<EventPublished>(),
+        on::<EventUpdated>(),
+        on::<EventCancelled>(),
+        on::<EventCompleted>(),
     ],
 };
 
@@ -54,30 +65,27 @@ pub const TICKET_INVENTORY: QueueSpec = QueueSpec {
 pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
     name: "ticket.commands",
     bindings: &[
-        (BOOKING_EXCHANGE, "HoldTickets"),
-        (BOOKING_EXCHANGE, "ReserveTickets"),
-        (BOOKING_EXCHANGE, "ReleaseTickets"),
+        on::<HoldTickets>(),
+        on::<ReserveTickets>(),
+        on::<ReleaseTickets>(),
     ],
 };
 
 /// The booking saga's commands to the payment service.
 pub const PAYMENT_COMMANDS: QueueSpec = QueueSpec {
     name: "payment.commands",
-    bindings: &[
-        (BOOKING_EXCHANGE, "ProcessPayment"),
-        (BOOKING_EXCHANGE, "RefundPayment"),
-    ],
+    bindings: &[on::<ProcessPayment>(), on::<RefundPayment>()],
 };
 
 /// The ticket service's answers, for the booking saga.
 pub const TICKET_OPERATIONS: QueueSpec = QueueSpec {
     name: "ticket.operations",
     bindings: &[
-        (TICKET_EXCHANGE, "TicketsHeld"),
-        (TICKET_EXCHANGE, "TicketsHoldFailed"),
-        (TICKET_EXCHANGE, "TicketsReserved"),
-        (TICKET_EXCHANGE, "TicketsReserveFailed"),
-        (TICKET_EXCHANGE, "TicketsReleased"),
+        on::<TicketsHeld>(),
+        on::<TicketsHoldFailed>(),
+        on::<TicketsReserved>(),
+        on::<TicketsReserveFailed>(),
+        on::<TicketsReleased>(),
     ],
 };
 
@@ -85,9 +93,9 @@ pub const TICKET_OPERATIONS: QueueSpec = QueueSpec {
 pub const BOOKING_PAYMENTS: QueueSpec = QueueSpec {
     name: "booking.payments",
     bindings: &[
-        (PAYMENT_EXCHANGE, "PaymentSucceeded"),
-        (PAYMENT_EXCHANGE, "PaymentFailed"),
-        (PAYMENT_EXCHANGE, "PaymentRefunded"),
+        on::<PaymentSucceeded>(),
+        on::<PaymentFailed>(),
+        on::<PaymentRefunded>(),
     ],
 };
 
@@ -95,20 +103,17 @@ pub const BOOKING_PAYMENTS: QueueSpec = QueueSpec {
 pub const BOOKING_EVENTS: QueueSpec = QueueSpec {
     name: "booking.events",
     bindings: &[
-        (EVENTS_EXCHANGE, "EventPublished"),
-        (EVENTS_EXCHANGE, "EventUpdated"),
-        (EVENTS_EXCHANGE, "EventCancelled"),
-        (EVENTS_EXCHANGE, "EventCompleted"),
+        on::<EventPublished>(),
+        on::<EventUpdated>(),
+        on::<EventCancelled>(),
+        on::<EventCompleted>(),
     ],
 };
 
 /// Bookings confirmed and cancelled, for the events service's sales figures.
 pub const EVENTS_SALES: QueueSpec = QueueSpec {
     name: "events.sales",
-    bindings: &[
-        (BOOKING_EXCHANGE, "BookingConfirmed"),
-        (BOOKING_EXCHANGE, "BookingCancelled"),
-    ],
+    bindings: &[on::<BookingConfirmed>(), on::<BookingCancelled>()],
 };
 
 /// Every queue of the system.

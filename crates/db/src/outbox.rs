@@ -7,36 +7,67 @@
 use std::time::Duration;
 
 use ticketer_bus::{Bus, Envelope, Outgoing};
+use ticketer_contract::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::{placeholders, time, value_rows, AnyConnection, Db, DbError, Dialect, Row};
 
-/// Adds `envelope` to the outbox inside the caller's transaction.
-pub async fn enqueue(conn: &mut AnyConnection, exchange: &str, envelope: &Envelope) -> Result<(), DbError> {
-    enqueue_all(conn, exchange, std::slice::from_ref(envelope)).await
+/// A message for the outbox: its envelope and the exchange it goes to.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    exchange: &'static str,
+    envelope: Envelope,
 }
 
-/// Adds `envelopes` to the outbox in one statement, in their order.
-pub async fn enqueue_all(
-    conn: &mut AnyConnection,
-    exchange: &str,
-    envelopes: &[Envelope],
-) -> Result<(), DbError> {
-    if envelopes.is_empty() {
+impl Outbound {
+    /// A contract message, to its producer's exchange.
+    pub fn new<M: Message>(msg: &M) -> Self {
+        Outbound {
+            exchange: M::EXCHANGE,
+            envelope: Envelope::of(msg),
+        }
+    }
+
+    /// An envelope built by hand (tests, replays of dead letters).
+    pub fn raw(exchange: &'static str, envelope: Envelope) -> Self {
+        Outbound { exchange, envelope }
+    }
+
+    /// Places it in a flow, e.g. the booking it belongs to.
+    pub fn correlated(mut self, correlation_id: uuid::Uuid) -> Self {
+        self.envelope = self.envelope.correlated(correlation_id);
+        self
+    }
+
+    /// Marks it as a consequence of `cause`: same flow, same trace.
+    pub fn caused_by(mut self, cause: &Envelope) -> Self {
+        self.envelope = self.envelope.caused_by(cause);
+        self
+    }
+
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+}
+
+/// Adds `messages` to the outbox inside the caller's transaction, in one
+/// statement and in their order.
+pub async fn enqueue(conn: &mut AnyConnection, messages: &[Outbound]) -> Result<(), DbError> {
+    if messages.is_empty() {
         return Ok(());
     }
     let sql = format!(
         "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at) VALUES {}",
-        value_rows(envelopes.len(), 5)
+        value_rows(messages.len(), 5)
     );
     let now = time::now();
     let mut q = sqlx::query(&sql);
-    for envelope in envelopes {
-        let body = String::from_utf8(envelope.to_bytes()).expect("JSON is UTF-8");
+    for m in messages {
+        let body = String::from_utf8(m.envelope.to_bytes()).expect("JSON is UTF-8");
         q = q
-            .bind(envelope.message_id.to_string())
-            .bind(exchange)
-            .bind(&envelope.kind)
+            .bind(m.envelope.message_id.to_string())
+            .bind(m.exchange)
+            .bind(&m.envelope.kind)
             .bind(body)
             .bind(&now);
     }
@@ -44,23 +75,20 @@ pub async fn enqueue_all(
     Ok(())
 }
 
-/// Outbox row ids and the messages they hold.
-type Pending = (Vec<i64>, Vec<Outgoing>);
-
 /// Enqueues the answer to `cause` (same flow, same trace) inside a
 /// consumer's transaction.
-pub async fn reply(
+pub async fn reply<M: Message>(
     conn: &mut AnyConnection,
-    exchange: &str,
     cause: &Envelope,
-    kind: &str,
-    payload: &impl serde::Serialize,
+    msg: &M,
 ) -> Result<(), ticketer_bus::HandleError> {
-    let env = Envelope::new(kind, payload).caused_by(cause);
-    enqueue(conn, exchange, &env)
+    enqueue(conn, &[Outbound::new(msg).caused_by(cause)])
         .await
         .map_err(ticketer_bus::HandleError::transient)
 }
+
+/// Outbox row ids and the messages they hold.
+type Pending = (Vec<i64>, Vec<Outgoing>);
 
 /// Publishes committed outbox rows.
 pub struct OutboxRelay {

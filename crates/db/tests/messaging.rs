@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 
 use ticketer_bus::{testing::TestVhost, Bus, Envelope, HandleError, Subscription};
 use ticketer_db::{
-    enqueue, testing::TestDatabase, AnyConnection, Db, Inbox, MessageHandler, Migration, OutboxRelay,
+    enqueue, testing::TestDatabase, AnyConnection, Db, Inbox, MessageHandler, Migration, Outbound,
+    OutboxRelay,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +113,9 @@ impl Rig {
     async fn commit_message(&self, kind: &str) -> Envelope {
         let env = Envelope::new(kind, &serde_json::json!({"n": 1}));
         let mut tx = self.producer.begin().await.unwrap();
-        enqueue(&mut tx, EXCHANGE, &env).await.unwrap();
+        enqueue(&mut tx, &[Outbound::raw(EXCHANGE, env.clone())])
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         env
     }
@@ -333,7 +336,9 @@ async fn postgres_rabbitmq_late_commit_below_the_cursor_is_relayed() {
     };
     let early = Envelope::new("LateCommit", &serde_json::json!({"n": 1}));
     let mut slow = rig.producer.begin().await.unwrap();
-    enqueue(&mut slow, EXCHANGE, &early).await.unwrap();
+    enqueue(&mut slow, &[Outbound::raw(EXCHANGE, early.clone())])
+        .await
+        .unwrap();
     tokio::spawn(rig.relay().run(rig.shutdown.clone()));
     let later = rig.commit_message("CommittedFirst").await;
     assert_eq!(rig.wait_applied(&later).await, 1);

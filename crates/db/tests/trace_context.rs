@@ -7,7 +7,9 @@ use std::{
 };
 
 use ticketer_bus::{Bus, Envelope, HandleError, Subscription};
-use ticketer_db::{enqueue, testing::TestDatabase, AnyConnection, Inbox, MessageHandler, OutboxRelay};
+use ticketer_db::{
+    enqueue, testing::TestDatabase, AnyConnection, Inbox, MessageHandler, Outbound, OutboxRelay,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -41,7 +43,9 @@ async fn consumer_spans_join_the_producer_trace() {
     let produced = async {
         let env = Envelope::new("ThingPublished", &1);
         let mut tx = producer.begin().await.unwrap();
-        enqueue(&mut tx, "ticketer.events", &env).await.unwrap();
+        enqueue(&mut tx, &[Outbound::raw("ticketer.events", env.clone())])
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         env.traceparent.clone().expect("the envelope carries the trace")
     }

@@ -1,45 +1,13 @@
 //! Event rules with no I/O: what a valid event is and how its status moves.
 
-use std::fmt;
-
 use chrono::{NaiveDate, NaiveTime};
-use serde::{Deserialize, Serialize};
-use ticketer_http::{FieldError, Money};
+use serde::Deserialize;
+pub use ticketer_contract::EventStatus;
+use ticketer_contract::Money;
+use ticketer_http::FieldError;
 use utoipa::ToSchema;
 
 pub const MAX_CAPACITY: i64 = 1_000_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum EventStatus {
-    Draft,
-    Published,
-    Cancelled,
-    Completed,
-}
-
-impl EventStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Draft => "DRAFT",
-            EventStatus::Published => "PUBLISHED",
-            EventStatus::Cancelled => "CANCELLED",
-            EventStatus::Completed => "COMPLETED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Draft, Self::Published, Self::Cancelled, Self::Completed]
-            .into_iter()
-            .find(|st| st.as_str() == s)
-    }
-}
-
-impl fmt::Display for EventStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -9,7 +9,7 @@ mod service;
 mod store;
 
 pub use routes::ApiDoc;
-pub use service::{EventSnapshot, EventsError, EventsService};
+pub use service::{EventsError, EventsService};
 use std::time::Duration;
 pub use store::MIGRATIONS;
 

@@ -8,7 +8,8 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ticketer_http::{ApiError, ApiResult, AuthUser, Json, MaybeAuthUser, Money, Page, PageQuery, Query};
+use ticketer_contract::Money;
+use ticketer_http::{ApiError, ApiResult, AuthUser, Json, MaybeAuthUser, Page, PageQuery, Query};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 

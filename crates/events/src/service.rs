@@ -1,12 +1,12 @@
 //! Event operations: load, apply the rules, store with the outgoing message.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use ticketer_bus::{topology::EVENTS_EXCHANGE, Envelope};
-use ticketer_db::{enqueue, Db, DbError};
-use ticketer_http::{ApiError, AuthUser, FieldError, Money, PageRequest, Role};
+use ticketer_contract::{
+    EventCancelled, EventCompleted, EventCreated, EventPublished, EventSnapshot, EventUpdated, Message,
+};
+use ticketer_db::{enqueue, Db, DbError, Outbound};
+use ticketer_http::{ApiError, AuthUser, FieldError, PageRequest, Role};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::{
     domain::{self, transition, Action, EventStatus, Patch, RawDetails},
@@ -45,25 +45,6 @@ impl From<EventsError> for ApiError {
             EventsError::Db(e) => ApiError::internal(e),
         }
     }
-}
-
-/// What every event message carries: the event as it now stands.
-#[derive(Debug, Serialize)]
-pub struct EventSnapshot {
-    pub event_id: i64,
-    pub event_name: String,
-    pub category: String,
-    pub location: String,
-    pub event_date: String,
-    pub start_time: String,
-    pub end_time: String,
-    pub ticket_capacity: i64,
-    pub ticket_price: Money,
-    pub currency: String,
-    pub organizer: Uuid,
-    pub status: EventStatus,
-    /// Grows with every change, so consumers can drop stale snapshots.
-    pub version: i64,
 }
 
 impl From<&Event> for EventSnapshot {
@@ -114,21 +95,20 @@ impl EventsService {
         let details = domain::validate(&raw, today(), true).map_err(EventsError::Invalid)?;
         let mut tx = self.db.begin().await?;
         let event = store::insert(&mut tx, &details, user.id).await?;
-        self.announce(&mut tx, "EventCreated", &event).await?;
+        self.announce(&mut tx, EventCreated, &event).await?;
         tx.commit().await?;
         self.db.outbox_written();
         tracing::info!(event_id = event.id, "event created");
         Ok(event)
     }
 
-    async fn announce(
+    async fn announce<M: Message>(
         &self,
         conn: &mut ticketer_db::AnyConnection,
-        kind: &str,
+        news: fn(EventSnapshot) -> M,
         e: &Event,
     ) -> Result<(), DbError> {
-        let env = Envelope::new(kind, &EventSnapshot::from(e));
-        enqueue(conn, EVENTS_EXCHANGE, &env).await
+        enqueue(conn, &[Outbound::new(&news(EventSnapshot::from(e)))]).await
     }
 
     /// An event as `viewer` may see it: drafts only to their organizer.
@@ -143,15 +123,15 @@ impl EventsService {
     }
 
     /// An organizer's change: checks the role and ownership, then [`Self::modify`].
-    async fn change(
+    async fn change<M: Message>(
         &self,
         user: &AuthUser,
         id: i64,
-        kind: &str,
+        news: fn(EventSnapshot) -> M,
         change: impl FnOnce(Event) -> Result<Event, EventsError>,
     ) -> Result<Event, EventsError> {
         require_organizer(user)?;
-        self.modify(id, kind, |current| {
+        self.modify(id, news, |current| {
             if current.organizer != user.id && !user.is_admin() {
                 return Err(EventsError::NotOwner);
             }
@@ -161,11 +141,11 @@ impl EventsService {
     }
 
     /// Loads, applies `change`, stores with a version check, and announces
-    /// the result as `kind`, all in one transaction.
-    async fn modify(
+    /// the result as `news`, all in one transaction.
+    async fn modify<M: Message>(
         &self,
         id: i64,
-        kind: &str,
+        news: fn(EventSnapshot) -> M,
         change: impl FnOnce(Event) -> Result<Event, EventsError>,
     ) -> Result<Event, EventsError> {
         let mut tx = self.db.begin().await?;
@@ -174,10 +154,10 @@ impl EventsService {
         let stored = store::update(&mut tx, &next)
             .await?
             .ok_or_else(|| EventsError::Conflict("the event was changed concurrently; retry".into()))?;
-        self.announce(&mut tx, kind, &stored).await?;
+        self.announce(&mut tx, news, &stored).await?;
         tx.commit().await?;
         self.db.outbox_written();
-        tracing::info!(event_id = id, kind, "event changed");
+        tracing::info!(event_id = id, kind = M::KIND, "event changed");
         Ok(stored)
     }
 
@@ -188,7 +168,7 @@ impl EventsService {
         let mut done = 0;
         for id in ids {
             let completed = self
-                .modify(id, "EventCompleted", |mut event| {
+                .modify(id, EventCompleted, |mut event| {
                     event.status =
                         transition(event.status, Action::Complete).map_err(EventsError::Conflict)?;
                     Ok(event)
@@ -220,7 +200,7 @@ impl EventsService {
     }
 
     pub async fn update(&self, user: &AuthUser, id: i64, patch: Patch) -> Result<Event, EventsError> {
-        self.change(user, id, "EventUpdated", |mut event| {
+        self.change(user, id, EventUpdated, |mut event| {
             transition(event.status, Action::Edit).map_err(EventsError::Conflict)?;
             let date_changed = patch.event_date.is_some();
             let raw = patch.apply_to(&event.details);
@@ -241,7 +221,7 @@ impl EventsService {
     }
 
     pub async fn publish(&self, user: &AuthUser, id: i64) -> Result<Event, EventsError> {
-        self.change(user, id, "EventPublished", |mut event| {
+        self.change(user, id, EventPublished, |mut event| {
             event.status = transition(event.status, Action::Publish).map_err(EventsError::Conflict)?;
             Ok(event)
         })
@@ -249,7 +229,7 @@ impl EventsService {
     }
 
     pub async fn cancel(&self, user: &AuthUser, id: i64) -> Result<Event, EventsError> {
-        self.change(user, id, "EventCancelled", |mut event| {
+        self.change(user, id, EventCancelled, |mut event| {
             event.status = transition(event.status, Action::Cancel).map_err(EventsError::Conflict)?;
             Ok(event)
         })

@@ -1,8 +1,9 @@
 //! The events service's SQL.
 
 use chrono::{DateTime, Utc};
+use ticketer_contract::Money;
 use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row};
-use ticketer_http::{Money, PageRequest};
+use ticketer_http::PageRequest;
 use uuid::Uuid;
 
 use crate::domain::{parse_date, parse_time, EventDetails, EventStatus};

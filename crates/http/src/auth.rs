@@ -4,8 +4,6 @@
 
 use std::{
     collections::HashMap,
-    fmt,
-    str::FromStr,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -14,49 +12,11 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use ticketer_contract::Role;
+
 use crate::ApiError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Role {
-    Customer,
-    Organizer,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Customer => "CUSTOMER",
-            Role::Organizer => "ORGANIZER",
-            Role::Admin => "ADMIN",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "CUSTOMER" => Ok(Role::Customer),
-            "ORGANIZER" => Ok(Role::Organizer),
-            "ADMIN" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role `{other}`; expected CUSTOMER, ORGANIZER or ADMIN"
-            )),
-        }
-    }
-}
 
 /// The access token's claims (see CONTRACT.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -6,7 +6,6 @@ pub mod health;
 pub mod idempotency;
 mod json;
 pub mod metrics;
-mod money;
 mod pagination;
 pub mod process;
 mod server;
@@ -17,7 +16,6 @@ pub use error::{not_found, ApiError, ApiResult, FieldError, Problem};
 pub use health::Readiness;
 pub use json::{parse_json, Json, Query};
 pub use metrics::Metrics;
-pub use money::Money;
 pub use pagination::{Page, PageQuery, PageRequest, MAX_PAGE_SIZE};
 pub use server::{
     assemble, bind, empty_openapi, launch, launch_with, trace_request, Plumbing, ServiceApp, ServiceParts,

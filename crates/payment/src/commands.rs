@@ -4,16 +4,26 @@
 
 use std::sync::Arc;
 
-use ticketer_bus::{topology::PAYMENT_EXCHANGE, Envelope, HandleError};
+use ticketer_bus::{Envelope, HandleError};
+use ticketer_contract::{
+    incoming, Money, PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSucceeded, ProcessPayment,
+    RefundPayment,
+};
 use ticketer_db::{is_unique_violation, reply, AnyConnection, DbError};
-use ticketer_http::Money;
 use uuid::Uuid;
 
 use crate::{
-    messages::{PaymentDone, PaymentFailed, ProcessPayment, RefundPayment},
     provider::{ChargeOutcome, PaymentProvider},
     store::{self, Payment},
 };
+
+incoming!(
+    /// What the booking saga asks of the payment service.
+    enum PaymentCommand {
+        ProcessPayment,
+        RefundPayment,
+    }
+);
 
 pub struct PaymentCommands {
     pub provider: Arc<dyn PaymentProvider>,
@@ -22,29 +32,44 @@ pub struct PaymentCommands {
 /// The answer a stored payment stands for.
 async fn announce(tx: &mut AnyConnection, cause: &Envelope, p: &Payment) -> Result<(), HandleError> {
     let booking_id = Uuid::parse_str(&p.booking_id).map_err(HandleError::transient)?;
-    let done = PaymentDone {
-        booking_id,
-        payment_id: Uuid::parse_str(&p.payment_id).map_err(HandleError::transient)?,
-        amount: Money::from_minor(p.amount_minor),
-        currency: p.currency.clone(),
-        provider_reference: p.provider_reference.clone(),
-    };
+    let payment_id = Uuid::parse_str(&p.payment_id).map_err(HandleError::transient)?;
+    let amount = Money::from_minor(p.amount_minor);
+    let currency = p.currency.clone();
+    let provider_reference = p.provider_reference.clone();
     match p.status.as_str() {
-        "SUCCEEDED" => reply(tx, PAYMENT_EXCHANGE, cause, "PaymentSucceeded", &done).await,
-        "REFUNDED" => reply(tx, PAYMENT_EXCHANGE, cause, "PaymentRefunded", &done).await,
+        "SUCCEEDED" => {
+            let done = PaymentSucceeded {
+                booking_id,
+                payment_id,
+                amount,
+                currency,
+                provider_reference,
+            };
+            reply(tx, cause, &done).await
+        }
+        "REFUNDED" => {
+            let done = PaymentRefunded {
+                booking_id,
+                payment_id,
+                amount,
+                currency,
+                provider_reference,
+            };
+            reply(tx, cause, &done).await
+        }
         _ => {
             let detail = p.failure_reason.clone().unwrap_or_default();
             let reason = if detail == "processing_error" {
-                "PAYMENT_ERROR"
+                PaymentFailure::PaymentError
             } else {
-                "PAYMENT_DECLINED"
+                PaymentFailure::PaymentDeclined
             };
             let failed = PaymentFailed {
                 booking_id,
-                reason: reason.into(),
+                reason,
                 detail,
             };
-            reply(tx, PAYMENT_EXCHANGE, cause, "PaymentFailed", &failed).await
+            reply(tx, cause, &failed).await
         }
     }
 }
@@ -109,14 +134,14 @@ impl PaymentCommands {
             .map_err(HandleError::transient)?
         else {
             // Nothing was taken: nothing to give back.
-            let done = PaymentDone {
+            let done = PaymentRefunded {
                 booking_id: cmd.booking_id,
                 payment_id: Uuid::nil(),
                 amount: Money::ZERO,
                 currency: "EUR".into(),
                 provider_reference: None,
             };
-            return reply(tx, PAYMENT_EXCHANGE, msg, "PaymentRefunded", &done).await;
+            return reply(tx, msg, &done).await;
         };
         if payment.status == "SUCCEEDED" {
             let charge = payment.provider_reference.clone().unwrap_or_default();
@@ -139,11 +164,12 @@ impl PaymentCommands {
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for PaymentCommands {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        match msg.kind.as_str() {
-            "ProcessPayment" => self.charge(tx, msg, msg.payload_as()?).await,
-            "RefundPayment" => self.refund(tx, msg, msg.payload_as()?).await,
-            other => Err(HandleError::Permanent(format!(
-                "the payment service does not handle {other}"
+        match msg.decode::<PaymentCommand>()? {
+            Some(PaymentCommand::ProcessPayment(cmd)) => self.charge(tx, msg, cmd).await,
+            Some(PaymentCommand::RefundPayment(cmd)) => self.refund(tx, msg, cmd).await,
+            None => Err(HandleError::Permanent(format!(
+                "the payment service does not handle {}",
+                msg.kind
             ))),
         }
     }

@@ -3,7 +3,6 @@
 //! per booking at most.
 
 mod commands;
-pub mod messages;
 pub mod provider;
 mod routes;
 mod store;

@@ -3,7 +3,7 @@
 //! receives the booking id as its idempotency key, so a retried charge is
 //! never taken twice at the provider either.
 
-use ticketer_http::Money;
+use ticketer_contract::Money;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,21 +39,7 @@ pub trait PaymentProvider: Send + Sync + 'static {
     ) -> Result<String, String>;
 }
 
-/// Tokens the sandbox knows; anything else is refused when booking.
-pub const SANDBOX_TOKENS: [&str; 6] = [
-    "tok_visa",
-    "tok_mastercard",
-    // Pays, after the sandbox's delay: a slow provider, for testing
-    // what happens when a payment outlasts its hold.
-    "tok_delayed",
-    "tok_chargeDeclined",
-    "tok_insufficientFunds",
-    "tok_processingError",
-];
-
-pub fn is_known_token(token: &str) -> bool {
-    SANDBOX_TOKENS.contains(&token)
-}
+pub use ticketer_contract::payment::{is_known_token, SANDBOX_TOKENS};
 
 /// The sandbox's decision for a token, with no I/O.
 pub fn sandbox_decision(idempotency_key: Uuid, token: &str) -> ChargeOutcome {

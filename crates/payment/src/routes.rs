@@ -6,8 +6,9 @@ use axum::{
     Router,
 };
 use serde::Serialize;
+use ticketer_contract::Money;
 use ticketer_db::Db;
-use ticketer_http::{ApiError, ApiResult, AuthUser, Money};
+use ticketer_http::{ApiError, ApiResult, AuthUser};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::store;

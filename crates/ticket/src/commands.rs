@@ -11,15 +11,26 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ticketer_bus::{topology::TICKET_EXCHANGE, Envelope, HandleError};
-use ticketer_db::{enqueue, reply, time, AnyConnection, Dialect};
-use ticketer_http::Money;
+use ticketer_bus::{Envelope, HandleError};
+use ticketer_contract::{
+    incoming, HoldRefusal, HoldTickets, Money, ReleaseReason, ReleaseTickets, ReserveRefusal, ReserveTickets,
+    TicketsHeld, TicketsHoldFailed, TicketsReleased, TicketsReserveFailed, TicketsReserved,
+};
+use ticketer_db::{enqueue, reply, time, AnyConnection, Dialect, Outbound};
 use uuid::Uuid;
 
-use crate::{
-    messages::{BookingTickets, HoldTickets, TicketsChanged, TicketsHeld, TicketsRefused},
-    store::{self, SaleStatus},
-};
+use crate::store::{self, SaleStatus};
+
+incoming!(
+    /// What the booking saga asks of the ticket service (variants are
+    /// named after the message types, suffix and all).
+    #[allow(clippy::enum_variant_names)]
+    enum TicketCommand {
+        HoldTickets,
+        ReserveTickets,
+        ReleaseTickets,
+    }
+);
 
 pub struct TicketCommands {
     pub dialect: Dialect,
@@ -30,11 +41,11 @@ fn uuids(ids: &[String]) -> Vec<Uuid> {
     ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect()
 }
 
-fn refused(booking_id: Uuid, event_id: i64, reason: &str) -> TicketsRefused {
-    TicketsRefused {
-        booking_id,
-        event_id,
-        reason: reason.to_string(),
+fn hold_failed(cmd: &HoldTickets, reason: HoldRefusal) -> TicketsHoldFailed {
+    TicketsHoldFailed {
+        booking_id: cmd.booking_id,
+        event_id: cmd.event_id,
+        reason,
     }
 }
 
@@ -50,8 +61,7 @@ impl TicketCommands {
             .await
             .map_err(HandleError::transient)?
         else {
-            let r = refused(cmd.booking_id, cmd.event_id, "EVENT_NOT_ON_SALE");
-            return reply(tx, TICKET_EXCHANGE, msg, "TicketsHoldFailed", &r).await;
+            return reply(tx, msg, &hold_failed(&cmd, HoldRefusal::EventNotOnSale)).await;
         };
         // Asked again (the saga retried): answer with what it already holds.
         let existing = store::tickets_of(tx, &booking)
@@ -74,15 +84,13 @@ impl TicketCommands {
                 currency: inv.currency.clone(),
                 hold_expires_at: expires.unwrap_or_else(Utc::now),
             };
-            return reply(tx, TICKET_EXCHANGE, msg, "TicketsHeld", &held).await;
+            return reply(tx, msg, &held).await;
         }
         if inv.status != SaleStatus::OnSale {
-            let r = refused(cmd.booking_id, cmd.event_id, "EVENT_NOT_ON_SALE");
-            return reply(tx, TICKET_EXCHANGE, msg, "TicketsHoldFailed", &r).await;
+            return reply(tx, msg, &hold_failed(&cmd, HoldRefusal::EventNotOnSale)).await;
         }
         let Some(counters) = inv.counters.hold(cmd.quantity) else {
-            let r = refused(cmd.booking_id, cmd.event_id, "SOLD_OUT");
-            return reply(tx, TICKET_EXCHANGE, msg, "TicketsHoldFailed", &r).await;
+            return reply(tx, msg, &hold_failed(&cmd, HoldRefusal::SoldOut)).await;
         };
         let expires_at: DateTime<Utc> =
             Utc::now() + chrono::Duration::from_std(self.hold_ttl).map_err(HandleError::transient)?;
@@ -114,22 +122,26 @@ impl TicketCommands {
             currency: inv.currency,
             hold_expires_at: expires_at,
         };
-        reply(tx, TICKET_EXCHANGE, msg, "TicketsHeld", &held).await
+        reply(tx, msg, &held).await
     }
 
     async fn reserve(
         &self,
         tx: &mut AnyConnection,
         msg: &Envelope,
-        cmd: BookingTickets,
+        cmd: ReserveTickets,
     ) -> Result<(), HandleError> {
         let booking = cmd.booking_id.to_string();
         let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
             .await
             .map_err(HandleError::transient)?
         else {
-            let r = refused(cmd.booking_id, cmd.event_id, "HOLD_EXPIRED");
-            return reply(tx, TICKET_EXCHANGE, msg, "TicketsReserveFailed", &r).await;
+            let r = TicketsReserveFailed {
+                booking_id: cmd.booking_id,
+                event_id: cmd.event_id,
+                reason: ReserveRefusal::HoldExpired,
+            };
+            return reply(tx, msg, &r).await;
         };
         let tickets = store::tickets_of(tx, &booking)
             .await
@@ -144,13 +156,12 @@ impl TicketCommands {
             .map(|t| t.ticket_id.clone())
             .collect();
         if !already_sold.is_empty() && !live_hold {
-            let done = TicketsChanged {
+            let done = TicketsReserved {
                 booking_id: cmd.booking_id,
                 event_id: cmd.event_id,
                 ticket_ids: uuids(&already_sold),
-                reason: None,
             };
-            return reply(tx, TICKET_EXCHANGE, msg, "TicketsReserved", &done).await;
+            return reply(tx, msg, &done).await;
         }
         if !live_hold || inv.status == SaleStatus::Cancelled {
             // Expired (perhaps not swept yet): give the seats back now.
@@ -169,8 +180,12 @@ impl TicketCommands {
                 .await
                 .map_err(HandleError::transient)?;
             }
-            let r = refused(cmd.booking_id, cmd.event_id, "HOLD_EXPIRED");
-            return reply(tx, TICKET_EXCHANGE, msg, "TicketsReserveFailed", &r).await;
+            let r = TicketsReserveFailed {
+                booking_id: cmd.booking_id,
+                event_id: cmd.event_id,
+                reason: ReserveRefusal::HoldExpired,
+            };
+            return reply(tx, msg, &r).await;
         }
         let sold = store::move_tickets(tx, &booking, "HELD", "SOLD")
             .await
@@ -179,20 +194,19 @@ impl TicketCommands {
         store::update(tx, &store::Inventory { counters, ..inv })
             .await
             .map_err(HandleError::transient)?;
-        let done = TicketsChanged {
+        let done = TicketsReserved {
             booking_id: cmd.booking_id,
             event_id: cmd.event_id,
             ticket_ids: uuids(&sold),
-            reason: None,
         };
-        reply(tx, TICKET_EXCHANGE, msg, "TicketsReserved", &done).await
+        reply(tx, msg, &done).await
     }
 
     async fn release(
         &self,
         tx: &mut AnyConnection,
         msg: &Envelope,
-        cmd: BookingTickets,
+        cmd: ReleaseTickets,
     ) -> Result<(), HandleError> {
         let booking = cmd.booking_id.to_string();
         let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
@@ -215,22 +229,21 @@ impl TicketCommands {
             .await
             .map_err(HandleError::transient)?;
         let ids: Vec<String> = was_held.into_iter().chain(was_sold).collect();
-        let done = TicketsChanged {
+        let done = TicketsReleased {
             booking_id: cmd.booking_id,
             event_id: cmd.event_id,
             ticket_ids: uuids(&ids),
-            reason: Some("RELEASED".into()),
+            reason: ReleaseReason::Released,
         };
-        reply(tx, TICKET_EXCHANGE, msg, "TicketsReleased", &done).await
+        reply(tx, msg, &done).await
     }
 }
 
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for TicketCommands {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        match msg.kind.as_str() {
-            "HoldTickets" => {
-                let cmd: HoldTickets = msg.payload_as()?;
+        match msg.decode::<TicketCommand>()? {
+            Some(TicketCommand::HoldTickets(cmd)) => {
                 if !(1..=100).contains(&cmd.quantity) {
                     return Err(HandleError::Permanent(format!(
                         "cannot hold {} tickets",
@@ -239,10 +252,11 @@ impl ticketer_db::MessageHandler for TicketCommands {
                 }
                 self.hold(tx, msg, cmd).await
             }
-            "ReserveTickets" => self.reserve(tx, msg, msg.payload_as()?).await,
-            "ReleaseTickets" => self.release(tx, msg, msg.payload_as()?).await,
-            other => Err(HandleError::Permanent(format!(
-                "the ticket service does not handle {other}"
+            Some(TicketCommand::ReserveTickets(cmd)) => self.reserve(tx, msg, cmd).await,
+            Some(TicketCommand::ReleaseTickets(cmd)) => self.release(tx, msg, cmd).await,
+            None => Err(HandleError::Permanent(format!(
+                "the ticket service does not handle {}",
+                msg.kind
             ))),
         }
     }
@@ -282,14 +296,13 @@ pub async fn expire_holds(db: &ticketer_db::Db, limit: i64) -> Result<usize, tic
         let Ok(booking_id) = Uuid::parse_str(&booking) else {
             continue;
         };
-        let done = TicketsChanged {
+        let done = TicketsReleased {
             booking_id,
             event_id,
             ticket_ids: uuids(&released),
-            reason: Some("HOLD_EXPIRED".into()),
+            reason: ReleaseReason::HoldExpired,
         };
-        let env = Envelope::new("TicketsReleased", &done).correlated(booking_id);
-        enqueue(&mut tx, TICKET_EXCHANGE, &env).await?;
+        enqueue(&mut tx, &[Outbound::new(&done).correlated(booking_id)]).await?;
         tx.commit().await?;
         expired += 1;
     }

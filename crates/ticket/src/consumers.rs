@@ -2,29 +2,14 @@
 //! now stands, at a version. Snapshots are applied only if newer than what
 //! is stored, so duplicates and reordering change nothing.
 
-use serde::Deserialize;
 use ticketer_bus::{Envelope, HandleError};
+use ticketer_contract::{EventStatus, SaleNews};
 use ticketer_db::{AnyConnection, Dialect};
-use ticketer_http::Money;
-use uuid::Uuid;
 
 use crate::{
     inventory::Counters,
     store::{self, Inventory, SaleStatus},
 };
-
-/// The fields of the events service's snapshot this service uses.
-#[derive(Debug, Deserialize)]
-struct EventSnapshot {
-    event_id: i64,
-    ticket_capacity: i64,
-    ticket_price: Money,
-    currency: String,
-    organizer: Uuid,
-    event_date: String,
-    status: String,
-    version: i64,
-}
 
 pub struct EventFeed {
     pub dialect: Dialect,
@@ -33,13 +18,16 @@ pub struct EventFeed {
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for EventFeed {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        let e: EventSnapshot = msg.payload_as()?;
-        let wanted = match e.status.as_str() {
-            "PUBLISHED" => SaleStatus::OnSale,
-            "CANCELLED" => SaleStatus::Cancelled,
-            "COMPLETED" => SaleStatus::Closed,
+        let Some(news) = msg.decode::<SaleNews>()? else {
+            return Ok(());
+        };
+        let e = news.snapshot();
+        let wanted = match e.status {
+            EventStatus::Published => SaleStatus::OnSale,
+            EventStatus::Cancelled => SaleStatus::Cancelled,
+            EventStatus::Completed => SaleStatus::Closed,
             // Drafts have nothing on sale yet.
-            _ => return Ok(()),
+            EventStatus::Draft => return Ok(()),
         };
         let current = store::lock(tx, self.dialect, e.event_id)
             .await
@@ -99,6 +87,7 @@ impl ticketer_db::MessageHandler for EventFeed {
 mod tests {
     use serde_json::json;
     use ticketer_db::{testing::TestDatabase, MessageHandler};
+    use uuid::Uuid;
 
     use super::*;
 

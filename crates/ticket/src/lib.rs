@@ -8,7 +8,6 @@ mod commands;
 mod consumers;
 pub mod inventory;
 pub mod lifecycle;
-pub mod messages;
 mod routes;
 mod store;
 

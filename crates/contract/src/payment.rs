@@ -1,0 +1,63 @@
+//! The payment service's answers to the booking saga, and the payment
+//! tokens the built-in sandbox knows (CONTRACT.md, Payments).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Money;
+
+/// Tokens the sandbox knows; anything else is refused when booking.
+pub const SANDBOX_TOKENS: [&str; 6] = [
+    "tok_visa",
+    "tok_mastercard",
+    // Pays, after the sandbox's delay: a slow provider, for testing
+    // what happens when a payment outlasts its hold.
+    "tok_delayed",
+    "tok_chargeDeclined",
+    "tok_insufficientFunds",
+    "tok_processingError",
+];
+
+pub fn is_known_token(token: &str) -> bool {
+    SANDBOX_TOKENS.contains(&token)
+}
+
+/// The booking's charge went through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentSucceeded {
+    pub booking_id: Uuid,
+    pub payment_id: Uuid,
+    pub amount: Money,
+    pub currency: String,
+    pub provider_reference: Option<String>,
+}
+
+/// The booking's charge was given back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub booking_id: Uuid,
+    pub payment_id: Uuid,
+    pub amount: Money,
+    pub currency: String,
+    pub provider_reference: Option<String>,
+}
+
+/// How a charge failed, as the booking reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentFailure {
+    /// The card or account said no.
+    PaymentDeclined,
+    /// The provider failed.
+    PaymentError,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub booking_id: Uuid,
+    pub reason: PaymentFailure,
+    /// The provider's word: card_declined, insufficient_funds, processing_error.
+    pub detail: String,
+}
+
+crate::message!(crate::exchanges::PAYMENT => PaymentSucceeded, PaymentRefunded, PaymentFailed);

@@ -1,0 +1,78 @@
+//! The ticket service's answers to the booking saga.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Money;
+
+/// The seats are the booking's until `hold_expires_at`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketsHeld {
+    pub booking_id: Uuid,
+    pub event_id: i64,
+    pub ticket_ids: Vec<Uuid>,
+    /// Price times quantity, at the price when the seats were held.
+    pub amount: Money,
+    pub currency: String,
+    pub hold_expires_at: DateTime<Utc>,
+}
+
+/// Why seats could not be held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HoldRefusal {
+    SoldOut,
+    EventNotOnSale,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketsHoldFailed {
+    pub booking_id: Uuid,
+    pub event_id: i64,
+    pub reason: HoldRefusal,
+}
+
+/// The held seats are sold to the booking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketsReserved {
+    pub booking_id: Uuid,
+    pub event_id: i64,
+    pub ticket_ids: Vec<Uuid>,
+}
+
+/// Why held seats could not be sold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReserveRefusal {
+    /// The hold had run out (or the event was cancelled meanwhile).
+    HoldExpired,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketsReserveFailed {
+    pub booking_id: Uuid,
+    pub event_id: i64,
+    pub reason: ReserveRefusal,
+}
+
+/// Why seats went back on sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReleaseReason {
+    /// The saga asked (ReleaseTickets).
+    Released,
+    /// Nobody paid in time.
+    HoldExpired,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketsReleased {
+    pub booking_id: Uuid,
+    pub event_id: i64,
+    pub ticket_ids: Vec<Uuid>,
+    pub reason: ReleaseReason,
+}
+
+crate::message!(crate::exchanges::TICKET =>
+    TicketsHeld, TicketsHoldFailed, TicketsReserved, TicketsReserveFailed, TicketsReleased);
