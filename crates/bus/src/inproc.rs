@@ -1,8 +1,11 @@
 //! The embedded transport. Same topology rules as RabbitMQ (topic bindings,
-//! a dead-letter store per queue), but a publish returns only after every
-//! bound consumer has settled the message, so the outbox marks a message
-//! published only once its effects are committed. Nothing is buffered that a
-//! crash could lose: undelivered messages are still in the outbox.
+//! a dead-letter store per queue), but a publish to a queue consumed in
+//! this process returns only after the consumer has settled the message, so
+//! the outbox marks it published only once its effects are committed.
+//! Two things are held in memory only and lost if the process stops: a
+//! message for a queue nobody in this process consumes (kept, up to
+//! `QUEUE_CAPACITY`, for a consumer that may start later) and the dead
+//! letters.
 
 use std::{
     collections::HashMap,
