@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use ticketer_contract::{Incoming, Message};
@@ -65,13 +65,6 @@ impl Envelope {
             self.traceparent = cause.traceparent.clone();
         }
         self
-    }
-
-    /// The payload as `T`; a payload that does not fit is poison, not a retry.
-    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, HandleError> {
-        serde_json::from_value(self.payload.clone()).map_err(|e| {
-            HandleError::Permanent(format!("{} payload does not match its type: {e}", self.kind))
-        })
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -141,7 +134,14 @@ mod tests {
             Envelope::from_bytes(b"{nope"),
             Err(HandleError::Permanent(_))
         ));
-        let env = Envelope::new("X", &serde_json::json!({"a": "b"}));
-        assert!(matches!(env.payload_as::<u32>(), Err(HandleError::Permanent(_))));
+        use ticketer_contract::TicketsHeld;
+        ticketer_contract::incoming!(
+            #[allow(dead_code)]
+            enum Held {
+                TicketsHeld,
+            }
+        );
+        let env = Envelope::new("TicketsHeld", &serde_json::json!({"a": "b"}));
+        assert!(matches!(env.decode::<Held>(), Err(HandleError::Permanent(_))));
     }
 }
