@@ -532,12 +532,12 @@ impl SagaReply {
                 ReleaseReason::HoldExpired => (m.booking_id, Some(Input::HoldExpired), None),
                 ReleaseReason::Released => (m.booking_id, None, None),
             },
-            SagaReply::PaymentSucceeded(m) => (m.booking_id, Some(Input::PaymentSucceeded), None),
+            SagaReply::PaymentSucceeded(m) => (m.0.booking_id, Some(Input::PaymentSucceeded), None),
             SagaReply::PaymentFailed(m) => {
                 let declined = m.reason == PaymentFailure::PaymentDeclined;
                 (m.booking_id, Some(Input::PaymentFailed { declined }), None)
             }
-            SagaReply::PaymentRefunded(m) => (m.booking_id, Some(Input::PaymentRefunded), None),
+            SagaReply::PaymentRefunded(m) => (m.0.booking_id, Some(Input::PaymentRefunded), None),
         }
     }
 }

@@ -28,7 +28,7 @@ pub use events::{
     SaleNews,
 };
 pub use money::Money;
-pub use payment::{PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSucceeded};
+pub use payment::{PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSettlement, PaymentSucceeded};
 pub use ticket::{
     HoldRefusal, ReleaseReason, ReserveRefusal, TicketsHeld, TicketsHoldFailed, TicketsReleased,
     TicketsReserveFailed, TicketsReserved,

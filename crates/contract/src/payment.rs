@@ -22,9 +22,9 @@ pub fn is_known_token(token: &str) -> bool {
     SANDBOX_TOKENS.contains(&token)
 }
 
-/// The booking's charge went through.
+/// A booking's payment as it stands once charged or refunded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PaymentSucceeded {
+pub struct PaymentSettlement {
     pub booking_id: Uuid,
     pub payment_id: Uuid,
     pub amount: Money,
@@ -32,15 +32,15 @@ pub struct PaymentSucceeded {
     pub provider_reference: Option<String>,
 }
 
+/// The booking's charge went through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PaymentSucceeded(pub PaymentSettlement);
+
 /// The booking's charge was given back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PaymentRefunded {
-    pub booking_id: Uuid,
-    pub payment_id: Uuid,
-    pub amount: Money,
-    pub currency: String,
-    pub provider_reference: Option<String>,
-}
+#[serde(transparent)]
+pub struct PaymentRefunded(pub PaymentSettlement);
 
 /// How a charge failed, as the booking reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{
-    incoming, Money, PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSucceeded, ProcessPayment,
-    RefundPayment,
+    incoming, Money, PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSettlement, PaymentSucceeded,
+    ProcessPayment, RefundPayment,
 };
 use ticketer_db::{is_unique_violation, reply, AnyConnection, DbError};
 use uuid::Uuid;
@@ -32,31 +32,16 @@ pub struct PaymentCommands {
 /// The answer a stored payment stands for.
 async fn announce(tx: &mut AnyConnection, cause: &Envelope, p: &Payment) -> Result<(), HandleError> {
     let booking_id = Uuid::parse_str(&p.booking_id).map_err(HandleError::transient)?;
-    let payment_id = Uuid::parse_str(&p.payment_id).map_err(HandleError::transient)?;
-    let amount = Money::from_minor(p.amount_minor);
-    let currency = p.currency.clone();
-    let provider_reference = p.provider_reference.clone();
+    let settled = PaymentSettlement {
+        booking_id,
+        payment_id: Uuid::parse_str(&p.payment_id).map_err(HandleError::transient)?,
+        amount: Money::from_minor(p.amount_minor),
+        currency: p.currency.clone(),
+        provider_reference: p.provider_reference.clone(),
+    };
     match p.status.as_str() {
-        "SUCCEEDED" => {
-            let done = PaymentSucceeded {
-                booking_id,
-                payment_id,
-                amount,
-                currency,
-                provider_reference,
-            };
-            reply(tx, cause, &done).await
-        }
-        "REFUNDED" => {
-            let done = PaymentRefunded {
-                booking_id,
-                payment_id,
-                amount,
-                currency,
-                provider_reference,
-            };
-            reply(tx, cause, &done).await
-        }
+        "SUCCEEDED" => reply(tx, cause, &PaymentSucceeded(settled)).await,
+        "REFUNDED" => reply(tx, cause, &PaymentRefunded(settled)).await,
         _ => {
             let detail = p.failure_reason.clone().unwrap_or_default();
             let reason = if detail == "processing_error" {
@@ -134,13 +119,13 @@ impl PaymentCommands {
             .map_err(HandleError::transient)?
         else {
             // Nothing was taken: nothing to give back.
-            let done = PaymentRefunded {
+            let done = PaymentRefunded(PaymentSettlement {
                 booking_id: cmd.booking_id,
                 payment_id: Uuid::nil(),
                 amount: Money::ZERO,
                 currency: "EUR".into(),
                 provider_reference: None,
-            };
+            });
             return reply(tx, msg, &done).await;
         };
         if payment.status == "SUCCEEDED" {
