@@ -44,10 +44,6 @@ impl Outbound {
         self.envelope = self.envelope.caused_by(cause);
         self
     }
-
-    pub fn envelope(&self) -> &Envelope {
-        &self.envelope
-    }
 }
 
 /// Adds `messages` to the outbox inside the caller's transaction, in one
