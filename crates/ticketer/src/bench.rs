@@ -106,6 +106,11 @@ pub struct Report {
     pub elapsed_s: f64,
     pub peak_rss_mb: f64,
     pub peak_rss_mb_by_service: HashMap<String, f64>,
+    /// CPU seconds each process spent from the first booking request to
+    /// the last answer: every server process driven (from its /metrics),
+    /// this load generator, and PostgreSQL, RabbitMQ and Redis when they
+    /// run on this machine (from /proc). Where the sale's time goes.
+    pub cpu_s_during_sale: HashMap<String, f64>,
 }
 
 struct Client {
@@ -346,6 +351,89 @@ async fn backend(http: &reqwest::Client, services: &[(String, String)]) -> Strin
     format!("{}+{}+{}", kind("database"), kind("bus"), kind("cache"))
 }
 
+/// CPU seconds used so far by every server process (from its /metrics)
+/// and by the database, broker and cache if they run here. With the
+/// in-process bus every service is one process: it is asked once.
+async fn cpu_used(
+    http: &reqwest::Client,
+    services: &[(String, String)],
+    one_process: bool,
+) -> HashMap<String, f64> {
+    let mut used = HashMap::new();
+    let asked = if one_process {
+        &services[..services.len().min(1)]
+    } else {
+        services
+    };
+    for (name, url) in asked {
+        let Ok(resp) = http.get(format!("{url}/metrics")).send().await else {
+            continue;
+        };
+        let text = resp.text().await.unwrap_or_default();
+        let cpu = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if let Some(cpu) = cpu {
+            let name = if one_process {
+                "ticketer dev"
+            } else {
+                name.as_str()
+            };
+            used.insert(name.to_string(), cpu);
+        }
+    }
+    for (label, comm) in [
+        ("bench", None),
+        ("postgresql", Some("postgres")),
+        ("rabbitmq", Some("beam.smp")),
+        ("redis", Some("redis-server")),
+    ] {
+        let cpu = match comm {
+            None => proc_cpu("/proc/self/stat"),
+            Some(comm) => processes_named(comm)
+                .iter()
+                .filter_map(|p| proc_cpu(p))
+                .reduce(|a, b| a + b),
+        };
+        if let Some(cpu) = cpu {
+            used.insert(label.to_string(), cpu);
+        }
+    }
+    used
+}
+
+/// The `stat` files of the processes on this machine whose command is `comm`.
+fn processes_named(comm: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
+        .map(|e| e.path().join("stat").to_string_lossy().into_owned())
+        .collect()
+}
+
+/// User plus system CPU seconds from a /proc/<pid>/stat file.
+fn proc_cpu(stat_path: &str) -> Option<f64> {
+    // Linux's USER_HZ, fixed at 100 for user space on every architecture.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // The fields after the command name, which may contain spaces; utime
+    // and stime are the 14th and 15th fields, the 12th and 13th here.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / TICKS_PER_SECOND)
+}
+
 /// The largest resident memory each process reached, in MB, from /metrics.
 async fn peak_memory(http: &reqwest::Client, services: &[(String, String)]) -> HashMap<String, f64> {
     let mut peaks = HashMap::new();
@@ -463,6 +551,9 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     );
 
     // The sale: everyone at once, `concurrency` requests in flight.
+    let backend = backend(&client.http, &cfg.services).await;
+    let one_process = backend.contains("in-process");
+    let cpu_before = cpu_used(&client.http, &cfg.services, one_process).await;
     let started = Instant::now();
     let errors = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
@@ -498,6 +589,14 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
         outcomes.push(b.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_used(&client.http, &cfg.services, one_process).await;
+    let cpu_s_during_sale = cpu_after
+        .iter()
+        .filter_map(|(name, after)| {
+            let before = cpu_before.get(name)?;
+            Some((name.clone(), ((after - before) * 100.0).round() / 100.0))
+        })
+        .collect();
     let _ = bar.await;
     eprintln!("bench: sale over in {elapsed:.2} s; checking the records");
 
@@ -574,7 +673,7 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     let peaks = peak_memory(&client.http, &cfg.services).await;
     Ok(Report {
         scenario: cfg.scenario,
-        backend: backend(&client.http, &cfg.services).await,
+        backend,
         tickets: cfg.tickets,
         buyers: cfg.buyers,
         concurrency: cfg.concurrency,
@@ -601,6 +700,7 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
         elapsed_s: elapsed,
         peak_rss_mb: peaks.values().copied().fold(0.0, f64::max),
         peak_rss_mb_by_service: peaks,
+        cpu_s_during_sale,
     })
 }
 
