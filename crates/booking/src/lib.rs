@@ -2,6 +2,7 @@
 //! (hold seats, charge, sell) by commands to the ticket and payment
 //! services, answering customers as soon as a booking settles.
 
+mod driver;
 mod routes;
 pub mod saga;
 mod service;
@@ -36,10 +37,10 @@ pub async fn build(
     );
     let mut tasks = Vec::new();
     for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
-        let driver = service::SagaDriver::new(db.clone(), payment_timeout, service.waiters.clone());
+        let driver = driver::SagaDriver::new(db.clone(), payment_timeout, service.waiters.clone());
         tasks.extend(parts.consume(spec, driver, infra, &shutdown).await?);
     }
-    let mirror = service::EventMirror {
+    let mirror = driver::EventMirror {
         db: db.clone(),
         payment_timeout,
     };

@@ -1,26 +1,19 @@
-//! Bookings: the HTTP operations, and the saga driver that the consumer
-//! calls for every answer from the ticket and payment services. Each step
-//! loads the booking under lock, asks [`saga::handle`], and stores the new
-//! state with the resulting commands in the outbox, in one transaction.
+//! Bookings: what the HTTP operations do (make, read, wait for, cancel),
+//! and the sweep that times out payments nobody answered. The saga's
+//! steps themselves are taken in [`crate::driver`].
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use ticketer_cache::{figures, Cache};
 
 use serde::Deserialize;
-use ticketer_bus::{Envelope, HandleError};
-use ticketer_contract::{
-    incoming, BookingCancelled, BookingConfirmed, BookingCreated, BookingFailed, HoldRefusal, HoldTickets,
-    PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSucceeded, ProcessPayment, RefundPayment,
-    ReleaseReason, ReleaseTickets, ReserveTickets, SaleNews, TicketsHeld, TicketsHoldFailed, TicketsReleased,
-    TicketsReserveFailed, TicketsReserved,
-};
-use ticketer_db::{enqueue, time, AnyConnection, Db, DbError, Outbound};
+use ticketer_db::{enqueue, time, Db, DbError};
 use ticketer_http::{ApiError, FieldError};
 use uuid::Uuid;
 
 use crate::{
-    saga::{self, BookingStatus, Command, HoldFailure, Input, Stage},
+    driver::{advance, messages},
+    saga::{self, BookingStatus, Command, Input, Stage},
     store::{self, Booking, RequestKey},
     waiters::{Waiters, Waiting},
 };
@@ -58,54 +51,6 @@ impl From<&Booking> for BookingView {
             held_at: b.held_at.clone(),
         }
     }
-}
-
-/// Turns the saga's commands into outbox messages, in one statement.
-async fn send(
-    conn: &mut AnyConnection,
-    b: &Booking,
-    commands: Vec<Command>,
-    cause: Option<&Envelope>,
-) -> Result<(), DbError> {
-    let (booking_id, event_id) = (b.booking_id, b.event_id);
-    let messages: Vec<Outbound> = commands
-        .into_iter()
-        .map(|command| {
-            let message = match command {
-                Command::HoldTickets => Outbound::new(&HoldTickets {
-                    booking_id,
-                    event_id,
-                    customer_id: b.customer_id,
-                    quantity: b.number_of_tickets,
-                }),
-                Command::ProcessPayment { amount } => Outbound::new(&ProcessPayment {
-                    booking_id,
-                    customer_id: b.customer_id,
-                    amount,
-                    currency: b.currency.clone().unwrap_or_else(|| "EUR".into()),
-                    payment_token: b.payment_token.clone(),
-                }),
-                Command::ReserveTickets { .. } => Outbound::new(&ReserveTickets { booking_id, event_id }),
-                Command::ReleaseTickets { .. } => Outbound::new(&ReleaseTickets { booking_id, event_id }),
-                Command::RefundPayment => Outbound::new(&RefundPayment { booking_id }),
-                Command::Announce(status) => {
-                    let view = BookingView::from(b);
-                    match status {
-                        BookingStatus::Pending => Outbound::new(&BookingCreated(view)),
-                        BookingStatus::Confirmed => Outbound::new(&BookingConfirmed(view)),
-                        BookingStatus::Failed => Outbound::new(&BookingFailed(view)),
-                        BookingStatus::Cancelled => Outbound::new(&BookingCancelled(view)),
-                    }
-                }
-            };
-            let message = message.correlated(booking_id);
-            match cause {
-                Some(cause) => message.caused_by(cause),
-                None => message,
-            }
-        })
-        .collect();
-    enqueue(conn, &messages).await
 }
 
 /// What a new booking asks for.
@@ -295,7 +240,11 @@ impl BookingService {
         }
         // Announced first, then the saga's first commands.
         let announced = std::iter::once(Command::Announce(BookingStatus::Pending));
-        send(&mut tx, &booking, announced.chain(commands).collect(), None).await?;
+        enqueue(
+            &mut tx,
+            &messages(&booking, announced.chain(commands).collect(), None),
+        )
+        .await?;
         // Before the commit: the saga may answer before we would register.
         let waiting = wait.then(|| self.waiters.register(booking.booking_id));
         tx.commit().await?;
@@ -407,213 +356,5 @@ impl BookingService {
         tx.commit().await?;
         self.db.outbox_written();
         Ok(b)
-    }
-}
-
-/// One saga step on a locked booking: new state and commands, stored together.
-async fn advance(
-    conn: &mut AnyConnection,
-    mut b: Booking,
-    input: Input,
-    cause: Option<&Envelope>,
-    payment_timeout: Duration,
-) -> Result<Booking, HandleError> {
-    let (next, commands) = saga::handle(&b.saga, input);
-    if next == b.saga && commands.is_empty() {
-        return Ok(b);
-    }
-    if b.held_at.is_none() && !next.ticket_ids.is_empty() {
-        b.held_at = Some(time::now());
-    }
-    b.saga = next;
-    // Only the payment is waited for with a deadline: holds expire on their
-    // own, and a reservation or refund is internal and always answered.
-    let deadline = (b.saga.stage == Stage::Paying).then(|| {
-        time::format(chrono::Utc::now() + chrono::Duration::from_std(payment_timeout).unwrap_or_default())
-    });
-    if !store::advance(conn, &b, deadline)
-        .await
-        .map_err(HandleError::transient)?
-    {
-        return Err(HandleError::Transient("booking changed concurrently".into()));
-    }
-    b.version += 1;
-    send(conn, &b, commands, cause)
-        .await
-        .map_err(HandleError::transient)?;
-    Ok(b)
-}
-
-/// Consumes `booking.events`: mirrors events, and when one is cancelled,
-/// fails its bookings in flight and refunds the confirmed ones.
-pub struct EventMirror {
-    pub db: Db,
-    pub payment_timeout: Duration,
-}
-
-#[async_trait::async_trait]
-impl ticketer_db::MessageHandler for EventMirror {
-    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        let Some(news) = msg.decode::<SaleNews>()? else {
-            return Ok(());
-        };
-        let e = news.snapshot();
-        let info = store::EventInfo {
-            event_id: e.event_id,
-            organizer: e.organizer.to_string(),
-            event_date: e.event_date,
-            start_time: e.start_time,
-            status: e.status.as_str().to_string(),
-            version: e.version,
-        };
-        let newer = store::upsert_event(tx, &info)
-            .await
-            .map_err(HandleError::transient)?;
-        if newer && info.status == "CANCELLED" {
-            let bookings = store::open_bookings(tx, info.event_id)
-                .await
-                .map_err(HandleError::transient)?;
-            for id in &bookings {
-                if let Some(b) = store::lock(tx, self.db.dialect(), *id)
-                    .await
-                    .map_err(HandleError::transient)?
-                {
-                    advance(tx, b, Input::EventCancelled, Some(msg), self.payment_timeout).await?;
-                }
-            }
-            tracing::info!(
-                event_id = info.event_id,
-                bookings = bookings.len(),
-                "event cancelled; bookings unwound"
-            );
-        }
-        Ok(())
-    }
-}
-
-incoming!(
-    /// The ticket and payment services' answers, each a step of its
-    /// booking's saga.
-    pub enum SagaReply {
-        TicketsHeld,
-        TicketsHoldFailed,
-        TicketsReserved,
-        TicketsReserveFailed,
-        TicketsReleased,
-        PaymentSucceeded,
-        PaymentFailed,
-        PaymentRefunded,
-    }
-);
-
-impl SagaReply {
-    /// The booking it answers for, and the saga's input (none for the
-    /// acknowledgement of a release the saga asked for itself).
-    fn input(self) -> (Uuid, Option<Input>, Option<String>) {
-        match self {
-            SagaReply::TicketsHeld(m) => (
-                m.booking_id,
-                Some(Input::TicketsHeld {
-                    ticket_ids: m.ticket_ids,
-                    amount: m.amount,
-                }),
-                Some(m.currency),
-            ),
-            SagaReply::TicketsHoldFailed(m) => {
-                let failure = match m.reason {
-                    HoldRefusal::SoldOut => HoldFailure::SoldOut,
-                    HoldRefusal::EventNotOnSale => HoldFailure::NotOnSale,
-                };
-                (m.booking_id, Some(Input::TicketsHoldFailed(failure)), None)
-            }
-            SagaReply::TicketsReserved(m) => (m.booking_id, Some(Input::TicketsReserved), None),
-            SagaReply::TicketsReserveFailed(m) => (m.booking_id, Some(Input::TicketsReserveFailed), None),
-            SagaReply::TicketsReleased(m) => match m.reason {
-                ReleaseReason::HoldExpired => (m.booking_id, Some(Input::HoldExpired), None),
-                ReleaseReason::Released => (m.booking_id, None, None),
-            },
-            SagaReply::PaymentSucceeded(m) => (m.0.booking_id, Some(Input::PaymentSucceeded), None),
-            SagaReply::PaymentFailed(m) => {
-                let declined = m.reason == PaymentFailure::PaymentDeclined;
-                (m.booking_id, Some(Input::PaymentFailed { declined }), None)
-            }
-            SagaReply::PaymentRefunded(m) => (m.0.booking_id, Some(Input::PaymentRefunded), None),
-        }
-    }
-}
-
-/// Consumes `booking.replies`: every answer moves its booking's saga.
-pub struct SagaDriver {
-    pub db: Db,
-    pub payment_timeout: Duration,
-    pub waiters: Waiters,
-    /// Bookings that settled in a batch not yet committed, by the message
-    /// that settled them: handed to their waiters once it commits.
-    settling: Mutex<HashMap<Uuid, Booking>>,
-}
-
-/// Settled bookings kept for batches that never committed (the batch
-/// failed and its messages went elsewhere) are dropped past this many;
-/// their waiters then read the booking themselves.
-const SETTLING_CAP: usize = 10_000;
-
-impl SagaDriver {
-    pub fn new(db: Db, payment_timeout: Duration, waiters: Waiters) -> Self {
-        SagaDriver {
-            db,
-            payment_timeout,
-            waiters,
-            settling: Mutex::default(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl ticketer_db::MessageHandler for SagaDriver {
-    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        let Some(reply) = msg.decode::<SagaReply>()? else {
-            return Err(HandleError::Permanent(format!(
-                "the saga does not take {}",
-                msg.kind
-            )));
-        };
-        let (booking_id, input, currency) = reply.input();
-        // Acknowledgements of our own releases need no step.
-        let Some(input) = input else {
-            return Ok(());
-        };
-        let Some(mut b) = store::lock(tx, self.db.dialect(), booking_id)
-            .await
-            .map_err(HandleError::transient)?
-        else {
-            return Err(HandleError::Permanent(format!("no booking {booking_id}")));
-        };
-        if b.currency.is_none() {
-            b.currency = currency;
-        }
-        let was_pending = b.saga.stage.status() == BookingStatus::Pending;
-        let b = advance(tx, b, input, Some(msg), self.payment_timeout).await?;
-        if was_pending && b.saga.stage.status() != BookingStatus::Pending && self.waiters.has(b.booking_id) {
-            let mut settling = self.settling.lock().expect("settling lock");
-            if settling.len() >= SETTLING_CAP {
-                settling.clear();
-            }
-            settling.insert(msg.message_id, b);
-        }
-        Ok(())
-    }
-
-    fn committed(&self, batch: &[Envelope]) {
-        // Only settling matters to a waiter; steps in between wake nobody.
-        let settled: Vec<Booking> = {
-            let mut settling = self.settling.lock().expect("settling lock");
-            batch
-                .iter()
-                .filter_map(|msg| settling.remove(&msg.message_id))
-                .collect()
-        };
-        for b in &settled {
-            self.waiters.settle(b);
-        }
     }
 }

@@ -1,7 +1,9 @@
 //! The booking service's SQL.
 
 use ticketer_contract::Money;
-use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row};
+use ticketer_db::{
+    placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row,
+};
 use uuid::Uuid;
 
 use crate::saga::{FailureReason, Saga, Stage};
@@ -231,32 +233,72 @@ pub async fn get(db: &Db, id: Uuid) -> Result<Option<Booking>, DbError> {
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
-/// Stores the saga's new state if the row is still at `b.version`;
-/// `deadline` is when the new stage stops waiting, if it waits.
-pub async fn advance(
+/// The bookings with these ids that exist, locked for the transaction on
+/// PostgreSQL in id order (so two batches cannot wait on each other).
+pub async fn lock_all(
     conn: &mut AnyConnection,
-    b: &Booking,
-    deadline: Option<String>,
+    dialect: Dialect,
+    ids: &[Uuid],
+) -> Result<Vec<Booking>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lock = if dialect == Dialect::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM bookings WHERE booking_id IN ({}) ORDER BY booking_id{lock}",
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id.to_string());
+    }
+    let rows = q.fetch_all(conn).await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// Stores the sagas' new states, each only if its row is still at the
+/// booking's `version`, in one statement; true if every one was stored.
+/// With each booking goes its deadline: when its new stage stops waiting,
+/// if it waits.
+pub async fn advance_all(
+    conn: &mut AnyConnection,
+    steps: &[(&Booking, Option<String>)],
 ) -> Result<bool, DbError> {
-    let done = sqlx::query(
-        "UPDATE bookings SET stage = $3, status = $4, failure_reason = $5, ticket_ids = $6, amount_minor = $7,
-             currency = $8, version = version + 1, updated_at = $9, deadline_at = $10, held_at = $11
-         WHERE booking_id = $1 AND version = $2",
-    )
-    .bind(b.booking_id.to_string())
-    .bind(b.version)
-    .bind(stage_name(b.saga.stage))
-    .bind(b.saga.stage.status().as_str())
-    .bind(b.saga.failure.map(|f| f.as_str()))
-    .bind(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
-    .bind(b.saga.amount.map(Money::minor))
-    .bind(&b.currency)
-    .bind(time::now())
-    .bind(deadline)
-    .bind(&b.held_at)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    if steps.is_empty() {
+        return Ok(true);
+    }
+    // VALUES columns are column1, column2, ... on both dialects.
+    let sql = format!(
+        "UPDATE bookings SET stage = v.column3, status = v.column4, failure_reason = v.column5,
+             ticket_ids = v.column6, amount_minor = v.column7, currency = v.column8,
+             version = bookings.version + 1, updated_at = v.column9, deadline_at = v.column10,
+             held_at = v.column11
+         FROM (VALUES {}) AS v
+         WHERE bookings.booking_id = v.column1 AND bookings.version = v.column2",
+        value_rows(steps.len(), 11)
+    );
+    let now = time::now();
+    let mut q = sqlx::query(&sql);
+    for (b, deadline) in steps {
+        q = q
+            .bind(b.booking_id.to_string())
+            .bind(b.version)
+            .bind(stage_name(b.saga.stage))
+            .bind(b.saga.stage.status().as_str())
+            .bind(b.saga.failure.map(|f| f.as_str()))
+            .bind(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
+            .bind(b.saga.amount.map(Money::minor))
+            .bind(b.currency.clone())
+            .bind(now.clone())
+            .bind(deadline.clone())
+            .bind(b.held_at.clone());
+    }
+    let done = q.execute(conn).await?;
+    Ok(done.rows_affected() == steps.len() as u64)
 }
 
 /// Whether the (locked) booking's deadline has passed.

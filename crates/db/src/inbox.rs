@@ -13,9 +13,33 @@ use crate::{time, value_rows, AnyConnection, Db};
 pub trait MessageHandler: Send + Sync + 'static {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError>;
 
+    /// Applies a batch's new messages, in order. One at a time unless the
+    /// handler overrides it to read and write the rows they share (one
+    /// event's inventory, many bookings) a statement per batch instead of
+    /// a statement per message. An error undoes the whole batch; the
+    /// consumer then applies its messages one by one.
+    async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
+        for msg in msgs {
+            self.handle(tx, msg).instrument(consume_span(msg)).await?;
+        }
+        Ok(())
+    }
+
     /// Called once the batch's transaction committed (for example to wake
     /// whoever waits for the changes); must not fail or block.
     fn committed(&self, _batch: &[Envelope]) {}
+}
+
+/// The span of one message's handling, a child of the span that sent it.
+pub fn consume_span(msg: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        kind = %msg.kind,
+        message_id = %msg.message_id,
+        correlation_id = %msg.correlation_id,
+    );
+    ticketer_telemetry::set_remote_parent(&span, msg.traceparent.as_deref());
+    span
 }
 
 /// Wraps a [`MessageHandler`] with the inbox and the batch transaction.
@@ -63,6 +87,7 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
             .map(|(id,)| id)
             .collect();
         let mut handled = HashSet::with_capacity(fresh.len());
+        let mut new = Vec::with_capacity(fresh.len());
         for msg in batch {
             let id = msg.message_id.to_string();
             // A duplicate delivery, or the same message twice in this batch.
@@ -70,16 +95,10 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
                 tracing::debug!(message_id = %msg.message_id, "duplicate delivery ignored");
                 continue;
             }
-            let span = tracing::info_span!(
-                "consume",
-                consumer = %self.consumer,
-                kind = %msg.kind,
-                message_id = %msg.message_id,
-                correlation_id = %msg.correlation_id,
-            );
-            ticketer_telemetry::set_remote_parent(&span, msg.traceparent.as_deref());
-            self.handler.handle(&mut tx, msg).instrument(span).await?;
+            new.push(msg);
         }
+        let span = tracing::info_span!("consume_batch", consumer = %self.consumer, messages = new.len());
+        self.handler.handle_all(&mut tx, &new).instrument(span).await?;
         tx.commit().await.map_err(HandleError::transient)?;
         // The handler may have written outbox rows of its own.
         self.db.outbox_written();

@@ -1,14 +1,15 @@
 //! The booking saga's commands: hold seats, turn a hold into a sale, give
-//! seats back. Each runs inside the consumer's batch transaction with the
-//! event's inventory row locked, so seats are counted exactly once however
-//! many holds for the same event arrive together; the answer goes out
-//! through the outbox in the same transaction.
+//! seats back. A batch runs inside the consumer's transaction with each
+//! event's inventory row locked once, so seats are counted exactly once
+//! however many holds for the same event arrive together; the seats are
+//! worked out in memory ([`crate::sale`]) and written back set-wise, and
+//! the answers go out through the outbox in the same transaction.
 //!
 //! Every command is keyed by booking: a repeated hold answers with the
 //! seats the booking already has, a repeated reserve or release finds
 //! nothing left to change.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use ticketer_bus::{Envelope, HandleError};
@@ -16,10 +17,14 @@ use ticketer_contract::{
     incoming, HoldRefusal, HoldTickets, Money, ReleaseReason, ReleaseTickets, ReserveRefusal, ReserveTickets,
     TicketsHeld, TicketsHoldFailed, TicketsReleased, TicketsReserveFailed, TicketsReserved,
 };
-use ticketer_db::{enqueue, reply, time, AnyConnection, Dialect, Outbound};
+use ticketer_db::{enqueue, time, AnyConnection, Dialect, Outbound};
 use uuid::Uuid;
 
-use crate::store::{self, SaleStatus};
+use crate::{
+    lifecycle::InvalidTransition,
+    sale::{EventSale, Hold, Reserve},
+    store::{self, SaleStatus},
+};
 
 incoming!(
     /// What the booking saga asks of the ticket service (variants are
@@ -49,216 +54,200 @@ fn hold_failed(cmd: &HoldTickets, reason: HoldRefusal) -> TicketsHoldFailed {
     }
 }
 
+fn broken(e: InvalidTransition) -> HandleError {
+    HandleError::Permanent(e.to_string())
+}
+
+impl TicketCommand {
+    fn event_id(&self) -> i64 {
+        match self {
+            TicketCommand::HoldTickets(c) => c.event_id,
+            TicketCommand::ReserveTickets(c) => c.event_id,
+            TicketCommand::ReleaseTickets(c) => c.event_id,
+        }
+    }
+
+    fn booking_id(&self) -> Uuid {
+        match self {
+            TicketCommand::HoldTickets(c) => c.booking_id,
+            TicketCommand::ReserveTickets(c) => c.booking_id,
+            TicketCommand::ReleaseTickets(c) => c.booking_id,
+        }
+    }
+}
+
 impl TicketCommands {
-    async fn hold(
+    /// One event's commands of a batch: the inventory locked once, the
+    /// seats they concern read once, every command worked out in memory
+    /// ([`EventSale`]), then the rows and counters written back.
+    async fn for_event(
         &self,
         tx: &mut AnyConnection,
-        msg: &Envelope,
-        cmd: HoldTickets,
+        event_id: i64,
+        cmds: Vec<(&Envelope, TicketCommand)>,
+        replies: &mut Vec<Outbound>,
     ) -> Result<(), HandleError> {
-        let booking = cmd.booking_id.to_string();
-        let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
+        let Some(inv) = store::lock(tx, self.dialect, event_id)
             .await
             .map_err(HandleError::transient)?
         else {
-            return reply(tx, msg, &hold_failed(&cmd, HoldRefusal::EventNotOnSale)).await;
-        };
-        // Asked again (the saga retried): answer with what it already holds.
-        let existing = store::tickets_of(tx, &booking)
-            .await
-            .map_err(HandleError::transient)?;
-        let holding: Vec<&store::BookedTicket> = existing.iter().filter(|t| t.status == "HELD").collect();
-        if !holding.is_empty() {
-            let ids: Vec<String> = holding.iter().map(|t| t.ticket_id.clone()).collect();
-            let expires = holding[0]
-                .hold_expires_at
-                .as_deref()
-                .map(time::parse)
-                .transpose()
-                .map_err(HandleError::transient)?;
-            let held = TicketsHeld {
-                booking_id: cmd.booking_id,
-                event_id: cmd.event_id,
-                ticket_ids: uuids(&ids),
-                amount: Money::from_minor(inv.price_minor * ids.len() as i64),
-                currency: inv.currency.clone(),
-                hold_expires_at: expires.unwrap_or_else(Utc::now),
-            };
-            return reply(tx, msg, &held).await;
-        }
-        if inv.status != SaleStatus::OnSale {
-            return reply(tx, msg, &hold_failed(&cmd, HoldRefusal::EventNotOnSale)).await;
-        }
-        let Some(counters) = inv.counters.hold(cmd.quantity) else {
-            return reply(tx, msg, &hold_failed(&cmd, HoldRefusal::SoldOut)).await;
-        };
-        let expires_at: DateTime<Utc> =
-            Utc::now() + chrono::Duration::from_std(self.hold_ttl).map_err(HandleError::transient)?;
-        let ids = store::hold_seats(
-            tx,
-            cmd.event_id,
-            cmd.quantity,
-            &booking,
-            &cmd.customer_id.to_string(),
-            &time::format(expires_at),
-        )
-        .await
-        .map_err(HandleError::transient)?;
-        let amount = inv.price_minor * cmd.quantity;
-        store::update(
-            tx,
-            &store::Inventory {
-                counters,
-                ..inv.clone()
-            },
-        )
-        .await
-        .map_err(HandleError::transient)?;
-        let held = TicketsHeld {
-            booking_id: cmd.booking_id,
-            event_id: cmd.event_id,
-            ticket_ids: uuids(&ids),
-            amount: Money::from_minor(amount),
-            currency: inv.currency,
-            hold_expires_at: expires_at,
-        };
-        reply(tx, msg, &held).await
-    }
-
-    async fn reserve(
-        &self,
-        tx: &mut AnyConnection,
-        msg: &Envelope,
-        cmd: ReserveTickets,
-    ) -> Result<(), HandleError> {
-        let booking = cmd.booking_id.to_string();
-        let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
-            .await
-            .map_err(HandleError::transient)?
-        else {
-            let r = TicketsReserveFailed {
-                booking_id: cmd.booking_id,
-                event_id: cmd.event_id,
-                reason: ReserveRefusal::HoldExpired,
-            };
-            return reply(tx, msg, &r).await;
-        };
-        let tickets = store::tickets_of(tx, &booking)
-            .await
-            .map_err(HandleError::transient)?;
-        let now = time::now();
-        let live_hold = tickets
-            .iter()
-            .any(|t| t.status == "HELD" && t.hold_expires_at.as_deref().is_some_and(|e| e > now.as_str()));
-        let already_sold: Vec<String> = tickets
-            .iter()
-            .filter(|t| t.status == "SOLD")
-            .map(|t| t.ticket_id.clone())
-            .collect();
-        if !already_sold.is_empty() && !live_hold {
-            let done = TicketsReserved {
-                booking_id: cmd.booking_id,
-                event_id: cmd.event_id,
-                ticket_ids: uuids(&already_sold),
-            };
-            return reply(tx, msg, &done).await;
-        }
-        if !live_hold || inv.status == SaleStatus::Cancelled {
-            // Expired (perhaps not swept yet): give the seats back now.
-            let released = store::move_tickets(tx, &booking, "HELD", "AVAILABLE")
-                .await
-                .map_err(HandleError::transient)?;
-            if !released.is_empty() {
-                let counters = inv.counters.release(released.len() as i64, 0);
-                store::update(
-                    tx,
-                    &store::Inventory {
-                        counters,
-                        ..inv.clone()
-                    },
-                )
-                .await
-                .map_err(HandleError::transient)?;
+            // Nothing of this event is on sale here.
+            for (msg, cmd) in cmds {
+                let answer = match cmd {
+                    TicketCommand::HoldTickets(c) => {
+                        Outbound::new(&hold_failed(&c, HoldRefusal::EventNotOnSale))
+                    }
+                    TicketCommand::ReserveTickets(c) => Outbound::new(&TicketsReserveFailed {
+                        booking_id: c.booking_id,
+                        event_id,
+                        reason: ReserveRefusal::HoldExpired,
+                    }),
+                    TicketCommand::ReleaseTickets(_) => continue,
+                };
+                replies.push(answer.caused_by(msg));
             }
-            let r = TicketsReserveFailed {
-                booking_id: cmd.booking_id,
-                event_id: cmd.event_id,
-                reason: ReserveRefusal::HoldExpired,
+            return Ok(());
+        };
+        let mut bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking_id().to_string()).collect();
+        bookings.sort_unstable();
+        bookings.dedup();
+        let wanted: i64 = cmds
+            .iter()
+            .map(|(_, c)| match c {
+                TicketCommand::HoldTickets(h) => h.quantity,
+                _ => 0,
+            })
+            .sum();
+        let seats = store::seats(tx, event_id, &bookings, wanted)
+            .await
+            .map_err(HandleError::transient)?;
+        let mut sale = EventSale::new(inv.counters, seats);
+        let on_sale = inv.status == SaleStatus::OnSale;
+        let now_at = Utc::now();
+        let now = time::format(now_at);
+        let expires_at: DateTime<Utc> =
+            now_at + chrono::Duration::from_std(self.hold_ttl).map_err(HandleError::transient)?;
+        let expires = time::format(expires_at);
+        let price = |n: usize| Money::from_minor(inv.price_minor * n as i64);
+        for (msg, cmd) in cmds {
+            let answer = match cmd {
+                TicketCommand::HoldTickets(c) => {
+                    let booking = c.booking_id.to_string();
+                    let held = |ids: Vec<String>, until: DateTime<Utc>| TicketsHeld {
+                        booking_id: c.booking_id,
+                        event_id,
+                        amount: price(ids.len()),
+                        ticket_ids: uuids(&ids),
+                        currency: inv.currency.clone(),
+                        hold_expires_at: until,
+                    };
+                    // Asked again (the saga retried): answer with what it already holds.
+                    if let Some((ids, until)) = sale.holding(&booking) {
+                        let until = until
+                            .as_deref()
+                            .map(time::parse)
+                            .transpose()
+                            .map_err(HandleError::transient)?;
+                        Outbound::new(&held(ids, until.unwrap_or(now_at)))
+                    } else if !on_sale {
+                        Outbound::new(&hold_failed(&c, HoldRefusal::EventNotOnSale))
+                    } else {
+                        let customer = c.customer_id.to_string();
+                        let new_id = || Uuid::now_v7().to_string();
+                        match sale
+                            .hold(&booking, &customer, c.quantity, &expires, new_id)
+                            .map_err(broken)?
+                        {
+                            Hold::Held { ticket_ids, .. } => Outbound::new(&held(ticket_ids, expires_at)),
+                            Hold::SoldOut => Outbound::new(&hold_failed(&c, HoldRefusal::SoldOut)),
+                        }
+                    }
+                }
+                TicketCommand::ReserveTickets(c) => {
+                    match sale
+                        .reserve(
+                            &c.booking_id.to_string(),
+                            &now,
+                            inv.status != SaleStatus::Cancelled,
+                        )
+                        .map_err(broken)?
+                    {
+                        Reserve::Sold(ids) => Outbound::new(&TicketsReserved {
+                            booking_id: c.booking_id,
+                            event_id,
+                            ticket_ids: uuids(&ids),
+                        }),
+                        Reserve::HoldExpired => Outbound::new(&TicketsReserveFailed {
+                            booking_id: c.booking_id,
+                            event_id,
+                            reason: ReserveRefusal::HoldExpired,
+                        }),
+                    }
+                }
+                TicketCommand::ReleaseTickets(c) => {
+                    let ids = sale.release(&c.booking_id.to_string()).map_err(broken)?;
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    Outbound::new(&TicketsReleased {
+                        booking_id: c.booking_id,
+                        event_id,
+                        ticket_ids: uuids(&ids),
+                        reason: ReleaseReason::Released,
+                    })
+                }
             };
-            return reply(tx, msg, &r).await;
+            replies.push(answer.caused_by(msg));
         }
-        let sold = store::move_tickets(tx, &booking, "HELD", "SOLD")
+        let (created, changed, counters) = sale.into_writes();
+        store::insert_seats(tx, event_id, &created)
             .await
             .map_err(HandleError::transient)?;
-        let counters = inv.counters.sell(sold.len() as i64);
-        store::update(tx, &store::Inventory { counters, ..inv })
+        store::update_seats(tx, &changed)
             .await
             .map_err(HandleError::transient)?;
-        let done = TicketsReserved {
-            booking_id: cmd.booking_id,
-            event_id: cmd.event_id,
-            ticket_ids: uuids(&sold),
-        };
-        reply(tx, msg, &done).await
-    }
-
-    async fn release(
-        &self,
-        tx: &mut AnyConnection,
-        msg: &Envelope,
-        cmd: ReleaseTickets,
-    ) -> Result<(), HandleError> {
-        let booking = cmd.booking_id.to_string();
-        let Some(inv) = store::lock(tx, self.dialect, cmd.event_id)
-            .await
-            .map_err(HandleError::transient)?
-        else {
-            return Ok(());
-        };
-        let was_held = store::move_tickets(tx, &booking, "HELD", "AVAILABLE")
-            .await
-            .map_err(HandleError::transient)?;
-        let was_sold = store::move_tickets(tx, &booking, "SOLD", "AVAILABLE")
-            .await
-            .map_err(HandleError::transient)?;
-        if was_held.is_empty() && was_sold.is_empty() {
-            return Ok(());
+        if let Some(counters) = counters {
+            store::update(tx, &store::Inventory { counters, ..inv })
+                .await
+                .map_err(HandleError::transient)?;
         }
-        let counters = inv.counters.release(was_held.len() as i64, was_sold.len() as i64);
-        store::update(tx, &store::Inventory { counters, ..inv })
-            .await
-            .map_err(HandleError::transient)?;
-        let ids: Vec<String> = was_held.into_iter().chain(was_sold).collect();
-        let done = TicketsReleased {
-            booking_id: cmd.booking_id,
-            event_id: cmd.event_id,
-            ticket_ids: uuids(&ids),
-            reason: ReleaseReason::Released,
-        };
-        reply(tx, msg, &done).await
+        Ok(())
     }
 }
 
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for TicketCommands {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        match msg.decode::<TicketCommand>()? {
-            Some(TicketCommand::HoldTickets(cmd)) => {
-                if !(1..=100).contains(&cmd.quantity) {
+        self.handle_all(tx, &[msg]).await
+    }
+
+    /// A batch's commands grouped by event (events in id order, so two
+    /// batches lock inventories in the same order), each event's in
+    /// delivery order; every answer goes to the outbox in one statement.
+    async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
+        let mut by_event: BTreeMap<i64, Vec<(&Envelope, TicketCommand)>> = BTreeMap::new();
+        for msg in msgs {
+            let Some(cmd) = msg.decode::<TicketCommand>()? else {
+                return Err(HandleError::Permanent(format!(
+                    "the ticket service does not handle {}",
+                    msg.kind
+                )));
+            };
+            if let TicketCommand::HoldTickets(c) = &cmd {
+                if !(1..=100).contains(&c.quantity) {
                     return Err(HandleError::Permanent(format!(
                         "cannot hold {} tickets",
-                        cmd.quantity
+                        c.quantity
                     )));
                 }
-                self.hold(tx, msg, cmd).await
             }
-            Some(TicketCommand::ReserveTickets(cmd)) => self.reserve(tx, msg, cmd).await,
-            Some(TicketCommand::ReleaseTickets(cmd)) => self.release(tx, msg, cmd).await,
-            None => Err(HandleError::Permanent(format!(
-                "the ticket service does not handle {}",
-                msg.kind
-            ))),
+            by_event.entry(cmd.event_id()).or_default().push((*msg, cmd));
         }
+        let mut replies = Vec::with_capacity(msgs.len());
+        for (event_id, cmds) in by_event {
+            self.for_event(tx, event_id, cmds, &mut replies).await?;
+        }
+        enqueue(tx, &replies).await.map_err(HandleError::transient)
     }
 }
 

@@ -9,6 +9,7 @@ mod consumers;
 pub mod inventory;
 pub mod lifecycle;
 mod routes;
+pub mod sale;
 mod store;
 
 pub use routes::ApiDoc;

@@ -1,8 +1,8 @@
 //! The ticket service's SQL.
 
-use ticketer_db::{time, AnyConnection, Db, DbError, Dialect, Migration, Row};
+use ticketer_db::{placeholders, time, value_rows, AnyConnection, Db, DbError, Dialect, Migration, Row};
 
-use crate::inventory::Counters;
+use crate::{inventory::Counters, lifecycle::TicketStatus, sale::Seat};
 
 pub const MIGRATIONS: &[Migration] = &[Migration::portable(
     1,
@@ -158,6 +158,107 @@ pub async fn cancel_tickets(conn: &mut AnyConnection, event_id: i64) -> Result<u
     Ok(done.rows_affected())
 }
 
+const SEAT_COLUMNS: &str = "ticket_id, status, booking_id, customer_id, hold_expires_at";
+
+fn seat_from_row(r: &ticketer_db::AnyRow) -> Result<Seat, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    Ok(Seat {
+        ticket_id: r.try_get("ticket_id")?,
+        status: TicketStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown ticket status {status}").into()))?,
+        booking_id: r.try_get("booking_id")?,
+        customer_id: r.try_get("customer_id")?,
+        hold_expires_at: r.try_get("hold_expires_at")?,
+    })
+}
+
+/// What a batch of commands for one event reads, in one statement: every
+/// ticket of `bookings`, and up to `free` of the event's rows back on sale
+/// (lowest id first) that holds may take again.
+pub async fn seats(
+    conn: &mut AnyConnection,
+    event_id: i64,
+    bookings: &[String],
+    free: i64,
+) -> Result<Vec<Seat>, DbError> {
+    let mine = if bookings.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "SELECT {SEAT_COLUMNS} FROM tickets WHERE booking_id IN ({}) UNION ALL ",
+            placeholders(3, bookings.len())
+        )
+    };
+    let sql = format!(
+        "{mine}SELECT {SEAT_COLUMNS} FROM (SELECT {SEAT_COLUMNS} FROM tickets
+             WHERE event_id = $1 AND status = 'AVAILABLE' AND booking_id IS NULL ORDER BY ticket_id LIMIT $2) AS f"
+    );
+    let mut q = sqlx::query(&sql).bind(event_id).bind(free);
+    for b in bookings {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(conn).await?;
+    Ok(rows.iter().map(seat_from_row).collect::<Result<_, _>>()?)
+}
+
+/// Rows per statement when writing seats: far below either database's
+/// limit on bound values.
+const SEATS_PER_STATEMENT: usize = 500;
+
+/// New ticket rows of `event_id`, a statement per few hundred.
+pub async fn insert_seats(conn: &mut AnyConnection, event_id: i64, seats: &[Seat]) -> Result<(), DbError> {
+    let now = time::now();
+    for chunk in seats.chunks(SEATS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO tickets (ticket_id, event_id, status, booking_id, customer_id, hold_expires_at,
+                 created_at, updated_at)
+             VALUES {}",
+            value_rows(chunk.len(), 8)
+        );
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            q = q
+                .bind(&s.ticket_id)
+                .bind(event_id)
+                .bind(s.status.as_str())
+                .bind(&s.booking_id)
+                .bind(&s.customer_id)
+                .bind(&s.hold_expires_at)
+                .bind(now.clone())
+                .bind(now.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Stores the new state of existing ticket rows, a statement per few hundred.
+pub async fn update_seats(conn: &mut AnyConnection, seats: &[Seat]) -> Result<(), DbError> {
+    let now = time::now();
+    for chunk in seats.chunks(SEATS_PER_STATEMENT) {
+        // VALUES columns are column1, column2, ... on both dialects.
+        let sql = format!(
+            "UPDATE tickets SET status = v.column2, booking_id = v.column3, customer_id = v.column4,
+                 hold_expires_at = v.column5, version = tickets.version + 1, updated_at = v.column6
+             FROM (VALUES {}) AS v
+             WHERE tickets.ticket_id = v.column1",
+            value_rows(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            q = q
+                .bind(&s.ticket_id)
+                .bind(s.status.as_str())
+                .bind(&s.booking_id)
+                .bind(&s.customer_id)
+                .bind(&s.hold_expires_at)
+                .bind(now.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// A ticket as the command handlers need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BookedTicket {
@@ -184,60 +285,6 @@ pub async fn tickets_of(conn: &mut AnyConnection, booking_id: &str) -> Result<Ve
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(DbError::from)
-}
-
-/// Holds `n` seats of `event_id` for a booking: reuses tickets that went
-/// back on sale first, then creates new ones. The caller holds the
-/// inventory lock and has already counted the seats.
-pub async fn hold_seats(
-    conn: &mut AnyConnection,
-    event_id: i64,
-    n: i64,
-    booking_id: &str,
-    customer_id: &str,
-    expires_at: &str,
-) -> Result<Vec<String>, DbError> {
-    let now = time::now();
-    let reusable: Vec<(String,)> = sqlx::query_as(
-        "SELECT ticket_id FROM tickets WHERE event_id = $1 AND status = 'AVAILABLE' ORDER BY ticket_id LIMIT $2",
-    )
-    .bind(event_id)
-    .bind(n)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut ids: Vec<String> = reusable.into_iter().map(|(id,)| id).collect();
-    for id in &ids {
-        sqlx::query(
-            "UPDATE tickets SET status = 'HELD', booking_id = $2, customer_id = $3, hold_expires_at = $4,
-                 version = version + 1, updated_at = $5
-             WHERE ticket_id = $1",
-        )
-        .bind(id)
-        .bind(booking_id)
-        .bind(customer_id)
-        .bind(expires_at)
-        .bind(&now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    while (ids.len() as i64) < n {
-        let id = uuid::Uuid::now_v7().to_string();
-        sqlx::query(
-            "INSERT INTO tickets (ticket_id, event_id, status, booking_id, customer_id, hold_expires_at,
-                 created_at, updated_at)
-             VALUES ($1, $2, 'HELD', $3, $4, $5, $6, $6)",
-        )
-        .bind(&id)
-        .bind(event_id)
-        .bind(booking_id)
-        .bind(customer_id)
-        .bind(expires_at)
-        .bind(&now)
-        .execute(&mut *conn)
-        .await?;
-        ids.push(id);
-    }
-    Ok(ids)
 }
 
 /// Moves a booking's tickets from one status to another; returns their ids.

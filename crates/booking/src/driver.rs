@@ -1,0 +1,495 @@
+//! The saga's moving parts: one step of a booking (pure, in memory), how
+//! steps are stored with their messages, and the consumers that take the
+//! steps: every answer from the ticket and payment services
+//! ([`SagaDriver`]) and the events' news ([`EventMirror`]). A batch of
+//! answers is applied set-wise: its bookings locked and read in one
+//! statement, stepped in delivery order, and written back with every
+//! message in one statement each.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use ticketer_bus::{Envelope, HandleError};
+use ticketer_contract::{
+    incoming, BookingCancelled, BookingConfirmed, BookingCreated, BookingFailed, HoldRefusal, HoldTickets,
+    PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSucceeded, ProcessPayment, RefundPayment,
+    ReleaseReason, ReleaseTickets, ReserveTickets, SaleNews, TicketsHeld, TicketsHoldFailed, TicketsReleased,
+    TicketsReserveFailed, TicketsReserved,
+};
+use ticketer_db::{enqueue, time, AnyConnection, Db, Outbound};
+use uuid::Uuid;
+
+use crate::{
+    saga::{self, BookingStatus, Command, HoldFailure, Input, Stage},
+    service::BookingView,
+    store::{self, Booking},
+    waiters::Waiters,
+};
+
+/// The saga's commands as outbox messages.
+pub(crate) fn messages(b: &Booking, commands: Vec<Command>, cause: Option<&Envelope>) -> Vec<Outbound> {
+    let (booking_id, event_id) = (b.booking_id, b.event_id);
+    commands
+        .into_iter()
+        .map(|command| {
+            let message = match command {
+                Command::HoldTickets => Outbound::new(&HoldTickets {
+                    booking_id,
+                    event_id,
+                    customer_id: b.customer_id,
+                    quantity: b.number_of_tickets,
+                }),
+                Command::ProcessPayment { amount } => Outbound::new(&ProcessPayment {
+                    booking_id,
+                    customer_id: b.customer_id,
+                    amount,
+                    currency: b.currency.clone().unwrap_or_else(|| "EUR".into()),
+                    payment_token: b.payment_token.clone(),
+                }),
+                Command::ReserveTickets { .. } => Outbound::new(&ReserveTickets { booking_id, event_id }),
+                Command::ReleaseTickets { .. } => Outbound::new(&ReleaseTickets { booking_id, event_id }),
+                Command::RefundPayment => Outbound::new(&RefundPayment { booking_id }),
+                Command::Announce(status) => {
+                    let view = BookingView::from(b);
+                    match status {
+                        BookingStatus::Pending => Outbound::new(&BookingCreated(view)),
+                        BookingStatus::Confirmed => Outbound::new(&BookingConfirmed(view)),
+                        BookingStatus::Failed => Outbound::new(&BookingFailed(view)),
+                        BookingStatus::Cancelled => Outbound::new(&BookingCancelled(view)),
+                    }
+                }
+            };
+            let message = message.correlated(booking_id);
+            match cause {
+                Some(cause) => message.caused_by(cause),
+                None => message,
+            }
+        })
+        .collect()
+}
+
+/// One saga step on a booking in memory: its new state, and the messages
+/// that go with it; None when the step changes nothing.
+fn step(b: &mut Booking, input: Input, cause: Option<&Envelope>) -> Option<Vec<Outbound>> {
+    let (next, commands) = saga::handle(&b.saga, input);
+    if next == b.saga && commands.is_empty() {
+        return None;
+    }
+    if b.held_at.is_none() && !next.ticket_ids.is_empty() {
+        b.held_at = Some(time::now());
+    }
+    b.saga = next;
+    Some(messages(b, commands, cause))
+}
+
+/// When a booking in `stage` stops waiting, from now. Only the payment is
+/// waited for with a deadline: holds expire on their own, and a
+/// reservation or refund is internal and always answered.
+fn deadline(stage: Stage, payment_timeout: Duration) -> Option<String> {
+    (stage == Stage::Paying).then(|| {
+        time::format(chrono::Utc::now() + chrono::Duration::from_std(payment_timeout).unwrap_or_default())
+    })
+}
+
+/// Stores locked bookings that stepped (each still at its `version`) and
+/// the messages of their steps, in one statement each; bumps the versions.
+async fn store_steps(
+    conn: &mut AnyConnection,
+    stepped: &mut [&mut Booking],
+    outbox: &[Outbound],
+    payment_timeout: Duration,
+) -> Result<(), HandleError> {
+    let rows: Vec<(&Booking, Option<String>)> = stepped
+        .iter()
+        .map(|b| (&**b, deadline(b.saga.stage, payment_timeout)))
+        .collect();
+    if !store::advance_all(conn, &rows)
+        .await
+        .map_err(HandleError::transient)?
+    {
+        return Err(HandleError::Transient("booking changed concurrently".into()));
+    }
+    for b in stepped.iter_mut() {
+        b.version += 1;
+    }
+    enqueue(conn, outbox).await.map_err(HandleError::transient)
+}
+
+/// One saga step on a locked booking: new state and commands, stored together.
+pub(crate) async fn advance(
+    conn: &mut AnyConnection,
+    mut b: Booking,
+    input: Input,
+    cause: Option<&Envelope>,
+    payment_timeout: Duration,
+) -> Result<Booking, HandleError> {
+    let Some(outbox) = step(&mut b, input, cause) else {
+        return Ok(b);
+    };
+    store_steps(conn, &mut [&mut b], &outbox, payment_timeout).await?;
+    Ok(b)
+}
+
+/// Consumes `booking.events`: mirrors events, and when one is cancelled,
+/// fails its bookings in flight and refunds the confirmed ones.
+pub struct EventMirror {
+    pub db: Db,
+    pub payment_timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl ticketer_db::MessageHandler for EventMirror {
+    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
+        let Some(news) = msg.decode::<SaleNews>()? else {
+            return Ok(());
+        };
+        let e = news.snapshot();
+        let info = store::EventInfo {
+            event_id: e.event_id,
+            organizer: e.organizer.to_string(),
+            event_date: e.event_date,
+            start_time: e.start_time,
+            status: e.status.as_str().to_string(),
+            version: e.version,
+        };
+        let newer = store::upsert_event(tx, &info)
+            .await
+            .map_err(HandleError::transient)?;
+        if newer && info.status == "CANCELLED" {
+            let bookings = store::open_bookings(tx, info.event_id)
+                .await
+                .map_err(HandleError::transient)?;
+            for id in &bookings {
+                if let Some(b) = store::lock(tx, self.db.dialect(), *id)
+                    .await
+                    .map_err(HandleError::transient)?
+                {
+                    advance(tx, b, Input::EventCancelled, Some(msg), self.payment_timeout).await?;
+                }
+            }
+            tracing::info!(
+                event_id = info.event_id,
+                bookings = bookings.len(),
+                "event cancelled; bookings unwound"
+            );
+        }
+        Ok(())
+    }
+}
+
+incoming!(
+    /// The ticket and payment services' answers, each a step of its
+    /// booking's saga.
+    pub enum SagaReply {
+        TicketsHeld,
+        TicketsHoldFailed,
+        TicketsReserved,
+        TicketsReserveFailed,
+        TicketsReleased,
+        PaymentSucceeded,
+        PaymentFailed,
+        PaymentRefunded,
+    }
+);
+
+impl SagaReply {
+    /// The booking it answers for, and the saga's input (none for the
+    /// acknowledgement of a release the saga asked for itself).
+    fn input(self) -> (Uuid, Option<Input>, Option<String>) {
+        match self {
+            SagaReply::TicketsHeld(m) => (
+                m.booking_id,
+                Some(Input::TicketsHeld {
+                    ticket_ids: m.ticket_ids,
+                    amount: m.amount,
+                }),
+                Some(m.currency),
+            ),
+            SagaReply::TicketsHoldFailed(m) => {
+                let failure = match m.reason {
+                    HoldRefusal::SoldOut => HoldFailure::SoldOut,
+                    HoldRefusal::EventNotOnSale => HoldFailure::NotOnSale,
+                };
+                (m.booking_id, Some(Input::TicketsHoldFailed(failure)), None)
+            }
+            SagaReply::TicketsReserved(m) => (m.booking_id, Some(Input::TicketsReserved), None),
+            SagaReply::TicketsReserveFailed(m) => (m.booking_id, Some(Input::TicketsReserveFailed), None),
+            SagaReply::TicketsReleased(m) => match m.reason {
+                ReleaseReason::HoldExpired => (m.booking_id, Some(Input::HoldExpired), None),
+                ReleaseReason::Released => (m.booking_id, None, None),
+            },
+            SagaReply::PaymentSucceeded(m) => (m.0.booking_id, Some(Input::PaymentSucceeded), None),
+            SagaReply::PaymentFailed(m) => {
+                let declined = m.reason == PaymentFailure::PaymentDeclined;
+                (m.booking_id, Some(Input::PaymentFailed { declined }), None)
+            }
+            SagaReply::PaymentRefunded(m) => (m.0.booking_id, Some(Input::PaymentRefunded), None),
+        }
+    }
+}
+
+/// Consumes `booking.replies`: every answer moves its booking's saga.
+pub struct SagaDriver {
+    pub db: Db,
+    pub payment_timeout: Duration,
+    pub waiters: Waiters,
+    /// Bookings that settled in a batch not yet committed, by the message
+    /// that settled them: handed to their waiters once it commits.
+    settling: Mutex<HashMap<Uuid, Booking>>,
+}
+
+/// Settled bookings kept for batches that never committed (the batch
+/// failed and its messages went elsewhere) are dropped past this many;
+/// their waiters then read the booking themselves.
+const SETTLING_CAP: usize = 10_000;
+
+impl SagaDriver {
+    pub fn new(db: Db, payment_timeout: Duration, waiters: Waiters) -> Self {
+        SagaDriver {
+            db,
+            payment_timeout,
+            waiters,
+            settling: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ticketer_db::MessageHandler for SagaDriver {
+    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
+        self.handle_all(tx, &[msg]).await
+    }
+
+    /// A batch of answers in one go: every booking they concern locked
+    /// and read in one statement, the steps taken in delivery order in
+    /// memory (a booking answered twice in one batch steps twice), then
+    /// the new states and every message stored in one statement each.
+    async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
+        let mut steps = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let Some(reply) = msg.decode::<SagaReply>()? else {
+                return Err(HandleError::Permanent(format!(
+                    "the saga does not take {}",
+                    msg.kind
+                )));
+            };
+            // Acknowledgements of our own releases need no step.
+            if let (booking_id, Some(input), currency) = reply.input() {
+                steps.push((*msg, booking_id, input, currency));
+            }
+        }
+        let mut ids: Vec<Uuid> = steps.iter().map(|s| s.1).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut bookings: HashMap<Uuid, (Booking, bool)> = store::lock_all(tx, self.db.dialect(), &ids)
+            .await
+            .map_err(HandleError::transient)?
+            .into_iter()
+            .map(|b| (b.booking_id, (b, false)))
+            .collect();
+        let mut outbox = Vec::new();
+        let mut settled = Vec::new();
+        for (msg, booking_id, input, currency) in steps {
+            let Some((b, stepped)) = bookings.get_mut(&booking_id) else {
+                return Err(HandleError::Permanent(format!("no booking {booking_id}")));
+            };
+            if b.currency.is_none() {
+                b.currency = currency;
+            }
+            let was_pending = b.saga.stage.status() == BookingStatus::Pending;
+            if let Some(out) = step(b, input, Some(msg)) {
+                *stepped = true;
+                outbox.extend(out);
+            }
+            if was_pending && b.saga.stage.status() != BookingStatus::Pending {
+                settled.push((msg.message_id, booking_id));
+            }
+        }
+        let mut stepped: Vec<&mut Booking> = bookings
+            .values_mut()
+            .filter(|(_, stepped)| *stepped)
+            .map(|(b, _)| b)
+            .collect();
+        store_steps(tx, &mut stepped, &outbox, self.payment_timeout).await?;
+        let waited: Vec<(Uuid, Booking)> = settled
+            .into_iter()
+            .filter(|(_, id)| self.waiters.has(*id))
+            .map(|(message_id, id)| (message_id, bookings[&id].0.clone()))
+            .collect();
+        if !waited.is_empty() {
+            let mut settling = self.settling.lock().expect("settling lock");
+            if settling.len() + waited.len() > SETTLING_CAP {
+                settling.clear();
+            }
+            settling.extend(waited);
+        }
+        Ok(())
+    }
+
+    fn committed(&self, batch: &[Envelope]) {
+        // Only settling matters to a waiter; steps in between wake nobody.
+        let settled: Vec<Booking> = {
+            let mut settling = self.settling.lock().expect("settling lock");
+            batch
+                .iter()
+                .filter_map(|msg| settling.remove(&msg.message_id))
+                .collect()
+        };
+        for b in &settled {
+            self.waiters.settle(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ticketer_bus::BatchHandler;
+    use ticketer_contract::{Money, PaymentSettlement};
+    use ticketer_db::{testing::TestDatabase, Inbox};
+
+    use super::*;
+
+    async fn database(postgres: bool) -> Option<TestDatabase> {
+        let tdb = if postgres {
+            TestDatabase::postgres(&ticketer_db::testing::postgres_url()?, "saga_batch")
+                .await
+                .unwrap()
+        } else {
+            TestDatabase::sqlite()
+        };
+        let db = tdb.connect().await.unwrap();
+        db.migrate("booking", store::MIGRATIONS).await.unwrap();
+        Some(tdb)
+    }
+
+    fn booking(n: u128) -> Booking {
+        let now = time::now();
+        Booking {
+            booking_id: Uuid::from_u128(n),
+            customer_id: Uuid::from_u128(100 + n),
+            event_id: 7,
+            number_of_tickets: 2,
+            payment_token: "tok_visa".into(),
+            saga: saga::start().0,
+            currency: None,
+            version: 1,
+            created_at: now.clone(),
+            updated_at: now,
+            held_at: None,
+        }
+    }
+
+    fn held(n: u128) -> Envelope {
+        Envelope::of(&TicketsHeld {
+            booking_id: Uuid::from_u128(n),
+            event_id: 7,
+            ticket_ids: vec![Uuid::from_u128(1000 + 2 * n), Uuid::from_u128(1001 + 2 * n)],
+            amount: Money::from_minor(2500),
+            currency: "EUR".into(),
+            hold_expires_at: chrono::Utc::now() + chrono::Duration::minutes(10),
+        })
+    }
+
+    /// Answers for four bookings, one of them answered twice in a row.
+    fn answers() -> Vec<Envelope> {
+        vec![
+            held(1),
+            held(2),
+            Envelope::of(&TicketsHoldFailed {
+                booking_id: Uuid::from_u128(3),
+                event_id: 7,
+                reason: HoldRefusal::SoldOut,
+            }),
+            Envelope::of(&PaymentSucceeded(PaymentSettlement {
+                booking_id: Uuid::from_u128(1),
+                payment_id: Uuid::from_u128(9),
+                amount: Money::from_minor(2500),
+                currency: "EUR".into(),
+                provider_reference: None,
+            })),
+            Envelope::of(&PaymentFailed {
+                booking_id: Uuid::from_u128(2),
+                reason: PaymentFailure::PaymentDeclined,
+                detail: "card_declined".into(),
+            }),
+            // The saga's own release acknowledged: no step.
+            Envelope::of(&TicketsReleased {
+                booking_id: Uuid::from_u128(4),
+                event_id: 7,
+                ticket_ids: vec![],
+                reason: ReleaseReason::Released,
+            }),
+        ]
+    }
+
+    /// Every booking's stage and ticket count, and the kinds of the
+    /// messages it sent, in order. (Versions differ: a batch writes a
+    /// booking once however often it stepped.)
+    async fn outcome(db: &Db) -> Vec<(Uuid, Stage, usize, Vec<String>)> {
+        let mut out = Vec::new();
+        for n in 1..=4 {
+            let b = store::get(db, Uuid::from_u128(n)).await.unwrap().unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as("SELECT body FROM outbox ORDER BY id")
+                .fetch_all(db.reader())
+                .await
+                .unwrap();
+            let kinds = rows
+                .iter()
+                .map(|(body,)| Envelope::from_bytes(body.as_bytes()).unwrap())
+                .filter(|e| e.payload["booking_id"] == b.booking_id.to_string())
+                .map(|e| e.kind)
+                .collect();
+            out.push((b.booking_id, b.saga.stage, b.saga.ticket_ids.len(), kinds));
+        }
+        out
+    }
+
+    /// Applied as one batch or one message at a time, the same answers
+    /// leave every booking in the same state with the same messages sent.
+    async fn a_batch_steps_like_one_message_at_a_time(postgres: bool) {
+        let mut results = Vec::new();
+        for batched in [true, false] {
+            let Some(tdb) = database(postgres).await else {
+                return;
+            };
+            let db = tdb.connect().await.unwrap();
+            let mut tx = db.begin().await.unwrap();
+            for n in 1..=4 {
+                store::insert(&mut tx, &booking(n), None).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+            let driver = SagaDriver::new(db.clone(), Duration::from_secs(60), Waiters::default());
+            let inbox = Inbox::new(db.clone(), "booking.replies", driver);
+            let answers = answers();
+            if batched {
+                inbox.handle_batch(&answers).await.unwrap();
+            } else {
+                for a in &answers {
+                    inbox.handle_batch(std::slice::from_ref(a)).await.unwrap();
+                }
+            }
+            results.push(outcome(&db).await);
+        }
+        assert_eq!(results[0], results[1]);
+        let stages: Vec<Stage> = results[0].iter().map(|r| r.1).collect();
+        assert_eq!(
+            stages,
+            [Stage::Reserving, Stage::Failed, Stage::Failed, Stage::Holding]
+        );
+        let kinds = |n: usize| results[0][n].3.clone();
+        assert_eq!(kinds(0), ["ProcessPayment", "ReserveTickets"]);
+        assert_eq!(kinds(1), ["ProcessPayment", "ReleaseTickets", "BookingFailed"]);
+        assert_eq!(kinds(2), ["BookingFailed"]);
+        assert!(kinds(3).is_empty(), "an acknowledgement moves nothing");
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_batch_steps_like_one_message_at_a_time() {
+        a_batch_steps_like_one_message_at_a_time(false).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+    async fn postgres_a_batch_steps_like_one_message_at_a_time() {
+        a_batch_steps_like_one_message_at_a_time(true).await;
+    }
+}

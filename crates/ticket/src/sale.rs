@@ -1,0 +1,382 @@
+//! One event's share of a batch of saga commands, worked out in memory with
+//! no I/O: the event's counters and the ticket rows the batch reads, every
+//! hold, sale and release applied in delivery order through the ticket
+//! lifecycle, and what must be written back (new rows, changed rows, the
+//! counters) and answered. The consumer reads the rows once, runs the
+//! commands here, and writes the result in a few statements per batch
+//! instead of several per command.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use crate::{
+    inventory::Counters,
+    lifecycle::{transition, InvalidTransition, TicketAction, TicketStatus},
+};
+
+/// A ticket row as the batch sees and changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    pub ticket_id: String,
+    pub status: TicketStatus,
+    pub booking_id: Option<String>,
+    pub customer_id: Option<String>,
+    /// RFC 3339, comparable as text.
+    pub hold_expires_at: Option<String>,
+}
+
+/// What a hold came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// These seats are the booking's until the expiry.
+    Held {
+        ticket_ids: Vec<String>,
+        expires_at: String,
+    },
+    SoldOut,
+}
+
+/// What a reservation came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserve {
+    Sold(Vec<String>),
+    /// No live hold (expired, released, or the event was cancelled); any
+    /// seats still held went back on sale.
+    HoldExpired,
+}
+
+/// One event's seats during a batch.
+#[derive(Debug)]
+pub struct EventSale {
+    pub counters: Counters,
+    seats: HashMap<String, Seat>,
+    /// Each booking's tickets, in id order.
+    by_booking: HashMap<String, BTreeMap<String, ()>>,
+    /// Rows on sale that a hold may take, lowest id first.
+    free: VecDeque<String>,
+    created: Vec<String>,
+    changed: HashSet<String>,
+    counters_changed: bool,
+}
+
+impl EventSale {
+    /// `seats`: every row of the bookings the batch concerns, and rows on
+    /// sale (AVAILABLE) that holds may reuse.
+    pub fn new(counters: Counters, seats: Vec<Seat>) -> Self {
+        let mut sale = EventSale {
+            counters,
+            seats: HashMap::with_capacity(seats.len()),
+            by_booking: HashMap::new(),
+            free: VecDeque::new(),
+            created: Vec::new(),
+            changed: HashSet::new(),
+            counters_changed: false,
+        };
+        let mut free: Vec<String> = Vec::new();
+        for seat in seats {
+            if let Some(b) = &seat.booking_id {
+                sale.by_booking
+                    .entry(b.clone())
+                    .or_default()
+                    .insert(seat.ticket_id.clone(), ());
+            }
+            if seat.status == TicketStatus::Available && seat.booking_id.is_none() {
+                free.push(seat.ticket_id.clone());
+            }
+            sale.seats.insert(seat.ticket_id.clone(), seat);
+        }
+        free.sort();
+        free.dedup();
+        sale.free = free.into();
+        sale
+    }
+
+    /// The booking's tickets in `status`, in id order.
+    fn of(&self, booking: &str, status: TicketStatus) -> Vec<String> {
+        self.by_booking
+            .get(booking)
+            .map(|ids| {
+                ids.keys()
+                    .filter(|id| self.seats[*id].status == status)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Moves one ticket through the lifecycle; seats back on sale lose
+    /// their booking and may be held again in this batch.
+    fn apply(&mut self, id: &str, action: TicketAction) -> Result<(), InvalidTransition> {
+        let seat = self.seats.get_mut(id).expect("a seat the batch knows");
+        seat.status = transition(seat.status, action)?;
+        seat.hold_expires_at = None;
+        if seat.status == TicketStatus::Available {
+            if let Some(b) = seat.booking_id.take() {
+                if let Some(ids) = self.by_booking.get_mut(&b) {
+                    ids.remove(id);
+                }
+            }
+            seat.customer_id = None;
+            self.free.push_back(id.to_string());
+        }
+        if !self.created.iter().any(|c| c == id) {
+            self.changed.insert(id.to_string());
+        }
+        Ok(())
+    }
+
+    /// The seats this booking holds, if it holds any (a repeated hold),
+    /// with the expiry of the first.
+    pub fn holding(&self, booking: &str) -> Option<(Vec<String>, Option<String>)> {
+        let ids = self.of(booking, TicketStatus::Held);
+        let first = ids.first()?;
+        let expires = self.seats[first].hold_expires_at.clone();
+        Some((ids, expires))
+    }
+
+    /// Holds `n` seats for a booking until `expires_at`, reusing seats back
+    /// on sale before making new ones (`new_id` names those).
+    pub fn hold(
+        &mut self,
+        booking: &str,
+        customer: &str,
+        n: i64,
+        expires_at: &str,
+        mut new_id: impl FnMut() -> String,
+    ) -> Result<Hold, InvalidTransition> {
+        let Some(counters) = self.counters.hold(n) else {
+            return Ok(Hold::SoldOut);
+        };
+        let mut ids = Vec::with_capacity(n as usize);
+        while (ids.len() as i64) < n {
+            let id = match self.free.pop_front() {
+                // A seat may have been taken since it was freed.
+                Some(id) if self.seats[&id].status != TicketStatus::Available => continue,
+                Some(id) => {
+                    self.apply(&id, TicketAction::Hold)?;
+                    id
+                }
+                None => {
+                    let id = new_id();
+                    self.seats.insert(
+                        id.clone(),
+                        Seat {
+                            ticket_id: id.clone(),
+                            status: TicketStatus::Held,
+                            booking_id: None,
+                            customer_id: None,
+                            hold_expires_at: None,
+                        },
+                    );
+                    self.created.push(id.clone());
+                    id
+                }
+            };
+            let seat = self.seats.get_mut(&id).expect("just placed");
+            seat.booking_id = Some(booking.to_string());
+            seat.customer_id = Some(customer.to_string());
+            seat.hold_expires_at = Some(expires_at.to_string());
+            self.by_booking
+                .entry(booking.to_string())
+                .or_default()
+                .insert(id.clone(), ());
+            ids.push(id);
+        }
+        ids.sort();
+        self.counters = counters;
+        self.counters_changed = true;
+        Ok(Hold::Held {
+            ticket_ids: ids,
+            expires_at: expires_at.to_string(),
+        })
+    }
+
+    /// Turns the booking's live hold into a sale. `on_sale` is false once
+    /// the event was cancelled; `now` decides which holds still live.
+    pub fn reserve(&mut self, booking: &str, now: &str, on_sale: bool) -> Result<Reserve, InvalidTransition> {
+        let held = self.of(booking, TicketStatus::Held);
+        let live = held
+            .iter()
+            .any(|id| self.seats[id].hold_expires_at.as_deref().is_some_and(|e| e > now));
+        let sold = self.of(booking, TicketStatus::Sold);
+        if !sold.is_empty() && !live {
+            // Asked again: it is done.
+            return Ok(Reserve::Sold(sold));
+        }
+        if !live || !on_sale {
+            // Expired (perhaps not swept yet): give the seats back now.
+            for id in &held {
+                self.apply(id, TicketAction::Expire)?;
+            }
+            if !held.is_empty() {
+                self.counters = self.counters.release(held.len() as i64, 0);
+                self.counters_changed = true;
+            }
+            return Ok(Reserve::HoldExpired);
+        }
+        for id in &held {
+            self.apply(id, TicketAction::Sell)?;
+        }
+        self.counters = self.counters.sell(held.len() as i64);
+        self.counters_changed = true;
+        Ok(Reserve::Sold(held))
+    }
+
+    /// Gives back whatever the booking holds or bought; the ids, none if it
+    /// had nothing (a repeated release).
+    pub fn release(&mut self, booking: &str) -> Result<Vec<String>, InvalidTransition> {
+        let held = self.of(booking, TicketStatus::Held);
+        let sold = self.of(booking, TicketStatus::Sold);
+        for id in &held {
+            self.apply(id, TicketAction::Release)?;
+        }
+        for id in &sold {
+            self.apply(id, TicketAction::Refund)?;
+        }
+        if !held.is_empty() || !sold.is_empty() {
+            self.counters = self.counters.release(held.len() as i64, sold.len() as i64);
+            self.counters_changed = true;
+        }
+        Ok(held.into_iter().chain(sold).collect())
+    }
+
+    /// Rows to insert, rows to update, and whether the counters changed.
+    pub fn into_writes(self) -> (Vec<Seat>, Vec<Seat>, Option<Counters>) {
+        let mut seats = self.seats;
+        let created = self.created.iter().filter_map(|id| seats.remove(id)).collect();
+        let mut changed: Vec<Seat> = self.changed.iter().filter_map(|id| seats.remove(id)).collect();
+        changed.sort_by(|a, b| a.ticket_id.cmp(&b.ticket_id));
+        (created, changed, self.counters_changed.then_some(self.counters))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LATER: &str = "2030-01-01T00:00:00Z";
+    const NOW: &str = "2029-01-01T00:00:00Z";
+
+    fn ids() -> impl FnMut() -> String {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("t{n:03}")
+        }
+    }
+
+    fn held_seats(h: Hold) -> Vec<String> {
+        match h {
+            Hold::Held { ticket_ids, .. } => ticket_ids,
+            Hold::SoldOut => panic!("sold out"),
+        }
+    }
+
+    #[test]
+    fn holds_never_take_more_than_is_left() {
+        let mut sale = EventSale::new(Counters::new(5), vec![]);
+        let mut next = ids();
+        assert_eq!(
+            held_seats(sale.hold("a", "c", 3, LATER, &mut next).unwrap()).len(),
+            3
+        );
+        assert_eq!(sale.hold("b", "c", 3, LATER, &mut next).unwrap(), Hold::SoldOut);
+        assert_eq!(
+            held_seats(sale.hold("b", "c", 2, LATER, &mut next).unwrap()).len(),
+            2
+        );
+        assert_eq!(sale.hold("d", "c", 1, LATER, &mut next).unwrap(), Hold::SoldOut);
+        assert_eq!((sale.counters.available, sale.counters.held), (0, 5));
+        let (created, changed, counters) = sale.into_writes();
+        assert_eq!((created.len(), changed.len()), (5, 0));
+        assert!(counters.unwrap().is_consistent());
+    }
+
+    #[test]
+    fn a_released_seat_is_held_again_in_the_same_batch_and_written_once() {
+        let mut sale = EventSale::new(Counters::new(2), vec![]);
+        let mut next = ids();
+        let a = held_seats(sale.hold("a", "c1", 2, LATER, &mut next).unwrap());
+        assert_eq!(sale.release("a").unwrap(), a);
+        let b = held_seats(sale.hold("b", "c2", 2, LATER, &mut next).unwrap());
+        assert_eq!(a, b, "the freed rows are reused, no new ones made");
+        let (created, changed, counters) = sale.into_writes();
+        assert_eq!(created.len(), 2);
+        assert!(changed.is_empty(), "new rows are inserted in their final state");
+        assert!(created.iter().all(|s| s.booking_id.as_deref() == Some("b")));
+        assert_eq!(counters.unwrap().held, 2);
+    }
+
+    #[test]
+    fn reserve_sells_a_live_hold_once_and_refuses_an_expired_one() {
+        let seats = vec![
+            Seat {
+                ticket_id: "x1".into(),
+                status: TicketStatus::Held,
+                booking_id: Some("live".into()),
+                customer_id: Some("c".into()),
+                hold_expires_at: Some(LATER.into()),
+            },
+            Seat {
+                ticket_id: "x2".into(),
+                status: TicketStatus::Held,
+                booking_id: Some("stale".into()),
+                customer_id: Some("c".into()),
+                hold_expires_at: Some("2028-01-01T00:00:00Z".into()),
+            },
+        ];
+        let counters = Counters {
+            capacity: 3,
+            available: 1,
+            held: 2,
+            sold: 0,
+        };
+        let mut sale = EventSale::new(counters, seats);
+        assert_eq!(
+            sale.reserve("live", NOW, true).unwrap(),
+            Reserve::Sold(vec!["x1".into()])
+        );
+        assert_eq!(
+            sale.reserve("live", NOW, true).unwrap(),
+            Reserve::Sold(vec!["x1".into()])
+        );
+        assert_eq!(sale.reserve("stale", NOW, true).unwrap(), Reserve::HoldExpired);
+        assert_eq!(
+            sale.counters,
+            Counters {
+                capacity: 3,
+                available: 2,
+                held: 0,
+                sold: 1
+            }
+        );
+        // The expired seat is on sale again, and a hold takes it first.
+        let mut next = ids();
+        let taken = held_seats(sale.hold("new", "c", 1, LATER, &mut next).unwrap());
+        assert_eq!(taken, ["x2"]);
+        let (created, changed, _) = sale.into_writes();
+        assert!(created.is_empty());
+        let statuses: Vec<(&str, TicketStatus)> =
+            changed.iter().map(|s| (s.ticket_id.as_str(), s.status)).collect();
+        assert_eq!(statuses, [("x1", TicketStatus::Sold), ("x2", TicketStatus::Held)]);
+    }
+
+    #[test]
+    fn a_cancelled_event_sells_nothing() {
+        let mut sale = EventSale::new(Counters::new(2), vec![]);
+        let mut next = ids();
+        held_seats(sale.hold("a", "c", 2, LATER, &mut next).unwrap());
+        assert_eq!(sale.reserve("a", NOW, false).unwrap(), Reserve::HoldExpired);
+        assert_eq!(sale.counters, Counters::new(2));
+    }
+
+    #[test]
+    fn a_repeated_release_frees_nothing_twice() {
+        let mut sale = EventSale::new(Counters::new(3), vec![]);
+        let mut next = ids();
+        held_seats(sale.hold("a", "c", 2, LATER, &mut next).unwrap());
+        sale.reserve("a", NOW, true).unwrap();
+        assert_eq!(sale.release("a").unwrap().len(), 2);
+        assert!(sale.release("a").unwrap().is_empty());
+        assert_eq!(sale.counters, Counters::new(3));
+    }
+}
