@@ -2,6 +2,13 @@
 //! gets the first answer again and has no second effect; the same key with a
 //! different body is refused with 422. Keys are scoped to the caller, and a
 //! 5xx answer is not kept, so a failed attempt can be retried.
+//!
+//! The key is claimed in its own commit before the request runs. A process
+//! killed in between leaves the claim without an answer: a retry gets 409
+//! "in progress" until the claim is [`STALE_CLAIM`] old, then runs the
+//! request afresh. Where running twice must never happen, the service keeps
+//! the key in its own rows, in the same transaction as the effect (booking
+//! creation does; those paths are exempt from this middleware).
 
 use axum::{
     body::{to_bytes, Body},
@@ -19,6 +26,12 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// Request and stored-response bodies above this are not accepted here.
 const MAX_BODY: usize = 1024 * 1024;
+
+/// A key claimed by a request that never stored its answer (its process
+/// was killed mid-request) is taken over by a retry once the claim is this
+/// old: far longer than any request here runs, so a live request is never
+/// run twice, yet a client is not refused with 409 for the key's lifetime.
+pub const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A hex SHA-256 of `parts`, each length-prefixed so that no two different
 /// lists of parts digest alike: tells a retried request from another one.
@@ -106,7 +119,11 @@ pub async fn idempotent(
     .await;
     match claimed {
         Err(e) => return ApiError::internal(e).into_response(),
-        Ok(done) if done.rows_affected() == 0 => return answer_repeat(&db, &scope, &key, &hash).await,
+        Ok(done) if done.rows_affected() == 0 => match take_over_stale(&db, &scope, &key, &hash).await {
+            Ok(true) => {}
+            Ok(false) => return answer_repeat(&db, &scope, &key, &hash).await,
+            Err(e) => return ApiError::internal(e).into_response(),
+        },
         Ok(_) => {}
     }
 
@@ -140,6 +157,32 @@ pub async fn idempotent(
         tracing::error!(error = %e, "could not keep an idempotent response");
     }
     Response::from_parts(resp_parts, Body::from(resp_bytes))
+}
+
+/// Claims the key afresh if the same request claimed it more than
+/// [`STALE_CLAIM`] ago and never stored an answer. One statement, so of
+/// several retries at once only one takes it over.
+async fn take_over_stale(db: &Db, scope: &str, key: &str, hash: &str) -> Result<bool, sqlx::Error> {
+    let now = chrono::Utc::now();
+    let cutoff = now - chrono::Duration::from_std(STALE_CLAIM).unwrap_or_default();
+    let done = sqlx::query(
+        "UPDATE idempotency_keys SET created_at = $4
+         WHERE scope = $1 AND idem_key = $2 AND request_hash = $3 AND status IS NULL AND created_at < $5",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(hash)
+    .bind(time::format(now))
+    .bind(time::format(cutoff))
+    .execute(db.pool())
+    .await?;
+    if done.rows_affected() == 1 {
+        tracing::warn!(
+            scope,
+            "an Idempotency-Key left claimed by an unfinished request was taken over"
+        );
+    }
+    Ok(done.rows_affected() == 1)
 }
 
 async fn answer_repeat(db: &Db, scope: &str, key: &str, hash: &str) -> Response {
@@ -178,4 +221,95 @@ async fn forget(db: &Db, scope: &str, key: &str) {
         .bind(key)
         .execute(db.pool())
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
+    use axum::{routing::post, Router};
+    use ticketer_db::testing::TestDatabase;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A service with one idempotent POST that counts its runs.
+    fn app(db: Db, runs: Arc<AtomicUsize>) -> Router {
+        Router::new()
+            .route(
+                "/things",
+                post(move || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    (StatusCode::CREATED, "made")
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                (db, &[] as &'static [&'static str]),
+                idempotent,
+            ))
+    }
+
+    async fn post_with_key(app: &Router, key: &str) -> StatusCode {
+        let req = Request::post("/things")
+            .header(IDEMPOTENCY_KEY, key)
+            .body(Body::from("{}"))
+            .unwrap();
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    /// A claim left by a request whose process died before it answered,
+    /// `age` ago.
+    async fn orphan_claim(db: &Db, key: &str, age: chrono::Duration) {
+        let hash = digest(&[b"POST", b"/things", b"{}"]);
+        sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind("anonymous")
+            .bind(key)
+            .bind(hash)
+            .bind(time::format(chrono::Utc::now() - age))
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+
+    async fn a_claim_left_by_a_killed_request_is_taken_over_once_stale(postgres: bool) {
+        let tdb = if postgres {
+            let Some(url) = ticketer_db::testing::postgres_url() else {
+                return;
+            };
+            TestDatabase::postgres(&url, "idem").await.unwrap()
+        } else {
+            TestDatabase::sqlite()
+        };
+        let db = tdb.connect().await.unwrap();
+        db.migrate("test", &[]).await.unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let app = app(db.clone(), runs.clone());
+
+        // Claimed a moment ago: that request may still be running.
+        orphan_claim(&db, "fresh", chrono::Duration::seconds(1)).await;
+        assert_eq!(post_with_key(&app, "fresh").await, StatusCode::CONFLICT);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+        // Claimed long ago and never answered: the retry runs, once, and
+        // its answer is what later retries get.
+        let stale = chrono::Duration::from_std(STALE_CLAIM).unwrap() + chrono::Duration::seconds(5);
+        orphan_claim(&db, "orphaned", stale).await;
+        assert_eq!(post_with_key(&app, "orphaned").await, StatusCode::CREATED);
+        assert_eq!(post_with_key(&app, "orphaned").await, StatusCode::CREATED);
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the replay did not run it again");
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_claim_left_by_a_killed_request_is_taken_over_once_stale() {
+        a_claim_left_by_a_killed_request_is_taken_over_once_stale(false).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+    async fn postgres_a_claim_left_by_a_killed_request_is_taken_over_once_stale() {
+        a_claim_left_by_a_killed_request_is_taken_over_once_stale(true).await;
+    }
 }
