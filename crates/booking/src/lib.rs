@@ -3,6 +3,7 @@
 //! services, answering customers as soon as a booking settles.
 
 mod driver;
+mod lookups;
 mod routes;
 pub mod saga;
 mod service;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     driver::{advance, messages},
+    lookups::KeyLookups,
     saga::{self, BookingStatus, Command, Input, Stage},
     store::{self, Booking, RequestKey},
     waiters::{Waiters, Waiting},
@@ -28,6 +29,7 @@ pub struct BookingService {
     pub(crate) waiters: Waiters,
     /// How often a waiting request looks again without being woken.
     pub(crate) recheck: Duration,
+    pub(crate) keys: KeyLookups,
 }
 
 /// The public view of a booking (CONTRACT.md), also what its
@@ -85,6 +87,7 @@ pub struct Created {
 impl BookingService {
     pub fn new(db: Db, max_tickets: i64, payment_timeout: Duration, cache: Option<Cache>) -> Self {
         BookingService {
+            keys: KeyLookups::start(db.clone()),
             db,
             max_tickets,
             payment_timeout,
@@ -113,7 +116,12 @@ impl BookingService {
 
     /// The booking this customer made with `key`, if the request matches.
     async fn earlier(&self, customer: Uuid, key: &RequestKey) -> Result<Option<Booking>, ApiError> {
-        match store::by_key(&self.db, customer, &key.key).await? {
+        let found = self
+            .keys
+            .find(customer, &key.key)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+        match found {
             Some((b, hash)) if hash == key.request_hash => Ok(Some(b)),
             Some(_) => Err(ApiError::Unprocessable(
                 "this Idempotency-Key was used for a different request".into(),

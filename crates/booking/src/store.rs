@@ -194,19 +194,31 @@ pub async fn insert(
     Ok(())
 }
 
-/// The booking `customer` made with Idempotency-Key `key`, and the digest of
-/// the request that made it.
-pub async fn by_key(db: &Db, customer: Uuid, key: &str) -> Result<Option<(Booking, String)>, DbError> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS}, request_hash FROM bookings WHERE customer_id = $1 AND idempotency_key = $2"
-    ))
-    .bind(customer.to_string())
-    .bind(key)
-    .fetch_optional(db.reader())
-    .await?;
-    let Some(r) = row else { return Ok(None) };
-    let hash: Option<String> = r.try_get("request_hash")?;
-    Ok(Some((from_row(&r)?, hash.unwrap_or_default())))
+/// The bookings made with these (customer, Idempotency-Key) pairs, in one
+/// statement: each with its customer, key and the digest of the request
+/// that made it. Pairs without a booking are simply absent.
+pub async fn by_keys(db: &Db, keys: &[(Uuid, String)]) -> Result<Vec<(Booking, String, String)>, DbError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {COLUMNS}, idempotency_key, request_hash FROM bookings
+         WHERE (customer_id, idempotency_key) IN ({})",
+        value_rows(keys.len(), 2)
+    );
+    let mut q = sqlx::query(&sql);
+    for (customer, key) in keys {
+        q = q.bind(customer.to_string()).bind(key.clone());
+    }
+    let rows = q.fetch_all(db.reader()).await?;
+    rows.iter()
+        .map(|r| {
+            let key: Option<String> = r.try_get("idempotency_key")?;
+            let hash: Option<String> = r.try_get("request_hash")?;
+            Ok((from_row(r)?, key.unwrap_or_default(), hash.unwrap_or_default()))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(DbError::from)
 }
 
 /// The booking, locked for the transaction on PostgreSQL.
