@@ -362,19 +362,10 @@ mod tests {
     }
 
     fn booking(n: u128) -> Booking {
-        let now = time::now();
+        let b = Booking::new(Uuid::from_u128(100 + n), 7, 2, "tok_visa".into(), saga::start().0);
         Booking {
             booking_id: Uuid::from_u128(n),
-            customer_id: Uuid::from_u128(100 + n),
-            event_id: 7,
-            number_of_tickets: 2,
-            payment_token: "tok_visa".into(),
-            saga: saga::start().0,
-            currency: None,
-            version: 1,
-            created_at: now.clone(),
-            updated_at: now,
-            held_at: None,
+            ..b
         }
     }
 

@@ -106,20 +106,7 @@ mod tests {
         // Every even customer booked with key "k"; every customer's key
         // "other" was never used.
         for (n, c) in customers.iter().enumerate().filter(|(n, _)| n % 2 == 0) {
-            let now = ticketer_db::time::now();
-            let b = Booking {
-                booking_id: Uuid::now_v7(),
-                customer_id: *c,
-                event_id: 1,
-                number_of_tickets: 1,
-                payment_token: "tok_visa".into(),
-                saga: saga::start().0,
-                currency: None,
-                version: 1,
-                created_at: now.clone(),
-                updated_at: now,
-                held_at: None,
-            };
+            let b = Booking::new(*c, 1, 1, "tok_visa".into(), saga::start().0);
             let key = RequestKey {
                 key: "k".into(),
                 request_hash: format!("hash-{n}"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ticketer_cache::{figures, Cache};
 
 use serde::Deserialize;
-use ticketer_db::{enqueue, time, Db, DbError};
+use ticketer_db::{enqueue, Db, DbError};
 use ticketer_http::{ApiError, FieldError};
 use uuid::Uuid;
 
@@ -218,20 +218,13 @@ impl BookingService {
         }
         // Otherwise a repeated key shows up as a unique violation below.
         let (saga, commands) = saga::start();
-        let now = time::now();
-        let booking = Booking {
-            booking_id: Uuid::now_v7(),
-            customer_id: customer,
-            event_id: req.event_id,
-            number_of_tickets: req.number_of_tickets,
-            payment_token: req.payment_token,
+        let booking = Booking::new(
+            customer,
+            req.event_id,
+            req.number_of_tickets,
+            req.payment_token,
             saga,
-            currency: None,
-            version: 1,
-            created_at: now.clone(),
-            updated_at: now,
-            held_at: None,
-        };
+        );
         let mut tx = self.db.begin().await?;
         match store::insert(&mut tx, &booking, key.as_ref()).await {
             Ok(()) => {}

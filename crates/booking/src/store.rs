@@ -100,6 +100,32 @@ pub struct Booking {
     pub held_at: Option<String>,
 }
 
+impl Booking {
+    /// A booking just made, at the saga's start, with a fresh id.
+    pub fn new(
+        customer_id: Uuid,
+        event_id: i64,
+        number_of_tickets: i64,
+        payment_token: String,
+        saga: Saga,
+    ) -> Self {
+        let now = time::now();
+        Booking {
+            booking_id: Uuid::now_v7(),
+            customer_id,
+            event_id,
+            number_of_tickets,
+            payment_token,
+            saga,
+            currency: None,
+            version: 1,
+            created_at: now.clone(),
+            updated_at: now,
+            held_at: None,
+        }
+    }
+}
+
 fn stage_name(s: Stage) -> &'static str {
     match s {
         Stage::Holding => "HOLDING",
