@@ -2,6 +2,8 @@
 //! (hold seats, charge, sell) by commands to the ticket and payment
 //! services, answering customers as soon as a booking settles.
 
+mod batcher;
+mod creations;
 mod driver;
 mod lookups;
 mod routes;

@@ -7,13 +7,14 @@ use std::time::Duration;
 use ticketer_cache::{figures, Cache};
 
 use serde::Deserialize;
-use ticketer_db::{enqueue, Db, DbError};
+use ticketer_db::{Db, DbError};
 use ticketer_http::{ApiError, FieldError};
 use uuid::Uuid;
 
 use crate::{
+    creations::{self, Creations, Made, ToMake},
     driver::{advance, messages},
-    lookups::KeyLookups,
+    lookups::{self, KeyLookups},
     saga::{self, BookingStatus, Command, Input, Stage},
     store::{self, Booking, RequestKey},
     waiters::{Waiters, Waiting},
@@ -30,6 +31,7 @@ pub struct BookingService {
     /// How often a waiting request looks again without being woken.
     pub(crate) recheck: Duration,
     pub(crate) keys: KeyLookups,
+    pub(crate) creations: Creations,
 }
 
 /// The public view of a booking (CONTRACT.md), also what its
@@ -87,7 +89,8 @@ pub struct Created {
 impl BookingService {
     pub fn new(db: Db, max_tickets: i64, payment_timeout: Duration, cache: Option<Cache>) -> Self {
         BookingService {
-            keys: KeyLookups::start(db.clone()),
+            keys: lookups::start(db.clone()),
+            creations: creations::start(db.clone()),
             db,
             max_tickets,
             payment_timeout,
@@ -118,8 +121,9 @@ impl BookingService {
     async fn earlier(&self, customer: Uuid, key: &RequestKey) -> Result<Option<Booking>, ApiError> {
         let found = self
             .keys
-            .find(customer, &key.key)
+            .ask((customer, key.key.clone()))
             .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?
             .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
         match found {
             Some((b, hash)) if hash == key.request_hash => Ok(Some(b)),
@@ -225,31 +229,31 @@ impl BookingService {
             req.payment_token,
             saga,
         );
-        let mut tx = self.db.begin().await?;
-        match store::insert(&mut tx, &booking, key.as_ref()).await {
-            Ok(()) => {}
-            // The same key, concurrently: the other request made it.
-            Err(e) if key.is_some() && ticketer_db::is_unique_violation(&e) => {
-                drop(tx);
-                let key = key.as_ref().expect("checked above");
-                return match self.earlier(customer, key).await? {
-                    Some(booking) => self.replay(booking, wait).await,
-                    None => Err(ApiError::Conflict("retry the request".into())),
-                };
-            }
-            Err(e) => return Err(e.into()),
-        }
         // Announced first, then the saga's first commands.
         let announced = std::iter::once(Command::Announce(BookingStatus::Pending));
-        enqueue(
-            &mut tx,
-            &messages(&booking, announced.chain(commands).collect(), None),
-        )
-        .await?;
+        let first = messages(&booking, announced.chain(commands).collect(), None);
         // Before the commit: the saga may answer before we would register.
         let waiting = wait.then(|| self.waiters.register(booking.booking_id));
-        tx.commit().await?;
-        self.db.outbox_written();
+        let new = ToMake {
+            booking: booking.clone(),
+            key: key.clone(),
+            messages: first,
+        };
+        let made = self
+            .creations
+            .ask(new)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?
+            .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+        if made == Made::KeyTaken {
+            // The same key, concurrently: the other request made it.
+            drop(waiting);
+            let key = key.as_ref().expect("only a key can be taken");
+            return match self.earlier(customer, key).await? {
+                Some(booking) => self.replay(booking, wait).await,
+                None => Err(ApiError::Conflict("retry the request".into())),
+            };
+        }
         tracing::info!(booking_id = %booking.booking_id, event_id = booking.event_id, "booking created");
         Ok(Created {
             booking,

@@ -187,37 +187,59 @@ pub struct RequestKey {
     pub request_hash: String,
 }
 
-/// Inserts a new booking; with `key`, a booking the customer already made
-/// with that key is a unique violation.
+/// Inserts new bookings, each with the Idempotency-Key it was made with if
+/// any, in one statement; the ids of those inserted. A booking whose
+/// customer already used its key is not inserted (nor is the second of two
+/// with the same key).
+pub async fn insert_all(
+    conn: &mut AnyConnection,
+    new: &[(&Booking, Option<&RequestKey>)],
+) -> Result<Vec<Uuid>, DbError> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "INSERT INTO bookings ({COLUMNS}, status, idempotency_key, request_hash)
+         VALUES {}
+         ON CONFLICT DO NOTHING RETURNING booking_id",
+        value_rows(new.len(), 17)
+    );
+    let mut q = sqlx::query_as::<_, (String,)>(&sql);
+    for (b, key) in new {
+        q = q
+            .bind(b.booking_id.to_string())
+            .bind(b.customer_id.to_string())
+            .bind(b.event_id)
+            .bind(b.number_of_tickets)
+            .bind(b.payment_token.clone())
+            .bind(stage_name(b.saga.stage))
+            .bind(b.saga.failure.map(|f| f.as_str()))
+            .bind(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
+            .bind(b.saga.amount.map(Money::minor))
+            .bind(b.currency.clone())
+            .bind(b.version)
+            .bind(b.created_at.clone())
+            .bind(b.updated_at.clone())
+            .bind(b.held_at.clone())
+            .bind(b.saga.stage.status().as_str())
+            .bind(key.map(|k| k.key.clone()))
+            .bind(key.map(|k| k.request_hash.clone()));
+    }
+    let rows = q.fetch_all(conn).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id,)| Uuid::parse_str(&id).ok())
+        .collect())
+}
+
+/// Inserts a new booking; false when its customer already used its key.
+#[cfg(test)]
 pub async fn insert(
     conn: &mut AnyConnection,
     b: &Booking,
     key: Option<&RequestKey>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "INSERT INTO bookings ({COLUMNS}, status, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-    ))
-    .bind(b.booking_id.to_string())
-    .bind(b.customer_id.to_string())
-    .bind(b.event_id)
-    .bind(b.number_of_tickets)
-    .bind(&b.payment_token)
-    .bind(stage_name(b.saga.stage))
-    .bind(b.saga.failure.map(|f| f.as_str()))
-    .bind(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
-    .bind(b.saga.amount.map(Money::minor))
-    .bind(&b.currency)
-    .bind(b.version)
-    .bind(&b.created_at)
-    .bind(&b.updated_at)
-    .bind(&b.held_at)
-    .bind(b.saga.stage.status().as_str())
-    .bind(key.map(|k| k.key.clone()))
-    .bind(key.map(|k| k.request_hash.clone()))
-    .execute(conn)
-    .await?;
-    Ok(())
+) -> Result<bool, DbError> {
+    Ok(!insert_all(conn, &[(b, key)]).await?.is_empty())
 }
 
 /// The bookings made with these (customer, Idempotency-Key) pairs, in one

@@ -1,0 +1,154 @@
+//! New bookings, committed together. Every accepted booking request
+//! inserts its row and its first messages; one transaction each, a flash
+//! sale pays a commit (and a disk flush) per booking. Through a
+//! [`Batcher`], the bookings that arrive while a commit runs share the next
+//! one: one statement for the rows, one for the messages, one commit. A
+//! booking whose Idempotency-Key its customer already used is left out of
+//! the batch, not allowed to fail it.
+
+use std::collections::HashSet;
+
+use ticketer_db::{enqueue, Db, DbError, Outbound};
+use uuid::Uuid;
+
+use crate::{
+    batcher::Batcher,
+    store::{self, Booking, RequestKey},
+};
+
+/// Bookings committed together at most.
+const PER_COMMIT: usize = 128;
+
+/// A booking to make, with the key it was asked with and its first messages.
+pub struct ToMake {
+    pub booking: Booking,
+    pub key: Option<RequestKey>,
+    pub messages: Vec<Outbound>,
+}
+
+/// What became of one booking of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    Committed,
+    /// Its customer already made a booking with this Idempotency-Key.
+    KeyTaken,
+}
+
+pub type Creations = Batcher<ToMake, Result<Made, String>>;
+
+/// Starts committing new bookings in batches.
+pub fn start(db: Db) -> Creations {
+    Batcher::start(PER_COMMIT, move |new: Vec<ToMake>| {
+        let db = db.clone();
+        async move {
+            let ids: Vec<Uuid> = new.iter().map(|n| n.booking.booking_id).collect();
+            match commit(&db, new).await {
+                Ok(made) => ids
+                    .iter()
+                    .map(|id| {
+                        Ok(if made.contains(id) {
+                            Made::Committed
+                        } else {
+                            Made::KeyTaken
+                        })
+                    })
+                    .collect(),
+                Err(e) => ids.iter().map(|_| Err(e.to_string())).collect(),
+            }
+        }
+    })
+}
+
+async fn commit(db: &Db, new: Vec<ToMake>) -> Result<HashSet<Uuid>, DbError> {
+    let mut tx = db.begin().await?;
+    let rows: Vec<(&Booking, Option<&RequestKey>)> =
+        new.iter().map(|n| (&n.booking, n.key.as_ref())).collect();
+    let made: HashSet<Uuid> = store::insert_all(&mut tx, &rows).await?.into_iter().collect();
+    let messages: Vec<Outbound> = new
+        .into_iter()
+        .filter(|n| made.contains(&n.booking.booking_id))
+        .flat_map(|n| n.messages)
+        .collect();
+    enqueue(&mut tx, &messages).await?;
+    tx.commit().await?;
+    db.outbox_written();
+    Ok(made)
+}
+
+#[cfg(test)]
+mod tests {
+    use ticketer_contract::HoldTickets;
+    use ticketer_db::testing::TestDatabase;
+
+    use super::*;
+    use crate::saga;
+
+    fn to_make(customer: Uuid, key: &str) -> ToMake {
+        let booking = Booking::new(customer, 1, 1, "tok_visa".into(), saga::start().0);
+        let hold = HoldTickets {
+            booking_id: booking.booking_id,
+            event_id: 1,
+            customer_id: customer,
+            quantity: 1,
+        };
+        ToMake {
+            messages: vec![Outbound::new(&hold)],
+            key: Some(RequestKey {
+                key: key.into(),
+                request_hash: "h".into(),
+            }),
+            booking,
+        }
+    }
+
+    async fn made_together(postgres: bool) {
+        let tdb = if postgres {
+            let Some(url) = ticketer_db::testing::postgres_url() else {
+                return;
+            };
+            TestDatabase::postgres(&url, "creations").await.unwrap()
+        } else {
+            TestDatabase::sqlite()
+        };
+        let db = tdb.connect().await.unwrap();
+        db.migrate("booking", store::MIGRATIONS).await.unwrap();
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let earlier = to_make(alice, "k1");
+        let earlier_id = earlier.booking.booking_id;
+        assert_eq!(
+            commit(&db, vec![earlier]).await.unwrap(),
+            HashSet::from([earlier_id])
+        );
+
+        // One batch: a new booking, a retry of alice's (key taken), two
+        // of bob's with the same key (the first wins), bob under another key.
+        let batch = vec![
+            to_make(alice, "k2"),
+            to_make(alice, "k1"),
+            to_make(bob, "k1"),
+            to_make(bob, "k1"),
+            to_make(bob, "k2"),
+        ];
+        let ids: Vec<Uuid> = batch.iter().map(|n| n.booking.booking_id).collect();
+        let made = commit(&db, batch).await.unwrap();
+        let outcome: Vec<bool> = ids.iter().map(|id| made.contains(id)).collect();
+        assert_eq!(outcome, [true, false, true, false, true]);
+        // Only the bookings made sent their messages.
+        let (sent,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        assert_eq!(sent, 4);
+    }
+
+    #[tokio::test]
+    async fn sqlite_bookings_made_together_skip_a_taken_key() {
+        made_together(false).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+    async fn postgres_bookings_made_together_skip_a_taken_key() {
+        made_together(true).await;
+    }
+}
