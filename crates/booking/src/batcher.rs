@@ -68,6 +68,13 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     }
 }
 
+impl<I: Send + 'static, O: Send + 'static> Batcher<I, Result<O, String>> {
+    /// [`Self::ask`] for work that can fail: either failure as a message.
+    pub async fn try_ask(&self, input: I) -> Result<O, String> {
+        self.ask(input).await.map_err(|e| e.to_string())?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};

@@ -1,8 +1,10 @@
-//! Idempotency-Key look-ups, batched. Most requests of a flash sale are
-//! refused as sold out, and each refusal must first check that the same
-//! request was not accepted earlier (a retry gets its booking). Asked one
-//! by one, that is a database round trip per refusal; through a
-//! [`Batcher`], a burst of refusals costs a few statements.
+//! Look-ups by Idempotency-Key and by id, batched. Most requests of a
+//! flash sale are refused as sold out, and each refusal must first check
+//! that the same request was not accepted earlier (a retry gets its
+//! booking); every waiting request reads its booking again now and then in
+//! case another replica settled it, and clients poll. Asked one by one,
+//! each is a database round trip; through a [`Batcher`], a burst of them
+//! costs a few statements.
 
 use std::collections::HashMap;
 
@@ -37,6 +39,29 @@ pub fn start(db: Db) -> KeyLookups {
                     keys.into_iter().map(|k| Ok(found.remove(&k))).collect()
                 }
                 Err(e) => keys.iter().map(|_| Err(e.to_string())).collect(),
+            }
+        }
+    })
+}
+
+/// A booking by id, if it exists; or why the look-up failed.
+pub type ById = Batcher<Uuid, Result<Option<Booking>, String>>;
+
+/// Starts the look-ups of bookings by id.
+pub fn start_by_id(db: Db) -> ById {
+    Batcher::start(PER_STATEMENT, move |ids: Vec<Uuid>| {
+        let db = db.clone();
+        async move {
+            let mut unique = ids.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            match store::get_all(&db, &unique).await {
+                Ok(found) => {
+                    let found: HashMap<Uuid, Booking> =
+                        found.into_iter().map(|b| (b.booking_id, b)).collect();
+                    ids.iter().map(|id| Ok(found.get(id).cloned())).collect()
+                }
+                Err(e) => ids.iter().map(|_| Err(e.to_string())).collect(),
             }
         }
     })

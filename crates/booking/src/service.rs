@@ -32,6 +32,7 @@ pub struct BookingService {
     pub(crate) recheck: Duration,
     pub(crate) keys: KeyLookups,
     pub(crate) creations: Creations,
+    pub(crate) by_id: lookups::ById,
 }
 
 /// The public view of a booking (CONTRACT.md), also what its
@@ -91,6 +92,7 @@ impl BookingService {
         BookingService {
             keys: lookups::start(db.clone()),
             creations: creations::start(db.clone()),
+            by_id: lookups::start_by_id(db.clone()),
             db,
             max_tickets,
             payment_timeout,
@@ -121,9 +123,8 @@ impl BookingService {
     async fn earlier(&self, customer: Uuid, key: &RequestKey) -> Result<Option<Booking>, ApiError> {
         let found = self
             .keys
-            .ask((customer, key.key.clone()))
+            .try_ask((customer, key.key.clone()))
             .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?
             .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
         match found {
             Some((b, hash)) if hash == key.request_hash => Ok(Some(b)),
@@ -241,9 +242,8 @@ impl BookingService {
         };
         let made = self
             .creations
-            .ask(new)
+            .try_ask(new)
             .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?
             .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
         if made == Made::KeyTaken {
             // The same key, concurrently: the other request made it.
@@ -277,8 +277,11 @@ impl BookingService {
         })
     }
 
-    pub async fn get(&self, id: Uuid) -> Result<Option<Booking>, DbError> {
-        store::get(&self.db, id).await
+    pub async fn get(&self, id: Uuid) -> Result<Option<Booking>, ApiError> {
+        self.by_id
+            .try_ask(id)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))
     }
 
     /// Waits until `current` leaves PENDING or `wait` passes. The saga

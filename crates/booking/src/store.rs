@@ -285,6 +285,24 @@ pub async fn lock(conn: &mut AnyConnection, dialect: Dialect, id: Uuid) -> Resul
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
+/// The bookings with these ids that exist, in one statement.
+pub async fn get_all(db: &Db, ids: &[Uuid]) -> Result<Vec<Booking>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM bookings WHERE booking_id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id.to_string());
+    }
+    let rows = q.fetch_all(db.reader()).await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
 pub async fn get(db: &Db, id: Uuid) -> Result<Option<Booking>, DbError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM bookings WHERE booking_id = $1"))
         .bind(id.to_string())
