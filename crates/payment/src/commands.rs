@@ -2,14 +2,14 @@
 //! booking: a booking that already has a payment gets its first outcome
 //! again and is never charged a second time.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{
     incoming, Money, PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSettlement, PaymentSucceeded,
     ProcessPayment, RefundPayment,
 };
-use ticketer_db::{is_unique_violation, reply, AnyConnection, DbError};
+use ticketer_db::{enqueue, is_unique_violation, AnyConnection, DbError, Outbound};
 use uuid::Uuid;
 
 use crate::{
@@ -30,7 +30,7 @@ pub struct PaymentCommands {
 }
 
 /// The answer a stored payment stands for.
-async fn announce(tx: &mut AnyConnection, cause: &Envelope, p: &Payment) -> Result<(), HandleError> {
+fn answer(cause: &Envelope, p: &Payment) -> Result<Outbound, HandleError> {
     let booking_id = Uuid::parse_str(&p.booking_id).map_err(HandleError::transient)?;
     let settled = PaymentSettlement {
         booking_id,
@@ -39,9 +39,9 @@ async fn announce(tx: &mut AnyConnection, cause: &Envelope, p: &Payment) -> Resu
         currency: p.currency.clone(),
         provider_reference: p.provider_reference.clone(),
     };
-    match p.status.as_str() {
-        "SUCCEEDED" => reply(tx, cause, &PaymentSucceeded(settled)).await,
-        "REFUNDED" => reply(tx, cause, &PaymentRefunded(settled)).await,
+    let message = match p.status.as_str() {
+        "SUCCEEDED" => Outbound::new(&PaymentSucceeded(settled)),
+        "REFUNDED" => Outbound::new(&PaymentRefunded(settled)),
         _ => {
             let detail = p.failure_reason.clone().unwrap_or_default();
             let reason = if detail == "processing_error" {
@@ -49,30 +49,35 @@ async fn announce(tx: &mut AnyConnection, cause: &Envelope, p: &Payment) -> Resu
             } else {
                 PaymentFailure::PaymentDeclined
             };
-            let failed = PaymentFailed {
+            Outbound::new(&PaymentFailed {
                 booking_id,
                 reason,
                 detail,
-            };
-            reply(tx, cause, &failed).await
+            })
         }
-    }
+    };
+    Ok(message.caused_by(cause))
+}
+
+/// A batch's payments as they stand: those on record for its bookings,
+/// then those it makes or refunds, written back together at the end.
+struct Ledger {
+    payments: HashMap<String, Payment>,
+    made: Vec<String>,
+    refunded: Vec<String>,
 }
 
 impl PaymentCommands {
     async fn charge(
         &self,
-        tx: &mut AnyConnection,
+        ledger: &mut Ledger,
         msg: &Envelope,
         cmd: ProcessPayment,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Outbound, HandleError> {
         let booking = cmd.booking_id.to_string();
-        if let Some(existing) = store::by_booking(tx, &booking)
-            .await
-            .map_err(HandleError::transient)?
-        {
+        if let Some(existing) = ledger.payments.get(&booking) {
             // Charged already: the same answer again, no second charge.
-            return announce(tx, msg, &existing).await;
+            return answer(msg, existing);
         }
         let outcome = self
             .provider
@@ -86,7 +91,7 @@ impl PaymentCommands {
         };
         let payment = Payment {
             payment_id: Uuid::now_v7().to_string(),
-            booking_id: booking,
+            booking_id: booking.clone(),
             customer_id: cmd.customer_id.to_string(),
             amount_minor: cmd.amount.minor(),
             currency: cmd.currency,
@@ -94,30 +99,21 @@ impl PaymentCommands {
             failure_reason: failure,
             provider_reference: reference,
         };
-        match store::insert(tx, &payment).await {
-            Ok(()) => {}
-            Err(DbError::Sqlx(e)) if is_unique_violation(&e) => {
-                return Err(HandleError::Transient(
-                    "charged concurrently; will answer from the record".into(),
-                ))
-            }
-            Err(e) => return Err(HandleError::transient(e)),
-        }
-        tracing::info!(booking_id = %cmd.booking_id, status, "charge recorded");
-        announce(tx, msg, &payment).await
+        tracing::debug!(booking_id = %cmd.booking_id, status, "charged");
+        let reply = answer(msg, &payment)?;
+        ledger.payments.insert(booking.clone(), payment);
+        ledger.made.push(booking);
+        Ok(reply)
     }
 
     async fn refund(
         &self,
-        tx: &mut AnyConnection,
+        ledger: &mut Ledger,
         msg: &Envelope,
         cmd: RefundPayment,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Outbound, HandleError> {
         let booking = cmd.booking_id.to_string();
-        let Some(mut payment) = store::by_booking(tx, &booking)
-            .await
-            .map_err(HandleError::transient)?
-        else {
+        let Some(payment) = ledger.payments.get_mut(&booking) else {
             // Nothing was taken: nothing to give back.
             let done = PaymentRefunded(PaymentSettlement {
                 booking_id: cmd.booking_id,
@@ -126,36 +122,93 @@ impl PaymentCommands {
                 currency: "EUR".into(),
                 provider_reference: None,
             });
-            return reply(tx, msg, &done).await;
+            return Ok(Outbound::new(&done).caused_by(msg));
         };
-        if payment.status == "SUCCEEDED" {
-            let charge = payment.provider_reference.clone().unwrap_or_default();
-            self.provider
-                .refund(cmd.booking_id, &charge, Money::from_minor(payment.amount_minor))
-                .await
-                .map_err(HandleError::Transient)?;
-            store::mark_refunded(tx, &booking)
-                .await
-                .map_err(HandleError::transient)?;
-            payment.status = "REFUNDED".into();
-        } else if payment.status == "FAILED" {
-            payment.amount_minor = 0;
-            payment.status = "REFUNDED".into();
+        match payment.status.as_str() {
+            "SUCCEEDED" => {
+                let charge = payment.provider_reference.clone().unwrap_or_default();
+                self.provider
+                    .refund(cmd.booking_id, &charge, Money::from_minor(payment.amount_minor))
+                    .await
+                    .map_err(HandleError::Transient)?;
+                payment.status = "REFUNDED".into();
+                if !ledger.made.contains(&booking) {
+                    ledger.refunded.push(booking);
+                }
+                answer(msg, payment)
+            }
+            "FAILED" => {
+                // Nothing was taken: the refund is of nothing.
+                let nothing = Payment {
+                    amount_minor: 0,
+                    status: "REFUNDED".into(),
+                    ..payment.clone()
+                };
+                answer(msg, &nothing)
+            }
+            _ => answer(msg, payment),
         }
-        announce(tx, msg, &payment).await
     }
 }
 
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for PaymentCommands {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        match msg.decode::<PaymentCommand>()? {
-            Some(PaymentCommand::ProcessPayment(cmd)) => self.charge(tx, msg, cmd).await,
-            Some(PaymentCommand::RefundPayment(cmd)) => self.refund(tx, msg, cmd).await,
-            None => Err(HandleError::Permanent(format!(
-                "the payment service does not handle {}",
-                msg.kind
-            ))),
+        self.handle_all(tx, &[msg]).await
+    }
+
+    /// A batch's commands with one read of the payments on record for its
+    /// bookings, the provider called per command in delivery order (a
+    /// booking charged twice in one batch is charged once), and the new
+    /// payments, refunds and answers written in one statement each.
+    async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
+        let mut cmds = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match msg.decode::<PaymentCommand>()? {
+                Some(cmd) => cmds.push((*msg, cmd)),
+                None => {
+                    return Err(HandleError::Permanent(format!(
+                        "the payment service does not handle {}",
+                        msg.kind
+                    )))
+                }
+            }
         }
+        let bookings: Vec<String> = cmds
+            .iter()
+            .map(|(_, c)| match c {
+                PaymentCommand::ProcessPayment(p) => p.booking_id.to_string(),
+                PaymentCommand::RefundPayment(r) => r.booking_id.to_string(),
+            })
+            .collect();
+        let on_record = store::by_bookings(tx, &bookings)
+            .await
+            .map_err(HandleError::transient)?;
+        let mut ledger = Ledger {
+            payments: on_record.into_iter().map(|p| (p.booking_id.clone(), p)).collect(),
+            made: Vec::new(),
+            refunded: Vec::new(),
+        };
+        let mut replies = Vec::with_capacity(cmds.len());
+        for (msg, cmd) in cmds {
+            replies.push(match cmd {
+                PaymentCommand::ProcessPayment(c) => self.charge(&mut ledger, msg, c).await?,
+                PaymentCommand::RefundPayment(c) => self.refund(&mut ledger, msg, c).await?,
+            });
+        }
+        let made: Vec<&Payment> = ledger.made.iter().map(|b| &ledger.payments[b]).collect();
+        match store::insert_all(tx, &made).await {
+            Ok(()) => {}
+            Err(DbError::Sqlx(e)) if is_unique_violation(&e) => {
+                return Err(HandleError::Transient(
+                    "charged concurrently; will answer from the record".into(),
+                ))
+            }
+            Err(e) => return Err(HandleError::transient(e)),
+        }
+        store::mark_refunded(tx, &ledger.refunded)
+            .await
+            .map_err(HandleError::transient)?;
+        enqueue(tx, &replies).await.map_err(HandleError::transient)
     }
 }

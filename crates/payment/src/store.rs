@@ -1,6 +1,6 @@
 //! The payment service's SQL.
 
-use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Migration, Row};
+use ticketer_db::{placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Migration, Row};
 
 pub const MIGRATIONS: &[Migration] = &[Migration::portable(
     1,
@@ -48,32 +48,66 @@ pub async fn find(db: &Db, booking_id: &str) -> Result<Option<Payment>, DbError>
     by_booking(&mut *db.reader().acquire().await?, booking_id).await
 }
 
-pub async fn insert(conn: &mut AnyConnection, p: &Payment) -> Result<(), DbError> {
+/// The payments on record for these bookings, in one statement.
+pub async fn by_bookings(conn: &mut AnyConnection, bookings: &[String]) -> Result<Vec<Payment>, DbError> {
+    if bookings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE booking_id IN ({})",
+        placeholders(1, bookings.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for b in bookings {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(conn).await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// New payments, in one statement.
+pub async fn insert_all(conn: &mut AnyConnection, payments: &[&Payment]) -> Result<(), DbError> {
+    if payments.is_empty() {
+        return Ok(());
+    }
     let now = time::now();
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO payments (payment_id, booking_id, customer_id, amount_minor, currency, status,
              failure_reason, provider_reference, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-    )
-    .bind(&p.payment_id)
-    .bind(&p.booking_id)
-    .bind(&p.customer_id)
-    .bind(p.amount_minor)
-    .bind(&p.currency)
-    .bind(&p.status)
-    .bind(&p.failure_reason)
-    .bind(&p.provider_reference)
-    .bind(now)
-    .execute(conn)
-    .await?;
+         VALUES {}",
+        value_rows(payments.len(), 10)
+    );
+    let mut q = sqlx::query(&sql);
+    for p in payments {
+        q = q
+            .bind(p.payment_id.clone())
+            .bind(p.booking_id.clone())
+            .bind(p.customer_id.clone())
+            .bind(p.amount_minor)
+            .bind(p.currency.clone())
+            .bind(p.status.clone())
+            .bind(p.failure_reason.clone())
+            .bind(p.provider_reference.clone())
+            .bind(now.clone())
+            .bind(now.clone());
+    }
+    q.execute(conn).await?;
     Ok(())
 }
 
-pub async fn mark_refunded(conn: &mut AnyConnection, booking_id: &str) -> Result<(), DbError> {
-    sqlx::query("UPDATE payments SET status = 'REFUNDED', updated_at = $2 WHERE booking_id = $1")
-        .bind(booking_id)
-        .bind(time::now())
-        .execute(conn)
-        .await?;
+/// These bookings' payments were given back, in one statement.
+pub async fn mark_refunded(conn: &mut AnyConnection, bookings: &[String]) -> Result<(), DbError> {
+    if bookings.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE payments SET status = 'REFUNDED', updated_at = $1 WHERE booking_id IN ({})",
+        placeholders(2, bookings.len())
+    );
+    let mut q = sqlx::query(&sql).bind(time::now());
+    for b in bookings {
+        q = q.bind(b);
+    }
+    q.execute(conn).await?;
     Ok(())
 }

@@ -227,6 +227,32 @@ async fn charges_once_and_refunds(real: bool) {
     assert_eq!(refunds.len(), 2);
     assert!(refunds.iter().all(|(_, p)| p["amount"] == "49.90"));
     assert_eq!(rig.record(paid, customer).await.1["status"], "REFUNDED");
+
+    // Charged and refunded twice in one go (one batch, or several): the
+    // charge is made once and given back once.
+    let both = Uuid::new_v4();
+    let together: Vec<Outgoing> = [
+        Envelope::new("ProcessPayment", &charge(both, customer, "tok_visa")),
+        Envelope::new("RefundPayment", &json!({"booking_id": both})),
+        Envelope::new("RefundPayment", &json!({"booking_id": both})),
+    ]
+    .iter()
+    .map(|e| Outgoing::new(BOOKING_EXCHANGE, e))
+    .collect();
+    rig.bus.publish(&together).await.unwrap();
+    let a = rig.answers.about(both, 3).await;
+    // The answers may arrive in any order; what they say may not vary.
+    let mut kinds: Vec<&str> = a.iter().map(|(k, _)| k.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        ["PaymentRefunded", "PaymentRefunded", "PaymentSucceeded"],
+        "{a:?}"
+    );
+    assert!(a
+        .iter()
+        .all(|(_, p)| p["payment_id"] == a[0].1["payment_id"] && p["amount"] == "49.90"));
+    assert_eq!(rig.record(both, customer).await.1["status"], "REFUNDED");
 }
 
 #[tokio::test]
