@@ -13,6 +13,8 @@ use uuid::Uuid;
 
 use crate::{
     batcher::Batcher,
+    driver::deadline,
+    saga::Timeouts,
     store::{self, Booking, RequestKey},
 };
 
@@ -37,12 +39,12 @@ pub enum Made {
 pub type Creations = Batcher<ToMake, Result<Made, String>>;
 
 /// Starts committing new bookings in batches.
-pub fn start(db: Db) -> Creations {
+pub fn start(db: Db, timeouts: Timeouts) -> Creations {
     Batcher::start(PER_COMMIT, move |new: Vec<ToMake>| {
         let db = db.clone();
         async move {
             let ids: Vec<Uuid> = new.iter().map(|n| n.booking.booking_id).collect();
-            match commit(&db, new).await {
+            match commit(&db, new, timeouts).await {
                 Ok(made) => ids
                     .iter()
                     .map(|id| {
@@ -59,11 +61,19 @@ pub fn start(db: Db) -> Creations {
     })
 }
 
-async fn commit(db: &Db, new: Vec<ToMake>) -> Result<HashSet<Uuid>, DbError> {
+async fn commit(db: &Db, new: Vec<ToMake>, timeouts: Timeouts) -> Result<HashSet<Uuid>, DbError> {
     let mut tx = db.begin().await?;
     let rows: Vec<(&Booking, Option<&RequestKey>)> =
         new.iter().map(|n| (&n.booking, n.key.as_ref())).collect();
-    let made: HashSet<Uuid> = store::insert_all(&mut tx, &rows).await?.into_iter().collect();
+    // Each waits for its seats from now on, as every waiting stage does.
+    let until: Vec<Option<String>> = rows
+        .iter()
+        .map(|(b, _)| deadline(b.saga.stage, timeouts))
+        .collect();
+    let made: HashSet<Uuid> = store::insert_all(&mut tx, &rows, &until)
+        .await?
+        .into_iter()
+        .collect();
     let messages: Vec<Outbound> = new
         .into_iter()
         .filter(|n| made.contains(&n.booking.booking_id))
@@ -115,8 +125,12 @@ mod tests {
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
         let earlier = to_make(alice, "k1");
         let earlier_id = earlier.booking.booking_id;
+        let timeouts = Timeouts {
+            payment: std::time::Duration::from_secs(60),
+            reply: std::time::Duration::from_secs(30),
+        };
         assert_eq!(
-            commit(&db, vec![earlier]).await.unwrap(),
+            commit(&db, vec![earlier], timeouts).await.unwrap(),
             HashSet::from([earlier_id])
         );
 
@@ -130,7 +144,7 @@ mod tests {
             to_make(bob, "k2"),
         ];
         let ids: Vec<Uuid> = batch.iter().map(|n| n.booking.booking_id).collect();
-        let made = commit(&db, batch).await.unwrap();
+        let made = commit(&db, batch, timeouts).await.unwrap();
         let outcome: Vec<bool> = ids.iter().map(|id| made.contains(id)).collect();
         assert_eq!(outcome, [true, false, true, false, true]);
         // Only the bookings made sent their messages.

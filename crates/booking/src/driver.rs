@@ -6,7 +6,7 @@
 //! statement, stepped in delivery order, and written back with every
 //! message in one statement each.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{collections::HashMap, sync::Mutex};
 
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{
@@ -19,7 +19,7 @@ use ticketer_db::{enqueue, time, AnyConnection, Db, Outbound};
 use uuid::Uuid;
 
 use crate::{
-    saga::{self, BookingStatus, Command, HoldFailure, Input, Stage},
+    saga::{self, BookingStatus, Command, HoldFailure, Input, Stage, Timeouts},
     service::BookingView,
     store::{self, Booking},
     waiters::Waiters,
@@ -81,13 +81,13 @@ fn step(b: &mut Booking, input: Input, cause: Option<&Envelope>) -> Option<Vec<O
     Some(messages(b, commands, cause))
 }
 
-/// When a booking in `stage` stops waiting, from now. Only the payment is
-/// waited for with a deadline: holds expire on their own, and a
-/// reservation or refund is internal and always answered.
-fn deadline(stage: Stage, payment_timeout: Duration) -> Option<String> {
-    (stage == Stage::Paying).then(|| {
-        time::format(chrono::Utc::now() + chrono::Duration::from_std(payment_timeout).unwrap_or_default())
-    })
+/// When a booking in `stage` stops waiting, from now; None for a stage
+/// that waits for nothing.
+pub(crate) fn deadline(stage: Stage, timeouts: Timeouts) -> Option<String> {
+    let wait = timeouts.of(stage)?;
+    Some(time::format(
+        chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+    ))
 }
 
 /// Stores locked bookings that stepped (each still at its `version`) and
@@ -96,11 +96,11 @@ async fn store_steps(
     conn: &mut AnyConnection,
     stepped: &mut [&mut Booking],
     outbox: &[Outbound],
-    payment_timeout: Duration,
+    timeouts: Timeouts,
 ) -> Result<(), HandleError> {
     let rows: Vec<(&Booking, Option<String>)> = stepped
         .iter()
-        .map(|b| (&**b, deadline(b.saga.stage, payment_timeout)))
+        .map(|b| (&**b, deadline(b.saga.stage, timeouts)))
         .collect();
     if !store::advance_all(conn, &rows)
         .await
@@ -120,12 +120,12 @@ pub(crate) async fn advance(
     mut b: Booking,
     input: Input,
     cause: Option<&Envelope>,
-    payment_timeout: Duration,
+    timeouts: Timeouts,
 ) -> Result<Booking, HandleError> {
     let Some(outbox) = step(&mut b, input, cause) else {
         return Ok(b);
     };
-    store_steps(conn, &mut [&mut b], &outbox, payment_timeout).await?;
+    store_steps(conn, &mut [&mut b], &outbox, timeouts).await?;
     Ok(b)
 }
 
@@ -133,7 +133,7 @@ pub(crate) async fn advance(
 /// fails its bookings in flight and refunds the confirmed ones.
 pub struct EventMirror {
     pub db: Db,
-    pub payment_timeout: Duration,
+    pub timeouts: Timeouts,
 }
 
 #[async_trait::async_trait]
@@ -163,7 +163,7 @@ impl ticketer_db::MessageHandler for EventMirror {
                     .await
                     .map_err(HandleError::transient)?
                 {
-                    advance(tx, b, Input::EventCancelled, Some(msg), self.payment_timeout).await?;
+                    advance(tx, b, Input::EventCancelled, Some(msg), self.timeouts).await?;
                 }
             }
             tracing::info!(
@@ -230,7 +230,7 @@ impl SagaReply {
 /// Consumes `booking.replies`: every answer moves its booking's saga.
 pub struct SagaDriver {
     pub db: Db,
-    pub payment_timeout: Duration,
+    pub timeouts: Timeouts,
     pub waiters: Waiters,
     /// Bookings that settled in a batch not yet committed, by the message
     /// that settled them: handed to their waiters once it commits.
@@ -243,10 +243,10 @@ pub struct SagaDriver {
 const SETTLING_CAP: usize = 10_000;
 
 impl SagaDriver {
-    pub fn new(db: Db, payment_timeout: Duration, waiters: Waiters) -> Self {
+    pub fn new(db: Db, timeouts: Timeouts, waiters: Waiters) -> Self {
         SagaDriver {
             db,
-            payment_timeout,
+            timeouts,
             waiters,
             settling: Mutex::default(),
         }
@@ -309,7 +309,7 @@ impl ticketer_db::MessageHandler for SagaDriver {
             .filter(|(_, stepped)| *stepped)
             .map(|(b, _)| b)
             .collect();
-        store_steps(tx, &mut stepped, &outbox, self.payment_timeout).await?;
+        store_steps(tx, &mut stepped, &outbox, self.timeouts).await?;
         let waited: Vec<(Uuid, Booking)> = settled
             .into_iter()
             .filter(|(_, id)| self.waiters.has(*id))
@@ -448,7 +448,11 @@ mod tests {
                 store::insert(&mut tx, &booking(n), None).await.unwrap();
             }
             tx.commit().await.unwrap();
-            let driver = SagaDriver::new(db.clone(), Duration::from_secs(60), Waiters::default());
+            let timeouts = Timeouts {
+                payment: std::time::Duration::from_secs(60),
+                reply: std::time::Duration::from_secs(60),
+            };
+            let driver = SagaDriver::new(db.clone(), timeouts, Waiters::default());
             let inbox = Inbox::new(db.clone(), "booking.replies", driver);
             let answers = answers();
             if batched {

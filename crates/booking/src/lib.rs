@@ -30,9 +30,12 @@ pub async fn build(
 ) -> anyhow::Result<ServiceApp> {
     let db = parts.db.clone();
     db.migrate("booking", MIGRATIONS).await?;
-    let payment_timeout = infra.env.seconds_or("PAYMENT_TIMEOUT_SECONDS", 120)?;
+    let timeouts = saga::Timeouts {
+        payment: infra.env.seconds_or("PAYMENT_TIMEOUT_SECONDS", 120)?,
+        reply: infra.env.seconds_or("REPLY_TIMEOUT_SECONDS", 30)?,
+    };
     let max = infra.env.parse_or("MAX_TICKETS_PER_BOOKING", 10)?;
-    let mut service = BookingService::new(db.clone(), max, payment_timeout, parts.cache.clone());
+    let mut service = BookingService::new(db.clone(), max, timeouts, parts.cache.clone());
     service.recheck = std::time::Duration::from_millis(
         infra
             .env
@@ -40,12 +43,12 @@ pub async fn build(
     );
     let mut tasks = Vec::new();
     for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
-        let driver = driver::SagaDriver::new(db.clone(), payment_timeout, service.waiters.clone());
+        let driver = driver::SagaDriver::new(db.clone(), timeouts, service.waiters.clone());
         tasks.extend(parts.consume(spec, driver, infra, &shutdown).await?);
     }
     let mirror = driver::EventMirror {
         db: db.clone(),
-        payment_timeout,
+        timeouts,
     };
     tasks.extend(parts.consume(BOOKING_EVENTS, mirror, infra, &shutdown).await?);
     let sweep = std::time::Duration::from_millis(infra.env.parse_or("DEADLINE_SWEEP_MS", 1000)?);

@@ -58,6 +58,28 @@ impl Stage {
     }
 }
 
+/// How long each waiting stage waits for its answer before its deadline
+/// passes and [`Input::Timeout`] comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For the payment provider's answer (BOOKING_PAYMENT_TIMEOUT_SECONDS).
+    pub payment: std::time::Duration,
+    /// For the ticket or payment service's answer to a command that can
+    /// safely be sent again (BOOKING_REPLY_TIMEOUT_SECONDS).
+    pub reply: std::time::Duration,
+}
+
+impl Timeouts {
+    /// How long `stage` waits; None for a stage that waits for nothing.
+    pub fn of(self, stage: Stage) -> Option<std::time::Duration> {
+        match stage {
+            Stage::Holding | Stage::Reserving | Stage::Refunding => Some(self.reply),
+            Stage::Paying => Some(self.payment),
+            Stage::Confirmed | Stage::Cancelled | Stage::Failed => None,
+        }
+    }
+}
+
 /// The saga's stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saga {
@@ -178,6 +200,10 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
             fail(saga, FailureReason::EventNotOnSale, vec![])
         }
         (Holding, EventCancelled) => fail(saga, FailureReason::EventCancelled, vec![]),
+        // No answer in time (the ticket service was down, or the command
+        // was dead-lettered): ask again; a hold is keyed by booking, so a
+        // second ask never holds twice.
+        (Holding, Timeout) => (saga.clone(), vec![Command::HoldTickets]),
 
         (Paying, PaymentSucceeded) => to(
             saga,
@@ -203,6 +229,14 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
         (Reserving, TicketsReserveFailed) => {
             fail(saga, FailureReason::HoldExpired, vec![Command::RefundPayment])
         }
+        // Paid: never given up on; asked again until the ticket service
+        // answers (sold, or the hold expired and the money goes back).
+        (Reserving, Timeout) => (
+            saga.clone(),
+            vec![Command::ReserveTickets {
+                ticket_ids: saga.ticket_ids.clone(),
+            }],
+        ),
         (Reserving, EventCancelled) => fail(
             saga,
             FailureReason::EventCancelled,
@@ -210,6 +244,8 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
         ),
 
         (Confirmed, CancelRequested | EventCancelled) => to(saga, Refunding, vec![Command::RefundPayment]),
+        // A refund is keyed by booking: asking again never refunds twice.
+        (Refunding, Timeout) => (saga.clone(), vec![Command::RefundPayment]),
         (Refunding, PaymentRefunded) => to(
             saga,
             Cancelled,
@@ -296,6 +332,7 @@ mod tests {
             (S::Holding, I::TicketsHoldFailed(HoldFailure::SoldOut)) => failed(F::SoldOut, vec![]),
             (S::Holding, I::TicketsHoldFailed(HoldFailure::NotOnSale)) => failed(F::EventNotOnSale, vec![]),
             (S::Holding, I::EventCancelled) => failed(F::EventCancelled, vec![]),
+            (S::Holding, I::Timeout) => keep(vec![C::HoldTickets]),
             (S::Paying, I::PaymentSucceeded) => {
                 Some((S::Reserving, None, vec![C::ReserveTickets { ticket_ids: ids() }]))
             }
@@ -309,6 +346,8 @@ mod tests {
             }
             (S::Reserving, I::TicketsReserveFailed) => failed(F::HoldExpired, vec![C::RefundPayment]),
             (S::Reserving, I::EventCancelled) => failed(F::EventCancelled, vec![C::RefundPayment, release()]),
+            (S::Reserving, I::Timeout) => keep(vec![C::ReserveTickets { ticket_ids: ids() }]),
+            (S::Refunding, I::Timeout) => keep(vec![C::RefundPayment]),
             (S::Confirmed, I::CancelRequested | I::EventCancelled) => {
                 Some((S::Refunding, None, vec![C::RefundPayment]))
             }
@@ -321,6 +360,28 @@ mod tests {
             (S::Failed, I::TicketsHeld { .. }) => keep(vec![release()]),
             (S::Failed, I::TicketsReserved) => keep(vec![release()]),
             _ => None,
+        }
+    }
+
+    /// Nothing waits forever: every stage that waits for an answer has a
+    /// deadline, and its timeout moves the saga or asks again.
+    #[test]
+    fn every_waiting_stage_has_a_deadline_that_does_something() {
+        let timeouts = Timeouts {
+            payment: std::time::Duration::from_secs(120),
+            reply: std::time::Duration::from_secs(30),
+        };
+        for stage in Stage::ALL {
+            let waits = stage.status() == BookingStatus::Pending || stage == S::Refunding;
+            assert_eq!(timeouts.of(stage).is_some(), waits, "{stage:?}");
+            if waits {
+                let before = at(stage);
+                let (after, commands) = handle(&before, I::Timeout);
+                assert!(
+                    after != before || !commands.is_empty(),
+                    "{stage:?} ignores its timeout"
+                );
+            }
         }
     }
 

@@ -15,7 +15,7 @@ use crate::{
     creations::{self, Creations, Made, ToMake},
     driver::{advance, messages},
     lookups::{self, KeyLookups},
-    saga::{self, BookingStatus, Command, Input, Stage},
+    saga::{self, BookingStatus, Command, Input, Stage, Timeouts},
     store::{self, Booking, RequestKey},
     waiters::{Waiters, Waiting},
 };
@@ -24,7 +24,7 @@ use crate::{
 pub struct BookingService {
     pub(crate) db: Db,
     pub(crate) max_tickets: i64,
-    pub(crate) payment_timeout: Duration,
+    pub(crate) timeouts: Timeouts,
     /// Where the ticket service keeps each event's seats for sale.
     pub(crate) cache: Option<Cache>,
     pub(crate) waiters: Waiters,
@@ -88,14 +88,14 @@ pub struct Created {
 }
 
 impl BookingService {
-    pub fn new(db: Db, max_tickets: i64, payment_timeout: Duration, cache: Option<Cache>) -> Self {
+    pub fn new(db: Db, max_tickets: i64, timeouts: Timeouts, cache: Option<Cache>) -> Self {
         BookingService {
             keys: lookups::start(db.clone()),
-            creations: creations::start(db.clone()),
+            creations: creations::start(db.clone(), timeouts),
             by_id: lookups::start_by_id(db.clone()),
             db,
             max_tickets,
-            payment_timeout,
+            timeouts,
             cache,
             waiters: Waiters::default(),
             recheck: crate::waiters::RECHECK,
@@ -148,7 +148,7 @@ impl BookingService {
             if !overdue_now {
                 continue;
             }
-            match advance(&mut tx, b, Input::Timeout, None, self.payment_timeout).await {
+            match advance(&mut tx, b, Input::Timeout, None, self.timeouts).await {
                 Ok(_) => {
                     tx.commit().await?;
                     self.waiters.wake(id);
@@ -358,7 +358,7 @@ impl BookingService {
                 ));
             }
         }
-        let b = advance(&mut tx, b, Input::CancelRequested, None, self.payment_timeout)
+        let b = advance(&mut tx, b, Input::CancelRequested, None, self.timeouts)
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
         tx.commit().await?;

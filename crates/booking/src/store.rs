@@ -194,18 +194,19 @@ pub struct RequestKey {
 pub async fn insert_all(
     conn: &mut AnyConnection,
     new: &[(&Booking, Option<&RequestKey>)],
+    deadlines: &[Option<String>],
 ) -> Result<Vec<Uuid>, DbError> {
     if new.is_empty() {
         return Ok(Vec::new());
     }
     let sql = format!(
-        "INSERT INTO bookings ({COLUMNS}, status, idempotency_key, request_hash)
+        "INSERT INTO bookings ({COLUMNS}, status, idempotency_key, request_hash, deadline_at)
          VALUES {}
          ON CONFLICT DO NOTHING RETURNING booking_id",
-        value_rows(new.len(), 17)
+        value_rows(new.len(), 18)
     );
     let mut q = sqlx::query_as::<_, (String,)>(&sql);
-    for (b, key) in new {
+    for ((b, key), deadline) in new.iter().zip(deadlines) {
         q = q
             .bind(b.booking_id.to_string())
             .bind(b.customer_id.to_string())
@@ -223,7 +224,8 @@ pub async fn insert_all(
             .bind(b.held_at.clone())
             .bind(b.saga.stage.status().as_str())
             .bind(key.map(|k| k.key.clone()))
-            .bind(key.map(|k| k.request_hash.clone()));
+            .bind(key.map(|k| k.request_hash.clone()))
+            .bind(deadline.clone());
     }
     let rows = q.fetch_all(conn).await?;
     Ok(rows
@@ -239,7 +241,7 @@ pub async fn insert(
     b: &Booking,
     key: Option<&RequestKey>,
 ) -> Result<bool, DbError> {
-    Ok(!insert_all(conn, &[(b, key)]).await?.is_empty())
+    Ok(!insert_all(conn, &[(b, key)], &[None]).await?.is_empty())
 }
 
 /// The bookings made with these (customer, Idempotency-Key) pairs, in one

@@ -1,6 +1,7 @@
-//! A payment that never answers: the booking fails with PAYMENT_ERROR once
-//! its deadline passes, the seats are released, and a payment that succeeds
-//! after all is refunded. The booking service runs alone on the in-process
+//! Deadlines: a hold nobody answers is asked for again; a payment that
+//! never answers fails the booking with PAYMENT_ERROR once its deadline
+//! passes, the seats are released, and a payment that succeeds after all
+//! is refunded. The booking service runs alone on the in-process
 //! bus; the test plays the ticket and payment services.
 
 use std::{
@@ -36,6 +37,19 @@ impl BatchHandler for Seen {
 }
 
 impl Seen {
+    /// Waits until `kind` was seen `n` times.
+    async fn wait_for_times(&self, kind: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = self.0.lock().unwrap().iter().filter(|(k, _)| k == kind).count();
+            if seen >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{kind} seen {seen} times, not {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn wait_for(&self, kind: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -49,13 +63,14 @@ impl Seen {
 }
 
 #[tokio::test]
-async fn an_unanswered_payment_times_out_and_a_late_one_is_refunded() {
+async fn an_unanswered_hold_is_asked_again_and_an_unanswered_payment_times_out() {
     let db = TestDatabase::sqlite();
     let data = tempfile::tempdir().unwrap();
     let vars = HashMap::from([
         ("BOOKING_DATABASE_URL".to_string(), db.url.clone()),
         ("BOOKING_OUTBOX_POLL_MS".to_string(), "20".to_string()),
         ("BOOKING_PAYMENT_TIMEOUT_SECONDS".to_string(), "1".to_string()),
+        ("BOOKING_REPLY_TIMEOUT_SECONDS".to_string(), "1".to_string()),
         ("BOOKING_DEADLINE_SWEEP_MS".to_string(), "100".to_string()),
     ]);
     let env = Env::from_map(Service::Booking, vars);
@@ -110,8 +125,23 @@ async fn an_unanswered_payment_times_out_and_a_late_one_is_refunded() {
         .unwrap();
     let booking: Uuid = created["booking_id"].as_str().unwrap().parse().unwrap();
 
-    // The ticket service holds a seat; the charge is asked for, and nobody answers.
-    tickets.wait_for("HoldTickets").await;
+    // The ticket service does not answer the hold in time: it is asked
+    // again (a hold is keyed by booking, so that is safe), and the booking
+    // stays pending meanwhile.
+    tickets.wait_for_times("HoldTickets", 2).await;
+    let read = || async {
+        http.get(format!("{base}/api/v1/bookings/{booking}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(read().await["status"], "PENDING");
+
+    // Then it holds a seat; the charge is asked for, and nobody answers.
     let seat = Uuid::new_v4();
     let held = json!({"booking_id": booking, "event_id": 7, "ticket_ids": [seat], "amount": "20.00",
                       "currency": "EUR", "hold_expires_at": chrono::Utc::now()});
@@ -125,15 +155,7 @@ async fn an_unanswered_payment_times_out_and_a_late_one_is_refunded() {
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let failed = loop {
-        let b: Value = http
-            .get(format!("{base}/api/v1/bookings/{booking}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let b = read().await;
         if b["status"] == "FAILED" {
             break b;
         }
