@@ -20,33 +20,25 @@ use uuid::Uuid;
 
 pub use ticketer_contract::{BookingStatus, FailureReason};
 
-/// Where the saga is waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
-    /// HoldTickets sent.
-    Holding,
-    /// Tickets held; ProcessPayment sent.
-    Paying,
-    /// Paid; ReserveTickets sent.
-    Reserving,
-    Confirmed,
-    /// Confirmed, then cancelled: RefundPayment sent.
-    Refunding,
-    Cancelled,
-    Failed,
+ticketer_contract::listed! {
+    /// Where the saga is waiting.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Stage {
+        /// HoldTickets sent.
+        Holding,
+        /// Tickets held; ProcessPayment sent.
+        Paying,
+        /// Paid; ReserveTickets sent.
+        Reserving,
+        Confirmed,
+        /// Confirmed, then cancelled: RefundPayment sent.
+        Refunding,
+        Cancelled,
+        Failed,
+    }
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
-        Stage::Holding,
-        Stage::Paying,
-        Stage::Reserving,
-        Stage::Confirmed,
-        Stage::Refunding,
-        Stage::Cancelled,
-        Stage::Failed,
-    ];
-
     pub fn status(self) -> BookingStatus {
         match self {
             Stage::Holding | Stage::Paying | Stage::Reserving => BookingStatus::Pending,
@@ -185,82 +177,137 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
     let release = || Command::ReleaseTickets {
         ticket_ids: saga.ticket_ids.clone(),
     };
-    match (saga.stage, input) {
-        (Holding, TicketsHeld { ticket_ids, amount }) => {
-            let held = Saga {
-                stage: Paying,
-                ticket_ids,
-                amount: Some(amount),
-                ..saga.clone()
-            };
-            (held, vec![Command::ProcessPayment { amount }])
-        }
-        (Holding, TicketsHoldFailed(HoldFailure::SoldOut)) => fail(saga, FailureReason::SoldOut, vec![]),
-        (Holding, TicketsHoldFailed(HoldFailure::NotOnSale)) => {
-            fail(saga, FailureReason::EventNotOnSale, vec![])
-        }
-        (Holding, EventCancelled) => fail(saga, FailureReason::EventCancelled, vec![]),
-        // No answer in time (the ticket service was down, or the command
-        // was dead-lettered): ask again; a hold is keyed by booking, so a
-        // second ask never holds twice.
-        (Holding, Timeout) => (saga.clone(), vec![Command::HoldTickets]),
-
-        (Paying, PaymentSucceeded) => to(
-            saga,
-            Reserving,
-            vec![Command::ReserveTickets {
-                ticket_ids: saga.ticket_ids.clone(),
-            }],
-        ),
-        (Paying, PaymentFailed { declined: true }) => {
-            fail(saga, FailureReason::PaymentDeclined, vec![release()])
-        }
-        (Paying, PaymentFailed { declined: false }) => {
-            fail(saga, FailureReason::PaymentError, vec![release()])
-        }
-        // A payment that still succeeds later is refunded from Failed.
-        (Paying, HoldExpired) => fail(saga, FailureReason::HoldExpired, vec![]),
-        (Paying, Timeout) => fail(saga, FailureReason::PaymentError, vec![release()]),
-        (Paying, EventCancelled) => fail(saga, FailureReason::EventCancelled, vec![release()]),
-
-        (Reserving, TicketsReserved) => {
-            to(saga, Confirmed, vec![Command::Announce(BookingStatus::Confirmed)])
-        }
-        (Reserving, TicketsReserveFailed) => {
-            fail(saga, FailureReason::HoldExpired, vec![Command::RefundPayment])
-        }
-        // Paid: never given up on; asked again until the ticket service
-        // answers (sold, or the hold expired and the money goes back).
-        (Reserving, Timeout) => (
-            saga.clone(),
-            vec![Command::ReserveTickets {
-                ticket_ids: saga.ticket_ids.clone(),
-            }],
-        ),
-        (Reserving, EventCancelled) => fail(
-            saga,
-            FailureReason::EventCancelled,
-            vec![Command::RefundPayment, release()],
-        ),
-
-        (Confirmed, CancelRequested | EventCancelled) => to(saga, Refunding, vec![Command::RefundPayment]),
-        // A refund is keyed by booking: asking again never refunds twice.
-        (Refunding, Timeout) => (saga.clone(), vec![Command::RefundPayment]),
-        (Refunding, PaymentRefunded) => to(
-            saga,
-            Cancelled,
-            vec![release(), Command::Announce(BookingStatus::Cancelled)],
-        ),
-
-        // Money taken for a booking that will not get its seats goes back.
-        (Failed, PaymentSucceeded) => (saga.clone(), vec![Command::RefundPayment]),
-        // Seats that arrive for a failed booking go back.
-        (Failed, TicketsHeld { ticket_ids, .. }) => {
-            (saga.clone(), vec![Command::ReleaseTickets { ticket_ids }])
-        }
-        (Failed, TicketsReserved) => (saga.clone(), vec![release()]),
-
-        _ => unchanged(saga),
+    // Every stage lists every input, with no catch-all: a new stage or
+    // input does not compile until each pair has been decided.
+    match saga.stage {
+        Holding => match input {
+            TicketsHeld { ticket_ids, amount } => {
+                let held = Saga {
+                    stage: Paying,
+                    ticket_ids,
+                    amount: Some(amount),
+                    ..saga.clone()
+                };
+                (held, vec![Command::ProcessPayment { amount }])
+            }
+            TicketsHoldFailed(HoldFailure::SoldOut) => fail(saga, FailureReason::SoldOut, vec![]),
+            TicketsHoldFailed(HoldFailure::NotOnSale) => fail(saga, FailureReason::EventNotOnSale, vec![]),
+            EventCancelled => fail(saga, FailureReason::EventCancelled, vec![]),
+            // No answer in time (the ticket service was down, or the
+            // command was dead-lettered): ask again; a hold is keyed by
+            // booking, so a second ask never holds twice.
+            Timeout => (saga.clone(), vec![Command::HoldTickets]),
+            PaymentSucceeded
+            | PaymentFailed { .. }
+            | TicketsReserved
+            | TicketsReserveFailed
+            | HoldExpired
+            | CancelRequested
+            | PaymentRefunded => unchanged(saga),
+        },
+        Paying => match input {
+            PaymentSucceeded => to(
+                saga,
+                Reserving,
+                vec![Command::ReserveTickets {
+                    ticket_ids: saga.ticket_ids.clone(),
+                }],
+            ),
+            PaymentFailed { declined: true } => fail(saga, FailureReason::PaymentDeclined, vec![release()]),
+            PaymentFailed { declined: false } => fail(saga, FailureReason::PaymentError, vec![release()]),
+            // A payment that still succeeds later is refunded from Failed.
+            HoldExpired => fail(saga, FailureReason::HoldExpired, vec![]),
+            Timeout => fail(saga, FailureReason::PaymentError, vec![release()]),
+            EventCancelled => fail(saga, FailureReason::EventCancelled, vec![release()]),
+            TicketsHeld { .. }
+            | TicketsHoldFailed(_)
+            | TicketsReserved
+            | TicketsReserveFailed
+            | CancelRequested
+            | PaymentRefunded => unchanged(saga),
+        },
+        Reserving => match input {
+            TicketsReserved => to(saga, Confirmed, vec![Command::Announce(BookingStatus::Confirmed)]),
+            TicketsReserveFailed => fail(saga, FailureReason::HoldExpired, vec![Command::RefundPayment]),
+            // Paid: never given up on; asked again until the ticket service
+            // answers (sold, or the hold expired and the money goes back).
+            Timeout => (
+                saga.clone(),
+                vec![Command::ReserveTickets {
+                    ticket_ids: saga.ticket_ids.clone(),
+                }],
+            ),
+            EventCancelled => fail(
+                saga,
+                FailureReason::EventCancelled,
+                vec![Command::RefundPayment, release()],
+            ),
+            TicketsHeld { .. }
+            | TicketsHoldFailed(_)
+            | PaymentSucceeded
+            | PaymentFailed { .. }
+            | HoldExpired
+            | CancelRequested
+            | PaymentRefunded => unchanged(saga),
+        },
+        Confirmed => match input {
+            CancelRequested | EventCancelled => to(saga, Refunding, vec![Command::RefundPayment]),
+            TicketsHeld { .. }
+            | TicketsHoldFailed(_)
+            | PaymentSucceeded
+            | PaymentFailed { .. }
+            | TicketsReserved
+            | TicketsReserveFailed
+            | HoldExpired
+            | Timeout
+            | PaymentRefunded => unchanged(saga),
+        },
+        Refunding => match input {
+            PaymentRefunded => to(
+                saga,
+                Cancelled,
+                vec![release(), Command::Announce(BookingStatus::Cancelled)],
+            ),
+            // A refund is keyed by booking: asking again never refunds twice.
+            Timeout => (saga.clone(), vec![Command::RefundPayment]),
+            TicketsHeld { .. }
+            | TicketsHoldFailed(_)
+            | PaymentSucceeded
+            | PaymentFailed { .. }
+            | TicketsReserved
+            | TicketsReserveFailed
+            | HoldExpired
+            | CancelRequested
+            | EventCancelled => unchanged(saga),
+        },
+        Failed => match input {
+            // Money taken for a booking that will not get its seats goes back.
+            PaymentSucceeded => (saga.clone(), vec![Command::RefundPayment]),
+            // Seats that arrive for a failed booking go back.
+            TicketsHeld { ticket_ids, .. } => (saga.clone(), vec![Command::ReleaseTickets { ticket_ids }]),
+            TicketsReserved => (saga.clone(), vec![release()]),
+            TicketsHoldFailed(_)
+            | PaymentFailed { .. }
+            | TicketsReserveFailed
+            | HoldExpired
+            | Timeout
+            | CancelRequested
+            | EventCancelled
+            | PaymentRefunded => unchanged(saga),
+        },
+        Cancelled => match input {
+            TicketsHeld { .. }
+            | TicketsHoldFailed(_)
+            | PaymentSucceeded
+            | PaymentFailed { .. }
+            | TicketsReserved
+            | TicketsReserveFailed
+            | HoldExpired
+            | Timeout
+            | CancelRequested
+            | EventCancelled
+            | PaymentRefunded => unchanged(saga),
+        },
     }
 }
 

@@ -34,28 +34,21 @@ impl BookingStatus {
     }
 }
 
-/// Why a booking failed (the contract's `failure_reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FailureReason {
-    SoldOut,
-    PaymentDeclined,
-    PaymentError,
-    EventNotOnSale,
-    HoldExpired,
-    EventCancelled,
+crate::listed! {
+    /// Why a booking failed (the contract's `failure_reason`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    pub enum FailureReason {
+        SoldOut,
+        PaymentDeclined,
+        PaymentError,
+        EventNotOnSale,
+        HoldExpired,
+        EventCancelled,
+    }
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 6] = [
-        FailureReason::SoldOut,
-        FailureReason::PaymentDeclined,
-        FailureReason::PaymentError,
-        FailureReason::EventNotOnSale,
-        FailureReason::HoldExpired,
-        FailureReason::EventCancelled,
-    ];
-
     /// The reason the contract spells `s`.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|r| r.as_str() == s)

@@ -104,8 +104,44 @@ macro_rules! message {
 }
 pub(crate) use message;
 
+/// A fieldless enum with its `ALL` list, written once, so that a variant
+/// cannot be added without being listed (the lists drive parsing and the
+/// exhaustive tests of the state machines).
+#[macro_export]
+macro_rules! listed {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every variant, in the order they are declared.
+            pub const ALL: [$name; [$(stringify!($variant)),+].len()] = [$($name::$variant),+];
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_listed_enum_lists_every_variant_in_order() {
+        crate::listed! {
+            #[derive(Debug, Clone, Copy, PartialEq)]
+            enum Light {
+                Red,
+                Amber,
+                Green,
+            }
+        }
+        assert_eq!(Light::ALL, [Light::Red, Light::Amber, Light::Green]);
+    }
+
     use serde_json::json;
     use uuid::Uuid;
 

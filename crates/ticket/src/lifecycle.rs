@@ -6,17 +6,17 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TicketStatus {
-    Available,
-    Held,
-    Sold,
-    Cancelled,
+ticketer_contract::listed! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum TicketStatus {
+        Available,
+        Held,
+        Sold,
+        Cancelled,
+    }
 }
 
 impl TicketStatus {
-    pub const ALL: [TicketStatus; 4] = [Self::Available, Self::Held, Self::Sold, Self::Cancelled];
-
     pub fn as_str(self) -> &'static str {
         match self {
             TicketStatus::Available => "AVAILABLE",
@@ -37,31 +37,22 @@ impl fmt::Display for TicketStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TicketAction {
-    /// A booking takes the ticket for a while.
-    Hold,
-    /// The booking gives it back (payment failed, booking abandoned).
-    Release,
-    /// The hold ran out before the booking completed.
-    Expire,
-    /// The booking paid: the ticket is theirs.
-    Sell,
-    /// The booking was cancelled and refunded: sellable again.
-    Refund,
-    /// The event was cancelled.
-    CancelEvent,
-}
-
-impl TicketAction {
-    pub const ALL: [TicketAction; 6] = [
-        Self::Hold,
-        Self::Release,
-        Self::Expire,
-        Self::Sell,
-        Self::Refund,
-        Self::CancelEvent,
-    ];
+ticketer_contract::listed! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum TicketAction {
+        /// A booking takes the ticket for a while.
+        Hold,
+        /// The booking gives it back (payment failed, booking abandoned).
+        Release,
+        /// The hold ran out before the booking completed.
+        Expire,
+        /// The booking paid: the ticket is theirs.
+        Sell,
+        /// The booking was cancelled and refunded: sellable again.
+        Refund,
+        /// The event was cancelled.
+        CancelEvent,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
