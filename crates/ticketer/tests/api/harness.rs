@@ -313,6 +313,26 @@ impl TestStack {
         }
     }
 
+    /// An anonymous POST that, like a real client, waits and tries again
+    /// while auth answers 503 (its password hashing is busy: the whole
+    /// suite registers users at once on two cores) for up to half a minute.
+    async fn call_patiently(&self, path: &str, body: Value) -> Reply {
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.call(Method::POST, path, None, Some(body.clone())).await;
+            if r.status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > give_up {
+                return r;
+            }
+            let wait = r
+                .headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait.min(5))).await;
+        }
+    }
+
     /// Registers and logs in; returns (user id, access token, refresh token).
     pub async fn user(&self, role: &str) -> (String, String, String) {
         let email = format!(
@@ -321,11 +341,9 @@ impl TestStack {
             uuid::Uuid::new_v4().simple()
         );
         let r = self
-            .call(
-                Method::POST,
+            .call_patiently(
                 "/api/v1/auth/register",
-                None,
-                Some(serde_json::json!({"email": email, "password": "s3cret-pass", "first_name": "Test", "last_name": role, "role": role})),
+                serde_json::json!({"email": email, "password": "s3cret-pass", "first_name": "Test", "last_name": role, "role": role}),
             )
             .await;
         assert_eq!(
@@ -337,11 +355,9 @@ impl TestStack {
         );
         let id = r.text("id");
         let r = self
-            .call(
-                Method::POST,
+            .call_patiently(
                 "/api/v1/auth/login",
-                None,
-                Some(serde_json::json!({"email": email, "password": "s3cret-pass"})),
+                serde_json::json!({"email": email, "password": "s3cret-pass"}),
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}: login: {}", self.label, r.body);
