@@ -1,8 +1,10 @@
 //! The ticket status lifecycle from the contract, as one pure function.
 //!
 //! AVAILABLE -> HELD -> SOLD; HELD -> AVAILABLE when released or when the
-//! hold expires; SOLD -> AVAILABLE when its booking is cancelled and
-//! refunded; anything -> CANCELLED when the event is cancelled.
+//! hold expires; SOLD -> VOID when its booking is cancelled and refunded
+//! (the seat is sold again under a new ticket id: a ticket id is what a
+//! door scanner trusts, so one that was refunded never admits anyone);
+//! anything but VOID -> CANCELLED when the event is cancelled.
 
 use std::fmt;
 
@@ -13,6 +15,8 @@ ticketer_contract::listed! {
         Held,
         Sold,
         Cancelled,
+        /// Sold, then refunded: kept as a record, never valid again.
+        Void,
     }
 }
 
@@ -23,6 +27,7 @@ impl TicketStatus {
             TicketStatus::Held => "HELD",
             TicketStatus::Sold => "SOLD",
             TicketStatus::Cancelled => "CANCELLED",
+            TicketStatus::Void => "VOID",
         }
     }
 
@@ -48,7 +53,8 @@ ticketer_contract::listed! {
         Expire,
         /// The booking paid: the ticket is theirs.
         Sell,
-        /// The booking was cancelled and refunded: sellable again.
+        /// The booking was cancelled and refunded: the seat is sellable again,
+    /// under a new ticket.
         Refund,
         /// The event was cancelled.
         CancelEvent,
@@ -66,11 +72,13 @@ pub fn transition(from: TicketStatus, action: TicketAction) -> Result<TicketStat
     use TicketAction::*;
     use TicketStatus::*;
     match (from, action) {
+        // A refunded ticket stays void whatever happens to its event.
+        (Void, CancelEvent) => Ok(Void),
         (_, CancelEvent) => Ok(Cancelled),
         (Available, Hold) => Ok(Held),
         (Held, Release | Expire) => Ok(Available),
         (Held, Sell) => Ok(Sold),
-        (Sold, Refund) => Ok(Available),
+        (Sold, Refund) => Ok(Void),
         (from, action) => Err(InvalidTransition { from, action }),
     }
 }
@@ -86,11 +94,12 @@ mod tests {
             (Held, Release, Available),
             (Held, Expire, Available),
             (Held, Sell, Sold),
-            (Sold, Refund, Available),
+            (Sold, Refund, Void),
             (Available, CancelEvent, Cancelled),
             (Held, CancelEvent, Cancelled),
             (Sold, CancelEvent, Cancelled),
             (Cancelled, CancelEvent, Cancelled),
+            (Void, CancelEvent, Void),
         ];
         for from in TicketStatus::ALL {
             for action in TicketAction::ALL {
@@ -109,6 +118,10 @@ mod tests {
         assert!(transition(Sold, Hold).is_err());
         assert!(transition(Sold, Sell).is_err());
         assert!(transition(Cancelled, Hold).is_err());
+        assert!(
+            transition(Void, Hold).is_err(),
+            "a refunded ticket is never held again"
+        );
     }
 
     #[test]

@@ -104,7 +104,9 @@ impl EventSale {
     }
 
     /// Moves one ticket through the lifecycle; seats back on sale lose
-    /// their booking and may be held again in this batch.
+    /// their booking and may be held again in this batch (a refunded
+    /// ticket turns void and keeps its booking: its seat is sold again
+    /// under a new ticket).
     fn apply(&mut self, id: &str, action: TicketAction) -> Result<(), InvalidTransition> {
         let seat = self.seats.get_mut(id).expect("a seat the batch knows");
         seat.status = transition(seat.status, action)?;
@@ -221,8 +223,9 @@ impl EventSale {
         Ok(Reserve::Sold(held))
     }
 
-    /// Gives back whatever the booking holds or bought; the ids, none if it
-    /// had nothing (a repeated release).
+    /// Gives back whatever the booking holds or bought (held seats go back
+    /// on sale as they are; bought ones turn void); the ids, none if it had
+    /// nothing (a repeated release).
     pub fn release(&mut self, booking: &str) -> Result<Vec<String>, InvalidTransition> {
         let held = self.of(booking, TicketStatus::Held);
         let sold = self.of(booking, TicketStatus::Sold);
@@ -378,5 +381,32 @@ mod tests {
         assert_eq!(sale.release("a").unwrap().len(), 2);
         assert!(sale.release("a").unwrap().is_empty());
         assert_eq!(sale.counters, Counters::new(3));
+    }
+
+    #[test]
+    fn a_refunded_ticket_turns_void_and_its_seat_sells_under_a_new_id() {
+        let mut sale = EventSale::new(Counters::new(1), vec![]);
+        let mut next = ids();
+        let first = held_seats(sale.hold("a", "c1", 1, LATER, &mut next).unwrap());
+        sale.reserve("a", NOW, true).unwrap();
+        assert_eq!(sale.release("a").unwrap(), first);
+        let second = held_seats(sale.hold("b", "c2", 1, LATER, &mut next).unwrap());
+        assert_ne!(first, second, "a refunded ticket id is never handed out again");
+        let (created, _, counters) = sale.into_writes();
+        let void = created.iter().find(|s| s.ticket_id == first[0]).unwrap();
+        assert_eq!(
+            (void.status, void.booking_id.as_deref()),
+            (TicketStatus::Void, Some("a")),
+            "the void ticket keeps the booking it was sold to"
+        );
+        assert_eq!(
+            counters.unwrap(),
+            Counters {
+                capacity: 1,
+                available: 0,
+                held: 1,
+                sold: 0
+            }
+        );
     }
 }

@@ -145,11 +145,11 @@ pub async fn update(conn: &mut AnyConnection, inv: &Inventory) -> Result<(), DbE
     Ok(())
 }
 
-/// Every ticket of a cancelled event becomes CANCELLED.
+/// Every ticket of a cancelled event becomes CANCELLED (a void one stays void).
 pub async fn cancel_tickets(conn: &mut AnyConnection, event_id: i64) -> Result<u64, DbError> {
     let done = sqlx::query(
         "UPDATE tickets SET status = 'CANCELLED', hold_expires_at = NULL, version = version + 1, updated_at = $2
-         WHERE event_id = $1 AND status <> 'CANCELLED'",
+         WHERE event_id = $1 AND status NOT IN ('CANCELLED', 'VOID')",
     )
     .bind(event_id)
     .bind(time::now())

@@ -127,6 +127,12 @@ async fn buying_and_cancelling(s: &TestStack) {
         "{l}"
     );
     let confirmed = r.text("booking_id");
+    let first_tickets: Vec<String> = r.body["ticket_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
     sold(2).await;
     seats_become(s, event, (3, 1, 0, 2)).await;
 
@@ -246,6 +252,29 @@ async fn buying_and_cancelling(s: &TestStack) {
         StatusCode::CONFLICT,
         "{l}: a failed booking cannot be cancelled"
     );
+
+    // The refunded tickets are void for good (a door scanner must refuse
+    // them), and their seats sell again under new ticket ids.
+    for t in &first_tickets {
+        let r = s
+            .call(Method::GET, &format!("/api/v1/tickets/{t}"), Some(&c1), None)
+            .await;
+        assert_eq!(r.text("status"), "VOID", "{l}: {}", r.body);
+    }
+    let (_, c3, _) = s.user("CUSTOMER").await;
+    let again = book(s, &c3, event, 2, "tok_visa").await;
+    assert_eq!(again.text("status"), "CONFIRMED", "{l}: {}", again.body);
+    let reused: Vec<&Value> = again.body["ticket_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| first_tickets.iter().any(|f| t.as_str() == Some(f.as_str())))
+        .collect();
+    assert!(
+        reused.is_empty(),
+        "{l}: refunded ticket ids sold again: {reused:?}"
+    );
+    seats_become(s, event, (3, 0, 0, 3)).await;
 }
 
 /// Thirty buyers, ten seats, all at once.
