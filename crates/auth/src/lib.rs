@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub use service::AuthService;
 use ticketer_config::{ConfigError, Env, InfraConfig, Service};
 use ticketer_db::Db;
-use ticketer_http::{launch, ServiceApp, ServiceParts, TokenVerifier};
+use ticketer_http::{launch_with, Idempotency, ServiceApp, ServiceParts, TokenVerifier};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -128,7 +128,18 @@ pub async fn build(
         verifier: verifier.clone(),
     };
     let api = routes::router(service.clone());
-    let app = launch("auth", api, ApiDoc::openapi(), parts, infra, listener, shutdown);
+    // Never replayed: a stored answer would be a token pair kept for a day,
+    // and a retried login or refresh must mint its own tokens.
+    let app = launch_with(
+        "auth",
+        api,
+        ApiDoc::openapi(),
+        parts,
+        infra,
+        listener,
+        shutdown,
+        Idempotency::Off,
+    );
     Ok(Auth {
         app,
         service,

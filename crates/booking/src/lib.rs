@@ -17,7 +17,7 @@ pub use service::{BookingService, BookingView};
 pub use store::MIGRATIONS;
 use ticketer_bus::topology::{BOOKING_EVENTS, BOOKING_PAYMENTS, TICKET_OPERATIONS};
 use ticketer_config::InfraConfig;
-use ticketer_http::{launch_with, ServiceApp, ServiceParts};
+use ticketer_http::{launch_with, Idempotency, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -64,7 +64,7 @@ pub async fn build(
         infra,
         listener,
         shutdown,
-        &["/api/v1/bookings"],
+        Idempotency::AllPostsExcept(&["/api/v1/bookings"]),
     );
     Ok(app.with_tasks(tasks))
 }

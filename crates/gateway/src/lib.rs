@@ -99,7 +99,6 @@ pub fn router(gw: Gateway, metrics: Metrics) -> Router {
             verifier: None,
             openapi: None,
             idempotency: None,
-            native_idempotency: &[],
         },
     )
 }

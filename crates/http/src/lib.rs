@@ -18,8 +18,8 @@ pub use json::{parse_json, Json, Query};
 pub use metrics::Metrics;
 pub use pagination::{Page, PageQuery, PageRequest, MAX_PAGE_SIZE};
 pub use server::{
-    assemble, bind, empty_openapi, launch, launch_with, trace_request, Plumbing, ServiceApp, ServiceParts,
-    REQUEST_ID,
+    assemble, bind, empty_openapi, launch, launch_with, trace_request, Idempotency, Plumbing, ServiceApp,
+    ServiceParts, REQUEST_ID,
 };
 
 /// Collects field errors and fails with all of them at once.

@@ -25,11 +25,21 @@ pub struct Plumbing {
     pub readiness: Readiness,
     pub verifier: Option<TokenVerifier>,
     pub openapi: Option<utoipa::openapi::OpenApi>,
-    /// Where `Idempotency-Key` responses are kept; None turns it off.
-    pub idempotency: Option<ticketer_db::Db>,
-    /// POST paths whose handlers keep the key themselves, atomically with
-    /// their effect; the shared middleware leaves them alone.
-    pub native_idempotency: &'static [&'static str],
+    /// Where `Idempotency-Key` responses are kept, and which POSTs honour
+    /// the key through the shared middleware; None turns it off.
+    pub idempotency: Option<(ticketer_db::Db, Idempotency)>,
+}
+
+/// Which POSTs of a service honour `Idempotency-Key` through the shared
+/// middleware.
+#[derive(Debug, Clone, Copy)]
+pub enum Idempotency {
+    /// Every POST but these paths, whose handlers keep the key themselves,
+    /// atomically with their effect.
+    AllPostsExcept(&'static [&'static str]),
+    /// None: a replayed answer would be wrong or would store a secret (auth:
+    /// token pairs, refresh tokens that rotate).
+    Off,
 }
 
 /// Adds `/health/live`, `/health/ready`, `/metrics`, `/openapi.json`, the
@@ -55,11 +65,10 @@ pub fn assemble(api: Router, p: Plumbing) -> Router {
         );
     }
     let api = match p.idempotency {
-        Some(db) => api.layer(from_fn_with_state(
-            (db, p.native_idempotency),
-            crate::idempotency::idempotent,
-        )),
-        None => api,
+        Some((db, Idempotency::AllPostsExcept(native))) => {
+            api.layer(from_fn_with_state((db, native), crate::idempotency::idempotent))
+        }
+        Some((_, Idempotency::Off)) | None => api,
     };
     let mut app = api
         .merge(ops)
@@ -237,11 +246,12 @@ pub fn launch(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> ServiceApp {
-    launch_with(name, api, openapi, parts, infra, listener, shutdown, &[])
+    let every_post = Idempotency::AllPostsExcept(&[]);
+    launch_with(name, api, openapi, parts, infra, listener, shutdown, every_post)
 }
 
-/// [`launch`], for a service some of whose POST routes keep
-/// `Idempotency-Key` themselves (`native_idempotency`).
+/// [`launch`], for a service that handles `Idempotency-Key` otherwise: some
+/// POST routes keep it themselves, or none may honour it.
 #[allow(clippy::too_many_arguments)]
 pub fn launch_with(
     name: &'static str,
@@ -251,7 +261,7 @@ pub fn launch_with(
     infra: &ticketer_config::InfraConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
-    native_idempotency: &'static [&'static str],
+    idempotency: Idempotency,
 ) -> ServiceApp {
     let relay = ticketer_db::OutboxRelay::new(
         parts.db.clone(),
@@ -278,8 +288,7 @@ pub fn launch_with(
             },
             verifier: Some(parts.verifier),
             openapi: Some(openapi),
-            idempotency: Some(parts.db),
-            native_idempotency,
+            idempotency: Some((parts.db, idempotency)),
         },
     );
     ServiceApp::new(name, listener, router, shutdown).with_tasks([relay, janitor])

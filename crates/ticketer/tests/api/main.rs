@@ -7,5 +7,6 @@
 mod bookings;
 mod gateway;
 mod harness;
+mod hostile;
 mod process;
 mod scenario;
