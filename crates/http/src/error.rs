@@ -53,6 +53,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Nothing left to sell (409, problem type `sold-out`).
     #[error("{0}")]
     SoldOut(String),
@@ -84,6 +90,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::SoldOut(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,6 +109,9 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::SoldOut(_) => "sold-out",
             ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::MethodNotAllowed(_) => "method-not-allowed",
+            ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::TooManyRequests { .. } => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Overloaded { .. } => "overloaded",
@@ -172,4 +184,9 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// 404 problem for paths no route matches.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such resource".into())
+}
+
+/// 405 problem for a path that exists, asked with a method it does not take.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this resource does not take that method".into())
 }

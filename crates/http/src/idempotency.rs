@@ -99,7 +99,7 @@ pub async fn idempotent(
     let (parts, body) = req.into_parts();
     let scope = scope(&parts.headers, parts.extensions.get::<TokenVerifier>().cloned()).await;
     let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
-        return ApiError::BadRequest("request body too large".into()).into_response();
+        return ApiError::PayloadTooLarge("the request body is too large".into()).into_response();
     };
     let hash = digest(&[
         parts.method.as_str().as_bytes(),

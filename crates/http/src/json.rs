@@ -20,21 +20,40 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let json_type = req
+        let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|ct| ct.starts_with("application/json") || ct.contains("+json"));
-        if json_type == Some(false) {
-            return Err(ApiError::BadRequest(
+            .map(|v| v.to_str().unwrap_or(""));
+        if content_type.is_some_and(|ct| !is_json(ct)) {
+            return Err(ApiError::UnsupportedMediaType(
                 "expected a JSON body (Content-Type: application/json)".into(),
             ));
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("the request body is too large".into())
+            } else {
+                ApiError::BadRequest(format!("could not read the body: {e}"))
+            }
+        })?;
         parse_json(&bytes).map(Json)
     }
+}
+
+/// Whether a Content-Type names JSON: `application/json` or a
+/// `application/<something>+json` type, parameters (charset) allowed.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .and_then(|sub| sub.strip_suffix("+json"))
+            .is_some_and(|sub| !sub.is_empty() && !sub.contains('/'))
 }
 
 /// Deserializes `bytes`, turning serde's message into a field error.
@@ -96,6 +115,28 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_content_types() {
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/problem+json",
+        ] {
+            assert!(super::is_json(ct), "{ct}");
+        }
+        for ct in [
+            "application/jsonfoo",
+            "text/plain",
+            "application/+json",
+            "application/x/y+json",
+            "",
+            "json",
+        ] {
+            assert!(!super::is_json(ct), "{ct}");
+        }
+    }
+
     use serde::Deserialize;
 
     use super::*;

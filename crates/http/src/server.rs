@@ -4,8 +4,8 @@ use std::{io, net::SocketAddr, time::Instant};
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderName, HeaderValue},
-    middleware::{from_fn_with_state, Next},
+    http::{header, HeaderName, HeaderValue},
+    middleware::{from_fn, from_fn_with_state, Next},
     response::Response,
     routing::get,
     Extension, Router,
@@ -73,11 +73,29 @@ pub fn assemble(api: Router, p: Plumbing) -> Router {
     let mut app = api
         .merge(ops)
         .route_layer(from_fn_with_state(p.metrics, metrics::track))
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
         .fallback(not_found);
     if let Some(verifier) = p.verifier {
         app = app.layer(Extension(verifier));
     }
-    app.layer(from_fn_with_state(p.service, trace_request))
+    app.layer(from_fn(secure_headers))
+        .layer(from_fn_with_state(p.service, trace_request))
+}
+
+/// Headers every answer carries: no content sniffing, never framed by
+/// another site (clickjacking), no referrer leaked to other sites.
+pub async fn secure_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+    ] {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    resp
 }
 
 fn valid_request_id(v: &HeaderValue) -> bool {

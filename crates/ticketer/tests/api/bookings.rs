@@ -287,7 +287,7 @@ async fn buying_and_cancelling(s: &TestStack) {
 }
 
 /// Thirty buyers, ten seats, all at once.
-async fn flash_sale(s: &TestStack) {
+async fn flash_sale_never_oversells(s: &TestStack) {
     let l = s.label;
     let (event, organizer) = event_on_sale_by(s, 10).await;
     let mut buyers = Vec::new();
@@ -319,33 +319,9 @@ async fn flash_sale(s: &TestStack) {
     .await;
 }
 
-#[tokio::test]
-async fn embedded_buying_and_cancelling() {
-    buying_and_cancelling(&TestStack::embedded(&[]).await).await;
-}
+both_backends!(buying_and_cancelling);
 
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_buying_and_cancelling() {
-    let Some(s) = TestStack::production().await else {
-        return;
-    };
-    buying_and_cancelling(&s).await;
-}
-
-#[tokio::test]
-async fn embedded_flash_sale_never_oversells() {
-    flash_sale(&TestStack::embedded(&[]).await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_flash_sale_never_oversells() {
-    let Some(s) = TestStack::production().await else {
-        return;
-    };
-    flash_sale(&s).await;
-}
+both_backends!(flash_sale_never_oversells);
 
 /// The benchmark command's own checks, on a small sale.
 async fn bench_reports_a_clean_sale(s: &TestStack) {
@@ -405,19 +381,7 @@ async fn bench_reports_a_clean_sale(s: &TestStack) {
     );
 }
 
-#[tokio::test]
-async fn embedded_bench_reports_a_clean_sale() {
-    bench_reports_a_clean_sale(&TestStack::embedded(&[]).await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_bench_reports_a_clean_sale() {
-    let Some(s) = TestStack::production().await else {
-        return;
-    };
-    bench_reports_a_clean_sale(&s).await;
-}
+both_backends!(bench_reports_a_clean_sale);
 
 /// Cancelling an event refunds its confirmed bookings; its organizer sees them.
 async fn event_cancellation_refunds(s: &TestStack) {
@@ -492,19 +456,7 @@ async fn event_cancellation_refunds(s: &TestStack) {
     assert_eq!(r.text("failure_reason"), "EVENT_NOT_ON_SALE", "{l}");
 }
 
-#[tokio::test]
-async fn embedded_event_cancellation_refunds() {
-    event_cancellation_refunds(&TestStack::embedded(&[]).await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_event_cancellation_refunds() {
-    let Some(s) = TestStack::production().await else {
-        return;
-    };
-    event_cancellation_refunds(&s).await;
-}
+both_backends!(event_cancellation_refunds);
 
 /// Holds expire and payments fail while buyers keep coming, with the
 /// sold-out refusal on: seats come back and are sold again, and in the end
@@ -650,19 +602,7 @@ const EXPIRING: &[(&str, &str)] = &[
     ("PAYMENT_SANDBOX_DELAY_MS", "1500"),
 ];
 
-#[tokio::test]
-async fn embedded_sale_with_expiring_holds_and_failing_payments() {
-    sale_with_expiring_holds_and_failing_payments(&TestStack::embedded(EXPIRING).await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_sale_with_expiring_holds_and_failing_payments() {
-    let Some(s) = TestStack::production_with(EXPIRING).await else {
-        return;
-    };
-    sale_with_expiring_holds_and_failing_payments(&s).await;
-}
+both_backends!(sale_with_expiring_holds_and_failing_payments, EXPIRING);
 
 /// A retried booking request with the same Idempotency-Key gets the first
 /// booking back and books nothing more; another request under that key is
@@ -741,19 +681,7 @@ async fn idempotent_booking(s: &TestStack) {
     seats_become(s, event, (5, 0, 0, 5)).await;
 }
 
-#[tokio::test]
-async fn embedded_idempotent_booking() {
-    idempotent_booking(&TestStack::embedded(&[]).await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_idempotent_booking() {
-    let Some(s) = TestStack::production().await else {
-        return;
-    };
-    idempotent_booking(&s).await;
-}
+both_backends!(idempotent_booking);
 
 /// A request waiting for its booking is woken by the booking's own
 /// change: with the look-again interval far beyond the wait, the answer
@@ -779,16 +707,4 @@ async fn waiting_requests_are_woken(s: &TestStack) {
 
 const NO_RECHECK: &[(&str, &str)] = &[("BOOKING_WAIT_RECHECK_MS", "600000")];
 
-#[tokio::test]
-async fn embedded_waiting_requests_are_woken() {
-    waiting_requests_are_woken(&TestStack::embedded(NO_RECHECK).await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_waiting_requests_are_woken() {
-    let Some(s) = TestStack::production_with(NO_RECHECK).await else {
-        return;
-    };
-    waiting_requests_are_woken(&s).await;
-}
+both_backends!(waiting_requests_are_woken, NO_RECHECK);

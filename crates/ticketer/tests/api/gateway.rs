@@ -324,16 +324,4 @@ async fn public_reads_are_kept_briefly(s: &TestStack) {
 
 const KEPT: &[(&str, &str)] = &[("GATEWAY_CACHE_TTL_MS", "500")];
 
-#[tokio::test]
-async fn embedded_public_reads_are_kept_briefly() {
-    public_reads_are_kept_briefly(&TestStack::embedded(KEPT).await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_public_reads_are_kept_briefly() {
-    let Some(s) = TestStack::production_with(KEPT).await else {
-        return;
-    };
-    public_reads_are_kept_briefly(&s).await;
-}
+both_backends!(public_reads_are_kept_briefly, KEPT);

@@ -66,16 +66,80 @@ async fn auth_never_replays(s: &TestStack) {
     assert!(again.headers.get("idempotent-replayed").is_none(), "{l}");
 }
 
-#[tokio::test]
-async fn embedded_auth_never_replays() {
-    auth_never_replays(&TestStack::embedded(&[]).await).await;
+/// Every answer is something a client can act on: the right status as
+/// problem+json for a wrong method, a body that is not JSON and a body too
+/// large; and every answer carries the headers that keep a browser safe.
+async fn careless_requests_get_problems(s: &TestStack) {
+    let l = s.label;
+    let is_problem = |r: &crate::harness::Reply| {
+        r.headers
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap_or("") == "application/problem+json")
+    };
+    for path in ["/api/v1/events", "/api/v1/no-such-thing"] {
+        let r = s.call(Method::GET, path, None, None).await;
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+        ] {
+            assert_eq!(
+                r.headers.get(name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{l}: {name} on {path}"
+            );
+        }
+    }
+
+    let (_, token, _) = s.user("CUSTOMER").await;
+    let r = s
+        .call(Method::DELETE, "/api/v1/bookings", Some(&token), None)
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{l}: {}", r.body);
+    assert!(is_problem(&r), "{l}: 405 as problem+json: {:?}", r.headers);
+
+    let body = json!({"event_id": 1, "number_of_tickets": 1, "payment_token": "tok_visa"});
+    for content_type in ["application/jsonfoo", "text/plain"] {
+        let r = s
+            .call_with(
+                Method::POST,
+                "/api/v1/bookings",
+                Some(&token),
+                Some(body.clone()),
+                &[("content-type", content_type)],
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{l}: {content_type}: {}",
+            r.body
+        );
+        assert!(is_problem(&r), "{l}: 415 as problem+json");
+    }
+    let r = s
+        .call_with(
+            Method::POST,
+            "/api/v1/bookings",
+            Some(&token),
+            Some(body.clone()),
+            &[("content-type", "application/json; charset=utf-8")],
+        )
+        .await;
+    assert_ne!(
+        r.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{l}: JSON with a charset is JSON"
+    );
+
+    let huge = json!({"event_id": 1, "number_of_tickets": 1, "payment_token": "x".repeat(3 * 1024 * 1024)});
+    let r = s
+        .call(Method::POST, "/api/v1/bookings", Some(&token), Some(huge))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{l}: {}", r.body);
+    assert!(is_problem(&r), "{l}: 413 as problem+json");
 }
 
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_auth_never_replays() {
-    let Some(s) = TestStack::production().await else {
-        return;
-    };
-    auth_never_replays(&s).await;
-}
+both_backends!(careless_requests_get_problems);
+
+both_backends!(auth_never_replays);
