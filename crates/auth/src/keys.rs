@@ -135,6 +135,7 @@ mod tests {
             iat: now,
             exp: now + exp_offset,
             iss: "ticketer-auth".into(),
+            nbf: None,
         }
     }
 

@@ -60,6 +60,7 @@ impl AuthService {
                     iat: issued,
                     exp: issued + self.access_ttl.as_secs() as i64,
                     iss: self.issuer.clone(),
+                    nbf: Some(issued),
                 };
                 Provisioned {
                     id,

@@ -142,6 +142,7 @@ impl AuthService {
             iat: now.timestamp(),
             exp: now.timestamp() + self.access_ttl.as_secs() as i64,
             iss: self.issuer.clone(),
+            nbf: Some(now.timestamp()),
         };
         let refresh = new_refresh_token();
         let refresh_expiry =

@@ -111,6 +111,7 @@ async fn an_unanswered_hold_is_asked_again_and_an_unanswered_payment_times_out()
         iat: now,
         exp: now + 300,
         iss: "ticketer-auth".into(),
+        nbf: None,
     });
     let http = reqwest::Client::new();
     let created: Value = http

@@ -27,6 +27,9 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
+    /// Not valid before this time, when set (checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,23 @@ pub enum TokenError {
     NoKeyId,
     #[error("could not fetch signing keys: {0}")]
     KeysUnavailable(String),
+}
+
+impl TokenError {
+    /// Why the token was refused, in words a client can act on: log in
+    /// again (expired), wait (not valid yet), or get a real token.
+    pub fn reason(&self) -> &'static str {
+        use jsonwebtoken::errors::ErrorKind;
+        match self {
+            TokenError::Invalid(e) => match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::ImmatureSignature => "the token is not valid yet",
+                _ => "the token is invalid",
+            },
+            TokenError::UnknownKey | TokenError::NoKeyId => "the token is invalid",
+            TokenError::KeysUnavailable(_) => "token validation is unavailable",
+        }
+    }
 }
 
 enum KeySource {
@@ -146,6 +166,7 @@ impl TokenVerifier {
         };
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_issuer(&[&self.inner.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         Ok(jsonwebtoken::decode::<Claims>(token, &key, &validation)?.claims)
@@ -209,7 +230,12 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
                 tracing::error!(error = %msg, "cannot validate tokens");
                 ApiError::Unavailable("token validation is unavailable".into())
             }
-            other => ApiError::Unauthorized(other.to_string()),
+            other => {
+                // The library's words stay in the log; the client gets
+                // what it can act on.
+                tracing::debug!(error = %other, "token refused");
+                ApiError::Unauthorized(other.reason().into())
+            }
         })?;
         let id = Uuid::parse_str(&claims.sub)
             .map_err(|_| ApiError::Unauthorized("invalid token subject".into()))?;

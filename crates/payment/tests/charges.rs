@@ -152,6 +152,7 @@ impl Rig {
             iat: now,
             exp: now + 300,
             iss: "ticketer-auth".into(),
+            nbf: None,
         });
         let r = reqwest::Client::new()
             .get(format!("{}/api/v1/payments/booking/{booking}", self.base))

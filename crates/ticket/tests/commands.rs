@@ -170,6 +170,7 @@ impl Rig {
             iat: now,
             exp: now + 300,
             iss: "ticketer-auth".into(),
+            nbf: None,
         })
     }
 

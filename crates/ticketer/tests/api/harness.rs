@@ -366,16 +366,25 @@ impl TestStack {
 
     /// A token signed with the real key, with claims of our choosing.
     pub fn forge(&self, sub: &str, roles: Vec<Role>, exp_offset_secs: i64) -> String {
+        self.forge_with(sub, roles, |c| c.exp = c.iat + 3600 + exp_offset_secs)
+    }
+
+    /// [`Self::forge`] with any claim changed by `tweak` (issued an hour
+    /// ago, valid for an hour from now, unless tweaked).
+    pub fn forge_with(&self, sub: &str, roles: Vec<Role>, tweak: impl FnOnce(&mut Claims)) -> String {
         let key = SigningKey::from_pem(&std::fs::read_to_string(&self.key_file).unwrap()).unwrap();
         let now = chrono::Utc::now().timestamp();
-        key.sign(&Claims {
+        let mut claims = Claims {
             sub: sub.to_string(),
             email: "forged@example.com".into(),
             roles,
             iat: now - 3600,
-            exp: now + exp_offset_secs,
+            exp: now + 3600,
             iss: "ticketer-auth".into(),
-        })
+            nbf: None,
+        };
+        tweak(&mut claims);
+        key.sign(&claims)
     }
 }
 

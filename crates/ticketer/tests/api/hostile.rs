@@ -4,6 +4,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use ticketer_http::Role;
+
 use crate::harness::TestStack;
 
 /// Auth never honours Idempotency-Key: a retried login mints its own
@@ -140,6 +142,42 @@ async fn careless_requests_get_problems(s: &TestStack) {
     assert!(is_problem(&r), "{l}: 413 as problem+json");
 }
 
+/// A refused token is refused in words a client can act on, never the
+/// token library's: expired, not valid yet (`nbf` is honoured), or invalid.
+async fn refused_tokens_say_why(s: &TestStack) {
+    let l = s.label;
+    let (id, token, _) = s.user("CUSTOMER").await;
+    let roles = vec![Role::Customer];
+    let now = chrono::Utc::now().timestamp();
+    // One character inside the signature changed (not the last, whose low
+    // bits are padding).
+    let at = token.len() - 10;
+    let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
+    for (token, detail) in [
+        (token.clone(), None),
+        (s.forge(&id, roles.clone(), -1), Some("the token has expired")),
+        (
+            s.forge_with(&id, roles.clone(), |c| c.nbf = Some(now + 600)),
+            Some("the token is not valid yet"),
+        ),
+        (tampered, Some("the token is invalid")),
+        ("not.a.token".to_string(), Some("the token is invalid")),
+    ] {
+        let r = s
+            .call(Method::GET, "/api/v1/bookings/mine", Some(&token), None)
+            .await;
+        match detail {
+            None => assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body),
+            Some(detail) => {
+                assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}: {}", r.body);
+                assert_eq!(r.text("detail"), detail, "{l}");
+            }
+        }
+    }
+}
+
 both_backends!(careless_requests_get_problems);
+both_backends!(refused_tokens_say_why);
 
 both_backends!(auth_never_replays);

@@ -244,6 +244,7 @@ async fn killed_between_commit_and_publish_loses_nothing() {
         iat: now,
         exp: now + 600,
         iss: "ticketer-auth".into(),
+        nbf: None,
     });
 
     let data = tempfile::tempdir().unwrap();
