@@ -61,7 +61,7 @@ impl SigningKey {
         };
         if !path.exists() {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
+                ticketer_db::private_dir(dir).map_err(io)?;
             }
             write_private(path, &Self::generate_pem()).map_err(io)?;
             tracing::info!(path = %path.display(), "generated a new token signing key");

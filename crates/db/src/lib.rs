@@ -104,10 +104,16 @@ impl Db {
             }
             Dialect::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)?;
-                if let Some(dir) = opts.get_filename().parent() {
+                // Password hashes and stored tokens live here: the owner's
+                // alone (SQLite gives its WAL files the database's mode).
+                let file = opts.get_filename();
+                if let Some(dir) = file.parent() {
                     if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+                        private_dir(dir).map_err(sqlx::Error::Io)?;
                     }
+                }
+                if file != std::path::Path::new(":memory:") {
+                    private_file(file).map_err(sqlx::Error::Io)?;
                 }
                 // Create the file and switch it to WAL once; WAL is persistent.
                 let mut conn = opts
@@ -219,6 +225,33 @@ pub fn value_rows(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
+/// Creates `dir` (and its parents) readable by the owner only (0700) if it
+/// does not exist; a directory that exists is left as its owner set it.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates `file` empty and readable by the owner only (0600) if it does
+/// not exist (an empty file is an empty SQLite database).
+pub fn private_file(file: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// True when `err` is a unique-constraint violation (e.g. a duplicate email).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error().is_some_and(|e| e.is_unique_violation())
@@ -241,6 +274,28 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sqlite_files_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("ticketer-perm-{}", uuid::Uuid::new_v4().simple()));
+        let dir = root.join("data");
+        let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("auth.db").display()), 2)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for file in ["auth.db", "auth.db-wal"] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+        db.close().await;
+        std::fs::remove_dir_all(root).unwrap();
+    }
 
     #[test]
     fn redacts_passwords() {
