@@ -13,6 +13,7 @@ pub fn parse_email(raw: &str) -> Result<String, String> {
     let email = raw.trim().to_lowercase();
     let ok = email.len() <= 254
         && !email.chars().any(char::is_whitespace)
+        && ticketer_http::forbidden_char(&email, false).is_none()
         && match email.split_once('@') {
             Some((local, domain)) => {
                 !local.is_empty()
@@ -43,7 +44,9 @@ pub fn check_password(password: &str) -> Result<(), String> {
 
 pub fn parse_name(raw: &str) -> Result<String, String> {
     let name = raw.trim();
-    if name.is_empty() {
+    if ticketer_http::forbidden_char(name, false).is_some() {
+        Err(ticketer_http::FORBIDDEN_CHAR.into())
+    } else if name.is_empty() {
         Err("must not be empty".into())
     } else if name.chars().count() > MAX_NAME {
         Err(format!("must be at most {MAX_NAME} characters"))

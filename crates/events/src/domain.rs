@@ -125,7 +125,11 @@ impl Patch {
 
 fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize, required: bool) -> String {
     let v = value.trim();
-    if required && v.is_empty() {
+    // Only the description may run over several lines.
+    let multiline = field == "description";
+    if ticketer_http::forbidden_char(v, multiline).is_some() {
+        errors.push(FieldError::new(field, ticketer_http::FORBIDDEN_CHAR));
+    } else if required && v.is_empty() {
         errors.push(FieldError::new(field, "must not be empty"));
     } else if v.chars().count() > max {
         errors.push(FieldError::new(
@@ -271,6 +275,9 @@ mod tests {
 
     #[test]
     fn a_good_event_validates() {
+        let mut r = raw();
+        r.description = "Talks\nand a party\n".into();
+        validate(&r, today(), true).expect("a description may run over several lines");
         let d = validate(&raw(), today(), true).unwrap();
         assert_eq!(d.currency, "EUR");
         assert_eq!(d.ticket_price.minor(), 2550);
@@ -291,6 +298,10 @@ mod tests {
             (|r| r.ticket_capacity = 0, "ticket_capacity"),
             (|r| r.ticket_capacity = MAX_CAPACITY + 1, "ticket_capacity"),
             (|r| r.currency = "EURO".into(), "currency"),
+            (|r| r.event_name = "Free\u{0}gig".into(), "event_name"),
+            (|r| r.location = "Hall \u{202E}A".into(), "location"),
+            (|r| r.category = "Mu\nsic".into(), "category"),
+            (|r| r.description = "Doors\u{1b}[2J".into(), "description"),
         ];
         for (mutate, field) in cases {
             let mut r = raw();

@@ -177,7 +177,32 @@ async fn refused_tokens_say_why(s: &TestStack) {
     }
 }
 
+/// Names and emails that would display as something else (a text-direction
+/// override) or carry control characters are refused, naming the field.
+async fn deceptive_text_is_refused(s: &TestStack) {
+    let l = s.label;
+    let email = format!("who-{}@example.com", uuid::Uuid::new_v4().simple());
+    for (first, last, field) in [
+        ("Eve\u{202E}nimda", "Smith", "first_name"),
+        ("Eve", "Sm\u{0}ith", "last_name"),
+        ("Eve", "Smith\u{1b}[2J", "last_name"),
+    ] {
+        let body = json!({"email": email, "password": "a-careless-client-9", "first_name": first, "last_name": last});
+        let r = s
+            .call(Method::POST, "/api/v1/auth/register", None, Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}: {}", r.body);
+        assert_eq!(r.error_fields(), [field], "{l}");
+    }
+    let body = json!({"email": format!("e\u{7}{email}"), "password": "a-careless-client-9", "first_name": "Eve", "last_name": "Smith"});
+    let r = s
+        .call(Method::POST, "/api/v1/auth/register", None, Some(body))
+        .await;
+    assert_eq!(r.error_fields(), ["email"], "{l}: {}", r.body);
+}
+
 both_backends!(careless_requests_get_problems);
+both_backends!(deceptive_text_is_refused);
 both_backends!(refused_tokens_say_why);
 
 both_backends!(auth_never_replays);
