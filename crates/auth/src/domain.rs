@@ -31,15 +31,125 @@ pub fn parse_email(raw: &str) -> Result<String, String> {
     }
 }
 
-pub fn check_password(password: &str) -> Result<(), String> {
+/// Passwords attackers try first (from published lists of the most used
+/// and most breached passwords), the ones long enough to pass the length
+/// rule; compared ignoring case.
+const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "password1234",
+    "passw0rd",
+    "p@ssw0rd",
+    "p@ssword",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "12345678910",
+    "87654321",
+    "987654321",
+    "11111111",
+    "00000000",
+    "88888888",
+    "99999999",
+    "12121212",
+    "12341234",
+    "11223344",
+    "123123123",
+    "123456789a",
+    "1q2w3e4r",
+    "1q2w3e4r5t",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "qwertyuiop",
+    "qwerty123",
+    "qwerty1234",
+    "qwer1234",
+    "asdfghjkl",
+    "asdf1234",
+    "zxcvbnm1",
+    "abcd1234",
+    "abc12345",
+    "iloveyou",
+    "iloveyou1",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "basketball",
+    "trustno1",
+    "superman",
+    "starwars",
+    "computer",
+    "michelle",
+    "jennifer",
+    "whatever",
+    "welcome1",
+    "welcome123",
+    "letmein1",
+    "letmein123",
+    "admin123",
+    "administrator",
+    "changeme",
+    "default1",
+    "football1",
+    "master123",
+    "monkey123",
+    "dragon123",
+    "shadow123",
+    "sunshine1",
+    "charlie1",
+    "liverpool",
+    "chocolate",
+    "butterfly",
+    "mercedes",
+    "samsung1",
+    "internet",
+    "qwertyui",
+    "1234qwer",
+    "q1w2e3r4",
+    "q1w2e3r4t5",
+    "aa123456",
+    "a1234567",
+    "a12345678",
+    "test1234",
+    "testtest",
+    "secret123",
+    "ticketer",
+    "ticketer1",
+    "ticketer123",
+];
+
+/// A password by NIST SP 800-63B's rules: long enough, not one that is
+/// tried first, not the account's own email, nothing unprintable.
+pub fn check_password(password: &str, email: &str) -> Result<(), String> {
     let n = password.chars().count();
+    let lower = password.to_lowercase();
+    let email = email.trim().to_lowercase();
+    let local = email.split('@').next().unwrap_or("");
     if n < MIN_PASSWORD {
         Err(format!("must be at least {MIN_PASSWORD} characters"))
     } else if password.len() > MAX_PASSWORD {
         Err(format!("must be at most {MAX_PASSWORD} bytes"))
+    } else if ticketer_http::forbidden_char(password, false).is_some() {
+        Err("must not contain control characters".into())
+    } else if COMMON_PASSWORDS.contains(&lower.as_str()) || is_run(&lower) {
+        Err("is too easy to guess: it is one of the passwords tried first".into())
+    } else if lower == email || (!local.is_empty() && lower == local) {
+        Err("must not be your email address".into())
     } else {
         Ok(())
     }
+}
+
+/// One character repeated, or a straight run up or down ("aaaaaaaa",
+/// "12345678", "hgfedcba").
+fn is_run(s: &str) -> bool {
+    let cs: Vec<u32> = s.chars().map(|c| c as u32).collect();
+    [0i64, 1, -1]
+        .iter()
+        .any(|step| cs.windows(2).all(|w| i64::from(w[1]) - i64::from(w[0]) == *step))
 }
 
 pub fn parse_name(raw: &str) -> Result<String, String> {
@@ -87,7 +197,10 @@ pub fn validate_registration(
         }
     };
     let email = field("email", parse_email(email));
-    field("password", check_password(password).map(|_| String::new()));
+    field(
+        "password",
+        check_password(password, &email).map(|_| String::new()),
+    );
     let first_name = field("first_name", parse_name(first_name));
     let last_name = field("last_name", parse_name(last_name));
     let role = match self_assignable(role.unwrap_or(Role::Customer)) {
@@ -154,9 +267,33 @@ mod tests {
 
     #[test]
     fn passwords() {
-        assert!(check_password("1234567").is_err());
-        assert!(check_password("12345678").is_ok());
-        assert!(check_password(&"x".repeat(MAX_PASSWORD + 1)).is_err());
+        let email = "ada@example.com";
+        assert!(check_password("1234567", email).is_err());
+        assert!(check_password("correct horse battery", email).is_ok());
+        assert!(check_password(&"x".repeat(MAX_PASSWORD + 1), email).is_err());
+        for guessable in [
+            "12345678",
+            "password",
+            "PassWord1",
+            "qwertyuiop",
+            "        ",
+            "aaaaaaaaaa",
+            "abcdefgh",
+            "98765432",
+            "iloveyou",
+            "\0\0\0\0\0\0\0\0",
+            "pass\u{7}word-long",
+            "ada@example.com",
+            "ADA@example.com",
+            "adaadaada@x.io",
+        ] {
+            let owner = if guessable.contains("adaada") {
+                "adaadaada@x.io"
+            } else {
+                email
+            };
+            assert!(check_password(guessable, owner).is_err(), "{guessable:?}");
+        }
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct UpdateMeRequest {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub password: Option<String>,
+    /// Required with `password`: the password being replaced.
+    pub current_password: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -154,7 +156,13 @@ async fn update_me(
     Json(req): Json<UpdateMeRequest>,
 ) -> ApiResult<axum::Json<UserResponse>> {
     let updated = svc
-        .update_me(user.id, req.first_name, req.last_name, req.password)
+        .update_me(
+            user.id,
+            req.first_name,
+            req.last_name,
+            req.password,
+            req.current_password,
+        )
         .await?;
     Ok(axum::Json(updated.into()))
 }

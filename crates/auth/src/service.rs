@@ -213,15 +213,20 @@ impl AuthService {
             .ok_or(AuthError::UserNotFound)
     }
 
+    /// Edits the caller's profile. A new password needs the current one
+    /// (a stolen access token alone must not become the account) and ends
+    /// every other session.
     pub async fn update_me(
         &self,
         id: Uuid,
         first_name: Option<String>,
         last_name: Option<String>,
         password: Option<String>,
+        current_password: Option<String>,
     ) -> Result<User, AuthError> {
+        let me = self.user(id).await?;
         let mut errors = Vec::new();
-        let mut check = |field: &str, v: Option<String>, f: fn(&str) -> Result<String, String>| {
+        let mut check = |field: &str, v: Option<String>, f: &dyn Fn(&str) -> Result<String, String>| {
             v.and_then(|v| match f(&v) {
                 Ok(v) => Some(v),
                 Err(m) => {
@@ -230,13 +235,32 @@ impl AuthService {
                 }
             })
         };
-        let first = check("first_name", first_name, domain::parse_name);
-        let last = check("last_name", last_name, domain::parse_name);
-        let pw = check("password", password, |p| {
-            domain::check_password(p).map(|_| p.to_string())
+        let first = check("first_name", first_name, &domain::parse_name);
+        let last = check("last_name", last_name, &domain::parse_name);
+        let wants_new_password = password.is_some();
+        let pw = check("password", password, &|p| {
+            domain::check_password(p, &me.email).map(|_| p.to_string())
         });
+        if wants_new_password && current_password.is_none() {
+            errors.push(ticketer_http::FieldError::new(
+                "current_password",
+                "is required to change the password",
+            ));
+        }
         if !errors.is_empty() {
             return Err(AuthError::Invalid(errors));
+        }
+        if let (Some(_), Some(current)) = (&pw, current_password) {
+            let matches = self
+                .hasher
+                .verify(current, Some(me.password_hash.clone()))
+                .await?;
+            if !matches {
+                return Err(AuthError::Invalid(vec![ticketer_http::FieldError::new(
+                    "current_password",
+                    "is not your current password",
+                )]));
+            }
         }
         let hash = match pw {
             Some(p) => Some(self.hasher.hash(p).await?),
@@ -279,7 +303,7 @@ impl AuthService {
     pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<User, AuthError> {
         let email = domain::parse_email(email)
             .map_err(|m| AuthError::Invalid(vec![ticketer_http::FieldError::new("email", m)]))?;
-        domain::check_password(password)
+        domain::check_password(password, &email)
             .map_err(|m| AuthError::Invalid(vec![ticketer_http::FieldError::new("password", m)]))?;
         if let Some(user) = store::user_by_email(&self.db, &email).await? {
             return self.grant(user.id, Role::Admin).await;

@@ -178,7 +178,8 @@ async fn refused_tokens_say_why(s: &TestStack) {
 }
 
 /// Names and emails that would display as something else (a text-direction
-/// override) or carry control characters are refused, naming the field.
+/// override) or carry control characters are refused, naming the field;
+/// so are passwords that are guessed first.
 async fn deceptive_text_is_refused(s: &TestStack) {
     let l = s.label;
     let email = format!("who-{}@example.com", uuid::Uuid::new_v4().simple());

@@ -604,14 +604,19 @@ async fn roles_and_profile(s: &TestStack) {
         )
         .await;
     assert_eq!(r.error_fields(), ["first_name"], "{l}");
-    let r = s
-        .call(
-            Method::PATCH,
-            "/api/v1/auth/me",
-            Some(&token),
-            Some(json!({"first_name": "Grace", "password": "brand-new-pass"})),
-        )
-        .await;
+    // A stolen access token alone cannot take the account: a new password
+    // needs the current one, and a guessable one is refused.
+    let patch = |body: serde_json::Value| s.call(Method::PATCH, "/api/v1/auth/me", Some(&token), Some(body));
+    let r = patch(json!({"password": "brand-new-pass"})).await;
+    assert_eq!(r.error_fields(), ["current_password"], "{l}: {}", r.body);
+    let r = patch(json!({"password": "brand-new-pass", "current_password": "not-it-at-all"})).await;
+    assert_eq!(r.error_fields(), ["current_password"], "{l}: {}", r.body);
+    let r = patch(json!({"password": "password123", "current_password": "s3cret-pass"})).await;
+    assert_eq!(r.error_fields(), ["password"], "{l}: {}", r.body);
+    let r = patch(
+        json!({"first_name": "Grace", "password": "brand-new-pass", "current_password": "s3cret-pass"}),
+    )
+    .await;
     assert_eq!(
         (r.status, r.text("first_name")),
         (StatusCode::OK, "Grace".into()),
