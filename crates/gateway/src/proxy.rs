@@ -55,7 +55,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
+/// The largest request body any service takes (axum's default limit,
+/// which every service keeps): a larger one is refused here, before it
+/// travels, as the client's error (413) rather than half-sent upstream and
+/// reported as an upstream failure.
+const MAX_BODY_BYTES: u64 = 2 * 1024 * 1024;
+
 pub async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return ApiError::PayloadTooLarge("the request body is too large".into()).into_response();
+    }
     let path = req.uri().path();
     let segment = path
         .strip_prefix("/api/v1/")
