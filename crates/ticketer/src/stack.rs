@@ -20,9 +20,38 @@ pub enum Ports {
     Ephemeral,
 }
 
-async fn listener(env: &Env, svc: Service, ports: Ports) -> anyhow::Result<TcpListener> {
+/// Whether a service runs beside the gateway in one process (`ticketer
+/// dev`) or on its own (`ticketer serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    InProcess,
+    OnItsOwn,
+}
+
+/// Where a service listens: `<PREFIX>HOST`, else `HOST`, else all
+/// interfaces. In one process the backends are only ever called by the
+/// gateway beside them, so they listen on loopback unless their own
+/// `<PREFIX>HOST` says otherwise: nobody skips the gateway's rate limit,
+/// address filter and CORS by calling a backend's port.
+fn host_for(env: &Env, svc: Service, placement: Placement) -> String {
     let env = env.for_service(svc);
-    let host = env.shared("HOST").unwrap_or_else(|| "0.0.0.0".into());
+    let private = placement == Placement::InProcess && svc != Service::Gateway;
+    let host = if private {
+        env.get("HOST")
+    } else {
+        env.shared("HOST")
+    };
+    host.unwrap_or_else(|| if private { "127.0.0.1" } else { "0.0.0.0" }.into())
+}
+
+async fn listener(
+    env: &Env,
+    svc: Service,
+    ports: Ports,
+    placement: Placement,
+) -> anyhow::Result<TcpListener> {
+    let host = host_for(env, svc, placement);
+    let env = env.for_service(svc);
     let port = match ports {
         Ports::Contract => env.parse_or("PORT", svc.default_port())?,
         Ports::Ephemeral => 0,
@@ -85,7 +114,7 @@ pub async fn build_all(
         &auth_infra,
         connect_db(&auth_infra).await?,
         bus.clone(),
-        listener(env, Service::Auth, ports).await?,
+        listener(env, Service::Auth, ports, Placement::InProcess).await?,
         shutdown.clone(),
     )
     .await?;
@@ -104,7 +133,7 @@ pub async fn build_all(
             svc,
             &infra,
             parts,
-            listener(env, svc, ports).await?,
+            listener(env, svc, ports, Placement::InProcess).await?,
             shutdown.clone(),
         )
         .await
@@ -127,7 +156,7 @@ pub async fn build_all(
         gw,
         cache,
         verifier,
-        listener(env, Service::Gateway, ports).await?,
+        listener(env, Service::Gateway, ports, Placement::InProcess).await?,
         shutdown,
     )?;
     apps.insert(0, gateway);
@@ -152,7 +181,7 @@ pub async fn build_one(
         .await
         .context("connecting to the cache")?;
     let remote_verifier = || TokenVerifier::from_jwks_url(&infra.jwt_issuer, &infra.jwks_url);
-    let listener = listener(env, svc, Ports::Contract).await?;
+    let listener = listener(env, svc, Ports::Contract, Placement::OnItsOwn).await?;
     match svc {
         Service::Gateway => {
             let config = ticketer_gateway::GatewayConfig::from_env(env)?;
@@ -227,5 +256,35 @@ pub fn migrations(svc: Service) -> &'static [ticketer_db::Migration] {
         Service::Payment => ticketer_payment::MIGRATIONS,
         Service::Notification => ticketer_notification::MIGRATIONS,
         Service::Gateway => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Env {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Env::from_map(Service::Gateway, vars)
+    }
+
+    #[test]
+    fn in_one_process_only_the_gateway_listens_beyond_loopback() {
+        let e = env(&[("HOST", "0.0.0.0")]);
+        assert_eq!(host_for(&e, Service::Gateway, Placement::InProcess), "0.0.0.0");
+        for svc in Service::BACKENDS {
+            assert_eq!(host_for(&e, svc, Placement::InProcess), "127.0.0.1", "{svc}");
+            assert_eq!(host_for(&e, svc, Placement::OnItsOwn), "0.0.0.0", "{svc}");
+        }
+        // A backend's own setting is the operator's explicit choice.
+        let e = env(&[("HOST", "0.0.0.0"), ("EVENTS_HOST", "10.0.0.5")]);
+        assert_eq!(host_for(&e, Service::Events, Placement::InProcess), "10.0.0.5");
+        assert_eq!(
+            host_for(&env(&[]), Service::Gateway, Placement::InProcess),
+            "0.0.0.0"
+        );
     }
 }
