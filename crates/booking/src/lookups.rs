@@ -67,6 +67,36 @@ pub fn start_by_id(db: Db) -> ById {
     })
 }
 
+/// The seats-for-sale figure of an event as the ticket service last
+/// published it to the cache; None when unknown (no figure, cache down).
+pub type Figures = Batcher<i64, Option<i64>>;
+
+/// Starts the figure reads: requests arriving together for the same event
+/// share one cache read, and nothing is kept between batches, so a figure
+/// is never older than the cache's own.
+pub fn start_figures(cache: ticketer_cache::Cache) -> Figures {
+    Batcher::start(PER_STATEMENT, move |events: Vec<i64>| {
+        let cache = cache.clone();
+        async move {
+            let mut distinct = events.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let mut read = HashMap::with_capacity(distinct.len());
+            for event in distinct {
+                let figure = match cache.get(&ticketer_cache::figures::availability(event)).await {
+                    Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "availability figure unreadable; asking the saga");
+                        None
+                    }
+                };
+                read.insert(event, figure);
+            }
+            events.iter().map(|e| read[e]).collect()
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use ticketer_db::testing::TestDatabase;
@@ -116,6 +146,27 @@ mod tests {
                 }
                 None => assert!(n % 2 == 1 || key == "other"),
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn figures_read_together_are_read_once_and_each_asker_gets_its_own() {
+        let cache = ticketer_cache::Cache::memory();
+        cache
+            .set(&ticketer_cache::figures::availability(1), "7", None)
+            .await
+            .unwrap();
+        let figures = start_figures(cache);
+        let asked: Vec<_> = [1, 2, 1, 1, 2]
+            .into_iter()
+            .map(|e| {
+                let figures = figures.clone();
+                tokio::spawn(async move { (e, figures.ask(e).await.unwrap()) })
+            })
+            .collect();
+        for a in asked {
+            let (event, figure) = a.await.unwrap();
+            assert_eq!(figure, if event == 1 { Some(7) } else { None });
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ticketer_cache::{figures, Cache};
+use ticketer_cache::Cache;
 
 use serde::Deserialize;
 use ticketer_db::{Db, DbError};
@@ -25,14 +25,15 @@ pub struct BookingService {
     pub(crate) db: Db,
     pub(crate) max_tickets: i64,
     pub(crate) timeouts: Timeouts,
-    /// Where the ticket service keeps each event's seats for sale.
-    pub(crate) cache: Option<Cache>,
     pub(crate) waiters: Waiters,
     /// How often a waiting request looks again without being woken.
     pub(crate) recheck: Duration,
     pub(crate) keys: KeyLookups,
     pub(crate) creations: Creations,
     pub(crate) by_id: lookups::ById,
+    /// Reads of the ticket service's seats-for-sale figures, shared by
+    /// requests that arrive together.
+    pub(crate) figures: Option<lookups::Figures>,
 }
 
 /// The public view of a booking (CONTRACT.md), also what its
@@ -93,10 +94,10 @@ impl BookingService {
             keys: lookups::start(db.clone()),
             creations: creations::start(db.clone(), timeouts),
             by_id: lookups::start_by_id(db.clone()),
+            figures: cache.map(lookups::start_figures),
             db,
             max_tickets,
             timeouts,
-            cache,
             waiters: Waiters::default(),
             recheck: crate::waiters::RECHECK,
         }
@@ -106,17 +107,10 @@ impl BookingService {
     /// seats are left. Unknown (no figure, cache down) is not sold out: the
     /// saga then asks the ticket service, which decides either way.
     async fn known_sold_out(&self, event_id: i64, n: i64) -> bool {
-        let Some(cache) = &self.cache else {
+        let Some(figures) = &self.figures else {
             return false;
         };
-        match cache.get(&figures::availability(event_id)).await {
-            Ok(Some(v)) => v.parse::<i64>().is_ok_and(|available| available < n),
-            Ok(None) => false,
-            Err(e) => {
-                tracing::debug!(error = %e, "availability figure unreadable; asking the saga");
-                false
-            }
-        }
+        matches!(figures.ask(event_id).await, Ok(Some(available)) if available < n)
     }
 
     /// The booking this customer made with `key`, if the request matches.
