@@ -8,6 +8,20 @@ use std::fmt::Write;
 /// architecture Ticketer runs on.
 const TICKS_PER_SECOND: f64 = 100.0;
 
+/// Field `n` (numbered as in proc(5)) of a `/proc/<pid>/stat` file's text,
+/// as a number. The fields are counted after the command name, which is in
+/// parentheses and may itself contain spaces.
+fn stat_field(stat: &str, n: usize) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // The state field, 3rd in proc(5), comes first after the name.
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
+/// User plus system CPU seconds from a `/proc/<pid>/stat` file's text.
+pub fn cpu_seconds(stat: &str) -> Option<f64> {
+    Some((stat_field(stat, 14)? + stat_field(stat, 15)?) / TICKS_PER_SECOND)
+}
+
 /// The process figures, as Prometheus text lines.
 pub fn render() -> String {
     let mut out = String::new();
@@ -60,21 +74,12 @@ pub fn render() -> String {
         max_fds,
     );
 
-    // /proc/self/stat: the fields after the command name, which is in
-    // parentheses and may itself contain spaces.
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // Counting from the state field (3rd in the man page) as index 0.
-    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
-    if let (Some(user), Some(system)) = (field(14), field(15)) {
+    if let Some(cpu) = cpu_seconds(&stat) {
         let _ = writeln!(
             out,
             "# HELP process_cpu_seconds Total user and system CPU time spent in seconds.\n\
-             # TYPE process_cpu_seconds counter\nprocess_cpu_seconds_total {}",
-            (user + system) / TICKS_PER_SECOND
+             # TYPE process_cpu_seconds counter\nprocess_cpu_seconds_total {cpu}"
         );
     }
     let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
@@ -82,7 +87,7 @@ pub fn render() -> String {
             .find_map(|l| l.strip_prefix("btime "))
             .and_then(|n| n.trim().parse::<f64>().ok())
     });
-    if let (Some(boot), Some(start)) = (boot, field(22)) {
+    if let (Some(boot), Some(start)) = (boot, stat_field(&stat, 22)) {
         let _ = writeln!(
             out,
             "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n\

@@ -351,6 +351,22 @@ async fn backend(http: &reqwest::Client, services: &[(String, String)]) -> Strin
     format!("{}+{}+{}", kind("database"), kind("bus"), kind("cache"))
 }
 
+/// The value of the unlabelled metric `name` on the server at `url`, from
+/// its /metrics; None when it does not answer or has no such line.
+async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// CPU seconds used so far by every server process (from its /metrics)
 /// and by the database, broker and cache if they run here. With the
 /// in-process bus every service is one process: it is asked once.
@@ -366,15 +382,7 @@ async fn cpu_used(
         services
     };
     for (name, url) in asked {
-        let Ok(resp) = http.get(format!("{url}/metrics")).send().await else {
-            continue;
-        };
-        let text = resp.text().await.unwrap_or_default();
-        let cpu = text
-            .lines()
-            .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        if let Some(cpu) = cpu {
+        if let Some(cpu) = metric(http, url, "process_cpu_seconds_total").await {
             let name = if one_process {
                 "ticketer dev"
             } else {
@@ -420,33 +428,16 @@ fn processes_named(comm: &str) -> Vec<String> {
         .collect()
 }
 
-/// User plus system CPU seconds from a /proc/<pid>/stat file.
+/// User plus system CPU seconds of the process whose stat file this is.
 fn proc_cpu(stat_path: &str) -> Option<f64> {
-    // Linux's USER_HZ, fixed at 100 for user space on every architecture.
-    const TICKS_PER_SECOND: f64 = 100.0;
-    let stat = std::fs::read_to_string(stat_path).ok()?;
-    // The fields after the command name, which may contain spaces; utime
-    // and stime are the 14th and 15th fields, the 12th and 13th here.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let user: f64 = fields.get(11)?.parse().ok()?;
-    let system: f64 = fields.get(12)?.parse().ok()?;
-    Some((user + system) / TICKS_PER_SECOND)
+    ticketer_http::process::cpu_seconds(&std::fs::read_to_string(stat_path).ok()?)
 }
 
 /// The largest resident memory each process reached, in MB, from /metrics.
 async fn peak_memory(http: &reqwest::Client, services: &[(String, String)]) -> HashMap<String, f64> {
     let mut peaks = HashMap::new();
     for (name, url) in services {
-        let Ok(resp) = http.get(format!("{url}/metrics")).send().await else {
-            continue;
-        };
-        let text = resp.text().await.unwrap_or_default();
-        let peak = text
-            .lines()
-            .find_map(|l| l.strip_prefix("process_resident_memory_max_bytes "))
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        if let Some(bytes) = peak {
+        if let Some(bytes) = metric(http, url, "process_resident_memory_max_bytes").await {
             peaks.insert(name.clone(), (bytes / 1e6 * 10.0).round() / 10.0);
         }
     }
