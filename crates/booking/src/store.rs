@@ -271,73 +271,55 @@ pub async fn by_keys(db: &Db, keys: &[(Uuid, String)]) -> Result<Vec<(Booking, S
         .map_err(DbError::from)
 }
 
-/// The booking, locked for the transaction on PostgreSQL.
-pub async fn lock(conn: &mut AnyConnection, dialect: Dialect, id: Uuid) -> Result<Option<Booking>, DbError> {
-    let lock = if dialect == Dialect::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM bookings WHERE booking_id = $1{lock}"
-    ))
-    .bind(id.to_string())
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
-}
-
-/// The bookings with these ids that exist, in one statement.
-pub async fn get_all(db: &Db, ids: &[Uuid]) -> Result<Vec<Booking>, DbError> {
+/// The bookings with these ids that exist, in one statement; `tail`
+/// orders or locks them.
+async fn by_ids<'c, E>(exec: E, ids: &[Uuid], tail: &str) -> Result<Vec<Booking>, DbError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT {COLUMNS} FROM bookings WHERE booking_id IN ({})",
+        "SELECT {COLUMNS} FROM bookings WHERE booking_id IN ({}){tail}",
         placeholders(1, ids.len())
     );
     let mut q = sqlx::query(&sql);
     for id in ids {
         q = q.bind(id.to_string());
     }
-    let rows = q.fetch_all(db.reader()).await?;
+    let rows = q.fetch_all(exec).await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// The booking, locked for the transaction on PostgreSQL.
+pub async fn lock(conn: &mut AnyConnection, dialect: Dialect, id: Uuid) -> Result<Option<Booking>, DbError> {
+    Ok(lock_all(conn, dialect, &[id]).await?.into_iter().next())
+}
+
+/// The bookings with these ids that exist, in one statement.
+pub async fn get_all(db: &Db, ids: &[Uuid]) -> Result<Vec<Booking>, DbError> {
+    by_ids(db.reader(), ids, "").await
 }
 
 #[cfg(test)]
 pub async fn get(db: &Db, id: Uuid) -> Result<Option<Booking>, DbError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM bookings WHERE booking_id = $1"))
-        .bind(id.to_string())
-        .fetch_optional(db.reader())
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    Ok(get_all(db, &[id]).await?.into_iter().next())
 }
 
 /// The bookings with these ids that exist, locked for the transaction on
-/// PostgreSQL in id order (so two batches cannot wait on each other).
+/// PostgreSQL in id order (so two batches cannot wait on each other);
+/// SQLite has one writer, so the transaction already excludes others.
 pub async fn lock_all(
     conn: &mut AnyConnection,
     dialect: Dialect,
     ids: &[Uuid],
 ) -> Result<Vec<Booking>, DbError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let lock = if dialect == Dialect::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
+    let tail = match dialect {
+        Dialect::Postgres => " ORDER BY booking_id FOR UPDATE",
+        Dialect::Sqlite => " ORDER BY booking_id",
     };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM bookings WHERE booking_id IN ({}) ORDER BY booking_id{lock}",
-        placeholders(1, ids.len())
-    );
-    let mut q = sqlx::query(&sql);
-    for id in ids {
-        q = q.bind(id.to_string());
-    }
-    let rows = q.fetch_all(conn).await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    by_ids(conn, ids, tail).await
 }
 
 /// Stores the sagas' new states, each only if its row is still at the
