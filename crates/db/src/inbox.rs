@@ -31,7 +31,7 @@ pub trait MessageHandler: Send + Sync + 'static {
 }
 
 /// The span of one message's handling, a child of the span that sent it.
-pub fn consume_span(msg: &Envelope) -> tracing::Span {
+fn consume_span(msg: &Envelope) -> tracing::Span {
     let span = tracing::info_span!(
         "consume",
         kind = %msg.kind,

@@ -17,7 +17,7 @@ pub mod time;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
-pub use inbox::{consume_span, Inbox, MessageHandler};
+pub use inbox::{Inbox, MessageHandler};
 pub use migrate::Migration;
 pub use outbox::{enqueue, pending_count, reply, Outbound, OutboxRelay};
 use sqlx::{
