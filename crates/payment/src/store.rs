@@ -36,16 +36,13 @@ fn from_row(r: &AnyRow) -> Result<Payment, sqlx::Error> {
     })
 }
 
-pub async fn by_booking(conn: &mut AnyConnection, booking_id: &str) -> Result<Option<Payment>, DbError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE booking_id = $1"))
-        .bind(booking_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
-}
-
+/// The booking's payment, if it has one.
 pub async fn find(db: &Db, booking_id: &str) -> Result<Option<Payment>, DbError> {
-    by_booking(&mut *db.reader().acquire().await?, booking_id).await
+    let mut conn = db.reader().acquire().await?;
+    Ok(by_bookings(&mut conn, &[booking_id.to_string()])
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// The payments on record for these bookings, in one statement.
