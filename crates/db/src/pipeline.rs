@@ -145,14 +145,18 @@ impl Reader {
                     break Err(e.into());
                 }
             }
-            let sent = match self.pass(sweep, &to_confirm).await {
-                Ok(n) => n,
+            let full = match self.pass(sweep, &to_confirm).await {
+                Ok(full) => full,
                 Err(e) => break Err(e),
             };
-            if sent > 0 {
+            if full {
                 continue;
             }
-            // Nothing new: wait for a commit, or look at the gaps again soon.
+            // Everything committed so far has been read. A commit from now
+            // on has left a permit on the signal (notify_one keeps one for
+            // a relay that is not waiting yet), so waiting here misses
+            // nothing; reading again at once found nothing new after almost
+            // every commit (one wasted SELECT per consumer transaction).
             let wait = if self.gaps.is_empty() {
                 self.poll
             } else {
@@ -170,12 +174,13 @@ impl Reader {
     }
 
     /// Reads what is new (and what was skipped, or everything below the
-    /// cursor when `sweep`), sends it, and returns how many were sent.
+    /// cursor when `sweep`) and sends it; true when the read came back
+    /// full, so that more may be waiting.
     async fn pass(
         &mut self,
         sweep: bool,
         to_confirm: &mpsc::Sender<(Vec<i64>, Confirms)>,
-    ) -> Result<usize, DbError> {
+    ) -> Result<bool, DbError> {
         let gaps: Vec<i64> = self.gaps.keys().copied().take(500).collect();
         let below = if sweep {
             "id <= $1".to_string()
@@ -196,6 +201,7 @@ impl Reader {
             }
         }
         let rows = q.fetch_all(self.db.pool()).await?;
+        let full = rows.len() >= self.batch_size;
 
         // Whatever was skipped between the cursor and what came back may
         // still commit; remember it.
@@ -223,13 +229,12 @@ impl Reader {
                 .collect()
         };
         let Some((ids, batch)) = OutboxRelay::prepare(&rows)? else {
-            return Ok(0);
+            return Ok(full);
         };
         self.in_flight
             .lock()
             .expect("in-flight lock")
             .extend(ids.iter().copied());
-        let n = ids.len();
         match self.bus.send(batch).await {
             Ok(confirms) => {
                 // Waits here when too many batches await their confirms.
@@ -247,10 +252,10 @@ impl Reader {
                 self.cursor = self.cursor.min(ids[0] - 1);
                 tracing::warn!(error = %e, "outbox relay could not send; will retry");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                return Ok(0);
+                return Ok(false);
             }
         }
-        Ok(n)
+        Ok(full)
     }
 }
 
