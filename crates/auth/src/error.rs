@@ -17,6 +17,8 @@ pub enum AuthError {
     RefreshReused,
     #[error("too many sign-ins at once; try again shortly")]
     Busy,
+    #[error("too many failed sign-ins; try again later")]
+    Throttled { retry_after_secs: u64 },
     #[error("user not found")]
     UserNotFound,
     #[error(transparent)]
@@ -37,6 +39,10 @@ impl From<AuthError> for ApiError {
             | AuthError::RefreshExpired
             | AuthError::RefreshReused => ApiError::Unauthorized(e.to_string()),
             AuthError::UserNotFound => ApiError::NotFound(e.to_string()),
+            AuthError::Throttled { retry_after_secs } => ApiError::TooManyRequests {
+                detail: e.to_string(),
+                retry_after_secs,
+            },
             AuthError::Busy => ApiError::Overloaded {
                 detail: e.to_string(),
                 retry_after_secs: 1,

@@ -9,6 +9,7 @@ mod provision;
 mod routes;
 mod service;
 mod store;
+pub mod throttle;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -27,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub use store::MIGRATIONS;
+use throttle::{LoginLimits, Throttle};
+use ticketer_cache::Cache;
 
 /// Where the signing key comes from.
 #[derive(Clone)]
@@ -42,6 +45,11 @@ pub struct Config {
     pub key: KeySource,
     pub bootstrap_admin: Option<(String, SecretString)>,
     pub hashing: HashLimits,
+    /// Failed sign-ins allowed before the next attempt waits.
+    pub login_limits: LoginLimits,
+    /// Proxies (the gateway) whose X-Forwarded-For is believed when telling
+    /// who is signing in.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Config {
@@ -73,8 +81,22 @@ impl Config {
             queue: env.parse_or("HASH_QUEUE", defaults.queue)?,
             wait: Duration::from_millis(env.parse_or("HASH_WAIT_MS", defaults.wait.as_millis() as u64)?),
         };
+        let login_defaults = LoginLimits::default();
+        let login_limits = LoginLimits {
+            failures: env.parse_or("LOGIN_FAILURES", login_defaults.failures)?,
+            per_minute: env.parse_or("LOGIN_FAILURES_PER_MINUTE", login_defaults.per_minute)?,
+        };
+        let mut trusted_proxies = env.nets("TRUSTED_PROXIES")?;
+        if env.get("TRUSTED_PROXIES").is_none() {
+            trusted_proxies = ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .map(|n| n.parse().expect("a CIDR"))
+                .collect();
+        }
         Ok(Config {
             hashing,
+            login_limits,
+            trusted_proxies,
             access_ttl: env.seconds_or("ACCESS_TOKEN_TTL_SECONDS", 15 * 60)?,
             refresh_ttl: env.seconds_or("REFRESH_TOKEN_TTL_SECONDS", 24 * 60 * 60)?,
             key,
@@ -103,6 +125,7 @@ pub async fn build(
     infra: &InfraConfig,
     db: Db,
     bus: ticketer_bus::Bus,
+    cache: Cache,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Auth> {
@@ -116,6 +139,7 @@ pub async fn build(
         access_ttl: config.access_ttl,
         refresh_ttl: config.refresh_ttl,
         hasher: Hasher::new(config.hashing),
+        throttle: Throttle::new(cache.clone(), config.login_limits, config.trusted_proxies.clone()),
     };
     if let Some((email, password)) = &config.bootstrap_admin {
         let admin = service.ensure_admin(email, password.expose_secret()).await?;
@@ -124,7 +148,7 @@ pub async fn build(
     let parts = ServiceParts {
         db,
         bus,
-        cache: None,
+        cache: Some(cache),
         verifier: verifier.clone(),
     };
     let api = routes::router(service.clone());
@@ -158,6 +182,7 @@ pub async fn offline(config: &Config, infra: &InfraConfig, db: Db) -> anyhow::Re
         access_ttl: config.access_ttl,
         refresh_ttl: config.refresh_ttl,
         hasher: Hasher::new(config.hashing),
+        throttle: Throttle::off(),
     })
 }
 

@@ -133,6 +133,7 @@ mod tests {
             access_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(3600),
             hasher: Hasher::new(HashLimits::default()),
+            throttle: crate::throttle::Throttle::off(),
         };
         // More than one INSERT's worth.
         let made = auth.provision_customers("Buyer-T", CHUNK + 3).await.unwrap();

@@ -1,10 +1,12 @@
 //! HTTP handlers for `/api/v1/auth`.
 
+use std::net::SocketAddr;
+
 use axum::{
-    extract::{Path, State},
-    http::StatusCode,
+    extract::{ConnectInfo, Path, State},
+    http::{HeaderMap, StatusCode},
     routing::{delete, get, post},
-    Router,
+    Extension, Router,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -119,9 +121,13 @@ async fn register(
     responses((status = 200, body = TokenPair), (status = 401, body = ticketer_http::Problem)))]
 async fn login(
     State(svc): State<AuthService>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<axum::Json<TokenPair>> {
-    Ok(axum::Json(svc.login(&req.email, &req.password).await?))
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let from = svc.caller(peer.map(|Extension(ConnectInfo(a))| a.ip()), forwarded);
+    Ok(axum::Json(svc.login(&req.email, &req.password, from).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,

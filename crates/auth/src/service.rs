@@ -1,6 +1,6 @@
 //! The auth operations, between the HTTP handlers and the store.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use chrono::Utc;
@@ -16,6 +16,7 @@ use crate::{
     keys::SigningKey,
     password::Hasher,
     store::{self, NewUser, User},
+    throttle::{Keys, Throttle},
     AuthError,
 };
 
@@ -27,6 +28,7 @@ pub struct AuthService {
     pub(crate) access_ttl: Duration,
     pub(crate) refresh_ttl: Duration,
     pub(crate) hasher: Hasher,
+    pub(crate) throttle: Throttle,
 }
 
 /// What login and refresh hand back.
@@ -105,7 +107,25 @@ impl AuthService {
         Ok(user)
     }
 
-    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
+    /// Who is signing in: the peer, or behind a trusted proxy the address
+    /// it forwards.
+    pub fn caller(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
+        self.throttle.caller(peer, forwarded_for)
+    }
+
+    /// Signs in `from` the caller's address; failures are throttled (see
+    /// [`crate::throttle`]), and a blocked caller is refused before any
+    /// password is hashed.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<TokenPair, AuthError> {
+        let keys = Keys::of(email, from);
+        if let Some(retry_after_secs) = self.throttle.wait(&keys).await {
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
         let user = match domain::parse_email(email) {
             Ok(email) => store::user_by_email(&self.db, &email).await?,
             Err(_) => None,
@@ -122,9 +142,13 @@ impl AuthService {
                 let mut tx = self.db.begin().await?;
                 let pair = self.issue(&mut tx, &user, &Uuid::new_v4().to_string()).await?;
                 tx.commit().await?;
+                self.throttle.succeeded(&keys).await;
                 Ok(pair)
             }
-            _ => Err(AuthError::BadCredentials),
+            _ => {
+                self.throttle.failed(&keys).await;
+                Err(AuthError::BadCredentials)
+            }
         }
     }
 

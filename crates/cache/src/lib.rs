@@ -164,6 +164,17 @@ impl Cache {
         }
     }
 
+    /// Fills the bucket `key` again (forgets what was taken from it).
+    pub async fn refill(&self, key: &str) -> Result<(), CacheError> {
+        match self {
+            Cache::Memory(m) => {
+                m.refill(key);
+                Ok(())
+            }
+            Cache::Redis(r) => r.refill(key).await,
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), CacheError> {
         match self {
             Cache::Memory(_) => Ok(()),

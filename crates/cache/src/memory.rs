@@ -85,6 +85,10 @@ impl MemoryCache {
         decision
     }
 
+    pub(crate) fn refill(&self, key: &str) {
+        self.buckets.lock().expect("bucket lock").remove(key);
+    }
+
     #[cfg(test)]
     pub(crate) fn sizes(&self) -> (usize, usize) {
         (

@@ -105,6 +105,14 @@ impl RedisCache {
         Ok(deleted == 1)
     }
 
+    pub(crate) async fn refill(&self, key: &str) -> Result<(), CacheError> {
+        self.conn
+            .clone()
+            .del::<_, ()>(self.key(&format!("rate:{key}")))
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn rate_limit(&self, key: &str, bucket: Bucket) -> Result<RateDecision, CacheError> {
         let (allowed, wait_ms): (i64, i64) = Script::new(TOKEN_BUCKET)
             .key(self.key(&format!("rate:{key}")))

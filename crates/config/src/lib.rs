@@ -210,6 +210,22 @@ impl Env {
         }
     }
 
+    /// A comma-separated list of addresses and CIDRs (`10.0.0.0/8`,
+    /// `127.0.0.1`); empty when unset.
+    pub fn nets(&self, key: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.list(key)
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        key: format!("{}{key}", self.prefix),
+                        message: format!("`{s}` is not an IP address or CIDR"),
+                    })
+            })
+            .collect()
+    }
+
     /// A comma-separated list; empty when unset.
     pub fn list(&self, key: &str) -> Vec<String> {
         self.shared(key)

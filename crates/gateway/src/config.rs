@@ -1,4 +1,4 @@
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use ticketer_config::{ConfigError, Env, Service};
@@ -24,20 +24,6 @@ pub struct GatewayConfig {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
-fn nets(env: &Env, key: &str) -> Result<Vec<IpNet>, ConfigError> {
-    env.list(key)
-        .iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| ConfigError::Invalid {
-                    key: format!("GATEWAY_{key}"),
-                    message: format!("`{s}` is not an IP address or CIDR"),
-                })
-        })
-        .collect()
-}
-
 impl GatewayConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let gw = env.for_service(Service::Gateway);
@@ -53,8 +39,8 @@ impl GatewayConfig {
             cors_origins: gw.list("CORS_ORIGINS"),
             rate_limit_per_minute: gw.parse_or("RATE_LIMIT_PER_MINUTE", 60)?,
             rate_limit_burst: gw.parse_or("RATE_LIMIT_BURST", 10)?,
-            ip_allow: nets(&gw, "IP_ALLOW")?,
-            ip_deny: nets(&gw, "IP_DENY")?,
+            ip_allow: gw.nets("IP_ALLOW")?,
+            ip_deny: gw.nets("IP_DENY")?,
             trust_forwarded_for: gw.flag_or("TRUST_FORWARDED_FOR", false)?,
             upstream_timeout_secs: gw.parse_or("UPSTREAM_TIMEOUT_SECONDS", 35)?,
             read_cache_ttl: std::time::Duration::from_millis(gw.parse_or("CACHE_TTL_MS", 500)?),

@@ -87,6 +87,7 @@ pub async fn rate_limit(State(gw): State<Gateway>, req: Request, next: Next) -> 
     match gw.cache.rate_limit(&key, bucket).await {
         Ok(d) if !d.allowed => {
             return ApiError::TooManyRequests {
+                detail: "rate limit exceeded".into(),
                 retry_after_secs: d.retry_after_secs,
             }
             .into_response()

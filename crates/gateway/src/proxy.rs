@@ -99,9 +99,13 @@ pub async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
     if let Some(ip) = peer {
-        let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
+        // What a client writes in X-Forwarded-For itself is passed on only
+        // behind a proxy we trust; otherwise the services behind us (auth
+        // throttles failed sign-ins by address) would believe it.
+        let prev = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let forwarded = match prev {
+            Some(prev) if gw.config.trust_forwarded_for => format!("{prev}, {ip}"),
+            _ => ip.to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&forwarded) {
             parts.headers.insert("x-forwarded-for", v);

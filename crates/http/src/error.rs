@@ -62,8 +62,9 @@ pub enum ApiError {
     /// Nothing left to sell (409, problem type `sold-out`).
     #[error("{0}")]
     SoldOut(String),
-    #[error("rate limit exceeded")]
-    TooManyRequests { retry_after_secs: u64 },
+    /// Slow down: try again after `retry_after_secs` (429).
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
     /// Too busy right now: try again after `retry_after_secs`.
@@ -151,7 +152,7 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            ApiError::TooManyRequests { retry_after_secs }
+            ApiError::TooManyRequests { retry_after_secs, .. }
             | ApiError::Overloaded { retry_after_secs, .. } => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

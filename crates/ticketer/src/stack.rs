@@ -114,6 +114,7 @@ pub async fn build_all(
         &auth_infra,
         connect_db(&auth_infra).await?,
         bus.clone(),
+        cache.clone(),
         listener(env, Service::Auth, ports, Placement::InProcess).await?,
         shutdown.clone(),
     )
@@ -192,11 +193,17 @@ pub async fn build_one(
                 .await
                 .context("connecting to the bus")?;
             let config = ticketer_auth::Config::from_env(env, data_dir)?;
-            Ok(
-                ticketer_auth::build(config, &infra, connect_db(&infra).await?, bus, listener, shutdown)
-                    .await?
-                    .app,
+            Ok(ticketer_auth::build(
+                config,
+                &infra,
+                connect_db(&infra).await?,
+                bus,
+                cache,
+                listener,
+                shutdown,
             )
+            .await?
+            .app)
         }
         _ => {
             let bus = Bus::connect(infra.amqp_url.as_deref())

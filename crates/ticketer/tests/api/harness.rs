@@ -316,7 +316,7 @@ impl TestStack {
     /// An anonymous POST that, like a real client, waits and tries again
     /// while auth answers 503 (its password hashing is busy: the whole
     /// suite registers users at once on two cores) for up to half a minute.
-    async fn call_patiently(&self, path: &str, body: Value) -> Reply {
+    pub async fn call_patiently(&self, path: &str, body: Value) -> Reply {
         let give_up = Instant::now() + Duration::from_secs(30);
         loop {
             let r = self.call(Method::POST, path, None, Some(body.clone())).await;

@@ -197,7 +197,63 @@ async fn deceptive_text_is_refused(s: &TestStack) {
     assert_eq!(r.error_fields(), ["email"], "{l}: {}", r.body);
 }
 
+/// Guessing a password is throttled: after five wrong passwords for one
+/// account from one address, the next attempt is refused with 429
+/// problem+json and Retry-After, even with the right password and whatever
+/// address the client claims in X-Forwarded-For; the email's case does not
+/// help. Another account signs in from the same address as before.
+async fn password_guessing_is_throttled(s: &TestStack) {
+    let l = s.label;
+    let email = format!("guessed-{}@example.com", uuid::Uuid::new_v4().simple());
+    let password = "the-owners-own-9";
+    let body = json!({"email": email, "password": password, "first_name": "Ow", "last_name": "Ner"});
+    let r = s.call_patiently("/api/v1/auth/register", body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{l}: {}", r.body);
+    for n in 0..5 {
+        // A different address claimed each time: the gateway does not
+        // believe it.
+        let claimed = format!("198.51.100.{n}");
+        let r = s
+            .call_with(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": format!("guess-number-{n}")})),
+                &[("x-forwarded-for", claimed.as_str())],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}: guess {n}: {}", r.body);
+    }
+    for who in [email.clone(), email.to_uppercase()] {
+        let r = s
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": who, "password": password})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{l}: {}", r.body);
+        assert_eq!(r.content_type(), "application/problem+json", "{l}");
+        let wait: u64 = r
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After in seconds");
+        assert!((1..=60).contains(&wait), "{l}: Retry-After {wait}");
+        assert_eq!(
+            r.text("detail"),
+            "too many failed sign-ins; try again later",
+            "{l}"
+        );
+    }
+    // Someone else on the same network is not locked out.
+    s.user("CUSTOMER").await;
+}
+
 both_backends!(careless_requests_get_problems);
+both_backends!(password_guessing_is_throttled);
 both_backends!(deceptive_text_is_refused);
 both_backends!(refused_tokens_say_why);
 
