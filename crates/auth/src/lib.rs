@@ -86,13 +86,13 @@ impl Config {
             failures: env.parse_or("LOGIN_FAILURES", login_defaults.failures)?,
             per_minute: env.parse_or("LOGIN_FAILURES_PER_MINUTE", login_defaults.per_minute)?,
         };
-        let mut trusted_proxies = env.nets("TRUSTED_PROXIES")?;
-        if env.get("TRUSTED_PROXIES").is_none() {
-            trusted_proxies = ["127.0.0.0/8", "::1/128"]
+        let trusted_proxies = match env.shared("TRUSTED_PROXIES") {
+            Some(_) => env.nets("TRUSTED_PROXIES")?,
+            None => ["127.0.0.0/8", "::1/128"]
                 .iter()
                 .map(|n| n.parse().expect("a CIDR"))
-                .collect();
-        }
+                .collect(),
+        };
         Ok(Config {
             hashing,
             login_limits,

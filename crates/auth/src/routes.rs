@@ -126,7 +126,9 @@ async fn login(
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<axum::Json<TokenPair>> {
     let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let from = svc.caller(peer.map(|Extension(ConnectInfo(a))| a.ip()), forwarded);
+    let from = svc
+        .throttle
+        .caller(peer.map(|Extension(ConnectInfo(a))| a.ip()), forwarded);
     Ok(axum::Json(svc.login(&req.email, &req.password, from).await?))
 }
 

@@ -107,12 +107,6 @@ impl AuthService {
         Ok(user)
     }
 
-    /// Who is signing in: the peer, or behind a trusted proxy the address
-    /// it forwards.
-    pub fn caller(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
-        self.throttle.caller(peer, forwarded_for)
-    }
-
     /// Signs in `from` the caller's address; failures are throttled (see
     /// [`crate::throttle`]), and a blocked caller is refused before any
     /// password is hashed.

@@ -105,17 +105,19 @@ impl RedisCache {
         Ok(deleted == 1)
     }
 
+    /// Where the bucket `key` lives; its own namespace, apart from values.
+    fn bucket_key(&self, key: &str) -> String {
+        self.key(&format!("rate:{key}"))
+    }
+
     pub(crate) async fn refill(&self, key: &str) -> Result<(), CacheError> {
-        self.conn
-            .clone()
-            .del::<_, ()>(self.key(&format!("rate:{key}")))
-            .await?;
+        self.conn.clone().del::<_, ()>(self.bucket_key(key)).await?;
         Ok(())
     }
 
     pub(crate) async fn rate_limit(&self, key: &str, bucket: Bucket) -> Result<RateDecision, CacheError> {
         let (allowed, wait_ms): (i64, i64) = Script::new(TOKEN_BUCKET)
-            .key(self.key(&format!("rate:{key}")))
+            .key(self.bucket_key(key))
             .arg(bucket.per_minute)
             .arg(bucket.burst)
             .invoke_async(&mut self.conn.clone())

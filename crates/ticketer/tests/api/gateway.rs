@@ -23,7 +23,7 @@ async fn rate_limit_answers_429_with_retry_after() {
     let r = s.call(Method::GET, "/api/v1/events", None, None).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.content_type(), "application/problem+json");
-    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry = r.retry_after().expect("Retry-After in seconds");
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     // Health stays reachable for orchestrators.
     assert_eq!(

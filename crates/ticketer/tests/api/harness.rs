@@ -30,6 +30,14 @@ impl Reply {
             .unwrap_or_default()
     }
 
+    /// The Retry-After header, in seconds.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
     /// The `field` names of a problem+json's `errors`.
     pub fn error_fields(&self) -> Vec<String> {
         self.body["errors"]
@@ -323,12 +331,7 @@ impl TestStack {
             if r.status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > give_up {
                 return r;
             }
-            let wait = r
-                .headers
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(1);
+            let wait = r.retry_after().unwrap_or(1);
             tokio::time::sleep(Duration::from_secs(wait.min(5))).await;
         }
     }

@@ -235,12 +235,7 @@ async fn password_guessing_is_throttled(s: &TestStack) {
             .await;
         assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{l}: {}", r.body);
         assert_eq!(r.content_type(), "application/problem+json", "{l}");
-        let wait: u64 = r
-            .headers
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .expect("Retry-After in seconds");
+        let wait = r.retry_after().expect("Retry-After in seconds");
         assert!((1..=60).contains(&wait), "{l}: Retry-After {wait}");
         assert_eq!(
             r.text("detail"),
