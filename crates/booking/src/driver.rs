@@ -201,6 +201,7 @@ impl SagaReply {
                 Some(Input::TicketsHeld {
                     ticket_ids: m.ticket_ids,
                     amount: m.amount,
+                    until: m.hold_expires_at,
                 }),
                 Some(m.currency),
             ),
@@ -217,7 +218,13 @@ impl SagaReply {
                 ReleaseReason::HoldExpired => (m.booking_id, Some(Input::HoldExpired), None),
                 ReleaseReason::Released => (m.booking_id, None, None),
             },
-            SagaReply::PaymentSucceeded(m) => (m.0.booking_id, Some(Input::PaymentSucceeded), None),
+            SagaReply::PaymentSucceeded(m) => (
+                m.0.booking_id,
+                Some(Input::PaymentSucceeded {
+                    at: chrono::Utc::now(),
+                }),
+                None,
+            ),
             SagaReply::PaymentFailed(m) => {
                 let declined = m.reason == PaymentFailure::PaymentDeclined;
                 (m.booking_id, Some(Input::PaymentFailed { declined }), None)
@@ -468,10 +475,11 @@ mod tests {
         let stages: Vec<Stage> = results[0].iter().map(|r| r.1).collect();
         assert_eq!(
             stages,
-            [Stage::Reserving, Stage::Failed, Stage::Failed, Stage::Holding]
+            [Stage::Recording, Stage::Failed, Stage::Failed, Stage::Holding]
         );
         let kinds = |n: usize| results[0][n].3.clone();
-        assert_eq!(kinds(0), ["ProcessPayment", "ReserveTickets"]);
+        // Paid with most of the hold left: confirmed at once.
+        assert_eq!(kinds(0), ["ProcessPayment", "ReserveTickets", "BookingConfirmed"]);
         assert_eq!(kinds(1), ["ProcessPayment", "ReleaseTickets", "BookingFailed"]);
         assert_eq!(kinds(2), ["BookingFailed"]);
         assert!(kinds(3).is_empty(), "an acknowledgement moves nothing");

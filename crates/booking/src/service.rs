@@ -338,7 +338,8 @@ impl BookingService {
         if b.saga.stage == Stage::Refunding || b.saga.stage == Stage::Cancelled {
             return Ok(b);
         }
-        if b.saga.stage != Stage::Confirmed {
+        // Confirmed, whether or not the sale is recorded yet.
+        if !matches!(b.saga.stage, Stage::Confirmed | Stage::Recording) {
             return Err(ApiError::Conflict(format!(
                 "a {} booking cannot be cancelled",
                 b.saga.stage.status().as_str()

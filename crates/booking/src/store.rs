@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "idempotency",
         include_str!("../migrations/0005_idempotency.sql"),
     ),
+    Migration::portable(6, "hold until", include_str!("../migrations/0006_hold_until.sql")),
 ];
 
 /// An event as the booking service mirrors it.
@@ -73,7 +74,7 @@ pub async fn upsert_event(conn: &mut AnyConnection, e: &EventInfo) -> Result<boo
 pub async fn open_bookings(conn: &mut AnyConnection, event_id: i64) -> Result<Vec<Uuid>, DbError> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT booking_id FROM bookings
-         WHERE event_id = $1 AND stage IN ('HOLDING', 'PAYING', 'RESERVING', 'CONFIRMED')",
+         WHERE event_id = $1 AND stage IN ('HOLDING', 'PAYING', 'RESERVING', 'RECORDING', 'CONFIRMED')",
     )
     .bind(event_id)
     .fetch_all(conn)
@@ -131,6 +132,7 @@ fn stage_name(s: Stage) -> &'static str {
         Stage::Holding => "HOLDING",
         Stage::Paying => "PAYING",
         Stage::Reserving => "RESERVING",
+        Stage::Recording => "RECORDING",
         Stage::Confirmed => "CONFIRMED",
         Stage::Refunding => "REFUNDING",
         Stage::Cancelled => "CANCELLED",
@@ -147,7 +149,7 @@ fn parse_stage(s: &str) -> Result<Stage, sqlx::Error> {
 
 const COLUMNS: &str =
     "booking_id, customer_id, event_id, number_of_tickets, payment_token, stage, failure_reason, \
-     ticket_ids, amount_minor, currency, version, created_at, updated_at, held_at";
+     ticket_ids, amount_minor, currency, version, created_at, updated_at, held_at, hold_until";
 
 fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
     let uuid = |c: &str| -> Result<Uuid, sqlx::Error> {
@@ -171,6 +173,11 @@ fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
             amount: r
                 .try_get::<Option<i64>, _>("amount_minor")?
                 .map(Money::from_minor),
+            hold_until: r
+                .try_get::<Option<String>, _>("hold_until")?
+                .as_deref()
+                .map(time::parse)
+                .transpose()?,
         },
         currency: r.try_get("currency")?,
         version: r.try_get("version")?,
@@ -203,7 +210,7 @@ pub async fn insert_all(
         "INSERT INTO bookings ({COLUMNS}, status, idempotency_key, request_hash, deadline_at)
          VALUES {}
          ON CONFLICT DO NOTHING RETURNING booking_id",
-        value_rows(new.len(), 18)
+        value_rows(new.len(), 19)
     );
     let mut q = sqlx::query_as::<_, (String,)>(&sql);
     for ((b, key), deadline) in new.iter().zip(deadlines) {
@@ -222,6 +229,7 @@ pub async fn insert_all(
             .bind(b.created_at.clone())
             .bind(b.updated_at.clone())
             .bind(b.held_at.clone())
+            .bind(b.saga.hold_until.map(time::format))
             .bind(b.saga.stage.status().as_str())
             .bind(key.map(|k| k.key.clone()))
             .bind(key.map(|k| k.request_hash.clone()))
@@ -338,10 +346,10 @@ pub async fn advance_all(
         "UPDATE bookings SET stage = v.column3, status = v.column4, failure_reason = v.column5,
              ticket_ids = v.column6, amount_minor = v.column7, currency = v.column8,
              version = bookings.version + 1, updated_at = v.column9, deadline_at = v.column10,
-             held_at = v.column11
+             held_at = v.column11, hold_until = v.column12
          FROM (VALUES {}) AS v
          WHERE bookings.booking_id = v.column1 AND bookings.version = v.column2",
-        value_rows(steps.len(), 11)
+        value_rows(steps.len(), 12)
     );
     let now = time::now();
     let mut q = sqlx::query(&sql);
@@ -357,7 +365,8 @@ pub async fn advance_all(
             .bind(b.currency.clone())
             .bind(now.clone())
             .bind(deadline.clone())
-            .bind(b.held_at.clone());
+            .bind(b.held_at.clone())
+            .bind(b.saga.hold_until.map(time::format));
     }
     let done = q.execute(conn).await?;
     Ok(done.rows_affected() == steps.len() as u64)

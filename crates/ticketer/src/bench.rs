@@ -609,10 +609,19 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     }
     let seats_given: i64 = confirmed.iter().map(|o| o.ticket_ids.len() as i64).sum();
     let shared_seats = owners.values().filter(|n| **n > 1).count() as i64;
-    let avail = client
-        .expect(reqwest::Method::GET, &availability, None, None, 200)
-        .await?;
-    let sold_on_record = avail["sold"].as_i64().unwrap_or(0);
+    // A booking is confirmed once paid with its seats held; the ticket
+    // service records the sale a moment later. Give it that moment.
+    let recorded_by = Instant::now() + Duration::from_secs(10);
+    let sold_on_record = loop {
+        let avail = client
+            .expect(reqwest::Method::GET, &availability, None, None, 200)
+            .await?;
+        let sold = avail["sold"].as_i64().unwrap_or(0);
+        if sold >= seats_given || Instant::now() >= recorded_by {
+            break sold;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let oversold = (seats_given - cfg.tickets).max(0) + shared_seats + (sold_on_record - cfg.tickets).max(0);
     if sold_on_record != seats_given {
         eprintln!("bench: warning: the ticket service records {sold_on_record} seats sold, bookings hold {seats_given}");
