@@ -15,7 +15,7 @@ use ticketer_contract::{
     ReleaseReason, ReleaseTickets, ReserveTickets, SaleNews, TicketsHeld, TicketsHoldFailed, TicketsReleased,
     TicketsReserveFailed, TicketsReserved,
 };
-use ticketer_db::{enqueue, time, AnyConnection, Db, Outbound};
+use ticketer_db::{enqueue, time, AnyConnection, Outbound};
 use uuid::Uuid;
 
 use crate::{
@@ -132,7 +132,6 @@ pub(crate) async fn advance(
 /// Consumes `booking.events`: mirrors events, and when one is cancelled,
 /// fails its bookings in flight and refunds the confirmed ones.
 pub struct EventMirror {
-    pub db: Db,
     pub timeouts: Timeouts,
 }
 
@@ -159,10 +158,7 @@ impl ticketer_db::MessageHandler for EventMirror {
                 .await
                 .map_err(HandleError::transient)?;
             for id in &bookings {
-                if let Some(b) = store::lock(tx, self.db.dialect(), *id)
-                    .await
-                    .map_err(HandleError::transient)?
-                {
+                if let Some(b) = store::lock(tx, *id).await.map_err(HandleError::transient)? {
                     advance(tx, b, Input::EventCancelled, Some(msg), self.timeouts).await?;
                 }
             }
@@ -236,7 +232,6 @@ impl SagaReply {
 
 /// Consumes `booking.replies`: every answer moves its booking's saga.
 pub struct SagaDriver {
-    pub db: Db,
     pub timeouts: Timeouts,
     pub waiters: Waiters,
     /// Bookings that settled in a batch not yet committed, by the message
@@ -250,9 +245,8 @@ pub struct SagaDriver {
 const SETTLING_CAP: usize = 10_000;
 
 impl SagaDriver {
-    pub fn new(db: Db, timeouts: Timeouts, waiters: Waiters) -> Self {
+    pub fn new(timeouts: Timeouts, waiters: Waiters) -> Self {
         SagaDriver {
-            db,
             timeouts,
             waiters,
             settling: Mutex::default(),
@@ -287,7 +281,7 @@ impl ticketer_db::MessageHandler for SagaDriver {
         let mut ids: Vec<Uuid> = steps.iter().map(|s| s.1).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut bookings: HashMap<Uuid, (Booking, bool)> = store::lock_all(tx, self.db.dialect(), &ids)
+        let mut bookings: HashMap<Uuid, (Booking, bool)> = store::lock_all(tx, &ids)
             .await
             .map_err(HandleError::transient)?
             .into_iter()
@@ -351,7 +345,7 @@ impl ticketer_db::MessageHandler for SagaDriver {
 mod tests {
     use ticketer_bus::BatchHandler;
     use ticketer_contract::{Money, PaymentSettlement};
-    use ticketer_db::{testing::TestDatabase, Inbox};
+    use ticketer_db::{testing::TestDatabase, Db, Inbox};
 
     use super::*;
 
@@ -459,7 +453,7 @@ mod tests {
                 payment: std::time::Duration::from_secs(60),
                 reply: std::time::Duration::from_secs(60),
             };
-            let driver = SagaDriver::new(db.clone(), timeouts, Waiters::default());
+            let driver = SagaDriver::new(timeouts, Waiters::default());
             let inbox = Inbox::new(db.clone(), "booking.replies", driver);
             let answers = answers();
             if batched {

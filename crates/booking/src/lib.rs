@@ -43,13 +43,10 @@ pub async fn build(
     );
     let mut tasks = Vec::new();
     for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
-        let driver = driver::SagaDriver::new(db.clone(), timeouts, service.waiters.clone());
+        let driver = driver::SagaDriver::new(timeouts, service.waiters.clone());
         tasks.extend(parts.consume(spec, driver, infra, &shutdown).await?);
     }
-    let mirror = driver::EventMirror {
-        db: db.clone(),
-        timeouts,
-    };
+    let mirror = driver::EventMirror { timeouts };
     tasks.extend(parts.consume(BOOKING_EVENTS, mirror, infra, &shutdown).await?);
     let sweep = std::time::Duration::from_millis(infra.env.parse_or("DEADLINE_SWEEP_MS", 1000)?);
     tasks.push(tokio::spawn(

@@ -135,7 +135,7 @@ impl BookingService {
         let mut done = 0;
         for id in ids {
             let mut tx = self.db.begin().await?;
-            let Some(b) = store::lock(&mut tx, self.db.dialect(), id).await? else {
+            let Some(b) = store::lock(&mut tx, id).await? else {
                 continue;
             };
             let overdue_now = store::is_overdue(&mut tx, id).await?;
@@ -329,7 +329,7 @@ impl BookingService {
     /// The customer asks to cancel a confirmed booking: refund, then seats back.
     pub async fn cancel(&self, customer: Uuid, is_admin: bool, id: Uuid) -> Result<Booking, ApiError> {
         let mut tx = self.db.begin().await?;
-        let b = store::lock(&mut tx, self.db.dialect(), id)
+        let b = store::lock(&mut tx, id)
             .await?
             .ok_or_else(|| ApiError::NotFound("no such booking".into()))?;
         if b.customer_id != customer && !is_admin {

@@ -1,9 +1,7 @@
 //! The booking service's SQL.
 
 use ticketer_contract::Money;
-use ticketer_db::{
-    placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row,
-};
+use ticketer_db::{placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Migration, Row};
 use uuid::Uuid;
 
 use crate::saga::{FailureReason, Saga, Stage};
@@ -301,8 +299,8 @@ where
 }
 
 /// The booking, locked for the transaction on PostgreSQL.
-pub async fn lock(conn: &mut AnyConnection, dialect: Dialect, id: Uuid) -> Result<Option<Booking>, DbError> {
-    Ok(lock_all(conn, dialect, &[id]).await?.into_iter().next())
+pub async fn lock(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Booking>, DbError> {
+    Ok(lock_all(conn, &[id]).await?.into_iter().next())
 }
 
 /// The bookings with these ids that exist, in one statement.
@@ -318,16 +316,9 @@ pub async fn get(db: &Db, id: Uuid) -> Result<Option<Booking>, DbError> {
 /// The bookings with these ids that exist, locked for the transaction on
 /// PostgreSQL in id order (so two batches cannot wait on each other);
 /// SQLite has one writer, so the transaction already excludes others.
-pub async fn lock_all(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    ids: &[Uuid],
-) -> Result<Vec<Booking>, DbError> {
-    let tail = match dialect {
-        Dialect::Postgres => " ORDER BY booking_id FOR UPDATE",
-        Dialect::Sqlite => " ORDER BY booking_id",
-    };
-    by_ids(conn, ids, tail).await
+pub async fn lock_all(conn: &mut AnyConnection, ids: &[Uuid]) -> Result<Vec<Booking>, DbError> {
+    let tail = format!(" ORDER BY booking_id{}", ticketer_db::for_update(conn));
+    by_ids(conn, ids, &tail).await
 }
 
 /// Stores the sagas' new states, each only if its row is still at the

@@ -72,6 +72,27 @@ impl Dialect {
             Err(DbError::UnsupportedUrl(redact(url)))
         }
     }
+
+    /// The dialect an open connection speaks, so that a store function
+    /// given only a connection can still write its dialect's SQL.
+    pub fn of(conn: &AnyConnection) -> Dialect {
+        if conn.backend_name() == "PostgreSQL" {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        }
+    }
+}
+
+/// What ends a SELECT whose rows must stay locked until the transaction
+/// ends: `FOR UPDATE` on PostgreSQL. On SQLite nothing: a database has one
+/// writing connection ([`Db::connect`]), so a write transaction already
+/// excludes every other.
+pub fn for_update(conn: &AnyConnection) -> &'static str {
+    match Dialect::of(conn) {
+        Dialect::Postgres => " FOR UPDATE",
+        Dialect::Sqlite => "",
+    }
 }
 
 /// A connection pool to one service's database; cheap to clone.
@@ -309,6 +330,36 @@ mod tests {
         assert_eq!(Dialect::of_url("postgres://x").unwrap(), Dialect::Postgres);
         assert_eq!(Dialect::of_url("sqlite://x.db").unwrap(), Dialect::Sqlite);
         assert!(Dialect::of_url("mysql://x").is_err());
+    }
+
+    /// What a store function writes after a locking SELECT, from the
+    /// connection alone.
+    async fn a_connection_knows_its_dialect(url: &str, want: Dialect, lock: &str) {
+        let db = Db::connect(url, 1).await.unwrap();
+        let mut conn = db.pool().acquire().await.unwrap();
+        assert_eq!((Dialect::of(&conn), db.dialect()), (want, want));
+        assert_eq!(for_update(&conn), lock);
+        let sql = format!("SELECT 1 AS one{}", for_update(&conn));
+        sqlx::query(&sql).execute(&mut *conn).await.unwrap();
+        drop(conn);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_connection_knows_its_dialect() {
+        let tdb = testing::TestDatabase::sqlite();
+        a_connection_knows_its_dialect(&tdb.url, Dialect::Sqlite, "").await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+    async fn postgres_a_connection_knows_its_dialect() {
+        let Some(url) = testing::postgres_url() else {
+            ticketer_config::skip_test("PostgreSQL dialect test", "TICKETER_TEST_POSTGRES_URL");
+            return;
+        };
+        let tdb = testing::TestDatabase::postgres(&url, "dialect").await.unwrap();
+        a_connection_knows_its_dialect(&tdb.url, Dialect::Postgres, " FOR UPDATE").await;
     }
 
     #[test]

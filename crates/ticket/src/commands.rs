@@ -17,7 +17,7 @@ use ticketer_contract::{
     incoming, HoldRefusal, HoldTickets, Money, ReleaseReason, ReleaseTickets, ReserveRefusal, ReserveTickets,
     TicketsHeld, TicketsHoldFailed, TicketsReleased, TicketsReserveFailed, TicketsReserved,
 };
-use ticketer_db::{enqueue, time, AnyConnection, Dialect, Outbound};
+use ticketer_db::{enqueue, time, AnyConnection, Outbound};
 use uuid::Uuid;
 
 use crate::{
@@ -38,7 +38,6 @@ incoming!(
 );
 
 pub struct TicketCommands {
-    pub dialect: Dialect,
     pub hold_ttl: Duration,
 }
 
@@ -87,10 +86,7 @@ impl TicketCommands {
         cmds: Vec<(&Envelope, TicketCommand)>,
         replies: &mut Vec<Outbound>,
     ) -> Result<(), HandleError> {
-        let Some(inv) = store::lock(tx, self.dialect, event_id)
-            .await
-            .map_err(HandleError::transient)?
-        else {
+        let Some(inv) = store::lock(tx, event_id).await.map_err(HandleError::transient)? else {
             // Nothing of this event is on sale here.
             for (msg, cmd) in cmds {
                 let answer = match cmd {
@@ -268,7 +264,7 @@ pub async fn expire_holds(db: &ticketer_db::Db, limit: i64) -> Result<usize, tic
     let mut expired = 0;
     for (event_id, booking) in due {
         let mut tx = db.begin().await?;
-        let Some(inv) = store::lock(&mut tx, db.dialect(), event_id).await? else {
+        let Some(inv) = store::lock(&mut tx, event_id).await? else {
             continue;
         };
         let tickets = store::tickets_of(&mut tx, &booking).await?;

@@ -4,16 +4,14 @@
 
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{EventStatus, SaleNews};
-use ticketer_db::{AnyConnection, Dialect};
+use ticketer_db::AnyConnection;
 
 use crate::{
     inventory::Counters,
     store::{self, Inventory, SaleStatus},
 };
 
-pub struct EventFeed {
-    pub dialect: Dialect,
-}
+pub struct EventFeed;
 
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for EventFeed {
@@ -29,7 +27,7 @@ impl ticketer_db::MessageHandler for EventFeed {
             // Drafts have nothing on sale yet.
             EventStatus::Draft => return Ok(()),
         };
-        let current = store::lock(tx, self.dialect, e.event_id)
+        let current = store::lock(tx, e.event_id)
             .await
             .map_err(HandleError::transient)?;
         let next = match current {
@@ -103,12 +101,7 @@ mod tests {
 
     async fn apply(db: &ticketer_db::Db, env: Envelope) {
         let mut tx = db.begin().await.unwrap();
-        EventFeed {
-            dialect: db.dialect(),
-        }
-        .handle(&mut tx, &env)
-        .await
-        .unwrap();
+        EventFeed.handle(&mut tx, &env).await.unwrap();
         tx.commit().await.unwrap();
     }
 

@@ -29,12 +29,9 @@ pub async fn build(
 ) -> anyhow::Result<ServiceApp> {
     let db = parts.db.clone();
     db.migrate("ticket", MIGRATIONS).await?;
-    let feed = consumers::EventFeed {
-        dialect: db.dialect(),
-    };
+    let feed = consumers::EventFeed;
     let mut tasks = parts.consume(TICKET_INVENTORY, feed, infra, &shutdown).await?;
     let commands = commands::TicketCommands {
-        dialect: db.dialect(),
         hold_ttl: infra.env.seconds_or("HOLD_TTL_SECONDS", 600)?,
     };
     tasks.extend(parts.consume(TICKET_COMMANDS, commands, infra, &shutdown).await?);

@@ -1,6 +1,6 @@
 //! The ticket service's SQL.
 
-use ticketer_db::{placeholders, time, value_rows, AnyConnection, Db, DbError, Dialect, Migration, Row};
+use ticketer_db::{placeholders, time, value_rows, AnyConnection, Db, DbError, Migration, Row};
 
 use crate::{inventory::Counters, lifecycle::TicketStatus, sale::Seat};
 
@@ -81,15 +81,8 @@ pub async fn on_sale_availability(db: &Db) -> Result<Vec<(i64, i64)>, DbError> {
 
 /// The inventory row, locked for the rest of the transaction on PostgreSQL
 /// (SQLite has one writer, so the transaction already excludes others).
-pub async fn lock(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    event_id: i64,
-) -> Result<Option<Inventory>, DbError> {
-    let lock = match dialect {
-        Dialect::Postgres => " FOR UPDATE",
-        Dialect::Sqlite => "",
-    };
+pub async fn lock(conn: &mut AnyConnection, event_id: i64) -> Result<Option<Inventory>, DbError> {
+    let lock = ticketer_db::for_update(conn);
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM inventory WHERE event_id = $1{lock}"
     ))
