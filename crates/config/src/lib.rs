@@ -263,11 +263,65 @@ pub fn parse_env_file(text: &str) -> Result<HashMap<String, String>, String> {
     Ok(vars)
 }
 
+/// The bounds of every HTTP server, per service (`<SERVICE>_HTTP_...`,
+/// falling back to the unprefixed `HTTP_...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// From a connection's opening, or from the end of its last answer, to
+    /// the end of the next request's headers; also how long an idle
+    /// keep-alive connection stays open (HTTP_HEADER_READ_TIMEOUT_SECONDS).
+    pub header_read: Duration,
+    /// From a request's headers to its answer, body included
+    /// (HTTP_REQUEST_TIMEOUT_SECONDS).
+    pub request: Duration,
+    /// Connections served at once; more wait in the listen backlog
+    /// (HTTP_MAX_CONNECTIONS).
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read: Duration::from_secs(20),
+            // Above the longest wait a client may ask for (Prefer: wait=30)
+            // and the gateway's upstream timeout (35 s).
+            request: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+}
+
+impl HttpLimits {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let d = HttpLimits::default();
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(ConfigError::Invalid {
+                    key: key.to_string(),
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(v)
+            }
+        };
+        let header_read = env.parse_or("HTTP_HEADER_READ_TIMEOUT_SECONDS", d.header_read.as_secs())?;
+        let request = env.parse_or("HTTP_REQUEST_TIMEOUT_SECONDS", d.request.as_secs())?;
+        let max_connections = env.parse_or("HTTP_MAX_CONNECTIONS", d.max_connections as u64)?;
+        Ok(HttpLimits {
+            header_read: Duration::from_secs(positive("HTTP_HEADER_READ_TIMEOUT_SECONDS", header_read)?),
+            request: Duration::from_secs(positive("HTTP_REQUEST_TIMEOUT_SECONDS", request)?),
+            max_connections: positive("HTTP_MAX_CONNECTIONS", max_connections)? as usize,
+        })
+    }
+}
+
 /// Where infrastructure comes from for one service: a URL per server, or the
 /// embedded default (SQLite file under the data dir, in-process bus and cache).
 #[derive(Debug, Clone)]
 pub struct InfraConfig {
     pub service: Service,
+    /// The HTTP server's timeouts and connection cap.
+    pub http: HttpLimits,
     /// `postgres://...` or `sqlite://...`; `None` means `<data_dir>/<service>.db`.
     pub database_url: Option<String>,
     pub amqp_url: Option<String>,
@@ -293,6 +347,7 @@ impl InfraConfig {
         let auth_port = env.for_service(Service::Auth).parse_or("PORT", 4040u16)?;
         Ok(InfraConfig {
             service,
+            http: HttpLimits::from_env(&env)?,
             database_url: env.get("DATABASE_URL"),
             amqp_url: env.shared("AMQP_URL"),
             redis_url: env.shared("REDIS_URL"),

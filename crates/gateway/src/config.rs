@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use ticketer_config::{ConfigError, Env, Service};
+use ticketer_config::{ConfigError, Env, HttpLimits, Service};
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -22,6 +22,8 @@ pub struct GatewayConfig {
     pub read_cache_entries: usize,
     /// PEM certificate chain and key; both set means the gateway serves HTTPS.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The gateway's own server's timeouts and connection cap.
+    pub http: HttpLimits,
 }
 
 impl GatewayConfig {
@@ -45,6 +47,7 @@ impl GatewayConfig {
             upstream_timeout_secs: gw.parse_or("UPSTREAM_TIMEOUT_SECONDS", 35)?,
             read_cache_ttl: std::time::Duration::from_millis(gw.parse_or("CACHE_TTL_MS", 500)?),
             read_cache_entries: gw.parse_or("CACHE_ENTRIES", 10_000)?,
+            http: HttpLimits::from_env(&gw)?,
             tls: match (gw.get("TLS_CERT"), gw.get("TLS_KEY")) {
                 (Some(cert), Some(key)) => Some((cert.into(), key.into())),
                 (None, None) => None,

@@ -120,11 +120,14 @@ pub fn build(
         .filter_map(|(svc, url)| svc.api_segment().map(|seg| (seg, url.clone())))
         .collect();
     let reads = reads::ReadCache::new(config.read_cache_ttl, config.read_cache_entries);
+    // The services share the gateway's HTTP_HEADER_READ_TIMEOUT_SECONDS
+    // unless set apart: half of it, at most 10 s, stays well inside.
+    let pool_idle = (config.http.header_read / 2).min(Duration::from_secs(10));
     let gw = Gateway {
         reads,
         config: Arc::new(config),
         routes: Arc::new(routes),
-        client: proxy::client(),
+        client: proxy::client(pool_idle),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -132,7 +135,9 @@ pub fn build(
         cache,
         verifier,
     };
-    let app = ServiceApp::new("gateway", listener, router(gw, Metrics::new("gateway")), shutdown);
+    let limits = gw.config.http;
+    let app = ServiceApp::new("gateway", listener, router(gw, Metrics::new("gateway")), shutdown)
+        .with_limits(limits);
     Ok(match tls {
         Some(config) => app.with_tls(config),
         None => app,

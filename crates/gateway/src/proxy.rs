@@ -20,12 +20,16 @@ use crate::Gateway;
 
 pub type HttpClient = Client<HttpConnector, Body>;
 
-pub fn client() -> HttpClient {
+/// A pooled connection is given up after `idle`: it must be shorter than
+/// the time the services keep an idle connection open (their header-read
+/// timeout), or the gateway would send requests down connections the
+/// service is closing.
+pub fn client(idle: Duration) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(3)));
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(idle)
         .pool_max_idle_per_host(512)
         .build(connector)
 }

@@ -8,6 +8,7 @@ mod json;
 pub mod metrics;
 mod pagination;
 pub mod process;
+mod serve;
 mod server;
 pub mod tls;
 

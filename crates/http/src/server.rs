@@ -1,6 +1,6 @@
 //! The pieces every service's HTTP server shares, and its run loop.
 
-use std::{io, net::SocketAddr, time::Instant};
+use std::{io, time::Instant};
 
 use axum::{
     extract::{Request, State},
@@ -10,6 +10,7 @@ use axum::{
     routing::get,
     Extension, Router,
 };
+use ticketer_config::HttpLimits;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -155,6 +156,7 @@ pub struct ServiceApp {
     tasks: Vec<JoinHandle<()>>,
     shutdown: CancellationToken,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    limits: HttpLimits,
 }
 
 impl ServiceApp {
@@ -171,7 +173,14 @@ impl ServiceApp {
             tasks: Vec::new(),
             shutdown,
             tls: None,
+            limits: HttpLimits::default(),
         }
+    }
+
+    /// Timeouts and the connection cap (defaults otherwise).
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Serves HTTPS instead of HTTP.
@@ -196,23 +205,16 @@ impl ServiceApp {
         let stopped = async move { token.cancelled().await };
         let tls = self.tls.is_some();
         tracing::info!(service = self.name, port = self.port(), tls, "listening");
+        let limits = self.limits;
+        let router = self
+            .router
+            .layer(from_fn_with_state(limits.request, crate::serve::deadline));
         match self.tls {
             Some(config) => {
                 let listener = crate::tls::TlsListener::new(self.listener, config)?;
-                let router = self
-                    .router
-                    .layer(axum::middleware::from_fn(crate::tls::peer_as_socket_addr));
-                let service = router.into_make_service_with_connect_info::<crate::tls::TlsPeer>();
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(stopped)
-                    .await?;
+                crate::serve::serve(listener, router, limits, stopped).await;
             }
-            None => {
-                let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-                axum::serve(self.listener, service)
-                    .with_graceful_shutdown(stopped)
-                    .await?;
-            }
+            None => crate::serve::serve(self.listener, router, limits, stopped).await,
         }
         for task in self.tasks {
             let _ = task.await;
@@ -309,7 +311,9 @@ pub fn launch_with(
             idempotency: Some((parts.db, idempotency)),
         },
     );
-    ServiceApp::new(name, listener, router, shutdown).with_tasks([relay, janitor])
+    ServiceApp::new(name, listener, router, shutdown)
+        .with_limits(infra.http)
+        .with_tasks([relay, janitor])
 }
 
 /// The API document of a service that has no routes of its own yet.

@@ -92,26 +92,3 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
-
-/// The peer address of a TLS connection. axum's own `SocketAddr` connect
-/// info only covers plain TCP listeners; [`peer_as_socket_addr`] turns this
-/// into the `ConnectInfo<SocketAddr>` the handlers read.
-#[derive(Debug, Clone, Copy)]
-pub struct TlsPeer(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        TlsPeer(*stream.remote_addr())
-    }
-}
-
-pub async fn peer_as_socket_addr(
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::extract::ConnectInfo;
-    if let Some(ConnectInfo(TlsPeer(addr))) = req.extensions().get::<ConnectInfo<TlsPeer>>().copied() {
-        req.extensions_mut().insert(ConnectInfo(addr));
-    }
-    next.run(req).await
-}

@@ -247,6 +247,44 @@ async fn password_guessing_is_throttled(s: &TestStack) {
     s.user("CUSTOMER").await;
 }
 
+/// A client that opens connections and sends nothing, or half a request,
+/// holds none of them: the gateway and every service behind it close them
+/// after the header-read timeout (one second here).
+async fn silent_connections_are_closed(s: &TestStack) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = s.label;
+    let mut targets = s.services.clone();
+    targets.push(("gateway (public port)".into(), s.base.clone()));
+    let mut tries = Vec::new();
+    for (name, url) in targets {
+        for opening in [&b""[..], b"GET /health/live HTTP/1.1\r\nHost: x\r\n"] {
+            let addr = url.trim_start_matches("http://").to_string();
+            let name = name.clone();
+            // All at once: each waits out the same second.
+            tries.push(tokio::spawn(async move {
+                let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                conn.write_all(opening).await.unwrap();
+                let mut got = Vec::new();
+                let closed =
+                    tokio::time::timeout(std::time::Duration::from_secs(15), conn.read_to_end(&mut got))
+                        .await;
+                (name, closed.is_ok(), String::from_utf8_lossy(&got).into_owned())
+            }));
+        }
+    }
+    for t in tries {
+        let (name, closed, got) = t.await.unwrap();
+        assert!(closed, "{l}: {name} kept a silent connection open");
+        assert!(!got.contains("200 OK"), "{l}: {name} answered half a request");
+    }
+    // Clients that finish their requests are served as ever.
+    let r = s.call(Method::GET, "/api/v1/events", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{l}");
+}
+
+const SHORT_HEADER_READ: &[(&str, &str)] = &[("HTTP_HEADER_READ_TIMEOUT_SECONDS", "1")];
+
+both_backends!(silent_connections_are_closed, SHORT_HEADER_READ);
 both_backends!(careless_requests_get_problems);
 both_backends!(password_guessing_is_throttled);
 both_backends!(deceptive_text_is_refused);
