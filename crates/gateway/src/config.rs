@@ -24,6 +24,9 @@ pub struct GatewayConfig {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// The gateway's own server's timeouts and connection cap.
     pub http: HttpLimits,
+    /// The bearer token Prometheus sends for the gateway's `/metrics`;
+    /// unset, the gateway's metrics are not served on its public port.
+    pub metrics_token: Option<String>,
 }
 
 impl GatewayConfig {
@@ -48,6 +51,7 @@ impl GatewayConfig {
             read_cache_ttl: std::time::Duration::from_millis(gw.parse_or("CACHE_TTL_MS", 500)?),
             read_cache_entries: gw.parse_or("CACHE_ENTRIES", 10_000)?,
             http: HttpLimits::from_env(&gw)?,
+            metrics_token: gw.get("METRICS_TOKEN"),
             tls: match (gw.get("TLS_CERT"), gw.get("TLS_KEY")) {
                 (Some(cert), Some(key)) => Some((cert.into(), key.into())),
                 (None, None) => None,

@@ -51,7 +51,12 @@ pub fn merge(parts: Vec<(String, Value)>) -> Value {
     })
 }
 
+/// The services' API documents merged, gathered at most every ten seconds.
 pub async fn openapi(State(gw): State<Gateway>) -> Json<Value> {
+    Json(gw.openapi.get_or(|| gather(&gw)).await)
+}
+
+async fn gather(gw: &Gateway) -> Value {
     let fetches = gw.config.services.iter().map(|(svc, base)| {
         let http = gw.http.clone();
         let url = format!("{base}/openapi.json");
@@ -63,7 +68,7 @@ pub async fn openapi(State(gw): State<Gateway>) -> Json<Value> {
             (svc.name().to_string(), doc)
         }
     });
-    Json(merge(join_all(fetches).await))
+    merge(join_all(fetches).await)
 }
 
 pub async fn docs_root() -> Redirect {

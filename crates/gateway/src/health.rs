@@ -8,7 +8,14 @@ use serde_json::{json, Map, Value};
 
 use crate::Gateway;
 
+/// Every service's readiness, asked at most once a second however often
+/// this is called.
 pub async fn aggregate(State(gw): State<Gateway>) -> (StatusCode, Json<Value>) {
+    let (status, body) = gw.health.get_or(|| ask_everyone(&gw)).await;
+    (status, Json(body))
+}
+
+async fn ask_everyone(gw: &Gateway) -> (StatusCode, Value) {
     let checks = gw.config.services.iter().map(|(svc, base)| {
         let http = gw.http.clone();
         let url = format!("{base}/health/ready");
@@ -35,6 +42,6 @@ pub async fn aggregate(State(gw): State<Gateway>) -> (StatusCode, Json<Value>) {
     };
     (
         status,
-        Json(json!({"status": if all_up { "UP" } else { "DOWN" }, "services": services})),
+        json!({"status": if all_up { "UP" } else { "DOWN" }, "services": services}),
     )
 }

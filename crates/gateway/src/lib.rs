@@ -4,6 +4,7 @@ mod config;
 mod docs;
 mod filters;
 mod health;
+mod kept;
 mod proxy;
 mod reads;
 
@@ -17,7 +18,7 @@ use axum::{
 };
 pub use config::GatewayConfig;
 use ticketer_cache::Cache;
-use ticketer_http::{Metrics, Readiness, ServiceApp, TokenVerifier};
+use ticketer_http::{Metrics, MetricsAccess, Readiness, ServiceApp, TokenVerifier};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -33,6 +34,9 @@ pub struct Gateway {
     cache: Cache,
     verifier: TokenVerifier,
     reads: Arc<reads::ReadCache>,
+    /// The last `/health` and `/openapi.json` answers, briefly.
+    health: Arc<kept::Kept<(axum::http::StatusCode, serde_json::Value)>>,
+    openapi: Arc<kept::Kept<serde_json::Value>>,
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -84,6 +88,9 @@ pub fn router(gw: Gateway, metrics: Metrics) -> Router {
     if let Some(cors) = cors(&gw.config.cors_origins) {
         app = app.layer(cors);
     }
+    if gw.config.tls.is_some() {
+        app = app.layer(axum::middleware::from_fn(strict_transport));
+    }
     // Adds the operational routes, metrics, and request ids (outermost, so
     // refusals carry one too).
     ticketer_http::assemble(
@@ -99,8 +106,22 @@ pub fn router(gw: Gateway, metrics: Metrics) -> Router {
             verifier: None,
             openapi: None,
             idempotency: None,
+            metrics_access: MetricsAccess::Bearer(gw.config.metrics_token.clone()),
         },
     )
+}
+
+/// Browsers that reached the gateway over HTTPS keep to HTTPS for a year.
+async fn strict_transport(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+    );
+    resp
 }
 
 pub fn build(
@@ -134,6 +155,8 @@ pub fn build(
             .expect("HTTP client"),
         cache,
         verifier,
+        health: Arc::new(kept::Kept::new(Duration::from_secs(1))),
+        openapi: Arc::new(kept::Kept::new(Duration::from_secs(10))),
     };
     let limits = gw.config.http;
     let app = ServiceApp::new("gateway", listener, router(gw, Metrics::new("gateway")), shutdown)

@@ -56,6 +56,9 @@ pub struct FlashSale {
     pub tickets_per_booking: i64,
     /// Every server process's base URL by name, for /metrics and /health/ready.
     pub services: Vec<(String, String)>,
+    /// The gateway's scrape token (GATEWAY_METRICS_TOKEN): without it the
+    /// gateway's memory and CPU are not reported.
+    pub metrics_token: Option<String>,
 }
 
 /// Where the buyers come from.
@@ -353,15 +356,14 @@ async fn backend(http: &reqwest::Client, services: &[(String, String)]) -> Strin
 
 /// The value of the unlabelled metric `name` on the server at `url`, from
 /// its /metrics; None when it does not answer or has no such line.
-async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+/// `token` is for the gateway, which serves its /metrics only with its
+/// scrape token; the services' own ports ignore it.
+async fn metric(http: &reqwest::Client, url: &str, name: &str, token: Option<&str>) -> Option<f64> {
+    let mut req = http.get(format!("{url}/metrics"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let text = req.send().await.ok()?.text().await.ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
@@ -374,6 +376,7 @@ async fn cpu_used(
     http: &reqwest::Client,
     services: &[(String, String)],
     one_process: bool,
+    token: Option<&str>,
 ) -> HashMap<String, f64> {
     let mut used = HashMap::new();
     let asked = if one_process {
@@ -382,7 +385,7 @@ async fn cpu_used(
         services
     };
     for (name, url) in asked {
-        if let Some(cpu) = metric(http, url, "process_cpu_seconds_total").await {
+        if let Some(cpu) = metric(http, url, "process_cpu_seconds_total", token).await {
             let name = if one_process {
                 "ticketer dev"
             } else {
@@ -434,10 +437,14 @@ fn proc_cpu(stat_path: &str) -> Option<f64> {
 }
 
 /// The largest resident memory each process reached, in MB, from /metrics.
-async fn peak_memory(http: &reqwest::Client, services: &[(String, String)]) -> HashMap<String, f64> {
+async fn peak_memory(
+    http: &reqwest::Client,
+    services: &[(String, String)],
+    token: Option<&str>,
+) -> HashMap<String, f64> {
     let mut peaks = HashMap::new();
     for (name, url) in services {
-        if let Some(bytes) = metric(http, url, "process_resident_memory_max_bytes").await {
+        if let Some(bytes) = metric(http, url, "process_resident_memory_max_bytes", token).await {
             peaks.insert(name.clone(), (bytes / 1e6 * 10.0).round() / 10.0);
         }
     }
@@ -544,7 +551,13 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     // The sale: everyone at once, `concurrency` requests in flight.
     let backend = backend(&client.http, &cfg.services).await;
     let one_process = backend.contains("in-process");
-    let cpu_before = cpu_used(&client.http, &cfg.services, one_process).await;
+    let cpu_before = cpu_used(
+        &client.http,
+        &cfg.services,
+        one_process,
+        cfg.metrics_token.as_deref(),
+    )
+    .await;
     let started = Instant::now();
     let errors = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
@@ -580,7 +593,13 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
         outcomes.push(b.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = cpu_used(&client.http, &cfg.services, one_process).await;
+    let cpu_after = cpu_used(
+        &client.http,
+        &cfg.services,
+        one_process,
+        cfg.metrics_token.as_deref(),
+    )
+    .await;
     let cpu_s_during_sale = cpu_after
         .iter()
         .filter_map(|(name, after)| {
@@ -670,7 +689,7 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     );
     let holds = percentiles(outcomes.iter().filter_map(|o| o.hold_ms).collect());
     let sellout_s = confirmed.iter().map(|o| o.done_s).fold(0.0, f64::max);
-    let peaks = peak_memory(&client.http, &cfg.services).await;
+    let peaks = peak_memory(&client.http, &cfg.services, cfg.metrics_token.as_deref()).await;
     Ok(Report {
         scenario: cfg.scenario,
         backend,

@@ -200,6 +200,9 @@ async fn main() -> anyhow::Result<()> {
             tickets_per_booking,
             services,
             gateway,
+            metrics_token: std::env::var("GATEWAY_METRICS_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         };
         let buyers = match provision {
             Provisioning::Api => ticketer::bench::Buyers::Api,

@@ -334,6 +334,7 @@ async fn bench_reports_a_clean_sale(s: &TestStack) {
             concurrency: 8,
             tickets_per_booking: 2,
             services: s.services.clone(),
+            metrics_token: Some(SCRAPE_TOKEN.into()),
         },
         ticketer::bench::Buyers::Api,
     )
@@ -381,7 +382,12 @@ async fn bench_reports_a_clean_sale(s: &TestStack) {
     );
 }
 
-both_backends!(bench_reports_a_clean_sale);
+const SCRAPE_TOKEN: &str = "bench-scrape";
+
+both_backends!(
+    bench_reports_a_clean_sale,
+    &[("GATEWAY_METRICS_TOKEN", SCRAPE_TOKEN)]
+);
 
 /// Cancelling an event refunds its confirmed bookings; its organizer sees them.
 async fn event_cancellation_refunds(s: &TestStack) {

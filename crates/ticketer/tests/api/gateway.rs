@@ -121,7 +121,7 @@ async fn cors_answers_only_listed_origins() {
 
 #[tokio::test]
 async fn health_docs_and_metrics() {
-    let s = TestStack::embedded(&[]).await;
+    let s = TestStack::embedded(&[("GATEWAY_METRICS_TOKEN", "scrape")]).await;
     let r = s.call(Method::GET, "/health", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     for svc in ["auth", "events", "ticket", "booking", "payment", "notification"] {
@@ -141,7 +141,7 @@ async fn health_docs_and_metrics() {
 
     s.call(Method::GET, "/api/v1/events", None, None).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let r = s.call(Method::GET, "/metrics", None, None).await;
+    let r = s.call(Method::GET, "/metrics", Some("scrape"), None).await;
     let text = r.body.as_str().unwrap();
     assert!(text.contains("http_requests_total{"), "{text}");
     assert!(text.contains("route=\"/api/v1/{*rest}\""), "{text}");
@@ -259,6 +259,10 @@ async fn gateway_serves_https_when_given_a_certificate() {
     let mut answer = String::new();
     tls.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("strict-transport-security: max-age=31536000"),
+        "HTTPS answers tell browsers to keep to HTTPS: {answer}"
+    );
     assert!(
         answer.contains("\"items\""),
         "the request went through to events: {answer}"

@@ -282,6 +282,99 @@ async fn silent_connections_are_closed(s: &TestStack) {
     assert_eq!(r.status, StatusCode::OK, "{l}");
 }
 
+/// Operations stay with the operators: the gateway's `/metrics` only with
+/// its scrape token (the services' own, private ports serve theirs), and
+/// `/health`, which asks every service, costs them one readiness check a
+/// second however often anonymous callers ask.
+async fn operations_stay_private(s: &TestStack) {
+    let l = s.label;
+    let metrics = format!("{}/metrics", s.base);
+    for token in [None, Some("guess")] {
+        let mut req = s.http.get(&metrics);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{l}: token {token:?}");
+    }
+    let r = s
+        .http
+        .get(&metrics)
+        .bearer_auth(SCRAPE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{l}");
+    assert!(
+        r.text().await.unwrap().contains("process_resident_memory_bytes"),
+        "{l}"
+    );
+    let events = &s.services.iter().find(|(n, _)| n == "events").unwrap().1;
+    let ready_checks = || async {
+        let text = s
+            .http
+            .get(format!("{events}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("http_requests_total") && l.contains("route=\"/health/ready\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    // Past the last answer's second (the harness asked while starting).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let before = ready_checks().await;
+    let asks: Vec<_> = (0..40)
+        .map(|_| {
+            let (http, url) = (s.http.clone(), format!("{}/health", s.base));
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    for a in asks {
+        assert_eq!(a.await.unwrap().unwrap(), StatusCode::OK, "{l}");
+    }
+    let asked = ready_checks().await - before;
+    assert!(
+        (1.0..=3.0).contains(&asked),
+        "{l}: 40 calls of /health asked events {asked} times"
+    );
+}
+
+/// Without a scrape token, the gateway does not serve its metrics at all.
+async fn metrics_are_not_public(s: &TestStack) {
+    let r = s.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", s.label);
+    assert_eq!(r.content_type(), "application/problem+json", "{}", s.label);
+}
+
+/// A request target too long to be a real one gets 414 problem+json, from
+/// the gateway and from a service's own port alike.
+async fn overlong_targets_get_414(s: &TestStack) {
+    let l = s.label;
+    let long = format!("/api/v1/events?q={}", "a".repeat(ticketer_http::MAX_URI_LENGTH));
+    let events = s.services.iter().find(|(n, _)| n == "events").unwrap().1.clone();
+    for base in [s.base.clone(), events] {
+        let r = s.http.get(format!("{base}{long}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::URI_TOO_LONG, "{l}: {base}");
+        let kind = r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(kind, "application/problem+json", "{l}: {base}");
+    }
+}
+
+const SCRAPE_TOKEN: &str = "scrape-secret-for-tests";
+const WITH_SCRAPE_TOKEN: &[(&str, &str)] = &[("GATEWAY_METRICS_TOKEN", SCRAPE_TOKEN)];
+
+both_backends!(operations_stay_private, WITH_SCRAPE_TOKEN);
+both_backends!(metrics_are_not_public);
+both_backends!(overlong_targets_get_414);
+
 const SHORT_HEADER_READ: &[(&str, &str)] = &[("HTTP_HEADER_READ_TIMEOUT_SECONDS", "1")];
 
 both_backends!(silent_connections_are_closed, SHORT_HEADER_READ);
