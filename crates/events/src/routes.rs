@@ -73,7 +73,8 @@ impl EventResponse {
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
-    /// Words to find in the name or description.
+    /// Words to find in the name or description (all of them; at most 10
+    /// words, 200 characters).
     pub q: Option<String>,
     pub category: Option<String>,
     pub location: Option<String>,
@@ -138,6 +139,7 @@ async fn list_events(
         v.map(|s| parse_date(&s).ok_or_else(|| ApiError::field(field, "must be a date like 2026-12-31")))
             .transpose()
     };
+    search_bounds(&q)?;
     let filter = ListFilter {
         q: q.q,
         category: q.category,
@@ -148,6 +150,36 @@ async fn list_events(
     let (events, total) = svc.list(&filter, page).await?;
     let items = events.into_iter().map(|e| EventResponse::new(e, false)).collect();
     Ok(axum::Json(Page::new(items, page, total)))
+}
+
+/// What an anonymous search may ask: enough for any real query, little
+/// enough that no query string costs more than a few index look-ups.
+const MAX_QUERY_CHARS: usize = 200;
+const MAX_QUERY_WORDS: usize = 10;
+const MAX_FILTER_CHARS: usize = 100;
+
+fn search_bounds(q: &ListQuery) -> ApiResult<()> {
+    let mut v = ticketer_http::Validator::default();
+    for (field, value, max) in [
+        ("q", &q.q, MAX_QUERY_CHARS),
+        ("category", &q.category, MAX_FILTER_CHARS),
+        ("location", &q.location, MAX_FILTER_CHARS),
+    ] {
+        let Some(value) = value else { continue };
+        if value.chars().count() > max {
+            v.error(field, format!("must be at most {max} characters"));
+        } else if ticketer_http::forbidden_char(value, false).is_some() {
+            v.error(field, ticketer_http::FORBIDDEN_CHAR);
+        }
+    }
+    if let Some(words) = q.q.as_deref().map(|t| t.split_whitespace().count()) {
+        v.check(
+            words <= MAX_QUERY_WORDS,
+            "q",
+            &format!("must be at most {MAX_QUERY_WORDS} words"),
+        );
+    }
+    v.finish()
 }
 
 #[utoipa::path(get, path = "/api/v1/events/mine", tag = "events", security(("bearer" = [])),

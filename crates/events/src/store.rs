@@ -8,12 +8,20 @@ use uuid::Uuid;
 
 use crate::domain::{parse_date, parse_time, EventDetails, EventStatus};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    postgres: include_str!("../migrations/postgres/0001_events.sql"),
-    sqlite: include_str!("../migrations/sqlite/0001_events.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        postgres: include_str!("../migrations/postgres/0001_events.sql"),
+        sqlite: include_str!("../migrations/sqlite/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "search",
+        postgres: include_str!("../migrations/postgres/0002_search.sql"),
+        sqlite: include_str!("../migrations/sqlite/0002_search.sql"),
+    },
+];
 
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -168,6 +176,16 @@ pub struct ListFilter {
 }
 
 /// Escapes LIKE wildcards so user text matches literally.
+/// Each word of `q` as an FTS5 string (quotes doubled), so that nothing a
+/// client types is read as FTS syntax (AND, NEAR, column filters, `*`);
+/// words side by side must all match.
+fn fts_query(q: &str) -> String {
+    q.split_whitespace()
+        .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn like_pattern(s: &str) -> String {
     let escaped = s
         .to_lowercase()
@@ -243,14 +261,10 @@ pub async fn list_published(
                 q.to_string(),
             ),
             // Every word must appear in the name or the description.
-            Dialect::Sqlite => {
-                for word in q.split_whitespace() {
-                    w.push(
-                        |i| format!("(lower(event_name) LIKE ${i} ESCAPE '\\' OR lower(description) LIKE ${i} ESCAPE '\\')"),
-                        like_pattern(word),
-                    );
-                }
-            }
+            Dialect::Sqlite => w.push(
+                |i| format!("id IN (SELECT rowid FROM events_search WHERE events_search MATCH ${i})"),
+                fts_query(q),
+            ),
         }
     }
     if let Some(c) = &f.category {
@@ -290,6 +304,12 @@ pub async fn list_by_organizer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_words_are_quoted_not_parsed() {
+        assert_eq!(fts_query(" Rock  night "), "\"Rock\" \"night\"");
+        assert_eq!(fts_query("a\"b OR c*"), "\"a\"\"b\" \"OR\" \"c*\"");
+    }
 
     #[test]
     fn like_patterns_escape_wildcards() {

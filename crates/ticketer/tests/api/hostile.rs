@@ -368,6 +368,88 @@ async fn overlong_targets_get_414(s: &TestStack) {
     }
 }
 
+/// Anonymous search takes bounded input (400 naming the parameter past the
+/// bounds), reads nothing a client types as search syntax, never answers
+/// 5xx, and still finds events by the words of their description (stems
+/// included: "quartets" finds "quartet").
+async fn search_is_bounded(s: &TestStack) {
+    let l = s.label;
+    let word = format!("zq{}", uuid::Uuid::new_v4().simple());
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    let body = json!({
+        "event_name": format!("Evening {word}"), "description": "A string quartet plays Haydn",
+        "category": "Music", "location": "Graz", "event_date": "2031-03-03",
+        "start_time": "20:00", "end_time": "23:00", "ticket_capacity": 10, "ticket_price": "20.00"
+    });
+    let r = s
+        .call(Method::POST, "/api/v1/events", Some(&organizer), Some(body))
+        .await;
+    let id = r.body["id"].as_i64().unwrap();
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/events/{id}/publish"),
+            Some(&organizer),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{l}");
+    let search = |query: String| async move {
+        let url =
+            reqwest::Url::parse_with_params(&format!("{}/api/v1/events", s.base), [("q", query)]).unwrap();
+        let r = s.http.get(url).send().await.unwrap();
+        let status = r.status();
+        (status, r.json::<serde_json::Value>().await.unwrap_or_default())
+    };
+    let (status, found) = search(format!("{word} quartets")).await;
+    assert_eq!(status, StatusCode::OK, "{l}");
+    assert_eq!(found["total"], 1, "{l}: {found}");
+    for (query, field) in [
+        (vec!["word"; 1_000].join(" "), "q"),
+        ("x".repeat(5_000), "q"),
+        ("a b c d e f g h i j k".to_string(), "q"),
+        ("bell\u{0}".to_string(), "q"),
+    ] {
+        let (status, problem) = search(query).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{l}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{l}: {problem}");
+    }
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/events?location={}", "y".repeat(500)),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.error_fields(), ["location"], "{l}");
+    for query in [
+        "\"",
+        "\"\"",
+        "*",
+        "a*",
+        "OR",
+        "NOT x",
+        "x AND",
+        "NEAR(a b)",
+        "event_name:x",
+        "-x",
+        "(x",
+        "^x",
+        "x:y:z",
+        "' OR 1=1 --",
+        "%_\\",
+        "{}",
+        "é ü",
+    ] {
+        let (status, page) = search(query.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{l}: q={query:?}: {page}");
+        assert!(page["items"].is_array(), "{l}: q={query:?}");
+    }
+}
+
+both_backends!(search_is_bounded);
+
 const SCRAPE_TOKEN: &str = "scrape-secret-for-tests";
 const WITH_SCRAPE_TOKEN: &[(&str, &str)] = &[("GATEWAY_METRICS_TOKEN", SCRAPE_TOKEN)];
 

@@ -1,0 +1,3 @@
+-- PostgreSQL has searched a generated tsvector with a GIN index since the
+-- first migration; this step exists for SQLite's FTS5 table.
+SELECT 1;
