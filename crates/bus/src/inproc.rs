@@ -2,10 +2,14 @@
 //! a dead-letter store per queue), but a publish to a queue consumed in
 //! this process returns only after the consumer has settled the message, so
 //! the outbox marks it published only once its effects are committed.
-//! Two things are held in memory only and lost if the process stops: a
-//! message for a queue nobody in this process consumes (kept, up to
-//! `QUEUE_CAPACITY`, for a consumer that may start later) and the dead
-//! letters.
+//! Dead letters are handed to the consumer ([`BatchHandler::dead_lettered`]:
+//! the inbox keeps them in the service's database, where `ticketer dlq`
+//! lists and replays them) before the message counts as settled; a copy
+//! stays in memory for [`InProcessBus::dead_letters`]. Held in memory only,
+//! and lost if the process stops: a message for a queue nobody in this
+//! process consumes (kept, up to `QUEUE_CAPACITY`, for a consumer that may
+//! start later; `ticketer dev` opens the bus only once every queue has its
+//! consumer).
 
 use std::{
     collections::HashMap,
@@ -19,12 +23,14 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    processing::{apply, BatchHandler, Outcome},
+    processing::{apply, BatchHandler, DeadLetter, Outcome},
     topology::topic_matches,
     BusError, Envelope, Outgoing, Subscription,
 };
 
 pub(crate) struct Delivery {
+    exchange: Arc<str>,
+    routing_key: Arc<str>,
     body: Arc<Vec<u8>>,
     /// true once applied or dead-lettered; false when abandoned.
     settled: oneshot::Sender<bool>,
@@ -34,13 +40,6 @@ struct Binding {
     exchange: String,
     pattern: String,
     queue: String,
-}
-
-/// A message that could not be applied, with the reason.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub body: Vec<u8>,
-    pub reason: String,
 }
 
 type Receiver = Arc<AsyncMutex<mpsc::Receiver<Delivery>>>;
@@ -113,6 +112,8 @@ impl InProcessBus {
             let queues = self.queues.lock().expect("queues lock");
             for msg in batch {
                 let body = Arc::new(msg.body.clone());
+                let (exchange, routing_key): (Arc<str>, Arc<str>) =
+                    (msg.exchange.as_str().into(), msg.routing_key.as_str().into());
                 let mut targets: Vec<&str> = bindings
                     .iter()
                     .filter(|b| b.exchange == msg.exchange && topic_matches(&b.pattern, &msg.routing_key))
@@ -125,6 +126,8 @@ impl InProcessBus {
                     let (tx, rx) = oneshot::channel();
                     let q = queues.get(queue).ok_or(BusError::NotSettled(msg.message_id))?;
                     let delivery = Delivery {
+                        exchange: exchange.clone(),
+                        routing_key: routing_key.clone(),
                         body: body.clone(),
                         settled: tx,
                     };
@@ -259,8 +262,8 @@ async fn worker(
                 }
                 Err(e) => {
                     tracing::error!(queue = %sub.queue, error = %e, "dead-lettering undecodable message");
-                    record(&dead, &sub.queue, &d.body, e.to_string());
-                    let _ = d.settled.send(true);
+                    let kept = bury(handler.as_ref(), &dead, &sub.queue, &d, e.to_string()).await;
+                    let _ = d.settled.send(kept);
                 }
             }
         }
@@ -268,10 +271,7 @@ async fn worker(
         for (d, outcome) in owners.into_iter().zip(outcomes) {
             let settled = match outcome {
                 Outcome::Applied => true,
-                Outcome::DeadLettered(reason) => {
-                    record(&dead, &sub.queue, &d.body, reason);
-                    true
-                }
+                Outcome::DeadLettered(reason) => bury(handler.as_ref(), &dead, &sub.queue, &d, reason).await,
                 Outcome::Abandoned => false,
             };
             let _ = d.settled.send(settled);
@@ -279,18 +279,35 @@ async fn worker(
     }
 }
 
-/// Keeps a dead letter, at most [`QUEUE_CAPACITY`] per queue (the oldest
-/// goes first; the log line written when it arrived remains).
-fn record(dead: &Mutex<HashMap<String, Vec<DeadLetter>>>, queue: &str, body: &[u8], reason: String) {
+/// Hands a dead letter to the consumer to keep; true once kept. Not kept
+/// (its database is away), the delivery is left unsettled, so the publish
+/// fails and the sender's outbox sends it again later.
+async fn bury(
+    handler: &dyn BatchHandler,
+    dead: &Mutex<HashMap<String, Vec<DeadLetter>>>,
+    queue: &str,
+    d: &Delivery,
+    reason: String,
+) -> bool {
+    let letter = DeadLetter {
+        exchange: d.exchange.to_string(),
+        routing_key: d.routing_key.to_string(),
+        body: d.body.to_vec(),
+        reason,
+    };
+    if let Err(e) = handler.dead_lettered(&letter).await {
+        tracing::warn!(queue, error = %e, "could not keep a dead letter; it will be delivered again");
+        return false;
+    }
+    // A copy for this process, at most QUEUE_CAPACITY per queue (the oldest
+    // goes first; the kept one and the log line remain).
     let mut dead = dead.lock().expect("dead lock");
     let letters = dead.entry(queue.to_string()).or_default();
     if letters.len() >= QUEUE_CAPACITY {
         letters.remove(0);
     }
-    letters.push(DeadLetter {
-        body: body.to_vec(),
-        reason,
-    });
+    letters.push(letter);
+    true
 }
 
 #[cfg(test)]

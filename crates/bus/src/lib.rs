@@ -19,8 +19,8 @@ pub mod topology;
 use std::sync::Arc;
 
 pub use envelope::{Envelope, Outgoing};
-pub use inproc::{DeadLetter, InProcessBus};
-pub use processing::{BatchHandler, HandleError};
+pub use inproc::InProcessBus;
+pub use processing::{BatchHandler, DeadLetter, HandleError};
 pub use rabbit::RabbitBus;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,8 @@ pub enum BusError {
     NotSettled(uuid::Uuid),
     #[error("the broker connection is down")]
     Disconnected,
+    #[error("not on this bus: {0}")]
+    Unsupported(&'static str),
 }
 
 /// The wait for a sent batch's confirms.
@@ -145,6 +147,28 @@ impl Bus {
         match self {
             Bus::InProcess(bus) => Ok(bus.dead_letters(queue).len() as u32),
             Bus::Rabbit(bus) => bus.queue_depth(&topology::dead_letter_queue(queue)).await,
+        }
+    }
+
+    /// The dead letters of `queue` still waiting: RabbitMQ's `<queue>.dlq`,
+    /// left in place; in process, those seen since start (the consumer's
+    /// database keeps them for good: `ticketer_db::dead_letters`).
+    pub async fn peek_dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>, BusError> {
+        match self {
+            Bus::InProcess(bus) => Ok(bus.dead_letters(queue)),
+            Bus::Rabbit(bus) => bus.peek_dead_letters(queue).await,
+        }
+    }
+
+    /// Sends `queue`'s dead letters back to it, once each; how many. Only
+    /// RabbitMQ holds them itself; in process they are replayed from the
+    /// consumer's database (`ticketer_db::dead_letters::replay`).
+    pub async fn replay_dead_letters(&self, queue: &str) -> Result<usize, BusError> {
+        match self {
+            Bus::InProcess(_) => Err(BusError::Unsupported(
+                "the in-process bus keeps dead letters in the consuming service's database",
+            )),
+            Bus::Rabbit(bus) => bus.replay_dead_letters(queue).await,
         }
     }
 

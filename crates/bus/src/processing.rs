@@ -31,6 +31,22 @@ impl HandleError {
 #[async_trait::async_trait]
 pub trait BatchHandler: Send + Sync + 'static {
     async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError>;
+
+    /// Keeps a message given up on, for a transport without a durable
+    /// dead-letter queue (the in-process bus); the message counts as settled
+    /// only once this succeeded. Nothing to do by default.
+    async fn dead_lettered(&self, _letter: &DeadLetter) -> Result<(), HandleError> {
+        Ok(())
+    }
+}
+
+/// A message that could not be applied, where it came from, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

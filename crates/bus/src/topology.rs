@@ -36,6 +36,9 @@ const fn on<M: Message>() -> (&'static str, &'static str) {
 #[derive(Debug, Clone, Copy)]
 pub struct QueueSpec {
     pub name: &'static str,
+    /// The service that consumes it (and keeps its inbox and, in process,
+    /// its dead letters).
+    pub consumer: &'static str,
     pub bindings: &'static [(&'static str, &'static str)],
 }
 
@@ -53,6 +56,7 @@ impl QueueSpec {
 /// Event changes the ticket service keeps its inventory in step with.
 pub const TICKET_INVENTORY: QueueSpec = QueueSpec {
     name: "ticket.inventory",
+    consumer: "ticket",
     bindings: &[
         on::<EventPublished>(),
         on::<EventUpdated>(),
@@ -64,6 +68,7 @@ pub const TICKET_INVENTORY: QueueSpec = QueueSpec {
 /// The booking saga's commands to the ticket service.
 pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
     name: "ticket.commands",
+    consumer: "ticket",
     bindings: &[
         on::<HoldTickets>(),
         on::<ReserveTickets>(),
@@ -74,12 +79,14 @@ pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
 /// The booking saga's commands to the payment service.
 pub const PAYMENT_COMMANDS: QueueSpec = QueueSpec {
     name: "payment.commands",
+    consumer: "payment",
     bindings: &[on::<ProcessPayment>(), on::<RefundPayment>()],
 };
 
 /// The ticket service's answers, for the booking saga.
 pub const TICKET_OPERATIONS: QueueSpec = QueueSpec {
     name: "ticket.operations",
+    consumer: "booking",
     bindings: &[
         on::<TicketsHeld>(),
         on::<TicketsHoldFailed>(),
@@ -92,6 +99,7 @@ pub const TICKET_OPERATIONS: QueueSpec = QueueSpec {
 /// The payment service's answers, for the booking saga.
 pub const BOOKING_PAYMENTS: QueueSpec = QueueSpec {
     name: "booking.payments",
+    consumer: "booking",
     bindings: &[
         on::<PaymentSucceeded>(),
         on::<PaymentFailed>(),
@@ -102,6 +110,7 @@ pub const BOOKING_PAYMENTS: QueueSpec = QueueSpec {
 /// Event changes the booking service mirrors (ownership, dates, cancellation).
 pub const BOOKING_EVENTS: QueueSpec = QueueSpec {
     name: "booking.events",
+    consumer: "booking",
     bindings: &[
         on::<EventPublished>(),
         on::<EventUpdated>(),
@@ -113,8 +122,14 @@ pub const BOOKING_EVENTS: QueueSpec = QueueSpec {
 /// Bookings confirmed and cancelled, for the events service's sales figures.
 pub const EVENTS_SALES: QueueSpec = QueueSpec {
     name: "events.sales",
+    consumer: "events",
     bindings: &[on::<BookingConfirmed>(), on::<BookingCancelled>()],
 };
+
+/// The queue named `name`.
+pub fn queue(name: &str) -> Option<&'static QueueSpec> {
+    QUEUES.iter().find(|q| q.name == name)
+}
 
 /// Every queue of the system.
 pub const QUEUES: &[QueueSpec] = &[

@@ -1,7 +1,7 @@
 //! The consumer side: a batch of messages applied in one transaction, each
 //! recorded in the inbox with its effect so that redelivery does nothing.
 
-use ticketer_bus::{BatchHandler, Envelope, HandleError};
+use ticketer_bus::{BatchHandler, DeadLetter, Envelope, HandleError};
 use tracing::Instrument;
 
 use std::collections::HashSet;
@@ -104,5 +104,12 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
         self.db.outbox_written();
         self.handler.committed(batch);
         Ok(())
+    }
+
+    /// Kept beside the service's data, named after the queue.
+    async fn dead_lettered(&self, letter: &DeadLetter) -> Result<(), HandleError> {
+        crate::dead_letters::keep(&self.db, &self.consumer, letter)
+            .await
+            .map_err(HandleError::transient)
     }
 }

@@ -7,6 +7,7 @@
 //! share: integers (money in minor units), text (UUIDs, RFC 3339 timestamps,
 //! dates) and booleans.
 
+pub mod dead_letters;
 mod inbox;
 pub mod janitor;
 mod migrate;

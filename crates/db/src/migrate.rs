@@ -28,12 +28,20 @@ impl Migration {
 }
 
 /// The outbox and inbox tables every service carries.
-pub const MESSAGING: &[Migration] = &[Migration {
-    version: 1,
-    name: "outbox and inbox",
-    postgres: include_str!("../migrations/postgres/messaging.sql"),
-    sqlite: include_str!("../migrations/sqlite/messaging.sql"),
-}];
+pub const MESSAGING: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "outbox and inbox",
+        postgres: include_str!("../migrations/postgres/messaging.sql"),
+        sqlite: include_str!("../migrations/sqlite/messaging.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "dead letters",
+        postgres: include_str!("../migrations/postgres/dead_letters.sql"),
+        sqlite: include_str!("../migrations/sqlite/dead_letters.sql"),
+    },
+];
 
 /// Stored responses for `Idempotency-Key` requests.
 pub const IDEMPOTENCY: &[Migration] = &[Migration::portable(

@@ -18,7 +18,9 @@ async fn postgres_connections_are_encrypted_and_verified_when_asked() {
         ticketer_config::skip_test("PostgreSQL TLS test", "TICKETER_TEST_POSTGRES_URL");
         return;
     };
-    let plain = Db::connect(&with_param(&url, "sslmode=disable"), 1).await.unwrap();
+    let plain = Db::connect(&with_param(&url, "sslmode=disable"), 1)
+        .await
+        .unwrap();
     let (ssl_on,): (String,) = sqlx::query_as("SHOW ssl").fetch_one(plain.pool()).await.unwrap();
     plain.close().await;
     if ssl_on != "on" {
@@ -26,7 +28,9 @@ async fn postgres_connections_are_encrypted_and_verified_when_asked() {
         return;
     }
 
-    let db = Db::connect(&with_param(&url, "sslmode=require"), 1).await.unwrap();
+    let db = Db::connect(&with_param(&url, "sslmode=require"), 1)
+        .await
+        .unwrap();
     let (ssl, version): (bool, String) =
         sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             .fetch_one(db.pool())
@@ -37,7 +41,9 @@ async fn postgres_connections_are_encrypted_and_verified_when_asked() {
     db.close().await;
 
     let refused = Db::connect(&with_param(&url, "sslmode=verify-full"), 1).await;
-    let err = refused.err().expect("a certificate nobody vouches for was accepted");
+    let err = refused
+        .err()
+        .expect("a certificate nobody vouches for was accepted");
     let text = err.to_string().to_lowercase();
     assert!(
         text.contains("certificate") || text.contains("tls"),

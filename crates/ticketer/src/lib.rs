@@ -2,4 +2,5 @@
 //! (`ticketer dev`), or one service per process (`ticketer serve`).
 
 pub mod bench;
+pub mod dlq;
 pub mod stack;

@@ -49,6 +49,21 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Dead letters: the messages a queue's consumer gave up on (RabbitMQ's
+    /// `<queue>.dlq` when AMQP_URL is set, else the consuming service's
+    /// database).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Prints the waiting dead letters of a queue, one JSON line each.
+    List { queue: String },
+    /// Sends them back to the queue's consumer, once each.
+    Replay { queue: String },
 }
 
 #[derive(Subcommand)]
@@ -268,6 +283,21 @@ async fn main() -> anyhow::Result<()> {
             let db = stack::connect_db(&infra).await?;
             let id = ticketer_auth::create_admin(&config, &infra, db, &email, &password).await?;
             println!("administrator {email} ready (id {id})");
+            Ok(())
+        }
+        Command::Dlq { command } => {
+            let env = Env::from_process(Service::Gateway)?;
+            match command {
+                DlqCommand::List { queue } => {
+                    for letter in ticketer::dlq::list(&env, &cli.data_dir, &queue).await? {
+                        println!("{}", serde_json::to_string(&letter)?);
+                    }
+                }
+                DlqCommand::Replay { queue } => {
+                    let n = ticketer::dlq::replay(&env, &cli.data_dir, &queue).await?;
+                    println!("{n} dead letters of {queue} sent again");
+                }
+            }
             Ok(())
         }
     }

@@ -300,3 +300,67 @@ async fn killed_between_commit_and_publish_loses_nothing() {
     }
     stop.cancel();
 }
+
+/// `ticketer dlq` on the embedded backend: lists what the ticket service
+/// kept of `ticket.commands`' dead letters, replays them once, and names
+/// the real queues when asked for one that does not exist.
+#[tokio::test]
+async fn dlq_lists_and_replays_what_a_consumer_kept() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let db_url = format!("sqlite://{}?mode=rwc", data.path().join("ticket.db").display());
+    let db = ticketer_db::Db::connect(&db_url, 1).await.unwrap();
+    db.migrate("ticket", &[]).await.unwrap();
+    let poison = ticketer_bus::Envelope::new("HoldTickets", &json!({"booking_id": "not a uuid"}));
+    let letter = ticketer_bus::DeadLetter {
+        exchange: "ticketer.booking".into(),
+        routing_key: "HoldTickets".into(),
+        body: poison.to_bytes(),
+        reason: "permanent: bad payload".into(),
+    };
+    ticketer_db::dead_letters::keep(&db, "ticket.commands", &letter)
+        .await
+        .unwrap();
+    db.close().await;
+
+    let run = |args: &[&str]| {
+        let mut all = vec!["--data-dir", data_dir.as_str(), "dlq"];
+        all.extend_from_slice(args);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketer"))
+            .args(&all)
+            .env_clear()
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run ticketer dlq");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, listed, err) = run(&["list", "ticket.commands"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{listed}");
+    assert_eq!(lines[0]["kind"], "HoldTickets");
+    assert_eq!(lines[0]["message_id"], poison.message_id.to_string());
+    assert_eq!(lines[0]["reason"], "permanent: bad payload");
+
+    let (ok, replayed, err) = run(&["replay", "ticket.commands"]);
+    assert!(ok, "{err}");
+    assert!(replayed.starts_with("1 dead letters"), "{replayed}");
+    let (_, listed, _) = run(&["list", "ticket.commands"]);
+    assert_eq!(listed, "", "replayed letters are no longer waiting");
+    let (_, replayed, _) = run(&["replay", "ticket.commands"]);
+    assert!(replayed.starts_with("0 dead letters"), "{replayed}");
+
+    // What the running ticket service's relay will send again.
+    let db = ticketer_db::Db::connect(&db_url, 1).await.unwrap();
+    let waiting = ticketer_db::pending_count(&db).await.unwrap();
+    assert_eq!(waiting, 1, "the replayed message waits in the outbox");
+    db.close().await;
+
+    let (ok, _, err) = run(&["list", "ticket.nothing"]);
+    assert!(!ok);
+    assert!(err.contains("ticket.commands"), "{err}");
+}
