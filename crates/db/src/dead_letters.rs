@@ -6,7 +6,7 @@
 
 use ticketer_bus::{DeadLetter, Envelope};
 
-use crate::{time, Db, DbError, Row};
+use crate::{time, AnyConnection, Db, DbError, Row};
 
 /// A kept dead letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,11 @@ pub struct Kept {
 }
 
 pub async fn keep(db: &Db, consumer: &str, letter: &DeadLetter) -> Result<(), DbError> {
+    keep_in(&mut *db.pool().acquire().await?, consumer, letter).await
+}
+
+/// [`keep`], on a connection (inside a transaction).
+pub async fn keep_in(conn: &mut AnyConnection, consumer: &str, letter: &DeadLetter) -> Result<(), DbError> {
     let message_id = Envelope::from_bytes(&letter.body)
         .ok()
         .map(|e| e.message_id.to_string());
@@ -36,7 +41,7 @@ pub async fn keep(db: &Db, consumer: &str, letter: &DeadLetter) -> Result<(), Db
     .bind(String::from_utf8_lossy(&letter.body).into_owned())
     .bind(&letter.reason)
     .bind(time::now())
-    .execute(db.pool())
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -86,6 +86,9 @@ pub async fn reply<M: Message>(
 /// Outbox row ids and the messages they hold.
 type Pending = (Vec<i64>, Vec<Outgoing>);
 
+/// Where undecodable outbox rows are kept among the dead letters.
+pub const UNDECODABLE: &str = "outbox";
+
 /// Publishes committed outbox rows.
 pub struct OutboxRelay {
     db: Db,
@@ -153,42 +156,64 @@ impl OutboxRelay {
     /// which consumers deduplicate.
     pub async fn publish_pending(&self) -> Result<usize, DbError> {
         let rows = sqlx::query(
-            "SELECT id, exchange, body FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, exchange, routing_key, body FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(self.batch_size as i64)
         .fetch_all(self.db.reader())
         .await?;
-        let Some((ids, batch)) = Self::prepare(&rows)? else {
+        let Some((ids, batch)) = Self::prepare(&self.db, &rows).await? else {
             return Ok(0);
         };
-        self.bus.publish(&batch).await?;
-        Self::stamp(&mut *self.db.pool().acquire().await?, &ids).await?;
-        Ok(ids.len())
+        if !batch.is_empty() {
+            self.bus.publish(&batch).await?;
+            Self::stamp(&mut *self.db.pool().acquire().await?, &ids).await?;
+        }
+        Ok(rows.len())
     }
 
     /// The rows' ids and the messages to publish; None when there are none.
-    pub(crate) fn prepare(rows: &[crate::AnyRow]) -> Result<Option<Pending>, DbError> {
+    /// A row whose body is not a message envelope (never written by
+    /// [`enqueue`]; a hand-made or damaged row) cannot be routed: it is kept
+    /// with this service's dead letters (consumer `outbox`, where `ticketer
+    /// dlq list` finds it) and retired, in one transaction, instead of
+    /// being published for nobody.
+    pub(crate) async fn prepare(db: &Db, rows: &[crate::AnyRow]) -> Result<Option<Pending>, DbError> {
         if rows.is_empty() {
             return Ok(None);
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut batch = Vec::with_capacity(rows.len());
+        let mut broken = Vec::new();
         for row in rows {
             let id: i64 = row.try_get("id")?;
             let exchange: String = row.try_get("exchange")?;
             let body: String = row.try_get("body")?;
-            ids.push(id);
             match Envelope::from_bytes(body.as_bytes()) {
-                Ok(env) => batch.push(Outgoing::new(&exchange, &env)),
-                // Cannot happen for rows written by `enqueue`; publishing the
-                // raw body lets the consumer's dead-letter path keep it.
-                Err(_) => batch.push(Outgoing {
-                    exchange,
-                    routing_key: "invalid".into(),
-                    message_id: uuid::Uuid::nil(),
-                    body: body.into_bytes(),
-                }),
+                Ok(env) => {
+                    ids.push(id);
+                    batch.push(Outgoing::new(&exchange, &env));
+                }
+                Err(e) => {
+                    let routing_key: String = row.try_get("routing_key")?;
+                    tracing::error!(outbox_id = id, error = %e, "undecodable outbox row kept as a dead letter");
+                    let letter = ticketer_bus::DeadLetter {
+                        exchange,
+                        routing_key,
+                        body: body.into_bytes(),
+                        reason: format!("undecodable outbox row: {e}"),
+                    };
+                    broken.push((id, letter));
+                }
             }
+        }
+        if !broken.is_empty() {
+            let mut tx = db.begin().await?;
+            for (_, letter) in &broken {
+                crate::dead_letters::keep_in(&mut tx, UNDECODABLE, letter).await?;
+            }
+            let retired: Vec<i64> = broken.iter().map(|(id, _)| *id).collect();
+            Self::stamp(&mut tx, &retired).await?;
+            tx.commit().await?;
         }
         Ok(Some((ids, batch)))
     }

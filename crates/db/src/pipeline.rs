@@ -190,7 +190,7 @@ impl Reader {
             format!("id IN ({})", placeholders(3, gaps.len()))
         };
         let sql = format!(
-            "SELECT id, exchange, body FROM outbox
+            "SELECT id, exchange, routing_key, body FROM outbox
              WHERE published_at IS NULL AND (id > $1 OR {below})
              ORDER BY id LIMIT $2"
         );
@@ -228,9 +228,12 @@ impl Reader {
                 .filter(|r| r.try_get::<i64, _>("id").is_ok_and(|id| !in_flight.contains(&id)))
                 .collect()
         };
-        let Some((ids, batch)) = OutboxRelay::prepare(&rows)? else {
+        let Some((ids, batch)) = OutboxRelay::prepare(&self.db, &rows).await? else {
             return Ok(full);
         };
+        if batch.is_empty() {
+            return Ok(full);
+        }
         self.in_flight
             .lock()
             .expect("in-flight lock")

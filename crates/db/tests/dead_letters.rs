@@ -204,3 +204,82 @@ async fn embedded_a_dead_letter_survives_a_restart_and_replays_once() {
 async fn postgres_rabbitmq_a_dead_letter_survives_a_restart_and_replays_once() {
     survives_a_restart_and_replays_once(true).await;
 }
+
+/// An outbox row that is not a message (hand-made, damaged) is not sent to
+/// nobody and forgotten: it is kept with the producer's dead letters and
+/// retired, and the messages around it still go out.
+async fn an_undecodable_outbox_row_is_kept_not_dropped(real: bool) {
+    let (producer_db, consumer_db, vhost) = if real {
+        let (Some(pg), Some(amqp)) = (
+            ticketer_db::testing::postgres_url(),
+            ticketer_bus::testing::amqp_url(),
+        ) else {
+            ticketer_config::skip_test(
+                "PostgreSQL/RabbitMQ outbox test",
+                "TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL",
+            );
+            return;
+        };
+        (
+            TestDatabase::postgres(&pg, "outbox_producer").await.unwrap(),
+            TestDatabase::postgres(&pg, "outbox_consumer").await.unwrap(),
+            Some(TestVhost::create(&amqp).expect("vhost")),
+        )
+    } else {
+        (TestDatabase::sqlite(), TestDatabase::sqlite(), None)
+    };
+    let bus = match &vhost {
+        Some(v) => Bus::connect(Some(&v.url)).await.unwrap(),
+        None => Bus::in_process(),
+    };
+    let producer = producer_db.connect().await.unwrap();
+    producer.migrate("producer", &[]).await.unwrap();
+    let consumer = consumer_db.connect().await.unwrap();
+    consumer.migrate("consumer", CONSUMER_SCHEMA).await.unwrap();
+    let shutdown = CancellationToken::new();
+    subscribe(&bus, &consumer, &Arc::new(AtomicBool::new(true)), &shutdown).await;
+
+    let good = Envelope::new("Unfixable", &serde_json::json!({"n": 2}));
+    let mut tx = producer.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at)
+         VALUES ('hand-made', $1, 'Unfixable', 'this is not JSON', '2026-01-01T00:00:00.000000Z')",
+    )
+    .bind(EXCHANGE)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    enqueue(&mut tx, &[Outbound::raw(EXCHANGE, good)]).await.unwrap();
+    tx.commit().await.unwrap();
+    relay(&producer, &bus, &shutdown);
+
+    eventually("the good message applied", || async {
+        applied(&consumer).await == 1
+    })
+    .await;
+    eventually("the outbox emptied", || async {
+        ticketer_db::pending_count(&producer).await.unwrap() == 0
+    })
+    .await;
+    let kept = dead_letters::waiting(&producer, ticketer_db::UNDECODABLE)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        (kept[0].kind.as_str(), kept[0].message_id.as_deref()),
+        ("Unfixable", None)
+    );
+    assert!(kept[0].reason.starts_with("undecodable outbox row"), "{kept:?}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn embedded_an_undecodable_outbox_row_is_kept_not_dropped() {
+    an_undecodable_outbox_row_is_kept_not_dropped(false).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn postgres_rabbitmq_an_undecodable_outbox_row_is_kept_not_dropped() {
+    an_undecodable_outbox_row_is_kept_not_dropped(true).await;
+}
