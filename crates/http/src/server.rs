@@ -309,15 +309,27 @@ impl ServiceParts {
         infra: &ticketer_config::InfraConfig,
         shutdown: &CancellationToken,
     ) -> Result<Vec<JoinHandle<()>>, ticketer_bus::BusError> {
+        let inbox = ticketer_db::Inbox::new(self.db.clone(), spec.name, handler);
+        self.consume_batches(spec, std::sync::Arc::new(inbox), infra, shutdown)
+            .await
+    }
+
+    /// Consumes `spec`'s queue with a batch handler of the service's own
+    /// (which applies its batches through an inbox itself), tuned by
+    /// configuration.
+    pub async fn consume_batches(
+        &self,
+        spec: ticketer_bus::topology::QueueSpec,
+        handler: std::sync::Arc<dyn ticketer_bus::BatchHandler>,
+        infra: &ticketer_config::InfraConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<JoinHandle<()>>, ticketer_bus::BusError> {
         let sub = spec.subscription().tuned(
             infra.consumer_prefetch,
             infra.consumer_concurrency,
             infra.consumer_batch_size,
         );
-        let inbox = ticketer_db::Inbox::new(self.db.clone(), spec.name, handler);
-        self.bus
-            .subscribe(sub, std::sync::Arc::new(inbox), shutdown.clone())
-            .await
+        self.bus.subscribe(sub, handler, shutdown.clone()).await
     }
 }
 

@@ -1,19 +1,29 @@
 //! Charging and refunding on the saga's commands. Every charge is keyed by
 //! booking: a booking that already has a payment gets its first outcome
 //! again and is never charged a second time.
+//!
+//! The provider is asked first, with no database transaction open (a slow
+//! provider then holds no locks and no connection), with an idempotency key
+//! per operation; the batch's transaction then records what it said, with
+//! the inbox and the answers. A batch that fails after the provider
+//! answered asks again on redelivery, with the same keys, and the provider
+//! gives the same answer without charging or refunding twice.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
-use ticketer_bus::{Envelope, HandleError};
+use ticketer_bus::{BatchHandler, DeadLetter, Envelope, HandleError};
 use ticketer_contract::{
     incoming, Money, PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSettlement, PaymentSucceeded,
     ProcessPayment, RefundPayment,
 };
-use ticketer_db::{enqueue, is_unique_violation, AnyConnection, DbError, Outbound};
+use ticketer_db::{enqueue, is_unique_violation, AnyConnection, Db, DbError, Inbox, Outbound};
 use uuid::Uuid;
 
 use crate::{
-    provider::{ChargeOutcome, PaymentProvider},
+    provider::{charge_key, refund_key, ChargeOutcome, PaymentProvider},
     store::{self, Payment},
 };
 
@@ -25,8 +35,151 @@ incoming!(
     }
 );
 
+/// What the provider answered for a batch's commands before its
+/// transaction opened, by command message id.
+#[derive(Default)]
+struct Asked {
+    charges: HashMap<Uuid, ChargeOutcome>,
+    /// The refund's reference.
+    refunds: HashMap<Uuid, String>,
+}
+
+/// Applies a batch inside its transaction, from what the provider answered.
 pub struct PaymentCommands {
-    pub provider: Arc<dyn PaymentProvider>,
+    asked: Arc<Mutex<Asked>>,
+}
+
+/// Consumes `payment.commands`: the provider first, then the inbox's
+/// transaction.
+pub struct PaymentConsumer {
+    db: Db,
+    provider: Arc<dyn PaymentProvider>,
+    asked: Arc<Mutex<Asked>>,
+    inbox: Inbox<PaymentCommands>,
+}
+
+impl PaymentConsumer {
+    pub fn new(db: Db, queue: &str, provider: Arc<dyn PaymentProvider>) -> Self {
+        let asked = Arc::new(Mutex::new(Asked::default()));
+        let commands = PaymentCommands { asked: asked.clone() };
+        PaymentConsumer {
+            inbox: Inbox::new(db.clone(), queue, commands),
+            db,
+            provider,
+            asked,
+        }
+    }
+
+    /// Asks the provider for every charge and refund the batch needs, by
+    /// what is on record (and what the batch itself charges first).
+    async fn ask_provider(&self, cmds: &[(Uuid, PaymentCommand)]) -> Result<Asked, HandleError> {
+        let bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking().to_string()).collect();
+        let mut conn = self.db.pool().acquire().await.map_err(HandleError::transient)?;
+        let mut known: HashMap<String, Payment> = store::by_bookings(&mut conn, &bookings)
+            .await
+            .map_err(HandleError::transient)?
+            .into_iter()
+            .map(|p| (p.booking_id.clone(), p))
+            .collect();
+        drop(conn);
+        let mut asked = Asked::default();
+        for (message_id, cmd) in cmds {
+            match cmd {
+                PaymentCommand::ProcessPayment(c) => {
+                    let booking = c.booking_id.to_string();
+                    if known.contains_key(&booking) {
+                        continue;
+                    }
+                    let outcome = self
+                        .provider
+                        .charge(charge_key(c.booking_id), c.amount, &c.currency, &c.payment_token)
+                        .await;
+                    if let ChargeOutcome::Succeeded { reference } = &outcome {
+                        // A refund later in this batch refunds this charge.
+                        known.insert(
+                            booking.clone(),
+                            Payment {
+                                payment_id: String::new(),
+                                booking_id: booking,
+                                customer_id: c.customer_id.to_string(),
+                                amount_minor: c.amount.minor(),
+                                currency: c.currency.clone(),
+                                status: "SUCCEEDED".into(),
+                                failure_reason: None,
+                                provider_reference: Some(reference.clone()),
+                            },
+                        );
+                    }
+                    asked.charges.insert(*message_id, outcome);
+                }
+                PaymentCommand::RefundPayment(c) => {
+                    let Some(paid) = known.get_mut(&c.booking_id.to_string()) else {
+                        continue;
+                    };
+                    if paid.status != "SUCCEEDED" {
+                        continue;
+                    }
+                    let charge = paid.provider_reference.clone().unwrap_or_default();
+                    let reference = self
+                        .provider
+                        .refund(
+                            refund_key(c.booking_id),
+                            &charge,
+                            Money::from_minor(paid.amount_minor),
+                        )
+                        .await
+                        .map_err(HandleError::Transient)?;
+                    paid.status = "REFUNDED".into();
+                    asked.refunds.insert(*message_id, reference);
+                }
+            }
+        }
+        Ok(asked)
+    }
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for PaymentConsumer {
+    async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+        // Commands that do not decode are the inbox's to refuse.
+        let cmds: Vec<(Uuid, PaymentCommand)> = batch
+            .iter()
+            .filter_map(|m| Some((m.message_id, m.decode::<PaymentCommand>().ok()??)))
+            .collect();
+        let asked = self.ask_provider(&cmds).await?;
+        {
+            let mut shared = self.asked.lock().expect("asked lock");
+            shared.charges.extend(asked.charges);
+            shared.refunds.extend(asked.refunds);
+        }
+        let applied = self.inbox.handle_batch(batch).await;
+        // Used or not, this batch's answers go: a retry asks again.
+        let mut shared = self.asked.lock().expect("asked lock");
+        for (id, _) in &cmds {
+            shared.charges.remove(id);
+            shared.refunds.remove(id);
+        }
+        applied
+    }
+
+    async fn dead_lettered(&self, letter: &DeadLetter) -> Result<(), HandleError> {
+        self.inbox.dead_lettered(letter).await
+    }
+}
+
+impl PaymentCommand {
+    fn booking(&self) -> Uuid {
+        match self {
+            PaymentCommand::ProcessPayment(c) => c.booking_id,
+            PaymentCommand::RefundPayment(c) => c.booking_id,
+        }
+    }
+}
+
+/// A command the provider was not asked about (its batch was prepared
+/// from an older record): the batch is tried again, and asked again.
+fn not_asked(booking: Uuid) -> HandleError {
+    HandleError::Transient(format!("the provider was not asked about booking {booking} yet"))
 }
 
 /// The answer a stored payment stands for.
@@ -80,9 +233,12 @@ impl PaymentCommands {
             return answer(msg, existing);
         }
         let outcome = self
-            .provider
-            .charge(cmd.booking_id, cmd.amount, &cmd.currency, &cmd.payment_token)
-            .await;
+            .asked
+            .lock()
+            .expect("asked lock")
+            .charges
+            .remove(&msg.message_id)
+            .ok_or_else(|| not_asked(cmd.booking_id))?;
         let (status, failure, reference) = match outcome {
             ChargeOutcome::Succeeded { reference } => ("SUCCEEDED", None, Some(reference)),
             ChargeOutcome::Declined { reason } | ChargeOutcome::Error { reason } => {
@@ -126,11 +282,12 @@ impl PaymentCommands {
         };
         match payment.status.as_str() {
             "SUCCEEDED" => {
-                let charge = payment.provider_reference.clone().unwrap_or_default();
-                self.provider
-                    .refund(cmd.booking_id, &charge, Money::from_minor(payment.amount_minor))
-                    .await
-                    .map_err(HandleError::Transient)?;
+                self.asked
+                    .lock()
+                    .expect("asked lock")
+                    .refunds
+                    .remove(&msg.message_id)
+                    .ok_or_else(|| not_asked(cmd.booking_id))?;
                 payment.status = "REFUNDED".into();
                 if !ledger.made.contains(&booking) {
                     ledger.refunded.push(booking);
@@ -158,9 +315,9 @@ impl ticketer_db::MessageHandler for PaymentCommands {
     }
 
     /// A batch's commands with one read of the payments on record for its
-    /// bookings, the provider called per command in delivery order (a
-    /// booking charged twice in one batch is charged once), and the new
-    /// payments, refunds and answers written in one statement each.
+    /// bookings, what the provider answered taken per command in delivery
+    /// order (a booking charged twice in one batch is charged once), and the
+    /// new payments, refunds and answers written in one statement each.
     async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
         let mut cmds = Vec::with_capacity(msgs.len());
         for msg in msgs {
@@ -210,5 +367,151 @@ impl ticketer_db::MessageHandler for PaymentCommands {
             .await
             .map_err(HandleError::transient)?;
         enqueue(tx, &replies).await.map_err(HandleError::transient)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{str::FromStr, sync::atomic::AtomicUsize, sync::atomic::Ordering};
+
+    use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
+    use ticketer_db::testing::TestDatabase;
+
+    use super::*;
+
+    /// A provider that, whenever it is asked, looks for a transaction open
+    /// on the payment database: one that another writer would wait for.
+    struct Probe {
+        url: String,
+        calls: AtomicUsize,
+        inside_a_transaction: AtomicUsize,
+    }
+
+    impl Probe {
+        async fn look(&self) {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let busy = if self.url.starts_with("sqlite:") {
+                // A write lock held elsewhere makes this fail at once.
+                let mut conn = SqliteConnectOptions::from_str(&self.url)
+                    .unwrap()
+                    .busy_timeout(std::time::Duration::ZERO)
+                    .connect()
+                    .await
+                    .unwrap();
+                let taken = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.is_err();
+                if !taken {
+                    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+                }
+                conn.close().await.unwrap();
+                taken
+            } else {
+                let db = Db::connect(&self.url, 1).await.unwrap();
+                let (open,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND state LIKE 'idle in transaction%'
+                       AND pid <> pg_backend_pid()",
+                )
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+                db.close().await;
+                open > 0
+            };
+            if busy {
+                self.inside_a_transaction.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl PaymentProvider for Probe {
+        async fn charge(&self, key: Uuid, _amount: Money, _currency: &str, token: &str) -> ChargeOutcome {
+            self.look().await;
+            crate::provider::sandbox_decision(key, token)
+        }
+
+        async fn refund(&self, key: Uuid, _charge: &str, _amount: Money) -> Result<String, String> {
+            self.look().await;
+            Ok(format!("probe_re_{}", key.simple()))
+        }
+    }
+
+    async fn the_provider_is_asked_with_no_transaction_open(postgres: bool) {
+        let tdb = if postgres {
+            let Some(url) = ticketer_db::testing::postgres_url() else {
+                ticketer_config::skip_test("PostgreSQL payment test", "TICKETER_TEST_POSTGRES_URL");
+                return;
+            };
+            TestDatabase::postgres(&url, "provider_outside").await.unwrap()
+        } else {
+            TestDatabase::sqlite()
+        };
+        let db = tdb.connect().await.unwrap();
+        db.migrate("payment", store::MIGRATIONS).await.unwrap();
+        let probe = Arc::new(Probe {
+            url: tdb.url.clone(),
+            calls: AtomicUsize::new(0),
+            inside_a_transaction: AtomicUsize::new(0),
+        });
+        // The probe sees a transaction that has written, as a consumer's has
+        // by the time its handler runs (the inbox rows go first).
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO inbox (consumer, message_id, processed_at) VALUES ('probe', 'x', 'now')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        probe.look().await;
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            probe.inside_a_transaction.swap(0, Ordering::SeqCst),
+            1,
+            "the probe is blind"
+        );
+        probe.calls.store(0, Ordering::SeqCst);
+
+        let consumer = PaymentConsumer::new(db.clone(), "payment.commands", probe.clone());
+        let booking = Uuid::new_v4();
+        let charge = Envelope::of(&ProcessPayment {
+            booking_id: booking,
+            customer_id: Uuid::new_v4(),
+            amount: Money::from_minor(4000),
+            currency: "EUR".into(),
+            payment_token: "tok_visa".into(),
+        });
+        let refund = Envelope::of(&RefundPayment { booking_id: booking });
+        consumer
+            .handle_batch(std::slice::from_ref(&charge))
+            .await
+            .unwrap();
+        // Redelivered: answered from the record, the provider not asked.
+        consumer
+            .handle_batch(std::slice::from_ref(&charge))
+            .await
+            .unwrap();
+        consumer
+            .handle_batch(std::slice::from_ref(&refund))
+            .await
+            .unwrap();
+        assert_eq!(probe.calls.load(Ordering::SeqCst), 2, "one charge, one refund");
+        assert_eq!(
+            probe.inside_a_transaction.load(Ordering::SeqCst),
+            0,
+            "the provider was asked while a transaction was open"
+        );
+        let paid = store::find(&db, &booking.to_string()).await.unwrap().unwrap();
+        assert_eq!(paid.status, "REFUNDED");
+        assert_eq!(ticketer_db::pending_count(&db).await.unwrap(), 2, "two answers");
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_the_provider_is_asked_with_no_transaction_open() {
+        the_provider_is_asked_with_no_transaction_open(false).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+    async fn postgres_the_provider_is_asked_with_no_transaction_open() {
+        the_provider_is_asked_with_no_transaction_open(true).await;
     }
 }

@@ -26,12 +26,13 @@ pub async fn build(
 ) -> anyhow::Result<ServiceApp> {
     let db = parts.db.clone();
     db.migrate("payment", MIGRATIONS).await?;
-    let handler = commands::PaymentCommands {
-        provider: Arc::new(provider::Sandbox {
-            delay: std::time::Duration::from_millis(infra.env.parse_or("SANDBOX_DELAY_MS", 3000)?),
-        }),
-    };
-    let tasks = parts.consume(PAYMENT_COMMANDS, handler, infra, &shutdown).await?;
+    let sandbox = Arc::new(provider::Sandbox {
+        delay: std::time::Duration::from_millis(infra.env.parse_or("SANDBOX_DELAY_MS", 3000)?),
+    });
+    let consumer = commands::PaymentConsumer::new(db.clone(), PAYMENT_COMMANDS.name, sandbox);
+    let tasks = parts
+        .consume_batches(PAYMENT_COMMANDS, Arc::new(consumer), infra, &shutdown)
+        .await?;
     let app = launch(
         "payment",
         routes::router(db),

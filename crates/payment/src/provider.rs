@@ -1,7 +1,7 @@
 //! Payment providers. The built-in sandbox decides by token, as the
 //! contract describes; a real provider plugs in behind the same trait and
-//! receives the booking id as its idempotency key, so a retried charge is
-//! never taken twice at the provider either.
+//! receives an idempotency key per operation ([`charge_key`], [`refund_key`]),
+//! so a retried charge or refund is never done twice at the provider either.
 
 use ticketer_contract::Money;
 use uuid::Uuid;
@@ -40,6 +40,19 @@ pub trait PaymentProvider: Send + Sync + 'static {
 }
 
 pub use ticketer_contract::payment::{is_known_token, SANDBOX_TOKENS};
+
+/// The idempotency key of a booking's charge: the booking id (the contract:
+/// every charge is keyed by booking id).
+pub fn charge_key(booking: Uuid) -> Uuid {
+    booking
+}
+
+/// The idempotency key of a booking's refund: derived from the booking id
+/// but never equal to the charge's, so that a provider which keys all its
+/// operations alike cannot take the refund for a retry of the charge.
+pub fn refund_key(booking: Uuid) -> Uuid {
+    Uuid::new_v5(&booking, b"refund")
+}
 
 /// The sandbox's decision for a token, with no I/O.
 pub fn sandbox_decision(idempotency_key: Uuid, token: &str) -> ChargeOutcome {
@@ -84,6 +97,15 @@ impl PaymentProvider for Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refund_is_keyed_apart_from_its_charge_and_always_alike() {
+        let booking = Uuid::new_v4();
+        assert_eq!(charge_key(booking), booking);
+        assert_ne!(refund_key(booking), charge_key(booking));
+        assert_eq!(refund_key(booking), refund_key(booking));
+        assert_ne!(refund_key(booking), refund_key(Uuid::new_v4()));
+    }
 
     #[test]
     fn every_sandbox_token() {
