@@ -175,7 +175,6 @@ pub struct ListFilter {
     pub to: Option<chrono::NaiveDate>,
 }
 
-/// Escapes LIKE wildcards so user text matches literally.
 /// Each word of `q` as an FTS5 string (quotes doubled), so that nothing a
 /// client types is read as FTS syntax (AND, NEAR, column filters, `*`);
 /// words side by side must all match.
@@ -186,6 +185,7 @@ fn fts_query(q: &str) -> String {
         .join(" ")
 }
 
+/// Escapes LIKE wildcards so user text matches literally.
 fn like_pattern(s: &str) -> String {
     let escaped = s
         .to_lowercase()

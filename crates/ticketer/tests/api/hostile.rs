@@ -404,6 +404,20 @@ async fn search_is_bounded(s: &TestStack) {
     let (status, found) = search(format!("{word} quartets")).await;
     assert_eq!(status, StatusCode::OK, "{l}");
     assert_eq!(found["total"], 1, "{l}: {found}");
+    // Past the last page: no items, and still the true total.
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/events?q={word}&page=9"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.body["items"].as_array().map(Vec::len), &r.body["total"]),
+        (Some(0), &json!(1)),
+        "{l}"
+    );
     for (query, field) in [
         (vec!["word"; 1_000].join(" "), "q"),
         ("x".repeat(5_000), "q"),
