@@ -19,69 +19,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(6, "hold until", include_str!("../migrations/0006_hold_until.sql")),
 ];
 
-/// An event as the booking service mirrors it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventInfo {
-    pub event_id: i64,
-    pub organizer: String,
-    pub event_date: String,
-    pub start_time: String,
-    pub status: String,
-    pub version: i64,
-}
-
-pub async fn event(conn: &mut AnyConnection, event_id: i64) -> Result<Option<EventInfo>, DbError> {
-    let row = sqlx::query(
-        "SELECT event_id, organizer, event_date, start_time, status, version FROM events WHERE event_id = $1",
-    )
-    .bind(event_id)
-    .fetch_optional(conn)
-    .await?;
-    let Some(r) = row else { return Ok(None) };
-    Ok(Some(EventInfo {
-        event_id: r.try_get("event_id")?,
-        organizer: r.try_get("organizer")?,
-        event_date: r.try_get("event_date")?,
-        start_time: r.try_get("start_time")?,
-        status: r.try_get("status")?,
-        version: r.try_get("version")?,
-    }))
-}
-
-/// Stores `e` unless a newer snapshot is already there; true if stored.
-pub async fn upsert_event(conn: &mut AnyConnection, e: &EventInfo) -> Result<bool, DbError> {
-    let done = sqlx::query(
-        "INSERT INTO events (event_id, organizer, event_date, start_time, status, version)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (event_id) DO UPDATE SET organizer = excluded.organizer, event_date = excluded.event_date,
-             start_time = excluded.start_time, status = excluded.status, version = excluded.version
-         WHERE events.version < excluded.version",
-    )
-    .bind(e.event_id)
-    .bind(&e.organizer)
-    .bind(&e.event_date)
-    .bind(&e.start_time)
-    .bind(&e.status)
-    .bind(e.version)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Bookings of an event still in flight or confirmed.
-pub async fn open_bookings(conn: &mut AnyConnection, event_id: i64) -> Result<Vec<Uuid>, DbError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT booking_id FROM bookings
-         WHERE event_id = $1 AND stage IN ('HOLDING', 'PAYING', 'RESERVING', 'RECORDING', 'CONFIRMED')",
-    )
-    .bind(event_id)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id,)| Uuid::parse_str(&id).ok())
-        .collect())
-}
+mod events;
+pub use events::{event, open_bookings, upsert_event, EventInfo};
 
 #[derive(Debug, Clone)]
 pub struct Booking {

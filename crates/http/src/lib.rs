@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod error;
+mod guards;
 pub mod health;
 pub mod idempotency;
 mod json;

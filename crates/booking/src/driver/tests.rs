@@ -1,0 +1,146 @@
+use ticketer_bus::BatchHandler;
+use ticketer_contract::{Money, PaymentSettlement};
+use ticketer_db::{testing::TestDatabase, Db, Inbox};
+
+use super::*;
+
+async fn database(postgres: bool) -> Option<TestDatabase> {
+    let tdb = if postgres {
+        TestDatabase::postgres(&ticketer_db::testing::postgres_url()?, "saga_batch")
+            .await
+            .unwrap()
+    } else {
+        TestDatabase::sqlite()
+    };
+    let db = tdb.connect().await.unwrap();
+    db.migrate("booking", store::MIGRATIONS).await.unwrap();
+    Some(tdb)
+}
+
+fn booking(n: u128) -> Booking {
+    let b = Booking::new(Uuid::from_u128(100 + n), 7, 2, "tok_visa".into(), saga::start().0);
+    Booking {
+        booking_id: Uuid::from_u128(n),
+        ..b
+    }
+}
+
+fn held(n: u128) -> Envelope {
+    Envelope::of(&TicketsHeld {
+        booking_id: Uuid::from_u128(n),
+        event_id: 7,
+        ticket_ids: vec![Uuid::from_u128(1000 + 2 * n), Uuid::from_u128(1001 + 2 * n)],
+        amount: Money::from_minor(2500),
+        currency: "EUR".into(),
+        hold_expires_at: chrono::Utc::now() + chrono::Duration::minutes(10),
+    })
+}
+
+/// Answers for four bookings, one of them answered twice in a row.
+fn answers() -> Vec<Envelope> {
+    vec![
+        held(1),
+        held(2),
+        Envelope::of(&TicketsHoldFailed {
+            booking_id: Uuid::from_u128(3),
+            event_id: 7,
+            reason: HoldRefusal::SoldOut,
+        }),
+        Envelope::of(&PaymentSucceeded(PaymentSettlement {
+            booking_id: Uuid::from_u128(1),
+            payment_id: Uuid::from_u128(9),
+            amount: Money::from_minor(2500),
+            currency: "EUR".into(),
+            provider_reference: None,
+        })),
+        Envelope::of(&PaymentFailed {
+            booking_id: Uuid::from_u128(2),
+            reason: PaymentFailure::PaymentDeclined,
+            detail: "card_declined".into(),
+        }),
+        // The saga's own release acknowledged: no step.
+        Envelope::of(&TicketsReleased {
+            booking_id: Uuid::from_u128(4),
+            event_id: 7,
+            ticket_ids: vec![],
+            reason: ReleaseReason::Released,
+        }),
+    ]
+}
+
+/// Every booking's stage and ticket count, and the kinds of the
+/// messages it sent, in order. (Versions differ: a batch writes a
+/// booking once however often it stepped.)
+async fn outcome(db: &Db) -> Vec<(Uuid, Stage, usize, Vec<String>)> {
+    let mut out = Vec::new();
+    for n in 1..=4 {
+        let b = store::get(db, Uuid::from_u128(n)).await.unwrap().unwrap();
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT body FROM outbox ORDER BY id")
+            .fetch_all(db.reader())
+            .await
+            .unwrap();
+        let kinds = rows
+            .iter()
+            .map(|(body,)| Envelope::from_bytes(body.as_bytes()).unwrap())
+            .filter(|e| e.payload["booking_id"] == b.booking_id.to_string())
+            .map(|e| e.kind)
+            .collect();
+        out.push((b.booking_id, b.saga.stage, b.saga.ticket_ids.len(), kinds));
+    }
+    out
+}
+
+/// Applied as one batch or one message at a time, the same answers
+/// leave every booking in the same state with the same messages sent.
+async fn a_batch_steps_like_one_message_at_a_time(postgres: bool) {
+    let mut results = Vec::new();
+    for batched in [true, false] {
+        let Some(tdb) = database(postgres).await else {
+            return;
+        };
+        let db = tdb.connect().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        for n in 1..=4 {
+            store::insert(&mut tx, &booking(n), None).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let timeouts = Timeouts {
+            payment: std::time::Duration::from_secs(60),
+            reply: std::time::Duration::from_secs(60),
+        };
+        let driver = SagaDriver::new(timeouts, Waiters::default());
+        let inbox = Inbox::new(db.clone(), "booking.replies", driver);
+        let answers = answers();
+        if batched {
+            inbox.handle_batch(&answers).await.unwrap();
+        } else {
+            for a in &answers {
+                inbox.handle_batch(std::slice::from_ref(a)).await.unwrap();
+            }
+        }
+        results.push(outcome(&db).await);
+    }
+    assert_eq!(results[0], results[1]);
+    let stages: Vec<Stage> = results[0].iter().map(|r| r.1).collect();
+    assert_eq!(
+        stages,
+        [Stage::Recording, Stage::Failed, Stage::Failed, Stage::Holding]
+    );
+    let kinds = |n: usize| results[0][n].3.clone();
+    // Paid with most of the hold left: confirmed at once.
+    assert_eq!(kinds(0), ["ProcessPayment", "ReserveTickets", "BookingConfirmed"]);
+    assert_eq!(kinds(1), ["ProcessPayment", "ReleaseTickets", "BookingFailed"]);
+    assert_eq!(kinds(2), ["BookingFailed"]);
+    assert!(kinds(3).is_empty(), "an acknowledgement moves nothing");
+}
+
+#[tokio::test]
+async fn sqlite_a_batch_steps_like_one_message_at_a_time() {
+    a_batch_steps_like_one_message_at_a_time(false).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn postgres_a_batch_steps_like_one_message_at_a_time() {
+    a_batch_steps_like_one_message_at_a_time(true).await;
+}

@@ -1,0 +1,142 @@
+use std::{str::FromStr, sync::atomic::AtomicUsize, sync::atomic::Ordering};
+
+use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
+use ticketer_db::testing::TestDatabase;
+
+use super::*;
+
+/// A provider that, whenever it is asked, looks for a transaction open
+/// on the payment database: one that another writer would wait for.
+struct Probe {
+    url: String,
+    calls: AtomicUsize,
+    inside_a_transaction: AtomicUsize,
+}
+
+impl Probe {
+    async fn look(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let busy = if self.url.starts_with("sqlite:") {
+            // A write lock held elsewhere makes this fail at once.
+            let mut conn = SqliteConnectOptions::from_str(&self.url)
+                .unwrap()
+                .busy_timeout(std::time::Duration::ZERO)
+                .connect()
+                .await
+                .unwrap();
+            let taken = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.is_err();
+            if !taken {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            conn.close().await.unwrap();
+            taken
+        } else {
+            let db = Db::connect(&self.url, 1).await.unwrap();
+            let (open,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND state LIKE 'idle in transaction%'
+                   AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            db.close().await;
+            open > 0
+        };
+        if busy {
+            self.inside_a_transaction.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentProvider for Probe {
+    async fn charge(&self, key: Uuid, _amount: Money, _currency: &str, token: &str) -> ChargeOutcome {
+        self.look().await;
+        crate::provider::sandbox_decision(key, token)
+    }
+
+    async fn refund(&self, key: Uuid, _charge: &str, _amount: Money) -> Result<String, String> {
+        self.look().await;
+        Ok(format!("probe_re_{}", key.simple()))
+    }
+}
+
+async fn the_provider_is_asked_with_no_transaction_open(postgres: bool) {
+    let tdb = if postgres {
+        let Some(url) = ticketer_db::testing::postgres_url() else {
+            ticketer_config::skip_test("PostgreSQL payment test", "TICKETER_TEST_POSTGRES_URL");
+            return;
+        };
+        TestDatabase::postgres(&url, "provider_outside").await.unwrap()
+    } else {
+        TestDatabase::sqlite()
+    };
+    let db = tdb.connect().await.unwrap();
+    db.migrate("payment", store::MIGRATIONS).await.unwrap();
+    let probe = Arc::new(Probe {
+        url: tdb.url.clone(),
+        calls: AtomicUsize::new(0),
+        inside_a_transaction: AtomicUsize::new(0),
+    });
+    // The probe sees a transaction that has written, as a consumer's has
+    // by the time its handler runs (the inbox rows go first).
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("INSERT INTO inbox (consumer, message_id, processed_at) VALUES ('probe', 'x', 'now')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    probe.look().await;
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        probe.inside_a_transaction.swap(0, Ordering::SeqCst),
+        1,
+        "the probe is blind"
+    );
+    probe.calls.store(0, Ordering::SeqCst);
+
+    let consumer = PaymentConsumer::new(db.clone(), "payment.commands", probe.clone());
+    let booking = Uuid::new_v4();
+    let charge = Envelope::of(&ProcessPayment {
+        booking_id: booking,
+        customer_id: Uuid::new_v4(),
+        amount: Money::from_minor(4000),
+        currency: "EUR".into(),
+        payment_token: "tok_visa".into(),
+    });
+    let refund = Envelope::of(&RefundPayment { booking_id: booking });
+    consumer
+        .handle_batch(std::slice::from_ref(&charge))
+        .await
+        .unwrap();
+    // Redelivered: answered from the record, the provider not asked.
+    consumer
+        .handle_batch(std::slice::from_ref(&charge))
+        .await
+        .unwrap();
+    consumer
+        .handle_batch(std::slice::from_ref(&refund))
+        .await
+        .unwrap();
+    assert_eq!(probe.calls.load(Ordering::SeqCst), 2, "one charge, one refund");
+    assert_eq!(
+        probe.inside_a_transaction.load(Ordering::SeqCst),
+        0,
+        "the provider was asked while a transaction was open"
+    );
+    let paid = store::find(&db, &booking.to_string()).await.unwrap().unwrap();
+    assert_eq!(paid.status, "REFUNDED");
+    assert_eq!(ticketer_db::pending_count(&db).await.unwrap(), 2, "two answers");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_the_provider_is_asked_with_no_transaction_open() {
+    the_provider_is_asked_with_no_transaction_open(false).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn postgres_the_provider_is_asked_with_no_transaction_open() {
+    the_provider_is_asked_with_no_transaction_open(true).await;
+}
