@@ -5,25 +5,29 @@
 //! bookings, and reads every server process's peak memory from /metrics.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     io::IsTerminal,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
 use serde::Serialize;
-use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+mod audit;
+mod buyer;
 mod client;
 mod probe;
+mod setup;
 
-use client::{Client, Patience, Reply};
+use audit::{audit, Audit};
+use buyer::{buy, Outcome};
+use client::Client;
 use probe::{backend, cpu_used, peak_memory};
+use setup::event_on_sale;
 
 /// The presets the contract names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -135,29 +139,6 @@ fn percentiles(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
-/// One buyer's outcome.
-struct Outcome {
-    booking_id: Option<String>,
-    /// CONFIRMED, FAILED, PENDING (never settled), REFUSED (sold out before
-    /// a booking was made), REJECTED (another 4xx) or ERROR (gave up).
-    status: String,
-    reason: String,
-    ticket_ids: Vec<String>,
-    /// From the first request to the final answer.
-    latency_ms: f64,
-    /// From the first request to the seats being held, if they were.
-    hold_ms: Option<f64>,
-    /// When the final answer came, from the start of the sale.
-    done_s: f64,
-}
-
-/// Milliseconds from `start` to the RFC 3339 instant `at`.
-fn ms_since(start: SystemTime, at: &str) -> Option<f64> {
-    let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
-    let start: chrono::DateTime<chrono::Utc> = start.into();
-    Some((at.with_timezone(&chrono::Utc) - start).num_microseconds()? as f64 / 1000.0)
-}
-
 /// Live progress on stderr: a bar on a terminal, a line a second otherwise.
 fn progress(
     total: usize,
@@ -214,48 +195,7 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     });
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
 
-    // The organizer and the event.
-    let organizer = client
-        .user("ORGANIZER", &format!("bench-{run}-organizer@example.com"))
-        .await?;
-    let event = json!({
-        "event_name": format!("Flash sale {run}"), "description": "benchmark", "category": "Benchmark",
-        "location": "Loopback", "event_date": "2035-01-01", "start_time": "20:00", "end_time": "23:00",
-        "ticket_capacity": cfg.tickets, "ticket_price": "10.00"
-    });
-    let created = client
-        .expect(
-            reqwest::Method::POST,
-            "/api/v1/events",
-            Some(&organizer),
-            Some(event),
-            201,
-        )
-        .await?;
-    let event_id = created["id"].as_i64().context("event id")?;
-    client
-        .expect(
-            reqwest::Method::POST,
-            &format!("/api/v1/events/{event_id}/publish"),
-            Some(&organizer),
-            None,
-            200,
-        )
-        .await?;
-    let availability = format!("/api/v1/tickets/availability/{event_id}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Reply::Answer(200, _) = client
-            .send(reqwest::Method::GET, &availability, None, None, &[])
-            .await
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the event never went on sale");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (event_id, availability) = event_on_sale(&client, &run, cfg.tickets).await?;
 
     // The buyers exist before the sale opens.
     let gate = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
@@ -368,64 +308,10 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
         .filter(|o| o.booking_id.is_some() && !matches!(o.status.as_str(), "CONFIRMED" | "FAILED"))
         .count();
     let gave_up = outcomes.iter().filter(|o| o.status == "ERROR").count();
-    let mut owners: HashMap<&str, usize> = HashMap::new();
-    for o in &confirmed {
-        for t in &o.ticket_ids {
-            *owners.entry(t.as_str()).or_default() += 1;
-        }
-    }
-    let seats_given: i64 = confirmed.iter().map(|o| o.ticket_ids.len() as i64).sum();
-    let shared_seats = owners.values().filter(|n| **n > 1).count() as i64;
-    // A booking is confirmed once paid with its seats held; the ticket
-    // service records the sale a moment later. Give it that moment.
-    let recorded_by = Instant::now() + Duration::from_secs(10);
-    let sold_on_record = loop {
-        let avail = client
-            .expect(reqwest::Method::GET, &availability, None, None, 200)
-            .await?;
-        let sold = avail["sold"].as_i64().unwrap_or(0);
-        if sold >= seats_given || Instant::now() >= recorded_by {
-            break sold;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let oversold = (seats_given - cfg.tickets).max(0) + shared_seats + (sold_on_record - cfg.tickets).max(0);
-    if sold_on_record != seats_given {
-        eprintln!("bench: warning: the ticket service records {sold_on_record} seats sold, bookings hold {seats_given}");
-    }
-    let tokens_by_booking: HashMap<&str, &String> = outcomes
-        .iter()
-        .zip(tokens.iter())
-        .filter_map(|(o, t)| o.booking_id.as_deref().map(|b| (b, t)))
-        .collect();
-    let mut double_charged = 0;
-    let not_confirmed: HashSet<&str> = outcomes
-        .iter()
-        .filter(|o| o.status != "CONFIRMED")
-        .filter_map(|o| o.booking_id.as_deref())
-        .collect();
-    let check_errors = AtomicUsize::new(0);
-    for booking in not_confirmed {
-        let token = tokens_by_booking[booking];
-        let answer = client
-            .answer(
-                reqwest::Method::GET,
-                &format!("/api/v1/payments/booking/{booking}"),
-                Some(token),
-                None,
-                &[],
-                Patience {
-                    errors: &check_errors,
-                    deadline: Instant::now() + Duration::from_secs(30),
-                },
-            )
-            .await;
-        match answer {
-            Some((200, p)) if p["status"] == "SUCCEEDED" => double_charged += 1,
-            Some(_) => {}
-            None => bail!("could not read the payment of booking {booking}"),
-        }
-    }
+    let Audit {
+        oversold,
+        double_charged,
+    } = audit(&client, cfg.tickets, &availability, &outcomes, &tokens).await?;
 
     let latencies = percentiles(outcomes.iter().map(|o| o.latency_ms).collect());
     let booked = percentiles(
@@ -471,84 +357,11 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     })
 }
 
-/// One buyer: books once (retrying errors with the same Idempotency-Key),
-/// then follows the booking until it is settled.
-async fn buy(
-    client: &Client,
-    token: &str,
-    event_id: i64,
-    tickets: i64,
-    errors: &AtomicUsize,
-    sale_started: Instant,
-) -> Outcome {
-    let t0 = Instant::now();
-    let t0_wall = SystemTime::now();
-    let give_up = t0 + Duration::from_secs(120);
-    let patience = Patience {
-        errors,
-        deadline: give_up,
-    };
-    let key = uuid::Uuid::new_v4().to_string();
-    let body = json!({"event_id": event_id, "number_of_tickets": tickets, "payment_token": "tok_visa"});
-    let finish = |booking_id: Option<String>, status: &str, b: &Value| {
-        let held_at = b["held_at"].as_str();
-        Outcome {
-            booking_id,
-            status: status.to_string(),
-            reason: b["failure_reason"].as_str().unwrap_or_default().to_string(),
-            ticket_ids: b["ticket_ids"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
-                .unwrap_or_default(),
-            latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
-            hold_ms: held_at.and_then(|at| ms_since(t0_wall, at)),
-            done_s: sale_started.elapsed().as_secs_f64(),
-        }
-    };
-    let answer = client
-        .answer(
-            reqwest::Method::POST,
-            "/api/v1/bookings",
-            Some(token),
-            Some(&body),
-            &[("prefer", "wait=30"), ("idempotency-key", &key)],
-            patience,
-        )
-        .await;
-    let mut b = match answer {
-        None => return finish(None, "ERROR", &Value::Null),
-        Some((409, b)) if b["type"].as_str().is_some_and(|t| t.ends_with("/sold-out")) => {
-            return finish(None, "REFUSED", &json!({"failure_reason": "SOLD_OUT"}))
-        }
-        Some((status, b)) if status >= 300 => return finish(None, "REJECTED", &b),
-        Some((_, b)) => b,
-    };
-    let id = b["booking_id"].as_str().unwrap_or_default().to_string();
-    // Still pending after the wait: follow it up.
-    while b["status"] == "PENDING" && Instant::now() < give_up {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        match client
-            .answer(
-                reqwest::Method::GET,
-                &format!("/api/v1/bookings/{id}"),
-                Some(token),
-                None,
-                &[],
-                patience,
-            )
-            .await
-        {
-            Some((200, next)) => b = next,
-            _ => break,
-        }
-    }
-    let status = b["status"].as_str().unwrap_or("PENDING").to_string();
-    finish(Some(id), &status, &b)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::SystemTime;
+
+    use super::{buyer::ms_since, *};
 
     #[test]
     fn percentiles_pick_by_rank() {
