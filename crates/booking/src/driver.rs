@@ -102,10 +102,7 @@ async fn store_steps(
         .iter()
         .map(|b| (&**b, deadline(b.saga.stage, timeouts)))
         .collect();
-    if !store::advance_all(conn, &rows)
-        .await
-        .map_err(HandleError::transient)?
-    {
+    if !store::advance_all(conn, &rows).await? {
         return Err(HandleError::Transient("booking changed concurrently".into()));
     }
     for b in stepped.iter_mut() {
@@ -150,15 +147,11 @@ impl ticketer_db::MessageHandler for EventMirror {
             status: e.status.as_str().to_string(),
             version: e.version,
         };
-        let newer = store::upsert_event(tx, &info)
-            .await
-            .map_err(HandleError::transient)?;
+        let newer = store::upsert_event(tx, &info).await?;
         if newer && info.status == "CANCELLED" {
-            let bookings = store::open_bookings(tx, info.event_id)
-                .await
-                .map_err(HandleError::transient)?;
+            let bookings = store::open_bookings(tx, info.event_id).await?;
             for id in &bookings {
-                if let Some(b) = store::lock(tx, *id).await.map_err(HandleError::transient)? {
+                if let Some(b) = store::lock(tx, *id).await? {
                     advance(tx, b, Input::EventCancelled, Some(msg), self.timeouts).await?;
                 }
             }
@@ -282,8 +275,7 @@ impl ticketer_db::MessageHandler for SagaDriver {
         ids.sort_unstable();
         ids.dedup();
         let mut bookings: HashMap<Uuid, (Booking, bool)> = store::lock_all(tx, &ids)
-            .await
-            .map_err(HandleError::transient)?
+            .await?
             .into_iter()
             .map(|b| (b.booking_id, (b, false)))
             .collect();

@@ -6,7 +6,7 @@ use tracing::Instrument;
 
 use std::collections::HashSet;
 
-use crate::{time, value_rows, AnyConnection, Db};
+use crate::{time, value_rows, AnyConnection, Db, DbError};
 
 /// What a service does with one message, inside the batch's transaction.
 #[async_trait::async_trait]
@@ -66,7 +66,7 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.db.begin().await.map_err(HandleError::transient)?;
+        let mut tx = self.db.begin().await?;
         // One statement records the whole batch; what it returns is what
         // had not been seen before.
         let sql = format!(
@@ -82,7 +82,7 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
         let fresh: HashSet<String> = q
             .fetch_all(&mut *tx)
             .await
-            .map_err(HandleError::transient)?
+            .map_err(DbError::from)?
             .into_iter()
             .map(|(id,)| id)
             .collect();
@@ -99,7 +99,7 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
         }
         let span = tracing::info_span!("consume_batch", consumer = %self.consumer, messages = new.len());
         self.handler.handle_all(&mut tx, &new).instrument(span).await?;
-        tx.commit().await.map_err(HandleError::transient)?;
+        tx.commit().await.map_err(DbError::from)?;
         // The handler may have written outbox rows of its own.
         self.db.outbox_written();
         self.handler.committed(batch);

@@ -57,6 +57,16 @@ pub enum DbError {
     Bus(#[from] ticketer_bus::BusError),
 }
 
+/// A consumer whose database failed tries again later: the connection
+/// comes back, the lock is released, the concurrent change is read anew.
+/// (A message that can never apply is refused as Permanent by its handler,
+/// before any statement runs.)
+impl From<DbError> for ticketer_bus::HandleError {
+    fn from(e: DbError) -> Self {
+        ticketer_bus::HandleError::Transient(e.to_string())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Postgres,
@@ -361,6 +371,12 @@ mod tests {
         };
         let tdb = testing::TestDatabase::postgres(&url, "dialect").await.unwrap();
         a_connection_knows_its_dialect(&tdb.url, Dialect::Postgres, " FOR UPDATE").await;
+    }
+
+    #[test]
+    fn a_database_failure_is_worth_retrying() {
+        let e: ticketer_bus::HandleError = DbError::Sqlx(sqlx::Error::PoolTimedOut).into();
+        assert!(matches!(e, ticketer_bus::HandleError::Transient(_)), "{e}");
     }
 
     #[test]

@@ -74,10 +74,9 @@ impl PaymentConsumer {
     /// what is on record (and what the batch itself charges first).
     async fn ask_provider(&self, cmds: &[(Uuid, PaymentCommand)]) -> Result<Asked, HandleError> {
         let bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking().to_string()).collect();
-        let mut conn = self.db.pool().acquire().await.map_err(HandleError::transient)?;
+        let mut conn = self.db.pool().acquire().await.map_err(DbError::from)?;
         let mut known: HashMap<String, Payment> = store::by_bookings(&mut conn, &bookings)
-            .await
-            .map_err(HandleError::transient)?
+            .await?
             .into_iter()
             .map(|p| (p.booking_id.clone(), p))
             .collect();
@@ -338,9 +337,7 @@ impl ticketer_db::MessageHandler for PaymentCommands {
                 PaymentCommand::RefundPayment(r) => r.booking_id.to_string(),
             })
             .collect();
-        let on_record = store::by_bookings(tx, &bookings)
-            .await
-            .map_err(HandleError::transient)?;
+        let on_record = store::by_bookings(tx, &bookings).await?;
         let mut ledger = Ledger {
             payments: on_record.into_iter().map(|p| (p.booking_id.clone(), p)).collect(),
             made: Vec::new(),
@@ -363,9 +360,7 @@ impl ticketer_db::MessageHandler for PaymentCommands {
             }
             Err(e) => return Err(HandleError::transient(e)),
         }
-        store::mark_refunded(tx, &ledger.refunded)
-            .await
-            .map_err(HandleError::transient)?;
+        store::mark_refunded(tx, &ledger.refunded).await?;
         enqueue(tx, &replies).await.map_err(HandleError::transient)
     }
 }

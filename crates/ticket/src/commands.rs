@@ -86,7 +86,7 @@ impl TicketCommands {
         cmds: Vec<(&Envelope, TicketCommand)>,
         replies: &mut Vec<Outbound>,
     ) -> Result<(), HandleError> {
-        let Some(inv) = store::lock(tx, event_id).await.map_err(HandleError::transient)? else {
+        let Some(inv) = store::lock(tx, event_id).await? else {
             // Nothing of this event is on sale here.
             for (msg, cmd) in cmds {
                 let answer = match cmd {
@@ -114,9 +114,7 @@ impl TicketCommands {
                 _ => 0,
             })
             .sum();
-        let seats = store::seats(tx, event_id, &bookings, wanted)
-            .await
-            .map_err(HandleError::transient)?;
+        let seats = store::seats(tx, event_id, &bookings, wanted).await?;
         let mut sale = EventSale::new(inv.counters, seats);
         let on_sale = inv.status == SaleStatus::OnSale;
         let now_at = Utc::now();
@@ -196,16 +194,10 @@ impl TicketCommands {
             replies.push(answer.caused_by(msg));
         }
         let (created, changed, counters) = sale.into_writes();
-        store::insert_seats(tx, event_id, &created)
-            .await
-            .map_err(HandleError::transient)?;
-        store::update_seats(tx, &changed)
-            .await
-            .map_err(HandleError::transient)?;
+        store::insert_seats(tx, event_id, &created).await?;
+        store::update_seats(tx, &changed).await?;
         if let Some(counters) = counters {
-            store::update(tx, &store::Inventory { counters, ..inv })
-                .await
-                .map_err(HandleError::transient)?;
+            store::update(tx, &store::Inventory { counters, ..inv }).await?;
         }
         Ok(())
     }

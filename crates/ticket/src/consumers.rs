@@ -27,9 +27,7 @@ impl ticketer_db::MessageHandler for EventFeed {
             // Drafts have nothing on sale yet.
             EventStatus::Draft => return Ok(()),
         };
-        let current = store::lock(tx, e.event_id)
-            .await
-            .map_err(HandleError::transient)?;
+        let current = store::lock(tx, e.event_id).await?;
         let next = match current {
             None if wanted == SaleStatus::OnSale => {
                 let fresh = Inventory {
@@ -42,7 +40,7 @@ impl ticketer_db::MessageHandler for EventFeed {
                     event_date: e.event_date,
                     event_version: e.version,
                 };
-                if store::insert(tx, &fresh).await.map_err(HandleError::transient)? {
+                if store::insert(tx, &fresh).await? {
                     tracing::info!(
                         event_id = e.event_id,
                         capacity = e.ticket_capacity,
@@ -66,11 +64,9 @@ impl ticketer_db::MessageHandler for EventFeed {
                 ..inv
             },
         };
-        store::update(tx, &next).await.map_err(HandleError::transient)?;
+        store::update(tx, &next).await?;
         if next.status == SaleStatus::Cancelled {
-            let n = store::cancel_tickets(tx, e.event_id)
-                .await
-                .map_err(HandleError::transient)?;
+            let n = store::cancel_tickets(tx, e.event_id).await?;
             tracing::info!(
                 event_id = e.event_id,
                 tickets = n,
