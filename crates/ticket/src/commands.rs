@@ -259,17 +259,23 @@ pub async fn expire_holds(db: &ticketer_db::Db, limit: i64) -> Result<usize, tic
         let Some(inv) = store::lock(&mut tx, event_id).await? else {
             continue;
         };
-        let tickets = store::tickets_of(&mut tx, &booking).await?;
-        let now = time::now();
-        let still_due = tickets
-            .iter()
-            .any(|t| t.status == "HELD" && t.hold_expires_at.as_deref().is_some_and(|e| e <= now.as_str()));
-        if !still_due {
-            continue;
+        // Through the sale's own rules: only seats still held, and expired
+        // by now, go back (a sale or release in between leaves nothing).
+        let seats = store::seats(&mut tx, event_id, std::slice::from_ref(&booking), 0).await?;
+        let mut sale = EventSale::new(inv.counters, seats);
+        let released = match sale.expire(&booking, &time::now()) {
+            Ok(ids) if !ids.is_empty() => ids,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::error!(%booking, error = %e, "an expired hold breaks the ticket lifecycle; left as it is");
+                continue;
+            }
+        };
+        let (_, changed, counters) = sale.into_writes();
+        store::update_seats(&mut tx, &changed).await?;
+        if let Some(counters) = counters {
+            store::update(&mut tx, &store::Inventory { counters, ..inv }).await?;
         }
-        let released = store::move_tickets(&mut tx, &booking, "HELD", "AVAILABLE").await?;
-        let counters = inv.counters.release(released.len() as i64, 0);
-        store::update(&mut tx, &store::Inventory { counters, ..inv }).await?;
         let Ok(booking_id) = Uuid::parse_str(&booking) else {
             continue;
         };

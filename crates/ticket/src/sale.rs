@@ -223,6 +223,29 @@ impl EventSale {
         Ok(Reserve::Sold(held))
     }
 
+    /// Gives back the booking's held seats whose hold ran out by `now` (the
+    /// expiry sweep); the ids, none if its hold still lives or is gone.
+    pub fn expire(&mut self, booking: &str, now: &str) -> Result<Vec<String>, InvalidTransition> {
+        let due: Vec<String> = self
+            .of(booking, TicketStatus::Held)
+            .into_iter()
+            .filter(|id| {
+                self.seats[id]
+                    .hold_expires_at
+                    .as_deref()
+                    .is_some_and(|e| e <= now)
+            })
+            .collect();
+        for id in &due {
+            self.apply(id, TicketAction::Expire)?;
+        }
+        if !due.is_empty() {
+            self.counters = self.counters.release(due.len() as i64, 0);
+            self.counters_changed = true;
+        }
+        Ok(due)
+    }
+
     /// Gives back whatever the booking holds or bought (held seats go back
     /// on sale as they are; bought ones turn void); the ids, none if it had
     /// nothing (a repeated release).

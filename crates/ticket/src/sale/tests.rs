@@ -153,3 +153,33 @@ fn a_refunded_ticket_turns_void_and_its_seat_sells_under_a_new_id() {
         }
     );
 }
+
+/// The expiry sweep gives back only holds that ran out, and only once; a
+/// sold seat stays sold however late the sweep comes.
+#[test]
+fn expiry_frees_only_holds_that_ran_out() {
+    let mut sale = EventSale::new(Counters::new(4), vec![]);
+    let mut next = ids();
+    let late = held_seats(sale.hold("late", "c1", 2, NOW, &mut next).unwrap());
+    held_seats(sale.hold("live", "c2", 1, LATER, &mut next).unwrap());
+    held_seats(sale.hold("paid", "c3", 1, LATER, &mut next).unwrap());
+    sale.reserve("paid", NOW, true).unwrap();
+    let after = "2029-06-01T00:00:00Z";
+    assert_eq!(sale.expire("late", after).unwrap(), late);
+    assert!(sale.expire("late", after).unwrap().is_empty(), "freed twice");
+    assert!(
+        sale.expire("live", after).unwrap().is_empty(),
+        "a live hold was freed"
+    );
+    assert!(
+        sale.expire("paid", LATER).unwrap().is_empty(),
+        "a sold seat was freed"
+    );
+    assert_eq!(sale.holding("live").map(|(ids, _)| ids.len()), Some(1));
+    let counters = sale.into_writes().2.unwrap();
+    assert_eq!(
+        (counters.available, counters.held, counters.sold),
+        (2, 1, 1),
+        "{counters:?}"
+    );
+}
