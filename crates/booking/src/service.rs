@@ -175,6 +175,7 @@ impl BookingService {
     /// key is stored in the booking's own row: a retry gets the booking
     /// made the first time, and a key is never left claimed by a request
     /// that did not commit.
+    #[tracing::instrument(skip_all, fields(%customer, event_id = req.event_id, tickets = req.number_of_tickets))]
     pub async fn create(
         &self,
         customer: Uuid,
@@ -327,6 +328,7 @@ impl BookingService {
     }
 
     /// The customer asks to cancel a confirmed booking: refund, then seats back.
+    #[tracing::instrument(skip(self), fields(booking_id = %id))]
     pub async fn cancel(&self, customer: Uuid, is_admin: bool, id: Uuid) -> Result<Booking, ApiError> {
         let mut tx = self.db.begin().await?;
         let b = store::lock(&mut tx, id)

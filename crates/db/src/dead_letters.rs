@@ -74,6 +74,7 @@ pub async fn waiting(db: &Db, consumer: &str) -> Result<Vec<Kept>, DbError> {
 /// outbox, to its original exchange and routing key, and stamps it
 /// replayed; how many. A letter whose body is not an envelope stays: sent
 /// again it would fail again.
+#[tracing::instrument(skip(db))]
 pub async fn replay(db: &Db, consumer: &str) -> Result<usize, DbError> {
     let mut tx = db.begin().await?;
     let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(

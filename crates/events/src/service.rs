@@ -220,6 +220,7 @@ impl EventsService {
         .await
     }
 
+    #[tracing::instrument(skip(self, user), fields(event_id = id))]
     pub async fn publish(&self, user: &AuthUser, id: i64) -> Result<Event, EventsError> {
         self.change(user, id, EventPublished, |mut event| {
             event.status = transition(event.status, Action::Publish).map_err(EventsError::Conflict)?;
@@ -228,6 +229,7 @@ impl EventsService {
         .await
     }
 
+    #[tracing::instrument(skip(self, user), fields(event_id = id))]
     pub async fn cancel(&self, user: &AuthUser, id: i64) -> Result<Event, EventsError> {
         self.change(user, id, EventCancelled, |mut event| {
             event.status = transition(event.status, Action::Cancel).map_err(EventsError::Conflict)?;

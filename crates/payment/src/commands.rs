@@ -72,6 +72,7 @@ impl PaymentConsumer {
 
     /// Asks the provider for every charge and refund the batch needs, by
     /// what is on record (and what the batch itself charges first).
+    #[tracing::instrument(skip_all, fields(commands = cmds.len()))]
     async fn ask_provider(&self, cmds: &[(Uuid, PaymentCommand)]) -> Result<Asked, HandleError> {
         let bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking().to_string()).collect();
         let mut conn = self.db.pool().acquire().await.map_err(DbError::from)?;

@@ -79,6 +79,7 @@ impl TicketCommands {
     /// One event's commands of a batch: the inventory locked once, the
     /// seats they concern read once, every command worked out in memory
     /// ([`EventSale`]), then the rows and counters written back.
+    #[tracing::instrument(skip_all, fields(event_id = event_id, commands = cmds.len()))]
     async fn for_event(
         &self,
         tx: &mut AnyConnection,
@@ -243,6 +244,7 @@ impl ticketer_db::MessageHandler for TicketCommands {
 /// saga (TicketsReleased with reason HOLD_EXPIRED). Safe to run on several
 /// replicas: each booking is handled under its event's inventory lock and
 /// only tickets still held move.
+#[tracing::instrument(skip(db))]
 pub async fn expire_holds(db: &ticketer_db::Db, limit: i64) -> Result<usize, ticketer_db::DbError> {
     let due: Vec<(i64, String)> = sqlx::query_as(
         "SELECT DISTINCT event_id, booking_id FROM tickets
