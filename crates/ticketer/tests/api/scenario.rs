@@ -21,10 +21,10 @@ fn event_body(name: &str) -> Value {
     })
 }
 
-async fn walkthrough(s: &TestStack) {
+/// Signing up and in: one account per email whatever its case, nobody their
+/// own admin, a wrong password indistinguishable from an unknown account.
+async fn signing_up_and_in(s: &TestStack) {
     let l = s.label;
-    let (organizer_id, organizer, organizer_refresh) = s.user("ORGANIZER").await;
-    let (_, other_organizer, _) = s.user("ORGANIZER").await;
     let (customer_id, customer, _) = s.user("CUSTOMER").await;
 
     // Duplicate email, whatever its case.
@@ -93,6 +93,14 @@ async fn walkthrough(s: &TestStack) {
         (StatusCode::OK, customer_id.clone()),
         "{l}"
     );
+}
+
+/// Events: only organizers create them, and bad input is refused with the
+/// offending fields named.
+async fn events_refuse_wrong_roles_and_bad_input(s: &TestStack) {
+    let l = s.label;
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    let (_, customer, _) = s.user("CUSTOMER").await;
 
     // A customer cannot create events.
     let r = s
@@ -135,6 +143,16 @@ async fn walkthrough(s: &TestStack) {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}");
     assert_eq!(r.error_fields(), ["event_date", "end_time"], "{l}");
+}
+
+/// An event's life: a draft only its organizer sees, edited and published
+/// by its owner alone, on sale at the ticket service, found by search,
+/// resized, then cancelled for good.
+async fn an_event_from_draft_to_cancelled(s: &TestStack) {
+    let l = s.label;
+    let (organizer_id, organizer, _) = s.user("ORGANIZER").await;
+    let (_, other_organizer, _) = s.user("ORGANIZER").await;
+    let (_, customer, _) = s.user("CUSTOMER").await;
 
     // Create a draft: only its organizer sees it.
     let word = format!("quartet{}", uuid::Uuid::new_v4().simple());
@@ -298,6 +316,31 @@ async fn walkthrough(s: &TestStack) {
         .await;
     assert_eq!(r.body["items"][0]["tickets_sold"], json!(0), "{l}");
 
+    // Cancelling: the owner may, and a cancelled event stays cancelled.
+    let r = s
+        .call(Method::POST, &format!("{path}/cancel"), Some(&organizer), None)
+        .await;
+    assert_eq!(r.text("status"), "CANCELLED", "{l}");
+    let r = s.eventually(&availability, |b| b["status"] == "CANCELLED").await;
+    assert_eq!(r["available"], 0, "{l}: a cancelled event sells nothing");
+    let r = s
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&organizer),
+            Some(json!({"event_name": "Again"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{l}");
+}
+
+/// Tokens and sessions: absent, expired, tampered or foreign tokens are
+/// refused; refresh rotates, and a reused refresh token ends the session.
+async fn tokens_and_sessions(s: &TestStack) {
+    let l = s.label;
+    let (organizer_id, _, organizer_refresh) = s.user("ORGANIZER").await;
+    let (_, customer, _) = s.user("CUSTOMER").await;
+
     // Tokens: absent, expired, tampered, foreign role claims.
     let r = s
         .call(Method::POST, "/api/v1/events", None, Some(event_body("x")))
@@ -386,23 +429,14 @@ async fn walkthrough(s: &TestStack) {
         .call(Method::POST, "/api/v1/auth/refresh", None, body(&refresh))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}");
+}
 
-    // Cancelling: the owner may, and a cancelled event stays cancelled.
-    let r = s
-        .call(Method::POST, &format!("{path}/cancel"), Some(&organizer), None)
-        .await;
-    assert_eq!(r.text("status"), "CANCELLED", "{l}");
-    let r = s.eventually(&availability, |b| b["status"] == "CANCELLED").await;
-    assert_eq!(r["available"], 0, "{l}: a cancelled event sells nothing");
-    let r = s
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&organizer),
-            Some(json!({"event_name": "Again"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "{l}");
+/// A retried POST with the same Idempotency-Key has one effect, and keys
+/// belong to their caller.
+async fn idempotent_event_creation(s: &TestStack) {
+    let l = s.label;
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    let (_, other_organizer, _) = s.user("ORGANIZER").await;
 
     // A retried POST with the same Idempotency-Key has one effect.
     let key = [("idempotency-key", "create-once-1")];
@@ -469,21 +503,22 @@ async fn walkthrough(s: &TestStack) {
     assert_ne!(theirs.body["id"], first.body["id"], "{l}");
 
     // Every answer carries a request id.
-    assert!(r.headers.contains_key("x-request-id"), "{l}");
+    assert!(theirs.headers.contains_key("x-request-id"), "{l}");
 }
 
-#[tokio::test]
-async fn embedded_walkthrough() {
-    walkthrough(&TestStack::embedded(&[]).await).await;
-}
+both_backends!(signing_up_and_in);
+both_backends!(events_refuse_wrong_roles_and_bad_input);
+both_backends!(an_event_from_draft_to_cancelled);
+both_backends!(tokens_and_sessions);
+both_backends!(idempotent_event_creation);
 
+/// Really on the production backends, each service on its own.
 #[tokio::test]
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_walkthrough() {
+async fn production_runs_each_service_on_the_real_servers() {
     let Some(stack) = TestStack::production().await else {
         return;
     };
-    // Really on the production backends, each service on its own.
     let health = stack.call(Method::GET, "/health", None, None).await;
     for svc in ["auth", "events", "ticket", "booking", "payment", "notification"] {
         let c = &health.body["services"][svc]["details"]["components"];
@@ -494,7 +529,6 @@ async fn production_walkthrough() {
         health.body["services"]["ticket"]["details"]["components"]["cache"]["kind"],
         "redis"
     );
-    walkthrough(&stack).await;
 }
 
 const ADMIN_EMAIL: &str = "root@example.com";
