@@ -53,7 +53,7 @@ pub async fn waiting(db: &Db, consumer: &str) -> Result<Vec<Kept>, DbError> {
          WHERE consumer = $1 AND replayed_at IS NULL ORDER BY id",
     )
     .bind(consumer)
-    .fetch_all(db.pool())
+    .fetch_all(db.reader())
     .await?;
     rows.iter()
         .map(|r| {

@@ -76,60 +76,56 @@ impl PaymentConsumer {
     async fn ask_provider(&self, cmds: &[(Uuid, PaymentCommand)]) -> Result<Asked, HandleError> {
         let bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking().to_string()).collect();
         let mut conn = self.db.pool().acquire().await.map_err(DbError::from)?;
-        let mut known: HashMap<String, Payment> = store::by_bookings(&mut conn, &bookings)
-            .await?
-            .into_iter()
-            .map(|p| (p.booking_id.clone(), p))
-            .collect();
+        // What a refund could give back, by booking: the charge's reference
+        // and amount while it stands; None once it cannot be refunded
+        // (declined, failed, refunded already).
+        let mut refundable: HashMap<String, Option<(String, Money)>> =
+            store::by_bookings(&mut conn, &bookings)
+                .await?
+                .into_iter()
+                .map(|p| {
+                    let standing = (p.status == "SUCCEEDED").then(|| {
+                        (
+                            p.provider_reference.clone().unwrap_or_default(),
+                            Money::from_minor(p.amount_minor),
+                        )
+                    });
+                    (p.booking_id, standing)
+                })
+                .collect();
         drop(conn);
         let mut asked = Asked::default();
         for (message_id, cmd) in cmds {
             match cmd {
                 PaymentCommand::ProcessPayment(c) => {
                     let booking = c.booking_id.to_string();
-                    if known.contains_key(&booking) {
+                    if refundable.contains_key(&booking) {
                         continue;
                     }
                     let outcome = self
                         .provider
                         .charge(charge_key(c.booking_id), c.amount, &c.currency, &c.payment_token)
                         .await;
-                    if let ChargeOutcome::Succeeded { reference } = &outcome {
-                        // A refund later in this batch refunds this charge.
-                        known.insert(
-                            booking.clone(),
-                            Payment {
-                                payment_id: String::new(),
-                                booking_id: booking,
-                                customer_id: c.customer_id.to_string(),
-                                amount_minor: c.amount.minor(),
-                                currency: c.currency.clone(),
-                                status: "SUCCEEDED".into(),
-                                failure_reason: None,
-                                provider_reference: Some(reference.clone()),
-                            },
-                        );
-                    }
+                    // A refund later in this batch refunds this charge.
+                    let standing = match &outcome {
+                        ChargeOutcome::Succeeded { reference } => Some((reference.clone(), c.amount)),
+                        ChargeOutcome::Declined { .. } | ChargeOutcome::Error { .. } => None,
+                    };
+                    refundable.insert(booking, standing);
                     asked.charges.insert(*message_id, outcome);
                 }
                 PaymentCommand::RefundPayment(c) => {
-                    let Some(paid) = known.get_mut(&c.booking_id.to_string()) else {
+                    let Some(standing) = refundable.get_mut(&c.booking_id.to_string()) else {
                         continue;
                     };
-                    if paid.status != "SUCCEEDED" {
+                    let Some((charge, amount)) = standing.take() else {
                         continue;
-                    }
-                    let charge = paid.provider_reference.clone().unwrap_or_default();
+                    };
                     let reference = self
                         .provider
-                        .refund(
-                            refund_key(c.booking_id),
-                            &charge,
-                            Money::from_minor(paid.amount_minor),
-                        )
+                        .refund(refund_key(c.booking_id), &charge, amount)
                         .await
                         .map_err(HandleError::Transient)?;
-                    paid.status = "REFUNDED".into();
                     asked.refunds.insert(*message_id, reference);
                 }
             }
