@@ -91,43 +91,76 @@ where
     }
 }
 
-async fn survives_a_restart_and_replays_once(real: bool) {
-    let (producer_db, consumer_db, vhost) = if real {
-        let (Some(pg), Some(amqp)) = (
-            ticketer_db::testing::postgres_url(),
-            ticketer_bus::testing::amqp_url(),
-        ) else {
-            ticketer_config::skip_test(
-                "PostgreSQL/RabbitMQ dead-letter test",
-                "TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL",
-            );
-            return;
+/// A producer's and a consumer's databases, migrated, on SQLite with the
+/// in-process bus, or on PostgreSQL with a fresh RabbitMQ vhost (None when
+/// those servers are not set).
+struct Pair {
+    producer: Db,
+    consumer: Db,
+    consumer_db: TestDatabase,
+    vhost: Option<TestVhost>,
+    _producer_db: TestDatabase,
+}
+
+impl Pair {
+    async fn start(real: bool, label: &str) -> Option<Pair> {
+        let (producer_db, consumer_db, vhost) = if real {
+            let (Some(pg), Some(amqp)) = (
+                ticketer_db::testing::postgres_url(),
+                ticketer_bus::testing::amqp_url(),
+            ) else {
+                ticketer_config::skip_test(
+                    "PostgreSQL/RabbitMQ dead-letter test",
+                    "TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL",
+                );
+                return None;
+            };
+            (
+                TestDatabase::postgres(&pg, &format!("{label}_producer"))
+                    .await
+                    .unwrap(),
+                TestDatabase::postgres(&pg, &format!("{label}_consumer"))
+                    .await
+                    .unwrap(),
+                Some(TestVhost::create(&amqp).expect("vhost")),
+            )
+        } else {
+            (TestDatabase::sqlite(), TestDatabase::sqlite(), None)
         };
-        (
-            TestDatabase::postgres(&pg, "dlq_producer").await.unwrap(),
-            TestDatabase::postgres(&pg, "dlq_consumer").await.unwrap(),
-            Some(TestVhost::create(&amqp).expect("vhost")),
-        )
-    } else {
-        (TestDatabase::sqlite(), TestDatabase::sqlite(), None)
-    };
-    let connect_bus = || async {
-        match &vhost {
+        let producer = producer_db.connect().await.unwrap();
+        producer.migrate("producer", &[]).await.unwrap();
+        let consumer = consumer_db.connect().await.unwrap();
+        consumer.migrate("consumer", CONSUMER_SCHEMA).await.unwrap();
+        Some(Pair {
+            producer,
+            consumer,
+            consumer_db,
+            vhost,
+            _producer_db: producer_db,
+        })
+    }
+
+    /// A bus connection: to the vhost, or a fresh in-process bus.
+    async fn bus(&self) -> Bus {
+        match &self.vhost {
             Some(v) => Bus::connect(Some(&v.url)).await.unwrap(),
             None => Bus::in_process(),
         }
+    }
+}
+
+async fn survives_a_restart_and_replays_once(real: bool) {
+    let Some(pair) = Pair::start(real, "dlq").await else {
+        return;
     };
-    let producer = producer_db.connect().await.unwrap();
-    producer.migrate("producer", &[]).await.unwrap();
-    let consumer = consumer_db.connect().await.unwrap();
-    consumer.migrate("consumer", CONSUMER_SCHEMA).await.unwrap();
+    let (producer, consumer) = (&pair.producer, pair.consumer.clone());
 
     // The consumer gives up on a message.
     let cured = Arc::new(AtomicBool::new(false));
     let first_run = CancellationToken::new();
-    let bus = connect_bus().await;
+    let bus = pair.bus().await;
     subscribe(&bus, &consumer, &cured, &first_run).await;
-    relay(&producer, &bus, &first_run);
+    relay(producer, &bus, &first_run);
     let env = Envelope::new("Unfixable", &serde_json::json!({"n": 1}));
     let mut tx = producer.begin().await.unwrap();
     enqueue(&mut tx, &[Outbound::raw(EXCHANGE, env.clone())])
@@ -144,8 +177,8 @@ async fn survives_a_restart_and_replays_once(real: bool) {
     first_run.cancel();
     drop(bus);
     consumer.close().await;
-    let consumer = consumer_db.connect().await.unwrap();
-    let bus = connect_bus().await;
+    let consumer = pair.consumer_db.connect().await.unwrap();
+    let bus = pair.bus().await;
     let again = CancellationToken::new();
     cured.store(true, Ordering::SeqCst);
     subscribe(&bus, &consumer, &cured, &again).await;
@@ -209,33 +242,11 @@ async fn postgres_rabbitmq_a_dead_letter_survives_a_restart_and_replays_once() {
 /// nobody and forgotten: it is kept with the producer's dead letters and
 /// retired, and the messages around it still go out.
 async fn an_undecodable_outbox_row_is_kept_not_dropped(real: bool) {
-    let (producer_db, consumer_db, vhost) = if real {
-        let (Some(pg), Some(amqp)) = (
-            ticketer_db::testing::postgres_url(),
-            ticketer_bus::testing::amqp_url(),
-        ) else {
-            ticketer_config::skip_test(
-                "PostgreSQL/RabbitMQ outbox test",
-                "TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL",
-            );
-            return;
-        };
-        (
-            TestDatabase::postgres(&pg, "outbox_producer").await.unwrap(),
-            TestDatabase::postgres(&pg, "outbox_consumer").await.unwrap(),
-            Some(TestVhost::create(&amqp).expect("vhost")),
-        )
-    } else {
-        (TestDatabase::sqlite(), TestDatabase::sqlite(), None)
+    let Some(pair) = Pair::start(real, "outbox").await else {
+        return;
     };
-    let bus = match &vhost {
-        Some(v) => Bus::connect(Some(&v.url)).await.unwrap(),
-        None => Bus::in_process(),
-    };
-    let producer = producer_db.connect().await.unwrap();
-    producer.migrate("producer", &[]).await.unwrap();
-    let consumer = consumer_db.connect().await.unwrap();
-    consumer.migrate("consumer", CONSUMER_SCHEMA).await.unwrap();
+    let bus = pair.bus().await;
+    let (producer, consumer) = (pair.producer.clone(), pair.consumer.clone());
     let shutdown = CancellationToken::new();
     subscribe(&bus, &consumer, &Arc::new(AtomicBool::new(true)), &shutdown).await;
 
