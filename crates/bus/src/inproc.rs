@@ -214,6 +214,14 @@ impl InProcessBus {
             .collect()
     }
 
+    /// Messages waiting in `queue`, not yet taken by its consumer.
+    pub fn queued(&self, queue: &str) -> usize {
+        let queues = self.queues.lock().expect("queues lock");
+        queues
+            .get(queue)
+            .map_or(0, |q| q.tx.max_capacity() - q.tx.capacity())
+    }
+
     /// The messages dead-lettered from `queue` so far.
     pub fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
         self.dead

@@ -38,6 +38,8 @@ pub enum BusError {
     Disconnected,
     #[error("not on this bus: {0}")]
     Unsupported(&'static str),
+    #[error("the broker did not answer in time: {0}")]
+    Timeout(&'static str),
 }
 
 /// The wait for a sent batch's confirms.
@@ -147,6 +149,15 @@ impl Bus {
         match self {
             Bus::InProcess(bus) => Ok(bus.dead_letters(queue).len() as u32),
             Bus::Rabbit(bus) => bus.queue_depth(&topology::dead_letter_queue(queue)).await,
+        }
+    }
+
+    /// Messages ready in `queue` (not those delivered and not yet acked);
+    /// the in-process bus keeps none once its consumer took them.
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
+        match self {
+            Bus::InProcess(bus) => Ok(bus.queued(queue) as u32),
+            Bus::Rabbit(bus) => bus.queue_depth(queue).await,
         }
     }
 

@@ -199,7 +199,8 @@ impl RabbitBus {
     ) {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
-            match self.start_consumer(n, &sub).await {
+            let started = tokio::time::timeout(START_TIMEOUT, self.start_consumer(n, &sub)).await;
+            match started.unwrap_or(Err(BusError::Timeout("starting a consumer"))) {
                 Ok((channel, consumer)) => {
                     backoff = Duration::from_millis(200);
                     consume(channel, consumer, &sub, handler.as_ref(), &shutdown).await;
@@ -320,6 +321,11 @@ async fn declare(channel: &Channel, sub: &Subscription) -> Result<(), BusError> 
     Ok(())
 }
 
+/// How long a consumer's channel may take to close, and a new consumer to
+/// start (connect, declare, subscribe), before the worker gives up on it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Applies deliveries until shutdown or until the channel fails.
 async fn consume(
     channel: Channel,
@@ -395,6 +401,14 @@ async fn consume(
             }
         }
     }
-    // Closing the channel hands every unacked delivery back to the queue.
-    let _ = channel.close(200, "consumer stopped").await;
+    // Closing the channel hands every unacked delivery back to the queue
+    // (a dead connection has done so already). On a connection that died
+    // under a paused or busy process the close may never be answered: the
+    // worker must not wait on it, or the queue stays unconsumed for good.
+    if tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "consumer stopped"))
+        .await
+        .is_err()
+    {
+        tracing::warn!(queue = %sub.queue, "the channel did not close; consuming again on a new one");
+    }
 }

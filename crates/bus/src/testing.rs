@@ -69,12 +69,23 @@ impl Drop for TestVhost {
     }
 }
 
-/// A TCP proxy in front of the broker, for failure tests: `cut` drops every
-/// open connection, `block` refuses new ones until `unblock`.
+/// The `host:port` of a server URL (`scheme://[user[:password]@]host:port/...`).
+pub fn address_of(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or_default().to_string()
+}
+
+/// A TCP proxy in front of a server, for failure tests: `cut` drops every
+/// open connection, `block` refuses new ones until `unblock`, `stall`
+/// accepts new ones and never answers (a server that hangs, or a network
+/// that drops everything) until `unblock`.
 pub struct TcpProxy {
     port: u16,
     blocked: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    held: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
     accept: JoinHandle<()>,
 }
 
@@ -83,12 +94,24 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let blocked = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let pipes: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (gate, registry, upstream) = (blocked.clone(), pipes.clone(), upstream.to_string());
+        let held: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+        let (gate, stall, registry, holding, upstream) = (
+            blocked.clone(),
+            stalled.clone(),
+            pipes.clone(),
+            held.clone(),
+            upstream.to_string(),
+        );
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if gate.load(Ordering::SeqCst) {
                     continue; // dropping the socket refuses the connection
+                }
+                if stall.load(Ordering::SeqCst) {
+                    holding.lock().expect("held").push(client);
+                    continue;
                 }
                 let upstream = upstream.clone();
                 let pipe = tokio::spawn(async move {
@@ -102,7 +125,9 @@ impl TcpProxy {
         Ok(TcpProxy {
             port,
             blocked,
+            stalled,
             pipes,
+            held,
             accept,
         })
     }
@@ -133,8 +158,16 @@ impl TcpProxy {
         self.cut();
     }
 
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
+    /// Undoes `block` and `stall`; stalled connections are dropped.
     pub fn unblock(&self) {
         self.blocked.store(false, Ordering::SeqCst);
+        self.stalled.store(false, Ordering::SeqCst);
+        self.held.lock().expect("held").clear();
     }
 }
 

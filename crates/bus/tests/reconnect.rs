@@ -8,7 +8,7 @@ use std::{
 };
 
 use ticketer_bus::{
-    testing::{TcpProxy, TestVhost},
+    testing::{address_of, TcpProxy, TestVhost},
     BatchHandler, Bus, Envelope, HandleError, Outgoing, Subscription,
 };
 use tokio_util::sync::CancellationToken;
@@ -51,14 +51,7 @@ async fn publisher_and_consumer_recover_after_the_connection_drops() {
         return;
     };
     let vhost = TestVhost::create(&amqp).unwrap();
-    let broker = vhost
-        .url
-        .split('@')
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_string();
-    let proxy = TcpProxy::start(&broker).await.unwrap();
+    let proxy = TcpProxy::start(&address_of(&vhost.url)).await.unwrap();
     let url = proxy.url_through(&vhost.url);
 
     let bus = Bus::connect(Some(&url)).await.unwrap();
@@ -77,5 +70,84 @@ async fn publisher_and_consumer_recover_after_the_connection_drops() {
     proxy.cut();
     publish_until_accepted(&bus, "After").await;
     wait_for(&handler, "After").await;
+    shutdown.cancel();
+}
+
+/// Holds every batch with a `Slow` message until released, as a consumer
+/// busy with its database would be.
+struct HeldUp {
+    seen: Mutex<Vec<String>>,
+    started: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for HeldUp {
+    async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+        if batch.iter().any(|m| m.kind == "Slow") {
+            self.started.notify_one();
+            let _ = self.release.acquire().await.map(|p| p.forget());
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .extend(batch.iter().map(|m| m.kind.clone()));
+        Ok(())
+    }
+}
+
+/// The connection dies while a batch is being applied (the broker
+/// restarted, or the process was paused past its heartbeat): the ack
+/// fails, and the worker must let go of the dead channel and consume again
+/// rather than wait on it forever. The batch comes again (at least once).
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn a_consumer_whose_connection_died_mid_batch_consumes_again() {
+    let Some(amqp) = ticketer_bus::testing::amqp_url() else {
+        ticketer_config::skip_test("RabbitMQ reconnection test", "TICKETER_TEST_AMQP_URL");
+        return;
+    };
+    let vhost = TestVhost::create(&amqp).unwrap();
+    let proxy = TcpProxy::start(&address_of(&vhost.url)).await.unwrap();
+    let url = proxy.url_through(&vhost.url);
+    // Published straight to the broker, so that only the consumer's
+    // connection goes through the proxy.
+    let publisher = Bus::connect(Some(&vhost.url)).await.unwrap();
+    let consumer = Bus::connect(Some(&url)).await.unwrap();
+    let handler = Arc::new(HeldUp {
+        seen: Mutex::default(),
+        started: tokio::sync::Notify::new(),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let shutdown = CancellationToken::new();
+    let sub = Subscription::new("midbatch.test")
+        .bind("ticketer.events", "#")
+        .tuned(10, 1, 10);
+    consumer
+        .subscribe(sub, handler.clone(), shutdown.clone())
+        .await
+        .unwrap();
+
+    publish_until_accepted(&publisher, "Slow").await;
+    tokio::time::timeout(Duration::from_secs(20), handler.started.notified())
+        .await
+        .expect("the batch never reached the handler");
+    proxy.cut();
+    // Let the worker find out about the cut before the batch finishes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    handler.release.add_permits(1_000);
+
+    publish_until_accepted(&publisher, "After").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = handler.seen.lock().unwrap().clone();
+        if seen.iter().any(|k| k == "After") {
+            assert!(seen.iter().filter(|k| *k == "Slow").count() >= 1, "{seen:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never consumed again: {seen:?}");
+        drop(seen);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     shutdown.cancel();
 }

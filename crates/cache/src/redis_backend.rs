@@ -1,8 +1,16 @@
 use std::time::Duration;
 
-use redis::{aio::ConnectionManager, AsyncCommands, Script};
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands, Script,
+};
 
 use crate::{Bucket, CacheError, RateDecision};
+
+/// How long one call may take, and one connection attempt (a busy machine
+/// starting many processes at once can be slow to accept).
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The production backend. The connection manager reconnects by itself.
 #[derive(Clone)]
@@ -47,7 +55,17 @@ return 0
 impl RedisCache {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, CacheError> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // Without timeouts, a reconnection made while Redis restarts (the
+        // port accepts, the server does not answer yet) waits forever, and
+        // every later call waits on it: found by `ticketer chaos`, where one
+        // service's cache stayed down for minutes after Redis came back.
+        // Every call here is a single small command or script.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(CALL_TIMEOUT)
+            .set_number_of_retries(3)
+            .set_max_delay(1_000);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(RedisCache {
             conn,
             prefix: prefix.to_string(),

@@ -14,6 +14,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use futures::StreamExt;
 use ticketer_bus::{BatchHandler, DeadLetter, Envelope, HandleError};
 use ticketer_contract::{
     incoming, Money, PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSettlement, PaymentSucceeded,
@@ -34,6 +35,12 @@ incoming!(
         RefundPayment,
     }
 );
+
+/// Provider calls in flight at once for one batch (each for a different
+/// booking): a real provider answers in a fraction of a second to a few
+/// seconds, so a batch of a hundred charges asked one by one would take
+/// minutes.
+const PROVIDER_CALLS_AT_ONCE: usize = 32;
 
 /// What the provider answered for a batch's commands before its
 /// transaction opened, by command message id.
@@ -94,12 +101,45 @@ impl PaymentConsumer {
                 })
                 .collect();
         drop(conn);
+        // One booking's commands in delivery order (a refund after the
+        // charge it undoes); different bookings at once, so that one slow
+        // provider call does not hold up the batch behind it.
+        let mut by_booking: HashMap<String, Vec<(Uuid, &PaymentCommand)>> = HashMap::new();
+        for (message_id, cmd) in cmds {
+            by_booking
+                .entry(cmd.booking().to_string())
+                .or_default()
+                .push((*message_id, cmd));
+        }
+        let mut asking = Vec::with_capacity(by_booking.len());
+        for (booking, cmds) in by_booking {
+            asking.push(self.ask_for_booking(refundable.remove(&booking), cmds));
+        }
+        let answers: Vec<Result<Asked, HandleError>> = futures::stream::iter(asking)
+            .buffer_unordered(PROVIDER_CALLS_AT_ONCE)
+            .collect()
+            .await;
+        let mut asked = Asked::default();
+        for answer in answers {
+            let answer = answer?;
+            asked.charges.extend(answer.charges);
+            asked.refunds.extend(answer.refunds);
+        }
+        Ok(asked)
+    }
+
+    /// One booking's commands, in order. `on_record`: None when the booking
+    /// has no payment yet; Some(what a refund could give back) when it has.
+    async fn ask_for_booking(
+        &self,
+        mut on_record: Option<Option<(String, Money)>>,
+        cmds: Vec<(Uuid, &PaymentCommand)>,
+    ) -> Result<Asked, HandleError> {
         let mut asked = Asked::default();
         for (message_id, cmd) in cmds {
             match cmd {
                 PaymentCommand::ProcessPayment(c) => {
-                    let booking = c.booking_id.to_string();
-                    if refundable.contains_key(&booking) {
+                    if on_record.is_some() {
                         continue;
                     }
                     let outcome = self
@@ -107,26 +147,24 @@ impl PaymentConsumer {
                         .charge(charge_key(c.booking_id), c.amount, &c.currency, &c.payment_token)
                         .await;
                     // A refund later in this batch refunds this charge.
-                    let standing = match &outcome {
+                    on_record = Some(match &outcome {
                         ChargeOutcome::Succeeded { reference } => Some((reference.clone(), c.amount)),
                         ChargeOutcome::Declined { .. } | ChargeOutcome::Error { .. } => None,
-                    };
-                    refundable.insert(booking, standing);
-                    asked.charges.insert(*message_id, outcome);
+                    });
+                    asked.charges.insert(message_id, outcome);
                 }
                 PaymentCommand::RefundPayment(c) => {
-                    let Some(standing) = refundable.get_mut(&c.booking_id.to_string()) else {
+                    let Some(Some((charge, amount))) = on_record.clone() else {
                         continue;
                     };
-                    let Some((charge, amount)) = standing.take() else {
-                        continue;
-                    };
+                    // Refunded: nothing more to give back.
+                    on_record = Some(None);
                     let reference = self
                         .provider
                         .refund(refund_key(c.booking_id), &charge, amount)
                         .await
                         .map_err(HandleError::Transient)?;
-                    asked.refunds.insert(*message_id, reference);
+                    asked.refunds.insert(message_id, reference);
                 }
             }
         }

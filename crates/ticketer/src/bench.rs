@@ -15,13 +15,14 @@ use std::{
 };
 
 use serde::Serialize;
+use ticketer_config::{Env, InfraConfig, Service};
 use tokio::sync::Semaphore;
 
 mod audit;
-mod buyer;
-mod client;
+pub(crate) mod buyer;
+pub(crate) mod client;
 mod probe;
-mod setup;
+pub(crate) mod setup;
 
 use audit::{audit, Audit};
 use buyer::{buy, Outcome};
@@ -180,6 +181,30 @@ fn progress(
     })
 }
 
+/// Writes `n` customers straight into the auth database configured by `env`
+/// and signs their tokens, as that auth service would.
+pub async fn provision_buyers(
+    env: &Env,
+    data_dir: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let infra = InfraConfig::from_env(Service::Auth, env, data_dir.to_path_buf())?;
+    let config = ticketer_auth::Config::from_env(env, data_dir)?;
+    if let ticketer_auth::KeySource::File(path) = &config.key {
+        anyhow::ensure!(
+            path.exists(),
+            "no signing key at {}: give the server's --data-dir (or AUTH_JWT_PRIVATE_KEY_FILE), or use --provision api",
+            path.display()
+        );
+    }
+    let db = crate::stack::connect_db(&infra).await?;
+    let auth = ticketer_auth::offline(&config, &infra, db.clone()).await?;
+    let label = format!("buyer-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let buyers = auth.provision_customers(&label, n).await?;
+    db.close().await;
+    Ok(buyers.into_iter().map(|b| b.access_token).collect())
+}
+
 pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     let setup_started = Instant::now();
     let provisioning = match &buyers {
@@ -192,6 +217,7 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
             .timeout(Duration::from_secs(60))
             .build()?,
         base: cfg.gateway.trim_end_matches('/').to_string(),
+        sent: AtomicUsize::new(0),
     });
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
 
@@ -268,7 +294,7 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
         let k = cfg.tickets_per_booking;
         buying.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
-            let outcome = buy(&client, &token, event_id, k, &errors, started).await;
+            let outcome = buy(&client, &token, event_id, k, "tok_visa", &errors, started).await;
             done.fetch_add(1, Ordering::Relaxed);
             if outcome.status == "CONFIRMED" {
                 confirmed_so_far.fetch_add(1, Ordering::Relaxed);

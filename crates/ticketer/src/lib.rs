@@ -2,5 +2,6 @@
 //! (`ticketer dev`), or one service per process (`ticketer serve`).
 
 pub mod bench;
+pub mod chaos;
 pub mod dlq;
 pub mod stack;

@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         scenario: BenchScenario,
     },
+    /// A flash sale on the production backend (every service its own
+    /// process) while a seeded nemesis kills, pauses and restarts services
+    /// and servers; then an audit of the services' records. Prints a JSON
+    /// report as the last line; exits 1 unless the audit is clean.
+    Chaos(ChaosArgs),
     /// Administrator accounts.
     Admin {
         #[command(subcommand)]
@@ -56,6 +61,116 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ChaosArgs {
+    /// Draws the faults: the same seed, the same faults at the same times.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long faults are injected; buyers arrive over the first 80%.
+    #[arg(long, default_value_t = 90)]
+    seconds: u64,
+    #[arg(long, default_value_t = 400)]
+    tickets: i64,
+    #[arg(long, default_value_t = 2_000)]
+    buyers: usize,
+    /// At most this many buyers in flight; buyers arrive on schedule
+    /// whatever the others do, up to this cap.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// The services' hold TTL in seconds (short, so that holds expire in the run).
+    #[arg(long, default_value_t = 15)]
+    hold_ttl: u64,
+    /// The services' payment deadline in seconds.
+    #[arg(long, default_value_t = 10)]
+    payment_timeout: u64,
+    /// Seconds the system may take to settle after the nemesis (default:
+    /// hold TTL + payment deadline + 60).
+    #[arg(long)]
+    drain: Option<u64>,
+    /// Hurt only the service processes, not PostgreSQL, RabbitMQ or Redis.
+    #[arg(long)]
+    no_server_faults: bool,
+    /// Keep the run's databases and vhost.
+    #[arg(long)]
+    keep: bool,
+    /// Where logs and the signing key go (default: a new directory under the data dir).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "CHAOS_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
+    #[arg(
+        long,
+        env = "CHAOS_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672"
+    )]
+    amqp_url: String,
+    #[arg(long, env = "CHAOS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Shell command that restarts RabbitMQ (and returns once it is back).
+    #[arg(
+        long,
+        env = "CHAOS_RESTART_RABBITMQ",
+        default_value = "rabbitmqctl -q stop_app && rabbitmqctl -q start_app"
+    )]
+    restart_rabbitmq: String,
+    /// Shell command that restarts PostgreSQL.
+    #[arg(
+        long,
+        env = "CHAOS_RESTART_POSTGRES",
+        default_value = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart -m fast"
+    )]
+    restart_postgres: String,
+    #[arg(
+        long,
+        env = "CHAOS_STOP_REDIS",
+        default_value = "redis-cli -h 127.0.0.1 -p 6379 shutdown nosave"
+    )]
+    stop_redis: String,
+    #[arg(
+        long,
+        env = "CHAOS_START_REDIS",
+        default_value = "mkdir -p /var/lib/redis /var/log/redis && redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log && until redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; do sleep 0.1; done"
+    )]
+    start_redis: String,
+}
+
+impl ChaosArgs {
+    fn config(self, data_dir: &std::path::Path) -> anyhow::Result<ticketer::chaos::Config> {
+        let work_dir = self.work_dir.unwrap_or_else(|| {
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+            data_dir.join(format!("chaos-{stamp}-seed{}", self.seed))
+        });
+        Ok(ticketer::chaos::Config {
+            run: ticketer::chaos::Run {
+                seed: self.seed,
+                seconds: self.seconds,
+                tickets: self.tickets,
+                buyers: self.buyers,
+                concurrency: self.concurrency,
+                hold_ttl_s: self.hold_ttl,
+                payment_timeout_s: self.payment_timeout,
+            },
+            drain_s: self.drain.unwrap_or(self.hold_ttl + self.payment_timeout + 60),
+            postgres_url: self.postgres_url,
+            amqp_url: self.amqp_url,
+            redis_url: self.redis_url,
+            servers: (!self.no_server_faults).then_some(ticketer::chaos::ServerCommands {
+                restart_rabbitmq: self.restart_rabbitmq,
+                restart_postgres: self.restart_postgres,
+                stop_redis: self.stop_redis,
+                start_redis: self.start_redis,
+            }),
+            bin: std::env::current_exe().context("finding this binary")?,
+            work_dir: std::path::absolute(work_dir)?,
+            keep: self.keep,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -156,27 +271,6 @@ enum AdminCommand {
     },
 }
 
-/// Writes `n` customers straight into the auth database and signs their
-/// tokens, as the auth service configured by this environment would.
-async fn provision_buyers(data_dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>> {
-    let env = Env::from_process(Service::Auth)?;
-    let infra = InfraConfig::from_env(Service::Auth, &env, data_dir.to_path_buf())?;
-    let config = ticketer_auth::Config::from_env(&env, data_dir)?;
-    if let ticketer_auth::KeySource::File(path) = &config.key {
-        anyhow::ensure!(
-            path.exists(),
-            "no signing key at {}: give the server's --data-dir (or AUTH_JWT_PRIVATE_KEY_FILE), or use --provision api",
-            path.display()
-        );
-    }
-    let db = stack::connect_db(&infra).await?;
-    let auth = ticketer_auth::offline(&config, &infra, db.clone()).await?;
-    let label = format!("buyer-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let buyers = auth.provision_customers(&label, n).await?;
-    db.close().await;
-    Ok(buyers.into_iter().map(|b| b.access_token).collect())
-}
-
 fn log_format() -> LogFormat {
     match std::env::var("LOG_FORMAT").as_deref() {
         Ok("pretty") | Ok("text") => LogFormat::Pretty,
@@ -223,7 +317,8 @@ async fn main() -> anyhow::Result<()> {
             Provisioning::Api => ticketer::bench::Buyers::Api,
             Provisioning::Direct => {
                 let started = std::time::Instant::now();
-                let tokens = provision_buyers(&cli.data_dir, cfg.buyers).await?;
+                let env = Env::from_process(Service::Auth)?;
+                let tokens = ticketer::bench::provision_buyers(&env, &cli.data_dir, cfg.buyers).await?;
                 ticketer::bench::Buyers::Provisioned {
                     tokens,
                     took: started.elapsed(),
@@ -232,6 +327,15 @@ async fn main() -> anyhow::Result<()> {
         };
         let report = ticketer::bench::run(cfg, buyers).await?;
         println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if let Command::Chaos(args) = cli.command {
+        let report = ticketer::chaos::run(args.config(&cli.data_dir)?).await?;
+        println!("{}", serde_json::to_string(&report)?);
+        if !report.clean {
+            eprintln!("chaos: the audit found broken promises (see the report)");
+            std::process::exit(1);
+        }
         return Ok(());
     }
     let _telemetry = ticketer_telemetry::init(&service_name, log_format())?;
@@ -273,7 +377,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { .. } => unreachable!("handled above"),
+        Command::Bench { .. } | Command::Chaos(_) => unreachable!("handled above"),
         Command::Admin {
             command: AdminCommand::Create { email, password },
         } => {

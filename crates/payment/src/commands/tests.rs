@@ -140,3 +140,85 @@ async fn sqlite_the_provider_is_asked_with_no_transaction_open() {
 async fn postgres_the_provider_is_asked_with_no_transaction_open() {
     the_provider_is_asked_with_no_transaction_open(true).await;
 }
+
+/// A provider that keeps every call waiting until another is in flight
+/// too (or a few seconds pass), and notes the calls in the order they
+/// were made.
+#[derive(Default)]
+struct Overlapping {
+    in_flight: AtomicUsize,
+    most_at_once: AtomicUsize,
+    calls: Mutex<Vec<(String, Uuid)>>,
+    company: tokio::sync::Notify,
+}
+
+impl Overlapping {
+    async fn call(&self, what: &str, key: Uuid) {
+        self.calls.lock().unwrap().push((what.to_string(), key));
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        self.company.notify_waiters();
+        if now < 2 {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), self.company.notified()).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentProvider for Overlapping {
+    async fn charge(&self, key: Uuid, _amount: Money, _currency: &str, token: &str) -> ChargeOutcome {
+        self.call("charge", key).await;
+        crate::provider::sandbox_decision(key, token)
+    }
+
+    async fn refund(&self, key: Uuid, _charge: &str, _amount: Money) -> Result<String, String> {
+        self.call("refund", key).await;
+        Ok(format!("re_{}", key.simple()))
+    }
+}
+
+/// A slow provider must not make a batch take as long as all its calls
+/// one after another: different bookings are asked at once. One booking's
+/// commands keep their order: its refund follows the charge it undoes.
+#[tokio::test]
+async fn different_bookings_are_charged_at_once_one_bookings_steps_in_order() {
+    let tdb = TestDatabase::sqlite();
+    let db = tdb.connect().await.unwrap();
+    db.migrate("payment", store::MIGRATIONS).await.unwrap();
+    let provider = Arc::new(Overlapping::default());
+    let consumer = PaymentConsumer::new(db.clone(), "payment.commands", provider.clone());
+    let charge = |booking| {
+        Envelope::of(&ProcessPayment {
+            booking_id: booking,
+            customer_id: Uuid::new_v4(),
+            amount: Money::from_minor(2500),
+            currency: "EUR".into(),
+            payment_token: "tok_visa".into(),
+        })
+    };
+    let bookings: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
+    let undone = bookings[3];
+    let mut batch: Vec<Envelope> = bookings.iter().map(|b| charge(*b)).collect();
+    batch.insert(5, Envelope::of(&RefundPayment { booking_id: undone }));
+    consumer.handle_batch(&batch).await.unwrap();
+
+    let most = provider.most_at_once.load(Ordering::SeqCst);
+    assert!(
+        (2..=PROVIDER_CALLS_AT_ONCE).contains(&most),
+        "{most} calls at once"
+    );
+    let calls = provider.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 11, "ten charges and one refund: {calls:?}");
+    let at = |what: &str, key: Uuid| calls.iter().position(|c| c == &(what.to_string(), key)).unwrap();
+    assert!(
+        at("charge", charge_key(undone)) < at("refund", refund_key(undone)),
+        "{calls:?}"
+    );
+    for b in &bookings {
+        let paid = store::find(&db, &b.to_string()).await.unwrap().unwrap();
+        let want = if *b == undone { "REFUNDED" } else { "SUCCEEDED" };
+        assert_eq!(paid.status, want, "booking {b}");
+    }
+    db.close().await;
+}

@@ -12,23 +12,23 @@ use serde_json::{json, Value};
 use super::client::{Client, Patience};
 
 /// One buyer's outcome.
-pub(super) struct Outcome {
-    pub(super) booking_id: Option<String>,
+pub(crate) struct Outcome {
+    pub(crate) booking_id: Option<String>,
     /// CONFIRMED, FAILED, PENDING (never settled), REFUSED (sold out before
     /// a booking was made), REJECTED (another 4xx) or ERROR (gave up).
-    pub(super) status: String,
-    pub(super) reason: String,
-    pub(super) ticket_ids: Vec<String>,
+    pub(crate) status: String,
+    pub(crate) reason: String,
+    pub(crate) ticket_ids: Vec<String>,
     /// From the first request to the final answer.
-    pub(super) latency_ms: f64,
+    pub(crate) latency_ms: f64,
     /// From the first request to the seats being held, if they were.
-    pub(super) hold_ms: Option<f64>,
+    pub(crate) hold_ms: Option<f64>,
     /// When the final answer came, from the start of the sale.
-    pub(super) done_s: f64,
+    pub(crate) done_s: f64,
 }
 
 /// Milliseconds from `start` to the RFC 3339 instant `at`.
-pub(super) fn ms_since(start: SystemTime, at: &str) -> Option<f64> {
+pub(crate) fn ms_since(start: SystemTime, at: &str) -> Option<f64> {
     let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
     let start: chrono::DateTime<chrono::Utc> = start.into();
     Some((at.with_timezone(&chrono::Utc) - start).num_microseconds()? as f64 / 1000.0)
@@ -36,11 +36,12 @@ pub(super) fn ms_since(start: SystemTime, at: &str) -> Option<f64> {
 
 /// One buyer: books once (retrying errors with the same Idempotency-Key),
 /// then follows the booking until it is settled.
-pub(super) async fn buy(
+pub(crate) async fn buy(
     client: &Client,
     token: &str,
     event_id: i64,
     tickets: i64,
+    payment_token: &str,
     errors: &AtomicUsize,
     sale_started: Instant,
 ) -> Outcome {
@@ -52,7 +53,7 @@ pub(super) async fn buy(
         deadline: give_up,
     };
     let key = uuid::Uuid::new_v4().to_string();
-    let body = json!({"event_id": event_id, "number_of_tickets": tickets, "payment_token": "tok_visa"});
+    let body = json!({"event_id": event_id, "number_of_tickets": tickets, "payment_token": payment_token});
     let finish = |booking_id: Option<String>, status: &str, b: &Value| {
         let held_at = b["held_at"].as_str();
         Outcome {

@@ -10,20 +10,22 @@ use std::{
 use anyhow::bail;
 use serde_json::{json, Value};
 
-pub(super) struct Client {
-    pub(super) http: reqwest::Client,
-    pub(super) base: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    /// Requests sent, retries included.
+    pub(crate) sent: AtomicUsize,
 }
 
 /// How long a caller keeps retrying, and where it counts the errors.
 #[derive(Clone, Copy)]
-pub(super) struct Patience<'a> {
-    pub(super) errors: &'a AtomicUsize,
-    pub(super) deadline: Instant,
+pub(crate) struct Patience<'a> {
+    pub(crate) errors: &'a AtomicUsize,
+    pub(crate) deadline: Instant,
 }
 
 /// An answer, or why there was none worth keeping.
-pub(super) enum Reply {
+pub(crate) enum Reply {
     Answer(u16, Value),
     /// Worth retrying after the given pause (5xx, 429, 409 in progress,
     /// connection failures).
@@ -39,7 +41,7 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
 }
 
 impl Client {
-    pub(super) async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -47,6 +49,7 @@ impl Client {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -76,7 +79,7 @@ impl Client {
 
     /// Sends until there is an answer, backing off between errors; counts
     /// the errors in `patience.errors`. None when its deadline passed first.
-    pub(super) async fn answer(
+    pub(crate) async fn answer(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -104,7 +107,7 @@ impl Client {
 
     /// Setup calls: errors are retried for up to 60 s like any call; any
     /// answer but `want` is fatal.
-    pub(super) async fn expect(
+    pub(crate) async fn expect(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -135,7 +138,7 @@ impl Client {
     }
 
     /// Registers and logs in one account through the API.
-    pub(super) async fn user(&self, role: &str, email: &str) -> anyhow::Result<String> {
+    pub(crate) async fn user(&self, role: &str, email: &str) -> anyhow::Result<String> {
         let password = "bench-password";
         let body = json!({"email": email, "password": password, "first_name": "Bench", "last_name": role, "role": role});
         self.expect(

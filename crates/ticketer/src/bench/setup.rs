@@ -9,7 +9,7 @@ use serde_json::json;
 use super::client::{Client, Reply};
 
 /// The event's id and the path of its availability figure, once on sale.
-pub(super) async fn event_on_sale(client: &Client, run: &str, tickets: i64) -> anyhow::Result<(i64, String)> {
+pub(crate) async fn event_on_sale(client: &Client, run: &str, tickets: i64) -> anyhow::Result<(i64, String)> {
     let organizer = client
         .user("ORGANIZER", &format!("bench-{run}-organizer@example.com"))
         .await?;

@@ -184,7 +184,7 @@ async fn killed_between_commit_and_publish_loses_nothing() {
     use std::sync::Mutex;
 
     use ticketer_bus::{
-        testing::{TcpProxy, TestVhost},
+        testing::{address_of, TcpProxy, TestVhost},
         BatchHandler, Bus, Envelope, HandleError, Subscription,
     };
     use ticketer_db::testing::TestDatabase;
@@ -195,14 +195,7 @@ async fn killed_between_commit_and_publish_loses_nothing() {
         return;
     };
     let vhost = TestVhost::create(&amqp).unwrap();
-    let broker = vhost
-        .url
-        .split('@')
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_string();
-    let proxy = TcpProxy::start(&broker).await.unwrap();
+    let proxy = TcpProxy::start(&address_of(&vhost.url)).await.unwrap();
     let db = TestDatabase::postgres(&pg, "crash").await.unwrap();
 
     // A consumer of ticketer.events, straight to the broker.

@@ -1,0 +1,441 @@
+//! `ticketer chaos`: a flash sale on the production backend, every service
+//! its own `ticketer serve` process, while a nemesis drawn from a seed kills
+//! services, pauses one for longer than holds and payment deadlines last,
+//! restarts RabbitMQ and PostgreSQL and stops Redis. Then the system is left
+//! to drain and the services' own records are audited: the run proves the
+//! promises (no seat sold twice, no money kept without a seat, no accepted
+//! booking left unfinished, nothing stuck) or says which one broke.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{atomic::AtomicUsize, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use ticketer_bus::Bus;
+use ticketer_config::{Env, Service};
+use ticketer_db::Db;
+
+mod audit;
+pub mod nemesis;
+mod processes;
+mod servers;
+mod shoppers;
+
+pub use audit::Audit;
+pub use servers::ServerCommands;
+
+use crate::bench::{client::Client, setup::event_on_sale};
+use audit::Records;
+use nemesis::{Fault, Planned, Shape};
+use processes::Processes;
+use servers::{sh, Resources, WITH_DATABASE};
+
+/// What is sold, to whom, and how the nemesis is drawn.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub seed: u64,
+    /// How long the nemesis runs; buyers arrive over the first 80% of it.
+    pub seconds: u64,
+    pub tickets: i64,
+    pub buyers: usize,
+    pub concurrency: usize,
+    /// TICKET_HOLD_TTL_SECONDS of the run (short, so that holds expire
+    /// during it).
+    pub hold_ttl_s: u64,
+    /// BOOKING_PAYMENT_TIMEOUT_SECONDS of the run.
+    pub payment_timeout_s: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub run: Run,
+    /// How long the system may take to settle once the nemesis stopped.
+    pub drain_s: u64,
+    /// An administrator's URL of the PostgreSQL server (database
+    /// `postgres`); the run makes its own databases there.
+    pub postgres_url: String,
+    /// The RabbitMQ server without a vhost; the run makes its own.
+    pub amqp_url: String,
+    pub redis_url: String,
+    /// None: only service processes are hurt.
+    pub servers: Option<ServerCommands>,
+    /// The `ticketer` binary the services run from.
+    pub bin: PathBuf,
+    /// Signing key, logs of every process.
+    pub work_dir: PathBuf,
+    /// Keep the databases and the vhost for a look afterwards.
+    pub keep: bool,
+}
+
+impl Config {
+    fn shape(&self) -> Shape {
+        Shape {
+            run: Duration::from_secs(self.run.seconds),
+            kill_every: (Duration::from_secs(2), Duration::from_secs(6)),
+            pause_for: Duration::from_secs(self.run.hold_ttl_s.max(self.run.payment_timeout_s) + 5),
+            servers: self.servers.is_some(),
+        }
+    }
+}
+
+/// The report, printed as one JSON line.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub run: Run,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// Faults that could not be injected (a command that failed).
+    pub faults_failed: Vec<String>,
+    /// Service processes that exited by themselves and were started again.
+    pub crash_restarts: usize,
+    /// Requests the buyers sent, retries included.
+    pub requests: usize,
+    /// Error answers the buyers saw (each retried with the same key).
+    pub errors: usize,
+    /// Buyers who got nothing but errors for two minutes.
+    pub gave_up: usize,
+    /// Buyers refused at once because nothing was left.
+    pub refused: usize,
+    /// Buyers whose booking was still pending when they stopped following it.
+    pub left_pending: usize,
+    pub cancels_asked: usize,
+    pub cancels_unanswered: usize,
+    /// From the nemesis stopping to every service ready again.
+    pub recovered_after_s: f64,
+    /// From the nemesis stopping to everything settled.
+    pub drained_after_s: f64,
+    pub audit: Audit,
+    pub clean: bool,
+    /// Where the services' logs are.
+    pub logs: String,
+    pub plan: Vec<Planned>,
+}
+
+const PORTS: [u16; 7] = [5000, 4040, 4041, 4042, 5200, 8082, 8090];
+
+async fn answers(http: &reqwest::Client, url: &str) -> bool {
+    matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
+}
+
+async fn wait_for(http: &reqwest::Client, url: &str, within: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if answers(http, url).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("{url} did not answer within {within:?}")
+}
+
+/// Waits until every service says it is ready; how long that took. Says
+/// every few seconds which are not, and why.
+async fn all_ready(within: Duration) -> anyhow::Result<f64> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let started = Instant::now();
+    let mut said = Instant::now();
+    loop {
+        let mut down = Vec::new();
+        for svc in Service::ALL {
+            let url = format!("http://127.0.0.1:{}/health/ready", svc.default_port());
+            match http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => down.push(format!("{svc}: {}", r.text().await.unwrap_or_default())),
+                Err(e) => down.push(format!("{svc}: {e}")),
+            }
+        }
+        if down.is_empty() {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > within {
+            bail!("not ready {within:?} after the nemesis: {}", down.join("; "));
+        }
+        if said.elapsed() > Duration::from_secs(5) {
+            eprintln!("chaos: not ready yet: {}", down.join("; "));
+            said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<Report> {
+    let shape = cfg.shape();
+    if cfg.run.seconds * 85 / 100 < shape.pause_for.as_secs() {
+        bail!(
+            "--seconds {} is too short for a pause of {} s (hold TTL and payment deadline plus 5 s)",
+            cfg.run.seconds,
+            shape.pause_for.as_secs()
+        );
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    for port in PORTS {
+        if answers(&http, &format!("http://127.0.0.1:{port}/health/live")).await {
+            bail!("something already listens on port {port}; stop it first");
+        }
+    }
+    std::fs::create_dir_all(&cfg.work_dir)?;
+    let res = Resources {
+        id: format!(
+            "chaos_{}_{}",
+            cfg.run.seed,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        postgres_admin: cfg.postgres_url.clone(),
+        amqp_base: cfg.amqp_url.clone(),
+        redis_url: cfg.redis_url.clone(),
+    };
+    res.create().await?;
+    let outcome = run_on(&cfg, &res, shape).await;
+    if cfg.keep {
+        eprintln!("chaos: kept databases {}_<service> and vhost {}", res.id, res.id);
+    } else {
+        res.remove().await;
+    }
+    outcome
+}
+
+fn environment(cfg: &Config, res: &Resources) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = [
+        ("AMQP_URL", res.amqp_url()),
+        ("REDIS_URL", cfg.redis_url.clone()),
+        ("REDIS_PREFIX", format!("{}:", res.id)),
+        (
+            "AUTH_JWT_PRIVATE_KEY_FILE",
+            cfg.work_dir.join("signing-key.pem").display().to_string(),
+        ),
+        ("HOST", "127.0.0.1".into()),
+        (
+            "JWKS_URL",
+            "http://127.0.0.1:4040/api/v1/auth/.well-known/jwks.json".into(),
+        ),
+        ("GATEWAY_RATE_LIMIT_PER_MINUTE", "0".into()),
+        ("TICKET_HOLD_TTL_SECONDS", cfg.run.hold_ttl_s.to_string()),
+        (
+            "BOOKING_PAYMENT_TIMEOUT_SECONDS",
+            cfg.run.payment_timeout_s.to_string(),
+        ),
+        ("BOOKING_REPLY_TIMEOUT_SECONDS", "5".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for svc in WITH_DATABASE {
+        env.insert(format!("{}DATABASE_URL", svc.env_prefix()), res.database_url(svc));
+    }
+    env
+}
+
+async fn run_on(cfg: &Config, res: &Resources, shape: Shape) -> anyhow::Result<Report> {
+    let env = environment(cfg, res);
+    let procs = Processes::new(cfg.bin.clone(), env.clone(), cfg.work_dir.clone());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    // auth first: it makes the signing key the others check tokens with.
+    procs.start(Service::Auth).await?;
+    wait_for(
+        &http,
+        "http://127.0.0.1:4040/health/ready",
+        Duration::from_secs(60),
+    )
+    .await?;
+    for svc in Service::ALL.into_iter().filter(|s| *s != Service::Auth) {
+        procs.start(svc).await?;
+    }
+    wait_for(&http, "http://127.0.0.1:5000/health", Duration::from_secs(60)).await?;
+    let watch = tokio::spawn(procs.clone().watch());
+    let result = sale(cfg, res, shape, &procs, &env).await;
+    watch.abort();
+    procs.stop_all().await;
+    result
+}
+
+/// Carries out one fault; Err when a command failed.
+async fn inject(procs: &Processes, servers: Option<&ServerCommands>, fault: &Fault) -> anyhow::Result<()> {
+    match fault {
+        Fault::Kill { service, down_ms } => {
+            let svc: Service = service.parse()?;
+            procs.kill(svc).await;
+            tokio::time::sleep(Duration::from_millis(*down_ms)).await;
+            procs.start(svc).await
+        }
+        Fault::Pause { service, for_ms } => {
+            let svc: Service = service.parse()?;
+            procs.signal(svc, "STOP").await?;
+            tokio::time::sleep(Duration::from_millis(*for_ms)).await;
+            procs.signal(svc, "CONT").await
+        }
+        Fault::RestartRabbitmq => {
+            sh(
+                "restart RabbitMQ",
+                &servers.context("no commands")?.restart_rabbitmq,
+            )
+            .await
+        }
+        Fault::RestartPostgres => {
+            sh(
+                "restart PostgreSQL",
+                &servers.context("no commands")?.restart_postgres,
+            )
+            .await
+        }
+        Fault::StopRedis { for_ms } => {
+            let cmds = servers.context("no commands")?;
+            sh("stop Redis", &cmds.stop_redis).await?;
+            tokio::time::sleep(Duration::from_millis(*for_ms)).await;
+            sh("start Redis", &cmds.start_redis).await
+        }
+    }
+}
+
+async fn sale(
+    cfg: &Config,
+    res: &Resources,
+    shape: Shape,
+    procs: &Arc<Processes>,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<Report> {
+    let client = Arc::new(Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(cfg.run.concurrency.max(1))
+            .timeout(Duration::from_secs(60))
+            .build()?,
+        base: "http://127.0.0.1:5000".into(),
+        sent: AtomicUsize::new(0),
+    });
+    let (event_id, _) = event_on_sale(&client, &res.id, cfg.run.tickets).await?;
+    let auth_env = Env::from_map(Service::Auth, env.clone());
+    let tokens = crate::bench::provision_buyers(&auth_env, &cfg.work_dir, cfg.run.buyers).await?;
+    let plan = nemesis::plan(cfg.run.seed, &shape);
+    eprintln!(
+        "chaos: event {event_id}, {} tickets, {} buyers; {} faults over {} s (seed {})",
+        cfg.run.tickets,
+        tokens.len(),
+        plan.len(),
+        cfg.run.seconds,
+        cfg.run.seed
+    );
+
+    let started = Instant::now();
+    let failed_faults = Arc::new(Mutex::new(Vec::new()));
+    let mut faults = Vec::new();
+    for planned in plan.clone() {
+        let (procs, servers, failed) = (procs.clone(), cfg.servers.clone(), failed_faults.clone());
+        faults.push(tokio::spawn(async move {
+            tokio::time::sleep_until((started + Duration::from_millis(planned.at_ms)).into()).await;
+            eprintln!(
+                "chaos: {:>6.1} s {:?}",
+                started.elapsed().as_secs_f64(),
+                planned.fault
+            );
+            if let Err(e) = inject(&procs, servers.as_ref(), &planned.fault).await {
+                eprintln!("chaos: {e:#}");
+                failed.lock().expect("faults lock").push(format!("{e:#}"));
+            }
+        }));
+    }
+    let spread = Duration::from_secs(cfg.run.seconds) * 8 / 10;
+    let shopping = shoppers::shop(
+        client.clone(),
+        tokens,
+        event_id,
+        spread,
+        cfg.run.concurrency,
+        cfg.run.seed,
+    )
+    .await?;
+    for f in faults {
+        f.await?;
+    }
+    let nemesis_over = Instant::now();
+    eprintln!(
+        "chaos: nemesis done after {:.1} s; waiting for the system to settle",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Everything up again before the records are read.
+    let recovered_after_s = all_ready(Duration::from_secs(120)).await?;
+    let records = connect(res).await?;
+    let drain_by = nemesis_over + Duration::from_secs(cfg.drain_s);
+    let mut overdue = 0;
+    let audit = loop {
+        let a = audit::audit(&records, event_id, cfg.run.tickets).await?;
+        // A sweep runs every second; the first few after the nemesis may
+        // still be catching up with holds a paused service or database kept.
+        if nemesis_over.elapsed() > Duration::from_secs(5) {
+            let late = audit::overdue_holds(&records.ticket, event_id, Duration::from_secs(3)).await?;
+            overdue = overdue.max(late);
+        }
+        if a.settled() || Instant::now() > drain_by {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let drained_after_s = nemesis_over.elapsed().as_secs_f64();
+    let audit = Audit {
+        overdue_holds: overdue,
+        ..audit
+    };
+    for (_, db) in records.all {
+        db.close().await;
+    }
+
+    let mut by_kind: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for p in &plan {
+        *by_kind.entry(p.fault.kind()).or_default() += 1;
+    }
+    let outcomes = &shopping.outcomes;
+    let faults_failed = failed_faults.lock().expect("faults lock").clone();
+    Ok(Report {
+        run: cfg.run.clone(),
+        faults: by_kind,
+        clean: audit.clean() && faults_failed.is_empty(),
+        faults_failed,
+        crash_restarts: procs.restarts.load(std::sync::atomic::Ordering::Relaxed),
+        requests: client.sent.load(std::sync::atomic::Ordering::Relaxed),
+        errors: shopping.errors,
+        gave_up: outcomes.iter().filter(|o| o.status == "ERROR").count(),
+        refused: outcomes.iter().filter(|o| o.status == "REFUSED").count(),
+        left_pending: outcomes.iter().filter(|o| o.status == "PENDING").count(),
+        cancels_asked: shopping.cancels_asked,
+        cancels_unanswered: shopping.cancels_unanswered,
+        recovered_after_s,
+        drained_after_s,
+        audit,
+        logs: cfg.work_dir.display().to_string(),
+        plan,
+    })
+}
+
+async fn connect(res: &Resources) -> anyhow::Result<Records> {
+    let mut all = Vec::new();
+    for svc in WITH_DATABASE {
+        let db = Db::connect(&res.database_url(svc), 2)
+            .await
+            .with_context(|| format!("reading the {svc} database"))?;
+        all.push((svc.name().to_string(), db));
+    }
+    let by_name = |name: &str| {
+        all.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, db)| db.clone())
+            .expect("every service database is connected")
+    };
+    Ok(Records {
+        booking: by_name("booking"),
+        ticket: by_name("ticket"),
+        payment: by_name("payment"),
+        bus: Bus::connect(Some(&res.amqp_url())).await?,
+        all,
+    })
+}
