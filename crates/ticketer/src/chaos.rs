@@ -21,6 +21,7 @@ use ticketer_db::Db;
 
 mod audit;
 pub mod nemesis;
+mod network;
 mod processes;
 mod servers;
 mod shoppers;
@@ -31,8 +32,10 @@ pub use servers::ServerCommands;
 use crate::bench::{client::Client, setup::event_on_sale};
 use audit::Records;
 use nemesis::{Fault, Planned, Shape};
+use network::{Condition, Network};
 use processes::Processes;
 use servers::{sh, Resources, WITH_DATABASE};
+use ticketer_bus::testing::address_of;
 
 /// What is sold, to whom, and how the nemesis is drawn.
 #[derive(Debug, Clone, Serialize)]
@@ -61,8 +64,11 @@ pub struct Config {
     /// The RabbitMQ server without a vhost; the run makes its own.
     pub amqp_url: String,
     pub redis_url: String,
-    /// None: only service processes are hurt.
+    /// None: the servers are left alone.
     pub servers: Option<ServerCommands>,
+    /// Slow, lossy and cut links between the saga's services and their
+    /// servers.
+    pub network: bool,
     /// The `ticketer` binary the services run from.
     pub bin: PathBuf,
     /// Signing key, logs of every process.
@@ -78,6 +84,7 @@ impl Config {
             kill_every: (Duration::from_secs(2), Duration::from_secs(6)),
             pause_for: Duration::from_secs(self.run.hold_ttl_s.max(self.run.payment_timeout_s) + 5),
             servers: self.servers.is_some(),
+            network: self.network,
         }
     }
 }
@@ -203,7 +210,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     outcome
 }
 
-fn environment(cfg: &Config, res: &Resources) -> HashMap<String, String> {
+/// `url` with its `host:port` replaced by the proxy's.
+fn through(url: &str, port: u16) -> String {
+    url.replacen(&address_of(url), &format!("127.0.0.1:{port}"), 1)
+}
+
+fn environment(cfg: &Config, res: &Resources, network: Option<&Network>) -> HashMap<String, String> {
     let mut env: HashMap<String, String> = [
         ("AMQP_URL", res.amqp_url()),
         ("REDIS_URL", cfg.redis_url.clone()),
@@ -230,13 +242,29 @@ fn environment(cfg: &Config, res: &Resources) -> HashMap<String, String> {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     for svc in WITH_DATABASE {
-        env.insert(format!("{}DATABASE_URL", svc.env_prefix()), res.database_url(svc));
+        let db = res.database_url(svc);
+        match network.and_then(|n| n.ports(svc)) {
+            Some((db_port, broker_port)) => {
+                env.insert(format!("{}DATABASE_URL", svc.env_prefix()), through(&db, db_port));
+                let amqp = through(&res.amqp_url(), broker_port);
+                env.insert(format!("{}AMQP_URL", svc.env_prefix()), amqp);
+            }
+            None => {
+                env.insert(format!("{}DATABASE_URL", svc.env_prefix()), db);
+            }
+        }
     }
     env
 }
 
 async fn run_on(cfg: &Config, res: &Resources, shape: Shape) -> anyhow::Result<Report> {
-    let env = environment(cfg, res);
+    let network = match shape.network {
+        true => Some(Arc::new(
+            Network::start(&address_of(&cfg.postgres_url), &address_of(&cfg.amqp_url)).await?,
+        )),
+        false => None,
+    };
+    let env = environment(cfg, res, network.as_deref());
     let procs = Processes::new(cfg.bin.clone(), env.clone(), cfg.work_dir.clone());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -254,14 +282,56 @@ async fn run_on(cfg: &Config, res: &Resources, shape: Shape) -> anyhow::Result<R
     }
     wait_for(&http, "http://127.0.0.1:5000/health", Duration::from_secs(60)).await?;
     let watch = tokio::spawn(procs.clone().watch());
-    let result = sale(cfg, res, shape, &procs, &env).await;
+    let result = sale(cfg, res, shape, &procs, network, &env).await;
     watch.abort();
     procs.stop_all().await;
     result
 }
 
 /// Carries out one fault; Err when a command failed.
-async fn inject(procs: &Processes, servers: Option<&ServerCommands>, fault: &Fault) -> anyhow::Result<()> {
+async fn inject(
+    procs: &Processes,
+    servers: Option<&ServerCommands>,
+    network: Option<&Network>,
+    fault: &Fault,
+) -> anyhow::Result<()> {
+    let bad_network = |service: &str, condition: Condition| -> anyhow::Result<Service> {
+        let svc: Service = service.parse()?;
+        network.context("no network proxies")?.set(svc, condition);
+        Ok(svc)
+    };
+    let (svc, for_ms) = match fault {
+        Fault::SlowNetwork {
+            service,
+            delay_ms,
+            for_ms,
+        } => (
+            bad_network(service, Condition::Slow(Duration::from_millis(*delay_ms)))?,
+            for_ms,
+        ),
+        Fault::LossyNetwork { service, for_ms } => (
+            bad_network(
+                service,
+                Condition::Lossy {
+                    one_in: 20,
+                    rto: Duration::from_millis(300),
+                },
+            )?,
+            for_ms,
+        ),
+        Fault::Partition { service, for_ms } => (bad_network(service, Condition::Cut)?, for_ms),
+        _ => return inject_into_processes(procs, servers, fault).await,
+    };
+    tokio::time::sleep(Duration::from_millis(*for_ms)).await;
+    network.context("no network proxies")?.set(svc, Condition::Clear);
+    Ok(())
+}
+
+async fn inject_into_processes(
+    procs: &Processes,
+    servers: Option<&ServerCommands>,
+    fault: &Fault,
+) -> anyhow::Result<()> {
     match fault {
         Fault::Kill { service, down_ms } => {
             let svc: Service = service.parse()?;
@@ -295,6 +365,9 @@ async fn inject(procs: &Processes, servers: Option<&ServerCommands>, fault: &Fau
             tokio::time::sleep(Duration::from_millis(*for_ms)).await;
             sh("start Redis", &cmds.start_redis).await
         }
+        Fault::SlowNetwork { .. } | Fault::LossyNetwork { .. } | Fault::Partition { .. } => {
+            unreachable!("network faults are injected by `inject`")
+        }
     }
 }
 
@@ -303,6 +376,7 @@ async fn sale(
     res: &Resources,
     shape: Shape,
     procs: &Arc<Processes>,
+    network: Option<Arc<Network>>,
     env: &HashMap<String, String>,
 ) -> anyhow::Result<Report> {
     let client = Arc::new(Client {
@@ -330,7 +404,12 @@ async fn sale(
     let failed_faults = Arc::new(Mutex::new(Vec::new()));
     let mut faults = Vec::new();
     for planned in plan.clone() {
-        let (procs, servers, failed) = (procs.clone(), cfg.servers.clone(), failed_faults.clone());
+        let (procs, servers, network, failed) = (
+            procs.clone(),
+            cfg.servers.clone(),
+            network.clone(),
+            failed_faults.clone(),
+        );
         faults.push(tokio::spawn(async move {
             tokio::time::sleep_until((started + Duration::from_millis(planned.at_ms)).into()).await;
             eprintln!(
@@ -338,7 +417,7 @@ async fn sale(
                 started.elapsed().as_secs_f64(),
                 planned.fault
             );
-            if let Err(e) = inject(&procs, servers.as_ref(), &planned.fault).await {
+            if let Err(e) = inject(&procs, servers.as_ref(), network.as_deref(), &planned.fault).await {
                 eprintln!("chaos: {e:#}");
                 failed.lock().expect("faults lock").push(format!("{e:#}"));
             }

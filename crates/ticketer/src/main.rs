@@ -89,9 +89,12 @@ struct ChaosArgs {
     /// hold TTL + payment deadline + 60).
     #[arg(long)]
     drain: Option<u64>,
-    /// Hurt only the service processes, not PostgreSQL, RabbitMQ or Redis.
+    /// Leave PostgreSQL, RabbitMQ and Redis alone.
     #[arg(long)]
     no_server_faults: bool,
+    /// Leave the network between the services and their servers alone.
+    #[arg(long)]
+    no_network_faults: bool,
     /// Keep the run's databases and vhost.
     #[arg(long)]
     keep: bool,
@@ -166,6 +169,7 @@ impl ChaosArgs {
                 stop_redis: self.stop_redis,
                 start_redis: self.start_redis,
             }),
+            network: !self.no_network_faults,
             bin: std::env::current_exe().context("finding this binary")?,
             work_dir: std::path::absolute(work_dir)?,
             keep: self.keep,

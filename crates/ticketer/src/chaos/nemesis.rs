@@ -23,6 +23,18 @@ pub enum Fault {
     RestartPostgres,
     /// Redis stopped for `for_ms`, then started empty.
     StopRedis { for_ms: u64 },
+    /// The service's links to PostgreSQL and RabbitMQ add `delay_ms` to
+    /// every chunk, each way.
+    SlowNetwork {
+        service: String,
+        delay_ms: u64,
+        for_ms: u64,
+    },
+    /// The service's links lose packets: one chunk in 20 waits a
+    /// retransmission timeout.
+    LossyNetwork { service: String, for_ms: u64 },
+    /// The service cut off from PostgreSQL and RabbitMQ.
+    Partition { service: String, for_ms: u64 },
 }
 
 impl Fault {
@@ -33,6 +45,9 @@ impl Fault {
             Fault::RestartRabbitmq => "restart_rabbitmq",
             Fault::RestartPostgres => "restart_postgres",
             Fault::StopRedis { .. } => "stop_redis",
+            Fault::SlowNetwork { .. } => "slow_network",
+            Fault::LossyNetwork { .. } => "lossy_network",
+            Fault::Partition { .. } => "partition",
         }
     }
 }
@@ -56,8 +71,10 @@ pub struct Shape {
     /// and the payment deadline, so both pass while it sleeps.
     pub pause_for: Duration,
     /// Restart RabbitMQ and PostgreSQL and stop Redis (the runner owns the
-    /// machine's servers); off, only service processes are hurt.
+    /// machine's servers).
     pub servers: bool,
+    /// Slow, lossy and cut links between a saga party and its servers.
+    pub network: bool,
 }
 
 /// The services a pause is most telling for: the saga's three parties.
@@ -103,6 +120,30 @@ pub fn plan(seed: u64, shape: &Shape) -> Vec<Planned> {
         }
     }
 
+    if shape.network {
+        let hurt = |rng: &mut StdRng| PAUSABLE[rng.gen_range(0..PAUSABLE.len())].name().to_string();
+        let lasting = |rng: &mut StdRng| 4_000 + rng.gen_range(0..=4_000);
+        let slow = Fault::SlowNetwork {
+            service: hurt(&mut rng),
+            delay_ms: 20 + rng.gen_range(0..=80),
+            for_ms: lasting(&mut rng),
+        };
+        let lossy = Fault::LossyNetwork {
+            service: hurt(&mut rng),
+            for_ms: lasting(&mut rng),
+        };
+        let cut = Fault::Partition {
+            service: hurt(&mut rng),
+            for_ms: lasting(&mut rng),
+        };
+        for (at, fault) in [(run * 2 / 10, slow), (run * 4 / 10, lossy), (run * 6 / 10, cut)] {
+            faults.push(Planned {
+                at_ms: at + rng.gen_range(0..=run / 20),
+                fault,
+            });
+        }
+    }
+
     let (lo, hi) = (ms(shape.kill_every.0).max(1), ms(shape.kill_every.1).max(1));
     let mut at = rng.gen_range(lo..=hi.max(lo));
     while at + 1_000 < run {
@@ -138,6 +179,7 @@ mod tests {
             kill_every: (Duration::from_secs(2), Duration::from_secs(5)),
             pause_for: Duration::from_secs(30),
             servers,
+            network: servers,
         }
     }
 
@@ -159,6 +201,9 @@ mod tests {
             assert_eq!(count(&p, "restart_rabbitmq"), 1, "seed {seed}");
             assert_eq!(count(&p, "restart_postgres"), 1, "seed {seed}");
             assert_eq!(count(&p, "stop_redis"), 1, "seed {seed}");
+            for network in ["slow_network", "lossy_network", "partition"] {
+                assert_eq!(count(&p, network), 1, "seed {seed}");
+            }
             // 90 s at one kill every 2 to 5 s.
             let kills = count(&p, "kill");
             assert!((17..=45).contains(&kills), "seed {seed}: {kills} kills");
@@ -166,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn without_server_faults_only_processes_are_hurt() {
+    fn without_server_and_network_faults_only_processes_are_hurt() {
         for seed in 0..50 {
             let p = plan(seed, &shape(false));
             assert!(p
@@ -190,7 +235,12 @@ mod tests {
             let p = plan(seed, &shape(true));
             let servers: Vec<&Planned> = p
                 .iter()
-                .filter(|f| !matches!(f.fault, Fault::Kill { .. } | Fault::Pause { .. }))
+                .filter(|f| {
+                    matches!(
+                        f.fault,
+                        Fault::RestartRabbitmq | Fault::RestartPostgres | Fault::StopRedis { .. }
+                    )
+                })
                 .collect();
             // A restart takes a few seconds; each starts at least 13.5 s
             // (a fifth of the run less its jitter) after the one before.
@@ -218,6 +268,30 @@ mod tests {
                     let overlaps = f.at_ms + down_ms >= from && f.at_ms <= to;
                     assert!(!(service == &paused && overlaps), "seed {seed}: {f:?}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn network_faults_hurt_a_saga_party_for_a_few_seconds() {
+        for seed in 0..200 {
+            for f in plan(seed, &shape(true)) {
+                let (service, for_ms) = match &f.fault {
+                    Fault::SlowNetwork {
+                        service,
+                        delay_ms,
+                        for_ms,
+                    } => {
+                        assert!((20..=100).contains(delay_ms), "seed {seed}: {f:?}");
+                        (service, for_ms)
+                    }
+                    Fault::LossyNetwork { service, for_ms } | Fault::Partition { service, for_ms } => {
+                        (service, for_ms)
+                    }
+                    _ => continue,
+                };
+                assert!(["booking", "ticket", "payment"].contains(&service.as_str()));
+                assert!((4_000..=8_000).contains(for_ms), "seed {seed}: {f:?}");
             }
         }
     }
