@@ -1,5 +1,6 @@
 //! The API gateway: the one address clients use.
 
+mod breaker;
 mod config;
 mod docs;
 mod filters;
@@ -37,6 +38,8 @@ pub struct Gateway {
     /// The last `/health` and `/openapi.json` answers, briefly.
     health: Arc<kept::Kept<(axum::http::StatusCode, serde_json::Value)>>,
     openapi: Arc<kept::Kept<serde_json::Value>>,
+    /// One circuit breaker per API segment's service.
+    breakers: Arc<HashMap<&'static str, std::sync::Mutex<breaker::Breaker>>>,
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -135,11 +138,12 @@ pub fn build(
         Some((cert, key)) => Some(ticketer_http::tls::server_config(cert, key)?),
         None => None,
     };
-    let routes = config
+    let routes: HashMap<&'static str, String> = config
         .services
         .iter()
         .filter_map(|(svc, url)| svc.api_segment().map(|seg| (seg, url.clone())))
         .collect();
+    let breakers = routes.keys().map(|k| (*k, Default::default())).collect();
     let reads = reads::ReadCache::new(config.read_cache_ttl, config.read_cache_entries);
     // The services share the gateway's HTTP_HEADER_READ_TIMEOUT_SECONDS
     // unless set apart: half of it, at most 10 s, stays well inside.
@@ -157,6 +161,7 @@ pub fn build(
         verifier,
         health: Arc::new(kept::Kept::new(Duration::from_secs(1))),
         openapi: Arc::new(kept::Kept::new(Duration::from_secs(10))),
+        breakers: Arc::new(breakers),
     };
     let limits = gw.config.http;
     let app = ServiceApp::new("gateway", listener, router(gw, Metrics::new("gateway")), shutdown)

@@ -2,7 +2,10 @@
 //! streamed both ways, hop-by-hop headers dropped, trace context and request
 //! id passed on.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Body,
@@ -127,7 +130,24 @@ pub async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
     }
     parts.uri = uri;
     let upstream = Request::from_parts(parts, body);
-    match tokio::time::timeout(timeout, gw.client.request(upstream)).await {
+    let breaker = gw.breakers.get(segment.as_str());
+    if let Some(Err(wait)) = breaker.map(|b| b.lock().expect("breaker lock").admit(Instant::now())) {
+        return ApiError::Overloaded {
+            detail: format!("the {segment} service is unavailable; try again shortly"),
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+        .into_response();
+    }
+    let answer = tokio::time::timeout(timeout, gw.client.request(upstream)).await;
+    if let Some(b) = breaker {
+        let reached = matches!(answer, Ok(Ok(_)));
+        let mut b = b.lock().expect("breaker lock");
+        b.record(reached, Instant::now());
+        if !reached && b.is_open(Instant::now()) {
+            tracing::warn!(segment, "upstream failing; its breaker is open");
+        }
+    }
+    match answer {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -137,8 +157,17 @@ pub async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
                 None => resp,
             }
         }
-        Ok(Err(e)) => {
+        // Nothing was sent: the service is down or restarting.
+        Ok(Err(e)) if e.is_connect() => {
             tracing::warn!(segment, error = %e, "upstream unavailable");
+            ApiError::Overloaded {
+                detail: format!("the {segment} service is unavailable; try again shortly"),
+                retry_after_secs: 1,
+            }
+            .into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(segment, error = %e, "upstream failed mid-request");
             let mut resp =
                 ApiError::Unavailable(format!("the {segment} service is unavailable")).into_response();
             *resp.status_mut() = http::StatusCode::BAD_GATEWAY;

@@ -329,3 +329,74 @@ async fn public_reads_are_kept_briefly(s: &TestStack) {
 const KEPT: &[(&str, &str)] = &[("GATEWAY_CACHE_TTL_MS", "500")];
 
 both_backends!(public_reads_are_kept_briefly, KEPT);
+
+/// A lone gateway whose events service is `events_url`, with a 1 s upstream
+/// timeout; its base URL.
+async fn gateway_in_front_of(events_url: &str, shutdown: &CancellationToken) -> String {
+    let env: std::collections::HashMap<String, String> = [
+        ("GATEWAY_RATE_LIMIT_PER_MINUTE", "0"),
+        ("GATEWAY_CACHE_TTL_MS", "0"),
+        ("GATEWAY_UPSTREAM_TIMEOUT_SECONDS", "1"),
+        ("GATEWAY_EVENTS_URL", events_url),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = ticketer_gateway::GatewayConfig::from_env(&Env::from_map(Service::Gateway, env)).unwrap();
+    let listener = ticketer_http::bind("127.0.0.1", 0).await.unwrap();
+    let verifier = ticketer_http::TokenVerifier::with_keys("ticketer-auth", vec![]);
+    let app = ticketer_gateway::build(config, Cache::memory(), verifier, listener, shutdown.clone()).unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    base
+}
+
+/// A service that is down answers 503 with Retry-After (nothing was sent,
+/// the client may retry); one that hangs is given up on after the upstream
+/// timeout a few times, and then not asked at all for a moment: callers
+/// get 503 with Retry-After at once instead of piling up on it.
+#[tokio::test]
+async fn a_dead_or_hung_service_is_failed_fast_with_retry_after() {
+    let shutdown = CancellationToken::new();
+    let http = reqwest::Client::new();
+
+    // Down: nothing listens on the port.
+    let gone = ticketer_http::bind("127.0.0.1", 0).await.unwrap();
+    let gone_url = format!("http://127.0.0.1:{}", gone.local_addr().unwrap().port());
+    drop(gone);
+    let base = gateway_in_front_of(&gone_url, &shutdown).await;
+    let r = http.get(format!("{base}/api/v1/events")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+
+    // Hung: accepts connections, never answers.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_url = format!("http://{}", hung.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let base = gateway_in_front_of(&hung_url, &shutdown).await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let r = http.get(format!("{base}/api/v1/events")).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=2).contains(&retry), "Retry-After {retry}");
+        }
+    }
+    assert_eq!(statuses, [504, 504, 504, 504, 504, 503, 503, 503]);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "the open breaker kept the last three requests from the hung service"
+    );
+    shutdown.cancel();
+}
