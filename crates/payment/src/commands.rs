@@ -10,7 +10,7 @@
 //! gives the same answer without charging or refunding twice.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -42,6 +42,9 @@ incoming!(
 /// minutes.
 const PROVIDER_CALLS_AT_ONCE: usize = 32;
 
+/// How long answers that come in together are gathered into one commit.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// What the provider answered for a batch's commands before its
 /// transaction opened, by command message id.
 #[derive(Default)]
@@ -49,6 +52,21 @@ struct Asked {
     charges: HashMap<Uuid, ChargeOutcome>,
     /// The refund's reference.
     refunds: HashMap<Uuid, String>,
+}
+
+/// Messages whose provider answers are in, not yet recorded.
+#[derive(Default)]
+struct Ready {
+    ids: HashSet<Uuid>,
+    asked: Asked,
+}
+
+impl Ready {
+    fn add(&mut self, ids: Vec<Uuid>, answer: Asked) {
+        self.ids.extend(ids);
+        self.asked.charges.extend(answer.charges);
+        self.asked.refunds.extend(answer.refunds);
+    }
 }
 
 /// Applies a batch inside its transaction, from what the provider answered.
@@ -77,55 +95,55 @@ impl PaymentConsumer {
         }
     }
 
-    /// Asks the provider for every charge and refund the batch needs, by
-    /// what is on record (and what the batch itself charges first).
-    #[tracing::instrument(skip_all, fields(commands = cmds.len()))]
-    async fn ask_provider(&self, cmds: &[(Uuid, PaymentCommand)]) -> Result<Asked, HandleError> {
+    /// What a refund could give back, by booking, from the record: the
+    /// charge's reference and amount while it stands; None once it cannot
+    /// be refunded (declined, failed, refunded already). Bookings without a
+    /// payment are absent.
+    async fn on_record(
+        &self,
+        cmds: &[(Uuid, PaymentCommand)],
+    ) -> Result<HashMap<String, Option<(String, Money)>>, HandleError> {
         let bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking().to_string()).collect();
         let mut conn = self.db.pool().acquire().await.map_err(DbError::from)?;
-        // What a refund could give back, by booking: the charge's reference
-        // and amount while it stands; None once it cannot be refunded
-        // (declined, failed, refunded already).
-        let mut refundable: HashMap<String, Option<(String, Money)>> =
-            store::by_bookings(&mut conn, &bookings)
-                .await?
-                .into_iter()
-                .map(|p| {
-                    let standing = (p.status == "SUCCEEDED").then(|| {
-                        (
-                            p.provider_reference.clone().unwrap_or_default(),
-                            Money::from_minor(p.amount_minor),
-                        )
-                    });
-                    (p.booking_id, standing)
-                })
-                .collect();
-        drop(conn);
-        // One booking's commands in delivery order (a refund after the
-        // charge it undoes); different bookings at once, so that one slow
-        // provider call does not hold up the batch behind it.
-        let mut by_booking: HashMap<String, Vec<(Uuid, &PaymentCommand)>> = HashMap::new();
-        for (message_id, cmd) in cmds {
-            by_booking
-                .entry(cmd.booking().to_string())
-                .or_default()
-                .push((*message_id, cmd));
+        Ok(store::by_bookings(&mut conn, &bookings)
+            .await?
+            .into_iter()
+            .map(|p| {
+                let standing = (p.status == "SUCCEEDED").then(|| {
+                    (
+                        p.provider_reference.clone().unwrap_or_default(),
+                        Money::from_minor(p.amount_minor),
+                    )
+                });
+                (p.booking_id, standing)
+            })
+            .collect())
+    }
+
+    /// Records what the provider answered for `ids` (and those messages
+    /// only) in one inbox transaction.
+    async fn apply(&self, batch: &[Envelope], ids: &HashSet<Uuid>, asked: Asked) -> Result<(), HandleError> {
+        if ids.is_empty() {
+            return Ok(());
         }
-        let mut asking = Vec::with_capacity(by_booking.len());
-        for (booking, cmds) in by_booking {
-            asking.push(self.ask_for_booking(refundable.remove(&booking), cmds));
+        let part: Vec<Envelope> = batch
+            .iter()
+            .filter(|m| ids.contains(&m.message_id))
+            .cloned()
+            .collect();
+        {
+            let mut shared = self.asked.lock().expect("asked lock");
+            shared.charges.extend(asked.charges);
+            shared.refunds.extend(asked.refunds);
         }
-        let answers: Vec<Result<Asked, HandleError>> = futures::stream::iter(asking)
-            .buffer_unordered(PROVIDER_CALLS_AT_ONCE)
-            .collect()
-            .await;
-        let mut asked = Asked::default();
-        for answer in answers {
-            let answer = answer?;
-            asked.charges.extend(answer.charges);
-            asked.refunds.extend(answer.refunds);
+        let applied = self.inbox.handle_batch(&part).await;
+        // Used or not, these answers go: a retry asks again.
+        let mut shared = self.asked.lock().expect("asked lock");
+        for id in ids {
+            shared.charges.remove(id);
+            shared.refunds.remove(id);
         }
-        Ok(asked)
+        applied
     }
 
     /// One booking's commands, in order. `on_record`: None when the booking
@@ -174,26 +192,73 @@ impl PaymentConsumer {
 
 #[async_trait::async_trait]
 impl BatchHandler for PaymentConsumer {
+    /// The provider is asked for different bookings at once (one booking's
+    /// commands in order), and each booking's outcome is recorded and
+    /// answered as soon as the provider has answered for it: bookings that
+    /// answer together commit together, and a slow card holds up only its
+    /// own booking, not the batch. A crash between two commits redelivers
+    /// the batch; the inbox skips what was committed.
+    #[tracing::instrument(skip_all, fields(messages = batch.len()))]
     async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
         // Commands that do not decode are the inbox's to refuse.
         let cmds: Vec<(Uuid, PaymentCommand)> = batch
             .iter()
             .filter_map(|m| Some((m.message_id, m.decode::<PaymentCommand>().ok()??)))
             .collect();
-        let asked = self.ask_provider(&cmds).await?;
-        {
-            let mut shared = self.asked.lock().expect("asked lock");
-            shared.charges.extend(asked.charges);
-            shared.refunds.extend(asked.refunds);
+        let mut record = self.on_record(&cmds).await?;
+        let mut by_booking: HashMap<String, Vec<(Uuid, &PaymentCommand)>> = HashMap::new();
+        for (message_id, cmd) in &cmds {
+            by_booking
+                .entry(cmd.booking().to_string())
+                .or_default()
+                .push((*message_id, cmd));
         }
-        let applied = self.inbox.handle_batch(batch).await;
-        // Used or not, this batch's answers go: a retry asks again.
-        let mut shared = self.asked.lock().expect("asked lock");
-        for (id, _) in &cmds {
-            shared.charges.remove(id);
-            shared.refunds.remove(id);
+        let mut asking = Vec::with_capacity(by_booking.len());
+        for (booking, cmds) in by_booking {
+            let ids: Vec<Uuid> = cmds.iter().map(|(id, _)| *id).collect();
+            let answer = self.ask_for_booking(record.remove(&booking), cmds);
+            asking.push(async move { (ids, answer.await) });
         }
-        applied
+        // The provider calls go on while answers are recorded: both are
+        // polled together, the answers handed over through a channel.
+        let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        let calling = async move {
+            let mut calls = futures::stream::iter(asking).buffer_unordered(PROVIDER_CALLS_AT_ONCE);
+            while let Some(answer) = calls.next().await {
+                if tx.send(answer).is_err() {
+                    break;
+                }
+            }
+        };
+
+        // What is ready to record: messages that are no command first.
+        let commands: HashSet<Uuid> = cmds.iter().map(|(id, _)| *id).collect();
+        let mut ready = Ready {
+            ids: batch
+                .iter()
+                .map(|m| m.message_id)
+                .filter(|id| !commands.contains(id))
+                .collect(),
+            asked: Asked::default(),
+        };
+        let recording = async {
+            while let Some((ids, answer)) = answers.recv().await {
+                ready.add(ids, answer?);
+                // Whatever else answers within a moment commits with it.
+                let until = tokio::time::Instant::now() + GATHER;
+                while let Ok(Some((ids, answer))) = tokio::time::timeout_at(until, answers.recv()).await {
+                    ready.add(ids, answer?);
+                }
+                let now = std::mem::take(&mut ready);
+                self.apply(batch, &now.ids, now.asked).await?;
+            }
+            self.apply(batch, &ready.ids, ready.asked).await
+        };
+        // A failed recording drops the receiver: the calls still out finish
+        // (the provider keys them; a retry gets the same answers) and no
+        // more are started.
+        let ((), recorded) = tokio::join!(calling, recording);
+        recorded
     }
 
     async fn dead_lettered(&self, letter: &DeadLetter) -> Result<(), HandleError> {

@@ -222,3 +222,98 @@ async fn different_bookings_are_charged_at_once_one_bookings_steps_in_order() {
     }
     db.close().await;
 }
+
+/// Answers at once, except for `tok_delayed`, which waits until released.
+struct OneSlowCard {
+    calls: AtomicUsize,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl PaymentProvider for OneSlowCard {
+    async fn charge(&self, key: Uuid, _amount: Money, _currency: &str, token: &str) -> ChargeOutcome {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if token == "tok_delayed" {
+            self.release.acquire().await.unwrap().forget();
+        }
+        crate::provider::sandbox_decision(key, token)
+    }
+
+    async fn refund(&self, key: Uuid, _charge: &str, _amount: Money) -> Result<String, String> {
+        Ok(format!("re_{}", key.simple()))
+    }
+}
+
+/// The bookings whose cards answered are recorded and answered while a
+/// slow card is still being charged: it holds up its own booking only. A
+/// redelivery of the batch afterwards charges nobody again.
+#[tokio::test]
+async fn a_slow_card_holds_up_only_its_own_booking() {
+    let tdb = TestDatabase::sqlite();
+    let db = tdb.connect().await.unwrap();
+    db.migrate("payment", store::MIGRATIONS).await.unwrap();
+    let provider = Arc::new(OneSlowCard {
+        calls: AtomicUsize::new(0),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let consumer = Arc::new(PaymentConsumer::new(
+        db.clone(),
+        "payment.commands",
+        provider.clone(),
+    ));
+    let charge = |booking, token: &str| {
+        Envelope::of(&ProcessPayment {
+            booking_id: booking,
+            customer_id: Uuid::new_v4(),
+            amount: Money::from_minor(1500),
+            currency: "EUR".into(),
+            payment_token: token.into(),
+        })
+    };
+    let fast: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    let slow = Uuid::new_v4();
+    let mut batch: Vec<Envelope> = fast.iter().map(|b| charge(*b, "tok_visa")).collect();
+    batch.insert(2, charge(slow, "tok_delayed"));
+
+    let working = tokio::spawn({
+        let (consumer, batch) = (consumer.clone(), batch.clone());
+        async move { consumer.handle_batch(&batch).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut recorded = 0;
+        for b in &fast {
+            recorded += store::find(&db, &b.to_string()).await.unwrap().is_some() as usize;
+        }
+        if recorded == fast.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fast cards waited for the slow one"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(store::find(&db, &slow.to_string()).await.unwrap().is_none());
+    assert_eq!(
+        ticketer_db::pending_count(&db).await.unwrap(),
+        5,
+        "five answers out"
+    );
+
+    provider.release.add_permits(1);
+    working.await.unwrap().unwrap();
+    let paid = store::find(&db, &slow.to_string()).await.unwrap().unwrap();
+    assert_eq!(paid.status, "SUCCEEDED");
+    assert_eq!(ticketer_db::pending_count(&db).await.unwrap(), 6);
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 6);
+
+    consumer.handle_batch(&batch).await.unwrap();
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 6, "nobody charged twice");
+    assert_eq!(
+        ticketer_db::pending_count(&db).await.unwrap(),
+        6,
+        "no second answer"
+    );
+    db.close().await;
+}
