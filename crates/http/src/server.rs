@@ -207,7 +207,12 @@ impl ServiceApp {
             .layer(from_fn_with_state(limits.request, crate::serve::deadline));
         match self.tls {
             Some(config) => {
-                let listener = crate::tls::TlsListener::new(self.listener, config)?;
+                let listener = crate::tls::TlsListener::new(
+                    self.listener,
+                    config,
+                    limits.header_read,
+                    limits.max_connections,
+                )?;
                 crate::serve::serve(listener, router, limits, stopped).await;
             }
             None => crate::serve::serve(self.listener, router, limits, stopped).await,

@@ -41,12 +41,26 @@ impl Drop for TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+    /// Handshakes run at most `max_handshakes` at a time (the rest wait in
+    /// the listen backlog, as connections beyond the server's cap do) and
+    /// each gets `handshake_timeout`: a crowd of clients that open
+    /// connections and never finish a handshake holds neither unbounded
+    /// tasks nor the port.
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        handshake_timeout: Duration,
+        max_handshakes: usize,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(256);
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
         let accept_task = tokio::spawn(async move {
             loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -58,7 +72,9 @@ impl TlsListener {
                 let _ = tcp.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+                    drop(permit);
+                    match handshake {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }

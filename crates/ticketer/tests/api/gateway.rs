@@ -235,6 +235,9 @@ async fn gateway_serves_https_when_given_a_certificate() {
     let s = TestStack::embedded(&[
         ("GATEWAY_TLS_CERT", cert.as_str()),
         ("GATEWAY_TLS_KEY", key.as_str()),
+        // Two handshakes (and two connections) at a time, for the check
+        // at the end.
+        ("GATEWAY_HTTP_MAX_CONNECTIONS", "2"),
     ])
     .await;
     let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
@@ -248,11 +251,17 @@ async fn gateway_serves_https_when_given_a_certificate() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut tls = TlsConnector::from(std::sync::Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake with the gateway");
+    let connector = TlsConnector::from(std::sync::Arc::new(config));
+    let handshake = move || {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            connector
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+        }
+    };
+    let mut tls = handshake().await.expect("TLS handshake with the gateway");
     tls.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -271,6 +280,24 @@ async fn gateway_serves_https_when_given_a_certificate() {
     // Plain HTTP on the TLS port gets no answer.
     let plain = s.http.get(format!("{}/health", s.base)).send().await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    // Handshakes are capped: with two connections that never start one,
+    // a third client's handshake is not even begun (it waits in the
+    // backlog) until one of them goes.
+    let silent_one = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _silent_two = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let waiting = tokio::spawn(async move { handshake().await.is_ok() });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third handshake ran beside two stalled ones"
+    );
+    drop(silent_one);
+    let done = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the third handshake went ahead once a place was free")
+        .unwrap();
+    assert!(done, "the third handshake succeeded");
 }
 
 /// Anonymous public reads come from the gateway's short-lived copy: with
