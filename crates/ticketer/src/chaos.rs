@@ -461,8 +461,10 @@ async fn sale(
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let drained_after_s = nemesis_over.elapsed().as_secs_f64();
+    let availability_off_by = availability_off_by(&client, &records.ticket, event_id).await?;
     let audit = Audit {
         overdue_holds: overdue,
+        availability_off_by,
         ..audit
     };
     for (_, db) in records.all {
@@ -494,6 +496,29 @@ async fn sale(
         logs: cfg.work_dir.display().to_string(),
         plan,
     })
+}
+
+/// How far the public availability figure is from the inventory counters,
+/// once the gateway's and the cache's copies have had time to catch up
+/// (each is at most a second old).
+async fn availability_off_by(client: &Client, ticket: &Db, event_id: i64) -> anyhow::Result<i64> {
+    let path = format!("/api/v1/tickets/availability/{event_id}");
+    let mut off = 0;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (available, held, sold) = audit::counters(ticket, event_id).await?;
+        let shown = client
+            .expect(reqwest::Method::GET, &path, None, None, 200)
+            .await?;
+        let figure = |k: &str| shown[k].as_i64().unwrap_or(-1);
+        off = (figure("available") - available).abs()
+            + (figure("held") - held).abs()
+            + (figure("sold") - sold).abs();
+        if off == 0 {
+            break;
+        }
+    }
+    Ok(off)
 }
 
 async fn connect(res: &Resources) -> anyhow::Result<Records> {

@@ -20,6 +20,8 @@ pub struct Audit {
     pub confirmed: usize,
     pub failed: usize,
     pub cancelled: usize,
+    /// Failed bookings by the reason they were given.
+    pub failed_by_reason: std::collections::BTreeMap<String, usize>,
     /// Accepted bookings whose saga has not reached CONFIRMED, FAILED or
     /// CANCELLED.
     pub unfinished: usize,
@@ -28,6 +30,10 @@ pub struct Audit {
     /// Seats on which the ticket records, the booking records and the
     /// inventory counters disagree.
     pub seats_disagreeing: i64,
+    /// Seats by which the public availability figure (through the gateway)
+    /// differs from the inventory counters, available, held and sold
+    /// together (set by the runner).
+    pub availability_off_by: i64,
     /// Payments that stand as taken for a booking without its seats
     /// (failed or cancelled and not refunded), or for no booking at all.
     pub charged_without_seat: usize,
@@ -66,6 +72,7 @@ impl Audit {
         self.settled()
             && self.oversold == 0
             && self.seats_disagreeing == 0
+            && self.availability_off_by == 0
             && self.charged_without_seat == 0
             && self.confirmed_unpaid == 0
             && self.overdue_holds == 0
@@ -97,7 +104,8 @@ pub async fn audit(records: &Records, event_id: i64, capacity: i64) -> anyhow::R
     let mut a = Audit::default();
 
     let rows = sqlx::query(
-        "SELECT booking_id, status, stage, number_of_tickets, ticket_ids FROM bookings WHERE event_id = $1",
+        "SELECT booking_id, status, stage, number_of_tickets, ticket_ids, failure_reason
+         FROM bookings WHERE event_id = $1",
     )
     .bind(event_id)
     .fetch_all(records.booking.pool())
@@ -105,6 +113,9 @@ pub async fn audit(records: &Records, event_id: i64, capacity: i64) -> anyhow::R
     let mut bookings: HashMap<String, Booking> = HashMap::new();
     for row in rows {
         let ids: String = row.try_get("ticket_ids")?;
+        if let Some(reason) = row.try_get::<Option<String>, _>("failure_reason")? {
+            *a.failed_by_reason.entry(reason).or_default() += 1;
+        }
         bookings.insert(
             row.try_get("booking_id")?,
             Booking {
@@ -268,6 +279,19 @@ async fn messages(records: &Records, a: &mut Audit) -> anyhow::Result<()> {
         .filter(|l| l.reason.trim().is_empty())
         .count();
     Ok(())
+}
+
+/// The inventory counters: available, held, sold.
+pub async fn counters(ticket: &Db, event_id: i64) -> anyhow::Result<(i64, i64, i64)> {
+    let row = sqlx::query("SELECT available, held, sold FROM inventory WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_one(ticket.pool())
+        .await?;
+    Ok((
+        row.try_get("available")?,
+        row.try_get("held")?,
+        row.try_get("sold")?,
+    ))
 }
 
 /// Seats held past their expiry by more than `grace`: a hold the sweep
