@@ -244,10 +244,17 @@ fn environment(cfg: &Config, res: &Resources, network: Option<&Network>) -> Hash
     for svc in WITH_DATABASE {
         let db = res.database_url(svc);
         match network.and_then(|n| n.ports(svc)) {
-            Some((db_port, broker_port)) => {
-                env.insert(format!("{}DATABASE_URL", svc.env_prefix()), through(&db, db_port));
-                let amqp = through(&res.amqp_url(), broker_port);
+            Some(ports) => {
+                env.insert(
+                    format!("{}DATABASE_URL", svc.env_prefix()),
+                    through(&db, ports.postgres),
+                );
+                let amqp = through(&res.amqp_url(), ports.rabbitmq);
                 env.insert(format!("{}AMQP_URL", svc.env_prefix()), amqp);
+                env.insert(
+                    format!("GATEWAY_{}_URL", svc.name().to_uppercase()),
+                    format!("http://127.0.0.1:{}", ports.from_gateway),
+                );
             }
             None => {
                 env.insert(format!("{}DATABASE_URL", svc.env_prefix()), db);

@@ -23,8 +23,8 @@ pub enum Fault {
     RestartPostgres,
     /// Redis stopped for `for_ms`, then started empty.
     StopRedis { for_ms: u64 },
-    /// The service's links to PostgreSQL and RabbitMQ add `delay_ms` to
-    /// every chunk, each way.
+    /// The service's links (to PostgreSQL and RabbitMQ, and from the
+    /// gateway) add `delay_ms` to every chunk, each way.
     SlowNetwork {
         service: String,
         delay_ms: u64,
@@ -33,7 +33,7 @@ pub enum Fault {
     /// The service's links lose packets: one chunk in 20 waits a
     /// retransmission timeout.
     LossyNetwork { service: String, for_ms: u64 },
-    /// The service cut off from PostgreSQL and RabbitMQ.
+    /// The service cut off from PostgreSQL, RabbitMQ and the gateway.
     Partition { service: String, for_ms: u64 },
 }
 

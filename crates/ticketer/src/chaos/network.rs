@@ -1,11 +1,11 @@
-//! A bad network between a service and its servers, made in user space:
-//! each saga party (booking, ticket, payment) reaches PostgreSQL and
-//! RabbitMQ through a proxy of the runner's that can add latency, lose
-//! packets or cut the link. This machine's kernel has no `netem` queueing
-//! discipline, so `tc netem` in a network namespace cannot be used; the
-//! proxy shows the services what such a network shows an application:
-//! late bytes, stalls while TCP retransmits, and connections that die or
-//! cannot be made.
+//! A bad network around a service, made in user space: each saga party
+//! (booking, ticket, payment) reaches PostgreSQL and RabbitMQ, and the
+//! gateway reaches it, through proxies of the runner's that can add
+//! latency, lose packets or cut the link. This machine's kernel has no
+//! `netem` queueing discipline, so `tc netem` in a network namespace cannot
+//! be used; the proxy shows the services what such a network shows an
+//! application: late bytes, stalls while TCP retransmits, and connections
+//! that die or cannot be made.
 
 use std::{
     collections::HashMap,
@@ -138,28 +138,40 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, condition: Arc<Mu
 /// The links of the services whose network the nemesis hurts.
 pub const HURT: [Service; 3] = [Service::Booking, Service::Ticket, Service::Payment];
 
-/// Each hurt service's links to PostgreSQL and RabbitMQ.
+/// Each hurt service's links: to PostgreSQL, to RabbitMQ, and from the
+/// gateway to it. A partition cuts all three, as a host cut off would be.
 pub struct Network {
-    links: HashMap<Service, [Link; 2]>,
+    links: HashMap<Service, [Link; 3]>,
+}
+
+/// The proxy ports of one service's links.
+pub struct Ports {
+    pub postgres: u16,
+    pub rabbitmq: u16,
+    /// Where the gateway reaches the service.
+    pub from_gateway: u16,
 }
 
 impl Network {
-    /// `postgres` and `rabbitmq` are the servers' `host:port`.
+    /// `postgres` and `rabbitmq` are the servers' `host:port`; the services
+    /// listen on their contract ports on this host.
     pub async fn start(postgres: &str, rabbitmq: &str) -> std::io::Result<Network> {
         let mut links = HashMap::new();
         for svc in HURT {
             let db = Link::start(postgres.to_string()).await?;
             let broker = Link::start(rabbitmq.to_string()).await?;
-            links.insert(svc, [db, broker]);
+            let inbound = Link::start(format!("127.0.0.1:{}", svc.default_port())).await?;
+            links.insert(svc, [db, broker, inbound]);
         }
         Ok(Network { links })
     }
 
-    /// The ports `svc` reaches PostgreSQL and RabbitMQ on, if proxied.
-    pub fn ports(&self, svc: Service) -> Option<(u16, u16)> {
-        self.links
-            .get(&svc)
-            .map(|[db, broker]| (db.port(), broker.port()))
+    pub fn ports(&self, svc: Service) -> Option<Ports> {
+        self.links.get(&svc).map(|[db, broker, inbound]| Ports {
+            postgres: db.port(),
+            rabbitmq: broker.port(),
+            from_gateway: inbound.port(),
+        })
     }
 
     pub fn set(&self, svc: Service, condition: Condition) {
