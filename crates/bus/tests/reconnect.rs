@@ -43,16 +43,25 @@ async fn wait_for(handler: &Collect, kind: &str) {
     }
 }
 
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn publisher_and_consumer_recover_after_the_connection_drops() {
+/// A fresh vhost, the proxy in front of its broker, and the vhost's URL
+/// through the proxy; None (and the test said skipped) without a broker.
+async fn vhost_behind_proxy() -> Option<(TestVhost, TcpProxy, String)> {
     let Some(amqp) = ticketer_bus::testing::amqp_url() else {
         ticketer_config::skip_test("RabbitMQ reconnection test", "TICKETER_TEST_AMQP_URL");
-        return;
+        return None;
     };
     let vhost = TestVhost::create(&amqp).unwrap();
     let proxy = TcpProxy::start(&address_of(&vhost.url)).await.unwrap();
     let url = proxy.url_through(&vhost.url);
+    Some((vhost, proxy, url))
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn publisher_and_consumer_recover_after_the_connection_drops() {
+    let Some((_vhost, proxy, url)) = vhost_behind_proxy().await else {
+        return;
+    };
 
     let bus = Bus::connect(Some(&url)).await.unwrap();
     let handler = Arc::new(Collect(Mutex::default()));
@@ -103,13 +112,9 @@ impl BatchHandler for HeldUp {
 #[tokio::test]
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn a_consumer_whose_connection_died_mid_batch_consumes_again() {
-    let Some(amqp) = ticketer_bus::testing::amqp_url() else {
-        ticketer_config::skip_test("RabbitMQ reconnection test", "TICKETER_TEST_AMQP_URL");
+    let Some((vhost, proxy, url)) = vhost_behind_proxy().await else {
         return;
     };
-    let vhost = TestVhost::create(&amqp).unwrap();
-    let proxy = TcpProxy::start(&address_of(&vhost.url)).await.unwrap();
-    let url = proxy.url_through(&vhost.url);
     // Published straight to the broker, so that only the consumer's
     // connection goes through the proxy.
     let publisher = Bus::connect(Some(&vhost.url)).await.unwrap();

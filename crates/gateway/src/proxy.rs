@@ -141,9 +141,10 @@ pub async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
     let answer = tokio::time::timeout(timeout, gw.client.request(upstream)).await;
     if let Some(b) = breaker {
         let reached = matches!(answer, Ok(Ok(_)));
+        let now = Instant::now();
         let mut b = b.lock().expect("breaker lock");
-        b.record(reached, Instant::now());
-        if !reached && b.is_open(Instant::now()) {
+        b.record(reached, now);
+        if !reached && b.is_open(now) {
             tracing::warn!(segment, "upstream failing; its breaker is open");
         }
     }

@@ -254,9 +254,9 @@ impl BatchHandler for PaymentConsumer {
             }
             self.apply(batch, &ready.ids, ready.asked).await
         };
-        // A failed recording drops the receiver: the calls still out finish
-        // (the provider keys them; a retry gets the same answers) and no
-        // more are started.
+        // A failed recording returns its error once every call of the batch
+        // has answered (the receiver lives until then, so the calls go on);
+        // the retry asks again with the same keys and gets the same answers.
         let ((), recorded) = tokio::join!(calling, recording);
         recorded
     }
@@ -430,13 +430,7 @@ impl ticketer_db::MessageHandler for PaymentCommands {
                 }
             }
         }
-        let bookings: Vec<String> = cmds
-            .iter()
-            .map(|(_, c)| match c {
-                PaymentCommand::ProcessPayment(p) => p.booking_id.to_string(),
-                PaymentCommand::RefundPayment(r) => r.booking_id.to_string(),
-            })
-            .collect();
+        let bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking().to_string()).collect();
         let on_record = store::by_bookings(tx, &bookings).await?;
         let mut ledger = Ledger {
             payments: on_record.into_iter().map(|p| (p.booking_id.clone(), p)).collect(),

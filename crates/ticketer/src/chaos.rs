@@ -34,7 +34,7 @@ use audit::Records;
 use nemesis::{Fault, Planned, Shape};
 use network::{Condition, Network};
 use processes::Processes;
-use servers::{sh, Resources, WITH_DATABASE};
+use servers::{sh, Resources};
 use ticketer_bus::testing::address_of;
 
 /// What is sold, to whom, and how the nemesis is drawn.
@@ -123,8 +123,6 @@ pub struct Report {
     pub plan: Vec<Planned>,
 }
 
-const PORTS: [u16; 7] = [5000, 4040, 4041, 4042, 5200, 8082, 8090];
-
 async fn answers(http: &reqwest::Client, url: &str) -> bool {
     matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
 }
@@ -184,7 +182,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
-    for port in PORTS {
+    for port in Service::ALL.map(Service::default_port) {
         if answers(&http, &format!("http://127.0.0.1:{port}/health/live")).await {
             bail!("something already listens on port {port}; stop it first");
         }
@@ -241,7 +239,7 @@ fn environment(cfg: &Config, res: &Resources, network: Option<&Network>) -> Hash
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    for svc in WITH_DATABASE {
+    for svc in Service::BACKENDS {
         let db = res.database_url(svc);
         match network.and_then(|n| n.ports(svc)) {
             Some(ports) => {
@@ -302,43 +300,7 @@ async fn inject(
     network: Option<&Network>,
     fault: &Fault,
 ) -> anyhow::Result<()> {
-    let bad_network = |service: &str, condition: Condition| -> anyhow::Result<Service> {
-        let svc: Service = service.parse()?;
-        network.context("no network proxies")?.set(svc, condition);
-        Ok(svc)
-    };
-    let (svc, for_ms) = match fault {
-        Fault::SlowNetwork {
-            service,
-            delay_ms,
-            for_ms,
-        } => (
-            bad_network(service, Condition::Slow(Duration::from_millis(*delay_ms)))?,
-            for_ms,
-        ),
-        Fault::LossyNetwork { service, for_ms } => (
-            bad_network(
-                service,
-                Condition::Lossy {
-                    one_in: 20,
-                    rto: Duration::from_millis(300),
-                },
-            )?,
-            for_ms,
-        ),
-        Fault::Partition { service, for_ms } => (bad_network(service, Condition::Cut)?, for_ms),
-        _ => return inject_into_processes(procs, servers, fault).await,
-    };
-    tokio::time::sleep(Duration::from_millis(*for_ms)).await;
-    network.context("no network proxies")?.set(svc, Condition::Clear);
-    Ok(())
-}
-
-async fn inject_into_processes(
-    procs: &Processes,
-    servers: Option<&ServerCommands>,
-    fault: &Fault,
-) -> anyhow::Result<()> {
+    let servers = || servers.context("no server commands");
     match fault {
         Fault::Kill { service, down_ms } => {
             let svc: Service = service.parse()?;
@@ -352,30 +314,45 @@ async fn inject_into_processes(
             tokio::time::sleep(Duration::from_millis(*for_ms)).await;
             procs.signal(svc, "CONT").await
         }
-        Fault::RestartRabbitmq => {
-            sh(
-                "restart RabbitMQ",
-                &servers.context("no commands")?.restart_rabbitmq,
-            )
-            .await
-        }
-        Fault::RestartPostgres => {
-            sh(
-                "restart PostgreSQL",
-                &servers.context("no commands")?.restart_postgres,
-            )
-            .await
-        }
+        Fault::RestartRabbitmq => sh("restart RabbitMQ", &servers()?.restart_rabbitmq).await,
+        Fault::RestartPostgres => sh("restart PostgreSQL", &servers()?.restart_postgres).await,
         Fault::StopRedis { for_ms } => {
-            let cmds = servers.context("no commands")?;
-            sh("stop Redis", &cmds.stop_redis).await?;
+            sh("stop Redis", &servers()?.stop_redis).await?;
             tokio::time::sleep(Duration::from_millis(*for_ms)).await;
-            sh("start Redis", &cmds.start_redis).await
+            sh("start Redis", &servers()?.start_redis).await
         }
-        Fault::SlowNetwork { .. } | Fault::LossyNetwork { .. } | Fault::Partition { .. } => {
-            unreachable!("network faults are injected by `inject`")
+        Fault::SlowNetwork {
+            service,
+            delay_ms,
+            for_ms,
+        } => {
+            let slow = Condition::Slow(Duration::from_millis(*delay_ms));
+            bad_network(network, service, slow, *for_ms).await
         }
+        Fault::LossyNetwork { service, for_ms } => {
+            let lossy = Condition::Lossy {
+                one_in: 20,
+                rto: Duration::from_millis(300),
+            };
+            bad_network(network, service, lossy, *for_ms).await
+        }
+        Fault::Partition { service, for_ms } => bad_network(network, service, Condition::Cut, *for_ms).await,
     }
+}
+
+/// `service`'s links in `condition` for `for_ms`, then clear again.
+async fn bad_network(
+    network: Option<&Network>,
+    service: &str,
+    condition: Condition,
+    for_ms: u64,
+) -> anyhow::Result<()> {
+    let network = network.context("no network proxies")?;
+    let svc: Service = service.parse()?;
+    network.set(svc, condition);
+    tokio::time::sleep(Duration::from_millis(for_ms)).await;
+    network.set(svc, Condition::Clear);
+    Ok(())
 }
 
 async fn sale(
@@ -530,7 +507,7 @@ async fn availability_off_by(client: &Client, ticket: &Db, event_id: i64) -> any
 
 async fn connect(res: &Resources) -> anyhow::Result<Records> {
     let mut all = Vec::new();
-    for svc in WITH_DATABASE {
+    for svc in Service::BACKENDS {
         let db = Db::connect(&res.database_url(svc), 2)
             .await
             .with_context(|| format!("reading the {svc} database"))?;

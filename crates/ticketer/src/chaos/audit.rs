@@ -162,11 +162,7 @@ async fn seats(
     bookings: &HashMap<String, Booking>,
     a: &mut Audit,
 ) -> anyhow::Result<()> {
-    let inv = sqlx::query("SELECT held, sold FROM inventory WHERE event_id = $1")
-        .bind(event_id)
-        .fetch_one(records.ticket.pool())
-        .await?;
-    let (held, sold): (i64, i64) = (inv.try_get("held")?, inv.try_get("sold")?);
+    let (_, held, sold) = counters(&records.ticket, event_id).await?;
     let rows = sqlx::query("SELECT ticket_id, status, booking_id FROM tickets WHERE event_id = $1")
         .bind(event_id)
         .fetch_all(records.ticket.pool())

@@ -78,7 +78,9 @@ pub struct Shape {
 }
 
 /// The services a pause is most telling for: the saga's three parties.
-const PAUSABLE: [Service; 3] = [Service::Booking, Service::Ticket, Service::Payment];
+/// Also the services whose network is hurt (chaos/network.rs proxies
+/// exactly these).
+pub const SAGA_PARTIES: [Service; 3] = [Service::Booking, Service::Ticket, Service::Payment];
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -92,7 +94,7 @@ pub fn plan(seed: u64, shape: &Shape) -> Vec<Planned> {
     let run = ms(shape.run);
     let mut faults = Vec::new();
 
-    let paused = PAUSABLE[rng.gen_range(0..PAUSABLE.len())];
+    let paused = SAGA_PARTIES[rng.gen_range(0..SAGA_PARTIES.len())];
     let pause_at = run / 10 + rng.gen_range(0..=run / 20);
     let pause_for = ms(shape.pause_for);
     faults.push(Planned {
@@ -121,7 +123,11 @@ pub fn plan(seed: u64, shape: &Shape) -> Vec<Planned> {
     }
 
     if shape.network {
-        let hurt = |rng: &mut StdRng| PAUSABLE[rng.gen_range(0..PAUSABLE.len())].name().to_string();
+        let hurt = |rng: &mut StdRng| {
+            SAGA_PARTIES[rng.gen_range(0..SAGA_PARTIES.len())]
+                .name()
+                .to_string()
+        };
         let lasting = |rng: &mut StdRng| 4_000 + rng.gen_range(0..=4_000);
         let slow = Fault::SlowNetwork {
             service: hurt(&mut rng),

@@ -135,9 +135,6 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, condition: Arc<Mu
     let _ = to.shutdown().await;
 }
 
-/// The links of the services whose network the nemesis hurts.
-pub const HURT: [Service; 3] = [Service::Booking, Service::Ticket, Service::Payment];
-
 /// Each hurt service's links: to PostgreSQL, to RabbitMQ, and from the
 /// gateway to it. A partition cuts all three, as a host cut off would be.
 pub struct Network {
@@ -157,7 +154,7 @@ impl Network {
     /// listen on their contract ports on this host.
     pub async fn start(postgres: &str, rabbitmq: &str) -> std::io::Result<Network> {
         let mut links = HashMap::new();
-        for svc in HURT {
+        for svc in super::nemesis::SAGA_PARTIES {
             let db = Link::start(postgres.to_string()).await?;
             let broker = Link::start(rabbitmq.to_string()).await?;
             let inbound = Link::start(format!("127.0.0.1:{}", svc.default_port())).await?;

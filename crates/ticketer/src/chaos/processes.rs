@@ -100,12 +100,7 @@ impl Processes {
         let Some(pid) = pid else {
             return Ok(());
         };
-        let status = tokio::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        anyhow::ensure!(send(pid, signal), "kill -{signal} {pid} failed");
         Ok(())
     }
 
@@ -140,14 +135,8 @@ impl Processes {
         let mut state = self.state.lock().await;
         for (_, mut child) in state.running.drain() {
             if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .arg("-CONT")
-                    .arg(pid.to_string())
-                    .status();
-                let _ = std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status();
+                send(pid, "CONT");
+                send(pid, "TERM");
             }
             if tokio::time::timeout(Duration::from_secs(10), child.wait())
                 .await
@@ -158,4 +147,13 @@ impl Processes {
             }
         }
     }
+}
+
+/// `kill -<signal> <pid>`; whether it was delivered.
+fn send(pid: u32, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
 }

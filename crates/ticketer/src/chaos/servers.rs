@@ -45,9 +45,6 @@ pub struct Resources {
     pub redis_url: String,
 }
 
-/// The services with a database: all but the gateway.
-pub const WITH_DATABASE: [Service; 6] = Service::BACKENDS;
-
 impl Resources {
     pub fn database_url(&self, svc: Service) -> String {
         let name = format!("{}_{}", self.id, svc.name());
@@ -68,7 +65,7 @@ impl Resources {
         let admin = Db::connect(&self.postgres_admin, 1)
             .await
             .context("connecting to PostgreSQL")?;
-        for svc in WITH_DATABASE {
+        for svc in Service::BACKENDS {
             sqlx::query(&format!("CREATE DATABASE {}_{}", self.id, svc.name()))
                 .execute(admin.pool())
                 .await
@@ -89,20 +86,25 @@ impl Resources {
     /// Removes what `create` made; every step is tried.
     pub async fn remove(&self) {
         // The servers may have been restarted a moment ago.
+        let mut admin = None;
         for _ in 0..30 {
-            if Db::connect(&self.postgres_admin, 1).await.is_ok() {
+            if let Ok(db) = Db::connect(&self.postgres_admin, 1).await {
+                admin = Some(db);
                 break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        if let Ok(admin) = Db::connect(&self.postgres_admin, 1).await {
-            for svc in WITH_DATABASE {
-                let drop = format!("DROP DATABASE IF EXISTS {}_{} WITH (FORCE)", self.id, svc.name());
-                if let Err(e) = sqlx::query(&drop).execute(admin.pool()).await {
-                    eprintln!("chaos: {drop}: {e}");
+        match admin {
+            Some(admin) => {
+                for svc in Service::BACKENDS {
+                    let drop = format!("DROP DATABASE IF EXISTS {}_{} WITH (FORCE)", self.id, svc.name());
+                    if let Err(e) = sqlx::query(&drop).execute(admin.pool()).await {
+                        eprintln!("chaos: {drop}: {e}");
+                    }
                 }
+                admin.close().await;
             }
-            admin.close().await;
+            None => eprintln!("chaos: PostgreSQL did not answer; databases {}_* left", self.id),
         }
         if let Err(e) = sh("vhost", &format!("rabbitmqctl -q delete_vhost {}", self.id)).await {
             eprintln!("chaos: {e:#}");
