@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{time, Db, DbError};
@@ -39,18 +38,14 @@ pub struct Pruned {
     pub idempotency: u64,
 }
 
-fn cutoff(age: Duration) -> String {
-    time::format(Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX))
-}
-
 pub async fn prune(db: &Db, r: &Retention) -> Result<Pruned, DbError> {
     let outbox = sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-        .bind(cutoff(r.outbox))
+        .bind(time::ago(r.outbox))
         .execute(db.pool())
         .await?
         .rows_affected();
     let inbox = sqlx::query("DELETE FROM inbox WHERE processed_at < $1")
-        .bind(cutoff(r.inbox))
+        .bind(time::ago(r.inbox))
         .execute(db.pool())
         .await?
         .rows_affected();
@@ -58,8 +53,8 @@ pub async fn prune(db: &Db, r: &Retention) -> Result<Pruned, DbError> {
         "DELETE FROM idempotency_keys
          WHERE created_at < $1 OR (status IS NULL AND created_at < $2)",
     )
-    .bind(cutoff(r.idempotency))
-    .bind(cutoff(r.abandoned_claim))
+    .bind(time::ago(r.idempotency))
+    .bind(time::ago(r.abandoned_claim))
     .execute(db.pool())
     .await?
     .rows_affected();

@@ -11,6 +11,17 @@ pub fn now() -> String {
     format(Utc::now())
 }
 
+/// The stored form of the moment `age` ago (the epoch's start when `age`
+/// reaches beyond it), for "older than" comparisons.
+pub fn ago(age: std::time::Duration) -> String {
+    let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    format(
+        Utc::now()
+            .checked_sub_signed(age)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+    )
+}
+
 /// Parses a stored timestamp; stored values are always well formed, so a
 /// failure is a corrupt row and reported as a decode error.
 pub fn parse(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {

@@ -7,25 +7,31 @@
 //! per operation; the batch's transaction then records what it said, with
 //! the inbox and the answers. A batch that fails after the provider
 //! answered asks again on redelivery, with the same keys, and the provider
-//! gives the same answer without charging or refunding twice.
+//! gives the same answer without charging or refunding twice. A charge the
+//! provider has not answered within the consumer's patience is recorded as
+//! PROCESSING and finished later ([`processing`]), so the queue never waits
+//! for a slow card.
+
+mod ledger;
+mod processing;
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use futures::StreamExt;
 use ticketer_bus::{BatchHandler, DeadLetter, Envelope, HandleError};
-use ticketer_contract::{
-    incoming, Money, PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSettlement, PaymentSucceeded,
-    ProcessPayment, RefundPayment,
-};
-use ticketer_db::{enqueue, is_unique_violation, AnyConnection, Db, DbError, Inbox, Outbound};
+use ticketer_contract::{incoming, Money, ProcessPayment, RefundPayment};
+use ticketer_db::{Db, DbError, Inbox};
+use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;
 
+use self::ledger::PaymentCommands;
+pub use self::processing::Processing;
 use crate::{
     provider::{charge_key, refund_key, ChargeOutcome, PaymentProvider},
-    store::{self, Payment},
+    store,
 };
 
 incoming!(
@@ -36,14 +42,18 @@ incoming!(
     }
 );
 
-/// Provider calls in flight at once for one batch (each for a different
+/// Provider calls in flight at once in the service (each for a different
 /// booking): a real provider answers in a fraction of a second to a few
 /// seconds, so a batch of a hundred charges asked one by one would take
 /// minutes.
 const PROVIDER_CALLS_AT_ONCE: usize = 32;
 
 /// How long answers that come in together are gathered into one commit.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(5);
+
+/// How long a batch waits for the provider before the charges it has not
+/// answered are recorded as PROCESSING (PAYMENT_PROVIDER_PATIENCE_MS).
+pub const PATIENCE: Duration = Duration::from_millis(500);
 
 /// What the provider answered for a batch's commands before its
 /// transaction opened, by command message id.
@@ -52,6 +62,8 @@ struct Asked {
     charges: HashMap<Uuid, ChargeOutcome>,
     /// The refund's reference.
     refunds: HashMap<Uuid, String>,
+    /// Charges still with the provider: recorded as PROCESSING.
+    processing: HashSet<Uuid>,
 }
 
 /// Messages whose provider answers are in, not yet recorded.
@@ -69,9 +81,19 @@ impl Ready {
     }
 }
 
-/// Applies a batch inside its transaction, from what the provider answered.
-pub struct PaymentCommands {
-    asked: Arc<Mutex<Asked>>,
+/// What the provider said for one booking's commands of a batch.
+struct Answer {
+    booking: Uuid,
+    /// The commands' message ids.
+    ids: Vec<Uuid>,
+    answer: Result<Asked, HandleError>,
+}
+
+/// A booking of the batch whose provider calls are out.
+struct Waiting {
+    ids: Vec<Uuid>,
+    /// Charges only, none on record: may be left PROCESSING.
+    may_wait_as_processing: bool,
 }
 
 /// Consumes `payment.commands`: the provider first, then the inbox's
@@ -81,43 +103,63 @@ pub struct PaymentConsumer {
     provider: Arc<dyn PaymentProvider>,
     asked: Arc<Mutex<Asked>>,
     inbox: Inbox<PaymentCommands>,
+    calls: Arc<Semaphore>,
+    processing: Arc<Processing>,
+    patience: Duration,
 }
 
 impl PaymentConsumer {
     pub fn new(db: Db, queue: &str, provider: Arc<dyn PaymentProvider>) -> Self {
         let asked = Arc::new(Mutex::new(Asked::default()));
         let commands = PaymentCommands { asked: asked.clone() };
+        let calls = Arc::new(Semaphore::new(PROVIDER_CALLS_AT_ONCE));
         PaymentConsumer {
             inbox: Inbox::new(db.clone(), queue, commands),
+            processing: Arc::new(Processing::new(db.clone(), provider.clone(), calls.clone())),
             db,
             provider,
             asked,
+            calls,
+            patience: PATIENCE,
         }
+    }
+
+    /// How long a batch waits for the provider before leaving what it has
+    /// not answered as PROCESSING.
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// Where charges left PROCESSING are finished and swept.
+    pub fn processing(&self) -> Arc<Processing> {
+        self.processing.clone()
     }
 
     /// What a refund could give back, by booking, from the record: the
     /// charge's reference and amount while it stands; None once it cannot
-    /// be refunded (declined, failed, refunded already). Bookings without a
-    /// payment are absent.
+    /// be refunded (declined, failed, refunded already, still processing).
+    /// Bookings without a payment are absent.
     async fn on_record(
         &self,
         cmds: &[(Uuid, PaymentCommand)],
-    ) -> Result<HashMap<String, Option<(String, Money)>>, HandleError> {
+    ) -> Result<HashMap<Uuid, Option<(String, Money)>>, HandleError> {
         let bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking().to_string()).collect();
         let mut conn = self.db.pool().acquire().await.map_err(DbError::from)?;
-        Ok(store::by_bookings(&mut conn, &bookings)
-            .await?
-            .into_iter()
-            .map(|p| {
-                let standing = (p.status == "SUCCEEDED").then(|| {
-                    (
-                        p.provider_reference.clone().unwrap_or_default(),
-                        Money::from_minor(p.amount_minor),
-                    )
-                });
-                (p.booking_id, standing)
-            })
-            .collect())
+        let mut found = HashMap::new();
+        for p in store::by_bookings(&mut conn, &bookings).await? {
+            let standing = (p.status == "SUCCEEDED").then(|| {
+                (
+                    p.provider_reference.clone().unwrap_or_default(),
+                    Money::from_minor(p.amount_minor),
+                )
+            });
+            found.insert(
+                Uuid::parse_str(&p.booking_id).map_err(HandleError::transient)?,
+                standing,
+            );
+        }
+        Ok(found)
     }
 
     /// Records what the provider answered for `ids` (and those messages
@@ -135,6 +177,7 @@ impl PaymentConsumer {
             let mut shared = self.asked.lock().expect("asked lock");
             shared.charges.extend(asked.charges);
             shared.refunds.extend(asked.refunds);
+            shared.processing.extend(asked.processing);
         }
         let applied = self.inbox.handle_batch(&part).await;
         // Used or not, these answers go: a retry asks again.
@@ -142,52 +185,94 @@ impl PaymentConsumer {
         for id in ids {
             shared.charges.remove(id);
             shared.refunds.remove(id);
+            shared.processing.remove(id);
         }
         applied
     }
 
-    /// One booking's commands, in order. `on_record`: None when the booking
-    /// has no payment yet; Some(what a refund could give back) when it has.
-    async fn ask_for_booking(
+    /// Records answers as they come, those that come together in one
+    /// commit, until every booking has answered or the patience is spent
+    /// with only charges still out; those are recorded as PROCESSING and
+    /// left in `waiting`.
+    async fn record(
         &self,
-        mut on_record: Option<Option<(String, Money)>>,
-        cmds: Vec<(Uuid, &PaymentCommand)>,
-    ) -> Result<Asked, HandleError> {
-        let mut asked = Asked::default();
-        for (message_id, cmd) in cmds {
-            match cmd {
-                PaymentCommand::ProcessPayment(c) => {
-                    if on_record.is_some() {
-                        continue;
-                    }
-                    let outcome = self
-                        .provider
-                        .charge(charge_key(c.booking_id), c.amount, &c.currency, &c.payment_token)
-                        .await;
-                    // A refund later in this batch refunds this charge.
-                    on_record = Some(match &outcome {
-                        ChargeOutcome::Succeeded { reference } => Some((reference.clone(), c.amount)),
-                        ChargeOutcome::Declined { .. } | ChargeOutcome::Error { .. } => None,
-                    });
-                    asked.charges.insert(message_id, outcome);
+        batch: &[Envelope],
+        answers: &mut mpsc::UnboundedReceiver<Answer>,
+        waiting: &mut HashMap<Uuid, Waiting>,
+        mut ready: Ready,
+    ) -> Result<(), HandleError> {
+        let until = tokio::time::Instant::now() + self.patience;
+        while !waiting.is_empty() {
+            let next = if waiting.values().all(|w| w.may_wait_as_processing) {
+                match tokio::time::timeout_at(until, answers.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
                 }
-                PaymentCommand::RefundPayment(c) => {
-                    let Some(Some((charge, amount))) = on_record.clone() else {
-                        continue;
-                    };
-                    // Refunded: nothing more to give back.
-                    on_record = Some(None);
-                    let reference = self
-                        .provider
-                        .refund(refund_key(c.booking_id), &charge, amount)
-                        .await
-                        .map_err(HandleError::Transient)?;
-                    asked.refunds.insert(message_id, reference);
+            } else {
+                answers.recv().await
+            };
+            let Some(first) = next else { break };
+            let mut take = |a: Answer, ready: &mut Ready| -> Result<(), HandleError> {
+                waiting.remove(&a.booking);
+                ready.add(a.ids, a.answer?);
+                Ok(())
+            };
+            take(first, &mut ready)?;
+            // Whatever else answers within a moment commits with it.
+            let gathered = tokio::time::Instant::now() + GATHER;
+            while let Ok(Some(a)) = tokio::time::timeout_at(gathered, answers.recv()).await {
+                take(a, &mut ready)?;
+            }
+            let now = std::mem::take(&mut ready);
+            self.apply(batch, &now.ids, now.asked).await?;
+        }
+        for w in waiting.values() {
+            ready.ids.extend(&w.ids);
+            ready.asked.processing.extend(&w.ids);
+        }
+        self.apply(batch, &ready.ids, ready.asked).await
+    }
+}
+
+/// One booking's commands, in order. `on_record`: None when the booking
+/// has no payment yet; Some(what a refund could give back) when it has.
+async fn ask(
+    provider: Arc<dyn PaymentProvider>,
+    mut on_record: Option<Option<(String, Money)>>,
+    cmds: Vec<(Uuid, PaymentCommand)>,
+) -> Result<Asked, HandleError> {
+    let mut asked = Asked::default();
+    for (message_id, cmd) in cmds {
+        match cmd {
+            PaymentCommand::ProcessPayment(c) => {
+                if on_record.is_some() {
+                    continue;
                 }
+                let outcome = provider
+                    .charge(charge_key(c.booking_id), c.amount, &c.currency, &c.payment_token)
+                    .await;
+                // A refund later in this batch refunds this charge.
+                on_record = Some(match &outcome {
+                    ChargeOutcome::Succeeded { reference } => Some((reference.clone(), c.amount)),
+                    ChargeOutcome::Declined { .. } | ChargeOutcome::Error { .. } => None,
+                });
+                asked.charges.insert(message_id, outcome);
+            }
+            PaymentCommand::RefundPayment(c) => {
+                let Some(Some((charge, amount))) = on_record.clone() else {
+                    continue;
+                };
+                // Refunded: nothing more to give back.
+                on_record = Some(None);
+                let reference = provider
+                    .refund(refund_key(c.booking_id), &charge, amount)
+                    .await
+                    .map_err(HandleError::Transient)?;
+                asked.refunds.insert(message_id, reference);
             }
         }
-        Ok(asked)
     }
+    Ok(asked)
 }
 
 #[async_trait::async_trait]
@@ -196,8 +281,9 @@ impl BatchHandler for PaymentConsumer {
     /// commands in order), and each booking's outcome is recorded and
     /// answered as soon as the provider has answered for it: bookings that
     /// answer together commit together, and a slow card holds up only its
-    /// own booking, not the batch. A crash between two commits redelivers
-    /// the batch; the inbox skips what was committed.
+    /// own booking, not the batch; once the patience is spent it holds up
+    /// nothing (PROCESSING). A crash between two commits redelivers the
+    /// batch; the inbox skips what was committed.
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
     async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
         // Commands that do not decode are the inbox's to refuse.
@@ -206,34 +292,44 @@ impl BatchHandler for PaymentConsumer {
             .filter_map(|m| Some((m.message_id, m.decode::<PaymentCommand>().ok()??)))
             .collect();
         let mut record = self.on_record(&cmds).await?;
-        let mut by_booking: HashMap<String, Vec<(Uuid, &PaymentCommand)>> = HashMap::new();
+        let mut by_booking: HashMap<Uuid, Vec<(Uuid, PaymentCommand)>> = HashMap::new();
         for (message_id, cmd) in &cmds {
             by_booking
-                .entry(cmd.booking().to_string())
+                .entry(cmd.booking())
                 .or_default()
-                .push((*message_id, cmd));
+                .push((*message_id, cmd.clone()));
         }
-        let mut asking = Vec::with_capacity(by_booking.len());
+        let (tx, mut answers) = mpsc::unbounded_channel();
+        let mut waiting = HashMap::with_capacity(by_booking.len());
         for (booking, cmds) in by_booking {
+            let on_record = record.remove(&booking);
             let ids: Vec<Uuid> = cmds.iter().map(|(id, _)| *id).collect();
-            let answer = self.ask_for_booking(record.remove(&booking), cmds);
-            asking.push(async move { (ids, answer.await) });
+            let may_wait_as_processing = on_record.is_none()
+                && cmds
+                    .iter()
+                    .all(|(_, c)| matches!(c, PaymentCommand::ProcessPayment(_)));
+            waiting.insert(
+                booking,
+                Waiting {
+                    ids: ids.clone(),
+                    may_wait_as_processing,
+                },
+            );
+            // Spawned, so that a call can outlive the batch as PROCESSING.
+            let (provider, calls, tx) = (self.provider.clone(), self.calls.clone(), tx.clone());
+            tokio::spawn(async move {
+                let permit = calls.acquire_owned().await;
+                let answer = ask(provider, on_record, cmds).await;
+                drop(permit);
+                // Nobody listens when the batch failed: its retry asks again.
+                let _ = tx.send(Answer { booking, ids, answer });
+            });
         }
-        // The provider calls go on while answers are recorded: both are
-        // polled together, the answers handed over through a channel.
-        let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
-        let calling = async move {
-            let mut calls = futures::stream::iter(asking).buffer_unordered(PROVIDER_CALLS_AT_ONCE);
-            while let Some(answer) = calls.next().await {
-                if tx.send(answer).is_err() {
-                    break;
-                }
-            }
-        };
+        drop(tx);
 
         // What is ready to record: messages that are no command first.
         let commands: HashSet<Uuid> = cmds.iter().map(|(id, _)| *id).collect();
-        let mut ready = Ready {
+        let ready = Ready {
             ids: batch
                 .iter()
                 .map(|m| m.message_id)
@@ -241,24 +337,21 @@ impl BatchHandler for PaymentConsumer {
                 .collect(),
             asked: Asked::default(),
         };
-        let recording = async {
-            while let Some((ids, answer)) = answers.recv().await {
-                ready.add(ids, answer?);
-                // Whatever else answers within a moment commits with it.
-                let until = tokio::time::Instant::now() + GATHER;
-                while let Ok(Some((ids, answer))) = tokio::time::timeout_at(until, answers.recv()).await {
-                    ready.add(ids, answer?);
+        match self.record(batch, &mut answers, &mut waiting, ready).await {
+            Ok(()) => {
+                if !waiting.is_empty() {
+                    let left = waiting.into_keys().collect();
+                    self.processing.finish_when_answered(left, answers);
                 }
-                let now = std::mem::take(&mut ready);
-                self.apply(batch, &now.ids, now.asked).await?;
+                Ok(())
             }
-            self.apply(batch, &ready.ids, ready.asked).await
-        };
-        // A failed recording returns its error once every call of the batch
-        // has answered (the receiver lives until then, so the calls go on);
-        // the retry asks again with the same keys and gets the same answers.
-        let ((), recorded) = tokio::join!(calling, recording);
-        recorded
+            Err(e) => {
+                // The retry asks again with the same keys; it waits for
+                // the calls still out so that no key is asked twice at once.
+                while answers.recv().await.is_some() {}
+                Err(e)
+            }
+        }
     }
 
     async fn dead_lettered(&self, letter: &DeadLetter) -> Result<(), HandleError> {
@@ -272,190 +365,6 @@ impl PaymentCommand {
             PaymentCommand::ProcessPayment(c) => c.booking_id,
             PaymentCommand::RefundPayment(c) => c.booking_id,
         }
-    }
-}
-
-/// A command the provider was not asked about (its batch was prepared
-/// from an older record): the batch is tried again, and asked again.
-fn not_asked(booking: Uuid) -> HandleError {
-    HandleError::Transient(format!("the provider was not asked about booking {booking} yet"))
-}
-
-/// The answer a stored payment stands for.
-fn answer(cause: &Envelope, p: &Payment) -> Result<Outbound, HandleError> {
-    let booking_id = Uuid::parse_str(&p.booking_id).map_err(HandleError::transient)?;
-    let settled = PaymentSettlement {
-        booking_id,
-        payment_id: Uuid::parse_str(&p.payment_id).map_err(HandleError::transient)?,
-        amount: Money::from_minor(p.amount_minor),
-        currency: p.currency.clone(),
-        provider_reference: p.provider_reference.clone(),
-    };
-    let message = match p.status.as_str() {
-        "SUCCEEDED" => Outbound::new(&PaymentSucceeded(settled)),
-        "REFUNDED" => Outbound::new(&PaymentRefunded(settled)),
-        _ => {
-            let detail = p.failure_reason.clone().unwrap_or_default();
-            let reason = if detail == "processing_error" {
-                PaymentFailure::PaymentError
-            } else {
-                PaymentFailure::PaymentDeclined
-            };
-            Outbound::new(&PaymentFailed {
-                booking_id,
-                reason,
-                detail,
-            })
-        }
-    };
-    Ok(message.caused_by(cause))
-}
-
-/// A batch's payments as they stand: those on record for its bookings,
-/// then those it makes or refunds, written back together at the end.
-struct Ledger {
-    payments: HashMap<String, Payment>,
-    made: Vec<String>,
-    refunded: Vec<String>,
-}
-
-impl PaymentCommands {
-    async fn charge(
-        &self,
-        ledger: &mut Ledger,
-        msg: &Envelope,
-        cmd: ProcessPayment,
-    ) -> Result<Outbound, HandleError> {
-        let booking = cmd.booking_id.to_string();
-        if let Some(existing) = ledger.payments.get(&booking) {
-            // Charged already: the same answer again, no second charge.
-            return answer(msg, existing);
-        }
-        let outcome = self
-            .asked
-            .lock()
-            .expect("asked lock")
-            .charges
-            .remove(&msg.message_id)
-            .ok_or_else(|| not_asked(cmd.booking_id))?;
-        let (status, failure, reference) = match outcome {
-            ChargeOutcome::Succeeded { reference } => ("SUCCEEDED", None, Some(reference)),
-            ChargeOutcome::Declined { reason } | ChargeOutcome::Error { reason } => {
-                ("FAILED", Some(reason), None)
-            }
-        };
-        let payment = Payment {
-            payment_id: Uuid::now_v7().to_string(),
-            booking_id: booking.clone(),
-            customer_id: cmd.customer_id.to_string(),
-            amount_minor: cmd.amount.minor(),
-            currency: cmd.currency,
-            status: status.into(),
-            failure_reason: failure,
-            provider_reference: reference,
-        };
-        tracing::debug!(booking_id = %cmd.booking_id, status, "charged");
-        let reply = answer(msg, &payment)?;
-        ledger.payments.insert(booking.clone(), payment);
-        ledger.made.push(booking);
-        Ok(reply)
-    }
-
-    async fn refund(
-        &self,
-        ledger: &mut Ledger,
-        msg: &Envelope,
-        cmd: RefundPayment,
-    ) -> Result<Outbound, HandleError> {
-        let booking = cmd.booking_id.to_string();
-        let Some(payment) = ledger.payments.get_mut(&booking) else {
-            // Nothing was taken: nothing to give back.
-            let done = PaymentRefunded(PaymentSettlement {
-                booking_id: cmd.booking_id,
-                payment_id: Uuid::nil(),
-                amount: Money::ZERO,
-                currency: "EUR".into(),
-                provider_reference: None,
-            });
-            return Ok(Outbound::new(&done).caused_by(msg));
-        };
-        match payment.status.as_str() {
-            "SUCCEEDED" => {
-                self.asked
-                    .lock()
-                    .expect("asked lock")
-                    .refunds
-                    .remove(&msg.message_id)
-                    .ok_or_else(|| not_asked(cmd.booking_id))?;
-                payment.status = "REFUNDED".into();
-                if !ledger.made.contains(&booking) {
-                    ledger.refunded.push(booking);
-                }
-                answer(msg, payment)
-            }
-            "FAILED" => {
-                // Nothing was taken: the refund is of nothing.
-                let nothing = Payment {
-                    amount_minor: 0,
-                    status: "REFUNDED".into(),
-                    ..payment.clone()
-                };
-                answer(msg, &nothing)
-            }
-            _ => answer(msg, payment),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl ticketer_db::MessageHandler for PaymentCommands {
-    async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        self.handle_all(tx, &[msg]).await
-    }
-
-    /// A batch's commands with one read of the payments on record for its
-    /// bookings, what the provider answered taken per command in delivery
-    /// order (a booking charged twice in one batch is charged once), and the
-    /// new payments, refunds and answers written in one statement each.
-    async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
-        let mut cmds = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            match msg.decode::<PaymentCommand>()? {
-                Some(cmd) => cmds.push((*msg, cmd)),
-                None => {
-                    return Err(HandleError::Permanent(format!(
-                        "the payment service does not handle {}",
-                        msg.kind
-                    )))
-                }
-            }
-        }
-        let bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking().to_string()).collect();
-        let on_record = store::by_bookings(tx, &bookings).await?;
-        let mut ledger = Ledger {
-            payments: on_record.into_iter().map(|p| (p.booking_id.clone(), p)).collect(),
-            made: Vec::new(),
-            refunded: Vec::new(),
-        };
-        let mut replies = Vec::with_capacity(cmds.len());
-        for (msg, cmd) in cmds {
-            replies.push(match cmd {
-                PaymentCommand::ProcessPayment(c) => self.charge(&mut ledger, msg, c).await?,
-                PaymentCommand::RefundPayment(c) => self.refund(&mut ledger, msg, c).await?,
-            });
-        }
-        let made: Vec<&Payment> = ledger.made.iter().map(|b| &ledger.payments[b]).collect();
-        match store::insert_all(tx, &made).await {
-            Ok(()) => {}
-            Err(DbError::Sqlx(e)) if is_unique_violation(&e) => {
-                return Err(HandleError::Transient(
-                    "charged concurrently; will answer from the record".into(),
-                ))
-            }
-            Err(e) => return Err(HandleError::transient(e)),
-        }
-        store::mark_refunded(tx, &ledger.refunded).await?;
-        enqueue(tx, &replies).await.map_err(HandleError::transient)
     }
 }
 

@@ -7,7 +7,7 @@ pub mod provider;
 mod routes;
 mod store;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 pub use routes::ApiDoc;
 pub use store::MIGRATIONS;
@@ -17,6 +17,9 @@ use ticketer_http::{launch, ServiceApp, ServiceParts};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
+
+/// How often charges left PROCESSING are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn build(
     infra: &InfraConfig,
@@ -29,10 +32,21 @@ pub async fn build(
     let sandbox = Arc::new(provider::Sandbox {
         delay: std::time::Duration::from_millis(infra.env.parse_or("SANDBOX_DELAY_MS", 3000)?),
     });
-    let consumer = commands::PaymentConsumer::new(db.clone(), PAYMENT_COMMANDS.name, sandbox);
-    let tasks = parts
+    let patience = infra
+        .env
+        .parse_or("PROVIDER_PATIENCE_MS", commands::PATIENCE.as_millis() as u64)?;
+    let consumer = commands::PaymentConsumer::new(db.clone(), PAYMENT_COMMANDS.name, sandbox)
+        .with_patience(Duration::from_millis(patience));
+    // A charge left PROCESSING for longer than any provider call takes was
+    // left by a crash: asked again with the same key.
+    let stale = Duration::from_secs(infra.env.parse_or("PROCESSING_STALE_SECONDS", 60)?);
+    let sweeps = consumer
+        .processing()
+        .run_sweeps(SWEEP_EVERY, stale, shutdown.clone());
+    let mut tasks = parts
         .consume_batches(PAYMENT_COMMANDS, Arc::new(consumer), infra, &shutdown)
         .await?;
+    tasks.push(tokio::spawn(sweeps));
     let app = launch(
         "payment",
         routes::router(db),

@@ -20,7 +20,8 @@ pub struct PaymentResponse {
     #[schema(value_type = String, example = "49.90")]
     pub amount: Money,
     pub currency: String,
-    /// SUCCEEDED, FAILED or REFUNDED.
+    /// PROCESSING (the provider has not answered yet), SUCCEEDED, FAILED or
+    /// REFUNDED.
     pub status: String,
     pub provider_reference: Option<String>,
     pub failure_reason: Option<String>,

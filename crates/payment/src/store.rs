@@ -2,11 +2,13 @@
 
 use ticketer_db::{placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Migration, Row};
 
-pub const MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "payments",
-    include_str!("../migrations/0001_payments.sql"),
-)];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(1, "payments", include_str!("../migrations/0001_payments.sql")),
+    Migration::portable(2, "processing", include_str!("../migrations/0002_processing.sql")),
+];
+
+/// A charge the provider has not answered yet.
+pub const PROCESSING: &str = "PROCESSING";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
@@ -18,10 +20,12 @@ pub struct Payment {
     pub status: String,
     pub failure_reason: Option<String>,
     pub provider_reference: Option<String>,
+    /// While PROCESSING: the ProcessPayment envelope, as JSON.
+    pub pending_command: Option<String>,
 }
 
-const COLUMNS: &str =
-    "payment_id, booking_id, customer_id, amount_minor, currency, status, failure_reason, provider_reference";
+const COLUMNS: &str = "payment_id, booking_id, customer_id, amount_minor, currency, status, failure_reason,
+     provider_reference, pending_command";
 
 fn from_row(r: &AnyRow) -> Result<Payment, sqlx::Error> {
     Ok(Payment {
@@ -33,6 +37,7 @@ fn from_row(r: &AnyRow) -> Result<Payment, sqlx::Error> {
         status: r.try_get("status")?,
         failure_reason: r.try_get("failure_reason")?,
         provider_reference: r.try_get("provider_reference")?,
+        pending_command: r.try_get("pending_command")?,
     })
 }
 
@@ -70,9 +75,9 @@ pub async fn insert_all(conn: &mut AnyConnection, payments: &[&Payment]) -> Resu
     let now = time::now();
     let sql = format!(
         "INSERT INTO payments (payment_id, booking_id, customer_id, amount_minor, currency, status,
-             failure_reason, provider_reference, created_at, updated_at)
+             failure_reason, provider_reference, pending_command, created_at, updated_at)
          VALUES {}",
-        value_rows(payments.len(), 10)
+        value_rows(payments.len(), 11)
     );
     let mut q = sqlx::query(&sql);
     for p in payments {
@@ -85,6 +90,7 @@ pub async fn insert_all(conn: &mut AnyConnection, payments: &[&Payment]) -> Resu
             .bind(p.status.clone())
             .bind(p.failure_reason.clone())
             .bind(p.provider_reference.clone())
+            .bind(p.pending_command.clone())
             .bind(now.clone())
             .bind(now.clone());
     }
@@ -107,4 +113,43 @@ pub async fn mark_refunded(conn: &mut AnyConnection, bookings: &[String]) -> Res
     }
     q.execute(conn).await?;
     Ok(())
+}
+
+/// Settles a PROCESSING charge with what the provider answered; false when
+/// it was not PROCESSING any more (settled by someone else meanwhile).
+pub async fn settle(conn: &mut AnyConnection, p: &Payment) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE payments SET status = $1, failure_reason = $2, provider_reference = $3,
+             pending_command = NULL, updated_at = $4
+         WHERE booking_id = $5 AND status = 'PROCESSING'",
+    )
+    .bind(&p.status)
+    .bind(&p.failure_reason)
+    .bind(&p.provider_reference)
+    .bind(time::now())
+    .bind(&p.booking_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Charges PROCESSING since before `before`: (booking id, pending command),
+/// oldest first, at most `limit`.
+pub async fn processing_since(db: &Db, before: &str, limit: i64) -> Result<Vec<(String, String)>, DbError> {
+    let rows = sqlx::query(
+        "SELECT booking_id, pending_command FROM payments
+         WHERE status = 'PROCESSING' AND updated_at < $1
+         ORDER BY updated_at LIMIT $2",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let command: Option<String> = r.try_get("pending_command")?;
+            Ok((r.try_get("booking_id")?, command.unwrap_or_default()))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(DbError::from)
 }

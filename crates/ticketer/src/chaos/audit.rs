@@ -39,6 +39,8 @@ pub struct Audit {
     pub charged_without_seat: usize,
     /// Confirmed bookings without a standing payment.
     pub confirmed_unpaid: usize,
+    /// Charges still PROCESSING: the provider's answer not recorded.
+    pub charges_processing: usize,
     /// Seats still held once everything settled.
     pub holds_left: i64,
     /// Seats held past their expiry plus a sweep, at worst, while the
@@ -64,7 +66,11 @@ pub struct DeadLetterSeen {
 impl Audit {
     /// Nothing left to happen: what the drain waits for.
     pub fn settled(&self) -> bool {
-        self.unfinished == 0 && self.holds_left == 0 && self.outbox_pending == 0 && self.queued == 0
+        self.unfinished == 0
+            && self.holds_left == 0
+            && self.charges_processing == 0
+            && self.outbox_pending == 0
+            && self.queued == 0
     }
 
     /// Every promise kept.
@@ -223,6 +229,7 @@ async fn payments(
     let mut paid = HashSet::new();
     for row in rows {
         let (booking, status): (String, String) = (row.try_get("booking_id")?, row.try_get("status")?);
+        a.charges_processing += usize::from(status == "PROCESSING");
         if status != "SUCCEEDED" {
             continue;
         }
