@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use ticketer_contract::{
-    exchanges, BookingCancelled, BookingConfirmed, EventCancelled, EventCompleted, EventPublished,
-    EventUpdated, HoldTickets, Message, PaymentFailed, PaymentRefunded, PaymentSucceeded, ProcessPayment,
-    RefundPayment, ReleaseTickets, ReserveTickets, TicketsHeld, TicketsHoldFailed, TicketsReleased,
-    TicketsReserveFailed, TicketsReserved,
+    exchanges, BookingCancelled, BookingConfirmed, BookingFailed, EventCancelled, EventCompleted,
+    EventCreated, EventPublished, EventUpdated, HoldTickets, Message, PaymentFailed, PaymentRefunded,
+    PaymentSucceeded, ProcessPayment, RefundPayment, ReleaseTickets, ReserveTickets, TicketsHeld,
+    TicketsHoldFailed, TicketsReleased, TicketsReserveFailed, TicketsReserved, UserRegistered,
 };
 
 pub const EVENTS_EXCHANGE: &str = exchanges::EVENTS;
@@ -126,6 +126,37 @@ pub const EVENTS_SALES: QueueSpec = QueueSpec {
     bindings: &[on::<BookingConfirmed>(), on::<BookingCancelled>()],
 };
 
+/// Registrations, for the notification service's contacts and welcomes.
+pub const AUTH_NOTIFICATIONS: QueueSpec = QueueSpec {
+    name: "auth.notifications",
+    consumer: "notification",
+    bindings: &[on::<UserRegistered>()],
+};
+
+/// Event changes: the notification service's copy of each event, the
+/// organizer told of publication, ticket holders of a cancellation.
+pub const EVENT_NOTIFICATIONS: QueueSpec = QueueSpec {
+    name: "event.notifications",
+    consumer: "notification",
+    bindings: &[
+        on::<EventCreated>(),
+        on::<EventPublished>(),
+        on::<EventUpdated>(),
+        on::<EventCancelled>(),
+    ],
+};
+
+/// Booking outcomes, told to their customers.
+pub const BOOKING_NOTIFICATIONS: QueueSpec = QueueSpec {
+    name: "booking.notifications",
+    consumer: "notification",
+    bindings: &[
+        on::<BookingConfirmed>(),
+        on::<BookingFailed>(),
+        on::<BookingCancelled>(),
+    ],
+};
+
 /// The queue named `name`.
 pub fn queue(name: &str) -> Option<&'static QueueSpec> {
     QUEUES.iter().find(|q| q.name == name)
@@ -140,6 +171,9 @@ pub const QUEUES: &[QueueSpec] = &[
     BOOKING_PAYMENTS,
     BOOKING_EVENTS,
     EVENTS_SALES,
+    AUTH_NOTIFICATIONS,
+    EVENT_NOTIFICATIONS,
+    BOOKING_NOTIFICATIONS,
 ];
 
 /// The dead-letter queue that belongs to `queue`.

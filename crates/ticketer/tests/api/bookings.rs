@@ -14,7 +14,7 @@ async fn event_on_sale(s: &TestStack, capacity: i64) -> i64 {
 }
 
 /// The same, with the organizer's token.
-async fn event_on_sale_by(s: &TestStack, capacity: i64) -> (i64, String) {
+pub(crate) async fn event_on_sale_by(s: &TestStack, capacity: i64) -> (i64, String) {
     let (_, organizer, _) = s.user("ORGANIZER").await;
     let body = json!({
         "event_name": "Sale", "description": "", "category": "Music", "location": "Hall",
@@ -33,7 +33,13 @@ async fn event_on_sale_by(s: &TestStack, capacity: i64) -> (i64, String) {
     (id, organizer)
 }
 
-async fn book(s: &TestStack, token: &str, event: i64, n: i64, card: &str) -> crate::harness::Reply {
+pub(crate) async fn book(
+    s: &TestStack,
+    token: &str,
+    event: i64,
+    n: i64,
+    card: &str,
+) -> crate::harness::Reply {
     let body = json!({"event_id": event, "number_of_tickets": n, "payment_token": card});
     s.call_with(
         Method::POST,

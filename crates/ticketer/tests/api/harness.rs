@@ -234,6 +234,12 @@ impl TestStack {
     }
 
     /// Waits until the gateway reports every service ready.
+    /// Where the notification service writes its emails (no SMTP server
+    /// is given to the tests).
+    pub fn mail_dir(&self) -> PathBuf {
+        self._data.path().join("mail")
+    }
+
     pub async fn wait_healthy(&self) {
         wait_ok(&format!("{}/health", self.base)).await;
     }

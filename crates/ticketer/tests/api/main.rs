@@ -39,5 +39,6 @@ mod bookings;
 mod gateway;
 mod harness;
 mod hostile;
+mod notifications;
 mod process;
 mod scenario;

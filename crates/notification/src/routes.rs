@@ -1,0 +1,121 @@
+//! HTTP handlers for `/api/v1/notifications`.
+
+use axum::{extract::State, routing::get, Router};
+use serde::{Deserialize, Serialize};
+use ticketer_db::Db;
+use ticketer_http::{ApiError, ApiResult, AuthUser, Page, PageQuery, Query};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::store::{self, Filter, Notification};
+
+/// A notification as the contract shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationView {
+    pub id: String,
+    pub recipient: String,
+    /// EMAIL.
+    pub channel: String,
+    /// WELCOME, EVENT_PUBLISHED, EVENT_CANCELLED, BOOKING_CONFIRMED,
+    /// BOOKING_FAILED or BOOKING_CANCELLED.
+    pub notification_type: String,
+    pub subject: String,
+    /// PENDING, SENT or FAILED.
+    pub status: String,
+    pub retry_count: i64,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+    pub event_id: Option<i64>,
+    pub booking_id: Option<String>,
+}
+
+impl From<Notification> for NotificationView {
+    fn from(n: Notification) -> Self {
+        NotificationView {
+            id: n.id,
+            recipient: n.recipient,
+            channel: n.channel,
+            notification_type: n.notification_type,
+            subject: n.subject,
+            status: n.status,
+            retry_count: n.retry_count,
+            created_at: n.created_at,
+            sent_at: n.sent_at,
+            event_id: n.event_id,
+            booking_id: n.booking_id,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ticketer notifications"),
+    paths(my_notifications, list_notifications),
+    tags((name = "notifications", description = "What customers and organizers were told"))
+)]
+pub struct ApiDoc;
+
+pub fn router(db: Db) -> Router {
+    Router::new()
+        .route("/api/v1/notifications/mine", get(my_notifications))
+        .route("/api/v1/notifications", get(list_notifications))
+        .with_state(db)
+}
+
+async fn page_of(db: &Db, filter: Filter, q: PageQuery) -> ApiResult<axum::Json<Page<NotificationView>>> {
+    let page = q.validate()?;
+    let (items, total) = store::page(db, &filter, page.limit(), page.offset()).await?;
+    Ok(axum::Json(Page::new(
+        items.into_iter().map(NotificationView::from).collect(),
+        page,
+        total,
+    )))
+}
+
+#[utoipa::path(get, path = "/api/v1/notifications/mine", tag = "notifications", security(("bearer" = [])),
+    params(PageQuery), responses((status = 200, body = Page<NotificationView>)))]
+async fn my_notifications(
+    State(db): State<Db>,
+    user: AuthUser,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<NotificationView>>> {
+    let filter = Filter {
+        recipient_id: Some(user.id.to_string()),
+        ..Filter::default()
+    };
+    page_of(&db, filter, q).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    pub booking_id: Option<uuid::Uuid>,
+    pub event_id: Option<i64>,
+    pub page: Option<u32>,
+    pub page_size: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications", security(("bearer" = [])),
+    params(ListQuery), responses((status = 200, body = Page<NotificationView>), (status = 403, body = ticketer_http::Problem)))]
+async fn list_notifications(
+    State(db): State<Db>,
+    user: AuthUser,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page<NotificationView>>> {
+    if !user.is_admin() {
+        return Err(ApiError::Forbidden(
+            "only administrators list notifications".into(),
+        ));
+    }
+    if q.event_id.is_some_and(|e| e <= 0) {
+        return Err(ApiError::field("event_id", "must be a positive integer"));
+    }
+    let filter = Filter {
+        recipient_id: None,
+        booking_id: q.booking_id.map(|b| b.to_string()),
+        event_id: q.event_id,
+    };
+    let page = PageQuery {
+        page: q.page,
+        page_size: q.page_size,
+    };
+    page_of(&db, filter, page).await
+}

@@ -1,0 +1,140 @@
+//! What customers and organizers are told, through the gateway, and the
+//! emails that carry it (`.eml` files under the data dir on both backends,
+//! since no SMTP server is given to the tests).
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use ticketer_http::Role;
+
+use crate::{
+    bookings::{book, event_on_sale_by},
+    harness::TestStack,
+};
+
+/// The notifications of `kind` in a listing.
+fn of_kind<'a>(page: &'a Value, kind: &str) -> Vec<&'a Value> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["notification_type"] == kind)
+        .collect()
+}
+
+/// Exactly one notification of `kind` there, SENT.
+fn one_sent(page: &Value, kind: &str) -> bool {
+    let found = of_kind(page, kind);
+    found.len() == 1 && found[0]["status"] == "SENT"
+}
+
+/// The email of a notification, as written.
+fn email_of(s: &TestStack, notification: &Value) -> String {
+    let path = s
+        .mail_dir()
+        .join(format!("{}.eml", notification["id"].as_str().unwrap()));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {}: {e}", s.label, path.display()))
+}
+
+async fn customers_and_organizers_are_told(s: &TestStack) {
+    let l = s.label;
+    let mine = "/api/v1/notifications/mine";
+    let (event, organizer) = event_on_sale_by(s, 3).await;
+
+    // The organizer: welcomed, then told the event is published.
+    let told = s
+        .eventually_as(mine, &organizer, |p| {
+            one_sent(p, "WELCOME") && one_sent(p, "EVENT_PUBLISHED")
+        })
+        .await;
+    assert!(of_kind(&told, "EVENT_PUBLISHED")[0]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("Sale"));
+
+    // A confirmed booking: its email names the event and lists the tickets.
+    let (_, ada, _) = s.user("CUSTOMER").await;
+    let r = book(s, &ada, event, 2, "tok_visa").await;
+    assert_eq!(r.text("status"), "CONFIRMED", "{l}: {}", r.body);
+    let booking = r.text("booking_id");
+    let told = s
+        .eventually_as(mine, &ada, |p| {
+            one_sent(p, "WELCOME") && one_sent(p, "BOOKING_CONFIRMED")
+        })
+        .await;
+    let confirmed = of_kind(&told, "BOOKING_CONFIRMED")[0];
+    assert_eq!(confirmed["booking_id"], booking.as_str());
+    assert_eq!(confirmed["channel"], "EMAIL");
+    assert!(confirmed["recipient"].as_str().unwrap().starts_with("customer-"));
+    let mail = email_of(s, confirmed);
+    assert!(mail.contains("Subject: Your tickets for Sale"), "{l}: {mail}");
+    for ticket in r.body["ticket_ids"].as_array().unwrap() {
+        assert!(mail.contains(ticket.as_str().unwrap()), "{l}: {ticket} in {mail}");
+    }
+    assert!(
+        mail.contains("text/html") && mail.contains("40.00 EUR"),
+        "{l}: {mail}"
+    );
+
+    // A declined card: told why, in words.
+    let (_, bob, _) = s.user("CUSTOMER").await;
+    let r = book(s, &bob, event, 1, "tok_chargeDeclined").await;
+    assert_eq!(r.text("failure_reason"), "PAYMENT_DECLINED", "{l}: {}", r.body);
+    let told = s
+        .eventually_as(mine, &bob, |p| one_sent(p, "BOOKING_FAILED"))
+        .await;
+    let mail = email_of(s, of_kind(&told, "BOOKING_FAILED")[0]);
+    assert!(mail.contains("declined"), "{l}: {mail}");
+
+    // Nobody reads another's notifications; an administrator lists a
+    // booking's, and only an administrator does.
+    let bobs = s.call(Method::GET, mine, Some(&bob), None).await;
+    assert!(
+        of_kind(&bobs.body, "BOOKING_CONFIRMED").is_empty(),
+        "{l}: {}",
+        bobs.body
+    );
+    let by_booking = format!("/api/v1/notifications?booking_id={booking}");
+    let r = s.call(Method::GET, &by_booking, Some(&ada), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}");
+    let admin = s.forge(&uuid::Uuid::new_v4().to_string(), vec![Role::Admin], 0);
+    let r = s.call(Method::GET, &by_booking, Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body);
+    assert_eq!(r.body["total"], 1, "{l}: {}", r.body);
+    let r = s
+        .call(
+            Method::GET,
+            "/api/v1/notifications?event_id=0",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.error_fields(), vec!["event_id".to_string()], "{l}: {}", r.body);
+
+    // The event is cancelled: its ticket holder is told once, and told
+    // of the refund.
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/events/{event}/cancel"),
+            Some(&organizer),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body);
+    let told = s
+        .eventually_as(mine, &ada, |p| {
+            one_sent(p, "EVENT_CANCELLED") && one_sent(p, "BOOKING_CANCELLED")
+        })
+        .await;
+    let mail = email_of(s, of_kind(&told, "BOOKING_CANCELLED")[0]);
+    assert!(mail.contains("40.00 EUR is refunded"), "{l}: {mail}");
+    let r = s
+        .call(Method::GET, "/api/v1/notifications/mine", Some(&bob), None)
+        .await;
+    assert!(
+        of_kind(&r.body, "EVENT_CANCELLED").is_empty(),
+        "{l}: bob holds no ticket"
+    );
+}
+
+both_backends!(customers_and_organizers_are_told);
