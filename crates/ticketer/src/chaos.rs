@@ -523,6 +523,7 @@ async fn connect(res: &Resources) -> anyhow::Result<Records> {
         booking: by_name("booking"),
         ticket: by_name("ticket"),
         payment: by_name("payment"),
+        notification: by_name("notification"),
         bus: Bus::connect(Some(&res.amqp_url())).await?,
         all,
     })

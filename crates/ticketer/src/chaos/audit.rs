@@ -41,6 +41,13 @@ pub struct Audit {
     pub confirmed_unpaid: usize,
     /// Charges still PROCESSING: the provider's answer not recorded.
     pub charges_processing: usize,
+    /// Final bookings whose customer was not told of their outcome
+    /// (BOOKING_CONFIRMED, BOOKING_FAILED or BOOKING_CANCELLED missing).
+    pub notifications_missing: usize,
+    /// Notifications stored twice for the same booking and kind.
+    pub notifications_duplicated: usize,
+    /// Notifications still waiting to be sent.
+    pub notifications_pending: i64,
     /// Seats still held once everything settled.
     pub holds_left: i64,
     /// Seats held past their expiry plus a sweep, at worst, while the
@@ -69,6 +76,8 @@ impl Audit {
         self.unfinished == 0
             && self.holds_left == 0
             && self.charges_processing == 0
+            && self.notifications_pending == 0
+            && self.notifications_missing == 0
             && self.outbox_pending == 0
             && self.queued == 0
     }
@@ -81,6 +90,7 @@ impl Audit {
             && self.availability_off_by == 0
             && self.charged_without_seat == 0
             && self.confirmed_unpaid == 0
+            && self.notifications_duplicated == 0
             && self.overdue_holds == 0
             && self.dead_letters_unexplained == 0
     }
@@ -91,6 +101,7 @@ pub struct Records {
     pub booking: Db,
     pub ticket: Db,
     pub payment: Db,
+    pub notification: Db,
     /// Every service's database, for outboxes and kept dead letters.
     pub all: Vec<(String, Db)>,
     pub bus: Bus,
@@ -147,6 +158,7 @@ pub async fn audit(records: &Records, event_id: i64, capacity: i64) -> anyhow::R
 
     seats(records, event_id, capacity, &bookings, &mut a).await?;
     payments(records, &bookings, &mut a).await?;
+    notifications(records, &bookings, &mut a).await?;
 
     for (_, db) in &records.all {
         let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL")
@@ -244,6 +256,50 @@ async fn payments(
         .iter()
         .filter(|(id, b)| b.status == "CONFIRMED" && !paid.contains(*id))
         .count();
+    Ok(())
+}
+
+/// Every final booking's customer told of its outcome once: stored (SENT,
+/// or FAILED when the customer has no address there, as the runner's
+/// provisioned buyers do not) and never twice; nothing left to send.
+async fn notifications(
+    records: &Records,
+    bookings: &HashMap<String, Booking>,
+    a: &mut Audit,
+) -> anyhow::Result<()> {
+    let rows = sqlx::query(
+        "SELECT booking_id, notification_type, COUNT(*) AS n FROM notifications
+         WHERE booking_id IS NOT NULL GROUP BY booking_id, notification_type",
+    )
+    .fetch_all(records.notification.pool())
+    .await?;
+    let mut told = HashSet::new();
+    for row in rows {
+        let (booking, kind, n): (String, String, i64) = (
+            row.try_get("booking_id")?,
+            row.try_get("notification_type")?,
+            row.try_get("n")?,
+        );
+        a.notifications_duplicated += (n - 1).max(0) as usize;
+        told.insert((booking, kind));
+    }
+    for (id, b) in bookings {
+        let Some(kind) = (match b.status.as_str() {
+            "CONFIRMED" => Some("BOOKING_CONFIRMED"),
+            "FAILED" => Some("BOOKING_FAILED"),
+            "CANCELLED" => Some("BOOKING_CANCELLED"),
+            _ => None,
+        }) else {
+            continue;
+        };
+        if !told.contains(&(id.clone(), kind.to_string())) {
+            a.notifications_missing += 1;
+        }
+    }
+    a.notifications_pending = sqlx::query("SELECT COUNT(*) AS n FROM notifications WHERE status = 'PENDING'")
+        .fetch_one(records.notification.pool())
+        .await?
+        .try_get("n")?;
     Ok(())
 }
 
