@@ -65,6 +65,10 @@ async fn tell(
     booking_id: Option<String>,
 ) -> Result<(), HandleError> {
     let kind = news.kind();
+    if !store::preferences(tx, recipient_id).await?.email {
+        // Email is the only channel so far, and this user turned it off.
+        return Ok(());
+    }
     let contact = store::contact(tx, recipient_id).await?;
     let (recipient, composed, status, error) = match &contact {
         Some(c) => (c.email.clone(), compose(c, news), "PENDING", None),
@@ -183,5 +187,101 @@ impl ticketer_db::MessageHandler for Listener {
 
     fn committed(&self, _batch: &[Envelope]) {
         self.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ticketer_contract::{BookingSnapshot, BookingStatus, FailureReason};
+    use ticketer_db::{testing::TestDatabase, Db, MessageHandler};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::store::{Filter, Preferences};
+
+    async fn registered(db: &Db, listener: &Listener, name: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        let msg = Envelope::of(&UserRegistered {
+            user_id: id,
+            email: format!("{name}@example.com"),
+            first_name: name.into(),
+            last_name: "Test".into(),
+            roles: vec![],
+        });
+        heard(db, listener, &msg).await;
+        id
+    }
+
+    async fn heard(db: &Db, listener: &Listener, msg: &Envelope) {
+        let mut tx = db.begin().await.unwrap();
+        listener.handle(&mut tx, msg).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    fn failed(customer: Uuid) -> Envelope {
+        Envelope::of(&BookingFailed(BookingSnapshot {
+            booking_id: Uuid::new_v4(),
+            customer_id: customer,
+            event_id: 1,
+            number_of_tickets: 1,
+            status: BookingStatus::Failed,
+            ticket_ids: vec![],
+            amount: None,
+            currency: None,
+            failure_reason: Some(FailureReason::PaymentDeclined),
+            created_at: String::new(),
+            updated_at: String::new(),
+            held_at: None,
+        }))
+    }
+
+    async fn told(db: &Db, user: Uuid) -> Vec<String> {
+        let filter = Filter {
+            recipient_id: Some(user.to_string()),
+            ..Filter::default()
+        };
+        let (items, _) = store::page(db, &filter, 100, 0).await.unwrap();
+        items.into_iter().map(|n| n.notification_type).collect()
+    }
+
+    /// Someone who turned email off is not written to; someone else is,
+    /// once per message however often it is heard; someone unknown gets a
+    /// FAILED record, not a guessed address.
+    #[tokio::test]
+    async fn who_is_told_and_how_often() {
+        let tdb = TestDatabase::sqlite();
+        let db = tdb.connect().await.unwrap();
+        db.migrate("notification", crate::MIGRATIONS).await.unwrap();
+        let listener = Listener {
+            wake: Arc::new(Notify::new()),
+        };
+        let (ada, carol) = (
+            registered(&db, &listener, "ada").await,
+            registered(&db, &listener, "carol").await,
+        );
+        store::save_preferences(&db, &carol.to_string(), Preferences { email: false })
+            .await
+            .unwrap();
+
+        let ada_failed = failed(ada);
+        heard(&db, &listener, &ada_failed).await;
+        heard(&db, &listener, &ada_failed).await;
+        heard(&db, &listener, &failed(carol)).await;
+        assert_eq!(told(&db, ada).await, vec!["BOOKING_FAILED", "WELCOME"]);
+        assert_eq!(told(&db, carol).await, vec!["WELCOME"], "email off: nothing more");
+
+        let stranger = Uuid::new_v4();
+        heard(&db, &listener, &failed(stranger)).await;
+        let filter = Filter {
+            recipient_id: Some(stranger.to_string()),
+            ..Filter::default()
+        };
+        let (items, _) = store::page(&db, &filter, 10, 0).await.unwrap();
+        assert_eq!(
+            (items[0].status.as_str(), items[0].recipient.as_str()),
+            ("FAILED", "")
+        );
+        assert!(items[0].last_error.as_deref().unwrap().contains("no address"));
+        db.close().await;
     }
 }

@@ -3,10 +3,10 @@
 use axum::{extract::State, routing::get, Router};
 use serde::{Deserialize, Serialize};
 use ticketer_db::Db;
-use ticketer_http::{ApiError, ApiResult, AuthUser, Page, PageQuery, Query};
+use ticketer_http::{ApiError, ApiResult, AuthUser, Json, Page, PageQuery, Query};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::store::{self, Filter, Notification};
+use crate::store::{self, Filter, Notification, Preferences};
 
 /// A notification as the contract shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,7 +49,7 @@ impl From<Notification> for NotificationView {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ticketer notifications"),
-    paths(my_notifications, list_notifications),
+    paths(my_notifications, list_notifications, my_preferences, set_preferences),
     tags((name = "notifications", description = "What customers and organizers were told"))
 )]
 pub struct ApiDoc;
@@ -58,6 +58,10 @@ pub fn router(db: Db) -> Router {
     Router::new()
         .route("/api/v1/notifications/mine", get(my_notifications))
         .route("/api/v1/notifications", get(list_notifications))
+        .route(
+            "/api/v1/notifications/preferences",
+            get(my_preferences).put(set_preferences),
+        )
         .with_state(db)
 }
 
@@ -118,4 +122,26 @@ async fn list_notifications(
         page_size: q.page_size,
     };
     page_of(&db, filter, page).await
+}
+
+#[utoipa::path(get, path = "/api/v1/notifications/preferences", tag = "notifications", security(("bearer" = [])),
+    responses((status = 200, body = Preferences)))]
+async fn my_preferences(State(db): State<Db>, user: AuthUser) -> ApiResult<axum::Json<Preferences>> {
+    let mut conn = db.reader().acquire().await.map_err(ticketer_db::DbError::from)?;
+    Ok(axum::Json(
+        store::preferences(&mut conn, &user.id.to_string()).await?,
+    ))
+}
+
+/// Email is on by default; turned off, nothing is sent to this user (and
+/// nothing stored to send).
+#[utoipa::path(put, path = "/api/v1/notifications/preferences", tag = "notifications", security(("bearer" = [])),
+    request_body = Preferences, responses((status = 200, body = Preferences), (status = 400, body = ticketer_http::Problem)))]
+async fn set_preferences(
+    State(db): State<Db>,
+    user: AuthUser,
+    Json(p): Json<Preferences>,
+) -> ApiResult<axum::Json<Preferences>> {
+    store::save_preferences(&db, &user.id.to_string(), p).await?;
+    Ok(axum::Json(p))
 }

@@ -4,11 +4,59 @@ use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Migration, Row};
 
 use crate::compose::{Contact, EventInfo};
 
-pub const MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "notifications",
-    include_str!("../migrations/0001_notifications.sql"),
-)];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        1,
+        "notifications",
+        include_str!("../migrations/0001_notifications.sql"),
+    ),
+    Migration::portable(
+        2,
+        "preferences",
+        include_str!("../migrations/0002_preferences.sql"),
+    ),
+];
+
+/// The channels a user wants to be told through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Preferences {
+    /// Email, on unless turned off.
+    pub email: bool,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Preferences { email: true }
+    }
+}
+
+/// The user's preferences, or the defaults.
+pub async fn preferences(conn: &mut AnyConnection, user_id: &str) -> Result<Preferences, DbError> {
+    let row = sqlx::query("SELECT email FROM preferences WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(r) => Preferences {
+            email: r.try_get::<i64, _>("email")? != 0,
+        },
+        None => Preferences::default(),
+    })
+}
+
+pub async fn save_preferences(db: &Db, user_id: &str, p: Preferences) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO preferences (user_id, email, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, updated_at = excluded.updated_at",
+    )
+    .bind(user_id)
+    .bind(i64::from(p.email))
+    .bind(time::now())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
 
 pub async fn save_contact(conn: &mut AnyConnection, c: &Contact) -> Result<(), DbError> {
     sqlx::query(

@@ -85,6 +85,38 @@ async fn customers_and_organizers_are_told(s: &TestStack) {
     let mail = email_of(s, of_kind(&told, "BOOKING_FAILED")[0]);
     assert!(mail.contains("declined"), "{l}: {mail}");
 
+    // Preferences: email on by default, turned off and read back; a
+    // channel that does not exist is refused. (That nothing is stored for
+    // someone who turned email off is the notification crate's test.)
+    let prefs = "/api/v1/notifications/preferences";
+    let (_, carol, _) = s.user("CUSTOMER").await;
+    let r = s.call(Method::GET, prefs, Some(&carol), None).await;
+    assert_eq!(r.body, serde_json::json!({"email": true}), "{l}: on by default");
+    let off = serde_json::json!({"email": false});
+    let r = s.call(Method::PUT, prefs, Some(&carol), Some(off.clone())).await;
+    assert_eq!((r.status, &r.body), (StatusCode::OK, &off), "{l}");
+    assert_eq!(
+        s.call(Method::GET, prefs, Some(&carol), None).await.body,
+        off,
+        "{l}"
+    );
+    let r = s
+        .call(
+            Method::PUT,
+            prefs,
+            Some(&carol),
+            Some(serde_json::json!({"sms": true})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "{l}: no such channel: {}",
+        r.body
+    );
+    let r = s.call(Method::GET, prefs, None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}");
+
     // Nobody reads another's notifications; an administrator lists a
     // booking's, and only an administrator does.
     let bobs = s.call(Method::GET, mine, Some(&bob), None).await;
