@@ -53,6 +53,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// Well-formed, but these fields cannot be used (422), each named.
+    #[error("unprocessable fields")]
+    UnprocessableFields(Vec<FieldError>),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
@@ -92,7 +95,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::SoldOut(_) => StatusCode::CONFLICT,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable(_) | ApiError::UnprocessableFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
@@ -112,7 +115,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::SoldOut(_) => "sold-out",
-            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::Unprocessable(_) | ApiError::UnprocessableFields(_) => "unprocessable",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UriTooLong(_) => "uri-too-long",
@@ -127,7 +130,7 @@ impl ApiError {
     pub fn to_problem(&self) -> Problem {
         let status = self.status();
         let (detail, errors) = match self {
-            ApiError::Validation(errors) => {
+            ApiError::Validation(errors) | ApiError::UnprocessableFields(errors) => {
                 let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
                 (format!("invalid fields: {}", fields.join(", ")), errors.clone())
             }

@@ -1,6 +1,7 @@
 //! What each notification says: subject, plain text and HTML, from the
 //! recipient, the event and the booking. No I/O; every type is tested.
 
+use serde_json::json;
 use ticketer_contract::{BookingSnapshot, FailureReason};
 
 ticketer_contract::listed! {
@@ -93,130 +94,48 @@ pub fn in_plain_words(reason: Option<FailureReason>) -> &'static str {
     }
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn event_line(event: Option<&EventInfo>, event_id: i64) -> String {
-    match event {
-        Some(e) => format!("{} at {}, {} {}", e.name, e.location, e.event_date, e.start_time),
-        None => format!("event #{event_id}"),
-    }
-}
-
-fn event_name(event: Option<&EventInfo>, event_id: i64) -> String {
-    event.map_or_else(|| format!("event #{event_id}"), |e| e.name.clone())
-}
-
-fn amount(b: &BookingSnapshot) -> String {
-    match (&b.amount, &b.currency) {
-        (Some(a), Some(c)) => format!("{a} {c}"),
-        (Some(a), None) => a.to_string(),
-        _ => "0.00".into(),
-    }
-}
-
-/// Paragraphs of plain text, turned into the text and the HTML bodies.
-fn bodies(to: &Contact, paragraphs: &[String], list: &[String]) -> (String, String) {
-    let greeting = format!("Hello {},", to.first_name);
-    let mut text = format!("{greeting}\n\n");
-    let mut html = format!(
-        "<!doctype html><html><body style=\"font-family:sans-serif;color:#1f2933\"><p>{}</p>",
-        escape(&greeting)
-    );
-    for p in paragraphs {
-        text.push_str(p);
-        text.push_str("\n\n");
-        html.push_str(&format!("<p>{}</p>", escape(p)));
-    }
-    if !list.is_empty() {
-        html.push_str("<ul>");
-        for item in list {
-            text.push_str(&format!("  - {item}\n"));
-            html.push_str(&format!("<li><code>{}</code></li>", escape(item)));
-        }
-        html.push_str("</ul>");
-        text.push('\n');
-    }
-    text.push_str("-- \nTicketer\n");
-    html.push_str("<p style=\"color:#52606d\">Ticketer</p></body></html>");
-    (text, html)
-}
-
-pub fn compose(to: &Contact, news: &News) -> Composed {
-    let (subject, paragraphs, list) = match news {
-        News::Welcome => (
-            "Welcome to Ticketer".to_string(),
-            vec!["Your account is ready. Browse the events on sale and book your seats.".to_string()],
-            vec![],
-        ),
-        News::EventPublished(e) => (
-            format!("{} is published", e.name),
-            vec![format!(
-                "Your event {} is published and its tickets are on sale.",
-                event_line(Some(e), e.event_id)
-            )],
-            vec![],
-        ),
-        News::EventCancelled(e) => (
-            format!("{} is cancelled", e.name),
-            vec![format!(
-                "We are sorry: {} has been cancelled by its organizer. Your booking is refunded in full.",
-                event_line(Some(e), e.event_id)
-            )],
-            vec![],
-        ),
-        News::Booking(kind, b, event) => {
-            let name = event_name(*event, b.event_id);
-            let line = event_line(*event, b.event_id);
-            match kind {
-                NotificationType::BookingConfirmed => (
-                    format!("Your tickets for {name}"),
-                    vec![
-                        format!(
-                            "Your booking {} is confirmed: {} ticket(s) for {line}, {} paid.",
-                            b.booking_id,
-                            b.number_of_tickets,
-                            amount(b)
-                        ),
-                        "Your tickets (show one per person at the door):".to_string(),
-                    ],
-                    b.ticket_ids.iter().map(|t| t.to_string()).collect(),
-                ),
-                NotificationType::BookingFailed => (
-                    format!("Your booking for {name} did not go through"),
-                    vec![format!(
-                        "Your booking {} for {line} could not be completed: {}.",
-                        b.booking_id,
-                        in_plain_words(b.failure_reason)
-                    )],
-                    vec![],
-                ),
-                _ => (
-                    format!("Your booking for {name} is cancelled"),
-                    vec![format!(
-                        "Your booking {} for {line} is cancelled and {} is refunded to your payment method.",
-                        b.booking_id,
-                        amount(b)
-                    )],
-                    vec![],
-                ),
-            }
-        }
+/// What a template may use: `recipient` (first_name, last_name, email),
+/// `event` (id, name, location, date, time, and description: name, place
+/// and time in one phrase, or "event #id" when this service has not heard
+/// of the event), and for bookings `booking` (id, number_of_tickets,
+/// tickets, amount, currency, reason in plain words).
+pub fn context(to: &Contact, news: &News) -> serde_json::Value {
+    let event = |e: Option<&EventInfo>, id: i64| match e {
+        Some(e) => json!({
+            "id": e.event_id, "name": e.name, "location": e.location, "date": e.event_date,
+            "time": e.start_time,
+            "description": format!("{} at {}, {} {}", e.name, e.location, e.event_date, e.start_time),
+        }),
+        None => json!({
+            "id": id, "name": format!("event #{id}"), "location": "", "date": "", "time": "",
+            "description": format!("event #{id}"),
+        }),
     };
-    let (text, html) = bodies(to, &paragraphs, &list);
-    Composed { subject, text, html }
+    let recipient = json!({"first_name": to.first_name, "last_name": to.last_name, "email": to.email});
+    match news {
+        News::Welcome => json!({"recipient": recipient}),
+        News::EventPublished(e) | News::EventCancelled(e) => {
+            json!({"recipient": recipient, "event": event(Some(e), e.event_id)})
+        }
+        News::Booking(_, b, e) => json!({
+            "recipient": recipient,
+            "event": event(*e, b.event_id),
+            "booking": {
+                "id": b.booking_id,
+                "number_of_tickets": b.number_of_tickets,
+                "tickets": b.ticket_ids,
+                "amount": b.amount.map_or_else(|| "0.00".to_string(), |a| a.to_string()),
+                "currency": b.currency.clone().unwrap_or_default(),
+                "reason": in_plain_words(b.failure_reason),
+            },
+        }),
+    }
+}
+
+/// The notification in the shipped default words.
+pub fn compose(to: &Contact, news: &News) -> Composed {
+    crate::templates::render(&crate::templates::default_for(news.kind()), &context(to, news))
+        .expect("the default templates render every context (tested)")
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod delivery;
 mod news;
 mod routes;
 pub mod store;
+pub mod templates;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,12 +1,21 @@
 //! HTTP handlers for `/api/v1/notifications`.
 
-use axum::{extract::State, routing::get, Router};
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    routing::get,
+    Router,
+};
 use serde::{Deserialize, Serialize};
 use ticketer_db::Db;
 use ticketer_http::{ApiError, ApiResult, AuthUser, Json, Page, PageQuery, Query};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::store::{self, Filter, Notification, Preferences};
+use crate::{
+    compose::NotificationType,
+    store::{self, Filter, Notification, Preferences},
+    templates::{self, Template},
+};
 
 /// A notification as the contract shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,7 +58,7 @@ impl From<Notification> for NotificationView {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ticketer notifications"),
-    paths(my_notifications, list_notifications, my_preferences, set_preferences),
+    paths(my_notifications, list_notifications, my_preferences, set_preferences, get_template, put_template, reset_template),
     tags((name = "notifications", description = "What customers and organizers were told"))
 )]
 pub struct ApiDoc;
@@ -61,6 +70,10 @@ pub fn router(db: Db) -> Router {
         .route(
             "/api/v1/notifications/preferences",
             get(my_preferences).put(set_preferences),
+        )
+        .route(
+            "/api/v1/notifications/templates/{kind}/{channel}",
+            get(get_template).put(put_template).delete(reset_template),
         )
         .with_state(db)
 }
@@ -144,4 +157,94 @@ async fn set_preferences(
 ) -> ApiResult<axum::Json<Preferences>> {
     store::save_preferences(&db, &user.id.to_string(), p).await?;
     Ok(axum::Json(p))
+}
+
+/// A template as an administrator sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateView {
+    pub notification_type: String,
+    pub channel: String,
+    #[serde(flatten)]
+    pub template: Template,
+    /// True while the shipped template is in use.
+    pub is_default: bool,
+}
+
+/// The type and channel a template path names, for an administrator.
+fn template_key(
+    user: &AuthUser,
+    kind: &str,
+    channel: &str,
+) -> Result<(NotificationType, &'static str), ApiError> {
+    if !user.is_admin() {
+        return Err(ApiError::Forbidden("only administrators manage templates".into()));
+    }
+    let kind = NotificationType::ALL
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .ok_or_else(|| ApiError::NotFound(format!("no notification type {kind}")))?;
+    let channel = templates::CHANNELS
+        .into_iter()
+        .find(|c| *c == channel)
+        .ok_or_else(|| ApiError::NotFound(format!("no channel {channel}")))?;
+    Ok((kind, channel))
+}
+
+#[utoipa::path(get, path = "/api/v1/notifications/templates/{kind}/{channel}", tag = "notifications",
+    security(("bearer" = [])), responses((status = 200, body = TemplateView), (status = 403, body = ticketer_http::Problem),
+    (status = 404, body = ticketer_http::Problem)))]
+async fn get_template(
+    State(db): State<Db>,
+    user: AuthUser,
+    Path((kind, channel)): Path<(String, String)>,
+) -> ApiResult<axum::Json<TemplateView>> {
+    let (kind, channel) = template_key(&user, &kind, &channel)?;
+    let mut conn = db.reader().acquire().await.map_err(ticketer_db::DbError::from)?;
+    let stored = store::template(&mut conn, kind.as_str(), channel).await?;
+    Ok(axum::Json(TemplateView {
+        notification_type: kind.as_str().into(),
+        channel: channel.into(),
+        is_default: stored.is_none(),
+        template: stored.unwrap_or_else(|| templates::default_for(kind)),
+    }))
+}
+
+/// Replaces the template, once it renders a sample of its type's data;
+/// 422 naming the part (subject, text or html) that does not.
+#[utoipa::path(put, path = "/api/v1/notifications/templates/{kind}/{channel}", tag = "notifications",
+    security(("bearer" = [])), request_body = Template,
+    responses((status = 200, body = TemplateView), (status = 403, body = ticketer_http::Problem),
+    (status = 404, body = ticketer_http::Problem), (status = 422, body = ticketer_http::Problem)))]
+async fn put_template(
+    State(db): State<Db>,
+    user: AuthUser,
+    Path((kind, channel)): Path<(String, String)>,
+    Json(template): Json<Template>,
+) -> ApiResult<axum::Json<TemplateView>> {
+    let (kind, channel) = template_key(&user, &kind, &channel)?;
+    templates::validate(kind, &template).map_err(|e| {
+        ApiError::UnprocessableFields(vec![ticketer_http::FieldError::new(e.part, e.message)])
+    })?;
+    store::save_template(&db, kind.as_str(), channel, &template).await?;
+    tracing::info!(kind = kind.as_str(), channel, "template replaced");
+    Ok(axum::Json(TemplateView {
+        notification_type: kind.as_str().into(),
+        channel: channel.into(),
+        template,
+        is_default: false,
+    }))
+}
+
+/// Back to the shipped template.
+#[utoipa::path(delete, path = "/api/v1/notifications/templates/{kind}/{channel}", tag = "notifications",
+    security(("bearer" = [])), responses((status = 204), (status = 403, body = ticketer_http::Problem),
+    (status = 404, body = ticketer_http::Problem)))]
+async fn reset_template(
+    State(db): State<Db>,
+    user: AuthUser,
+    Path((kind, channel)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let (kind, channel) = template_key(&user, &kind, &channel)?;
+    store::drop_template(&db, kind.as_str(), channel).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -2,7 +2,10 @@
 
 use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Migration, Row};
 
-use crate::compose::{Contact, EventInfo};
+use crate::{
+    compose::{Contact, EventInfo},
+    templates::Template,
+};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(
@@ -15,6 +18,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "preferences",
         include_str!("../migrations/0002_preferences.sql"),
     ),
+    Migration::portable(3, "templates", include_str!("../migrations/0003_templates.sql")),
 ];
 
 /// The channels a user wants to be told through.
@@ -390,4 +394,56 @@ pub async fn page(db: &Db, f: &Filter, limit: i64, offset: i64) -> Result<(Vec<N
     let rows = q.bind(limit).bind(offset).fetch_all(db.reader()).await?;
     let total: i64 = c.fetch_one(db.reader()).await?.try_get("total")?;
     Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
+}
+
+/// The administrator's template for a type and channel, if there is one.
+pub async fn template(
+    conn: &mut AnyConnection,
+    kind: &str,
+    channel: &str,
+) -> Result<Option<Template>, DbError> {
+    let row = sqlx::query(
+        "SELECT subject, body_text, body_html FROM templates WHERE notification_type = $1 AND channel = $2",
+    )
+    .bind(kind)
+    .bind(channel)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row
+        .map(|r| -> Result<Template, sqlx::Error> {
+            Ok(Template {
+                subject: r.try_get("subject")?,
+                text: r.try_get("body_text")?,
+                html: r.try_get("body_html")?,
+            })
+        })
+        .transpose()?)
+}
+
+pub async fn save_template(db: &Db, kind: &str, channel: &str, t: &Template) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO templates (notification_type, channel, subject, body_text, body_html, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (notification_type, channel) DO UPDATE SET subject = excluded.subject,
+             body_text = excluded.body_text, body_html = excluded.body_html, updated_at = excluded.updated_at",
+    )
+    .bind(kind)
+    .bind(channel)
+    .bind(&t.subject)
+    .bind(&t.text)
+    .bind(&t.html)
+    .bind(time::now())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Back to the shipped template; false when there was no other.
+pub async fn drop_template(db: &Db, kind: &str, channel: &str) -> Result<bool, DbError> {
+    let done = sqlx::query("DELETE FROM templates WHERE notification_type = $1 AND channel = $2")
+        .bind(kind)
+        .bind(channel)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -128,7 +128,7 @@ async fn customers_and_organizers_are_told(s: &TestStack) {
     let by_booking = format!("/api/v1/notifications?booking_id={booking}");
     let r = s.call(Method::GET, &by_booking, Some(&ada), None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}");
-    let admin = s.forge(&uuid::Uuid::new_v4().to_string(), vec![Role::Admin], 0);
+    let admin = s.forge_with(&uuid::Uuid::new_v4().to_string(), vec![Role::Admin], |_| {});
     let r = s.call(Method::GET, &by_booking, Some(&admin), None).await;
     assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body);
     assert_eq!(r.body["total"], 1, "{l}: {}", r.body);
@@ -170,3 +170,75 @@ async fn customers_and_organizers_are_told(s: &TestStack) {
 }
 
 both_backends!(customers_and_organizers_are_told);
+
+/// An administrator replaces a template: one that does not render is
+/// refused with 422 naming its part; one that does is used for the next
+/// notification of its type, and going back to the shipped one works.
+async fn administrators_change_the_words(s: &TestStack) {
+    let l = s.label;
+    let path = "/api/v1/notifications/templates/BOOKING_FAILED/EMAIL";
+    let admin = s.forge_with(&uuid::Uuid::new_v4().to_string(), vec![Role::Admin], |_| {});
+    let (event, _) = event_on_sale_by(s, 5).await;
+    let (_, customer, _) = s.user("CUSTOMER").await;
+
+    let r = s.call(Method::GET, path, Some(&customer), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}");
+    let shipped = s.call(Method::GET, path, Some(&admin), None).await;
+    assert_eq!(shipped.body["is_default"], true, "{l}: {}", shipped.body);
+    assert!(shipped.body["subject"]
+        .as_str()
+        .unwrap()
+        .contains("{{ event.name }}"));
+    let r = s
+        .call(
+            Method::GET,
+            "/api/v1/notifications/templates/NO_SUCH/EMAIL",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{l}");
+
+    let broken = serde_json::json!({
+        "subject": "Sorry {{ recipient.first_name }}",
+        "text": "{{ booking.no_such_thing }}",
+        "html": "<p>Sorry</p>"
+    });
+    let r = s.call(Method::PUT, path, Some(&admin), Some(broken)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {}", r.body);
+    assert_eq!(r.error_fields(), vec!["text".to_string()], "{l}: {}", r.body);
+
+    let mine = serde_json::json!({
+        "subject": "Sorry, {{ recipient.first_name }}: {{ event.name }}",
+        "text": "Booking {{ booking.id }}: {{ booking.reason }}.",
+        "html": "<p>Booking {{ booking.id }}: {{ booking.reason }}.</p>"
+    });
+    let r = s.call(Method::PUT, path, Some(&admin), Some(mine)).await;
+    assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body);
+    assert_eq!(r.body["is_default"], false);
+
+    let r = book(s, &customer, event, 1, "tok_insufficientFunds").await;
+    assert_eq!(r.text("status"), "FAILED", "{l}: {}", r.body);
+    let told = s
+        .eventually_as("/api/v1/notifications/mine", &customer, |p| {
+            one_sent(p, "BOOKING_FAILED")
+        })
+        .await;
+    let failed = of_kind(&told, "BOOKING_FAILED")[0];
+    assert_eq!(failed["subject"], "Sorry, Test: Sale", "{l}");
+    let mail = email_of(s, failed);
+    assert!(
+        mail.contains(&format!("Booking {}:", r.text("booking_id"))),
+        "{l}: {mail}"
+    );
+
+    let r = s.call(Method::DELETE, path, Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{l}");
+    assert_eq!(
+        s.call(Method::GET, path, Some(&admin), None).await.body,
+        shipped.body,
+        "{l}"
+    );
+}
+
+both_backends!(administrators_change_the_words);

@@ -1,0 +1,256 @@
+//! The words of each notification as templates (minijinja): a subject, a
+//! plain-text body and an HTML body per type and channel. The defaults ship
+//! in `templates/email/`; an administrator may replace them, and a
+//! replacement is rendered against a sample of its type's context before it
+//! is accepted, so a template that does not render is refused when saved,
+//! not found out when a customer should have been told. Undefined
+//! variables are errors; the HTML body is escaped, so nothing an organizer
+//! types into an event name becomes markup.
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde_json::Value;
+
+use crate::compose::{Composed, Contact, EventInfo, News, NotificationType};
+
+/// The channels that have templates.
+pub const CHANNELS: [&str; 1] = ["EMAIL"];
+
+/// Longest subject and body a template may have, in bytes.
+pub const MAX_SUBJECT: usize = 300;
+pub const MAX_BODY: usize = 50_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    pub subject: String,
+    pub text: String,
+    /// The part of the HTML body inside the house layout.
+    pub html: String,
+}
+
+/// Which part of a template is wrong, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub part: &'static str,
+    pub message: String,
+}
+
+macro_rules! shipped {
+    ($($kind:ident => $file:literal),+ $(,)?) => {
+        /// The shipped template of `kind`.
+        pub fn default_for(kind: NotificationType) -> Template {
+            match kind {
+                $(NotificationType::$kind => Template {
+                    subject: include_str!(concat!("../templates/email/", $file, ".subject")).to_string(),
+                    text: include_str!(concat!("../templates/email/", $file, ".txt")).to_string(),
+                    html: include_str!(concat!("../templates/email/", $file, ".html")).to_string(),
+                },)+
+            }
+        }
+    };
+}
+
+shipped!(
+    Welcome => "WELCOME",
+    EventPublished => "EVENT_PUBLISHED",
+    EventCancelled => "EVENT_CANCELLED",
+    BookingConfirmed => "BOOKING_CONFIRMED",
+    BookingFailed => "BOOKING_FAILED",
+    BookingCancelled => "BOOKING_CANCELLED",
+);
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    env
+}
+
+const LAYOUT_HEAD: &str =
+    "<!doctype html><html><body style=\"font-family:sans-serif;color:#1f2933;max-width:36em\">";
+const LAYOUT_FOOT: &str = "<p style=\"color:#52606d\">Ticketer</p></body></html>";
+
+/// The notification `template` makes of `context`.
+pub fn render(template: &Template, context: &Value) -> Result<Composed, TemplateError> {
+    let env = environment();
+    let part = |part: &'static str, name: &str, source: &str| {
+        env.render_named_str(name, source, context)
+            .map_err(|e| TemplateError {
+                part,
+                message: e.to_string(),
+            })
+    };
+    // One line, whatever the template or the data hold: it is a header.
+    let subject = part("subject", "subject.txt", &template.subject)?
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if subject.is_empty() {
+        return Err(TemplateError {
+            part: "subject",
+            message: "renders empty".into(),
+        });
+    }
+    let text = format!(
+        "{}\n\n-- \nTicketer\n",
+        part("text", "text.txt", &template.text)?.trim_end()
+    );
+    let html = format!(
+        "{LAYOUT_HEAD}{}{LAYOUT_FOOT}",
+        part("html", "body.html", &template.html)?
+    );
+    Ok(Composed { subject, text, html })
+}
+
+/// A context of `kind`'s shape with made-up values, to try a template on.
+pub fn sample_context(kind: NotificationType) -> Value {
+    use ticketer_contract::{BookingSnapshot, BookingStatus, FailureReason, Money};
+    let to = Contact {
+        user_id: uuid::Uuid::nil().to_string(),
+        email: "ada@example.com".into(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+    };
+    let event = EventInfo {
+        event_id: 1,
+        name: "Sample concert".into(),
+        location: "Main hall".into(),
+        event_date: "2030-01-01".into(),
+        start_time: "20:00".into(),
+        organizer: uuid::Uuid::nil().to_string(),
+    };
+    let booking = BookingSnapshot {
+        booking_id: uuid::Uuid::nil(),
+        customer_id: uuid::Uuid::nil(),
+        event_id: 1,
+        number_of_tickets: 2,
+        status: BookingStatus::Confirmed,
+        ticket_ids: vec![uuid::Uuid::nil(), uuid::Uuid::max()],
+        amount: Some(Money::from_minor(5000)),
+        currency: Some("EUR".into()),
+        failure_reason: Some(FailureReason::PaymentDeclined),
+        created_at: String::new(),
+        updated_at: String::new(),
+        held_at: None,
+    };
+    let news = match kind {
+        NotificationType::Welcome => News::Welcome,
+        NotificationType::EventPublished => News::EventPublished(&event),
+        NotificationType::EventCancelled => News::EventCancelled(&event),
+        _ => News::Booking(kind, &booking, Some(&event)),
+    };
+    crate::compose::context(&to, &news)
+}
+
+/// Whether `template` may stand for `kind`: within the size limits, and
+/// rendering its type's sample context.
+pub fn validate(kind: NotificationType, template: &Template) -> Result<(), TemplateError> {
+    for (part, value, max) in [
+        ("subject", &template.subject, MAX_SUBJECT),
+        ("text", &template.text, MAX_BODY),
+        ("html", &template.html, MAX_BODY),
+    ] {
+        if value.trim().is_empty() || value.len() > max {
+            return Err(TemplateError {
+                part,
+                message: format!("must hold between 1 and {max} bytes"),
+            });
+        }
+    }
+    render(template, &sample_context(kind)).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_renders_its_sample() {
+        for kind in NotificationType::ALL {
+            validate(kind, &default_for(kind)).unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn a_template_that_does_not_render_is_refused_naming_its_part() {
+        let good = default_for(NotificationType::BookingFailed);
+        let cases = [
+            (
+                "subject",
+                Template {
+                    subject: "{{ booking.nope }}".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "text",
+                Template {
+                    text: "{% for x in %}".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "html",
+                Template {
+                    html: "{{ recipient.first_name | no_such_filter }}".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "subject",
+                Template {
+                    subject: "  ".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "text",
+                Template {
+                    text: "x".repeat(MAX_BODY + 1),
+                    ..good.clone()
+                },
+            ),
+        ];
+        for (part, t) in cases {
+            assert_eq!(
+                validate(NotificationType::BookingFailed, &t).unwrap_err().part,
+                part
+            );
+        }
+        // A booking's variables do not exist for a welcome.
+        let welcome = Template {
+            subject: "{{ booking.id }}".into(),
+            ..default_for(NotificationType::Welcome)
+        };
+        assert_eq!(
+            validate(NotificationType::Welcome, &welcome).unwrap_err().part,
+            "subject"
+        );
+    }
+
+    #[test]
+    fn the_html_body_escapes_and_the_subject_stays_one_line() {
+        let t = Template {
+            subject: "Hi\r\nBcc: {{ recipient.first_name }}".into(),
+            text: "{{ recipient.first_name }}".into(),
+            html: "<b>{{ recipient.first_name }}</b>".into(),
+        };
+        let context = serde_json::json!({"recipient": {"first_name": "<script>x</script>"}});
+        let c = render(&t, &context).unwrap();
+        assert_eq!(c.subject, "Hi Bcc: <script>x</script>");
+        assert!(
+            c.html.contains("<b>&lt;script&gt;x&lt;&#x2f;script&gt;</b>"),
+            "{}",
+            c.html
+        );
+        assert!(c.text.starts_with("<script>x</script>"), "plain text is not HTML");
+    }
+}
