@@ -1,6 +1,6 @@
 //! The notification service's SQL.
 
-use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Migration, Row};
+use ticketer_db::{time, value_rows, AnyConnection, AnyRow, Db, DbError, Migration, Row};
 
 use crate::{
     compose::{Contact, EventInfo},
@@ -165,17 +165,49 @@ pub async fn release(conn: &mut AnyConnection, booking_id: &str) -> Result<(), D
     Ok(())
 }
 
-/// The customers holding confirmed bookings for the event, each once.
-pub async fn holders(conn: &mut AnyConnection, event_id: i64) -> Result<Vec<String>, DbError> {
-    let rows =
-        sqlx::query("SELECT DISTINCT customer_id FROM holdings WHERE event_id = $1 ORDER BY customer_id")
-            .bind(event_id)
-            .fetch_all(conn)
-            .await?;
-    Ok(rows
-        .iter()
-        .map(|r| r.try_get("customer_id"))
-        .collect::<Result<_, _>>()?)
+/// One customer holding tickets for an event, as the service knows them.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub user_id: String,
+    pub contact: Option<Contact>,
+    pub wants_email: bool,
+}
+
+/// Everyone holding confirmed bookings for the event, each once, with
+/// their contact and preferences, in one statement however many they are.
+pub async fn holders_to_tell(conn: &mut AnyConnection, event_id: i64) -> Result<Vec<Holder>, DbError> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT h.customer_id, c.email, c.first_name, c.last_name, p.email AS wants_email
+         FROM holdings h
+         LEFT JOIN contacts c ON c.user_id = h.customer_id
+         LEFT JOIN preferences p ON p.user_id = h.customer_id
+         WHERE h.event_id = $1 ORDER BY h.customer_id",
+    )
+    .bind(event_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| -> Result<Holder, sqlx::Error> {
+            let user_id: String = r.try_get("customer_id")?;
+            let email: Option<String> = r.try_get("email")?;
+            let contact = match email {
+                Some(email) => Some(Contact {
+                    user_id: user_id.clone(),
+                    email,
+                    first_name: r.try_get("first_name")?,
+                    last_name: r.try_get("last_name")?,
+                }),
+                None => None,
+            };
+            let wants: Option<i64> = r.try_get("wants_email")?;
+            Ok(Holder {
+                user_id,
+                contact,
+                wants_email: wants.is_none_or(|w| w != 0),
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(DbError::from)
 }
 
 /// A notification to store (and then send).
@@ -198,31 +230,47 @@ pub struct NewNotification {
 
 /// Stores it unless one with its dedup key exists; true when stored.
 pub async fn insert(conn: &mut AnyConnection, n: &NewNotification) -> Result<bool, DbError> {
+    Ok(insert_all(conn, std::slice::from_ref(n)).await? == 1)
+}
+
+/// Rows per INSERT: 15 values each, well under both dialects' limits.
+const PER_INSERT: usize = 500;
+
+/// Stores those whose dedup key is new, a few hundred per statement;
+/// returns how many were stored.
+pub async fn insert_all(conn: &mut AnyConnection, all: &[NewNotification]) -> Result<u64, DbError> {
     let now = time::now();
-    let done = sqlx::query(
-        "INSERT INTO notifications (id, dedup_key, recipient_id, recipient, channel, notification_type, subject,
-             body_text, body_html, status, retry_count, next_attempt_at, last_error, event_id, booking_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13, $14, $15)
-         ON CONFLICT (dedup_key) DO NOTHING",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(&n.dedup_key)
-    .bind(&n.recipient_id)
-    .bind(&n.recipient)
-    .bind(n.channel)
-    .bind(n.notification_type)
-    .bind(&n.subject)
-    .bind(&n.body_text)
-    .bind(&n.body_html)
-    .bind(n.status)
-    .bind(&now)
-    .bind(&n.last_error)
-    .bind(n.event_id)
-    .bind(&n.booking_id)
-    .bind(&now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let mut stored = 0;
+    for chunk in all.chunks(PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO notifications (id, dedup_key, recipient_id, recipient, channel, notification_type,
+                 subject, body_text, body_html, status, next_attempt_at, last_error, event_id, booking_id,
+                 created_at)
+             VALUES {} ON CONFLICT (dedup_key) DO NOTHING",
+            value_rows(chunk.len(), 15)
+        );
+        let mut q = sqlx::query(&sql);
+        for n in chunk {
+            q = q
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&n.dedup_key)
+                .bind(&n.recipient_id)
+                .bind(&n.recipient)
+                .bind(n.channel)
+                .bind(n.notification_type)
+                .bind(&n.subject)
+                .bind(&n.body_text)
+                .bind(&n.body_html)
+                .bind(n.status)
+                .bind(&now)
+                .bind(&n.last_error)
+                .bind(n.event_id)
+                .bind(&n.booking_id)
+                .bind(&now);
+        }
+        stored += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(stored)
 }
 
 /// A stored notification.

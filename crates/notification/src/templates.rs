@@ -76,38 +76,67 @@ const LAYOUT_HEAD: &str =
     "<!doctype html><html><body style=\"font-family:sans-serif;color:#1f2933;max-width:36em\">";
 const LAYOUT_FOOT: &str = "<p style=\"color:#52606d\">Ticketer</p></body></html>";
 
-/// The notification `template` makes of `context`.
-pub fn render(template: &Template, context: &Value) -> Result<Composed, TemplateError> {
-    let env = environment();
-    let part = |part: &'static str, name: &str, source: &str| {
-        env.render_named_str(name, source, context)
-            .map_err(|e| TemplateError {
+/// A template parsed once, to render for many recipients (an event's
+/// cancellation goes to every ticket holder).
+pub struct Renderer<'t> {
+    env: Environment<'t>,
+}
+
+const PARTS: [(&str, &str); 3] = [
+    ("subject", "subject.txt"),
+    ("text", "text.txt"),
+    ("html", "body.html"),
+];
+
+impl<'t> Renderer<'t> {
+    pub fn new(template: &'t Template) -> Result<Self, TemplateError> {
+        let mut env = environment();
+        for ((part, name), source) in
+            PARTS
+                .into_iter()
+                .zip([&template.subject, &template.text, &template.html])
+        {
+            env.add_template(name, source).map_err(|e| TemplateError {
                 part,
                 message: e.to_string(),
-            })
-    };
-    // One line, whatever the template or the data hold: it is a header.
-    let subject = part("subject", "subject.txt", &template.subject)?
-        .split(['\r', '\n'])
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    if subject.is_empty() {
-        return Err(TemplateError {
-            part: "subject",
-            message: "renders empty".into(),
-        });
+            })?;
+        }
+        Ok(Renderer { env })
     }
-    let text = format!(
-        "{}\n\n-- \nTicketer\n",
-        part("text", "text.txt", &template.text)?.trim_end()
-    );
-    let html = format!(
-        "{LAYOUT_HEAD}{}{LAYOUT_FOOT}",
-        part("html", "body.html", &template.html)?
-    );
-    Ok(Composed { subject, text, html })
+
+    /// The notification the template makes of `context`.
+    pub fn render(&self, context: &Value) -> Result<Composed, TemplateError> {
+        let [subject, text, html] = PARTS.map(|(part, name)| {
+            self.env
+                .get_template(name)
+                .and_then(|t| t.render(context))
+                .map_err(|e| TemplateError {
+                    part,
+                    message: e.to_string(),
+                })
+        });
+        // One line, whatever the template or the data hold: it is a header.
+        let subject = subject?
+            .split(['\r', '\n'])
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if subject.is_empty() {
+            return Err(TemplateError {
+                part: "subject",
+                message: "renders empty".into(),
+            });
+        }
+        let text = format!("{}\n\n-- \nTicketer\n", text?.trim_end());
+        let html = format!("{LAYOUT_HEAD}{}{LAYOUT_FOOT}", html?);
+        Ok(Composed { subject, text, html })
+    }
+}
+
+/// The notification `template` makes of `context`.
+pub fn render(template: &Template, context: &Value) -> Result<Composed, TemplateError> {
+    Renderer::new(template)?.render(context)
 }
 
 /// A context of `kind`'s shape with made-up values, to try a template on.

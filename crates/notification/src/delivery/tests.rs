@@ -178,3 +178,62 @@ fn an_email_has_text_and_html_and_its_id() {
     };
     assert!(email(&from, &nobody).is_err());
 }
+
+/// Counts sends in flight; each takes a moment.
+#[derive(Default)]
+struct Crowd {
+    now: AtomicUsize,
+    most: AtomicUsize,
+    sent: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Channel for Crowd {
+    async fn send(&self, _n: &Notification) -> Result<(), String> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// However many are due (an event's cancellation to every holder), a
+/// worker has at most a few sends, so a few connections, open at once.
+#[tokio::test]
+async fn a_crowd_is_sent_a_few_at_a_time() {
+    let (_tdb, db) = migrated().await;
+    let all: Vec<NewNotification> = (0..300)
+        .map(|i| NewNotification {
+            dedup_key: format!("m:{i}:EVENT_CANCELLED"),
+            recipient_id: Some(format!("u{i}")),
+            recipient: format!("u{i}@example.com"),
+            channel: "EMAIL",
+            notification_type: "EVENT_CANCELLED",
+            subject: "Cancelled".into(),
+            body_text: "Sorry".into(),
+            body_html: "<p>Sorry</p>".into(),
+            status: "PENDING",
+            last_error: None,
+            event_id: Some(1),
+            booking_id: None,
+        })
+        .collect();
+    let mut conn = db.pool().acquire().await.unwrap();
+    assert_eq!(store::insert_all(&mut conn, &all).await.unwrap(), 300);
+    drop(conn);
+    let crowd = Arc::new(Crowd::default());
+    let d = Delivery {
+        db: db.clone(),
+        channel: crowd.clone(),
+        wake: Arc::new(Notify::new()),
+        max_attempts: 3,
+        base_backoff: Duration::ZERO,
+    };
+    while d.round().await.unwrap() > 0 {}
+    assert_eq!(crowd.sent.load(Ordering::SeqCst), 300);
+    let most = crowd.most.load(Ordering::SeqCst);
+    assert!((2..=AT_ONCE).contains(&most), "{most} at once");
+    db.close().await;
+}
