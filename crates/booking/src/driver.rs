@@ -85,9 +85,7 @@ fn step(b: &mut Booking, input: Input, cause: Option<&Envelope>) -> Option<Vec<O
 /// that waits for nothing.
 pub(crate) fn deadline(stage: Stage, timeouts: Timeouts) -> Option<String> {
     let wait = timeouts.of(stage)?;
-    Some(time::format(
-        chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-    ))
+    Some(time::from_now(wait))
 }
 
 /// Stores locked bookings that stepped (each still at its `version`) and

@@ -1,7 +1,7 @@
 //! Timestamps are stored as fixed-width RFC 3339 UTC text, which sorts and
 //! compares correctly as text in both dialects.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 
 pub fn format(ts: DateTime<Utc>) -> String {
     ts.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -22,6 +22,18 @@ pub fn ago(age: std::time::Duration) -> String {
     )
 }
 
+/// The stored form of the moment `wait` from now, for deadlines and
+/// leases; at most the last moment of year 9999, the latest that keeps
+/// the text's fixed width (and so its order).
+pub fn from_now(wait: std::time::Duration) -> String {
+    let last = Utc
+        .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+        .single()
+        .expect("a valid date");
+    let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+    format(Utc::now().checked_add_signed(wait).map_or(last, |t| t.min(last)))
+}
+
 /// Parses a stored timestamp; stored values are always well formed, so a
 /// failure is a corrupt row and reported as a decode error.
 pub fn parse(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {
@@ -35,6 +47,16 @@ mod tests {
     use chrono::{Duration, TimeZone};
 
     use super::*;
+
+    #[test]
+    fn deadlines_and_cutoffs_sit_either_side_of_now() {
+        let second = std::time::Duration::from_secs(1);
+        let (before, now, after) = (ago(second), super::now(), from_now(second));
+        assert!(before < now && now < after, "{before} {now} {after}");
+        // Beyond the calendar: saturated, never a panic.
+        assert!(ago(std::time::Duration::MAX) < before);
+        assert!(from_now(std::time::Duration::MAX) > after);
+    }
 
     #[test]
     fn text_order_is_time_order() {

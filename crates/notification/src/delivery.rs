@@ -147,9 +147,7 @@ impl Delivery {
                     let attempts = n.retry_count as u32 + 1;
                     let retry_at = (attempts < self.max_attempts).then(|| {
                         let wait = backoff(self.base_backoff, attempts - 1, rand::thread_rng().gen());
-                        time::format(
-                            chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-                        )
+                        time::from_now(wait)
                     });
                     tracing::warn!(notification_id = %n.id, attempts, %error, "notification not sent");
                     store::mark_failed_attempt(&self.db, &n.id, &error, retry_at).await

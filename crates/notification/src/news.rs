@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use crate::{
     compose::{compose, context, Composed, Contact, EventInfo, News, NotificationType},
     store::{self, NewNotification},
-    templates,
+    templates::{self, Wording},
 };
 
 incoming!(
@@ -143,9 +143,8 @@ async fn tell_holders(
 ) -> Result<(), HandleError> {
     let kind = NotificationType::EventCancelled;
     let stored = store::template(tx, kind.as_str(), EMAIL).await?;
-    let custom = stored.as_ref().and_then(|t| templates::Renderer::new(t).ok());
     let shipped = templates::default_for(kind);
-    let default = templates::Renderer::new(&shipped).map_err(|e| HandleError::Permanent(e.message))?;
+    let wording = Wording::new(kind, stored.as_ref(), &shipped).map_err(unrenderable)?;
     let news = News::EventCancelled(event);
     let mut rows = Vec::new();
     for h in store::holders_to_tell(tx, event.event_id).await? {
@@ -154,12 +153,7 @@ async fn tell_holders(
         }
         let to = h.contact.clone().unwrap_or_else(|| nobody(&h.user_id));
         let context = context(&to, &news);
-        let words = match custom.as_ref().map(|r| r.render(&context)) {
-            Some(Ok(words)) => words,
-            _ => default
-                .render(&context)
-                .map_err(|e| HandleError::Permanent(e.message))?,
-        };
+        let words = wording.render(&context).map_err(unrenderable)?;
         let n = record(
             cause,
             &h.user_id,
@@ -175,20 +169,22 @@ async fn tell_holders(
     Ok(())
 }
 
-/// The words of `news` for `to`: the administrator's template when there
-/// is one (it rendered a sample when saved; should it fail on real data,
-/// the shipped words go out instead of nothing).
+/// The words of `news` for `to`, from the administrator's template when
+/// there is one.
 async fn words(tx: &mut AnyConnection, to: &Contact, news: &News<'_>) -> Result<Composed, HandleError> {
     let kind = news.kind();
-    if let Some(template) = store::template(tx, kind.as_str(), EMAIL).await? {
-        match templates::render(&template, &context(to, news)) {
-            Ok(words) => return Ok(words),
-            Err(e) => {
-                tracing::warn!(kind = kind.as_str(), part = e.part, error = %e.message, "template did not render; the default is used")
-            }
-        }
-    }
-    Ok(compose(to, news))
+    let stored = store::template(tx, kind.as_str(), EMAIL).await?;
+    let shipped = templates::default_for(kind);
+    let wording = Wording::new(kind, stored.as_ref(), &shipped).map_err(unrenderable)?;
+    wording.render(&context(to, news)).map_err(unrenderable)
+}
+
+/// The shipped templates render every context (tested): this is a bug.
+fn unrenderable(e: templates::TemplateError) -> HandleError {
+    HandleError::Permanent(format!(
+        "the shipped {} template does not render: {}",
+        e.part, e.message
+    ))
 }
 
 #[async_trait::async_trait]

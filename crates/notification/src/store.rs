@@ -336,7 +336,7 @@ pub async fn claim_due(
     .bind(limit)
     .fetch_all(db.reader())
     .await?;
-    let until = time::format(chrono::Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default());
+    let until = time::from_now(lease);
     let mut claimed = Vec::with_capacity(due.len());
     for row in &due {
         let n = from_row(row)?;

@@ -139,6 +139,45 @@ pub fn render(template: &Template, context: &Value) -> Result<Composed, Template
     Renderer::new(template)?.render(context)
 }
 
+/// The words of one kind of notification: the administrator's template
+/// when there is one, the shipped one otherwise. A replacement rendered a
+/// sample when it was saved; should it fail on real data, the shipped
+/// words go out (with a warning) instead of nothing.
+pub struct Wording<'t> {
+    kind: NotificationType,
+    custom: Option<Renderer<'t>>,
+    shipped: Renderer<'t>,
+}
+
+impl<'t> Wording<'t> {
+    pub fn new(
+        kind: NotificationType,
+        custom: Option<&'t Template>,
+        shipped: &'t Template,
+    ) -> Result<Self, TemplateError> {
+        let custom = custom.and_then(|t| Renderer::new(t).map_err(|e| unusable(kind, &e)).ok());
+        Ok(Wording {
+            kind,
+            custom,
+            shipped: Renderer::new(shipped)?,
+        })
+    }
+
+    pub fn render(&self, context: &Value) -> Result<Composed, TemplateError> {
+        if let Some(custom) = &self.custom {
+            match custom.render(context) {
+                Ok(words) => return Ok(words),
+                Err(e) => unusable(self.kind, &e),
+            }
+        }
+        self.shipped.render(context)
+    }
+}
+
+fn unusable(kind: NotificationType, e: &TemplateError) {
+    tracing::warn!(kind = kind.as_str(), part = e.part, error = %e.message, "template did not render; the default is used");
+}
+
 /// A context of `kind`'s shape with made-up values, to try a template on.
 pub fn sample_context(kind: NotificationType) -> Value {
     use ticketer_contract::{BookingSnapshot, BookingStatus, FailureReason, Money};

@@ -356,12 +356,11 @@ pub async fn counters(ticket: &Db, event_id: i64) -> anyhow::Result<(i64, i64, i
 /// Seats held past their expiry by more than `grace`: a hold the sweep
 /// should have released by now.
 pub async fn overdue_holds(ticket: &Db, event_id: i64, grace: std::time::Duration) -> anyhow::Result<i64> {
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace)?;
     let n: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM tickets WHERE event_id = $1 AND status = 'HELD' AND hold_expires_at < $2",
     )
     .bind(event_id)
-    .bind(ticketer_db::time::format(cutoff))
+    .bind(ticketer_db::time::ago(grace))
     .fetch_one(ticket.pool())
     .await?
     .try_get("n")?;
