@@ -16,15 +16,7 @@ use serde_json::json;
 use ticketer_config::Service;
 use tokio::process::Child;
 
-use crate::harness::{spawn_ticketer, wait_ok};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::{free_port, spawn_ticketer, wait_ok};
 
 /// Sends SIGTERM and returns the exit code, failing if it takes too long.
 async fn terminate(child: &mut Child) -> Option<i32> {
