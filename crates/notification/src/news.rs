@@ -6,31 +6,43 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
 use ticketer_bus::{Envelope, HandleError};
+
 use ticketer_contract::{
-    incoming, BookingCancelled, BookingConfirmed, BookingFailed, EventCancelled, EventCreated,
-    EventPublished, EventSnapshot, EventUpdated, UserRegistered,
+    incoming, BookingCancelled, BookingConfirmed, BookingFailed, BookingSnapshot, EventCancelled,
+    EventCreated, EventPublished, EventSnapshot, EventUpdated, UserRegistered,
 };
 use ticketer_db::AnyConnection;
 use tokio::sync::Notify;
 
 use crate::{
-    compose::{compose, context, Composed, Contact, EventInfo, News, NotificationType},
-    store::{self, NewNotification},
-    templates::{self, Wording},
+    compose::{context, Composed, Contact, EventInfo, News, NotificationType},
+    store::{self, Holding, NewNotification},
+    templates::{self, Template, Wording},
 };
 
 incoming!(
-    /// Every message a notification queue is bound to.
-    enum Heard {
+    /// A booking's outcome: a sale sends these by the hundred, so a run of
+    /// them is told together.
+    // The variants are the messages' own type names.
+    #[allow(clippy::enum_variant_names)]
+    enum Outcome {
+        BookingConfirmed,
+        BookingFailed,
+        BookingCancelled,
+    }
+);
+
+incoming!(
+    /// Everything else a notification queue is bound to: these are few,
+    /// and applied one at a time.
+    enum Other {
         UserRegistered,
         EventCreated,
         EventPublished,
         EventUpdated,
         EventCancelled,
-        BookingConfirmed,
-        BookingFailed,
-        BookingCancelled,
     }
 );
 
@@ -100,36 +112,125 @@ fn record(
     }
 }
 
-/// Stores the notification of `news` for `recipient_id`, unless they
-/// turned email off.
+/// One person to tell one piece of news, because of one message.
+struct Telling<'a> {
+    cause: &'a Envelope,
+    recipient_id: String,
+    news: News<'a>,
+    event_id: Option<i64>,
+    booking_id: Option<String>,
+}
+
+/// Stores the notification of each telling whose recipient has not turned
+/// email off. However many they are, the recipients' contacts and
+/// preferences, the templates and the inserts are a few statements: a
+/// sale's outcomes arrive by the hundred.
+async fn tell_all(tx: &mut AnyConnection, tellings: &[Telling<'_>]) -> Result<(), HandleError> {
+    if tellings.is_empty() {
+        return Ok(());
+    }
+    let mut recipients: Vec<&str> = tellings.iter().map(|t| t.recipient_id.as_str()).collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    let people = store::people(tx, &recipients).await?;
+    let mut kinds: Vec<NotificationType> = tellings.iter().map(|t| t.news.kind()).collect();
+    kinds.sort_unstable_by_key(|k| k.as_str());
+    kinds.dedup();
+    let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let stored = store::templates(tx, &names, EMAIL).await?;
+    let shipped: HashMap<NotificationType, Template> =
+        kinds.iter().map(|k| (*k, templates::default_for(*k))).collect();
+    let mut wordings = HashMap::with_capacity(kinds.len());
+    for (kind, template) in &shipped {
+        let custom = stored.get(kind.as_str());
+        wordings.insert(
+            *kind,
+            Wording::new(*kind, custom, template).map_err(unrenderable)?,
+        );
+    }
+    let mut rows = Vec::with_capacity(tellings.len());
+    for t in tellings {
+        let person = people.get(&t.recipient_id);
+        if !person.is_none_or(|p| p.preferences.email) {
+            // Email is the only channel so far, and this user turned it off.
+            continue;
+        }
+        let contact = person.and_then(|p| p.contact.as_ref());
+        let to = contact.cloned().unwrap_or_else(|| nobody(&t.recipient_id));
+        let kind = t.news.kind();
+        let words = wordings[&kind]
+            .render(&context(&to, &t.news))
+            .map_err(unrenderable)?;
+        rows.push(record(
+            t.cause,
+            &t.recipient_id,
+            contact,
+            kind,
+            words,
+            t.event_id,
+            t.booking_id.clone(),
+        ));
+    }
+    store::insert_all(tx, &rows).await?;
+    Ok(())
+}
+
+/// Tells the customers of a run of booking outcomes, and keeps the copy of
+/// who holds tickets for what current, a few statements for the run.
+async fn tell_outcomes(
+    tx: &mut AnyConnection,
+    outcomes: &[(&Envelope, NotificationType, BookingSnapshot)],
+) -> Result<(), HandleError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let of = |kind: NotificationType| outcomes.iter().filter(move |(_, k, _)| *k == kind);
+    let holdings: Vec<Holding> = of(NotificationType::BookingConfirmed)
+        .map(|(_, _, b)| Holding {
+            booking_id: b.booking_id.to_string(),
+            event_id: b.event_id,
+            customer_id: b.customer_id.to_string(),
+        })
+        .collect();
+    store::hold_all(tx, &holdings).await?;
+    // A booking confirmed and cancelled in the same run was held first.
+    let cancelled: Vec<String> = of(NotificationType::BookingCancelled)
+        .map(|(_, _, b)| b.booking_id.to_string())
+        .collect();
+    store::release_all(tx, &cancelled).await?;
+    let mut event_ids: Vec<i64> = outcomes.iter().map(|(_, _, b)| b.event_id).collect();
+    event_ids.sort_unstable();
+    event_ids.dedup();
+    let events = store::events(tx, &event_ids).await?;
+    let tellings: Vec<Telling> = outcomes
+        .iter()
+        .map(|(cause, kind, b)| Telling {
+            cause,
+            recipient_id: b.customer_id.to_string(),
+            news: News::Booking(*kind, b, events.get(&b.event_id)),
+            event_id: Some(b.event_id),
+            booking_id: Some(b.booking_id.to_string()),
+        })
+        .collect();
+    tell_all(tx, &tellings).await
+}
+
+/// Tells one person one piece of news.
 async fn tell(
     tx: &mut AnyConnection,
     cause: &Envelope,
     recipient_id: &str,
-    news: &News<'_>,
+    news: News<'_>,
     event_id: Option<i64>,
-    booking_id: Option<String>,
 ) -> Result<(), HandleError> {
-    if !store::preferences(tx, recipient_id).await?.email {
-        // Email is the only channel so far, and this user turned it off.
-        return Ok(());
-    }
-    let contact = store::contact(tx, recipient_id).await?;
-    let words = match &contact {
-        Some(c) => words(tx, c, news).await?,
-        None => compose(&nobody(recipient_id), news),
-    };
-    let n = record(
+    let telling = Telling {
         cause,
-        recipient_id,
-        contact.as_ref(),
-        news.kind(),
-        words,
+        recipient_id: recipient_id.to_string(),
+        news,
         event_id,
-        booking_id,
-    );
-    store::insert(tx, &n).await?;
-    Ok(())
+        booking_id: None,
+    };
+    tell_all(tx, std::slice::from_ref(&telling)).await
 }
 
 /// Every holder of the cancelled event told once: their contacts and
@@ -169,16 +270,6 @@ async fn tell_holders(
     Ok(())
 }
 
-/// The words of `news` for `to`, from the administrator's template when
-/// there is one.
-async fn words(tx: &mut AnyConnection, to: &Contact, news: &News<'_>) -> Result<Composed, HandleError> {
-    let kind = news.kind();
-    let stored = store::template(tx, kind.as_str(), EMAIL).await?;
-    let shipped = templates::default_for(kind);
-    let wording = Wording::new(kind, stored.as_ref(), &shipped).map_err(unrenderable)?;
-    wording.render(&context(to, news)).map_err(unrenderable)
-}
-
 /// The shipped templates render every context (tested): this is a bug.
 fn unrenderable(e: templates::TemplateError) -> HandleError {
     HandleError::Permanent(format!(
@@ -187,67 +278,75 @@ fn unrenderable(e: templates::TemplateError) -> HandleError {
     ))
 }
 
+impl Outcome {
+    fn split(self) -> (NotificationType, BookingSnapshot) {
+        match self {
+            Outcome::BookingConfirmed(BookingConfirmed(b)) => (NotificationType::BookingConfirmed, b),
+            Outcome::BookingFailed(BookingFailed(b)) => (NotificationType::BookingFailed, b),
+            Outcome::BookingCancelled(BookingCancelled(b)) => (NotificationType::BookingCancelled, b),
+        }
+    }
+}
+
+/// Anything but a booking's outcome, one message at a time: these are few.
+async fn apply(tx: &mut AnyConnection, msg: &Envelope, other: Other) -> Result<(), HandleError> {
+    match other {
+        Other::UserRegistered(u) => {
+            let contact = Contact {
+                user_id: u.user_id.to_string(),
+                email: u.email,
+                first_name: u.first_name,
+                last_name: u.last_name,
+            };
+            store::save_contact(tx, &contact).await?;
+            tell(tx, msg, &contact.user_id, News::Welcome, None).await
+        }
+        Other::EventCreated(EventCreated(s)) | Other::EventUpdated(EventUpdated(s)) => {
+            store::save_event(tx, &info(&s), s.version).await?;
+            Ok(())
+        }
+        Other::EventPublished(EventPublished(s)) => {
+            let event = info(&s);
+            store::save_event(tx, &event, s.version).await?;
+            tell(
+                tx,
+                msg,
+                &event.organizer,
+                News::EventPublished(&event),
+                Some(s.event_id),
+            )
+            .await
+        }
+        Other::EventCancelled(EventCancelled(s)) => {
+            let event = info(&s);
+            store::save_event(tx, &event, s.version).await?;
+            tell_holders(tx, msg, &event).await
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl ticketer_db::MessageHandler for Listener {
     async fn handle(&self, tx: &mut AnyConnection, msg: &Envelope) -> Result<(), HandleError> {
-        let Some(heard) = msg.decode::<Heard>()? else {
-            return Ok(());
-        };
-        match heard {
-            Heard::UserRegistered(u) => {
-                let contact = Contact {
-                    user_id: u.user_id.to_string(),
-                    email: u.email,
-                    first_name: u.first_name,
-                    last_name: u.last_name,
-                };
-                store::save_contact(tx, &contact).await?;
-                tell(tx, msg, &contact.user_id, &News::Welcome, None, None).await
-            }
-            Heard::EventCreated(EventCreated(s)) | Heard::EventUpdated(EventUpdated(s)) => {
-                store::save_event(tx, &info(&s), s.version).await?;
-                Ok(())
-            }
-            Heard::EventPublished(EventPublished(s)) => {
-                let event = info(&s);
-                store::save_event(tx, &event, s.version).await?;
-                let news = News::EventPublished(&event);
-                tell(tx, msg, &event.organizer, &news, Some(s.event_id), None).await
-            }
-            Heard::EventCancelled(EventCancelled(s)) => {
-                let event = info(&s);
-                store::save_event(tx, &event, s.version).await?;
-                tell_holders(tx, msg, &event).await
-            }
-            Heard::BookingConfirmed(BookingConfirmed(b)) => {
-                let (booking, customer) = (b.booking_id.to_string(), b.customer_id.to_string());
-                store::hold(tx, &booking, b.event_id, &customer).await?;
-                let event = store::event(tx, b.event_id).await?;
-                let news = News::Booking(NotificationType::BookingConfirmed, &b, event.as_ref());
-                tell(tx, msg, &customer, &news, Some(b.event_id), Some(booking)).await
-            }
-            Heard::BookingFailed(BookingFailed(b)) => {
-                let event = store::event(tx, b.event_id).await?;
-                let news = News::Booking(NotificationType::BookingFailed, &b, event.as_ref());
-                let customer = b.customer_id.to_string();
-                tell(
-                    tx,
-                    msg,
-                    &customer,
-                    &news,
-                    Some(b.event_id),
-                    Some(b.booking_id.to_string()),
-                )
-                .await
-            }
-            Heard::BookingCancelled(BookingCancelled(b)) => {
-                let (booking, customer) = (b.booking_id.to_string(), b.customer_id.to_string());
-                store::release(tx, &booking).await?;
-                let event = store::event(tx, b.event_id).await?;
-                let news = News::Booking(NotificationType::BookingCancelled, &b, event.as_ref());
-                tell(tx, msg, &customer, &news, Some(b.event_id), Some(booking)).await
+        self.handle_all(tx, &[msg]).await
+    }
+
+    /// In the batch's order, except that a run of booking outcomes (the
+    /// bulk of a sale) is told together; any other message is applied
+    /// after the outcomes before it and before those after it.
+    async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
+        let mut run = Vec::new();
+        for msg in msgs {
+            if let Some(outcome) = msg.decode::<Outcome>()? {
+                let (kind, b) = outcome.split();
+                run.push((*msg, kind, b));
+            } else if let Some(other) = msg.decode::<Other>()? {
+                tell_outcomes(tx, &run).await?;
+                run.clear();
+                apply(tx, msg, other).await?;
             }
         }
+        tell_outcomes(tx, &run).await
     }
 
     fn committed(&self, _batch: &[Envelope]) {
@@ -256,196 +355,4 @@ impl ticketer_db::MessageHandler for Listener {
 }
 
 #[cfg(test)]
-mod tests {
-    use ticketer_contract::{BookingSnapshot, BookingStatus, EventSnapshot, FailureReason};
-    use ticketer_db::{testing::TestDatabase, Db, MessageHandler};
-    use uuid::Uuid;
-
-    use super::*;
-    use crate::store::{Filter, Preferences};
-
-    async fn registered(db: &Db, listener: &Listener, name: &str) -> Uuid {
-        let id = Uuid::new_v4();
-        let msg = Envelope::of(&UserRegistered {
-            user_id: id,
-            email: format!("{name}@example.com"),
-            first_name: name.into(),
-            last_name: "Test".into(),
-            roles: vec![],
-        });
-        heard(db, listener, &msg).await;
-        id
-    }
-
-    async fn heard(db: &Db, listener: &Listener, msg: &Envelope) {
-        let mut tx = db.begin().await.unwrap();
-        listener.handle(&mut tx, msg).await.unwrap();
-        tx.commit().await.unwrap();
-    }
-
-    fn failed(customer: Uuid) -> Envelope {
-        Envelope::of(&BookingFailed(BookingSnapshot {
-            booking_id: Uuid::new_v4(),
-            customer_id: customer,
-            event_id: 1,
-            number_of_tickets: 1,
-            status: BookingStatus::Failed,
-            ticket_ids: vec![],
-            amount: None,
-            currency: None,
-            failure_reason: Some(FailureReason::PaymentDeclined),
-            created_at: String::new(),
-            updated_at: String::new(),
-            held_at: None,
-        }))
-    }
-
-    async fn told(db: &Db, user: Uuid) -> Vec<String> {
-        let filter = Filter {
-            recipient_id: Some(user.to_string()),
-            ..Filter::default()
-        };
-        let (items, _) = store::page(db, &filter, 100, 0).await.unwrap();
-        items.into_iter().map(|n| n.notification_type).collect()
-    }
-
-    /// Someone who turned email off is not written to; someone else is,
-    /// once per message however often it is heard; someone unknown gets a
-    /// FAILED record, not a guessed address.
-    #[tokio::test]
-    async fn who_is_told_and_how_often() {
-        let tdb = TestDatabase::sqlite();
-        let db = tdb.connect().await.unwrap();
-        db.migrate("notification", crate::MIGRATIONS).await.unwrap();
-        let listener = Listener {
-            wake: Arc::new(Notify::new()),
-        };
-        let (ada, carol) = (
-            registered(&db, &listener, "ada").await,
-            registered(&db, &listener, "carol").await,
-        );
-        store::save_preferences(&db, &carol.to_string(), Preferences { email: false })
-            .await
-            .unwrap();
-
-        let ada_failed = failed(ada);
-        heard(&db, &listener, &ada_failed).await;
-        heard(&db, &listener, &ada_failed).await;
-        heard(&db, &listener, &failed(carol)).await;
-        assert_eq!(told(&db, ada).await, vec!["BOOKING_FAILED", "WELCOME"]);
-        assert_eq!(told(&db, carol).await, vec!["WELCOME"], "email off: nothing more");
-
-        let stranger = Uuid::new_v4();
-        heard(&db, &listener, &failed(stranger)).await;
-        let filter = Filter {
-            recipient_id: Some(stranger.to_string()),
-            ..Filter::default()
-        };
-        let (items, _) = store::page(&db, &filter, 10, 0).await.unwrap();
-        assert_eq!(
-            (items[0].status.as_str(), items[0].recipient.as_str()),
-            ("FAILED", "")
-        );
-        assert!(items[0].last_error.as_deref().unwrap().contains("no address"));
-        db.close().await;
-    }
-
-    /// An event with 10,000 ticket holders is cancelled: each is told once
-    /// in the message's one transaction (a holder of two bookings once, one
-    /// who turned email off not at all, one without an address as FAILED).
-    /// (Hearing a message twice adds nothing: `who_is_told_and_how_often`.)
-    #[tokio::test]
-    async fn ten_thousand_holders_are_told_once_each() {
-        // 50,000 passes too (25 s in a debug build); 10,000 keeps the
-        // suite's other tests from starving on this box's two cores.
-        const HOLDERS: usize = 10_000;
-        let tdb = TestDatabase::sqlite();
-        let db = tdb.connect().await.unwrap();
-        db.migrate("notification", crate::MIGRATIONS).await.unwrap();
-        let users: Vec<String> = (0..HOLDERS).map(|_| Uuid::new_v4().to_string()).collect();
-        let mut tx = db.begin().await.unwrap();
-        for chunk in users.chunks(1000) {
-            // The last holder has no contact here.
-            let known: Vec<&String> = chunk.iter().filter(|u| *u != &users[HOLDERS - 1]).collect();
-            let sql = format!(
-                "INSERT INTO contacts (user_id, email, first_name, last_name, updated_at) VALUES {}",
-                ticketer_db::value_rows(known.len(), 5)
-            );
-            let mut q = sqlx::query(&sql);
-            for u in known {
-                q = q
-                    .bind(u)
-                    .bind(format!("{u}@example.com"))
-                    .bind("Holder")
-                    .bind("Test")
-                    .bind("");
-            }
-            q.execute(&mut *tx).await.unwrap();
-            let sql = format!(
-                "INSERT INTO holdings (booking_id, event_id, customer_id) VALUES {}",
-                ticketer_db::value_rows(chunk.len(), 3)
-            );
-            let mut q = sqlx::query(&sql);
-            for u in chunk {
-                q = q.bind(Uuid::new_v4().to_string()).bind(9i64).bind(u);
-            }
-            q.execute(&mut *tx).await.unwrap();
-        }
-        store::hold(&mut tx, &Uuid::new_v4().to_string(), 9, &users[0])
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        store::save_preferences(&db, &users[1], Preferences { email: false })
-            .await
-            .unwrap();
-
-        let listener = Listener {
-            wake: Arc::new(Notify::new()),
-        };
-        let cancelled = Envelope::of(&EventCancelled(EventSnapshot {
-            event_id: 9,
-            event_name: "Big show".into(),
-            category: "Music".into(),
-            location: "Stadium".into(),
-            event_date: "2030-06-01".into(),
-            start_time: "19:00".into(),
-            end_time: "23:00".into(),
-            ticket_capacity: 60_000,
-            ticket_price: ticketer_contract::Money::from_minor(5000),
-            currency: "EUR".into(),
-            organizer: Uuid::new_v4(),
-            status: ticketer_contract::EventStatus::Cancelled,
-            version: 3,
-        }));
-        heard(&db, &listener, &cancelled).await;
-
-        let count = |status: &'static str| {
-            let db = db.clone();
-            async move {
-                let row = sqlx::query(
-                    "SELECT COUNT(*) AS n, COUNT(DISTINCT recipient_id) AS people FROM notifications
-                     WHERE notification_type = 'EVENT_CANCELLED' AND status = $1",
-                )
-                .bind(status)
-                .fetch_one(db.pool())
-                .await
-                .unwrap();
-                use ticketer_db::Row;
-                (
-                    row.try_get::<i64, _>("n").unwrap(),
-                    row.try_get::<i64, _>("people").unwrap(),
-                )
-            }
-        };
-        let pending = (HOLDERS - 2) as i64;
-        assert_eq!(count("PENDING").await, (pending, pending), "everyone once");
-        assert_eq!(count("FAILED").await, (1, 1), "the holder without an address");
-        let filter = Filter {
-            recipient_id: Some(users[7].clone()),
-            ..Filter::default()
-        };
-        let (items, _) = store::page(&db, &filter, 10, 0).await.unwrap();
-        assert!(items[0].subject.contains("Big show") && items[0].body_text.contains("Hello Holder"));
-        db.close().await;
-    }
-}
+mod tests;

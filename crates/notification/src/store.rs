@@ -1,11 +1,17 @@
 //! The notification service's SQL.
 
-use ticketer_db::{time, value_rows, AnyConnection, AnyRow, Db, DbError, Migration, Row};
+use std::collections::HashMap;
+
+use ticketer_db::{placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Migration, Row};
 
 use crate::{
     compose::{Contact, EventInfo},
     templates::Template,
 };
+
+mod notifications;
+
+pub use notifications::*;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(
@@ -78,21 +84,64 @@ pub async fn save_contact(conn: &mut AnyConnection, c: &Contact) -> Result<(), D
     Ok(())
 }
 
-pub async fn contact(conn: &mut AnyConnection, user_id: &str) -> Result<Option<Contact>, DbError> {
-    let row = sqlx::query("SELECT user_id, email, first_name, last_name FROM contacts WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row
-        .map(|r| -> Result<Contact, sqlx::Error> {
-            Ok(Contact {
-                user_id: r.try_get("user_id")?,
-                email: r.try_get("email")?,
-                first_name: r.try_get("first_name")?,
-                last_name: r.try_get("last_name")?,
-            })
-        })
-        .transpose()?)
+/// What the service knows of a user it may write to.
+#[derive(Debug, Clone)]
+pub struct Person {
+    /// None when auth's registration never reached this service.
+    pub contact: Option<Contact>,
+    pub preferences: Preferences,
+}
+
+/// Longest IN list or VALUES list per statement: far below both
+/// dialects' limits on bound values.
+const PER_STATEMENT: usize = 500;
+
+/// A user's contact and preferences from a row of contacts and preferences
+/// left-joined (email, first_name, last_name, wants_email).
+fn person(r: &AnyRow, user_id: &str) -> Result<Person, sqlx::Error> {
+    let contact = match r.try_get::<Option<String>, _>("email")? {
+        Some(email) => Some(Contact {
+            user_id: user_id.to_string(),
+            email,
+            first_name: r.try_get("first_name")?,
+            last_name: r.try_get("last_name")?,
+        }),
+        None => None,
+    };
+    let wants: Option<i64> = r.try_get("wants_email")?;
+    Ok(Person {
+        contact,
+        preferences: Preferences {
+            email: wants.is_none_or(|w| w != 0),
+        },
+    })
+}
+
+/// The contact and preferences of each of `user_ids`, one statement per
+/// few hundred users; someone this service has heard nothing of is absent.
+pub async fn people(conn: &mut AnyConnection, user_ids: &[&str]) -> Result<HashMap<String, Person>, DbError> {
+    let mut people: HashMap<String, Person> = HashMap::with_capacity(user_ids.len());
+    for chunk in user_ids.chunks(PER_STATEMENT) {
+        // Both dialects name a VALUES list's column column1.
+        let sql = format!(
+            "SELECT u.column1 AS user_id, c.email, c.first_name, c.last_name, p.email AS wants_email
+             FROM (VALUES {}) AS u
+             LEFT JOIN contacts c ON c.user_id = u.column1
+             LEFT JOIN preferences p ON p.user_id = u.column1
+             WHERE c.user_id IS NOT NULL OR p.user_id IS NOT NULL",
+            value_rows(chunk.len(), 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let user_id: String = r.try_get("user_id")?;
+            let person = person(&r, &user_id)?;
+            people.insert(user_id, person);
+        }
+    }
+    Ok(people)
 }
 
 /// Keeps the newest snapshot of an event (an older one arriving late
@@ -119,49 +168,71 @@ pub async fn save_event(conn: &mut AnyConnection, e: &EventInfo, version: i64) -
     Ok(())
 }
 
-pub async fn event(conn: &mut AnyConnection, event_id: i64) -> Result<Option<EventInfo>, DbError> {
-    let row = sqlx::query(
-        "SELECT event_id, name, location, event_date, start_time, organizer FROM events WHERE event_id = $1",
-    )
-    .bind(event_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row
-        .map(|r| -> Result<EventInfo, sqlx::Error> {
-            Ok(EventInfo {
+/// The events of `ids` this service has a snapshot of.
+pub async fn events(conn: &mut AnyConnection, ids: &[i64]) -> Result<HashMap<i64, EventInfo>, DbError> {
+    let mut events = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(PER_STATEMENT) {
+        let sql = format!(
+            "SELECT event_id, name, location, event_date, start_time, organizer FROM events
+             WHERE event_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let e = EventInfo {
                 event_id: r.try_get("event_id")?,
                 name: r.try_get("name")?,
                 location: r.try_get("location")?,
                 event_date: r.try_get("event_date")?,
                 start_time: r.try_get("start_time")?,
                 organizer: r.try_get("organizer")?,
-            })
-        })
-        .transpose()?)
+            };
+            events.insert(e.event_id, e);
+        }
+    }
+    Ok(events)
 }
 
-pub async fn hold(
-    conn: &mut AnyConnection,
-    booking_id: &str,
-    event_id: i64,
-    customer: &str,
-) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO holdings (booking_id, event_id, customer_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(booking_id)
-    .bind(event_id)
-    .bind(customer)
-    .execute(conn)
-    .await?;
+/// A confirmed booking: who holds tickets for which event.
+pub struct Holding {
+    pub booking_id: String,
+    pub event_id: i64,
+    pub customer_id: String,
+}
+
+/// Remembers confirmed bookings (one seen before changes nothing), to
+/// tell their holders if the event is cancelled.
+pub async fn hold_all(conn: &mut AnyConnection, all: &[Holding]) -> Result<(), DbError> {
+    for chunk in all.chunks(PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO holdings (booking_id, event_id, customer_id) VALUES {} ON CONFLICT DO NOTHING",
+            value_rows(chunk.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for h in chunk {
+            q = q.bind(&h.booking_id).bind(h.event_id).bind(&h.customer_id);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
-pub async fn release(conn: &mut AnyConnection, booking_id: &str) -> Result<(), DbError> {
-    sqlx::query("DELETE FROM holdings WHERE booking_id = $1")
-        .bind(booking_id)
-        .execute(conn)
-        .await?;
+/// Forgets cancelled bookings.
+pub async fn release_all(conn: &mut AnyConnection, booking_ids: &[String]) -> Result<(), DbError> {
+    for chunk in booking_ids.chunks(PER_STATEMENT) {
+        let sql = format!(
+            "DELETE FROM holdings WHERE booking_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -189,259 +260,15 @@ pub async fn holders_to_tell(conn: &mut AnyConnection, event_id: i64) -> Result<
     rows.iter()
         .map(|r| -> Result<Holder, sqlx::Error> {
             let user_id: String = r.try_get("customer_id")?;
-            let email: Option<String> = r.try_get("email")?;
-            let contact = match email {
-                Some(email) => Some(Contact {
-                    user_id: user_id.clone(),
-                    email,
-                    first_name: r.try_get("first_name")?,
-                    last_name: r.try_get("last_name")?,
-                }),
-                None => None,
-            };
-            let wants: Option<i64> = r.try_get("wants_email")?;
+            let person = person(r, &user_id)?;
             Ok(Holder {
                 user_id,
-                contact,
-                wants_email: wants.is_none_or(|w| w != 0),
+                contact: person.contact,
+                wants_email: person.preferences.email,
             })
         })
         .collect::<Result<_, _>>()
         .map_err(DbError::from)
-}
-
-/// A notification to store (and then send).
-#[derive(Debug, Clone)]
-pub struct NewNotification {
-    pub dedup_key: String,
-    pub recipient_id: Option<String>,
-    pub recipient: String,
-    pub channel: &'static str,
-    pub notification_type: &'static str,
-    pub subject: String,
-    pub body_text: String,
-    pub body_html: String,
-    /// PENDING, or FAILED at once when it cannot be sent at all.
-    pub status: &'static str,
-    pub last_error: Option<String>,
-    pub event_id: Option<i64>,
-    pub booking_id: Option<String>,
-}
-
-/// Stores it unless one with its dedup key exists; true when stored.
-pub async fn insert(conn: &mut AnyConnection, n: &NewNotification) -> Result<bool, DbError> {
-    Ok(insert_all(conn, std::slice::from_ref(n)).await? == 1)
-}
-
-/// Rows per INSERT: 15 values each, well under both dialects' limits.
-const PER_INSERT: usize = 500;
-
-/// Stores those whose dedup key is new, a few hundred per statement;
-/// returns how many were stored.
-pub async fn insert_all(conn: &mut AnyConnection, all: &[NewNotification]) -> Result<u64, DbError> {
-    let now = time::now();
-    let mut stored = 0;
-    for chunk in all.chunks(PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO notifications (id, dedup_key, recipient_id, recipient, channel, notification_type,
-                 subject, body_text, body_html, status, next_attempt_at, last_error, event_id, booking_id,
-                 created_at)
-             VALUES {} ON CONFLICT (dedup_key) DO NOTHING",
-            value_rows(chunk.len(), 15)
-        );
-        let mut q = sqlx::query(&sql);
-        for n in chunk {
-            q = q
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(&n.dedup_key)
-                .bind(&n.recipient_id)
-                .bind(&n.recipient)
-                .bind(n.channel)
-                .bind(n.notification_type)
-                .bind(&n.subject)
-                .bind(&n.body_text)
-                .bind(&n.body_html)
-                .bind(n.status)
-                .bind(&now)
-                .bind(&n.last_error)
-                .bind(n.event_id)
-                .bind(&n.booking_id)
-                .bind(&now);
-        }
-        stored += q.execute(&mut *conn).await?.rows_affected();
-    }
-    Ok(stored)
-}
-
-/// A stored notification.
-#[derive(Debug, Clone)]
-pub struct Notification {
-    pub id: String,
-    pub recipient_id: Option<String>,
-    pub recipient: String,
-    pub channel: String,
-    pub notification_type: String,
-    pub subject: String,
-    pub body_text: String,
-    pub body_html: String,
-    pub status: String,
-    pub retry_count: i64,
-    pub next_attempt_at: String,
-    pub last_error: Option<String>,
-    pub event_id: Option<i64>,
-    pub booking_id: Option<String>,
-    pub created_at: String,
-    pub sent_at: Option<String>,
-}
-
-const COLUMNS: &str =
-    "id, recipient_id, recipient, channel, notification_type, subject, body_text, body_html,
-     status, retry_count, next_attempt_at, last_error, event_id, booking_id, created_at, sent_at";
-
-fn from_row(r: &AnyRow) -> Result<Notification, sqlx::Error> {
-    Ok(Notification {
-        id: r.try_get("id")?,
-        recipient_id: r.try_get("recipient_id")?,
-        recipient: r.try_get("recipient")?,
-        channel: r.try_get("channel")?,
-        notification_type: r.try_get("notification_type")?,
-        subject: r.try_get("subject")?,
-        body_text: r.try_get("body_text")?,
-        body_html: r.try_get("body_html")?,
-        status: r.try_get("status")?,
-        retry_count: r.try_get::<i64, _>("retry_count")?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        last_error: r.try_get("last_error")?,
-        event_id: r.try_get("event_id")?,
-        booking_id: r.try_get("booking_id")?,
-        created_at: r.try_get("created_at")?,
-        sent_at: r.try_get("sent_at")?,
-    })
-}
-
-/// Takes up to `limit` PENDING notifications that are due, each leased
-/// for `lease` (another worker, here or on a replica, leaves them alone
-/// meanwhile; a worker that dies lets the lease run out). Oldest first.
-pub async fn claim_due(
-    db: &Db,
-    limit: i64,
-    lease: std::time::Duration,
-) -> Result<Vec<Notification>, DbError> {
-    let now = time::now();
-    let due = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE status = 'PENDING' AND next_attempt_at <= $1
-         ORDER BY next_attempt_at LIMIT $2"
-    ))
-    .bind(&now)
-    .bind(limit)
-    .fetch_all(db.reader())
-    .await?;
-    let until = time::from_now(lease);
-    let mut claimed = Vec::with_capacity(due.len());
-    for row in &due {
-        let n = from_row(row)?;
-        // Only one claimant moves next_attempt_at from the value it read.
-        let took = sqlx::query(
-            "UPDATE notifications SET next_attempt_at = $1
-             WHERE id = $2 AND status = 'PENDING' AND next_attempt_at = $3",
-        )
-        .bind(&until)
-        .bind(&n.id)
-        .bind(&n.next_attempt_at)
-        .execute(db.pool())
-        .await?;
-        if took.rows_affected() == 1 {
-            claimed.push(n);
-        }
-    }
-    Ok(claimed)
-}
-
-pub async fn mark_sent(db: &Db, id: &str) -> Result<(), DbError> {
-    sqlx::query("UPDATE notifications SET status = 'SENT', sent_at = $1, last_error = NULL WHERE id = $2")
-        .bind(time::now())
-        .bind(id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
-}
-
-/// A failed attempt: tried again at `retry_at`, or FAILED for good when None.
-pub async fn mark_failed_attempt(
-    db: &Db,
-    id: &str,
-    error: &str,
-    retry_at: Option<String>,
-) -> Result<(), DbError> {
-    let (status, next) = match retry_at {
-        Some(at) => ("PENDING", at),
-        None => ("FAILED", time::now()),
-    };
-    sqlx::query(
-        "UPDATE notifications SET status = $1, retry_count = retry_count + 1, next_attempt_at = $2, last_error = $3
-         WHERE id = $4",
-    )
-    .bind(status)
-    .bind(next)
-    .bind(error)
-    .bind(id)
-    .execute(db.pool())
-    .await?;
-    Ok(())
-}
-
-/// Which notifications a listing asks for.
-#[derive(Debug, Default, Clone)]
-pub struct Filter {
-    pub recipient_id: Option<String>,
-    pub booking_id: Option<String>,
-    pub event_id: Option<i64>,
-}
-
-/// A page of notifications matching `f`, newest first, and their total.
-pub async fn page(db: &Db, f: &Filter, limit: i64, offset: i64) -> Result<(Vec<Notification>, i64), DbError> {
-    let mut clauses = Vec::new();
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
-    };
-    if f.recipient_id.is_some() {
-        clauses.push(format!("recipient_id = {}", next()));
-    }
-    if f.booking_id.is_some() {
-        clauses.push(format!("booking_id = {}", next()));
-    }
-    if f.event_id.is_some() {
-        clauses.push(format!("event_id = {}", next()));
-    }
-    let filter = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    let (limit_at, offset_at) = (next(), next());
-    let list = format!(
-        "SELECT {COLUMNS} FROM notifications {filter} ORDER BY created_at DESC, id DESC LIMIT {limit_at} OFFSET {offset_at}"
-    );
-    let count = format!("SELECT COUNT(*) AS total FROM notifications {filter}");
-    let mut q = sqlx::query(&list);
-    let mut c = sqlx::query(&count);
-    if let Some(v) = &f.recipient_id {
-        q = q.bind(v);
-        c = c.bind(v);
-    }
-    if let Some(v) = &f.booking_id {
-        q = q.bind(v);
-        c = c.bind(v);
-    }
-    if let Some(v) = f.event_id {
-        q = q.bind(v);
-        c = c.bind(v);
-    }
-    let rows = q.bind(limit).bind(offset).fetch_all(db.reader()).await?;
-    let total: i64 = c.fetch_one(db.reader()).await?.try_get("total")?;
-    Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
 }
 
 /// The administrator's template for a type and channel, if there is one.
@@ -466,6 +293,36 @@ pub async fn template(
             })
         })
         .transpose()?)
+}
+
+/// The administrator's templates for `kinds` on `channel`, by kind.
+pub async fn templates(
+    conn: &mut AnyConnection,
+    kinds: &[&str],
+    channel: &str,
+) -> Result<HashMap<String, Template>, DbError> {
+    if kinds.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT notification_type, subject, body_text, body_html FROM templates
+         WHERE channel = $1 AND notification_type IN ({})",
+        placeholders(2, kinds.len())
+    );
+    let mut q = sqlx::query(&sql).bind(channel);
+    for k in kinds {
+        q = q.bind(*k);
+    }
+    let mut found = HashMap::new();
+    for r in q.fetch_all(conn).await? {
+        let t = Template {
+            subject: r.try_get("subject")?,
+            text: r.try_get("body_text")?,
+            html: r.try_get("body_html")?,
+        };
+        found.insert(r.try_get("notification_type")?, t);
+    }
+    Ok(found)
 }
 
 pub async fn save_template(db: &Db, kind: &str, channel: &str, t: &Template) -> Result<(), DbError> {

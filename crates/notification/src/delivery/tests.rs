@@ -25,9 +25,9 @@ impl Channel for Flaky {
 
 async fn one_pending(db: &Db) {
     let mut conn = db.pool().acquire().await.unwrap();
-    let stored = store::insert(
+    let stored = store::insert_all(
         &mut conn,
-        &NewNotification {
+        &[NewNotification {
             dedup_key: "m1:u1:WELCOME".into(),
             recipient_id: Some("u1".into()),
             recipient: "ada@example.com".into(),
@@ -40,11 +40,11 @@ async fn one_pending(db: &Db) {
             last_error: None,
             event_id: None,
             booking_id: None,
-        },
+        }],
     )
     .await
     .unwrap();
-    assert!(stored);
+    assert_eq!(stored, 1);
 }
 
 async fn migrated() -> (TestDatabase, Db) {

@@ -1,0 +1,232 @@
+//! The notifications themselves: stored once per cause and recipient,
+//! then claimed, sent and marked by the delivery worker.
+
+use ticketer_db::{time, value_rows, AnyConnection, AnyRow, Db, DbError, Row};
+
+use super::PER_STATEMENT;
+
+/// A notification to store (and then send).
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub dedup_key: String,
+    pub recipient_id: Option<String>,
+    pub recipient: String,
+    pub channel: &'static str,
+    pub notification_type: &'static str,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    /// PENDING, or FAILED at once when it cannot be sent at all.
+    pub status: &'static str,
+    pub last_error: Option<String>,
+    pub event_id: Option<i64>,
+    pub booking_id: Option<String>,
+}
+
+/// Stores those whose dedup key is new, a few hundred per statement;
+/// returns how many were stored.
+pub async fn insert_all(conn: &mut AnyConnection, all: &[NewNotification]) -> Result<u64, DbError> {
+    let now = time::now();
+    let mut stored = 0;
+    for chunk in all.chunks(PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO notifications (id, dedup_key, recipient_id, recipient, channel, notification_type,
+                 subject, body_text, body_html, status, next_attempt_at, last_error, event_id, booking_id,
+                 created_at)
+             VALUES {} ON CONFLICT (dedup_key) DO NOTHING",
+            value_rows(chunk.len(), 15)
+        );
+        let mut q = sqlx::query(&sql);
+        for n in chunk {
+            q = q
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&n.dedup_key)
+                .bind(&n.recipient_id)
+                .bind(&n.recipient)
+                .bind(n.channel)
+                .bind(n.notification_type)
+                .bind(&n.subject)
+                .bind(&n.body_text)
+                .bind(&n.body_html)
+                .bind(n.status)
+                .bind(&now)
+                .bind(&n.last_error)
+                .bind(n.event_id)
+                .bind(&n.booking_id)
+                .bind(&now);
+        }
+        stored += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(stored)
+}
+
+/// A stored notification.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub id: String,
+    pub recipient_id: Option<String>,
+    pub recipient: String,
+    pub channel: String,
+    pub notification_type: String,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    pub status: String,
+    pub retry_count: i64,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+    pub event_id: Option<i64>,
+    pub booking_id: Option<String>,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, recipient_id, recipient, channel, notification_type, subject, body_text, body_html,
+     status, retry_count, next_attempt_at, last_error, event_id, booking_id, created_at, sent_at";
+
+fn from_row(r: &AnyRow) -> Result<Notification, sqlx::Error> {
+    Ok(Notification {
+        id: r.try_get("id")?,
+        recipient_id: r.try_get("recipient_id")?,
+        recipient: r.try_get("recipient")?,
+        channel: r.try_get("channel")?,
+        notification_type: r.try_get("notification_type")?,
+        subject: r.try_get("subject")?,
+        body_text: r.try_get("body_text")?,
+        body_html: r.try_get("body_html")?,
+        status: r.try_get("status")?,
+        retry_count: r.try_get::<i64, _>("retry_count")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        last_error: r.try_get("last_error")?,
+        event_id: r.try_get("event_id")?,
+        booking_id: r.try_get("booking_id")?,
+        created_at: r.try_get("created_at")?,
+        sent_at: r.try_get("sent_at")?,
+    })
+}
+
+/// Takes up to `limit` PENDING notifications that are due, each leased
+/// for `lease` (another worker, here or on a replica, leaves them alone
+/// meanwhile; a worker that dies lets the lease run out). Oldest first.
+pub async fn claim_due(
+    db: &Db,
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<Notification>, DbError> {
+    let now = time::now();
+    let due = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM notifications WHERE status = 'PENDING' AND next_attempt_at <= $1
+         ORDER BY next_attempt_at LIMIT $2"
+    ))
+    .bind(&now)
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?;
+    let until = time::from_now(lease);
+    let mut claimed = Vec::with_capacity(due.len());
+    for row in &due {
+        let n = from_row(row)?;
+        // Only one claimant moves next_attempt_at from the value it read.
+        let took = sqlx::query(
+            "UPDATE notifications SET next_attempt_at = $1
+             WHERE id = $2 AND status = 'PENDING' AND next_attempt_at = $3",
+        )
+        .bind(&until)
+        .bind(&n.id)
+        .bind(&n.next_attempt_at)
+        .execute(db.pool())
+        .await?;
+        if took.rows_affected() == 1 {
+            claimed.push(n);
+        }
+    }
+    Ok(claimed)
+}
+
+pub async fn mark_sent(db: &Db, id: &str) -> Result<(), DbError> {
+    sqlx::query("UPDATE notifications SET status = 'SENT', sent_at = $1, last_error = NULL WHERE id = $2")
+        .bind(time::now())
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// A failed attempt: tried again at `retry_at`, or FAILED for good when None.
+pub async fn mark_failed_attempt(
+    db: &Db,
+    id: &str,
+    error: &str,
+    retry_at: Option<String>,
+) -> Result<(), DbError> {
+    let (status, next) = match retry_at {
+        Some(at) => ("PENDING", at),
+        None => ("FAILED", time::now()),
+    };
+    sqlx::query(
+        "UPDATE notifications SET status = $1, retry_count = retry_count + 1, next_attempt_at = $2, last_error = $3
+         WHERE id = $4",
+    )
+    .bind(status)
+    .bind(next)
+    .bind(error)
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Which notifications a listing asks for.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub recipient_id: Option<String>,
+    pub booking_id: Option<String>,
+    pub event_id: Option<i64>,
+}
+
+/// A page of notifications matching `f`, newest first, and their total.
+pub async fn page(db: &Db, f: &Filter, limit: i64, offset: i64) -> Result<(Vec<Notification>, i64), DbError> {
+    let mut clauses = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if f.recipient_id.is_some() {
+        clauses.push(format!("recipient_id = {}", next()));
+    }
+    if f.booking_id.is_some() {
+        clauses.push(format!("booking_id = {}", next()));
+    }
+    if f.event_id.is_some() {
+        clauses.push(format!("event_id = {}", next()));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let (limit_at, offset_at) = (next(), next());
+    let list = format!(
+        "SELECT {COLUMNS} FROM notifications {filter} ORDER BY created_at DESC, id DESC LIMIT {limit_at} OFFSET {offset_at}"
+    );
+    let count = format!("SELECT COUNT(*) AS total FROM notifications {filter}");
+    let mut q = sqlx::query(&list);
+    let mut c = sqlx::query(&count);
+    if let Some(v) = &f.recipient_id {
+        q = q.bind(v);
+        c = c.bind(v);
+    }
+    if let Some(v) = &f.booking_id {
+        q = q.bind(v);
+        c = c.bind(v);
+    }
+    if let Some(v) = f.event_id {
+        q = q.bind(v);
+        c = c.bind(v);
+    }
+    let rows = q.bind(limit).bind(offset).fetch_all(db.reader()).await?;
+    let total: i64 = c.fetch_one(db.reader()).await?.try_get("total")?;
+    Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
+}
