@@ -111,7 +111,7 @@ async fn insert_chunk(db: &Db, users: &[(Uuid, String)], hash: &str, now: &str) 
 mod tests {
     use std::{sync::Arc, time::Duration};
 
-    use ticketer_db::testing::TestDatabase;
+    use ticketer_testkit::TestDatabase;
 
     use super::*;
     use crate::{

@@ -88,7 +88,7 @@ async fn commit(db: &Db, new: Vec<ToMake>, timeouts: Timeouts) -> Result<HashSet
 #[cfg(test)]
 mod tests {
     use ticketer_contract::HoldTickets;
-    use ticketer_db::testing::TestDatabase;
+    use ticketer_testkit::TestDatabase;
 
     use super::*;
     use crate::saga;
@@ -113,7 +113,7 @@ mod tests {
 
     async fn made_together(postgres: bool) {
         let tdb = if postgres {
-            let Some(url) = ticketer_db::testing::postgres_url() else {
+            let Some(url) = ticketer_testkit::postgres_url() else {
                 return;
             };
             TestDatabase::postgres(&url, "creations").await.unwrap()

@@ -99,7 +99,7 @@ pub fn start_figures(cache: ticketer_cache::Cache) -> Figures {
 
 #[cfg(test)]
 mod tests {
-    use ticketer_db::testing::TestDatabase;
+    use ticketer_testkit::TestDatabase;
 
     use super::*;
     use crate::{

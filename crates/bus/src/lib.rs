@@ -13,7 +13,6 @@ mod envelope;
 mod inproc;
 mod processing;
 mod rabbit;
-pub mod testing;
 pub mod topology;
 
 use std::sync::Arc;

@@ -7,10 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ticketer_bus::{
-    testing::{address_of, TcpProxy, TestVhost},
-    BatchHandler, Bus, Envelope, HandleError, Outgoing, Subscription,
-};
+use ticketer_bus::{BatchHandler, Bus, Envelope, HandleError, Outgoing, Subscription};
+use ticketer_testkit::{address_of, TcpProxy, TestVhost};
 use tokio_util::sync::CancellationToken;
 
 struct Collect(Mutex<Vec<String>>);
@@ -46,8 +44,8 @@ async fn wait_for(handler: &Collect, kind: &str) {
 /// A fresh vhost, the proxy in front of its broker, and the vhost's URL
 /// through the proxy; None (and the test said skipped) without a broker.
 async fn vhost_behind_proxy() -> Option<(TestVhost, TcpProxy, String)> {
-    let Some(amqp) = ticketer_bus::testing::amqp_url() else {
-        ticketer_config::skip_test("RabbitMQ reconnection test", "TICKETER_TEST_AMQP_URL");
+    let Some(amqp) = ticketer_testkit::amqp_url() else {
+        ticketer_testkit::skip_test("RabbitMQ reconnection test", "TICKETER_TEST_AMQP_URL");
         return None;
     };
     let vhost = TestVhost::create(&amqp).unwrap();

@@ -12,7 +12,7 @@ async fn redis() -> Option<Cache> {
         .ok()
         .filter(|v| !v.is_empty())
     else {
-        ticketer_config::skip_test("Redis cache test", "TICKETER_TEST_REDIS_URL");
+        ticketer_testkit::skip_test("Redis cache test", "TICKETER_TEST_REDIS_URL");
         return None;
     };
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use ticketer_bus::testing::{address_of, TcpProxy};
 use ticketer_cache::Cache;
+use ticketer_testkit::{address_of, TcpProxy};
 
 #[tokio::test]
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
@@ -15,7 +15,7 @@ async fn the_cache_fails_fast_while_redis_hangs_and_recovers_after() {
         .ok()
         .filter(|v| !v.is_empty())
     else {
-        ticketer_config::skip_test("Redis reconnection test", "TICKETER_TEST_REDIS_URL");
+        ticketer_testkit::skip_test("Redis reconnection test", "TICKETER_TEST_REDIS_URL");
         return;
     };
     let proxy = TcpProxy::start(&address_of(&url)).await.unwrap();

@@ -64,3 +64,21 @@ fn flags_and_lists() {
     assert_eq!(e.list("L"), vec!["a", "b", "c"]);
     assert!(env(&[("TICKET_X", "maybe")]).flag_or("X", false).is_err());
 }
+
+#[test]
+fn server_addresses() {
+    assert_eq!(
+        address_of("amqp://guest:guest@127.0.0.1:5672/%2f"),
+        "127.0.0.1:5672"
+    );
+    assert_eq!(
+        address_of("postgres://postgres@db:5432/postgres?sslmode=disable"),
+        "db:5432"
+    );
+    assert_eq!(address_of("redis://127.0.0.1:6379"), "127.0.0.1:6379");
+    assert_eq!(
+        address_of("redis://user:p@ss@cache:6380/0"),
+        "cache:6380",
+        "an @ in the password"
+    );
+}

@@ -13,7 +13,6 @@ pub mod janitor;
 mod migrate;
 mod outbox;
 mod pipeline;
-pub mod testing;
 pub mod time;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
@@ -289,6 +288,25 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error().is_some_and(|e| e.is_unique_violation())
 }
 
+/// `url` with its database name replaced by `name`.
+pub fn url_with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{name}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
 /// A URL with its password replaced, for error messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -343,34 +361,20 @@ mod tests {
         assert!(Dialect::of_url("mysql://x").is_err());
     }
 
-    /// What a store function writes after a locking SELECT, from the
-    /// connection alone.
-    async fn a_connection_knows_its_dialect(url: &str, want: Dialect, lock: &str) {
-        let db = Db::connect(url, 1).await.unwrap();
-        let mut conn = db.pool().acquire().await.unwrap();
-        assert_eq!((Dialect::of(&conn), db.dialect()), (want, want));
-        assert_eq!(for_update(&conn), lock);
-        let sql = format!("SELECT 1 AS one{}", for_update(&conn));
-        sqlx::query(&sql).execute(&mut *conn).await.unwrap();
-        drop(conn);
-        db.close().await;
-    }
-
-    #[tokio::test]
-    async fn sqlite_a_connection_knows_its_dialect() {
-        let tdb = testing::TestDatabase::sqlite();
-        a_connection_knows_its_dialect(&tdb.url, Dialect::Sqlite, "").await;
-    }
-
-    #[tokio::test]
-    #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-    async fn postgres_a_connection_knows_its_dialect() {
-        let Some(url) = testing::postgres_url() else {
-            ticketer_config::skip_test("PostgreSQL dialect test", "TICKETER_TEST_POSTGRES_URL");
-            return;
-        };
-        let tdb = testing::TestDatabase::postgres(&url, "dialect").await.unwrap();
-        a_connection_knows_its_dialect(&tdb.url, Dialect::Postgres, " FOR UPDATE").await;
+    #[test]
+    fn replaces_database_name() {
+        assert_eq!(
+            url_with_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            url_with_database("postgres://u@h:5432", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            url_with_database("postgres://h/db?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
     }
 
     #[test]

@@ -11,11 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ticketer_bus::{testing::TestVhost, Bus, Envelope, HandleError, Subscription};
+use ticketer_bus::{Bus, Envelope, HandleError, Subscription};
 use ticketer_db::{
-    dead_letters, enqueue, testing::TestDatabase, AnyConnection, Db, Inbox, MessageHandler, Migration,
-    Outbound, OutboxRelay,
+    dead_letters, enqueue, AnyConnection, Db, Inbox, MessageHandler, Migration, Outbound, OutboxRelay,
 };
+use ticketer_testkit::TestDatabase;
+use ticketer_testkit::TestVhost;
 use tokio_util::sync::CancellationToken;
 
 const EXCHANGE: &str = "ticketer.events";
@@ -105,11 +106,9 @@ struct Pair {
 impl Pair {
     async fn start(real: bool, label: &str) -> Option<Pair> {
         let (producer_db, consumer_db, vhost) = if real {
-            let (Some(pg), Some(amqp)) = (
-                ticketer_db::testing::postgres_url(),
-                ticketer_bus::testing::amqp_url(),
-            ) else {
-                ticketer_config::skip_test(
+            let (Some(pg), Some(amqp)) = (ticketer_testkit::postgres_url(), ticketer_testkit::amqp_url())
+            else {
+                ticketer_testkit::skip_test(
                     "PostgreSQL/RabbitMQ dead-letter test",
                     "TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL",
                 );

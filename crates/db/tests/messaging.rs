@@ -5,11 +5,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ticketer_bus::{testing::TestVhost, Bus, Envelope, HandleError, Subscription};
-use ticketer_db::{
-    enqueue, testing::TestDatabase, AnyConnection, Db, Inbox, MessageHandler, Migration, Outbound,
-    OutboxRelay,
-};
+use ticketer_bus::{Bus, Envelope, HandleError, Subscription};
+use ticketer_db::{enqueue, AnyConnection, Db, Inbox, MessageHandler, Migration, Outbound, OutboxRelay};
+use ticketer_testkit::TestDatabase;
+use ticketer_testkit::TestVhost;
 use tokio_util::sync::CancellationToken;
 
 // Message types no queue of the real topology is bound to, so that only
@@ -56,11 +55,9 @@ struct Rig {
 impl Rig {
     async fn start(real: bool) -> Option<Rig> {
         let (producer_db, consumer_db, bus, vhost) = if real {
-            let (Some(pg), Some(amqp)) = (
-                ticketer_db::testing::postgres_url(),
-                ticketer_bus::testing::amqp_url(),
-            ) else {
-                ticketer_config::skip_test(
+            let (Some(pg), Some(amqp)) = (ticketer_testkit::postgres_url(), ticketer_testkit::amqp_url())
+            else {
+                ticketer_testkit::skip_test(
                     "PostgreSQL/RabbitMQ messaging test",
                     "TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL",
                 );

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use ticketer_db::{testing::TestDatabase, Migration};
+use ticketer_db::Migration;
+use ticketer_testkit::TestDatabase;
 
 const SCHEMA: &[Migration] = &[Migration::portable(1, "t", "CREATE TABLE t (v BIGINT NOT NULL)")];
 

@@ -3,7 +3,8 @@
 //! server's certificate, so a server whose certificate nobody vouches for
 //! (the local one: Debian's self-signed "snakeoil") is refused.
 
-use ticketer_db::{testing::postgres_url, Db};
+use ticketer_db::Db;
+use ticketer_testkit::postgres_url;
 
 /// `url` with one more query parameter.
 fn with_param(url: &str, param: &str) -> String {
@@ -15,7 +16,7 @@ fn with_param(url: &str, param: &str) -> String {
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_connections_are_encrypted_and_verified_when_asked() {
     let Some(url) = postgres_url() else {
-        ticketer_config::skip_test("PostgreSQL TLS test", "TICKETER_TEST_POSTGRES_URL");
+        ticketer_testkit::skip_test("PostgreSQL TLS test", "TICKETER_TEST_POSTGRES_URL");
         return;
     };
     let plain = Db::connect(&with_param(&url, "sslmode=disable"), 1)
@@ -24,7 +25,7 @@ async fn postgres_connections_are_encrypted_and_verified_when_asked() {
     let (ssl_on,): (String,) = sqlx::query_as("SHOW ssl").fetch_one(plain.pool()).await.unwrap();
     plain.close().await;
     if ssl_on != "on" {
-        ticketer_config::skip_test("PostgreSQL TLS test", "a PostgreSQL server with ssl = on");
+        ticketer_testkit::skip_test("PostgreSQL TLS test", "a PostgreSQL server with ssl = on");
         return;
     }
 

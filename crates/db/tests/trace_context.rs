@@ -7,9 +7,8 @@ use std::{
 };
 
 use ticketer_bus::{Bus, Envelope, HandleError, Subscription};
-use ticketer_db::{
-    enqueue, testing::TestDatabase, AnyConnection, Inbox, MessageHandler, Outbound, OutboxRelay,
-};
+use ticketer_db::{enqueue, AnyConnection, Inbox, MessageHandler, Outbound, OutboxRelay};
+use ticketer_testkit::TestDatabase;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 

@@ -2,9 +2,9 @@
 //! is over, announced through the outbox.
 
 use chrono::{TimeZone, Utc};
-use ticketer_db::testing::TestDatabase;
 use ticketer_events::{domain::RawDetails, EventsService, MIGRATIONS};
 use ticketer_http::{AuthUser, Role};
+use ticketer_testkit::TestDatabase;
 
 fn organizer() -> AuthUser {
     AuthUser {

@@ -231,7 +231,7 @@ mod tests {
     };
 
     use axum::{routing::post, Router};
-    use ticketer_db::testing::TestDatabase;
+    use ticketer_testkit::TestDatabase;
     use tower::ServiceExt;
 
     use super::*;
@@ -276,7 +276,7 @@ mod tests {
 
     async fn a_claim_left_by_a_killed_request_is_taken_over_once_stale(postgres: bool) {
         let tdb = if postgres {
-            let Some(url) = ticketer_db::testing::postgres_url() else {
+            let Some(url) = ticketer_testkit::postgres_url() else {
                 return;
             };
             TestDatabase::postgres(&url, "idem").await.unwrap()

@@ -80,7 +80,8 @@ impl ticketer_db::MessageHandler for EventFeed {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use ticketer_db::{testing::TestDatabase, MessageHandler};
+    use ticketer_db::MessageHandler;
+    use ticketer_testkit::TestDatabase;
     use uuid::Uuid;
 
     use super::*;

@@ -3,194 +3,88 @@
 //! in-process bus, and on PostgreSQL with RabbitMQ when their URLs are set.
 
 use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    collections::HashSet,
     time::{Duration, Instant},
 };
 
 use serde_json::{json, Value};
-use ticketer_auth::keys::SigningKey;
 use ticketer_bus::{
-    testing::TestVhost,
     topology::{BOOKING_EXCHANGE, EVENTS_EXCHANGE, TICKET_OPERATIONS},
-    BatchHandler, Bus, Envelope, HandleError, Outgoing,
+    Envelope, Outgoing,
 };
-use ticketer_config::{Env, InfraConfig, Service};
-use ticketer_db::testing::TestDatabase;
-use ticketer_http::{Claims, Role, ServiceParts};
-use tokio_util::sync::CancellationToken;
+use ticketer_config::Service;
+use ticketer_http::Role;
+use ticketer_testkit::{Backend, ServiceRig};
 use uuid::Uuid;
 
-/// Collects the ticket service's answers by kind.
-#[derive(Default)]
-struct Answers(Mutex<Vec<(String, Value)>>);
-
-#[async_trait::async_trait]
-impl BatchHandler for Answers {
-    async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
-        let mut all = self.0.lock().unwrap();
-        all.extend(batch.iter().map(|m| (m.kind.clone(), m.payload.clone())));
-        Ok(())
-    }
+/// The ticket service alone; the test stands where the booking service
+/// would, on its queue.
+async fn start(backend: Backend, vars: &[(&str, &str)]) -> Option<ServiceRig> {
+    ServiceRig::start(
+        Service::Ticket,
+        backend,
+        vars,
+        &[TICKET_OPERATIONS],
+        ticketer_ticket::build,
+    )
+    .await
 }
 
-impl Answers {
-    fn for_bookings(&self, bookings: &HashSet<Uuid>) -> Vec<(String, Value)> {
-        let all = self.0.lock().unwrap();
-        all.iter()
-            .filter(|(_, p)| {
-                p["booking_id"]
-                    .as_str()
-                    .and_then(|b| Uuid::parse_str(b).ok())
-                    .is_some_and(|b| bookings.contains(&b))
-            })
-            .cloned()
-            .collect()
-    }
-
-    async fn wait_for(&self, bookings: &HashSet<Uuid>, n: usize) -> Vec<(String, Value)> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let got = self.for_bookings(bookings);
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} answers arrived",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-struct Rig {
-    bus: Bus,
-    key: SigningKey,
-    base: String,
-    answers: Arc<Answers>,
-    shutdown: CancellationToken,
-    _db: TestDatabase,
-    _vhost: Option<TestVhost>,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl Rig {
-    async fn start(real: bool, extra: &[(&str, &str)]) -> Option<Rig> {
-        let (db, bus, vhost) = if real {
-            let (Some(pg), Some(amqp)) = (
-                ticketer_db::testing::postgres_url(),
-                ticketer_bus::testing::amqp_url(),
-            ) else {
-                ticketer_config::skip_test(
-                    "ticket commands on PostgreSQL/RabbitMQ",
-                    "TICKETER_TEST_POSTGRES_URL and TICKETER_TEST_AMQP_URL",
-                );
-                return None;
-            };
-            let vhost = TestVhost::create(&amqp).unwrap();
-            let bus = Bus::connect(Some(&vhost.url)).await.unwrap();
-            (
-                TestDatabase::postgres(&pg, "ticket").await.unwrap(),
-                bus,
-                Some(vhost),
-            )
-        } else {
-            (TestDatabase::sqlite(), Bus::in_process(), None)
-        };
-        let data = tempfile::tempdir().unwrap();
-        let mut vars = HashMap::from([
-            ("TICKET_DATABASE_URL".to_string(), db.url.clone()),
-            ("TICKET_OUTBOX_POLL_MS".to_string(), "20".to_string()),
-        ]);
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let env = Env::from_map(Service::Ticket, vars);
-        let infra = InfraConfig::from_env(Service::Ticket, &env, data.path().to_path_buf()).unwrap();
-        let shutdown = CancellationToken::new();
-        let answers = Arc::new(Answers::default());
-        // The test stands where the booking service would: on its queue.
-        let sub = TICKET_OPERATIONS.subscription();
-        bus.subscribe(sub, answers.clone(), shutdown.clone())
-            .await
-            .unwrap();
-        let key = SigningKey::from_pem(&SigningKey::generate_pem()).unwrap();
-        let parts = ServiceParts {
-            db: db.connect().await.unwrap(),
-            bus: bus.clone(),
-            cache: Some(ticketer_cache::Cache::memory()),
-            verifier: key.verifier("ticketer-auth"),
-        };
-        let listener = ticketer_http::bind("127.0.0.1", 0).await.unwrap();
-        let app = ticketer_ticket::build(&infra, parts, listener, shutdown.clone())
-            .await
-            .unwrap();
-        let base = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run_until_stopped());
-        Some(Rig {
-            bus,
-            key,
-            base,
-            answers,
-            shutdown,
-            _db: db,
-            _vhost: vhost,
-            _data: data,
+/// Waits for `n` answers about any of `bookings`.
+async fn answers_about(rig: &ServiceRig, bookings: &HashSet<Uuid>, n: usize) -> Vec<(String, Value)> {
+    let what = format!("{n} answers");
+    rig.heard(&TICKET_OPERATIONS)
+        .until(Duration::from_secs(60), &what, |all| {
+            let got: Vec<_> = all
+                .iter()
+                .filter(|(_, p)| {
+                    p["booking_id"]
+                        .as_str()
+                        .and_then(|b| Uuid::parse_str(b).ok())
+                        .is_some_and(|b| bookings.contains(&b))
+                })
+                .cloned()
+                .collect();
+            (got.len() >= n).then_some(got)
         })
-    }
+        .await
+}
 
-    async fn send(&self, exchange: &str, kind: &str, payload: Value) {
-        let msg = Outgoing::new(exchange, &Envelope::new(kind, &payload));
-        self.bus.publish(&[msg]).await.unwrap();
-    }
+async fn send(rig: &ServiceRig, exchange: &str, kind: &str, payload: Value) {
+    rig.send(exchange, Envelope::new(kind, &payload)).await;
+}
 
-    async fn availability(&self, event_id: i64) -> Option<Value> {
-        let r = reqwest::get(format!("{}/api/v1/tickets/availability/{event_id}", self.base))
-            .await
-            .unwrap();
-        if r.status().is_success() {
-            Some(r.json().await.unwrap())
-        } else {
-            None
-        }
+async fn availability(rig: &ServiceRig, event_id: i64) -> Option<Value> {
+    let r = rig
+        .http
+        .get(format!("{}/api/v1/tickets/availability/{event_id}", rig.base))
+        .send()
+        .await
+        .unwrap();
+    if r.status().is_success() {
+        Some(r.json().await.unwrap())
+    } else {
+        None
     }
+}
 
-    fn token(&self, user: Uuid, role: Role) -> String {
-        let now = chrono::Utc::now().timestamp();
-        self.key.sign(&Claims {
-            sub: user.to_string(),
-            email: "t@example.com".into(),
-            roles: vec![role],
-            iat: now,
-            exp: now + 300,
-            iss: "ticketer-auth".into(),
-            nbf: None,
-        })
-    }
+async fn get_as(rig: &ServiceRig, path: &str, user: Uuid, role: Role) -> (u16, Value) {
+    let r = rig
+        .http
+        .get(format!("{}{path}", rig.base))
+        .bearer_auth(rig.token(&user.to_string(), vec![role]))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
 
-    async fn get_as(&self, path: &str, user: Uuid, role: Role) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(self.token(user, role))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn wait_on_sale(&self, event_id: i64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.availability(event_id).await.is_none() {
-            assert!(Instant::now() < deadline, "inventory never appeared");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+async fn wait_on_sale(rig: &ServiceRig, event_id: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while availability(rig, event_id).await.is_none() {
+        assert!(Instant::now() < deadline, "inventory never appeared");
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -216,13 +110,12 @@ fn counters(v: &Value) -> (i64, i64, i64, i64) {
     (n("capacity"), n("available"), n("held"), n("sold"))
 }
 
-async fn never_oversells(real: bool) {
-    let Some(rig) = Rig::start(real, &[]).await else {
+async fn never_oversells(backend: Backend) {
+    let Some(rig) = start(backend, &[]).await else {
         return;
     };
-    rig.send(EVENTS_EXCHANGE, "EventPublished", published(1, 100))
-        .await;
-    rig.wait_on_sale(1).await;
+    send(&rig, EVENTS_EXCHANGE, "EventPublished", published(1, 100)).await;
+    wait_on_sale(&rig, 1).await;
 
     // 300 buyers for 100 seats, all at once.
     let bookings: Vec<Uuid> = (0..300).map(|_| Uuid::new_v4()).collect();
@@ -239,7 +132,7 @@ async fn never_oversells(real: bool) {
         s.await.unwrap().unwrap();
     }
     let all: HashSet<Uuid> = bookings.iter().copied().collect();
-    let answers = rig.answers.wait_for(&all, 300).await;
+    let answers = answers_about(&rig, &all, 300).await;
     let held: Vec<&Value> = answers
         .iter()
         .filter(|(k, _)| k == "TicketsHeld")
@@ -261,7 +154,7 @@ async fn never_oversells(real: bool) {
     assert!(held
         .iter()
         .all(|p| p["amount"] == "12.50" && p["currency"] == "EUR"));
-    assert_eq!(counters(&rig.availability(1).await.unwrap()), (100, 0, 100, 0));
+    assert_eq!(counters(&availability(&rig, 1).await.unwrap()), (100, 0, 100, 0));
 
     // Ten pay, ten give up, one asks again, one asks for an unknown event.
     let winners: Vec<Uuid> = held
@@ -271,7 +164,8 @@ async fn never_oversells(real: bool) {
     let (paying, rest) = winners.split_at(10);
     let (leaving, rest) = rest.split_at(10);
     for b in paying {
-        rig.send(
+        send(
+            &rig,
             BOOKING_EXCHANGE,
             "ReserveTickets",
             json!({"booking_id": b, "event_id": 1}),
@@ -279,17 +173,17 @@ async fn never_oversells(real: bool) {
         .await;
     }
     for b in leaving {
-        rig.send(
+        send(
+            &rig,
             BOOKING_EXCHANGE,
             "ReleaseTickets",
             json!({"booking_id": b, "event_id": 1}),
         )
         .await;
     }
-    rig.send(BOOKING_EXCHANGE, "HoldTickets", hold(rest[0], 1)).await;
+    send(&rig, BOOKING_EXCHANGE, "HoldTickets", hold(rest[0], 1)).await;
     let stranger = Uuid::new_v4();
-    rig.send(BOOKING_EXCHANGE, "HoldTickets", hold(stranger, 999))
-        .await;
+    send(&rig, BOOKING_EXCHANGE, "HoldTickets", hold(stranger, 999)).await;
     let watched: HashSet<Uuid> = paying
         .iter()
         .chain(leaving)
@@ -297,7 +191,7 @@ async fn never_oversells(real: bool) {
         .copied()
         .collect();
     // Each watched booking already had one answer (its hold), except the stranger.
-    let answers = rig.answers.wait_for(&watched, 21 + 22).await;
+    let answers = answers_about(&rig, &watched, 21 + 22).await;
     let count = |kind: &str| answers.iter().filter(|(k, _)| k == kind).count();
     assert_eq!(count("TicketsReserved"), 10);
     assert_eq!(count("TicketsReleased"), 10);
@@ -314,7 +208,7 @@ async fn never_oversells(real: bool) {
     assert!(answers
         .iter()
         .any(|(k, p)| k == "TicketsHoldFailed" && p["reason"] == "EVENT_NOT_ON_SALE"));
-    assert_eq!(counters(&rig.availability(1).await.unwrap()), (100, 10, 80, 10));
+    assert_eq!(counters(&availability(&rig, 1).await.unwrap()), (100, 10, 80, 10));
 
     // The ten released seats sell again, to ten of twenty new buyers.
     let late: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
@@ -324,7 +218,7 @@ async fn never_oversells(real: bool) {
         .collect();
     rig.bus.publish(&batch).await.unwrap();
     let late_set: HashSet<Uuid> = late.iter().copied().collect();
-    let answers = rig.answers.wait_for(&late_set, 20).await;
+    let answers = answers_about(&rig, &late_set, 20).await;
     let reheld: HashSet<&str> = answers
         .iter()
         .filter(|(k, _)| k == "TicketsHeld")
@@ -333,84 +227,90 @@ async fn never_oversells(real: bool) {
         .collect();
     assert_eq!(reheld.len(), 10);
     assert!(reheld.is_subset(&seats), "released seats are the ones sold again");
-    assert_eq!(counters(&rig.availability(1).await.unwrap()), (100, 0, 90, 10));
+    assert_eq!(counters(&availability(&rig, 1).await.unwrap()), (100, 0, 90, 10));
 }
 
 #[tokio::test]
 async fn embedded_ticket_holds_never_oversell() {
-    never_oversells(false).await;
+    never_oversells(Backend::Embedded).await;
 }
 
 #[tokio::test]
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_rabbitmq_ticket_holds_never_oversell() {
-    never_oversells(true).await;
+    never_oversells(Backend::Servers).await;
 }
 
-async fn holds_expire_and_the_seats_go_back_on_sale(real: bool) {
+async fn holds_expire_and_the_seats_go_back_on_sale(backend: Backend) {
     let extra = [("TICKET_HOLD_TTL_SECONDS", "1"), ("TICKET_HOLD_SWEEP_MS", "100")];
-    let Some(rig) = Rig::start(real, &extra).await else {
+    let Some(rig) = start(backend, &extra).await else {
         return;
     };
-    rig.send(EVENTS_EXCHANGE, "EventPublished", published(2, 5)).await;
-    rig.wait_on_sale(2).await;
+    send(&rig, EVENTS_EXCHANGE, "EventPublished", published(2, 5)).await;
+    wait_on_sale(&rig, 2).await;
     let bookings: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     for b in &bookings {
-        rig.send(BOOKING_EXCHANGE, "HoldTickets", hold(*b, 2)).await;
+        send(&rig, BOOKING_EXCHANGE, "HoldTickets", hold(*b, 2)).await;
     }
     let all: HashSet<Uuid> = bookings.iter().copied().collect();
-    rig.answers.wait_for(&all, 3).await;
+    answers_about(&rig, &all, 3).await;
     // Nobody pays: after the hold time every seat is back.
-    let answers = rig.answers.wait_for(&all, 6).await;
+    let answers = answers_about(&rig, &all, 6).await;
     let expired: Vec<&Value> = answers
         .iter()
         .filter(|(k, p)| k == "TicketsReleased" && p["reason"] == "HOLD_EXPIRED")
         .map(|(_, p)| p)
         .collect();
     assert_eq!(expired.len(), 3, "{answers:?}");
-    assert_eq!(counters(&rig.availability(2).await.unwrap()), (5, 5, 0, 0));
+    assert_eq!(counters(&availability(&rig, 2).await.unwrap()), (5, 5, 0, 0));
     // Paying now is too late.
-    rig.send(
+    send(
+        &rig,
         BOOKING_EXCHANGE,
         "ReserveTickets",
         json!({"booking_id": bookings[0], "event_id": 2}),
     )
     .await;
-    let answers = rig.answers.wait_for(&all, 7).await;
+    let answers = answers_about(&rig, &all, 7).await;
     assert!(answers
         .iter()
         .any(|(k, p)| k == "TicketsReserveFailed" && p["reason"] == "HOLD_EXPIRED"));
-    assert_eq!(counters(&rig.availability(2).await.unwrap()), (5, 5, 0, 0));
+    assert_eq!(counters(&availability(&rig, 2).await.unwrap()), (5, 5, 0, 0));
 }
 
 #[tokio::test]
 async fn embedded_holds_expire() {
-    holds_expire_and_the_seats_go_back_on_sale(false).await;
+    holds_expire_and_the_seats_go_back_on_sale(Backend::Embedded).await;
 }
 
 #[tokio::test]
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_rabbitmq_holds_expire() {
-    holds_expire_and_the_seats_go_back_on_sale(true).await;
+    holds_expire_and_the_seats_go_back_on_sale(Backend::Servers).await;
 }
 
-async fn tickets_are_seen_by_their_holder_and_organizer(real: bool) {
-    let Some(rig) = Rig::start(real, &[]).await else {
+async fn tickets_are_seen_by_their_holder_and_organizer(backend: Backend) {
+    let Some(rig) = start(backend, &[]).await else {
         return;
     };
     let organizer = Uuid::new_v4();
     let mut event = published(3, 10);
     event["organizer"] = json!(organizer);
-    rig.send(EVENTS_EXCHANGE, "EventPublished", event).await;
-    rig.wait_on_sale(3).await;
+    send(&rig, EVENTS_EXCHANGE, "EventPublished", event).await;
+    wait_on_sale(&rig, 3).await;
     let (customer, booking) = (Uuid::new_v4(), Uuid::new_v4());
-    rig.send(BOOKING_EXCHANGE, "HoldTickets", hold_for(booking, 3, customer))
-        .await;
-    let answers = rig.answers.wait_for(&HashSet::from([booking]), 1).await;
+    send(
+        &rig,
+        BOOKING_EXCHANGE,
+        "HoldTickets",
+        hold_for(booking, 3, customer),
+    )
+    .await;
+    let answers = answers_about(&rig, &HashSet::from([booking]), 1).await;
     let ids = answers[0].1["ticket_ids"].as_array().unwrap().clone();
     assert_eq!(ids.len(), 2);
 
-    let (status, mine) = rig.get_as("/api/v1/tickets/mine", customer, Role::Customer).await;
+    let (status, mine) = get_as(&rig, "/api/v1/tickets/mine", customer, Role::Customer).await;
     assert_eq!((status, mine["total"].as_i64()), (200, Some(2)));
     assert!(mine["items"]
         .as_array()
@@ -418,42 +318,45 @@ async fn tickets_are_seen_by_their_holder_and_organizer(real: bool) {
         .iter()
         .all(|t| t["status"] == "HELD"));
     let one = format!("/api/v1/tickets/{}", ids[0].as_str().unwrap());
-    assert_eq!(rig.get_as(&one, customer, Role::Customer).await.0, 200);
-    assert_eq!(rig.get_as(&one, organizer, Role::Organizer).await.0, 200);
-    assert_eq!(rig.get_as(&one, Uuid::new_v4(), Role::Customer).await.0, 403);
-    let (status, list) = rig
-        .get_as("/api/v1/tickets?event_id=3", organizer, Role::Organizer)
-        .await;
+    assert_eq!(get_as(&rig, &one, customer, Role::Customer).await.0, 200);
+    assert_eq!(get_as(&rig, &one, organizer, Role::Organizer).await.0, 200);
+    assert_eq!(get_as(&rig, &one, Uuid::new_v4(), Role::Customer).await.0, 403);
+    let (status, list) = get_as(&rig, "/api/v1/tickets?event_id=3", organizer, Role::Organizer).await;
     assert_eq!((status, list["total"].as_i64()), (200, Some(2)));
     assert_eq!(
-        rig.get_as("/api/v1/tickets?event_id=3", Uuid::new_v4(), Role::Organizer)
+        get_as(
+            &rig,
+            "/api/v1/tickets?event_id=3",
+            Uuid::new_v4(),
+            Role::Organizer
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        get_as(&rig, "/api/v1/tickets?event_id=3", customer, Role::Customer)
             .await
             .0,
         403
     );
     assert_eq!(
-        rig.get_as("/api/v1/tickets?event_id=3", customer, Role::Customer)
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        rig.get_as("/api/v1/tickets?event_id=3", Uuid::new_v4(), Role::Admin)
+        get_as(&rig, "/api/v1/tickets?event_id=3", Uuid::new_v4(), Role::Admin)
             .await
             .0,
         200
     );
     let missing = format!("/api/v1/tickets/{}", Uuid::new_v4());
-    assert_eq!(rig.get_as(&missing, customer, Role::Customer).await.0, 404);
+    assert_eq!(get_as(&rig, &missing, customer, Role::Customer).await.0, 404);
 }
 
 #[tokio::test]
 async fn embedded_ticket_visibility() {
-    tickets_are_seen_by_their_holder_and_organizer(false).await;
+    tickets_are_seen_by_their_holder_and_organizer(Backend::Embedded).await;
 }
 
 #[tokio::test]
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_rabbitmq_ticket_visibility() {
-    tickets_are_seen_by_their_holder_and_organizer(true).await;
+    tickets_are_seen_by_their_holder_and_organizer(Backend::Servers).await;
 }

@@ -35,7 +35,7 @@ use nemesis::{Fault, Planned, Shape};
 use network::{Condition, Network};
 use processes::Processes;
 use servers::{sh, Resources};
-use ticketer_bus::testing::address_of;
+use ticketer_config::address_of;
 
 /// What is sold, to whom, and how the nemesis is drawn.
 #[derive(Debug, Clone, Serialize)]

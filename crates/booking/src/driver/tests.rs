@@ -1,12 +1,13 @@
 use ticketer_bus::BatchHandler;
 use ticketer_contract::{Money, PaymentSettlement};
-use ticketer_db::{testing::TestDatabase, Db, Inbox};
+use ticketer_db::{Db, Inbox};
+use ticketer_testkit::TestDatabase;
 
 use super::*;
 
 async fn database(postgres: bool) -> Option<TestDatabase> {
     let tdb = if postgres {
-        TestDatabase::postgres(&ticketer_db::testing::postgres_url()?, "saga_batch")
+        TestDatabase::postgres(&ticketer_testkit::postgres_url()?, "saga_batch")
             .await
             .unwrap()
     } else {

@@ -1,6 +1,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ticketer_db::testing::TestDatabase;
+use ticketer_testkit::TestDatabase;
 
 use super::*;
 use crate::store::NewNotification;

@@ -1,7 +1,8 @@
 //! The listener against a real (SQLite) database.
 
 use ticketer_contract::{BookingSnapshot, BookingStatus, EventSnapshot, FailureReason};
-use ticketer_db::{testing::TestDatabase, Db, MessageHandler};
+use ticketer_db::{Db, MessageHandler};
+use ticketer_testkit::TestDatabase;
 use uuid::Uuid;
 
 use super::*;

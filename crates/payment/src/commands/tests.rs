@@ -1,7 +1,7 @@
 use std::{str::FromStr, sync::atomic::AtomicUsize, sync::atomic::Ordering};
 
 use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
-use ticketer_db::testing::TestDatabase;
+use ticketer_testkit::TestDatabase;
 
 use super::*;
 
@@ -64,8 +64,8 @@ impl PaymentProvider for Probe {
 
 async fn the_provider_is_asked_with_no_transaction_open(postgres: bool) {
     let tdb = if postgres {
-        let Some(url) = ticketer_db::testing::postgres_url() else {
-            ticketer_config::skip_test("PostgreSQL payment test", "TICKETER_TEST_POSTGRES_URL");
+        let Some(url) = ticketer_testkit::postgres_url() else {
+            ticketer_testkit::skip_test("PostgreSQL payment test", "TICKETER_TEST_POSTGRES_URL");
             return;
         };
         TestDatabase::postgres(&url, "provider_outside").await.unwrap()

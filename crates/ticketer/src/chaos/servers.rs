@@ -48,7 +48,7 @@ pub struct Resources {
 impl Resources {
     pub fn database_url(&self, svc: Service) -> String {
         let name = format!("{}_{}", self.id, svc.name());
-        let url = ticketer_db::testing::with_database(&self.postgres_admin, &name);
+        let url = ticketer_db::url_with_database(&self.postgres_admin, &name);
         // Everything is on this machine: TLS on loopback would only add work.
         match (url.contains("sslmode="), url.contains('?')) {
             (true, _) => url,

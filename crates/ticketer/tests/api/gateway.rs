@@ -36,7 +36,7 @@ async fn rate_limit_answers_429_with_retry_after() {
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn gateway_replicas_share_one_limit_through_redis() {
     let Some((_, _, redis)) = test_urls() else {
-        ticketer_config::skip_test("shared rate limit test", "the TICKETER_TEST_* URLs");
+        ticketer_testkit::skip_test("shared rate limit test", "the TICKETER_TEST_* URLs");
         return;
     };
     let s = TestStack::embedded(&[]).await;

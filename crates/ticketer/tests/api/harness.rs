@@ -9,10 +9,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use ticketer::stack::{self, Ports};
 use ticketer_auth::keys::SigningKey;
-use ticketer_bus::testing::TestVhost;
 use ticketer_config::{Env, Service};
-use ticketer_db::testing::TestDatabase;
 use ticketer_http::{Claims, Role};
+use ticketer_testkit::TestDatabase;
+use ticketer_testkit::TestVhost;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -169,7 +169,7 @@ impl TestStack {
     /// [`TestStack::production`] with extra variables for every process.
     pub async fn production_with(extra: &[(&str, &str)]) -> Option<TestStack> {
         let Some((pg, amqp, redis)) = test_urls() else {
-            ticketer_config::skip_test(
+            ticketer_testkit::skip_test(
                 "production-backend test",
                 "TICKETER_TEST_POSTGRES_URL, TICKETER_TEST_AMQP_URL and TICKETER_TEST_REDIS_URL",
             );

@@ -175,15 +175,13 @@ async fn serve_exports_traces_over_otlp() {
 async fn killed_between_commit_and_publish_loses_nothing() {
     use std::sync::Mutex;
 
-    use ticketer_bus::{
-        testing::{address_of, TcpProxy, TestVhost},
-        BatchHandler, Bus, Envelope, HandleError, Subscription,
-    };
-    use ticketer_db::testing::TestDatabase;
+    use ticketer_bus::{BatchHandler, Bus, Envelope, HandleError, Subscription};
+    use ticketer_testkit::TestDatabase;
+    use ticketer_testkit::{address_of, TcpProxy, TestVhost};
     use tokio_util::sync::CancellationToken;
 
     let Some((pg, amqp, _)) = crate::harness::test_urls() else {
-        ticketer_config::skip_test("crash-recovery test", "the TICKETER_TEST_* URLs");
+        ticketer_testkit::skip_test("crash-recovery test", "the TICKETER_TEST_* URLs");
         return;
     };
     let vhost = TestVhost::create(&amqp).unwrap();

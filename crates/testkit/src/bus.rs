@@ -69,13 +69,6 @@ impl Drop for TestVhost {
     }
 }
 
-/// The `host:port` of a server URL (`scheme://[user[:password]@]host:port/...`).
-pub fn address_of(url: &str) -> String {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    rest.split('/').next().unwrap_or_default().to_string()
-}
-
 /// A TCP proxy in front of a server, for failure tests: `cut` drops every
 /// open connection, `block` refuses new ones until `unblock`, `stall`
 /// accepts new ones and never answers (a server that hangs, or a network

@@ -1,9 +1,9 @@
-//! Throwaway databases for tests: a temporary SQLite file, or a uniquely
-//! named PostgreSQL database dropped again when the handle goes away.
+//! Throwaway databases: a temporary SQLite file, or a uniquely named
+//! PostgreSQL database dropped again when the handle goes away.
 
 use std::path::PathBuf;
 
-use crate::{Db, DbError};
+use ticketer_db::{url_with_database, Db, DbError};
 
 /// The PostgreSQL server tests may use, from `TICKETER_TEST_POSTGRES_URL`.
 pub fn postgres_url() -> Option<String> {
@@ -42,7 +42,7 @@ impl TestDatabase {
             .await?;
         admin.close().await;
         Ok(TestDatabase {
-            url: with_database(admin_url, &name),
+            url: url_with_database(admin_url, &name),
             cleanup: Cleanup::Postgres {
                 admin_url: admin_url.to_string(),
                 name,
@@ -53,25 +53,6 @@ impl TestDatabase {
     pub async fn connect(&self) -> Result<Db, DbError> {
         Db::connect(&self.url, 8).await
     }
-}
-
-/// `url` with its database name replaced by `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map(|i| i + scheme_end)
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{name}", &base[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }
 
 impl Drop for TestDatabase {
@@ -100,23 +81,5 @@ impl Drop for TestDatabase {
                 .join();
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_database_name() {
-        assert_eq!(
-            with_database("postgres://u@h:5432/postgres", "x"),
-            "postgres://u@h:5432/x"
-        );
-        assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
-        assert_eq!(
-            with_database("postgres://h/db?sslmode=disable", "x"),
-            "postgres://h/x?sslmode=disable"
-        );
     }
 }
