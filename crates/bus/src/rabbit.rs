@@ -8,11 +8,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use lapin::{
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+        BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
@@ -21,12 +20,15 @@ use tokio::{sync::Mutex, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    processing::{apply, BatchHandler, Outcome},
+    processing::BatchHandler,
     topology::{dead_letter_queue, DEAD_LETTER_EXCHANGE, TOPIC_EXCHANGES},
-    BusError, Envelope, Outgoing, Subscription,
+    BusError, Outgoing, Subscription,
 };
 
+mod consume;
 mod dead_letters;
+
+use consume::{consume, START_TIMEOUT};
 
 /// Confirm-mode channels each process publishes on. Several batches can be
 /// awaiting their confirms at once (the pipelined outbox relay sends the
@@ -319,96 +321,4 @@ async fn declare(channel: &Channel, sub: &Subscription) -> Result<(), BusError> 
             .await?;
     }
     Ok(())
-}
-
-/// How long a consumer's channel may take to close, and a new consumer to
-/// start (connect, declare, subscribe), before the worker gives up on it.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Applies deliveries until shutdown or until the channel fails.
-async fn consume(
-    channel: Channel,
-    mut consumer: lapin::Consumer,
-    sub: &Subscription,
-    handler: &dyn BatchHandler,
-    shutdown: &CancellationToken,
-) {
-    let nack = |requeue| BasicNackOptions {
-        requeue,
-        multiple: false,
-    };
-    'outer: loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            d = consumer.next() => d,
-        };
-        let mut batch = match first {
-            Some(Ok(d)) => vec![d],
-            Some(Err(e)) => {
-                tracing::warn!(queue = %sub.queue, error = %e, "consumer channel lost");
-                break;
-            }
-            None => break,
-        };
-        // Take whatever else has already arrived, without waiting for it.
-        while batch.len() < sub.batch_size {
-            match tokio::time::timeout(Duration::from_millis(1), consumer.next()).await {
-                Ok(Some(Ok(d))) => batch.push(d),
-                _ => break,
-            }
-        }
-
-        let mut parsed = Vec::with_capacity(batch.len());
-        let mut owners = Vec::with_capacity(batch.len());
-        for d in batch {
-            match Envelope::from_bytes(&d.data) {
-                Ok(env) => {
-                    parsed.push(env);
-                    owners.push(d);
-                }
-                Err(e) => {
-                    tracing::error!(queue = %sub.queue, error = %e, "dead-lettering undecodable message");
-                    if d.acker.nack(nack(false)).await.is_err() {
-                        break 'outer;
-                    }
-                }
-            }
-        }
-        let outcomes = apply(handler, &parsed, sub, shutdown).await;
-        // The usual case: everything applied. One ack settles the batch
-        // (this worker's channel has nothing else unsettled).
-        if outcomes.iter().all(|o| *o == Outcome::Applied) {
-            if let Some(last) = owners.last() {
-                let all = BasicAckOptions { multiple: true };
-                if let Err(e) = last.acker.ack(all).await {
-                    tracing::warn!(queue = %sub.queue, error = %e, "could not settle deliveries; they will be redelivered");
-                    break 'outer;
-                }
-            }
-            continue;
-        }
-        for (d, outcome) in owners.into_iter().zip(outcomes) {
-            let sent = match outcome {
-                Outcome::Applied => d.acker.ack(BasicAckOptions::default()).await,
-                // The queue's dead-letter exchange routes it to `<queue>.dlq`.
-                Outcome::DeadLettered(_) => d.acker.nack(nack(false)).await,
-                Outcome::Abandoned => d.acker.nack(nack(true)).await,
-            };
-            if let Err(e) = sent {
-                tracing::warn!(queue = %sub.queue, error = %e, "could not settle delivery; it will be redelivered");
-                break 'outer;
-            }
-        }
-    }
-    // Closing the channel hands every unacked delivery back to the queue
-    // (a dead connection has done so already). On a connection that died
-    // under a paused or busy process the close may never be answered: the
-    // worker must not wait on it, or the queue stays unconsumed for good.
-    if tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "consumer stopped"))
-        .await
-        .is_err()
-    {
-        tracing::warn!(queue = %sub.queue, "the channel did not close; consuming again on a new one");
-    }
 }

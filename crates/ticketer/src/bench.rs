@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashMap,
-    io::IsTerminal,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -22,12 +21,14 @@ mod audit;
 pub(crate) mod buyer;
 pub(crate) mod client;
 mod probe;
+mod progress;
 pub(crate) mod setup;
 
 use audit::{audit, Audit};
 use buyer::{buy, Outcome};
 use client::Client;
 use probe::{backend, cpu_used, peak_memory};
+use progress::progress;
 use setup::event_on_sale;
 
 /// The presets the contract names.
@@ -138,47 +139,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn percentiles(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
-}
-
-/// Live progress on stderr: a bar on a terminal, a line a second otherwise.
-fn progress(
-    total: usize,
-    done: Arc<AtomicUsize>,
-    confirmed: Arc<AtomicUsize>,
-    errors: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<()> {
-    let tty = std::io::stderr().is_terminal();
-    tokio::spawn(async move {
-        let every = if tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(1)
-        };
-        loop {
-            tokio::time::sleep(every).await;
-            let d = done.load(Ordering::Relaxed);
-            let width = 30;
-            let filled = (d * width).checked_div(total).unwrap_or(width);
-            let line = format!(
-                "bench: [{}{}] {d}/{total} answered, {} confirmed, {} errors",
-                "#".repeat(filled),
-                " ".repeat(width - filled),
-                confirmed.load(Ordering::Relaxed),
-                errors.load(Ordering::Relaxed)
-            );
-            if tty {
-                eprint!("\r{line}");
-            } else {
-                eprintln!("{line}");
-            }
-            if d >= total {
-                if tty {
-                    eprintln!();
-                }
-                return;
-            }
-        }
-    })
 }
 
 /// Writes `n` customers straight into the auth database configured by `env`

@@ -1,13 +1,15 @@
 //! `ticketer`: one binary for every way of running Ticketer.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use ticketer::stack::{self, Ports};
 use ticketer_config::{Env, InfraConfig, Service};
 use ticketer_telemetry::LogFormat;
 use tokio_util::sync::CancellationToken;
+
+mod cli;
+
+use cli::{AdminCommand, BenchScenario, Cli, Command, DlqCommand, Provisioning};
 
 /// mimalloc instead of glibc malloc: glibc keeps freed memory in per-thread
 /// arenas, so the 19 MiB blocks of Argon2 hashes computed on many blocking
@@ -15,215 +17,6 @@ use tokio_util::sync::CancellationToken;
 /// large freed blocks to the system.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser)]
-#[command(name = "ticketer", version, about = "Event ticketing that does not oversell")]
-struct Cli {
-    /// Where embedded data lives: SQLite files, the signing key, mail.
-    #[arg(long, global = true, env = "TICKETER_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Every service in this process on its contract port (embedded by
-    /// default: SQLite, in-process bus and cache; honours *_DATABASE_URL,
-    /// AMQP_URL and REDIS_URL when set).
-    Dev,
-    /// One service, configured by environment variables.
-    Serve {
-        /// gateway, auth, events, notification, booking, ticket or payment.
-        service: Service,
-    },
-    /// Applies database migrations for one service, or `all`.
-    Migrate { service: String },
-    /// Load generators that check their results against the services' records.
-    Bench {
-        #[command(subcommand)]
-        scenario: BenchScenario,
-    },
-    /// A flash sale on the production backend (every service its own
-    /// process) while a seeded nemesis kills, pauses and restarts services
-    /// and servers; then an audit of the services' records. Prints a JSON
-    /// report as the last line; exits 1 unless the audit is clean.
-    Chaos(ChaosArgs),
-    /// Administrator accounts.
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
-    /// Dead letters: the messages a queue's consumer gave up on (RabbitMQ's
-    /// `<queue>.dlq` when AMQP_URL is set, else the consuming service's
-    /// database).
-    Dlq {
-        #[command(subcommand)]
-        command: DlqCommand,
-    },
-}
-
-#[derive(clap::Args)]
-struct ChaosArgs {
-    /// Draws the faults: the same seed, the same faults at the same times.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// How long faults are injected; buyers arrive over the first 80%.
-    #[arg(long, default_value_t = 90)]
-    seconds: u64,
-    #[arg(long, default_value_t = 400)]
-    tickets: i64,
-    #[arg(long, default_value_t = 2_000)]
-    buyers: usize,
-    /// At most this many buyers in flight; buyers arrive on schedule
-    /// whatever the others do, up to this cap.
-    #[arg(long, default_value_t = 256)]
-    concurrency: usize,
-    /// The services' hold TTL in seconds (short, so that holds expire in the run).
-    #[arg(long, default_value_t = 15)]
-    hold_ttl: u64,
-    /// The services' payment deadline in seconds.
-    #[arg(long, default_value_t = 10)]
-    payment_timeout: u64,
-    /// Seconds the system may take to settle after the nemesis (default:
-    /// hold TTL + payment deadline + 60).
-    #[arg(long)]
-    drain: Option<u64>,
-    /// Leave PostgreSQL, RabbitMQ and Redis alone.
-    #[arg(long)]
-    no_server_faults: bool,
-    /// Leave the network between the services and their servers alone.
-    #[arg(long)]
-    no_network_faults: bool,
-    /// Keep the run's databases and vhost.
-    #[arg(long)]
-    keep: bool,
-    /// Where logs and the signing key go (default: a new directory under the data dir).
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
-    #[arg(
-        long,
-        env = "CHAOS_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
-    #[arg(
-        long,
-        env = "CHAOS_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672"
-    )]
-    amqp_url: String,
-    #[arg(long, env = "CHAOS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    /// Shell command that restarts RabbitMQ (and returns once it is back).
-    #[arg(
-        long,
-        env = "CHAOS_RESTART_RABBITMQ",
-        default_value = "rabbitmqctl -q stop_app && rabbitmqctl -q start_app"
-    )]
-    restart_rabbitmq: String,
-    /// Shell command that restarts PostgreSQL.
-    #[arg(
-        long,
-        env = "CHAOS_RESTART_POSTGRES",
-        default_value = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart -m fast"
-    )]
-    restart_postgres: String,
-    #[arg(
-        long,
-        env = "CHAOS_STOP_REDIS",
-        default_value = "redis-cli -h 127.0.0.1 -p 6379 shutdown nosave"
-    )]
-    stop_redis: String,
-    #[arg(
-        long,
-        env = "CHAOS_START_REDIS",
-        default_value = "mkdir -p /var/lib/redis /var/log/redis && redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log && until redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; do sleep 0.1; done"
-    )]
-    start_redis: String,
-}
-
-impl ChaosArgs {
-    fn config(self, data_dir: &std::path::Path) -> anyhow::Result<ticketer::chaos::Config> {
-        let work_dir = self.work_dir.unwrap_or_else(|| {
-            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
-            data_dir.join(format!("chaos-{stamp}-seed{}", self.seed))
-        });
-        Ok(ticketer::chaos::Config {
-            run: ticketer::chaos::Run {
-                seed: self.seed,
-                seconds: self.seconds,
-                tickets: self.tickets,
-                buyers: self.buyers,
-                concurrency: self.concurrency,
-                hold_ttl_s: self.hold_ttl,
-                payment_timeout_s: self.payment_timeout,
-            },
-            drain_s: self.drain.unwrap_or(self.hold_ttl + self.payment_timeout + 60),
-            postgres_url: self.postgres_url,
-            amqp_url: self.amqp_url,
-            redis_url: self.redis_url,
-            servers: (!self.no_server_faults).then_some(ticketer::chaos::ServerCommands {
-                restart_rabbitmq: self.restart_rabbitmq,
-                restart_postgres: self.restart_postgres,
-                stop_redis: self.stop_redis,
-                start_redis: self.start_redis,
-            }),
-            network: !self.no_network_faults,
-            bin: std::env::current_exe().context("finding this binary")?,
-            work_dir: std::path::absolute(work_dir)?,
-            keep: self.keep,
-        })
-    }
-}
-
-#[derive(Subcommand)]
-enum DlqCommand {
-    /// Prints the waiting dead letters of a queue, one JSON line each.
-    List { queue: String },
-    /// Sends them back to the queue's consumer, once each.
-    Replay { queue: String },
-}
-
-#[derive(Subcommand)]
-enum BenchScenario {
-    /// All buyers book at once through the gateway; prints progress on
-    /// stderr and a JSON report as the last line of stdout.
-    FlashSale {
-        #[arg(long, default_value = "http://127.0.0.1:5000")]
-        gateway: String,
-        /// A preset (pretix: 1,000 tickets, 5,000 buyers, 64 at once;
-        /// standard: 10,000, 40,000, 500); the flags below override it.
-        #[arg(long, value_enum)]
-        scenario: Option<ticketer::bench::Scenario>,
-        #[arg(long)]
-        tickets: Option<i64>,
-        #[arg(long)]
-        buyers: Option<usize>,
-        #[arg(long)]
-        concurrency: Option<usize>,
-        #[arg(long, default_value_t = 1)]
-        tickets_per_booking: i64,
-        /// How buyers are made: `direct` writes them into the auth database
-        /// and signs their tokens with the service's key (operator access:
-        /// the same --data-dir or AUTH_* variables as the server); `api`
-        /// registers and logs in each through the gateway (two Argon2
-        /// hashes per buyer).
-        #[arg(long, value_enum, default_value = "direct")]
-        provision: Provisioning,
-        /// The server processes whose /metrics and /health/ready are read,
-        /// as name=url pairs separated by commas; by default the contract
-        /// ports on the gateway's host.
-        #[arg(long)]
-        service_urls: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Provisioning {
-    Direct,
-    Api,
-}
 
 /// Every service's base URL: `name=url,...`, else the contract ports on the
 /// gateway's host.
@@ -262,17 +55,6 @@ fn service_urls(gateway: &str, given: Option<&str>) -> anyhow::Result<Vec<(Strin
             (svc.name().to_string(), url)
         })
         .collect())
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Creates an administrator, or grants ADMIN to an existing account.
-    Create {
-        #[arg(long)]
-        email: String,
-        #[arg(long, env = "TICKETER_ADMIN_PASSWORD")]
-        password: String,
-    },
 }
 
 fn log_format() -> LogFormat {
