@@ -106,7 +106,7 @@ async fn store_steps(
     for b in stepped.iter_mut() {
         b.version += 1;
     }
-    enqueue(conn, outbox).await.map_err(HandleError::transient)
+    Ok(enqueue(conn, outbox).await?)
 }
 
 /// One saga step on a locked booking: new state and commands, stored together.

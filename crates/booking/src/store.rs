@@ -173,10 +173,7 @@ pub async fn insert_all(
             .bind(deadline.clone());
     }
     let rows = q.fetch_all(conn).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id,)| Uuid::parse_str(&id).ok())
-        .collect())
+    rows.iter().map(|(id,)| ticketer_db::uuid_of(id)).collect()
 }
 
 /// Inserts a new booking; false when its customer already used its key.
@@ -322,10 +319,7 @@ pub async fn overdue(db: &Db, limit: i64) -> Result<Vec<Uuid>, DbError> {
     .bind(limit)
     .fetch_all(db.reader())
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id,)| Uuid::parse_str(&id).ok())
-        .collect())
+    rows.iter().map(|(id,)| ticketer_db::uuid_of(id)).collect()
 }
 
 /// One page of bookings matching `filter` (`customer_id = $1` or

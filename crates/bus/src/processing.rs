@@ -19,10 +19,11 @@ pub enum HandleError {
     Transient(String),
 }
 
-impl HandleError {
-    /// A failure worth retrying, from any error.
-    pub fn transient(e: impl std::fmt::Display) -> Self {
-        HandleError::Transient(e.to_string())
+/// An id read back that is not one (our own records hold only ids we
+/// wrote): no retry will make it one.
+impl From<uuid::Error> for HandleError {
+    fn from(e: uuid::Error) -> Self {
+        HandleError::Permanent(format!("not an id: {e}"))
     }
 }
 
@@ -136,6 +137,17 @@ mod tests {
 
     fn sub() -> Subscription {
         Subscription::new("q").retries(3, Duration::from_millis(1))
+    }
+
+    /// A stored id that is not one is a broken record: dead-lettered at
+    /// once rather than retried.
+    #[test]
+    fn an_unparsable_id_is_permanent() {
+        let e: HandleError = uuid::Uuid::parse_str("not-a-uuid").unwrap_err().into();
+        assert!(
+            matches!(e, HandleError::Permanent(ref m) if m.contains("not an id")),
+            "{e}"
+        );
     }
 
     #[tokio::test]

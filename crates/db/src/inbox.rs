@@ -110,6 +110,6 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
     async fn dead_lettered(&self, letter: &DeadLetter) -> Result<(), HandleError> {
         crate::dead_letters::keep(&self.db, &self.consumer, letter)
             .await
-            .map_err(HandleError::transient)
+            .map_err(HandleError::from)
     }
 }

@@ -307,6 +307,13 @@ pub fn url_with_database(url: &str, name: &str) -> String {
     out
 }
 
+/// An id read back from a row. Rows hold only ids written from typed
+/// values, so one that does not parse is a broken record: an error, never
+/// a row quietly left out.
+pub fn uuid_of(s: &str) -> Result<uuid::Uuid, DbError> {
+    uuid::Uuid::parse_str(s).map_err(|e| DbError::Sqlx(sqlx::Error::Decode(Box::new(e))))
+}
+
 /// A URL with its password replaced, for error messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -345,6 +352,13 @@ mod tests {
         }
         db.close().await;
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_stored_id_that_is_not_one_is_an_error() {
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(uuid_of(&id.to_string()).unwrap(), id);
+        assert!(matches!(uuid_of("seat-7"), Err(DbError::Sqlx(sqlx::Error::Decode(_)))));
     }
 
     #[test]

@@ -78,9 +78,7 @@ pub async fn reply<M: Message>(
     cause: &Envelope,
     msg: &M,
 ) -> Result<(), ticketer_bus::HandleError> {
-    enqueue(conn, &[Outbound::new(msg).caused_by(cause)])
-        .await
-        .map_err(ticketer_bus::HandleError::transient)
+    Ok(enqueue(conn, &[Outbound::new(msg).caused_by(cause)]).await?)
 }
 
 /// Outbox row ids and the messages they hold.

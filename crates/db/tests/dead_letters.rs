@@ -42,7 +42,7 @@ impl MessageHandler for Curable {
             .bind(msg.message_id.to_string())
             .execute(tx)
             .await
-            .map_err(HandleError::transient)?;
+            .map_err(|e| HandleError::Transient(e.to_string()))?;
         Ok(())
     }
 }

@@ -154,10 +154,7 @@ impl PaymentConsumer {
                     Money::from_minor(p.amount_minor),
                 )
             });
-            found.insert(
-                Uuid::parse_str(&p.booking_id).map_err(HandleError::transient)?,
-                standing,
-            );
+            found.insert(Uuid::parse_str(&p.booking_id)?, standing);
         }
         Ok(found)
     }

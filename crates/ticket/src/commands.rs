@@ -17,7 +17,7 @@ use ticketer_contract::{
     incoming, HoldRefusal, HoldTickets, Money, ReleaseReason, ReleaseTickets, ReserveRefusal, ReserveTickets,
     TicketsHeld, TicketsHoldFailed, TicketsReleased, TicketsReserveFailed, TicketsReserved,
 };
-use ticketer_db::{enqueue, time, AnyConnection, Outbound};
+use ticketer_db::{enqueue, time, uuid_of, AnyConnection, DbError, Outbound};
 use uuid::Uuid;
 
 use crate::{
@@ -38,11 +38,12 @@ incoming!(
 );
 
 pub struct TicketCommands {
-    pub hold_ttl: Duration,
+    /// How long a hold lasts (TICKET_HOLD_TTL_SECONDS).
+    pub hold_ttl: chrono::Duration,
 }
 
-fn uuids(ids: &[String]) -> Vec<Uuid> {
-    ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect()
+fn uuids(ids: &[String]) -> Result<Vec<Uuid>, DbError> {
+    ids.iter().map(|id| uuid_of(id)).collect()
 }
 
 fn hold_failed(cmd: &HoldTickets, reason: HoldRefusal) -> TicketsHoldFailed {
@@ -120,21 +121,22 @@ impl TicketCommands {
         let on_sale = inv.status == SaleStatus::OnSale;
         let now_at = Utc::now();
         let now = time::format(now_at);
-        let expires_at: DateTime<Utc> =
-            now_at + chrono::Duration::from_std(self.hold_ttl).map_err(HandleError::transient)?;
+        let expires_at: DateTime<Utc> = now_at + self.hold_ttl;
         let expires = time::format(expires_at);
         let price = |n: usize| Money::from_minor(inv.price_minor * n as i64);
         for (msg, cmd) in cmds {
             let answer = match cmd {
                 TicketCommand::HoldTickets(c) => {
                     let booking = c.booking_id.to_string();
-                    let held = |ids: Vec<String>, until: DateTime<Utc>| TicketsHeld {
-                        booking_id: c.booking_id,
-                        event_id,
-                        amount: price(ids.len()),
-                        ticket_ids: uuids(&ids),
-                        currency: inv.currency.clone(),
-                        hold_expires_at: until,
+                    let held = |ids: Vec<String>, until: DateTime<Utc>| {
+                        Ok::<_, DbError>(TicketsHeld {
+                            booking_id: c.booking_id,
+                            event_id,
+                            amount: price(ids.len()),
+                            ticket_ids: uuids(&ids)?,
+                            currency: inv.currency.clone(),
+                            hold_expires_at: until,
+                        })
                     };
                     // Asked again (the saga retried): answer with what it already holds.
                     if let Some((ids, until)) = sale.holding(&booking) {
@@ -142,8 +144,8 @@ impl TicketCommands {
                             .as_deref()
                             .map(time::parse)
                             .transpose()
-                            .map_err(HandleError::transient)?;
-                        Outbound::new(&held(ids, until.unwrap_or(now_at)))
+                            .map_err(DbError::from)?;
+                        Outbound::new(&held(ids, until.unwrap_or(now_at))?)
                     } else if !on_sale {
                         Outbound::new(&hold_failed(&c, HoldRefusal::EventNotOnSale))
                     } else {
@@ -153,7 +155,7 @@ impl TicketCommands {
                             .hold(&booking, &customer, c.quantity, &expires, new_id)
                             .map_err(broken)?
                         {
-                            Hold::Held { ticket_ids, .. } => Outbound::new(&held(ticket_ids, expires_at)),
+                            Hold::Held { ticket_ids, .. } => Outbound::new(&held(ticket_ids, expires_at)?),
                             Hold::SoldOut => Outbound::new(&hold_failed(&c, HoldRefusal::SoldOut)),
                         }
                     }
@@ -170,7 +172,7 @@ impl TicketCommands {
                         Reserve::Sold(ids) => Outbound::new(&TicketsReserved {
                             booking_id: c.booking_id,
                             event_id,
-                            ticket_ids: uuids(&ids),
+                            ticket_ids: uuids(&ids)?,
                         }),
                         Reserve::HoldExpired => Outbound::new(&TicketsReserveFailed {
                             booking_id: c.booking_id,
@@ -187,7 +189,7 @@ impl TicketCommands {
                     Outbound::new(&TicketsReleased {
                         booking_id: c.booking_id,
                         event_id,
-                        ticket_ids: uuids(&ids),
+                        ticket_ids: uuids(&ids)?,
                         reason: ReleaseReason::Released,
                     })
                 }
@@ -236,7 +238,7 @@ impl ticketer_db::MessageHandler for TicketCommands {
         for (event_id, cmds) in by_event {
             self.for_event(tx, event_id, cmds, &mut replies).await?;
         }
-        enqueue(tx, &replies).await.map_err(HandleError::transient)
+        Ok(enqueue(tx, &replies).await?)
     }
 }
 
@@ -278,13 +280,11 @@ pub async fn expire_holds(db: &ticketer_db::Db, limit: i64) -> Result<usize, tic
         if let Some(counters) = counters {
             store::update(&mut tx, &store::Inventory { counters, ..inv }).await?;
         }
-        let Ok(booking_id) = Uuid::parse_str(&booking) else {
-            continue;
-        };
+        let booking_id = uuid_of(&booking)?;
         let done = TicketsReleased {
             booking_id,
             event_id,
-            ticket_ids: uuids(&released),
+            ticket_ids: uuids(&released)?,
             reason: ReleaseReason::HoldExpired,
         };
         enqueue(&mut tx, &[Outbound::new(&done).correlated(booking_id)]).await?;

@@ -32,7 +32,8 @@ pub async fn build(
     let feed = consumers::EventFeed;
     let mut tasks = parts.consume(TICKET_INVENTORY, feed, infra, &shutdown).await?;
     let commands = commands::TicketCommands {
-        hold_ttl: infra.env.seconds_or("HOLD_TTL_SECONDS", 600)?,
+        hold_ttl: chrono::Duration::from_std(infra.env.seconds_or("HOLD_TTL_SECONDS", 600)?)
+            .map_err(|_| anyhow::anyhow!("TICKET_HOLD_TTL_SECONDS is too long"))?,
     };
     tasks.extend(parts.consume(TICKET_COMMANDS, commands, infra, &shutdown).await?);
     let sweep = std::time::Duration::from_millis(infra.env.parse_or("HOLD_SWEEP_MS", 1000)?);

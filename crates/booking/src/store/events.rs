@@ -62,8 +62,5 @@ pub async fn open_bookings(conn: &mut AnyConnection, event_id: i64) -> Result<Ve
     .bind(event_id)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id,)| Uuid::parse_str(&id).ok())
-        .collect())
+    rows.iter().map(|(id,)| ticketer_db::uuid_of(id)).collect()
 }

@@ -45,10 +45,10 @@ pub(super) fn settled(mut payment: Payment, outcome: ChargeOutcome) -> Payment {
 
 /// The answer a settled payment stands for.
 pub(super) fn answer(cause: &Envelope, p: &Payment) -> Result<Outbound, HandleError> {
-    let booking_id = Uuid::parse_str(&p.booking_id).map_err(HandleError::transient)?;
+    let booking_id = Uuid::parse_str(&p.booking_id)?;
     let settled = PaymentSettlement {
         booking_id,
-        payment_id: Uuid::parse_str(&p.payment_id).map_err(HandleError::transient)?,
+        payment_id: Uuid::parse_str(&p.payment_id)?,
         amount: Money::from_minor(p.amount_minor),
         currency: p.currency.clone(),
         provider_reference: p.provider_reference.clone(),
@@ -233,9 +233,9 @@ impl ticketer_db::MessageHandler for PaymentCommands {
                     "charged concurrently; will answer from the record".into(),
                 ))
             }
-            Err(e) => return Err(HandleError::transient(e)),
+            Err(e) => return Err(e.into()),
         }
         store::mark_refunded(tx, &ledger.refunded).await?;
-        enqueue(tx, &replies).await.map_err(HandleError::transient)
+        Ok(enqueue(tx, &replies).await?)
     }
 }

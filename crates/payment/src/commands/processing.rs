@@ -105,10 +105,8 @@ impl Processing {
         if !store::settle(&mut tx, &payment).await? {
             return Ok(false);
         }
-        enqueue(&mut tx, &[answer(&cause, &payment)?])
-            .await
-            .map_err(HandleError::transient)?;
-        tx.commit().await.map_err(HandleError::transient)?;
+        enqueue(&mut tx, &[answer(&cause, &payment)?]).await?;
+        tx.commit().await.map_err(ticketer_db::DbError::from)?;
         self.db.outbox_written();
         Ok(true)
     }
