@@ -358,7 +358,10 @@ mod tests {
     fn a_stored_id_that_is_not_one_is_an_error() {
         let id = uuid::Uuid::new_v4();
         assert_eq!(uuid_of(&id.to_string()).unwrap(), id);
-        assert!(matches!(uuid_of("seat-7"), Err(DbError::Sqlx(sqlx::Error::Decode(_)))));
+        assert!(matches!(
+            uuid_of("seat-7"),
+            Err(DbError::Sqlx(sqlx::Error::Decode(_)))
+        ));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub async fn build(
     let patience = infra
         .env
         .parse_or("PROVIDER_PATIENCE_MS", commands::PATIENCE.as_millis() as u64)?;
-    let consumer = commands::PaymentConsumer::new(db.clone(), PAYMENT_COMMANDS.name, sandbox)
+    let consumer = commands::PaymentConsumer::new(db.clone(), PAYMENT_COMMANDS.name, sandbox.clone())
         .with_patience(Duration::from_millis(patience));
     // A charge left PROCESSING for longer than any provider call takes was
     // left by a crash: asked again with the same key.
@@ -49,7 +49,7 @@ pub async fn build(
     tasks.push(tokio::spawn(sweeps));
     let app = launch(
         "payment",
-        routes::router(db),
+        routes::router(db, sandbox),
         ApiDoc::openapi(),
         parts,
         infra,

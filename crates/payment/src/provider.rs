@@ -37,6 +37,42 @@ pub trait PaymentProvider: Send + Sync + 'static {
         charge_reference: &str,
         amount: Money,
     ) -> Result<String, String>;
+
+    /// The card behind `token`, for saving it as a payment method; None
+    /// when the provider does not know the token.
+    async fn describe(&self, token: &str) -> Option<Card> {
+        let _ = token;
+        None
+    }
+}
+
+/// What a customer is shown of a saved card: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Card {
+    pub brand: &'static str,
+    pub last4: &'static str,
+    pub exp_month: i64,
+    pub exp_year: i64,
+}
+
+/// The sandbox's card for each of its tokens (the numbers are the
+/// well-known test cards that behave the same way).
+pub fn sandbox_card(token: &str) -> Option<Card> {
+    let (brand, last4) = match token {
+        "tok_visa" => ("visa", "4242"),
+        "tok_mastercard" => ("mastercard", "4444"),
+        "tok_delayed" => ("visa", "3155"),
+        "tok_chargeDeclined" => ("visa", "0002"),
+        "tok_insufficientFunds" => ("visa", "9995"),
+        "tok_processingError" => ("visa", "0119"),
+        _ => return None,
+    };
+    Some(Card {
+        brand,
+        last4,
+        exp_month: 12,
+        exp_year: 2034,
+    })
 }
 
 pub use ticketer_contract::payment::{is_known_token, SANDBOX_TOKENS};
@@ -92,6 +128,10 @@ impl PaymentProvider for Sandbox {
     async fn refund(&self, key: Uuid, _charge: &str, _amount: Money) -> Result<String, String> {
         Ok(format!("sandbox_re_{}", key.simple()))
     }
+
+    async fn describe(&self, token: &str) -> Option<Card> {
+        sandbox_card(token)
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +176,17 @@ mod tests {
         ));
         assert!(SANDBOX_TOKENS.iter().all(|t| is_known_token(t)));
         assert!(!is_known_token("tok_amex") && !is_known_token(""));
+    }
+
+    #[test]
+    fn every_sandbox_token_is_a_card_and_nothing_else_is() {
+        for token in SANDBOX_TOKENS {
+            let card = sandbox_card(token).unwrap_or_else(|| panic!("{token}"));
+            assert_eq!(card.last4.len(), 4, "{token}");
+        }
+        assert_eq!(sandbox_card("tok_visa").map(|c| c.brand), Some("visa"));
+        assert_eq!(sandbox_card("tok_amex"), None);
+        assert_eq!(sandbox_card(""), None);
     }
 
     #[test]

@@ -11,7 +11,11 @@ use ticketer_db::Db;
 use ticketer_http::{ApiError, ApiResult, AuthUser};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::store;
+use std::sync::Arc;
+
+use crate::{provider::PaymentProvider, store};
+
+pub mod methods;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentResponse {
@@ -30,15 +34,16 @@ pub struct PaymentResponse {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ticketer payments"),
-    paths(payment_of_booking),
+    paths(payment_of_booking, methods::save, methods::list, methods::remove),
     tags((name = "payments", description = "Charges and refunds"))
 )]
 pub struct ApiDoc;
 
-pub fn router(db: Db) -> Router {
+pub fn router(db: Db, provider: Arc<dyn PaymentProvider>) -> Router {
     Router::new()
         .route("/api/v1/payments/booking/{booking_id}", get(payment_of_booking))
-        .with_state(db)
+        .with_state(db.clone())
+        .merge(methods::router(db, provider))
 }
 
 #[utoipa::path(get, path = "/api/v1/payments/booking/{booking_id}", tag = "payments", security(("bearer" = [])),

@@ -5,7 +5,10 @@ use ticketer_db::{placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbE
 pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(1, "payments", include_str!("../migrations/0001_payments.sql")),
     Migration::portable(2, "processing", include_str!("../migrations/0002_processing.sql")),
+    Migration::portable(3, "methods", include_str!("../migrations/0003_methods.sql")),
 ];
+
+pub mod methods;
 
 /// A charge the provider has not answered yet.
 pub const PROCESSING: &str = "PROCESSING";

@@ -40,5 +40,6 @@ mod gateway;
 mod harness;
 mod hostile;
 mod notifications;
+mod payments;
 mod process;
 mod scenario;

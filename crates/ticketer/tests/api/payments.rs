@@ -1,0 +1,156 @@
+//! Saved payment methods through the gateway: a customer's own cards,
+//! shown without their tokens, one of them the default.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{Reply, TestStack};
+
+const METHODS: &str = "/api/v1/payments/methods";
+
+async fn save(s: &TestStack, customer: &str, body: Value) -> Reply {
+    s.call(Method::POST, METHODS, Some(customer), Some(body)).await
+}
+
+async fn delete(s: &TestStack, customer: &str, id: &str) -> Reply {
+    let path = format!("{METHODS}/{id}");
+    s.call(Method::DELETE, &path, Some(customer), None).await
+}
+
+fn items(list: &Value) -> Vec<(String, bool)> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["last4"].as_str().unwrap().to_string(), m["is_default"] == true))
+        .collect()
+}
+
+async fn customers_keep_their_own_cards(s: &TestStack) {
+    let l = s.label;
+    let (_, ada, _) = s.user("CUSTOMER").await;
+
+    // The first card is the default; it is shown by brand, last four and
+    // expiry, never by its token.
+    let r = save(s, &ada, json!({"payment_token": "tok_visa"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{l}: {}", r.body);
+    assert_eq!(
+        (
+            r.text("brand"),
+            r.text("last4"),
+            r.body["exp_month"].as_i64(),
+            r.body["is_default"].as_bool()
+        ),
+        ("visa".into(), "4242".into(), Some(12), Some(true)),
+        "{l}: {}",
+        r.body
+    );
+    assert!(
+        !r.body.to_string().contains("tok_"),
+        "{l}: the token is shown: {}",
+        r.body
+    );
+    let visa = r.text("id");
+
+    // A second card asked to be the default takes the mark; a third not.
+    let r = save(
+        s,
+        &ada,
+        json!({"payment_token": "tok_mastercard", "make_default": true}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{l}: {}", r.body);
+    let mastercard = r.text("id");
+    let r = save(s, &ada, json!({"payment_token": "tok_chargeDeclined"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{l}: {}", r.body);
+    let list = s.call(Method::GET, METHODS, Some(&ada), None).await;
+    assert_eq!(list.status, StatusCode::OK, "{l}");
+    assert_eq!(
+        items(&list.body),
+        [
+            ("4444".into(), true),
+            ("0002".into(), false),
+            ("4242".into(), false)
+        ],
+        "{l}: the default first, then the newest"
+    );
+    assert!(!list.body.to_string().contains("tok_"), "{l}: {}", list.body);
+
+    // Nobody sees, or deletes, another's cards.
+    let (_, bob, _) = s.user("CUSTOMER").await;
+    let theirs = s.call(Method::GET, METHODS, Some(&bob), None).await;
+    assert_eq!(theirs.body, json!({"items": []}), "{l}");
+    let r = delete(s, &bob, &visa).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{l}: {}", r.body);
+
+    // Deleting the default makes the newest remaining one the default.
+    let r = delete(s, &ada, &mastercard).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{l}: {}", r.body);
+    let list = s.call(Method::GET, METHODS, Some(&ada), None).await;
+    assert_eq!(
+        items(&list.body),
+        [("0002".into(), true), ("4242".into(), false)],
+        "{l}"
+    );
+    let r = delete(s, &ada, &mastercard).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{l}: deleted once");
+
+    // Careless and wrong requests, each told what is wrong.
+    for (body, status, field) in [
+        (
+            json!({"payment_token": "tok_amex"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "payment_token",
+        ),
+        (
+            json!({"payment_token": ""}),
+            StatusCode::BAD_REQUEST,
+            "payment_token",
+        ),
+        (
+            json!({"payment_token": "x".repeat(300)}),
+            StatusCode::BAD_REQUEST,
+            "payment_token",
+        ),
+    ] {
+        let r = s.call(Method::POST, METHODS, Some(&ada), Some(body)).await;
+        assert_eq!(r.status, status, "{l}: {}", r.body);
+        assert_eq!(r.error_fields(), [field], "{l}: {}", r.body);
+    }
+    let r = save(s, &ada, json!({"payment_token": "tok_visa", "cvc": "123"})).await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "{l}: unknown field: {}",
+        r.body
+    );
+    let r = s
+        .call(Method::DELETE, &format!("{METHODS}/not-an-id"), Some(&ada), None)
+        .await;
+    assert_eq!(r.error_fields(), ["id"], "{l}: {}", r.body);
+
+    // Only customers keep cards; nobody without a token.
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    let r = s.call(Method::GET, METHODS, Some(&organizer), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}");
+    let r = s.call(Method::GET, METHODS, None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}");
+
+    // At most twenty cards each.
+    let (_, carol, _) = s.user("CUSTOMER").await;
+    for i in 0..20 {
+        let r = save(s, &carol, json!({"payment_token": "tok_visa"})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{l}: card {i}: {}", r.body);
+    }
+    let r = save(s, &carol, json!({"payment_token": "tok_visa"})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{l}: {}", r.body);
+    let list = s.call(Method::GET, METHODS, Some(&carol), None).await;
+    let cards = items(&list.body);
+    assert_eq!(
+        (cards.len(), cards.iter().filter(|(_, d)| *d).count()),
+        (20, 1),
+        "{l}: one default"
+    );
+}
+
+both_backends!(customers_keep_their_own_cards);
