@@ -94,7 +94,13 @@ mod tests {
     use crate::saga;
 
     fn to_make(customer: Uuid, key: &str) -> ToMake {
-        let booking = Booking::new(customer, 1, 1, "tok_visa".into(), saga::start().0);
+        let booking = Booking::new(
+            customer,
+            1,
+            1,
+            crate::store::PaymentSource::Token("tok_visa".into()),
+            saga::start().0,
+        );
         let hold = HoldTickets {
             booking_id: booking.booking_id,
             event_id: 1,

@@ -117,7 +117,13 @@ mod tests {
         // Every even customer booked with key "k"; every customer's key
         // "other" was never used.
         for (n, c) in customers.iter().enumerate().filter(|(n, _)| n % 2 == 0) {
-            let b = Booking::new(*c, 1, 1, "tok_visa".into(), saga::start().0);
+            let b = Booking::new(
+                *c,
+                1,
+                1,
+                crate::store::PaymentSource::Token("tok_visa".into()),
+                saga::start().0,
+            );
             let key = RequestKey {
                 key: "k".into(),
                 request_hash: format!("hash-{n}"),

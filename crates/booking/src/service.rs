@@ -16,7 +16,7 @@ use crate::{
     driver::{advance, messages},
     lookups::{self, KeyLookups},
     saga::{self, BookingStatus, Command, Input, Stage, Timeouts},
-    store::{self, Booking, RequestKey},
+    store::{self, Booking, PaymentSource, RequestKey},
     waiters::{Waiters, Waiting},
 };
 
@@ -66,7 +66,12 @@ pub struct NewBooking {
     pub number_of_tickets: i64,
     /// A payment-method token; the sandbox knows tok_visa, tok_mastercard,
     /// tok_chargeDeclined, tok_insufficientFunds and tok_processingError.
-    pub payment_token: String,
+    /// Give this or `payment_method_id`.
+    #[serde(default)]
+    pub payment_token: Option<String>,
+    /// One of the customer's saved cards (`/api/v1/payments/methods`).
+    #[serde(default)]
+    pub payment_method_id: Option<String>,
 }
 
 /// A digest of what a booking request asks for, to tell a retry from a
@@ -75,7 +80,8 @@ fn request_hash(req: &NewBooking) -> String {
     ticketer_http::idempotency::digest(&[
         req.event_id.to_string().as_bytes(),
         req.number_of_tickets.to_string().as_bytes(),
-        req.payment_token.as_bytes(),
+        req.payment_token.as_deref().unwrap_or_default().as_bytes(),
+        req.payment_method_id.as_deref().unwrap_or_default().as_bytes(),
     ])
 }
 
@@ -193,15 +199,41 @@ impl BookingService {
                 format!("must be between 1 and {}", self.max_tickets),
             ));
         }
-        if !ticketer_contract::payment::is_known_token(&req.payment_token) {
-            errors.push(FieldError::new(
-                "payment_token",
-                "is not a payment method the provider knows",
-            ));
-        }
-        if !errors.is_empty() {
+        let payment = match (&req.payment_token, &req.payment_method_id) {
+            (Some(token), None) => {
+                if !ticketer_contract::payment::is_known_token(token) {
+                    errors.push(FieldError::new(
+                        "payment_token",
+                        "is not a payment method the provider knows",
+                    ));
+                }
+                Some(PaymentSource::Token(token.clone()))
+            }
+            (None, Some(method)) => match Uuid::parse_str(method) {
+                Ok(id) => Some(PaymentSource::Method(id)),
+                Err(_) => {
+                    errors.push(FieldError::new("payment_method_id", "must be a UUID"));
+                    None
+                }
+            },
+            (None, None) => {
+                errors.push(FieldError::new(
+                    "payment_token",
+                    "is required, unless payment_method_id names a saved card",
+                ));
+                None
+            }
+            (Some(_), Some(_)) => {
+                errors.push(FieldError::new(
+                    "payment_method_id",
+                    "give payment_token or payment_method_id, not both",
+                ));
+                None
+            }
+        };
+        let Some(payment) = payment.filter(|_| errors.is_empty()) else {
             return Err(ApiError::Validation(errors));
-        }
+        };
         let key = idempotency_key.map(|key| RequestKey {
             key,
             request_hash: request_hash(&req),
@@ -218,13 +250,7 @@ impl BookingService {
         }
         // Otherwise a repeated key shows up as a unique violation below.
         let (saga, commands) = saga::start();
-        let booking = Booking::new(
-            customer,
-            req.event_id,
-            req.number_of_tickets,
-            req.payment_token,
-            saga,
-        );
+        let booking = Booking::new(customer, req.event_id, req.number_of_tickets, payment, saga);
         // Announced first, then the saga's first commands.
         let announced = std::iter::once(Command::Announce(BookingStatus::Pending));
         let first = messages(&booking, announced.chain(commands).collect(), None);

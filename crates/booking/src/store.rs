@@ -17,10 +17,24 @@ pub const MIGRATIONS: &[Migration] = &[
         include_str!("../migrations/0005_idempotency.sql"),
     ),
     Migration::portable(6, "hold until", include_str!("../migrations/0006_hold_until.sql")),
+    Migration::portable(
+        7,
+        "payment method",
+        include_str!("../migrations/0007_payment_method.sql"),
+    ),
 ];
 
 mod events;
 pub use events::{event, open_bookings, upsert_event, EventInfo};
+
+/// How a booking pays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentSource {
+    /// A provider's token given with the booking.
+    Token(String),
+    /// A card the customer saved with the payment service.
+    Method(Uuid),
+}
 
 #[derive(Debug, Clone)]
 pub struct Booking {
@@ -28,7 +42,7 @@ pub struct Booking {
     pub customer_id: Uuid,
     pub event_id: i64,
     pub number_of_tickets: i64,
-    pub payment_token: String,
+    pub payment: PaymentSource,
     pub saga: Saga,
     pub currency: Option<String>,
     pub version: i64,
@@ -44,7 +58,7 @@ impl Booking {
         customer_id: Uuid,
         event_id: i64,
         number_of_tickets: i64,
-        payment_token: String,
+        payment: PaymentSource,
         saga: Saga,
     ) -> Self {
         let now = time::now();
@@ -53,7 +67,7 @@ impl Booking {
             customer_id,
             event_id,
             number_of_tickets,
-            payment_token,
+            payment,
             saga,
             currency: None,
             version: 1,
@@ -85,7 +99,7 @@ fn parse_stage(s: &str) -> Result<Stage, sqlx::Error> {
 }
 
 const COLUMNS: &str =
-    "booking_id, customer_id, event_id, number_of_tickets, payment_token, stage, failure_reason, \
+    "booking_id, customer_id, event_id, number_of_tickets, payment_token, payment_method_id, stage, failure_reason, \
      ticket_ids, amount_minor, currency, version, created_at, updated_at, held_at, hold_until";
 
 fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
@@ -99,7 +113,12 @@ fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
         customer_id: uuid("customer_id")?,
         event_id: r.try_get("event_id")?,
         number_of_tickets: r.try_get("number_of_tickets")?,
-        payment_token: r.try_get("payment_token")?,
+        payment: match r.try_get::<Option<String>, _>("payment_method_id")? {
+            Some(method) => {
+                PaymentSource::Method(Uuid::parse_str(&method).map_err(|e| sqlx::Error::Decode(Box::new(e)))?)
+            }
+            None => PaymentSource::Token(r.try_get("payment_token")?),
+        },
         saga: Saga {
             stage: parse_stage(&r.try_get::<String, _>("stage")?)?,
             failure: r
@@ -147,7 +166,7 @@ pub async fn insert_all(
         "INSERT INTO bookings ({COLUMNS}, status, idempotency_key, request_hash, deadline_at)
          VALUES {}
          ON CONFLICT DO NOTHING RETURNING booking_id",
-        value_rows(new.len(), 19)
+        value_rows(new.len(), 20)
     );
     let mut q = sqlx::query_as::<_, (String,)>(&sql);
     for ((b, key), deadline) in new.iter().zip(deadlines) {
@@ -156,7 +175,14 @@ pub async fn insert_all(
             .bind(b.customer_id.to_string())
             .bind(b.event_id)
             .bind(b.number_of_tickets)
-            .bind(b.payment_token.clone())
+            .bind(match &b.payment {
+                PaymentSource::Token(t) => t.clone(),
+                PaymentSource::Method(_) => String::new(),
+            })
+            .bind(match &b.payment {
+                PaymentSource::Token(_) => None,
+                PaymentSource::Method(m) => Some(m.to_string()),
+            })
             .bind(stage_name(b.saga.stage))
             .bind(b.saga.failure.map(|f| f.as_str()))
             .bind(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))

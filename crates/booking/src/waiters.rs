@@ -162,7 +162,7 @@ mod tests {
             customer_id: Uuid::now_v7(),
             event_id: 1,
             number_of_tickets: 1,
-            payment_token: "tok_visa".into(),
+            payment: crate::store::PaymentSource::Token("tok_visa".into()),
             saga,
             currency: None,
             version: 4,

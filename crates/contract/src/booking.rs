@@ -148,7 +148,13 @@ pub struct ProcessPayment {
     pub customer_id: Uuid,
     pub amount: Money,
     pub currency: String,
+    /// The provider's token given with the booking; empty when the booking
+    /// names a saved method instead.
     pub payment_token: String,
+    /// A card the customer saved with the payment service, which looks up
+    /// its token (only among that customer's own cards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method_id: Option<Uuid>,
 }
 
 /// Refund the booking's charge.

@@ -12,6 +12,7 @@
 //! PROCESSING and finished later ([`processing`]), so the queue never waits
 //! for a slow card.
 
+mod cards;
 mod ledger;
 mod processing;
 
@@ -27,10 +28,13 @@ use ticketer_db::{Db, DbError, Inbox};
 use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;
 
-use self::ledger::PaymentCommands;
 pub use self::processing::Processing;
+use self::{
+    cards::{charge_with, with_saved_cards},
+    ledger::PaymentCommands,
+};
 use crate::{
-    provider::{charge_key, refund_key, ChargeOutcome, PaymentProvider},
+    provider::{refund_key, ChargeOutcome, PaymentProvider},
     store,
 };
 
@@ -245,9 +249,7 @@ async fn ask(
                 if on_record.is_some() {
                     continue;
                 }
-                let outcome = provider
-                    .charge(charge_key(c.booking_id), c.amount, &c.currency, &c.payment_token)
-                    .await;
+                let outcome = charge_with(&*provider, &c).await;
                 // A refund later in this batch refunds this charge.
                 on_record = Some(match &outcome {
                     ChargeOutcome::Succeeded { reference } => Some((reference.clone(), c.amount)),
@@ -284,10 +286,15 @@ impl BatchHandler for PaymentConsumer {
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
     async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
         // Commands that do not decode are the inbox's to refuse.
-        let cmds: Vec<(Uuid, PaymentCommand)> = batch
+        let mut cmds: Vec<(Uuid, PaymentCommand)> = batch
             .iter()
             .filter_map(|m| Some((m.message_id, m.decode::<PaymentCommand>().ok()??)))
             .collect();
+        let charges = cmds.iter_mut().filter_map(|(_, c)| match c {
+            PaymentCommand::ProcessPayment(p) => Some(p),
+            PaymentCommand::RefundPayment(_) => None,
+        });
+        with_saved_cards(&self.db, charges.collect(), false).await?;
         let mut record = self.on_record(&cmds).await?;
         let mut by_booking: HashMap<Uuid, Vec<(Uuid, PaymentCommand)>> = HashMap::new();
         for (message_id, cmd) in &cmds {

@@ -6,6 +6,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(1, "payments", include_str!("../migrations/0001_payments.sql")),
     Migration::portable(2, "processing", include_str!("../migrations/0002_processing.sql")),
     Migration::portable(3, "methods", include_str!("../migrations/0003_methods.sql")),
+    Migration::portable(
+        4,
+        "method deletion",
+        include_str!("../migrations/0004_method_deletion.sql"),
+    ),
 ];
 
 pub mod methods;

@@ -19,7 +19,13 @@ async fn database(postgres: bool) -> Option<TestDatabase> {
 }
 
 fn booking(n: u128) -> Booking {
-    let b = Booking::new(Uuid::from_u128(100 + n), 7, 2, "tok_visa".into(), saga::start().0);
+    let b = Booking::new(
+        Uuid::from_u128(100 + n),
+        7,
+        2,
+        PaymentSource::Token("tok_visa".into()),
+        saga::start().0,
+    );
     Booking {
         booking_id: Uuid::from_u128(n),
         ..b

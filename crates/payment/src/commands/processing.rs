@@ -24,7 +24,7 @@ use super::{
     Answer, PaymentCommand,
 };
 use crate::{
-    provider::{charge_key, ChargeOutcome, PaymentProvider},
+    provider::{ChargeOutcome, PaymentProvider},
     store,
 };
 
@@ -122,7 +122,7 @@ impl Processing {
             let Ok(booking) = Uuid::parse_str(&booking) else {
                 continue;
             };
-            let charge =
+            let mut charge =
                 match Envelope::from_bytes(command.as_bytes()).and_then(|e| e.decode::<PaymentCommand>()) {
                     Ok(Some(PaymentCommand::ProcessPayment(c))) => c,
                     _ => {
@@ -137,15 +137,16 @@ impl Processing {
             let this = self.clone();
             tokio::spawn(async move {
                 let permit = this.calls.clone().acquire_owned().await;
-                let outcome = this
-                    .provider
-                    .charge(
-                        charge_key(booking),
-                        charge.amount,
-                        &charge.currency,
-                        &charge.payment_token,
-                    )
-                    .await;
+                // The card it was charged to, deleted since or not.
+                let outcome = match super::cards::with_saved_cards(&this.db, vec![&mut charge], true).await {
+                    Ok(()) => super::cards::charge_with(&*this.provider, &charge).await,
+                    Err(e) => {
+                        tracing::warn!(booking_id = %booking, error = %e, "saved card not read; swept again later");
+                        drop(permit);
+                        this.finishing.lock().expect("finishing lock").remove(&booking);
+                        return;
+                    }
+                };
                 drop(permit);
                 this.finish_and_log(booking, outcome).await;
                 this.finishing.lock().expect("finishing lock").remove(&booking);

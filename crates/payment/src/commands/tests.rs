@@ -4,6 +4,7 @@ use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
 use ticketer_testkit::TestDatabase;
 
 use super::*;
+use crate::provider::charge_key;
 
 /// A provider that, whenever it is asked, looks for a transaction open
 /// on the payment database: one that another writer would wait for.
@@ -103,6 +104,7 @@ async fn the_provider_is_asked_with_no_transaction_open(postgres: bool) {
         amount: Money::from_minor(4000),
         currency: "EUR".into(),
         payment_token: "tok_visa".into(),
+        payment_method_id: None,
     });
     let refund = Envelope::of(&RefundPayment { booking_id: booking });
     consumer
@@ -195,6 +197,7 @@ async fn different_bookings_are_charged_at_once_one_bookings_steps_in_order() {
             amount: Money::from_minor(2500),
             currency: "EUR".into(),
             payment_token: "tok_visa".into(),
+            payment_method_id: None,
         })
     };
     let bookings: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
@@ -225,3 +228,87 @@ async fn different_bookings_are_charged_at_once_one_bookings_steps_in_order() {
 
 /// Charges the provider is slow to answer: PROCESSING, then settled.
 mod processing;
+
+/// Charges that name saved cards.
+mod cards {
+    use super::*;
+    use crate::{
+        commands::cards::{charge_with, with_saved_cards, NO_SUCH_CARD},
+        provider::Sandbox,
+        store::methods::{self, Method},
+    };
+
+    async fn saved(db: &Db, owner: Uuid, token: &str) -> Uuid {
+        let m = Method {
+            id: Uuid::now_v7().to_string(),
+            customer_id: owner.to_string(),
+            provider_token: token.into(),
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month: 12,
+            exp_year: 2034,
+            is_default: false,
+            created_at: String::new(),
+        };
+        let saved = methods::save(db, &m, 20).await.unwrap().unwrap();
+        saved.id.parse().unwrap()
+    }
+
+    fn charge(customer: Uuid, card: Uuid) -> ProcessPayment {
+        ProcessPayment {
+            booking_id: Uuid::new_v4(),
+            customer_id: customer,
+            amount: Money::from_minor(1000),
+            currency: "EUR".into(),
+            payment_token: String::new(),
+            payment_method_id: Some(card),
+        }
+    }
+
+    /// A card pays only for its owner; a deleted card pays for nothing new,
+    /// but a charge made with it before can still be asked about.
+    #[tokio::test]
+    async fn a_saved_card_pays_for_its_owner_only() {
+        let tdb = TestDatabase::sqlite();
+        let db = tdb.connect().await.unwrap();
+        db.migrate("payment", store::MIGRATIONS).await.unwrap();
+        let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let (visa, old) = (
+            saved(&db, ada, "tok_visa").await,
+            saved(&db, ada, "tok_mastercard").await,
+        );
+        assert!(methods::delete(&db, &ada.to_string(), &old.to_string())
+            .await
+            .unwrap());
+
+        let mut charges = [
+            charge(ada, visa),
+            charge(bob, visa),
+            charge(ada, old),
+            charge(ada, Uuid::new_v4()),
+        ];
+        with_saved_cards(&db, charges.iter_mut().collect(), false)
+            .await
+            .unwrap();
+        let tokens: Vec<&str> = charges.iter().map(|c| c.payment_token.as_str()).collect();
+        assert_eq!(tokens, ["tok_visa", "", "", ""]);
+        let sandbox = Sandbox {
+            delay: Duration::ZERO,
+        };
+        assert!(matches!(
+            charge_with(&sandbox, &charges[0]).await,
+            ChargeOutcome::Succeeded { .. }
+        ));
+        assert_eq!(
+            charge_with(&sandbox, &charges[1]).await,
+            ChargeOutcome::Declined {
+                reason: NO_SUCH_CARD.into()
+            }
+        );
+
+        let mut asked_again = charge(ada, old);
+        with_saved_cards(&db, vec![&mut asked_again], true).await.unwrap();
+        assert_eq!(asked_again.payment_token, "tok_mastercard");
+        db.close().await;
+    }
+}

@@ -1,6 +1,9 @@
 //! Saved payment methods: each customer's own, one of them the default.
 
-use ticketer_db::{time, AnyRow, Db, DbError, Row};
+use std::collections::HashMap;
+
+use ticketer_db::{placeholders, time, AnyRow, Db, DbError, Row};
+use uuid::Uuid;
 
 /// A saved card as stored (the token included: for charging only).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +39,7 @@ fn from_row(r: &AnyRow) -> Result<Method, sqlx::Error> {
 /// The customer's methods, the default first, then the newest.
 pub async fn of_customer(db: &Db, customer_id: &str) -> Result<Vec<Method>, DbError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM payment_methods WHERE customer_id = $1
+        "SELECT {COLUMNS} FROM payment_methods WHERE customer_id = $1 AND deleted_at IS NULL
          ORDER BY is_default DESC, created_at DESC, id DESC"
     );
     let rows = sqlx::query(&sql).bind(customer_id).fetch_all(db.pool()).await?;
@@ -67,7 +70,7 @@ async fn save_once(db: &Db, m: &Method, limit: i64) -> Result<Result<Method, Not
     // Taking the customer's rows in order serializes two saves of one
     // customer on PostgreSQL; SQLite has one writer anyway.
     let sql = format!(
-        "SELECT id FROM payment_methods WHERE customer_id = $1 ORDER BY id{}",
+        "SELECT id FROM payment_methods WHERE customer_id = $1 AND deleted_at IS NULL ORDER BY id{}",
         ticketer_db::for_update(&tx)
     );
     let existing: Vec<(String,)> = sqlx::query_as(&sql)
@@ -111,21 +114,29 @@ async fn save_once(db: &Db, m: &Method, limit: i64) -> Result<Result<Method, Not
 
 /// Deletes the customer's method `id`; false when they have none by that
 /// id. When it was the default, their newest remaining method becomes it.
+/// The row stays, marked deleted: a charge made with the card and not yet
+/// answered by the provider can still be asked about.
 pub async fn delete(db: &Db, customer_id: &str, id: &str) -> Result<bool, DbError> {
     let mut tx = db.begin().await?;
-    let gone: Option<(i64,)> =
-        sqlx::query_as("DELETE FROM payment_methods WHERE id = $1 AND customer_id = $2 RETURNING is_default")
-            .bind(id)
-            .bind(customer_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((was_default,)) = gone else {
+    let found: Option<(i64,)> = sqlx::query_as(
+        "SELECT is_default FROM payment_methods WHERE id = $1 AND customer_id = $2 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(customer_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((was_default,)) = found else {
         return Ok(false);
     };
+    sqlx::query("UPDATE payment_methods SET deleted_at = $1, is_default = 0 WHERE id = $2")
+        .bind(time::now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     if was_default != 0 {
         sqlx::query(
             "UPDATE payment_methods SET is_default = 1 WHERE id = (
-                 SELECT id FROM payment_methods WHERE customer_id = $1
+                 SELECT id FROM payment_methods WHERE customer_id = $1 AND deleted_at IS NULL
                  ORDER BY created_at DESC, id DESC LIMIT 1)",
         )
         .bind(customer_id)
@@ -134,4 +145,34 @@ pub async fn delete(db: &Db, customer_id: &str, id: &str) -> Result<bool, DbErro
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// The provider tokens of the saved cards `ids`, each with its owner's id.
+/// Deleted cards are left out unless `deleted_too` (a charge made before
+/// the deletion, still to be asked about).
+pub async fn tokens(
+    db: &Db,
+    ids: &[Uuid],
+    deleted_too: bool,
+) -> Result<HashMap<Uuid, (String, String)>, DbError> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT id, customer_id, provider_token FROM payment_methods WHERE id IN ({}){}",
+            placeholders(1, chunk.len()),
+            if deleted_too {
+                ""
+            } else {
+                " AND deleted_at IS NULL"
+            }
+        );
+        let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for (id, customer, token) in q.fetch_all(db.pool()).await? {
+            found.insert(ticketer_db::uuid_of(&id)?, (customer, token));
+        }
+    }
+    Ok(found)
 }

@@ -4,7 +4,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::{Reply, TestStack};
+use crate::{
+    bookings::event_on_sale_by,
+    harness::{Reply, TestStack},
+};
 
 const METHODS: &str = "/api/v1/payments/methods";
 
@@ -154,3 +157,89 @@ async fn customers_keep_their_own_cards(s: &TestStack) {
 }
 
 both_backends!(customers_keep_their_own_cards);
+
+/// Books with `body` (event and tickets filled in), waiting for the outcome.
+async fn book_with(s: &TestStack, customer: &str, event: i64, payment: Value) -> Reply {
+    let mut body = json!({"event_id": event, "number_of_tickets": 1});
+    body.as_object_mut()
+        .unwrap()
+        .extend(payment.as_object().unwrap().clone());
+    s.call_with(
+        Method::POST,
+        "/api/v1/bookings",
+        Some(customer),
+        Some(body),
+        &[("prefer", "wait=25")],
+    )
+    .await
+}
+
+async fn bookings_pay_with_saved_cards(s: &TestStack) {
+    let l = s.label;
+    let (event, _) = event_on_sale_by(s, 10).await;
+    let (_, ada, _) = s.user("CUSTOMER").await;
+    let visa = save(s, &ada, json!({"payment_token": "tok_visa"}))
+        .await
+        .text("id");
+    let declining = save(s, &ada, json!({"payment_token": "tok_chargeDeclined"}))
+        .await
+        .text("id");
+
+    // Her own good card pays; her own declining card is declined.
+    let r = book_with(s, &ada, event, json!({"payment_method_id": visa})).await;
+    assert_eq!(r.text("status"), "CONFIRMED", "{l}: {}", r.body);
+    let paid = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/payments/booking/{}", r.text("booking_id")),
+            Some(&ada),
+            None,
+        )
+        .await;
+    assert_eq!(paid.text("status"), "SUCCEEDED", "{l}: {}", paid.body);
+    let r = book_with(s, &ada, event, json!({"payment_method_id": declining})).await;
+    assert_eq!(
+        (r.text("status"), r.text("failure_reason")),
+        ("FAILED".into(), "PAYMENT_DECLINED".into()),
+        "{l}: {}",
+        r.body
+    );
+
+    // Someone else's card, or one deleted, pays for nothing.
+    let (_, bob, _) = s.user("CUSTOMER").await;
+    let r = book_with(s, &bob, event, json!({"payment_method_id": visa})).await;
+    assert_eq!(r.text("failure_reason"), "PAYMENT_DECLINED", "{l}: {}", r.body);
+    let refused = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/payments/booking/{}", r.text("booking_id")),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (refused.text("status"), refused.text("failure_reason")),
+        ("FAILED".into(), "payment_method_not_found".into()),
+        "{l}: {}",
+        refused.body
+    );
+    assert_eq!(delete(s, &ada, &visa).await.status, StatusCode::NO_CONTENT, "{l}");
+    let r = book_with(s, &ada, event, json!({"payment_method_id": visa})).await;
+    assert_eq!(r.text("failure_reason"), "PAYMENT_DECLINED", "{l}: {}", r.body);
+
+    // One way to pay, named right.
+    for (payment, field) in [
+        (json!({}), "payment_token"),
+        (
+            json!({"payment_token": "tok_visa", "payment_method_id": declining}),
+            "payment_method_id",
+        ),
+        (json!({"payment_method_id": "card-1"}), "payment_method_id"),
+    ] {
+        let r = book_with(s, &ada, event, payment).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{l}: {}", r.body);
+        assert_eq!(r.error_fields(), [field], "{l}: {}", r.body);
+    }
+}
+
+both_backends!(bookings_pay_with_saved_cards);

@@ -28,6 +28,7 @@ fn charge_of(booking: Uuid, token: &str) -> Envelope {
         amount: Money::from_minor(1500),
         currency: "EUR".into(),
         payment_token: token.into(),
+        payment_method_id: None,
     })
 }
 
