@@ -22,7 +22,7 @@ use crate::{
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ticketer bookings"),
-    paths(create_booking, my_bookings, list_bookings, get_booking, cancel_booking),
+    paths(create_booking, my_bookings, list_bookings, get_booking, cancel_booking, refund_booking),
     tags((name = "bookings", description = "Buying tickets"))
 )]
 pub struct ApiDoc;
@@ -33,6 +33,7 @@ pub fn router(service: BookingService) -> Router {
         .route("/api/v1/bookings/mine", get(my_bookings))
         .route("/api/v1/bookings/{id}", get(get_booking))
         .route("/api/v1/bookings/{id}/cancel", post(cancel_booking))
+        .route("/api/v1/bookings/{id}/refund", post(refund_booking))
         .with_state(service)
 }
 
@@ -201,5 +202,18 @@ async fn cancel_booking(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<BookingView>> {
     let b = svc.cancel(user.id, user.is_admin(), booking_id(&id)?).await?;
+    Ok(axum::Json(BookingView::from(&b)))
+}
+
+#[utoipa::path(post, path = "/api/v1/bookings/{id}/refund", tag = "bookings", security(("bearer" = [])),
+    responses((status = 200, description = "refund under way, then CANCELLED", body = BookingView),
+              (status = 403, body = ticketer_http::Problem), (status = 404, body = ticketer_http::Problem),
+              (status = 409, body = ticketer_http::Problem)))]
+async fn refund_booking(
+    State(svc): State<BookingService>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<BookingView>> {
+    let b = svc.refund(user.id, user.is_admin(), booking_id(&id)?).await?;
     Ok(axum::Json(BookingView::from(&b)))
 }

@@ -2,6 +2,8 @@
 //! and the sweep that times out payments nobody answered. The saga's
 //! steps themselves are taken in [`crate::driver`].
 
+mod cancellation;
+
 use std::time::Duration;
 
 use ticketer_cache::Cache;
@@ -15,7 +17,7 @@ use crate::{
     creations::{self, Creations, Made, ToMake},
     driver::{advance, messages},
     lookups::{self, KeyLookups},
-    saga::{self, BookingStatus, Command, Input, Stage, Timeouts},
+    saga::{self, BookingStatus, Command, Input, Timeouts},
     store::{self, Booking, PaymentSource, RequestKey},
     waiters::{Waiters, Waiting},
 };
@@ -351,41 +353,5 @@ impl BookingService {
             .await?
             .ok_or_else(|| ApiError::NotFound("no such booking".into()))?;
         Ok((booking, waiting))
-    }
-
-    /// The customer asks to cancel a confirmed booking: refund, then seats back.
-    #[tracing::instrument(skip(self), fields(booking_id = %id))]
-    pub async fn cancel(&self, customer: Uuid, is_admin: bool, id: Uuid) -> Result<Booking, ApiError> {
-        let mut tx = self.db.begin().await?;
-        let b = store::lock(&mut tx, id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound("no such booking".into()))?;
-        if b.customer_id != customer && !is_admin {
-            return Err(ApiError::Forbidden("not your booking".into()));
-        }
-        if b.saga.stage == Stage::Refunding || b.saga.stage == Stage::Cancelled {
-            return Ok(b);
-        }
-        // Confirmed, whether or not the sale is recorded yet.
-        if !matches!(b.saga.stage, Stage::Confirmed | Stage::Recording) {
-            return Err(ApiError::Conflict(format!(
-                "a {} booking cannot be cancelled",
-                b.saga.stage.status().as_str()
-            )));
-        }
-        if let Some(event) = store::event(&mut tx, b.event_id).await? {
-            let starts = format!("{}T{}", event.event_date, event.start_time);
-            if starts <= chrono::Utc::now().format("%Y-%m-%dT%H:%M").to_string() {
-                return Err(ApiError::Conflict(
-                    "the event has started; bookings can no longer be cancelled".into(),
-                ));
-            }
-        }
-        let b = advance(&mut tx, b, Input::CancelRequested, None, self.timeouts)
-            .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
-        tx.commit().await?;
-        self.db.outbox_written();
-        Ok(b)
     }
 }

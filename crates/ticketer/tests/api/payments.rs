@@ -243,3 +243,63 @@ async fn bookings_pay_with_saved_cards(s: &TestStack) {
 }
 
 both_backends!(bookings_pay_with_saved_cards);
+
+/// The event's organizer refunds one confirmed booking: it ends CANCELLED,
+/// the money goes back, the seats are for sale again and the customer is
+/// told. Nobody else may; an unpaid booking cannot be refunded.
+async fn organizers_refund_a_booking(s: &TestStack) {
+    let l = s.label;
+    let (event, organizer) = event_on_sale_by(s, 5).await;
+    let (_, ada, _) = s.user("CUSTOMER").await;
+    let r = book_with(s, &ada, event, json!({"payment_token": "tok_visa"})).await;
+    assert_eq!(r.text("status"), "CONFIRMED", "{l}: {}", r.body);
+    let booking = r.text("booking_id");
+    let refund = format!("/api/v1/bookings/{booking}/refund");
+
+    let (_, stranger, _) = s.user("ORGANIZER").await;
+    for who in [&ada, &stranger] {
+        let r = s.call(Method::POST, &refund, Some(who), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}: {}", r.body);
+    }
+    let nobody = format!("/api/v1/bookings/{}/refund", uuid::Uuid::new_v4());
+    let r = s.call(Method::POST, &nobody, Some(&organizer), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{l}: {}", r.body);
+
+    let r = s.call(Method::POST, &refund, Some(&organizer), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body);
+    let path = format!("/api/v1/bookings/{booking}");
+    s.eventually_as(&path, &ada, |b| b["status"] == "CANCELLED").await;
+    let paid = format!("/api/v1/payments/booking/{booking}");
+    s.eventually_as(&paid, &ada, |p| p["status"] == "REFUNDED").await;
+    let availability = format!("/api/v1/tickets/availability/{event}");
+    s.eventually(&availability, |a| a["available"] == 5 && a["sold"] == 0)
+        .await;
+    s.eventually_as("/api/v1/notifications/mine", &ada, |p| {
+        p["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["notification_type"] == "BOOKING_CANCELLED")
+    })
+    .await;
+    // Asked again: the same, nothing refunded twice.
+    let r = s.call(Method::POST, &refund, Some(&organizer), None).await;
+    assert_eq!(
+        (r.status, r.text("status")),
+        (StatusCode::OK, "CANCELLED".into()),
+        "{l}"
+    );
+
+    let r = book_with(s, &ada, event, json!({"payment_token": "tok_chargeDeclined"})).await;
+    assert_eq!(r.text("status"), "FAILED", "{l}: {}", r.body);
+    let declined = format!("/api/v1/bookings/{}/refund", r.text("booking_id"));
+    let r = s.call(Method::POST, &declined, Some(&organizer), None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "{l}: nothing was paid: {}",
+        r.body
+    );
+}
+
+both_backends!(organizers_refund_a_booking);
