@@ -29,13 +29,11 @@ pub async fn build(
 ) -> anyhow::Result<ServiceApp> {
     let db = parts.db.clone();
     db.migrate("payment", MIGRATIONS).await?;
-    let sandbox = Arc::new(provider::Sandbox {
-        delay: std::time::Duration::from_millis(infra.env.parse_or("SANDBOX_DELAY_MS", 3000)?),
-    });
+    let provider = choose_provider(infra)?;
     let patience = infra
         .env
         .parse_or("PROVIDER_PATIENCE_MS", commands::PATIENCE.as_millis() as u64)?;
-    let consumer = commands::PaymentConsumer::new(db.clone(), PAYMENT_COMMANDS.name, sandbox.clone())
+    let consumer = commands::PaymentConsumer::new(db.clone(), PAYMENT_COMMANDS.name, provider.clone())
         .with_patience(Duration::from_millis(patience));
     // A charge left PROCESSING for longer than any provider call takes was
     // left by a crash: asked again with the same key.
@@ -49,7 +47,7 @@ pub async fn build(
     tasks.push(tokio::spawn(sweeps));
     let app = launch(
         "payment",
-        routes::router(db, sandbox),
+        routes::router(db, provider),
         ApiDoc::openapi(),
         parts,
         infra,
@@ -57,4 +55,26 @@ pub async fn build(
         shutdown,
     );
     Ok(app.with_tasks(tasks))
+}
+
+/// PAYMENT_PROVIDER: `sandbox` (the default: decides by token) or `stripe`
+/// (Stripe's API at PAYMENT_STRIPE_URL, https://api.stripe.com unless
+/// set, with PAYMENT_STRIPE_SECRET_KEY).
+fn choose_provider(infra: &InfraConfig) -> anyhow::Result<Arc<dyn provider::PaymentProvider>> {
+    let env = &infra.env;
+    match env.get("PROVIDER").as_deref().unwrap_or("sandbox") {
+        "sandbox" => Ok(Arc::new(provider::Sandbox {
+            delay: Duration::from_millis(env.parse_or("SANDBOX_DELAY_MS", 3000)?),
+        })),
+        "stripe" => {
+            let url = env
+                .get("STRIPE_URL")
+                .unwrap_or_else(|| "https://api.stripe.com".into());
+            let key = env
+                .get("STRIPE_SECRET_KEY")
+                .ok_or_else(|| anyhow::anyhow!("PAYMENT_PROVIDER=stripe needs PAYMENT_STRIPE_SECRET_KEY"))?;
+            Ok(Arc::new(provider::Stripe::new(&url, &key)?))
+        }
+        other => anyhow::bail!("PAYMENT_PROVIDER must be sandbox or stripe, not {other}"),
+    }
 }

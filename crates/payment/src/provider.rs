@@ -49,8 +49,8 @@ pub trait PaymentProvider: Send + Sync + 'static {
 /// What a customer is shown of a saved card: never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Card {
-    pub brand: &'static str,
-    pub last4: &'static str,
+    pub brand: String,
+    pub last4: String,
     pub exp_month: i64,
     pub exp_year: i64,
 }
@@ -68,14 +68,17 @@ pub fn sandbox_card(token: &str) -> Option<Card> {
         _ => return None,
     };
     Some(Card {
-        brand,
-        last4,
+        brand: brand.into(),
+        last4: last4.into(),
         exp_month: 12,
         exp_year: 2034,
     })
 }
 
 pub use ticketer_contract::payment::{is_known_token, SANDBOX_TOKENS};
+
+mod stripe;
+pub use stripe::Stripe;
 
 /// The idempotency key of a booking's charge: the booking id (the contract:
 /// every charge is keyed by booking id).
@@ -184,7 +187,7 @@ mod tests {
             let card = sandbox_card(token).unwrap_or_else(|| panic!("{token}"));
             assert_eq!(card.last4.len(), 4, "{token}");
         }
-        assert_eq!(sandbox_card("tok_visa").map(|c| c.brand), Some("visa"));
+        assert_eq!(sandbox_card("tok_visa").map(|c| c.brand).as_deref(), Some("visa"));
         assert_eq!(sandbox_card("tok_amex"), None);
         assert_eq!(sandbox_card(""), None);
     }

@@ -94,10 +94,13 @@ pub async fn save(
 ) -> ApiResult<(StatusCode, axum::Json<MethodView>)> {
     user.require(Role::Customer)?;
     let token = req.payment_token.trim();
-    if token.is_empty() || token.len() > MAX_TOKEN || token.chars().any(char::is_control) {
+    // Providers' tokens are plain words; anything else is not one (and
+    // must not reach a provider's URL).
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if token.is_empty() || token.len() > MAX_TOKEN || !token.chars().all(plain) {
         return Err(ApiError::field(
             "payment_token",
-            format!("must be a provider's card token of 1 to {MAX_TOKEN} printable characters"),
+            format!("must be a provider's card token: 1 to {MAX_TOKEN} letters, digits, '_' or '-'"),
         ));
     }
     let Some(card) = s.provider.describe(token).await else {
@@ -110,8 +113,8 @@ pub async fn save(
         id: Uuid::now_v7().to_string(),
         customer_id: user.id.to_string(),
         provider_token: token.to_string(),
-        brand: card.brand.to_string(),
-        last4: card.last4.to_string(),
+        brand: card.brand,
+        last4: card.last4,
         exp_month: card.exp_month,
         exp_year: card.exp_year,
         is_default: req.make_default,
