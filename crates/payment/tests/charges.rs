@@ -2,8 +2,6 @@
 //! answers out on the bus, the record over HTTP. SQLite with the in-process
 //! bus always; PostgreSQL with RabbitMQ when their URLs are set.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use ticketer_bus::{
     topology::{BOOKING_EXCHANGE, BOOKING_PAYMENTS},
@@ -29,17 +27,7 @@ async fn start(backend: Backend) -> Option<ServiceRig> {
 
 /// Waits for `n` answers about `booking`.
 async fn about(rig: &ServiceRig, booking: Uuid, n: usize) -> Vec<(String, Value)> {
-    let what = format!("{n} answers for {booking}");
-    rig.heard(&BOOKING_PAYMENTS)
-        .until(Duration::from_secs(30), &what, |all| {
-            let got: Vec<_> = all
-                .iter()
-                .filter(|(_, p)| p["booking_id"] == json!(booking))
-                .cloned()
-                .collect();
-            (got.len() >= n).then_some(got)
-        })
-        .await
+    rig.heard(&BOOKING_PAYMENTS).about(booking, n).await
 }
 
 async fn send(rig: &ServiceRig, kind: &str, payload: Value) {

@@ -7,7 +7,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use axum::{
@@ -138,26 +137,12 @@ async fn stub() -> (String, Calls) {
     (url, calls)
 }
 
-/// The saga's answers about `booking`, once there are `n`.
-async fn answers(rig: &ServiceRig, booking: Uuid, n: usize) -> Vec<(String, Value)> {
-    rig.heard(&BOOKING_PAYMENTS)
-        .until(Duration::from_secs(30), "answers", |all| {
-            let got: Vec<_> = all
-                .iter()
-                .filter(|(_, p)| p["booking_id"] == json!(booking))
-                .cloned()
-                .collect();
-            (got.len() >= n).then_some(got)
-        })
-        .await
-}
-
 async fn charge(rig: &ServiceRig, booking: Uuid, token: &str) -> (String, Value) {
     let cmd = json!({"booking_id": booking, "customer_id": Uuid::new_v4(), "amount": "49.90",
                      "currency": "EUR", "payment_token": token});
     rig.send(BOOKING_EXCHANGE, Envelope::new("ProcessPayment", &cmd))
         .await;
-    answers(rig, booking, 1).await.remove(0)
+    rig.heard(&BOOKING_PAYMENTS).about(booking, 1).await.remove(0)
 }
 
 #[tokio::test]
@@ -225,7 +210,7 @@ async fn charges_declines_and_refunds_as_stripe_is_asked() {
         Envelope::new("RefundPayment", &json!({"booking_id": paid})),
     )
     .await;
-    let all = answers(&rig, paid, 2).await;
+    let all = rig.heard(&BOOKING_PAYMENTS).about(paid, 2).await;
     assert_eq!(all[1].0, "PaymentRefunded", "{all:?}");
     {
         let calls = calls.lock().unwrap();

@@ -66,6 +66,22 @@ impl Heard {
         }
     }
 
+    /// The messages about `booking` (their `booking_id`), once there are
+    /// `n` (30 s at most).
+    pub async fn about(&self, booking: impl std::fmt::Display, n: usize) -> Vec<(String, Value)> {
+        let booking = booking.to_string();
+        let what = format!("{n} messages about booking {booking}");
+        self.until(Duration::from_secs(30), &what, |all| {
+            let got: Vec<_> = all
+                .iter()
+                .filter(|(_, p)| p["booking_id"].as_str() == Some(booking.as_str()))
+                .cloned()
+                .collect();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+
     /// The first message of `kind`, once it arrives (20 s at most).
     pub async fn first(&self, kind: &str) -> Value {
         self.times(kind, 1).await;
