@@ -55,14 +55,14 @@ pub async fn build(
     let worker = delivery::Delivery {
         db: db.clone(),
         channel,
-        wake,
+        wake: wake.clone(),
         max_attempts: infra.env.parse_or("DELIVERY_ATTEMPTS", 6)?,
         base_backoff: Duration::from_millis(infra.env.parse_or("DELIVERY_BACKOFF_MS", 2000)?),
     };
     tasks.push(tokio::spawn(worker.run(shutdown.clone())));
     let app = launch(
         "notification",
-        routes::router(db),
+        routes::router(db, wake),
         ApiDoc::openapi(),
         parts,
         infra,

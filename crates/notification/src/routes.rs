@@ -1,14 +1,17 @@
 //! HTTP handlers for `/api/v1/notifications`.
 
+use std::sync::Arc;
+
 use axum::{
     extract::{Path, State},
     http::StatusCode,
-    routing::get,
+    routing::{get, post},
     Router,
 };
 use serde::{Deserialize, Serialize};
 use ticketer_db::Db;
 use ticketer_http::{ApiError, ApiResult, AuthUser, Json, Page, PageQuery, Query};
+use tokio::sync::Notify;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::{
@@ -58,12 +61,15 @@ impl From<Notification> for NotificationView {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ticketer notifications"),
-    paths(my_notifications, list_notifications, my_preferences, set_preferences, get_template, put_template, reset_template),
+    paths(my_notifications, list_notifications, my_preferences, set_preferences, get_template, put_template, reset_template, retry),
     tags((name = "notifications", description = "What customers and organizers were told"))
 )]
 pub struct ApiDoc;
 
-pub fn router(db: Db) -> Router {
+pub fn router(db: Db, wake: Arc<Notify>) -> Router {
+    let retries = Router::new()
+        .route("/api/v1/notifications/{id}/retry", post(retry))
+        .with_state((db.clone(), wake));
     Router::new()
         .route("/api/v1/notifications/mine", get(my_notifications))
         .route("/api/v1/notifications", get(list_notifications))
@@ -76,6 +82,45 @@ pub fn router(db: Db) -> Router {
             get(get_template).put(put_template).delete(reset_template),
         )
         .with_state(db)
+        .merge(retries)
+}
+
+/// An administrator sends a FAILED notification again (the mail server is
+/// back, an address was corrected): queued now, sent by the delivery
+/// worker. One without an address, or not FAILED, cannot be.
+#[utoipa::path(post, path = "/api/v1/notifications/{id}/retry", tag = "notifications", security(("bearer" = [])),
+    responses((status = 202, body = NotificationView), (status = 403, body = ticketer_http::Problem),
+              (status = 404, body = ticketer_http::Problem), (status = 409, body = ticketer_http::Problem)))]
+async fn retry(
+    State((db, wake)): State<(Db, Arc<Notify>)>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, axum::Json<NotificationView>)> {
+    if !user.is_admin() {
+        return Err(ApiError::Forbidden(
+            "only administrators retry notifications".into(),
+        ));
+    }
+    uuid::Uuid::parse_str(&id).map_err(|_| ApiError::field("id", "must be a UUID"))?;
+    let n = store::by_id(&db, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such notification".into()))?;
+    if n.recipient.is_empty() {
+        return Err(ApiError::Conflict(
+            "no address is known for this recipient; there is nothing to send to".into(),
+        ));
+    }
+    if !store::requeue(&db, &id).await? {
+        return Err(ApiError::Conflict(format!(
+            "only a FAILED notification is retried; this one is {}",
+            n.status
+        )));
+    }
+    wake.notify_one();
+    let queued = store::by_id(&db, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such notification".into()))?;
+    Ok((StatusCode::ACCEPTED, axum::Json(queued.into())))
 }
 
 async fn page_of(db: &Db, filter: Filter, q: PageQuery) -> ApiResult<axum::Json<Page<NotificationView>>> {

@@ -230,3 +230,25 @@ pub async fn page(db: &Db, f: &Filter, limit: i64, offset: i64) -> Result<(Vec<N
     let total: i64 = c.fetch_one(db.reader()).await?.try_get("total")?;
     Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
 }
+
+/// The notification `id`, if there is one.
+pub async fn by_id(db: &Db, id: &str) -> Result<Option<Notification>, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM notifications WHERE id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(db.pool()).await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// Puts a FAILED notification that has an address back in the queue, due
+/// now (its retry count kept: it is tried once more, and again only while
+/// attempts are left); false when it is not such a one.
+pub async fn requeue(db: &Db, id: &str) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE notifications SET status = 'PENDING', next_attempt_at = $1
+         WHERE id = $2 AND status = 'FAILED' AND recipient <> ''",
+    )
+    .bind(time::now())
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

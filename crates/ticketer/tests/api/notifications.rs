@@ -242,3 +242,57 @@ async fn administrators_change_the_words(s: &TestStack) {
 }
 
 both_backends!(administrators_change_the_words);
+
+/// A mail server that refuses every connection, and one attempt per
+/// notification: whatever is sent fails at once.
+const MAIL_DOWN: &[(&str, &str)] = &[
+    ("NOTIFICATION_SMTP_URL", "smtp://127.0.0.1:1"),
+    ("NOTIFICATION_DELIVERY_ATTEMPTS", "1"),
+];
+
+/// An administrator sends a FAILED notification again: it is queued and
+/// tried once more (its retry count goes up). Only FAILED ones with an
+/// address can be; only administrators may.
+async fn administrators_retry_what_failed(s: &TestStack) {
+    let l = s.label;
+    let admin = s.forge_with(&uuid::Uuid::new_v4().to_string(), vec![Role::Admin], |_| {});
+    let (_, ada, _) = s.user("CUSTOMER").await;
+    let mine = "/api/v1/notifications/mine";
+    let failed = |p: &Value| {
+        of_kind(p, "WELCOME")
+            .first()
+            .is_some_and(|n| n["status"] == "FAILED")
+    };
+    let told = s.eventually_as(mine, &ada, failed).await;
+    let welcome = of_kind(&told, "WELCOME")[0].clone();
+    assert_eq!(welcome["retry_count"], 1, "{l}: {welcome}");
+    let retry = format!("/api/v1/notifications/{}/retry", welcome["id"].as_str().unwrap());
+
+    let r = s.call(Method::POST, &retry, Some(&ada), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}: {}", r.body);
+    let r = s.call(Method::POST, &retry, Some(&admin), None).await;
+    assert_eq!(
+        (r.status, r.text("status")),
+        (StatusCode::ACCEPTED, "PENDING".into()),
+        "{l}: {}",
+        r.body
+    );
+    let told = s
+        .eventually_as(mine, &ada, |p| {
+            of_kind(p, "WELCOME")
+                .first()
+                .is_some_and(|n| n["status"] == "FAILED" && n["retry_count"] == 2)
+        })
+        .await;
+    assert_eq!(of_kind(&told, "WELCOME").len(), 1, "{l}: retried, not copied");
+
+    let nobody = format!("/api/v1/notifications/{}/retry", uuid::Uuid::new_v4());
+    let r = s.call(Method::POST, &nobody, Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{l}: {}", r.body);
+    let r = s
+        .call(Method::POST, "/api/v1/notifications/x/retry", Some(&admin), None)
+        .await;
+    assert_eq!(r.error_fields(), ["id"], "{l}: {}", r.body);
+}
+
+both_backends!(administrators_retry_what_failed, MAIL_DOWN);
