@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::{
     saga::{self, BookingStatus, Command, HoldFailure, Input, Stage, Timeouts},
     service::BookingView,
-    store::{self, Booking, PaymentSource},
+    store::{self, Booking},
     waiters::Waiters,
 };
 
@@ -43,14 +43,8 @@ pub(crate) fn messages(b: &Booking, commands: Vec<Command>, cause: Option<&Envel
                     customer_id: b.customer_id,
                     amount,
                     currency: b.currency.clone().unwrap_or_else(|| "EUR".into()),
-                    payment_token: match &b.payment {
-                        PaymentSource::Token(t) => t.clone(),
-                        PaymentSource::Method(_) => String::new(),
-                    },
-                    payment_method_id: match &b.payment {
-                        PaymentSource::Token(_) => None,
-                        PaymentSource::Method(m) => Some(*m),
-                    },
+                    payment_token: b.payment.token(),
+                    payment_method_id: b.payment.method(),
                 }),
                 Command::ReserveTickets { .. } => Outbound::new(&ReserveTickets { booking_id, event_id }),
                 Command::ReleaseTickets { .. } => Outbound::new(&ReleaseTickets { booking_id, event_id }),

@@ -36,6 +36,25 @@ pub enum PaymentSource {
     Method(Uuid),
 }
 
+impl PaymentSource {
+    /// The token to charge, as ProcessPayment and the row carry it: empty
+    /// for a saved card, which the payment service looks up.
+    pub fn token(&self) -> String {
+        match self {
+            PaymentSource::Token(t) => t.clone(),
+            PaymentSource::Method(_) => String::new(),
+        }
+    }
+
+    /// The saved card named, if it is one.
+    pub fn method(&self) -> Option<Uuid> {
+        match self {
+            PaymentSource::Token(_) => None,
+            PaymentSource::Method(m) => Some(*m),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Booking {
     pub booking_id: Uuid,
@@ -114,9 +133,7 @@ fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
         event_id: r.try_get("event_id")?,
         number_of_tickets: r.try_get("number_of_tickets")?,
         payment: match r.try_get::<Option<String>, _>("payment_method_id")? {
-            Some(method) => {
-                PaymentSource::Method(Uuid::parse_str(&method).map_err(|e| sqlx::Error::Decode(Box::new(e)))?)
-            }
+            Some(_) => PaymentSource::Method(uuid("payment_method_id")?),
             None => PaymentSource::Token(r.try_get("payment_token")?),
         },
         saga: Saga {
@@ -175,14 +192,8 @@ pub async fn insert_all(
             .bind(b.customer_id.to_string())
             .bind(b.event_id)
             .bind(b.number_of_tickets)
-            .bind(match &b.payment {
-                PaymentSource::Token(t) => t.clone(),
-                PaymentSource::Method(_) => String::new(),
-            })
-            .bind(match &b.payment {
-                PaymentSource::Token(_) => None,
-                PaymentSource::Method(m) => Some(m.to_string()),
-            })
+            .bind(b.payment.token())
+            .bind(b.payment.method().map(|m| m.to_string()))
             .bind(stage_name(b.saga.stage))
             .bind(b.saga.failure.map(|f| f.as_str()))
             .bind(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))

@@ -132,18 +132,18 @@ pub fn context(to: &Contact, news: &News) -> serde_json::Value {
     }
 }
 
-/// The notification in the shipped default words.
-pub fn compose(to: &Contact, news: &News) -> Composed {
-    crate::templates::render(&crate::templates::default_for(news.kind()), &context(to, news))
-        .expect("the default templates render every context (tested)")
-}
-
 #[cfg(test)]
 mod tests {
     use ticketer_contract::{BookingStatus, Money};
     use uuid::Uuid;
 
     use super::*;
+
+    /// The notification in the shipped default words.
+    fn compose(to: &Contact, news: &News) -> Composed {
+        crate::templates::render(&crate::templates::default_for(news.kind()), &context(to, news))
+            .expect("the default templates render every context")
+    }
 
     fn ada() -> Contact {
         Contact {

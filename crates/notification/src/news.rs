@@ -4,11 +4,9 @@
 //! redelivered message creates nothing twice; sending is the delivery
 //! worker's business, after the commit.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
-use std::collections::HashMap;
 use ticketer_bus::{Envelope, HandleError};
-
 use ticketer_contract::{
     incoming, BookingCancelled, BookingConfirmed, BookingFailed, BookingSnapshot, EventCancelled,
     EventCreated, EventPublished, EventSnapshot, EventUpdated, UserRegistered,
@@ -18,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::{
     compose::{context, Composed, Contact, EventInfo, News, NotificationType},
-    store::{self, Holding, NewNotification},
+    store::{self, Holding, NewNotification, Person},
     templates::{self, Template, Wording},
 };
 
@@ -133,6 +131,18 @@ async fn tell_all(tx: &mut AnyConnection, tellings: &[Telling<'_>]) -> Result<()
     recipients.sort_unstable();
     recipients.dedup();
     let people = store::people(tx, &recipients).await?;
+    store_told(tx, tellings, &people).await
+}
+
+/// Renders and stores the notification of each telling whose recipient,
+/// as `people` knows them, has not turned email off; someone `people` does
+/// not know gets a FAILED record (no address is guessed). Each template is
+/// read and parsed once for all.
+async fn store_told(
+    tx: &mut AnyConnection,
+    tellings: &[Telling<'_>],
+    people: &HashMap<String, Person>,
+) -> Result<(), HandleError> {
     let mut kinds: Vec<NotificationType> = tellings.iter().map(|t| t.news.kind()).collect();
     kinds.sort_unstable_by_key(|k| k.as_str());
     kinds.dedup();
@@ -242,32 +252,18 @@ async fn tell_holders(
     cause: &Envelope,
     event: &EventInfo,
 ) -> Result<(), HandleError> {
-    let kind = NotificationType::EventCancelled;
-    let stored = store::template(tx, kind.as_str(), EMAIL).await?;
-    let shipped = templates::default_for(kind);
-    let wording = Wording::new(kind, stored.as_ref(), &shipped).map_err(unrenderable)?;
-    let news = News::EventCancelled(event);
-    let mut rows = Vec::new();
-    for h in store::holders_to_tell(tx, event.event_id).await? {
-        if !h.wants_email {
-            continue;
-        }
-        let to = h.contact.clone().unwrap_or_else(|| nobody(&h.user_id));
-        let context = context(&to, &news);
-        let words = wording.render(&context).map_err(unrenderable)?;
-        let n = record(
+    let holders = store::holders_to_tell(tx, event.event_id).await?;
+    let tellings: Vec<Telling> = holders
+        .keys()
+        .map(|holder| Telling {
             cause,
-            &h.user_id,
-            h.contact.as_ref(),
-            kind,
-            words,
-            Some(event.event_id),
-            None,
-        );
-        rows.push(n);
-    }
-    store::insert_all(tx, &rows).await?;
-    Ok(())
+            recipient_id: holder.clone(),
+            news: News::EventCancelled(event),
+            event_id: Some(event.event_id),
+            booking_id: None,
+        })
+        .collect();
+    store_told(tx, &tellings, &holders).await
 }
 
 /// The shipped templates render every context (tested): this is a bug.

@@ -102,7 +102,7 @@ async fn retry(
         ));
     }
     uuid::Uuid::parse_str(&id).map_err(|_| ApiError::field("id", "must be a UUID"))?;
-    let n = store::by_id(&db, &id)
+    let mut n = store::by_id(&db, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such notification".into()))?;
     if n.recipient.is_empty() {
@@ -117,10 +117,9 @@ async fn retry(
         )));
     }
     wake.notify_one();
-    let queued = store::by_id(&db, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such notification".into()))?;
-    Ok((StatusCode::ACCEPTED, axum::Json(queued.into())))
+    // What was queued (the worker may be sending it already).
+    n.status = "PENDING".into();
+    Ok((StatusCode::ACCEPTED, axum::Json(n.into())))
 }
 
 async fn page_of(db: &Db, filter: Filter, q: PageQuery) -> ApiResult<axum::Json<Page<NotificationView>>> {

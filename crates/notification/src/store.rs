@@ -236,36 +236,27 @@ pub async fn release_all(conn: &mut AnyConnection, booking_ids: &[String]) -> Re
     Ok(())
 }
 
-/// One customer holding tickets for an event, as the service knows them.
-#[derive(Debug, Clone)]
-pub struct Holder {
-    pub user_id: String,
-    pub contact: Option<Contact>,
-    pub wants_email: bool,
-}
-
 /// Everyone holding confirmed bookings for the event, each once, with
 /// their contact and preferences, in one statement however many they are.
-pub async fn holders_to_tell(conn: &mut AnyConnection, event_id: i64) -> Result<Vec<Holder>, DbError> {
+pub async fn holders_to_tell(
+    conn: &mut AnyConnection,
+    event_id: i64,
+) -> Result<HashMap<String, Person>, DbError> {
     let rows = sqlx::query(
         "SELECT DISTINCT h.customer_id, c.email, c.first_name, c.last_name, p.email AS wants_email
          FROM holdings h
          LEFT JOIN contacts c ON c.user_id = h.customer_id
          LEFT JOIN preferences p ON p.user_id = h.customer_id
-         WHERE h.event_id = $1 ORDER BY h.customer_id",
+         WHERE h.event_id = $1",
     )
     .bind(event_id)
     .fetch_all(conn)
     .await?;
     rows.iter()
-        .map(|r| -> Result<Holder, sqlx::Error> {
+        .map(|r| -> Result<(String, Person), sqlx::Error> {
             let user_id: String = r.try_get("customer_id")?;
             let person = person(r, &user_id)?;
-            Ok(Holder {
-                user_id,
-                contact: person.contact,
-                wants_email: person.preferences.email,
-            })
+            Ok((user_id, person))
         })
         .collect::<Result<_, _>>()
         .map_err(DbError::from)

@@ -4,6 +4,7 @@ use ticketer_db::{Db, Inbox};
 use ticketer_testkit::TestDatabase;
 
 use super::*;
+use crate::store::PaymentSource;
 
 async fn database(postgres: bool) -> Option<TestDatabase> {
     let tdb = if postgres {
