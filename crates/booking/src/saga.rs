@@ -4,16 +4,19 @@
 //! the new state with the commands as outbox rows in one transaction.
 //!
 //! The flow (see the architecture's sequence diagram): hold tickets, charge
-//! the customer, confirm, and have the ticket service turn the hold into a
-//! sale. What the rules guarantee, whatever order or number of times
-//! messages arrive:
+//! the customer, confirm. The ticket service hears PaymentSucceeded too and
+//! turns the hold into a sale by itself, answering only when it cannot, so
+//! a booking paid in good time costs no ReserveTickets and no answer to it.
+//! What the rules guarantee, whatever order or number of times messages
+//! arrive:
 //! - a booking is CONFIRMED only after its payment succeeded, while its
 //!   hold had at least [`RECORD_MARGIN`] left (the ticket service then still
-//!   has the seats when ReserveTickets reaches it), or after its tickets
-//!   were reserved;
+//!   has the seats when the payment's news reaches it), or after its
+//!   tickets were reserved;
 //! - a confirmed booking whose seats could not be recorded as sold after
-//!   all (the ticket service was away for longer than the margin) is
-//!   refunded and FAILED with HOLD_EXPIRED: never a seat sold twice;
+//!   all (the ticket service was away for longer than the margin, and says
+//!   TicketsReserveFailed or that the hold expired) is refunded and FAILED
+//!   with HOLD_EXPIRED: never a seat sold twice;
 //! - money taken for a booking that ends FAILED is refunded;
 //! - tickets held for a booking that ends FAILED are released.
 //!
@@ -38,10 +41,11 @@ ticketer_contract::listed! {
         /// Paid late in the hold; ReserveTickets sent, and the booking
         /// stays pending until the ticket service answers.
         Reserving,
-        /// Paid with the hold secure: confirmed to the customer at once;
-        /// ReserveTickets sent, waiting for the ticket service to record
-        /// the sale. Confirming here instead of after the ticket service's
-        /// answer takes two message hops off every booking.
+        /// Paid with the hold secure, confirmed, ReserveTickets sent and
+        /// its answer awaited. No longer entered (a booking paid in good
+        /// time is Confirmed at once and the ticket service sells on the
+        /// payment's news); kept so that bookings stored in it by an
+        /// earlier version still finish.
         Recording,
         Confirmed,
         /// Confirmed, then cancelled: RefundPayment sent.
@@ -241,16 +245,15 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
         },
         Paying => match input {
             PaymentSucceeded { at } => {
-                let reserve = Command::ReserveTickets {
-                    ticket_ids: saga.ticket_ids.clone(),
-                };
                 if saga.hold_until.is_some_and(|until| until - at >= RECORD_MARGIN) {
-                    to(
-                        saga,
-                        Recording,
-                        vec![reserve, Command::Announce(BookingStatus::Confirmed)],
-                    )
+                    // The ticket service sells on the same news.
+                    to(saga, Confirmed, vec![Command::Announce(BookingStatus::Confirmed)])
                 } else {
+                    // Late in the hold: the sale may not happen, so the
+                    // customer waits for the ticket service's word.
+                    let reserve = Command::ReserveTickets {
+                        ticket_ids: saga.ticket_ids.clone(),
+                    };
                     to(saga, Reserving, vec![reserve])
                 }
             }
@@ -314,13 +317,17 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
         },
         Confirmed => match input {
             CancelRequested | EventCancelled => to(saga, Refunding, vec![Command::RefundPayment]),
+            // The ticket service could not record the sale (it was away
+            // for longer than the margin): the seats may be someone
+            // else's by now. A sold booking never hears either.
+            TicketsReserveFailed | HoldExpired => {
+                fail(saga, FailureReason::HoldExpired, vec![Command::RefundPayment])
+            }
             TicketsHeld { .. }
             | TicketsHoldFailed(_)
             | PaymentSucceeded { .. }
             | PaymentFailed { .. }
             | TicketsReserved
-            | TicketsReserveFailed
-            | HoldExpired
             | Timeout
             | PaymentRefunded => unchanged(saga),
         },

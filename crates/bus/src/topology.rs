@@ -65,7 +65,8 @@ pub const TICKET_INVENTORY: QueueSpec = QueueSpec {
     ],
 };
 
-/// The booking saga's commands to the ticket service.
+/// The booking saga's commands to the ticket service, and the payments
+/// that turn holds into sales (without a ReserveTickets in between).
 pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
     name: "ticket.commands",
     consumer: "ticket",
@@ -73,6 +74,7 @@ pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
         on::<HoldTickets>(),
         on::<ReserveTickets>(),
         on::<ReleaseTickets>(),
+        on::<PaymentSucceeded>(),
     ],
 };
 

@@ -1,5 +1,7 @@
 //! The booking saga's commands: hold seats, turn a hold into a sale, give
-//! seats back. A batch runs inside the consumer's transaction with each
+//! seats back; and the payment service's PaymentSucceeded, which sells the
+//! booking's hold like a ReserveTickets but is answered only when the sale
+//! cannot be made (the saga confirmed the booking on the same news). A batch runs inside the consumer's transaction with each
 //! event's inventory row locked once, so seats are counted exactly once
 //! however many holds for the same event arrive together; the seats are
 //! worked out in memory ([`crate::sale`]) and written back set-wise, and
@@ -7,15 +9,19 @@
 //!
 //! Every command is keyed by booking: a repeated hold answers with the
 //! seats the booking already has, a repeated reserve or release finds
-//! nothing left to change.
+//! nothing left to change. A payment's news names no event: its event is
+//! the one the booking's tickets belong to, and a booking with no tickets
+//! here (its hold expired and was swept, which the saga heard then, or was
+//! released) has nothing to sell.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{
-    incoming, HoldRefusal, HoldTickets, Money, ReleaseReason, ReleaseTickets, ReserveRefusal, ReserveTickets,
-    TicketsHeld, TicketsHoldFailed, TicketsReleased, TicketsReserveFailed, TicketsReserved,
+    incoming, HoldRefusal, HoldTickets, Money, PaymentSucceeded, ReleaseReason, ReleaseTickets,
+    ReserveRefusal, ReserveTickets, TicketsHeld, TicketsHoldFailed, TicketsReleased, TicketsReserveFailed,
+    TicketsReserved,
 };
 use ticketer_db::{enqueue, time, uuid_of, AnyConnection, DbError, Outbound};
 use uuid::Uuid;
@@ -27,13 +33,13 @@ use crate::{
 };
 
 incoming!(
-    /// What the booking saga asks of the ticket service (variants are
-    /// named after the message types, suffix and all).
-    #[allow(clippy::enum_variant_names)]
+    /// What the booking saga asks of the ticket service, and the payment
+    /// news that sells a hold (variants are named after the message types).
     enum TicketCommand {
         HoldTickets,
         ReserveTickets,
         ReleaseTickets,
+        PaymentSucceeded,
     }
 );
 
@@ -59,11 +65,13 @@ fn broken(e: InvalidTransition) -> HandleError {
 }
 
 impl TicketCommand {
-    fn event_id(&self) -> i64 {
+    /// None for a payment's news, which names no event.
+    fn event_id(&self) -> Option<i64> {
         match self {
-            TicketCommand::HoldTickets(c) => c.event_id,
-            TicketCommand::ReserveTickets(c) => c.event_id,
-            TicketCommand::ReleaseTickets(c) => c.event_id,
+            TicketCommand::HoldTickets(c) => Some(c.event_id),
+            TicketCommand::ReserveTickets(c) => Some(c.event_id),
+            TicketCommand::ReleaseTickets(c) => Some(c.event_id),
+            TicketCommand::PaymentSucceeded(_) => None,
         }
     }
 
@@ -72,6 +80,7 @@ impl TicketCommand {
             TicketCommand::HoldTickets(c) => c.booking_id,
             TicketCommand::ReserveTickets(c) => c.booking_id,
             TicketCommand::ReleaseTickets(c) => c.booking_id,
+            TicketCommand::PaymentSucceeded(c) => c.0.booking_id,
         }
     }
 }
@@ -100,7 +109,7 @@ impl TicketCommands {
                         event_id,
                         reason: ReserveRefusal::HoldExpired,
                     }),
-                    TicketCommand::ReleaseTickets(_) => continue,
+                    TicketCommand::ReleaseTickets(_) | TicketCommand::PaymentSucceeded(_) => continue,
                 };
                 replies.push(answer.caused_by(msg));
             }
@@ -160,22 +169,22 @@ impl TicketCommands {
                         }
                     }
                 }
-                TicketCommand::ReserveTickets(c) => {
+                TicketCommand::ReserveTickets(_) | TicketCommand::PaymentSucceeded(_) => {
+                    let booking_id = cmd.booking_id();
+                    let asked = matches!(cmd, TicketCommand::ReserveTickets(_));
                     match sale
-                        .reserve(
-                            &c.booking_id.to_string(),
-                            &now,
-                            inv.status != SaleStatus::Cancelled,
-                        )
+                        .reserve(&booking_id.to_string(), &now, inv.status != SaleStatus::Cancelled)
                         .map_err(broken)?
                     {
-                        Reserve::Sold(ids) => Outbound::new(&TicketsReserved {
-                            booking_id: c.booking_id,
+                        Reserve::Sold(ids) if asked => Outbound::new(&TicketsReserved {
+                            booking_id,
                             event_id,
                             ticket_ids: uuids(&ids)?,
                         }),
+                        // The saga confirmed on the same news: silence is its answer.
+                        Reserve::Sold(_) => continue,
                         Reserve::HoldExpired => Outbound::new(&TicketsReserveFailed {
-                            booking_id: c.booking_id,
+                            booking_id,
                             event_id,
                             reason: ReserveRefusal::HoldExpired,
                         }),
@@ -215,8 +224,9 @@ impl ticketer_db::MessageHandler for TicketCommands {
     /// A batch's commands grouped by event (events in id order, so two
     /// batches lock inventories in the same order), each event's in
     /// delivery order; every answer goes to the outbox in one statement.
+    /// The payments' events are looked up in one statement first.
     async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
-        let mut by_event: BTreeMap<i64, Vec<(&Envelope, TicketCommand)>> = BTreeMap::new();
+        let mut cmds = Vec::with_capacity(msgs.len());
         for msg in msgs {
             let Some(cmd) = msg.decode::<TicketCommand>()? else {
                 return Err(HandleError::Permanent(format!(
@@ -232,7 +242,26 @@ impl ticketer_db::MessageHandler for TicketCommands {
                     )));
                 }
             }
-            by_event.entry(cmd.event_id()).or_default().push((*msg, cmd));
+            cmds.push((*msg, cmd));
+        }
+        let paid: Vec<String> = cmds
+            .iter()
+            .filter(|(_, c)| c.event_id().is_none())
+            .map(|(_, c)| c.booking_id().to_string())
+            .collect();
+        let events_of_paid = if paid.is_empty() {
+            Default::default()
+        } else {
+            store::events_of(tx, &paid).await?
+        };
+        let mut by_event: BTreeMap<i64, Vec<(&Envelope, TicketCommand)>> = BTreeMap::new();
+        for (msg, cmd) in cmds {
+            let event = cmd
+                .event_id()
+                .or_else(|| events_of_paid.get(&cmd.booking_id().to_string()).copied());
+            if let Some(event_id) = event {
+                by_event.entry(event_id).or_default().push((msg, cmd));
+            }
         }
         let mut replies = Vec::with_capacity(msgs.len());
         for (event_id, cmds) in by_event {

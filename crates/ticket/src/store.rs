@@ -1,5 +1,7 @@
 //! The ticket service's SQL.
 
+use std::collections::HashMap;
+
 use ticketer_db::{placeholders, time, value_rows, AnyConnection, Db, DbError, Migration, Row};
 
 use crate::{inventory::Counters, lifecycle::TicketStatus, sale::Seat};
@@ -149,6 +151,22 @@ pub async fn cancel_tickets(conn: &mut AnyConnection, event_id: i64) -> Result<u
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// The event each of `bookings` has tickets for; bookings with none are left out.
+pub async fn events_of(
+    conn: &mut AnyConnection,
+    bookings: &[String],
+) -> Result<HashMap<String, i64>, DbError> {
+    let sql = format!(
+        "SELECT DISTINCT booking_id, event_id FROM tickets WHERE booking_id IN ({})",
+        placeholders(1, bookings.len())
+    );
+    let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
+    for b in bookings {
+        q = q.bind(b);
+    }
+    Ok(q.fetch_all(conn).await?.into_iter().collect())
 }
 
 const SEAT_COLUMNS: &str = "ticket_id, status, booking_id, customer_id, hold_expires_at";

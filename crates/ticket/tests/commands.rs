@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::{json, Value};
 use ticketer_bus::{
-    topology::{BOOKING_EXCHANGE, EVENTS_EXCHANGE, TICKET_OPERATIONS},
+    topology::{BOOKING_EXCHANGE, EVENTS_EXCHANGE, PAYMENT_EXCHANGE, TICKET_OPERATIONS},
     Envelope, Outgoing,
 };
 use ticketer_config::Service;
@@ -359,4 +359,101 @@ async fn embedded_ticket_visibility() {
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn postgres_rabbitmq_ticket_visibility() {
     tickets_are_seen_by_their_holder_and_organizer(Backend::Servers).await;
+}
+
+async fn paid(rig: &ServiceRig, booking: Uuid) {
+    let settled = json!({"booking_id": booking, "payment_id": Uuid::new_v4(), "amount": "12.50",
+                         "currency": "EUR"});
+    send(rig, PAYMENT_EXCHANGE, "PaymentSucceeded", settled).await;
+}
+
+async fn wait_for_counters(rig: &ServiceRig, event_id: i64, want: (i64, i64, i64, i64)) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = counters(&availability(rig, event_id).await.unwrap());
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counters stayed {now:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The payment's own news sells the booking's hold, with no ReserveTickets
+/// and no answer (the saga confirmed on the same news); only a sale that
+/// cannot be made is answered. Duplicates change nothing, and news about a
+/// booking with no tickets here is ignored.
+async fn a_payment_sells_its_hold_and_is_answered_only_when_it_cannot(backend: Backend) {
+    // No sweep during the test: the payment itself finds the hold expired.
+    let extra = [
+        ("TICKET_HOLD_TTL_SECONDS", "3"),
+        ("TICKET_HOLD_SWEEP_MS", "600000"),
+    ];
+    let Some(rig) = start(backend, &extra).await else {
+        return;
+    };
+    send(&rig, EVENTS_EXCHANGE, "EventPublished", published(3, 5)).await;
+    wait_on_sale(&rig, 3).await;
+    let (early, late, stranger) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let all: HashSet<Uuid> = [early, late, stranger].into();
+    send(&rig, BOOKING_EXCHANGE, "HoldTickets", hold(early, 3)).await;
+    send(&rig, BOOKING_EXCHANGE, "HoldTickets", hold(late, 3)).await;
+    answers_about(&rig, &all, 2).await;
+    wait_for_counters(&rig, 3, (5, 3, 2, 0)).await;
+
+    paid(&rig, early).await;
+    wait_for_counters(&rig, 3, (5, 3, 1, 1)).await;
+
+    // The other hold runs out before its payment's news arrives.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    paid(&rig, late).await;
+    paid(&rig, stranger).await;
+    let answers = answers_about(&rig, &all, 3).await;
+    assert_eq!(answers[2].0, "TicketsReserveFailed", "{answers:?}");
+    assert_eq!(answers[2].1["booking_id"], json!(late));
+    assert_eq!(answers[2].1["reason"], "HOLD_EXPIRED");
+    wait_for_counters(&rig, 3, (5, 4, 0, 1)).await;
+
+    // The news again, then the saga's own ask: only the ask is answered.
+    paid(&rig, early).await;
+    send(
+        &rig,
+        BOOKING_EXCHANGE,
+        "ReserveTickets",
+        json!({"booking_id": early, "event_id": 3}),
+    )
+    .await;
+    let answers = answers_about(&rig, &all, 4).await;
+    assert_eq!(answers[3].0, "TicketsReserved", "{answers:?}");
+    assert_eq!(answers[3].1["booking_id"], json!(early));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kinds: Vec<String> = answers_about(&rig, &all, 4)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "TicketsHeld",
+            "TicketsHeld",
+            "TicketsReserveFailed",
+            "TicketsReserved"
+        ]
+    );
+    assert_eq!(counters(&availability(&rig, 3).await.unwrap()), (5, 4, 0, 1));
+}
+
+#[tokio::test]
+async fn embedded_a_payment_sells_its_hold() {
+    a_payment_sells_its_hold_and_is_answered_only_when_it_cannot(Backend::Embedded).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn postgres_rabbitmq_a_payment_sells_its_hold() {
+    a_payment_sells_its_hold_and_is_answered_only_when_it_cannot(Backend::Servers).await;
 }

@@ -95,14 +95,9 @@ fn expected(stage: Stage, input: &Input) -> Option<(Stage, Option<FailureReason>
         (S::Holding, I::TicketsHoldFailed(HoldFailure::NotOnSale)) => failed(F::EventNotOnSale, vec![]),
         (S::Holding, I::EventCancelled) => failed(F::EventCancelled, vec![]),
         (S::Holding, I::Timeout) => keep(vec![C::HoldTickets]),
-        (S::Paying, I::PaymentSucceeded { at }) if *at + RECORD_MARGIN <= until() => Some((
-            S::Recording,
-            None,
-            vec![
-                C::ReserveTickets { ticket_ids: ids() },
-                C::Announce(BookingStatus::Confirmed),
-            ],
-        )),
+        (S::Paying, I::PaymentSucceeded { at }) if *at + RECORD_MARGIN <= until() => {
+            Some((S::Confirmed, None, vec![C::Announce(BookingStatus::Confirmed)]))
+        }
         (S::Paying, I::PaymentSucceeded { .. }) => {
             Some((S::Reserving, None, vec![C::ReserveTickets { ticket_ids: ids() }]))
         }
@@ -126,6 +121,9 @@ fn expected(stage: Stage, input: &Input) -> Option<(Stage, Option<FailureReason>
         (S::Refunding, I::Timeout) => keep(vec![C::RefundPayment]),
         (S::Confirmed, I::CancelRequested | I::EventCancelled) => {
             Some((S::Refunding, None, vec![C::RefundPayment]))
+        }
+        (S::Confirmed, I::TicketsReserveFailed | I::HoldExpired) => {
+            failed(F::HoldExpired, vec![C::RefundPayment])
         }
         (S::Refunding, I::PaymentRefunded) => Some((
             S::Cancelled,
@@ -188,24 +186,40 @@ fn every_stage_against_every_input() {
 }
 
 /// Paid with most of the hold left: confirmed as soon as the payment
-/// succeeds, and the sale recorded after.
+/// succeeds, with nothing more to send (the ticket service sells on the
+/// payment's news and says nothing when it does).
 #[test]
 fn the_happy_path() {
     let (s, c) = start();
     assert_eq!((s.stage, c), (S::Holding, vec![C::HoldTickets]));
     let (s, _) = handle(&s, tickets_held());
     let (s, c) = handle(&s, paid_early());
-    assert_eq!(s.stage.status(), BookingStatus::Confirmed);
     assert_eq!(
-        c,
-        vec![
-            C::ReserveTickets { ticket_ids: ids() },
-            C::Announce(BookingStatus::Confirmed)
-        ]
+        (s.stage, c),
+        (S::Confirmed, vec![C::Announce(BookingStatus::Confirmed)])
     );
-    let (s, c) = handle(&s, I::TicketsReserved);
-    assert_eq!((s.stage, c), (S::Confirmed, vec![]));
     assert_eq!((s.ticket_ids, s.amount), (ids(), Some(price())));
+}
+
+/// Confirmed, then the ticket service says it could not record the sale
+/// (it was away for longer than the margin): the money goes back.
+#[test]
+fn a_confirmed_booking_whose_sale_failed_is_refunded() {
+    for news in [I::TicketsReserveFailed, I::HoldExpired] {
+        let (s, _) = start();
+        let (s, _) = handle(&s, tickets_held());
+        let (s, _) = handle(&s, paid_early());
+        let (s, c) = handle(&s, news.clone());
+        assert_eq!(
+            (s.stage, s.failure, c),
+            (
+                S::Failed,
+                Some(FailureReason::HoldExpired),
+                vec![C::RefundPayment, C::Announce(BookingStatus::Failed)]
+            ),
+            "{news:?}"
+        );
+    }
 }
 
 /// Paid with the hold about to run out: confirmed only once the ticket
@@ -248,8 +262,14 @@ fn play(inputs: &[Input]) -> Option<(Saga, Vec<C>)> {
                 sent(|c| matches!(c, C::ProcessPayment { .. }))
                     && only_this(|i| matches!(i, I::PaymentSucceeded { .. } | I::PaymentFailed { .. }))
             }
-            I::TicketsReserved | I::TicketsReserveFailed => {
+            I::TicketsReserved => {
                 sent(|c| matches!(c, C::ReserveTickets { .. }))
+                    && only_this(|i| matches!(i, I::TicketsReserved | I::TicketsReserveFailed))
+            }
+            // Also the ticket service's word on the payment's news.
+            I::TicketsReserveFailed => {
+                (sent(|c| matches!(c, C::ReserveTickets { .. }))
+                    || seen.iter().any(|i| matches!(i, I::PaymentSucceeded { .. })))
                     && only_this(|i| matches!(i, I::TicketsReserved | I::TicketsReserveFailed))
             }
             I::HoldExpired => seen.iter().any(|i| matches!(i, I::TicketsHeld { .. })),
@@ -298,13 +318,11 @@ fn no_sequence_confirms_without_payment_or_keeps_what_it_should_return() {
         let paid = seq.iter().any(|i| matches!(i, I::PaymentSucceeded { .. }));
         let reserved = seq.contains(&I::TicketsReserved);
         if saga.stage.status() == BookingStatus::Confirmed {
+            // Paid early, the payment's news is the ticket service's
+            // request to sell.
             assert!(
                 paid && (reserved || seq.contains(&paid_early())),
                 "confirmed without paying or seats: {seq:?}"
-            );
-            assert!(
-                reserved || commands.iter().any(|c| matches!(c, C::ReserveTickets { .. })),
-                "confirmed and the sale never asked for: {seq:?}"
             );
         }
         if saga.stage == S::Failed && paid {
@@ -316,10 +334,11 @@ fn no_sequence_confirms_without_payment_or_keeps_what_it_should_return() {
         let held = commands.iter().any(|c| matches!(c, C::ProcessPayment { .. }));
         let reserved = commands.iter().any(|c| matches!(c, C::ReserveTickets { .. }));
         if saga.stage == S::Failed && held && !reserved {
-            // Held, never sold: released, or the hold expired by itself.
+            // Held, never sold: released, or the hold expired by itself
+            // (a failed sale gives the expired seats back too).
             let released = commands.iter().any(|c| matches!(c, C::ReleaseTickets { .. }));
             assert!(
-                released || seq.contains(&I::HoldExpired),
+                released || seq.contains(&I::HoldExpired) || seq.contains(&I::TicketsReserveFailed),
                 "kept the seats: {seq:?} -> {commands:?}"
             );
         }
