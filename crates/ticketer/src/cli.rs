@@ -30,6 +30,13 @@ pub(crate) enum Command {
     },
     /// Applies database migrations for one service, or `all`.
     Migrate { service: String },
+    /// Exits 0 if the service on this host answers /health/live on its
+    /// port (`<PREFIX>PORT` or the contract's), 1 otherwise: the container
+    /// image's HEALTHCHECK, which has no shell or curl.
+    Health {
+        /// The gateway (also what `ticketer dev` serves) by default.
+        service: Option<Service>,
+    },
     /// Load generators that check their results against the services' records.
     Bench {
         #[command(subcommand)]

@@ -115,6 +115,14 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
+    if let Command::Health { service } = cli.command {
+        let service = service.unwrap_or(Service::Gateway);
+        if let Err(e) = stack::probe_live(service, &Env::from_process(service)?).await {
+            eprintln!("{service}: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     if let Command::Chaos(args) = cli.command {
         let report = ticketer::chaos::run(args.config(&cli.data_dir)?).await?;
         println!("{}", serde_json::to_string(&report)?);
@@ -163,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { .. } | Command::Chaos(_) => unreachable!("handled above"),
+        Command::Bench { .. } | Command::Chaos(_) | Command::Health { .. } => unreachable!("handled above"),
         Command::Admin {
             command: AdminCommand::Create { email, password },
         } => {

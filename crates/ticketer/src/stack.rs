@@ -66,6 +66,36 @@ async fn listener(
         .with_context(|| format!("binding {svc} to {host}:{port}"))
 }
 
+/// Asks the service listening on this host, as `ticketer serve` would
+/// have bound it, for /health/live (`ticketer health`). A gateway serving
+/// HTTPS is asked over HTTPS without checking its certificate: the
+/// certificate names the public host, and this is a loopback probe.
+pub async fn probe_live(svc: Service, env: &Env) -> anyhow::Result<()> {
+    let own = env.for_service(svc);
+    let port: u16 = own.parse_or("PORT", svc.default_port())?;
+    let host = match host_for(env, svc, Placement::OnItsOwn).as_str() {
+        "0.0.0.0" | "" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.to_string(),
+    };
+    let tls = svc == Service::Gateway && own.get("TLS_CERT").is_some();
+    let url = format!(
+        "{}://{host}:{port}/health/live",
+        if tls { "https" } else { "http" }
+    );
+    let answer = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .danger_accept_invalid_certs(tls)
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
+    anyhow::ensure!(answer.status().is_success(), "{url} answered {}", answer.status());
+    Ok(())
+}
+
 pub async fn connect_db(infra: &InfraConfig) -> anyhow::Result<Db> {
     let url = infra.resolved_database_url();
     Db::connect(&url, infra.db_max_connections)

@@ -1,5 +1,6 @@
 //! The real binary as an operator runs it: `ticketer dev` comes up, stops
-//! cleanly on SIGTERM and finds its data again; `serve` exports traces.
+//! cleanly on SIGTERM and finds its data again; `serve` exports traces;
+//! `health` tells whether the service on this host answers.
 
 use std::{
     collections::HashMap,
@@ -346,4 +347,35 @@ async fn dlq_lists_and_replays_what_a_consumer_kept() {
     let (ok, _, err) = run(&["list", "ticket.nothing"]);
     assert!(!ok);
     assert!(err.contains("ticket.commands"), "{err}");
+}
+
+/// `ticketer health`, the container image's HEALTHCHECK: 0 while the
+/// service on this host answers on its configured port, 1 once it is gone.
+#[tokio::test]
+async fn health_probes_the_service_on_this_host() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env: HashMap<String, String> = HashMap::from([
+        ("HOST".into(), "127.0.0.1".into()),
+        ("EVENTS_PORT".into(), port.to_string()),
+        ("TICKETER_DATA_DIR".into(), data.path().display().to_string()),
+        ("RUST_LOG".into(), "error".into()),
+    ]);
+    let probe = |service: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ticketer"));
+        cmd.arg("health").args(service).envs(&env);
+        // Nobody listens on this gateway port.
+        cmd.env("GATEWAY_PORT", free_port().to_string());
+        cmd.output().unwrap()
+    };
+    let mut events = spawn_ticketer(&["serve", "events"], &env);
+    wait_ok(&format!("http://127.0.0.1:{port}/health/live")).await;
+    let up = probe(Some("events"));
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let no_gateway = probe(None);
+    assert_eq!(no_gateway.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_gateway.stderr).contains("gateway"));
+
+    assert_eq!(terminate(&mut events).await, Some(0));
+    assert_eq!(probe(Some("events")).status.code(), Some(1));
 }
