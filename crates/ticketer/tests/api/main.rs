@@ -40,6 +40,7 @@ mod gateway;
 mod harness;
 mod hostile;
 mod notifications;
+mod operations;
 mod payments;
 mod process;
 mod scenario;
