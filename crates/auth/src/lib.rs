@@ -150,6 +150,7 @@ pub async fn build(
         bus,
         cache: Some(cache),
         verifier: verifier.clone(),
+        metrics: ticketer_http::Metrics::new("auth"),
     };
     let api = routes::router(service.clone());
     // Never replayed: a stored answer would be a token pair kept for a day,

@@ -39,6 +39,11 @@ pub trait BatchHandler: Send + Sync + 'static {
     async fn dead_lettered(&self, _letter: &DeadLetter) -> Result<(), HandleError> {
         Ok(())
     }
+
+    /// Told, on either transport, how a delivered batch ended: how many of
+    /// its messages were applied and how many given up on (metrics).
+    /// Nothing by default.
+    fn settled(&self, _applied: usize, _dead_lettered: usize) {}
 }
 
 /// A message that could not be applied, where it came from, and why.
@@ -66,7 +71,10 @@ pub(crate) async fn apply(
 ) -> Vec<Outcome> {
     if batch.len() > 1 {
         match handler.handle_batch(batch).await {
-            Ok(()) => return vec![Outcome::Applied; batch.len()],
+            Ok(()) => {
+                handler.settled(batch.len(), 0);
+                return vec![Outcome::Applied; batch.len()];
+            }
             Err(e) => tracing::debug!(queue = %sub.queue, error = %e, "batch failed; applying one by one"),
         }
     }
@@ -74,6 +82,11 @@ pub(crate) async fn apply(
     for msg in batch {
         outcomes.push(apply_one(handler, msg, sub, shutdown).await);
     }
+    let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
+    handler.settled(
+        count(|o| *o == Outcome::Applied),
+        count(|o| matches!(o, Outcome::DeadLettered(_))),
+    );
     outcomes
 }
 
@@ -118,6 +131,8 @@ mod tests {
     struct Picky {
         transient: bool,
         calls: Mutex<Vec<usize>>,
+        /// What `settled` was told: (applied, dead-lettered) per batch.
+        told: Mutex<Vec<(usize, usize)>>,
     }
 
     #[async_trait::async_trait]
@@ -132,6 +147,10 @@ mod tests {
                 });
             }
             Ok(())
+        }
+
+        fn settled(&self, applied: usize, dead_lettered: usize) {
+            self.told.lock().unwrap().push((applied, dead_lettered));
         }
     }
 
@@ -155,11 +174,13 @@ mod tests {
         let h = Picky {
             transient: false,
             calls: Mutex::default(),
+            told: Mutex::default(),
         };
         let batch = vec![Envelope::new("A", &1), Envelope::new("B", &2)];
         let out = apply(&h, &batch, &sub(), &CancellationToken::new()).await;
         assert_eq!(out, vec![Outcome::Applied, Outcome::Applied]);
         assert_eq!(*h.calls.lock().unwrap(), vec![2]);
+        assert_eq!(*h.told.lock().unwrap(), vec![(2, 0)]);
     }
 
     #[tokio::test]
@@ -167,6 +188,7 @@ mod tests {
         let h = Picky {
             transient: false,
             calls: Mutex::default(),
+            told: Mutex::default(),
         };
         let batch = vec![
             Envelope::new("A", &1),
@@ -183,6 +205,7 @@ mod tests {
             ]
         );
         assert_eq!(*h.calls.lock().unwrap(), vec![3, 1, 1, 1]);
+        assert_eq!(*h.told.lock().unwrap(), vec![(2, 1)], "told once per batch");
     }
 
     #[tokio::test]
@@ -190,6 +213,7 @@ mod tests {
         let h = Picky {
             transient: true,
             calls: Mutex::default(),
+            told: Mutex::default(),
         };
         let out = apply(&h, &[Envelope::new("Bad", &1)], &sub(), &CancellationToken::new()).await;
         assert_eq!(out, vec![Outcome::DeadLettered("busy".into())]);
@@ -201,6 +225,7 @@ mod tests {
         let h = Picky {
             transient: true,
             calls: Mutex::default(),
+            told: Mutex::default(),
         };
         let token = CancellationToken::new();
         token.cancel();

@@ -19,7 +19,7 @@ use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 pub use inbox::{Inbox, MessageHandler};
 pub use migrate::Migration;
-pub use outbox::{enqueue, pending_count, reply, Outbound, OutboxRelay, UNDECODABLE};
+pub use outbox::{backlog, enqueue, pending_count, reply, Outbound, OutboxRelay, UNDECODABLE};
 use sqlx::{
     any::AnyPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode},

@@ -231,6 +231,22 @@ impl OutboxRelay {
     }
 }
 
+/// How many rows wait to be published, and when the oldest was written.
+pub async fn backlog(db: &Db) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>), DbError> {
+    let (n,) = sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(db.reader())
+        .await?;
+    if n == 0 {
+        return Ok((0, None));
+    }
+    let oldest: Option<(String,)> =
+        sqlx::query_as("SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1")
+            .fetch_optional(db.reader())
+            .await?;
+    let oldest = oldest.map(|(at,)| time::parse(&at)).transpose()?;
+    Ok((n, oldest))
+}
+
 /// Messages not yet published, for readiness and metrics.
 pub async fn pending_count(db: &Db) -> Result<i64, DbError> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")

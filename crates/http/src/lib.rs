@@ -7,6 +7,7 @@ pub mod health;
 pub mod idempotency;
 mod json;
 pub mod metrics;
+mod operations;
 mod pagination;
 pub mod process;
 mod serve;

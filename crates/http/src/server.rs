@@ -232,6 +232,8 @@ pub struct ServiceParts {
     pub bus: ticketer_bus::Bus,
     pub cache: Option<ticketer_cache::Cache>,
     pub verifier: TokenVerifier,
+    /// The service's `/metrics`, which its consumers count into.
+    pub metrics: Metrics,
 }
 
 impl ServiceParts {
@@ -264,7 +266,10 @@ impl ServiceParts {
             infra.consumer_concurrency,
             infra.consumer_batch_size,
         );
-        self.bus.subscribe(sub, handler, shutdown.clone()).await
+        let counted = crate::operations::Counted::new(handler, spec.name, self.metrics.ops.clone());
+        self.bus
+            .subscribe(sub, std::sync::Arc::new(counted), shutdown.clone())
+            .await
     }
 }
 
@@ -309,11 +314,17 @@ pub fn launch_with(
         std::time::Duration::from_secs(600),
         shutdown.clone(),
     ));
+    let sampler = tokio::spawn(crate::operations::sample(
+        parts.db.clone(),
+        parts.metrics.ops.clone(),
+        OPERATIONS_SAMPLE,
+        shutdown.clone(),
+    ));
     let router = assemble(
         api,
         Plumbing {
             service: name,
-            metrics: Metrics::new(name),
+            metrics: parts.metrics,
             readiness: Readiness {
                 db: Some(parts.db.clone()),
                 bus: Some(parts.bus),
@@ -327,8 +338,13 @@ pub fn launch_with(
     );
     ServiceApp::new(name, listener, router, shutdown)
         .with_limits(infra.http)
-        .with_tasks([relay, janitor])
+        .with_tasks([relay, janitor, sampler])
 }
+
+/// How often the outbox backlog and the connection pool are sampled for
+/// `/metrics`: often enough for an alert measured in minutes, one cheap
+/// query each time.
+const OPERATIONS_SAMPLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The API document of a service that has no routes of its own yet.
 pub fn empty_openapi(name: &str) -> utoipa::openapi::OpenApi {

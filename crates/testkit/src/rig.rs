@@ -180,6 +180,7 @@ impl ServiceRig {
             bus: bus.clone(),
             cache: Some(ticketer_cache::Cache::memory()),
             verifier: key.verifier("ticketer-auth"),
+            metrics: ticketer_http::Metrics::new(service.name()),
         };
         let listener = ticketer_http::bind("127.0.0.1", 0).await.expect("a port");
         let app = build(&infra, parts, listener, shutdown.clone())

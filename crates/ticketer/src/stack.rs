@@ -159,6 +159,7 @@ pub async fn build_all(
             bus: bus.clone(),
             cache: Some(cache.clone()),
             verifier: verifier.clone(),
+            metrics: ticketer_http::Metrics::new(svc.name()),
         };
         let app = build_backend(
             svc,
@@ -244,6 +245,7 @@ pub async fn build_one(
                 bus,
                 cache: Some(cache),
                 verifier: remote_verifier(),
+                metrics: ticketer_http::Metrics::new(svc.name()),
             };
             build_backend(svc, &infra, parts, listener, shutdown).await
         }

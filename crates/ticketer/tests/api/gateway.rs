@@ -143,9 +143,12 @@ async fn health_docs_and_metrics() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let r = s.call(Method::GET, "/metrics", Some("scrape"), None).await;
     let text = r.body.as_str().unwrap();
-    assert!(text.contains("http_requests_total{"), "{text}");
+    assert!(text.contains("ticketer_http_requests_total{"), "{text}");
     assert!(text.contains("route=\"/api/v1/{*rest}\""), "{text}");
-    assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("ticketer_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

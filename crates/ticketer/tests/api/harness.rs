@@ -258,6 +258,25 @@ impl TestStack {
         self._data.path().join("mail")
     }
 
+    /// The sum of `metric`'s series whose labels contain `labels` on
+    /// `service`'s own `/metrics` (a backend's port, open to scrapers).
+    pub async fn metric_sum(&self, service: &str, metric: &str, labels: &str) -> f64 {
+        let base = &self.services.iter().find(|(n, _)| n == service).unwrap().1;
+        let text = self
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(metric) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn wait_healthy(&self) {
         wait_ok(&format!("{}/health", self.base)).await;
     }

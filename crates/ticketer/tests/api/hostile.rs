@@ -345,21 +345,12 @@ async fn operations_stay_private(s: &TestStack) {
         r.text().await.unwrap().contains("process_resident_memory_bytes"),
         "{l}"
     );
-    let events = &s.services.iter().find(|(n, _)| n == "events").unwrap().1;
-    let ready_checks = || async {
-        let text = s
-            .http
-            .get(format!("{events}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("http_requests_total") && l.contains("route=\"/health/ready\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
+    let ready_checks = || {
+        s.metric_sum(
+            "events",
+            "ticketer_http_requests_total",
+            "route=\"/health/ready\"",
+        )
     };
     // Past the last answer's second (the harness asked while starting).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;

@@ -117,9 +117,12 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 #[test]
 fn names_are_read_from_promql() {
     let names = metric_names(
-        r#"sum by (service, le) (rate(http_requests_total{status=~"5.."}[5m])) / on (service) group_left max(up) > 0.5"#,
+        r#"sum by (service, le) (rate(ticketer_http_requests_total{status=~"5.."}[5m])) / on (service) group_left max(up) > 0.5"#,
     );
-    assert_eq!(names, BTreeSet::from(["http_requests_total".into(), "up".into()]));
+    assert_eq!(
+        names,
+        BTreeSet::from(["ticketer_http_requests_total".into(), "up".into()])
+    );
     let exprs =
         rule_expressions("  - expr: |\n      a_total\n        / b_total\n  - alert: X\n    expr: c > 1\n");
     assert_eq!(exprs.len(), 2);
@@ -194,6 +197,27 @@ async fn dashboards_and_alerts_name_only_exported_metrics(s: &TestStack) {
         "{}: named but not exported: {missing:?}",
         s.label
     );
+    // The saga's messages were counted as their consumers applied them:
+    // the two payments' answers, and how long each waited.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let queue = "queue=\"booking.payments\"";
+        let payments = s
+            .metric_sum("booking", "ticketer_messages_consumed_total", queue)
+            .await;
+        let aged = s
+            .metric_sum("booking", "ticketer_message_age_seconds_count", queue)
+            .await;
+        if payments >= 2.0 && aged >= 2.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: booking.payments counted {payments} applied, {aged} aged",
+            s.label
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     // The business of the sale shows: the bookings route was counted.
     assert!(
         exported.contains("route=\"/api/v1/bookings\""),

@@ -1,0 +1,109 @@
+//! The service's messaging and database figures on its `/metrics`: every
+//! consumer's batches counted as they settle ([`Counted`]), and the outbox
+//! backlog and connection pool sampled every few seconds ([`sample`]).
+
+use std::{sync::Arc, time::Duration};
+
+use ticketer_bus::{BatchHandler, DeadLetter, Envelope, HandleError};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{ConnectionLabels, Operations, QueueLabels};
+
+/// A consumer's handler, counted: messages applied, given up on and
+/// retried, and how old each was when applied.
+pub(crate) struct Counted {
+    inner: Arc<dyn BatchHandler>,
+    queue: QueueLabels,
+    ops: Operations,
+}
+
+impl Counted {
+    /// Every series of the queue exists from the start, at zero, so that a
+    /// rate or an alert on it has something to read before the first event.
+    pub fn new(inner: Arc<dyn BatchHandler>, queue: &str, ops: Operations) -> Self {
+        let queue = QueueLabels {
+            queue: queue.to_string(),
+        };
+        let _ = ops.consumed.get_or_create(&queue);
+        let _ = ops.dead_lettered.get_or_create(&queue);
+        let _ = ops.retried.get_or_create(&queue);
+        let _ = ops.age.get_or_create(&queue);
+        Counted { inner, queue, ops }
+    }
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for Counted {
+    async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+        let result = self.inner.handle_batch(batch).await;
+        match &result {
+            Ok(()) => {
+                let now = chrono::Utc::now();
+                let age = self.ops.age.get_or_create(&self.queue);
+                for msg in batch {
+                    let waited = (now - msg.occurred_at).num_microseconds().unwrap_or(i64::MAX);
+                    age.observe(waited.max(0) as f64 / 1e6);
+                }
+            }
+            Err(HandleError::Transient(_)) => {
+                self.ops
+                    .retried
+                    .get_or_create(&self.queue)
+                    .inc_by(batch.len() as u64);
+            }
+            Err(HandleError::Permanent(_)) => {}
+        }
+        result
+    }
+
+    async fn dead_lettered(&self, letter: &DeadLetter) -> Result<(), HandleError> {
+        self.inner.dead_lettered(letter).await
+    }
+
+    fn settled(&self, applied: usize, dead_lettered: usize) {
+        self.ops
+            .consumed
+            .get_or_create(&self.queue)
+            .inc_by(applied as u64);
+        self.ops
+            .dead_lettered
+            .get_or_create(&self.queue)
+            .inc_by(dead_lettered as u64);
+        self.inner.settled(applied, dead_lettered);
+    }
+}
+
+/// Samples the outbox backlog and the connection pool now and every
+/// `every` until `shutdown`.
+pub(crate) async fn sample(
+    db: ticketer_db::Db,
+    ops: Operations,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match ticketer_db::backlog(&db).await {
+            Ok((pending, oldest)) => {
+                ops.outbox_pending.set(pending);
+                let age = oldest.map_or(0.0, |at| {
+                    (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1e3
+                });
+                ops.outbox_oldest.set(age);
+            }
+            Err(e) => tracing::debug!(error = %e, "outbox backlog not sampled"),
+        }
+        let pool = db.pool();
+        let idle = pool.num_idle() as i64;
+        let open = i64::from(pool.size());
+        ops.connections
+            .get_or_create(&ConnectionLabels { state: "idle" })
+            .set(idle);
+        ops.connections
+            .get_or_create(&ConnectionLabels { state: "in_use" })
+            .set((open - idle).max(0));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
