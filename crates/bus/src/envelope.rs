@@ -57,11 +57,15 @@ impl Envelope {
         self
     }
 
-    /// Marks this message as a consequence of `cause`: same flow, same trace.
+    /// Marks this message as a consequence of `cause`: same flow, same
+    /// trace. The cause's trace wins over the current span's: a consumer
+    /// applying a batch works under one span for messages of many traces,
+    /// and hands each message to its handler with the context of that
+    /// message's own consume span.
     pub fn caused_by(mut self, cause: &Envelope) -> Self {
         self.correlation_id = cause.correlation_id;
         self.causation_id = Some(cause.message_id);
-        if self.traceparent.is_none() {
+        if cause.traceparent.is_some() {
             self.traceparent = cause.traceparent.clone();
         }
         self

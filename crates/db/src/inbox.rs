@@ -20,7 +20,7 @@ pub trait MessageHandler: Send + Sync + 'static {
     /// consumer then applies its messages one by one.
     async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
         for msg in msgs {
-            self.handle(tx, msg).instrument(consume_span(msg)).await?;
+            self.handle(tx, msg).instrument(handle_span(msg)).await?;
         }
         Ok(())
     }
@@ -30,14 +30,23 @@ pub trait MessageHandler: Send + Sync + 'static {
     fn committed(&self, _batch: &[Envelope]) {}
 }
 
-/// The span of one message's handling, a child of the span that sent it.
-fn consume_span(msg: &Envelope) -> tracing::Span {
+/// The span of one message's consumption, a child of the span that sent
+/// it; open until the batch it came in is done.
+fn consume_span(consumer: &str, msg: &Envelope) -> tracing::Span {
     let span = tracing::info_span!(
         "consume",
+        consumer = %consumer,
         kind = %msg.kind,
         message_id = %msg.message_id,
         correlation_id = %msg.correlation_id,
     );
+    ticketer_telemetry::set_remote_parent(&span, msg.traceparent.as_deref());
+    span
+}
+
+/// One message handled on its own, under its consume span.
+fn handle_span(msg: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!("handle", kind = %msg.kind);
     ticketer_telemetry::set_remote_parent(&span, msg.traceparent.as_deref());
     span
 }
@@ -97,9 +106,24 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
             }
             new.push(msg);
         }
+        // Every message joins its own trace, whatever batch it came in: its
+        // consume span is a child of the span that sent it, and the handler
+        // sees it with that span's context, which what it causes carries on
+        // (Envelope::caused_by).
+        let spans: Vec<tracing::Span> = new.iter().map(|m| consume_span(&self.consumer, m)).collect();
+        let traced: Vec<Envelope> = new
+            .iter()
+            .zip(&spans)
+            .map(|(m, span)| Envelope {
+                traceparent: ticketer_telemetry::traceparent_of(span).or_else(|| m.traceparent.clone()),
+                ..(*m).clone()
+            })
+            .collect();
+        let traced: Vec<&Envelope> = traced.iter().collect();
         let span = tracing::info_span!("consume_batch", consumer = %self.consumer, messages = new.len());
-        self.handler.handle_all(&mut tx, &new).instrument(span).await?;
+        self.handler.handle_all(&mut tx, &traced).instrument(span).await?;
         tx.commit().await.map_err(DbError::from)?;
+        drop(spans);
         // The handler may have written outbox rows of its own.
         self.db.outbox_written();
         self.handler.committed(batch);

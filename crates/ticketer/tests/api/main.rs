@@ -44,3 +44,4 @@ mod operations;
 mod payments;
 mod process;
 mod scenario;
+mod traces;

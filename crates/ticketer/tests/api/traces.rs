@@ -1,0 +1,296 @@
+//! One trace per booking: `ticketer dev` exports its spans over OTLP/HTTP to
+//! a receiver this test runs, and the spans of one booking form one tree
+//! rooted at the gateway's request, with every service's work and every
+//! message hop beneath it in the order the saga caused them.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{routing::post, Router};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value as AnyValue,
+};
+use prost::Message;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use ticketer_config::Service;
+
+use crate::harness::{free_port, spawn_ticketer, wait_ok};
+
+#[derive(Debug, Clone)]
+struct Span {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+    fields: HashMap<String, String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Keeps every span exported to it.
+async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    let app = Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let mut kept = kept.lock().unwrap();
+                for resource in request.resource_spans {
+                    for scope in resource.scope_spans {
+                        for s in scope.spans {
+                            let fields = s
+                                .attributes
+                                .iter()
+                                .filter_map(|a| match a.value.as_ref()?.value.as_ref()? {
+                                    AnyValue::StringValue(v) => Some((a.key.clone(), v.clone())),
+                                    _ => None,
+                                })
+                                .collect();
+                            kept.push(Span {
+                                trace: hex(&s.trace_id),
+                                id: hex(&s.span_id),
+                                parent: hex(&s.parent_span_id),
+                                name: s.name,
+                                fields,
+                            });
+                        }
+                    }
+                }
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, spans)
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http.request(method, url).header("prefer", "wait=10");
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+async fn user(http: &reqwest::Client, gateway: &str, role: &str) -> String {
+    let email = format!(
+        "{}-{}@example.com",
+        role.to_lowercase(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let profile = json!({"email": email, "password": "s3cret-pass", "first_name": "T", "last_name": role, "role": role});
+    call(
+        http,
+        reqwest::Method::POST,
+        format!("{gateway}/api/v1/auth/register"),
+        None,
+        Some(profile),
+    )
+    .await;
+    let login = json!({"email": email, "password": "s3cret-pass"});
+    let tokens = call(
+        http,
+        reqwest::Method::POST,
+        format!("{gateway}/api/v1/auth/login"),
+        None,
+        Some(login),
+    )
+    .await;
+    tokens["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_booking_is_one_trace_rooted_at_the_gateway() {
+    let (collector, spans) = receiver().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("HOST".into(), "127.0.0.1".into()),
+        ("GATEWAY_RATE_LIMIT_PER_MINUTE".into(), "0".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector),
+        ("TICKETER_DATA_DIR".into(), data.path().display().to_string()),
+        // Spans are recorded at info.
+        ("RUST_LOG".into(), "info".into()),
+    ]);
+    for svc in Service::ALL {
+        env.insert(format!("{}PORT", svc.env_prefix()), free_port().to_string());
+    }
+    let gateway = format!("http://127.0.0.1:{}", env["GATEWAY_PORT"]);
+    let mut dev = spawn_ticketer(&["dev"], &env);
+    wait_ok(&format!("{gateway}/health")).await;
+    let http = reqwest::Client::new();
+
+    let organizer = user(&http, &gateway, "ORGANIZER").await;
+    let event = json!({
+        "event_name": "Traced", "description": "", "category": "Music", "location": "Hall",
+        "event_date": "2031-03-03", "start_time": "20:00", "end_time": "23:00",
+        "ticket_capacity": 5, "ticket_price": "20.00"
+    });
+    let created = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{gateway}/api/v1/events"),
+        Some(&organizer),
+        Some(event),
+    )
+    .await;
+    let id = created["id"].as_i64().unwrap();
+    call(
+        &http,
+        reqwest::Method::POST,
+        format!("{gateway}/api/v1/events/{id}/publish"),
+        Some(&organizer),
+        None,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http
+            .get(format!("{gateway}/api/v1/tickets/availability/{id}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the event never went on sale");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let customer = user(&http, &gateway, "CUSTOMER").await;
+    let booking = json!({"event_id": id, "number_of_tickets": 1, "payment_token": "tok_visa"});
+    let booked = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{gateway}/api/v1/bookings"),
+        Some(&customer),
+        Some(booking),
+    )
+    .await;
+    assert_eq!(booked["status"], "CONFIRMED", "{booked}");
+    // Until the customer has been told: the saga's last hop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mine = call(
+            &http,
+            reqwest::Method::GET,
+            format!("{gateway}/api/v1/notifications/mine"),
+            Some(&customer),
+            None,
+        )
+        .await;
+        if mine.to_string().contains("BOOKING_CONFIRMED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never told: {mine}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stopping flushes the exporter.
+    let pid = dev.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::timeout(Duration::from_secs(30), dev.wait())
+        .await
+        .expect("dev stopped")
+        .unwrap();
+
+    let spans = spans.lock().unwrap().clone();
+    let field = |s: &Span, k: &str| s.fields.get(k).cloned().unwrap_or_default();
+    let booking_request = spans
+        .iter()
+        .find(|s| {
+            s.name == "http"
+                && field(s, "service") == "booking"
+                && field(s, "path") == "/api/v1/bookings"
+                && field(s, "method") == "POST"
+        })
+        .expect("the booking service's request span");
+    let trace: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace == booking_request.trace)
+        .collect();
+    let by_id: HashMap<&str, &Span> = trace.iter().map(|s| (s.id.as_str(), *s)).collect();
+    let roots: Vec<&&Span> = trace
+        .iter()
+        .filter(|s| !by_id.contains_key(s.parent.as_str()))
+        .collect();
+    assert_eq!(roots.len(), 1, "one tree: {roots:#?}");
+    let root = roots[0];
+    assert_eq!(
+        (root.name.as_str(), field(root, "service").as_str()),
+        ("http", "gateway"),
+        "{root:?}"
+    );
+    assert!(
+        root.parent.chars().all(|c| c == '0') || root.parent.is_empty(),
+        "the gateway's span has no parent: {root:?}"
+    );
+
+    let hop = |consumer: &str, kind: &str| -> &Span {
+        trace
+            .iter()
+            .find(|s| s.name == "consume" && field(s, "consumer") == consumer && field(s, "kind") == kind)
+            .unwrap_or_else(|| {
+                panic!("no {kind} consumed from {consumer} in the booking's trace: {trace:#?}")
+            })
+    };
+    let descends = |child: &Span, ancestor: &Span| {
+        let mut at = child;
+        while let Some(parent) = by_id.get(at.parent.as_str()) {
+            if parent.id == ancestor.id {
+                return true;
+            }
+            at = parent;
+        }
+        false
+    };
+    // The saga's path, each hop beneath the one that caused it.
+    let path = [
+        booking_request,
+        hop("ticket.commands", "HoldTickets"),
+        hop("ticket.operations", "TicketsHeld"),
+        hop("payment.commands", "ProcessPayment"),
+        hop("booking.payments", "PaymentSucceeded"),
+        hop("booking.notifications", "BookingConfirmed"),
+    ];
+    for pair in path.windows(2) {
+        assert!(
+            descends(pair[1], pair[0]),
+            "{:?} is not beneath {:?}",
+            pair[1],
+            pair[0]
+        );
+    }
+    // The ticket service sold the seats on the same payment's news.
+    let sold = hop("ticket.commands", "PaymentSucceeded");
+    assert!(
+        descends(sold, path[3]),
+        "the sale is beneath the charge: {sold:?}"
+    );
+    assert!(descends(booking_request, root));
+}
