@@ -1,12 +1,15 @@
 //! Logging and tracing for every service.
 //!
-//! Logs are JSON lines carrying the fields of the current span (request id,
-//! trace id, service). Spans always go through the OpenTelemetry layer so
+//! Logs are flat JSON lines ([`json::JsonLines`]): timestamp, level,
+//! service, trace and span ids, message, and the fields of the event and
+//! of the spans it happened in (request id, booking, event). Spans always go through the OpenTelemetry layer so
 //! that trace ids exist and propagate over HTTP and inside message envelopes
 //! even when nothing exports them; OTLP export switches on when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 use std::collections::HashMap;
+
+pub mod json;
 
 use opentelemetry::{
     global,
@@ -64,10 +67,13 @@ pub fn init(service_name: &str, format: LogFormat) -> anyhow::Result<TelemetryGu
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(json::JsonLines {
+                        service: service_name
+                            .strip_prefix("ticketer-")
+                            .unwrap_or(service_name)
+                            .to_string(),
+                    }),
             )
             .try_init()?,
         LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init()?,

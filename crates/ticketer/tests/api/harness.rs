@@ -464,3 +464,78 @@ pub async fn wait_ok(url: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A call through the gateway of a `ticketer` process this test started
+/// (waiting up to 10 s for a booking to settle); fails the test unless 2xx.
+pub async fn call_gateway(
+    http: &reqwest::Client,
+    method: Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http.request(method, url).header("prefer", "wait=10");
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+/// Registers a new account with `role` and `password` through `gateway`
+/// and logs in: (access token, refresh token).
+pub async fn signed_up(
+    http: &reqwest::Client,
+    gateway: &str,
+    role: &str,
+    password: &str,
+) -> (String, String) {
+    let email = format!(
+        "{}-{}@example.com",
+        role.to_lowercase(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let profile = serde_json::json!({"email": email, "password": password, "first_name": "T", "last_name": role, "role": role});
+    call_gateway(
+        http,
+        Method::POST,
+        format!("{gateway}/api/v1/auth/register"),
+        None,
+        Some(profile),
+    )
+    .await;
+    let login = serde_json::json!({"email": email, "password": password});
+    let tokens = call_gateway(
+        http,
+        Method::POST,
+        format!("{gateway}/api/v1/auth/login"),
+        None,
+        Some(login),
+    )
+    .await;
+    (
+        tokens["access_token"].as_str().unwrap().to_string(),
+        tokens["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Sends SIGTERM and returns the exit code, failing if it takes too long.
+pub async fn terminate(child: &mut Child) -> Option<i32> {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stopped within 30 s of SIGTERM")
+        .unwrap()
+        .code()
+}

@@ -39,6 +39,7 @@ mod bookings;
 mod gateway;
 mod harness;
 mod hostile;
+mod logs;
 mod notifications;
 mod operations;
 mod payments;

@@ -15,24 +15,8 @@ use axum::{routing::post, Router};
 use reqwest::StatusCode;
 use serde_json::json;
 use ticketer_config::Service;
-use tokio::process::Child;
 
-use crate::harness::{free_port, spawn_ticketer, wait_ok};
-
-/// Sends SIGTERM and returns the exit code, failing if it takes too long.
-async fn terminate(child: &mut Child) -> Option<i32> {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("stopped within 15 s of SIGTERM")
-        .unwrap()
-        .code()
-}
+use crate::harness::{free_port, spawn_ticketer, terminate, wait_ok};
 
 #[tokio::test]
 async fn dev_stops_cleanly_on_sigterm_and_keeps_its_data() {

@@ -15,10 +15,10 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use ticketer_config::Service;
 
-use crate::harness::{free_port, spawn_ticketer, wait_ok};
+use crate::harness::{call_gateway as call, free_port, signed_up, spawn_ticketer, terminate, wait_ok};
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -75,54 +75,6 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
     (url, spans)
 }
 
-async fn call(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> Value {
-    let mut req = http.request(method, url).header("prefer", "wait=10");
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status}: {body}");
-    body
-}
-
-async fn user(http: &reqwest::Client, gateway: &str, role: &str) -> String {
-    let email = format!(
-        "{}-{}@example.com",
-        role.to_lowercase(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let profile = json!({"email": email, "password": "s3cret-pass", "first_name": "T", "last_name": role, "role": role});
-    call(
-        http,
-        reqwest::Method::POST,
-        format!("{gateway}/api/v1/auth/register"),
-        None,
-        Some(profile),
-    )
-    .await;
-    let login = json!({"email": email, "password": "s3cret-pass"});
-    let tokens = call(
-        http,
-        reqwest::Method::POST,
-        format!("{gateway}/api/v1/auth/login"),
-        None,
-        Some(login),
-    )
-    .await;
-    tokens["access_token"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn a_booking_is_one_trace_rooted_at_the_gateway() {
     let (collector, spans) = receiver().await;
@@ -143,7 +95,7 @@ async fn a_booking_is_one_trace_rooted_at_the_gateway() {
     wait_ok(&format!("{gateway}/health")).await;
     let http = reqwest::Client::new();
 
-    let organizer = user(&http, &gateway, "ORGANIZER").await;
+    let (organizer, _) = signed_up(&http, &gateway, "ORGANIZER", "s3cret-pass").await;
     let event = json!({
         "event_name": "Traced", "description": "", "category": "Music", "location": "Hall",
         "event_date": "2031-03-03", "start_time": "20:00", "end_time": "23:00",
@@ -179,7 +131,7 @@ async fn a_booking_is_one_trace_rooted_at_the_gateway() {
         assert!(Instant::now() < deadline, "the event never went on sale");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let customer = user(&http, &gateway, "CUSTOMER").await;
+    let (customer, _) = signed_up(&http, &gateway, "CUSTOMER", "s3cret-pass").await;
     let booking = json!({"event_id": id, "number_of_tickets": 1, "payment_token": "tok_visa"});
     let booked = call(
         &http,
@@ -208,16 +160,7 @@ async fn a_booking_is_one_trace_rooted_at_the_gateway() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Stopping flushes the exporter.
-    let pid = dev.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    tokio::time::timeout(Duration::from_secs(30), dev.wait())
-        .await
-        .expect("dev stopped")
-        .unwrap();
+    assert_eq!(terminate(&mut dev).await, Some(0));
 
     let spans = spans.lock().unwrap().clone();
     let field = |s: &Span, k: &str| s.fields.get(k).cloned().unwrap_or_default();
