@@ -122,7 +122,7 @@ impl OutboxRelay {
         let mut failures = 0u32;
         loop {
             match self.publish_pending().await {
-                Ok(n) if n == self.batch_size => {
+                Ok(n) if n == self.batch_size && !shutdown.is_cancelled() => {
                     failures = 0;
                     continue;
                 }

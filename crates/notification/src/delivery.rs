@@ -172,7 +172,9 @@ impl Delivery {
                     false
                 }
             };
-            if more {
+            // A full round means more is due; but a stop ends the run
+            // between rounds, however much is due.
+            if more && !shutdown.is_cancelled() {
                 continue;
             }
             tokio::select! {

@@ -331,8 +331,9 @@ pub async fn expire_holds(db: &ticketer_db::Db, limit: i64) -> Result<usize, tic
 pub async fn run_expiry(db: ticketer_db::Db, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
     loop {
         match expire_holds(&db, 500).await {
-            // A full batch means more may be due: go again at once.
-            Ok(500) => continue,
+            // A full batch means more may be due: go again at once,
+            // unless asked to stop.
+            Ok(500) if !shutdown.is_cancelled() => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "releasing expired holds failed"),
         }
