@@ -31,6 +31,12 @@ pub(crate) struct QueueLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MessageLabels {
+    pub queue: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ConnectionLabels {
     pub state: &'static str,
 }
@@ -46,7 +52,7 @@ fn age_histogram() -> Histogram {
 /// The service's messaging and database figures (`ticketer_*`).
 #[derive(Clone)]
 pub(crate) struct Operations {
-    pub consumed: Family<QueueLabels, Counter>,
+    pub consumed: Family<MessageLabels, Counter>,
     pub dead_lettered: Family<QueueLabels, Counter>,
     pub retried: Family<QueueLabels, Counter>,
     pub age: Family<QueueLabels, Histogram, fn() -> Histogram>,
@@ -103,7 +109,7 @@ impl Metrics {
         };
         registry.register(
             "ticketer_messages_consumed",
-            "Messages applied, by queue",
+            "Messages applied, by queue and type (the saga's funnel: HoldTickets, TicketsHeld, PaymentSucceeded, BookingConfirmed...)",
             ops.consumed.clone(),
         );
         registry.register(

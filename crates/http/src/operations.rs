@@ -1,5 +1,6 @@
 //! The service's messaging and database figures on its `/metrics`: every
-//! consumer's batches counted as they settle ([`Counted`]), and the outbox
+//! consumer's messages counted by type as they are applied and its dead
+//! letters as they are given up on ([`Counted`]), and the outbox
 //! backlog and connection pool sampled every few seconds ([`sample`]).
 
 use std::{sync::Arc, time::Duration};
@@ -7,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use ticketer_bus::{BatchHandler, DeadLetter, Envelope, HandleError};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{ConnectionLabels, Operations, QueueLabels};
+use crate::metrics::{ConnectionLabels, MessageLabels, Operations, QueueLabels};
 
 /// A consumer's handler, counted: messages applied, given up on and
 /// retried, and how old each was when applied.
@@ -18,13 +19,19 @@ pub(crate) struct Counted {
 }
 
 impl Counted {
-    /// Every series of the queue exists from the start, at zero, so that a
-    /// rate or an alert on it has something to read before the first event.
-    pub fn new(inner: Arc<dyn BatchHandler>, queue: &str, ops: Operations) -> Self {
+    /// Every series of the queue (and of each type bound to it) exists
+    /// from the start, at zero, so that a rate or an alert on it has
+    /// something to read before the first event.
+    pub fn new(inner: Arc<dyn BatchHandler>, queue: &str, kinds: &[&str], ops: Operations) -> Self {
+        for kind in kinds {
+            let _ = ops.consumed.get_or_create(&MessageLabels {
+                queue: queue.to_string(),
+                kind: kind.to_string(),
+            });
+        }
         let queue = QueueLabels {
             queue: queue.to_string(),
         };
-        let _ = ops.consumed.get_or_create(&queue);
         let _ = ops.dead_lettered.get_or_create(&queue);
         let _ = ops.retried.get_or_create(&queue);
         let _ = ops.age.get_or_create(&queue);
@@ -41,6 +48,13 @@ impl BatchHandler for Counted {
                 let now = chrono::Utc::now();
                 let age = self.ops.age.get_or_create(&self.queue);
                 for msg in batch {
+                    self.ops
+                        .consumed
+                        .get_or_create(&MessageLabels {
+                            queue: self.queue.queue.clone(),
+                            kind: msg.kind.clone(),
+                        })
+                        .inc();
                     let waited = (now - msg.occurred_at).num_microseconds().unwrap_or(i64::MAX);
                     age.observe(waited.max(0) as f64 / 1e6);
                 }
@@ -61,10 +75,6 @@ impl BatchHandler for Counted {
     }
 
     fn settled(&self, applied: usize, dead_lettered: usize) {
-        self.ops
-            .consumed
-            .get_or_create(&self.queue)
-            .inc_by(applied as u64);
         self.ops
             .dead_lettered
             .get_or_create(&self.queue)

@@ -266,7 +266,8 @@ impl ServiceParts {
             infra.consumer_concurrency,
             infra.consumer_batch_size,
         );
-        let counted = crate::operations::Counted::new(handler, spec.name, self.metrics.ops.clone());
+        let kinds: Vec<&str> = spec.bindings.iter().map(|(_, kind)| *kind).collect();
+        let counted = crate::operations::Counted::new(handler, spec.name, &kinds, self.metrics.ops.clone());
         self.bus
             .subscribe(sub, std::sync::Arc::new(counted), shutdown.clone())
             .await

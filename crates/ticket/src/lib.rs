@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod lifecycle;
 mod routes;
 pub mod sale;
+mod seats_metrics;
 mod store;
 
 pub use routes::ApiDoc;
@@ -40,6 +41,12 @@ pub async fn build(
     tasks.push(tokio::spawn(commands::run_expiry(
         db.clone(),
         sweep,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(seats_metrics::run(
+        db.clone(),
+        parts.metrics.clone(),
+        std::time::Duration::from_secs(5),
         shutdown.clone(),
     )));
     if let Some(cache) = parts.cache.clone() {

@@ -81,6 +81,17 @@ pub async fn on_sale_availability(db: &Db) -> Result<Vec<(i64, i64)>, DbError> {
     )
 }
 
+/// Seats (available, held, sold) of the newest `limit` events on sale.
+pub async fn on_sale_seats(db: &Db, limit: i64) -> Result<Vec<(i64, i64, i64, i64)>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT event_id, available, held, sold FROM inventory WHERE status = 'ON_SALE'
+         ORDER BY event_id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?)
+}
+
 /// The inventory row, locked for the rest of the transaction on PostgreSQL
 /// (SQLite has one writer, so the transaction already excludes others).
 pub async fn lock(conn: &mut AnyConnection, event_id: i64) -> Result<Option<Inventory>, DbError> {
