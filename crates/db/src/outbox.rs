@@ -82,7 +82,9 @@ pub async fn reply<M: Message>(
 }
 
 /// Outbox row ids and the messages they hold.
-type Pending = (Vec<i64>, Vec<Outgoing>);
+/// The rows' ids, their messages, and each message's publish span (kept
+/// open until the broker has the message).
+type Pending = (Vec<i64>, Vec<Outgoing>, Vec<tracing::Span>);
 
 /// Where undecodable outbox rows are kept among the dead letters.
 pub const UNDECODABLE: &str = "outbox";
@@ -159,17 +161,21 @@ impl OutboxRelay {
         .bind(self.batch_size as i64)
         .fetch_all(self.db.reader())
         .await?;
-        let Some((ids, batch)) = Self::prepare(&self.db, &rows).await? else {
+        let Some((ids, batch, spans)) = Self::prepare(&self.db, &rows).await? else {
             return Ok(0);
         };
         if !batch.is_empty() {
             self.bus.publish(&batch).await?;
             Self::stamp(&mut *self.db.pool().acquire().await?, &ids).await?;
         }
+        drop(spans);
         Ok(rows.len())
     }
 
-    /// The rows' ids and the messages to publish; None when there are none.
+    /// The rows' ids and the messages to publish, each in a publish span
+    /// (a child of the span that wrote it, and the parent of its consumers'
+    /// spans: the hop shows in the message's trace); None when there are
+    /// none.
     /// A row whose body is not a message envelope (never written by
     /// [`enqueue`]; a hand-made or damaged row) cannot be routed: it is kept
     /// with this service's dead letters (consumer `outbox`, where `ticketer
@@ -181,15 +187,27 @@ impl OutboxRelay {
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut batch = Vec::with_capacity(rows.len());
+        let mut spans = Vec::with_capacity(rows.len());
         let mut broken = Vec::new();
         for row in rows {
             let id: i64 = row.try_get("id")?;
             let exchange: String = row.try_get("exchange")?;
             let body: String = row.try_get("body")?;
             match Envelope::from_bytes(body.as_bytes()) {
-                Ok(env) => {
+                Ok(mut env) => {
+                    let span = tracing::info_span!(
+                        "publish",
+                        exchange = %exchange,
+                        kind = %env.kind,
+                        message_id = %env.message_id,
+                    );
+                    ticketer_telemetry::set_remote_parent(&span, env.traceparent.as_deref());
+                    if let Some(tp) = ticketer_telemetry::traceparent_of(&span) {
+                        env.traceparent = Some(tp);
+                    }
                     ids.push(id);
                     batch.push(Outgoing::new(&exchange, &env));
+                    spans.push(span);
                 }
                 Err(e) => {
                     let routing_key: String = row.try_get("routing_key")?;
@@ -213,7 +231,7 @@ impl OutboxRelay {
             Self::stamp(&mut tx, &retired).await?;
             tx.commit().await?;
         }
-        Ok(Some((ids, batch)))
+        Ok(Some((ids, batch, spans)))
     }
 
     pub(crate) async fn stamp(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), DbError> {

@@ -176,11 +176,7 @@ impl Reader {
     /// Reads what is new (and what was skipped, or everything below the
     /// cursor when `sweep`) and sends it; true when the read came back
     /// full, so that more may be waiting.
-    async fn pass(
-        &mut self,
-        sweep: bool,
-        to_confirm: &mpsc::Sender<(Vec<i64>, Confirms)>,
-    ) -> Result<bool, DbError> {
+    async fn pass(&mut self, sweep: bool, to_confirm: &mpsc::Sender<Sent>) -> Result<bool, DbError> {
         let gaps: Vec<i64> = self.gaps.keys().copied().take(500).collect();
         let below = if sweep {
             "id <= $1".to_string()
@@ -228,7 +224,7 @@ impl Reader {
                 .filter(|r| r.try_get::<i64, _>("id").is_ok_and(|id| !in_flight.contains(&id)))
                 .collect()
         };
-        let Some((ids, batch)) = OutboxRelay::prepare(&self.db, &rows).await? else {
+        let Some((ids, batch, spans)) = OutboxRelay::prepare(&self.db, &rows).await? else {
             return Ok(full);
         };
         if batch.is_empty() {
@@ -241,7 +237,7 @@ impl Reader {
         match self.bus.send(batch).await {
             Ok(confirms) => {
                 // Waits here when too many batches await their confirms.
-                if to_confirm.send((ids, confirms)).await.is_err() {
+                if to_confirm.send((ids, confirms, spans)).await.is_err() {
                     return Err(DbError::Bus(ticketer_bus::BusError::Disconnected));
                 }
             }
@@ -262,21 +258,21 @@ impl Reader {
     }
 }
 
+/// A sent batch: its rows' ids, the broker's confirms, and the messages'
+/// publish spans, which end once confirmed.
+type Sent = (Vec<i64>, Confirms, Vec<tracing::Span>);
+
 /// Awaits each sent batch's confirms in order and stamps the confirmed
 /// rows, several batches per statement when they are ready together.
-async fn confirm(
-    db: Db,
-    mut confirming: mpsc::Receiver<(Vec<i64>, Confirms)>,
-    in_flight: InFlight,
-    rewind: Arc<AtomicI64>,
-) {
+async fn confirm(db: Db, mut confirming: mpsc::Receiver<Sent>, in_flight: InFlight, rewind: Arc<AtomicI64>) {
     while let Some(first) = confirming.recv().await {
         let mut ready = vec![first];
         while let Ok(more) = confirming.try_recv() {
             ready.push(more);
         }
         let mut confirmed = Vec::new();
-        for (ids, confirms) in ready {
+        // Each message's publish span ends once the broker confirmed it.
+        for (ids, confirms, _spans) in ready {
             match confirms.await {
                 Ok(()) => confirmed.extend(ids),
                 Err(e) => {

@@ -1,7 +1,8 @@
 //! One trace per booking: `ticketer dev` exports its spans over OTLP/HTTP to
 //! a receiver this test runs, and the spans of one booking form one tree
 //! rooted at the gateway's request, with every service's work and every
-//! message hop beneath it in the order the saga caused them.
+//! message hop (the outbox relay's publish, the consumer's consume) beneath
+//! it in the order the saga caused them.
 
 use std::{
     collections::HashMap,
@@ -227,6 +228,16 @@ async fn a_booking_is_one_trace_rooted_at_the_gateway() {
             "{:?} is not beneath {:?}",
             pair[1],
             pair[0]
+        );
+        // The outbox relay's publish is the hop between them.
+        let kind = field(pair[1], "kind");
+        let published = trace
+            .iter()
+            .find(|s| s.name == "publish" && field(s, "kind") == kind)
+            .unwrap_or_else(|| panic!("no publish span for {kind}"));
+        assert!(
+            descends(published, pair[0]) && descends(pair[1], published),
+            "{kind}: {published:?}"
         );
     }
     // The ticket service sold the seats on the same payment's news.
