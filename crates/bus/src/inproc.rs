@@ -200,16 +200,23 @@ impl InProcessBus {
             q.consumed = true;
         }
         let sub = Arc::new(sub);
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(sub.concurrency));
         (0..sub.concurrency)
             .map(|_| {
-                let (rx, sub, handler, shutdown, dead) = (
+                let (rx, sub, handler, shutdown, dead, live) = (
                     rx.clone(),
                     sub.clone(),
                     handler.clone(),
                     shutdown.clone(),
                     self.dead.clone(),
+                    live.clone(),
                 );
-                tokio::spawn(async move { worker(rx, sub, handler, shutdown, dead).await })
+                tokio::spawn(async move {
+                    worker(rx.clone(), sub, handler, shutdown, dead).await;
+                    if live.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                        close(&rx).await;
+                    }
+                })
             })
             .collect()
     }
@@ -285,6 +292,17 @@ async fn worker(
             let _ = d.settled.send(settled);
         }
     }
+}
+
+/// Once a queue's consumers have all stopped, nothing more can be settled
+/// there: the channel is closed, so a publish to it fails at once (the
+/// sender's outbox keeps the message for the next start) instead of waiting
+/// out [`SETTLE_TIMEOUT`] during a shutdown, and what was still buffered is
+/// dropped, which fails its publish the same way.
+async fn close(rx: &Receiver) {
+    let mut rx = rx.lock().await;
+    rx.close();
+    while rx.try_recv().is_ok() {}
 }
 
 /// Hands a dead letter to the consumer to keep; true once kept. Not kept

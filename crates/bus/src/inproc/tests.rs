@@ -90,3 +90,29 @@ async fn publish_fails_when_a_consumer_stops_before_settling() {
     let res = bus.publish(&[Outgoing::new("ex", &Envelope::new("X", &1))]).await;
     assert!(matches!(res, Err(BusError::NotSettled(_))), "{res:?}");
 }
+
+/// A queue whose consumers have stopped (the process is shutting down)
+/// refuses a publish at once: the sender's outbox keeps the message, and the
+/// shutdown does not wait out the settle timeout.
+#[tokio::test]
+async fn publish_to_a_stopped_consumer_fails_at_once() {
+    let bus = InProcessBus::default();
+    let shutdown = CancellationToken::new();
+    let workers = bus.subscribe(
+        Subscription::new("q").bind("ex", "#"),
+        Arc::new(Collect(Mutex::default())),
+        shutdown.clone(),
+    );
+    shutdown.cancel();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let res = bus.publish(&[Outgoing::new("ex", &Envelope::new("X", &1))]).await;
+    assert!(matches!(res, Err(BusError::NotSettled(_))), "{res:?}");
+    assert!(
+        started.elapsed() < SETTLE_TIMEOUT / 2,
+        "waited {:?}",
+        started.elapsed()
+    );
+}

@@ -440,7 +440,11 @@ pub fn spawn_ticketer(args: &[&str], env: &HashMap<String, String>) -> Child {
         .args(args)
         .env_clear()
         .envs(env)
-        .stdout(Stdio::null())
+        .stdout(if std::env::var("TEST_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stderr(if std::env::var("TEST_LOG").is_ok() {
             Stdio::inherit()
         } else {
