@@ -96,12 +96,14 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
             .map(|(id,)| id)
             .collect();
         let mut handled = HashSet::with_capacity(fresh.len());
+        let mut duplicates = 0u64;
         let mut new = Vec::with_capacity(fresh.len());
         for msg in batch {
             let id = msg.message_id.to_string();
             // A duplicate delivery, or the same message twice in this batch.
             if !fresh.contains(&id) || !handled.insert(id) {
                 tracing::debug!(message_id = %msg.message_id, "duplicate delivery ignored");
+                duplicates += 1;
                 continue;
             }
             new.push(msg);
@@ -124,6 +126,10 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
         self.handler.handle_all(&mut tx, &traced).instrument(span).await?;
         tx.commit().await.map_err(DbError::from)?;
         drop(spans);
+        self.db
+            .tally()
+            .duplicates
+            .fetch_add(duplicates, std::sync::atomic::Ordering::Relaxed);
         // The handler may have written outbox rows of its own.
         self.db.outbox_written();
         self.handler.committed(batch);

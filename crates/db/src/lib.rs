@@ -114,6 +114,18 @@ pub struct Db {
     reader: AnyPool,
     dialect: Dialect,
     outbox_written: Arc<Notify>,
+    tally: Arc<Tally>,
+}
+
+/// What the messaging of this database has done since the process started,
+/// for the service's `/metrics`.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Outbox rows published (stamped).
+    pub published: std::sync::atomic::AtomicU64,
+    /// Deliveries the inbox had already applied (redelivered, or delivered
+    /// twice), skipped.
+    pub duplicates: std::sync::atomic::AtomicU64,
 }
 
 impl Db {
@@ -193,6 +205,7 @@ impl Db {
             reader,
             dialect,
             outbox_written: Arc::new(Notify::new()),
+            tally: Arc::default(),
         })
     }
 
@@ -225,6 +238,11 @@ impl Db {
     }
 
     /// Wakes the outbox relay; call after committing outbox rows.
+    /// Messages published and duplicates skipped so far.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
     pub fn outbox_written(&self) {
         self.outbox_written.notify_one();
     }

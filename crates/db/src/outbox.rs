@@ -166,7 +166,7 @@ impl OutboxRelay {
         };
         if !batch.is_empty() {
             self.bus.publish(&batch).await?;
-            Self::stamp(&mut *self.db.pool().acquire().await?, &ids).await?;
+            Self::stamp_counted(&self.db, &mut *self.db.pool().acquire().await?, &ids).await?;
         }
         drop(spans);
         Ok(rows.len())
@@ -245,6 +245,15 @@ impl OutboxRelay {
         }
         q.execute(conn).await?;
         tracing::debug!(count = ids.len(), "published outbox batch");
+        Ok(())
+    }
+
+    /// [`Self::stamp`], counted in `db`'s tally.
+    pub(crate) async fn stamp_counted(db: &Db, conn: &mut AnyConnection, ids: &[i64]) -> Result<(), DbError> {
+        Self::stamp(conn, ids).await?;
+        db.tally()
+            .published
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

@@ -288,7 +288,7 @@ async fn confirm(db: Db, mut confirming: mpsc::Receiver<Sent>, in_flight: InFlig
         for chunk in confirmed.chunks(1_000) {
             let stamped = async {
                 let mut conn = db.pool().acquire().await?;
-                OutboxRelay::stamp(&mut conn, chunk).await
+                OutboxRelay::stamp_counted(&db, &mut conn, chunk).await
             }
             .await;
             if let Err(e) = stamped {

@@ -176,6 +176,11 @@ async fn redelivery_has_no_second_effect(real: bool) {
         1,
         "the duplicate delivery was applied again"
     );
+    // Both databases keep count for /metrics: three rows published (one of
+    // them twice), one delivery skipped as a duplicate.
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(rig.producer.tally().published.load(Relaxed), 3);
+    assert_eq!(rig.consumer.tally().duplicates.load(Relaxed), 1);
 }
 
 async fn poison_goes_to_the_dead_letter_queue(real: bool) {

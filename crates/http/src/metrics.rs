@@ -56,6 +56,8 @@ pub(crate) struct Operations {
     pub dead_lettered: Family<QueueLabels, Counter>,
     pub retried: Family<QueueLabels, Counter>,
     pub age: Family<QueueLabels, Histogram, fn() -> Histogram>,
+    pub published: Counter,
+    pub duplicates: Counter,
     pub outbox_pending: Gauge,
     pub outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub connections: Family<ConnectionLabels, Gauge>,
@@ -103,6 +105,8 @@ impl Metrics {
             dead_lettered: Family::default(),
             retried: Family::default(),
             age: Family::new_with_constructor(age_histogram),
+            published: Counter::default(),
+            duplicates: Counter::default(),
             outbox_pending: Gauge::default(),
             outbox_oldest: Gauge::default(),
             connections: Family::default(),
@@ -126,6 +130,16 @@ impl Metrics {
             "ticketer_message_age_seconds",
             "From a message being written to its being applied, by queue",
             ops.age.clone(),
+        );
+        registry.register(
+            "ticketer_messages_published",
+            "Messages the outbox relay published (the broker confirmed them)",
+            ops.published.clone(),
+        );
+        registry.register(
+            "ticketer_messages_duplicate",
+            "Deliveries the inbox had already applied (redelivered), skipped",
+            ops.duplicates.clone(),
         );
         registry.register(
             "ticketer_outbox_pending",

@@ -1,7 +1,8 @@
 //! The service's messaging and database figures on its `/metrics`: every
 //! consumer's messages counted by type as they are applied and its dead
-//! letters as they are given up on ([`Counted`]), and the outbox
-//! backlog and connection pool sampled every few seconds ([`sample`]).
+//! letters as they are given up on ([`Counted`]); the messages published,
+//! the duplicates skipped, the outbox backlog and the connection pool
+//! sampled every few seconds ([`sample`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -91,7 +92,16 @@ pub(crate) async fn sample(
     every: Duration,
     shutdown: CancellationToken,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut published, mut duplicates) = (0, 0);
     loop {
+        // The database's tally counts from the start of the process; the
+        // counters go up by what it gained since the last sample.
+        let tally = db.tally();
+        let (p, d) = (tally.published.load(Relaxed), tally.duplicates.load(Relaxed));
+        ops.published.inc_by(p.saturating_sub(published));
+        ops.duplicates.inc_by(d.saturating_sub(duplicates));
+        (published, duplicates) = (p, d);
         match ticketer_db::backlog(&db).await {
             Ok((pending, oldest)) => {
                 ops.outbox_pending.set(pending);

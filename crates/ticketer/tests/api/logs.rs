@@ -172,6 +172,16 @@ async fn logs_are_json_lines_and_hold_no_secret() {
         assert!(l["request_id"].is_string() && l["path"].is_string(), "{l}");
     }
 
+    // A booking's own lines name it and its event.
+    let created = lines
+        .iter()
+        .find(|l| l["message"] == "booking created")
+        .expect("the booking's creation logged");
+    assert_eq!(created["booking_id"], booked["booking_id"], "{created}");
+    assert_eq!(created["event_id"], json!(id), "{created}");
+    assert_eq!(created["service"], "booking", "{created}");
+    assert!(created["trace_id"].is_string(), "{created}");
+
     let key = std::fs::read_to_string(data.path().join("auth-signing-key.pem")).unwrap();
     let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
     let secrets = [
