@@ -126,6 +126,8 @@ pub struct Tally {
     /// Deliveries the inbox had already applied (redelivered, or delivered
     /// twice), skipped.
     pub duplicates: std::sync::atomic::AtomicU64,
+    /// Transactions waiting for a connection now.
+    pub waiting: std::sync::atomic::AtomicI64,
 }
 
 impl Db {
@@ -229,7 +231,21 @@ impl Db {
     }
 
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        Ok(self.pool.begin().await?)
+        // Counted while waiting for a connection: every write goes through
+        // here, so a pool too small for the load shows as waiters.
+        self.tally
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tx = self.pool.begin().await;
+        self.tally
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(tx?)
+    }
+
+    /// The most connections the pool opens.
+    pub fn max_connections(&self) -> u32 {
+        self.pool.options().get_max_connections()
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {

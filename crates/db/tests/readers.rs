@@ -44,3 +44,26 @@ async fn reads_run_while_a_write_transaction_is_open() {
         .await
         .is_err());
 }
+
+/// A transaction waiting for the writer's one connection is counted as
+/// waiting (the pool's `waiting` figure on /metrics) until it gets it.
+#[tokio::test]
+async fn a_transaction_waiting_for_a_connection_is_counted() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let tdb = TestDatabase::sqlite();
+    let db = tdb.connect().await.unwrap();
+    assert_eq!(db.max_connections(), 1);
+    let first = db.begin().await.unwrap();
+    let second = tokio::spawn({
+        let db = db.clone();
+        async move { db.begin().await.unwrap().commit().await.unwrap() }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while db.tally().waiting.load(Relaxed) != 1 {
+        assert!(std::time::Instant::now() < deadline, "never counted as waiting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.commit().await.unwrap();
+    second.await.unwrap();
+    assert_eq!(db.tally().waiting.load(Relaxed), 0);
+}

@@ -153,7 +153,7 @@ impl Metrics {
         );
         registry.register(
             "ticketer_db_connections",
-            "Database pool connections, by state (idle, in_use)",
+            "Database pool connections, by state: idle, in_use, max (the pool's size), and waiting (transactions waiting for one)",
             ops.connections.clone(),
         );
         Metrics {

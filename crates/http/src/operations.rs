@@ -121,6 +121,12 @@ pub(crate) async fn sample(
         ops.connections
             .get_or_create(&ConnectionLabels { state: "in_use" })
             .set((open - idle).max(0));
+        ops.connections
+            .get_or_create(&ConnectionLabels { state: "waiting" })
+            .set(db.tally().waiting.load(Relaxed).max(0));
+        ops.connections
+            .get_or_create(&ConnectionLabels { state: "max" })
+            .set(i64::from(db.max_connections()));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
