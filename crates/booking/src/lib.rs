@@ -36,6 +36,14 @@ pub async fn build(
     };
     let max = infra.env.parse_or("MAX_TICKETS_PER_BOOKING", 10)?;
     let mut service = BookingService::new(db.clone(), max, timeouts, parts.cache.clone());
+    // The same variable the payment service reads: a real provider's tokens
+    // are the provider's to accept or decline.
+    service.tokens = ticketer_contract::payment::TokenRule::for_provider(
+        &infra
+            .env
+            .shared("PAYMENT_PROVIDER")
+            .unwrap_or_else(|| "sandbox".into()),
+    );
     service.recheck = std::time::Duration::from_millis(
         infra
             .env

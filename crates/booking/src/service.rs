@@ -5,6 +5,7 @@
 mod cancellation;
 
 use std::time::Duration;
+use ticketer_contract::payment::TokenRule;
 
 use ticketer_cache::Cache;
 
@@ -36,6 +37,9 @@ pub struct BookingService {
     /// Reads of the ticket service's seats-for-sale figures, shared by
     /// requests that arrive together.
     pub(crate) figures: Option<lookups::Figures>,
+    /// Which payment tokens a booking may name (the payment service's
+    /// provider decides; PAYMENT_PROVIDER).
+    pub(crate) tokens: TokenRule,
 }
 
 /// The public view of a booking (CONTRACT.md), also what its
@@ -108,6 +112,7 @@ impl BookingService {
             timeouts,
             waiters: Waiters::default(),
             recheck: crate::waiters::RECHECK,
+            tokens: TokenRule::Sandbox,
         }
     }
 
@@ -203,7 +208,7 @@ impl BookingService {
         }
         let payment = match (&req.payment_token, &req.payment_method_id) {
             (Some(token), None) => {
-                if !ticketer_contract::payment::is_known_token(token) {
+                if !self.tokens.accepts(token) {
                     errors.push(FieldError::new(
                         "payment_token",
                         "is not a payment method the provider knows",

@@ -22,6 +22,59 @@ pub fn is_known_token(token: &str) -> bool {
     SANDBOX_TOKENS.contains(&token)
 }
 
+/// Which payment tokens a booking may name, by the provider the payment
+/// service charges through (PAYMENT_PROVIDER): the sandbox's own list, or,
+/// for a real provider, anything shaped like a token, which the provider
+/// then accepts or declines (the booking fails PAYMENT_DECLINED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRule {
+    Sandbox,
+    Provider,
+}
+
+impl TokenRule {
+    /// The rule for PAYMENT_PROVIDER's value (`sandbox` when unset).
+    pub fn for_provider(provider: &str) -> Self {
+        if provider.eq_ignore_ascii_case("sandbox") {
+            TokenRule::Sandbox
+        } else {
+            TokenRule::Provider
+        }
+    }
+
+    pub fn accepts(self, token: &str) -> bool {
+        match self {
+            TokenRule::Sandbox => is_known_token(token),
+            TokenRule::Provider => {
+                (1..=255).contains(&token.len())
+                    && token
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_by_provider() {
+        let sandbox = TokenRule::for_provider("sandbox");
+        assert!(SANDBOX_TOKENS.iter().all(|t| sandbox.accepts(t)));
+        assert!(!sandbox.accepts("pm_card_visa") && !sandbox.accepts(""));
+        let stripe = TokenRule::for_provider("stripe");
+        for token in ["pm_card_visa", "tok_visa", "pm_1PqZx2-abc"] {
+            assert!(stripe.accepts(token), "{token}");
+        }
+        let long = "x".repeat(256);
+        for token in ["", "pm card", "pm_\u{0}", "tok;drop", long.as_str()] {
+            assert!(!stripe.accepts(token), "{token:?}");
+        }
+    }
+}
+
 /// A booking's payment as it stands once charged or refunded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaymentSettlement {

@@ -303,3 +303,88 @@ async fn organizers_refund_a_booking(s: &TestStack) {
 }
 
 both_backends!(organizers_refund_a_booking);
+
+/// A stand-in for Stripe's PaymentIntents: `pm_card_visa` pays,
+/// `pm_card_chargeDeclined` is declined; every charge it was asked for is
+/// kept (its payment method).
+async fn stripe_stub() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::{http::HeaderMap, routing::post, Json, Router};
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = asked.clone();
+    let app = Router::new().route(
+        "/v1/payment_intents",
+        post(move |headers: HeaderMap, body: String| {
+            let kept = kept.clone();
+            async move {
+                let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
+                    == Some("Bearer sk_test_gateway");
+                let method = body
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("payment_method="))
+                    .unwrap_or_default()
+                    .to_string();
+                kept.lock().unwrap().push(method.clone());
+                match (authorized, method.as_str()) {
+                    (true, "pm_card_visa") => (
+                        axum::http::StatusCode::OK,
+                        Json(json!({"id": "pi_stub", "status": "succeeded"})),
+                    ),
+                    (true, _) => (
+                        axum::http::StatusCode::PAYMENT_REQUIRED,
+                        Json(json!({"error": {"type": "card_error", "code": "card_declined"}})),
+                    ),
+                    (false, _) => (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        Json(json!({"error": {"type": "invalid_request_error"}})),
+                    ),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, asked)
+}
+
+/// With a real provider configured (PAYMENT_PROVIDER=stripe), a booking
+/// may name the provider's own tokens: the booking service takes anything
+/// shaped like a token, and the provider pays or declines it. Through the
+/// gateway, against a stand-in for Stripe's API.
+#[tokio::test]
+async fn a_real_providers_tokens_are_the_providers_to_judge() {
+    let (stripe, asked) = stripe_stub().await;
+    let s = TestStack::embedded(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("PAYMENT_STRIPE_URL", &stripe),
+        ("PAYMENT_STRIPE_SECRET_KEY", "sk_test_gateway"),
+    ])
+    .await;
+    let (event, _) = event_on_sale_by(&s, 5).await;
+    let (_, customer, _) = s.user("CUSTOMER").await;
+
+    let paid = book_with(&s, &customer, event, json!({"payment_token": "pm_card_visa"})).await;
+    assert_eq!(paid.text("status"), "CONFIRMED", "{}", paid.body);
+    let declined = book_with(
+        &s,
+        &customer,
+        event,
+        json!({"payment_token": "pm_card_chargeDeclined"}),
+    )
+    .await;
+    assert_eq!(
+        (declined.text("status"), declined.text("failure_reason")),
+        ("FAILED".to_string(), "PAYMENT_DECLINED".to_string()),
+        "{}",
+        declined.body
+    );
+    // Not shaped like a token: refused before any charge, naming the field.
+    let odd = book_with(&s, &customer, event, json!({"payment_token": "pm card; drop"})).await;
+    assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{}", odd.body);
+    assert_eq!(odd.error_fields(), ["payment_token"]);
+    assert_eq!(
+        *asked.lock().unwrap(),
+        ["pm_card_visa", "pm_card_chargeDeclined"],
+        "the provider was asked for exactly the two charges"
+    );
+}
