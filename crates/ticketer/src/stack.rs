@@ -96,11 +96,30 @@ pub async fn probe_live(svc: Service, env: &Env) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connects the service to its database, trying again for a while when it
+/// cannot (`DB_CONNECT_PATIENCE_SECONDS`, 30 by default): a service that
+/// starts while its database restarts or fails over waits for it instead of
+/// exiting into a restart loop.
 pub async fn connect_db(infra: &InfraConfig) -> anyhow::Result<Db> {
     let url = infra.resolved_database_url();
-    Db::connect(&url, infra.db_max_connections)
-        .await
-        .with_context(|| format!("connecting {} to {}", infra.service, ticketer_db::redact(&url)))
+    let patience = infra.env.seconds_or("DB_CONNECT_PATIENCE_SECONDS", 30)?;
+    let give_up = std::time::Instant::now() + patience;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match Db::connect(&url, infra.db_max_connections).await {
+            Ok(db) => return Ok(db),
+            Err(e) if std::time::Instant::now() + wait < give_up => {
+                tracing::warn!(service = %infra.service, error = %e, retry_in_ms = wait.as_millis() as u64, "database not reachable yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("connecting {} to {}", infra.service, ticketer_db::redact(&url))
+                })
+            }
+        }
+    }
 }
 
 /// One backend service other than auth, built from its infrastructure.

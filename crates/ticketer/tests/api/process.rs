@@ -363,3 +363,50 @@ async fn health_probes_the_service_on_this_host() {
     assert_eq!(terminate(&mut events).await, Some(0));
     assert_eq!(probe(Some("events")).status.code(), Some(1));
 }
+
+/// A service starting while its database is unreachable (restarting,
+/// failing over) waits for it, within its patience, instead of exiting.
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn a_service_waits_for_its_database_at_start() {
+    let Some((pg, _, _)) = crate::harness::test_urls() else {
+        return;
+    };
+    let tdb = ticketer_testkit::TestDatabase::postgres(&pg, "patience")
+        .await
+        .unwrap();
+    let proxy = ticketer_testkit::TcpProxy::start(&ticketer_config::address_of(&tdb.url))
+        .await
+        .unwrap();
+    let infra = |patience: &str| {
+        let env = ticketer_config::Env::from_map(
+            Service::Events,
+            HashMap::from([
+                ("EVENTS_DATABASE_URL".into(), proxy.url_through(&tdb.url)),
+                ("EVENTS_DB_CONNECT_PATIENCE_SECONDS".into(), patience.into()),
+            ]),
+        );
+        ticketer_config::InfraConfig::from_env(Service::Events, &env, std::env::temp_dir()).unwrap()
+    };
+
+    // Unreachable for a second, with 20 s of patience: connected.
+    proxy.block();
+    let waiting = {
+        let infra = infra("20");
+        tokio::spawn(async move { ticketer::stack::connect_db(&infra).await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "gave up at once");
+    proxy.unblock();
+    waiting
+        .await
+        .unwrap()
+        .expect("connected once the database was back");
+
+    // Unreachable for longer than its patience: an error naming the service.
+    proxy.block();
+    let Err(err) = ticketer::stack::connect_db(&infra("1")).await else {
+        panic!("connected through a blocked proxy");
+    };
+    assert!(format!("{err:#}").contains("connecting events"), "{err:#}");
+}
