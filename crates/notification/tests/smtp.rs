@@ -1,81 +1,14 @@
 //! Email over SMTP, against a small SMTP server started by the test: the
 //! message arrives whole, and one connection carries several emails.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc, Mutex,
-};
+use std::sync::atomic::Ordering;
 
 use ticketer_notification::{
     delivery::{Channel, Smtp},
     store::Notification,
 };
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::TcpListener,
-};
-
-/// What the server saw: connections accepted and messages received.
-#[derive(Default)]
-struct Seen {
-    connections: AtomicUsize,
-    messages: Mutex<Vec<String>>,
-    /// Recipients refused with 550.
-    refuse: Mutex<Vec<String>>,
-}
-
-/// Just enough of RFC 5321 for a client without TLS or authentication.
-async fn serve(listener: TcpListener, seen: Arc<Seen>) {
-    loop {
-        let Ok((socket, _)) = listener.accept().await else {
-            return;
-        };
-        seen.connections.fetch_add(1, Ordering::SeqCst);
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = socket.into_split();
-            let mut lines = BufReader::new(read).lines();
-            write.write_all(b"220 test ESMTP\r\n").await.unwrap();
-            let mut data: Option<String> = None;
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(body) = data.as_mut() {
-                    if line == "." {
-                        seen.messages.lock().unwrap().push(data.take().unwrap());
-                        write.write_all(b"250 queued\r\n").await.unwrap();
-                    } else {
-                        body.push_str(&line);
-                        body.push('\n');
-                    }
-                    continue;
-                }
-                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                let reply: &[u8] = match verb.as_str() {
-                    "EHLO" | "HELO" => b"250-test\r\n250 8BITMIME\r\n",
-                    "RCPT"
-                        if seen
-                            .refuse
-                            .lock()
-                            .unwrap()
-                            .iter()
-                            .any(|r| line.contains(r.as_str())) =>
-                    {
-                        b"550 no such user\r\n"
-                    }
-                    "DATA" => {
-                        data = Some(String::new());
-                        b"354 go ahead\r\n"
-                    }
-                    "QUIT" => {
-                        write.write_all(b"221 bye\r\n").await.unwrap();
-                        return;
-                    }
-                    _ => b"250 OK\r\n",
-                };
-                write.write_all(reply).await.unwrap();
-            }
-        });
-    }
-}
+use ticketer_testkit::SmtpSink;
+use tokio::net::TcpListener;
 
 fn notification(id: &str, to: &str, subject: &str) -> Notification {
     Notification {
@@ -102,9 +35,8 @@ fn notification(id: &str, to: &str, subject: &str) -> Notification {
 async fn emails_go_out_over_one_reused_smtp_connection() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Seen::default());
+    let seen = SmtpSink::start(listener);
     seen.refuse.lock().unwrap().push("nobody@example.com".into());
-    tokio::spawn(serve(listener, seen.clone()));
 
     let from = "Ticketer <no-reply@ticketer.localhost>".parse().unwrap();
     let smtp = Smtp::new(&format!("smtp://127.0.0.1:{port}"), from).unwrap();

@@ -8,10 +8,12 @@
 mod bus;
 mod db;
 mod rig;
+mod smtp;
 
 pub use bus::{amqp_url, TcpProxy, TestVhost};
 pub use db::{postgres_url, TestDatabase};
 pub use rig::{Backend, Heard, ServiceRig};
+pub use smtp::SmtpSink;
 pub use ticketer_config::address_of;
 
 /// For tests that need a real server: when `TICKETER_REQUIRE_SERVERS` is

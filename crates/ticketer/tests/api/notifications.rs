@@ -296,3 +296,68 @@ async fn administrators_retry_what_failed(s: &TestStack) {
 }
 
 both_backends!(administrators_retry_what_failed, MAIL_DOWN);
+
+/// The mail server is down when a customer registers: the welcome is tried
+/// once and FAILED. Once the server is back, an administrator's retry sends
+/// it: SENT, and the server has the mail for the customer's address.
+async fn a_retry_succeeds_once_the_mail_server_is_back(s: &TestStack, port: u16) {
+    let l = s.label;
+    let admin = s.forge_with(&uuid::Uuid::new_v4().to_string(), vec![Role::Admin], |_| {});
+    let (_, ada, _) = s.user("CUSTOMER").await;
+    let mine = "/api/v1/notifications/mine";
+    let status = |wanted: &'static str| {
+        move |p: &Value| {
+            of_kind(p, "WELCOME")
+                .first()
+                .is_some_and(|n| n["status"] == wanted)
+        }
+    };
+    let told = s.eventually_as(mine, &ada, status("FAILED")).await;
+    let welcome = of_kind(&told, "WELCOME")[0].clone();
+
+    let sink =
+        ticketer_testkit::SmtpSink::start(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    let retry = format!("/api/v1/notifications/{}/retry", welcome["id"].as_str().unwrap());
+    let r = s.call(Method::POST, &retry, Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{l}: {}", r.body);
+    let told = s.eventually_as(mine, &ada, status("SENT")).await;
+    let sent = of_kind(&told, "WELCOME")[0].clone();
+    assert_eq!(
+        sent["id"], welcome["id"],
+        "{l}: the same notification, not a copy"
+    );
+    assert!(sent["sent_at"].is_string(), "{l}: {sent}");
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1, "{l}: {messages:?}");
+    let to = welcome["recipient"].as_str().unwrap();
+    assert!(messages[0].contains(&format!("To: {to}")), "{l}: {}", messages[0]);
+}
+
+/// A mail server on a port nobody listens on yet, one attempt per
+/// notification.
+fn mail_later(port: u16) -> [(&'static str, String); 2] {
+    [
+        ("NOTIFICATION_SMTP_URL", format!("smtp://127.0.0.1:{port}")),
+        ("NOTIFICATION_DELIVERY_ATTEMPTS", "1".into()),
+    ]
+}
+
+#[tokio::test]
+async fn embedded_a_retry_succeeds_once_the_mail_server_is_back() {
+    let port = crate::harness::free_port();
+    let vars = mail_later(port);
+    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    a_retry_succeeds_once_the_mail_server_is_back(&TestStack::embedded(&env).await, port).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn production_a_retry_succeeds_once_the_mail_server_is_back() {
+    let port = crate::harness::free_port();
+    let vars = mail_later(port);
+    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let Some(s) = TestStack::production_with(&env).await else {
+        return;
+    };
+    a_retry_succeeds_once_the_mail_server_is_back(&s, port).await;
+}
