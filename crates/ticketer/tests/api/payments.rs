@@ -304,43 +304,84 @@ async fn organizers_refund_a_booking(s: &TestStack) {
 
 both_backends!(organizers_refund_a_booking);
 
-/// A stand-in for Stripe's PaymentIntents: `pm_card_visa` pays,
-/// `pm_card_chargeDeclined` is declined; every charge it was asked for is
-/// kept (its payment method).
+/// A stand-in for Stripe's API: PaymentIntents (`pm_card_visa` pays,
+/// anything else is declined), Refunds, and PaymentMethods (only
+/// `pm_card_visa` exists). Every call it was asked is kept as
+/// "path payment_method" (or the refunded intent).
 async fn stripe_stub() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use axum::{http::HeaderMap, routing::post, Json, Router};
+    use axum::{
+        extract::Path,
+        http::{HeaderMap, StatusCode as Status},
+        routing::{get, post},
+        Json, Router,
+    };
     let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let kept = asked.clone();
-    let app = Router::new().route(
-        "/v1/payment_intents",
-        post(move |headers: HeaderMap, body: String| {
-            let kept = kept.clone();
-            async move {
-                let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
-                    == Some("Bearer sk_test_gateway");
-                let method = body
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("payment_method="))
-                    .unwrap_or_default()
-                    .to_string();
-                kept.lock().unwrap().push(method.clone());
-                match (authorized, method.as_str()) {
-                    (true, "pm_card_visa") => (
-                        axum::http::StatusCode::OK,
-                        Json(json!({"id": "pi_stub", "status": "succeeded"})),
-                    ),
-                    (true, _) => (
-                        axum::http::StatusCode::PAYMENT_REQUIRED,
-                        Json(json!({"error": {"type": "card_error", "code": "card_declined"}})),
-                    ),
-                    (false, _) => (
-                        axum::http::StatusCode::UNAUTHORIZED,
-                        Json(json!({"error": {"type": "invalid_request_error"}})),
-                    ),
+    let authorized = |headers: &HeaderMap| {
+        headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer sk_test_gateway")
+    };
+    let field = |body: &str, name: &str| {
+        body.split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (intents, refunds) = (asked.clone(), asked.clone());
+    let app = Router::new()
+        .route(
+            "/v1/payment_intents",
+            post(move |headers: HeaderMap, body: String| {
+                let asked = intents.clone();
+                async move {
+                    let method = field(&body, "payment_method");
+                    asked.lock().unwrap().push(format!("charge {method}"));
+                    match (authorized(&headers), method.as_str()) {
+                        (true, "pm_card_visa") => {
+                            (Status::OK, Json(json!({"id": "pi_stub", "status": "succeeded"})))
+                        }
+                        (true, _) => (
+                            Status::PAYMENT_REQUIRED,
+                            Json(json!({"error": {"type": "card_error", "code": "card_declined"}})),
+                        ),
+                        (false, _) => (
+                            Status::UNAUTHORIZED,
+                            Json(json!({"error": {"type": "invalid_request_error"}})),
+                        ),
+                    }
                 }
-            }
-        }),
-    );
+            }),
+        )
+        .route(
+            "/v1/refunds",
+            post(move |headers: HeaderMap, body: String| {
+                let asked = refunds.clone();
+                async move {
+                    asked
+                        .lock()
+                        .unwrap()
+                        .push(format!("refund {}", field(&body, "payment_intent")));
+                    if authorized(&headers) {
+                        (Status::OK, Json(json!({"id": "re_stub"})))
+                    } else {
+                        (Status::UNAUTHORIZED, Json(json!({})))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/payment_methods/{id}",
+            get(move |headers: HeaderMap, Path(id): Path<String>| async move {
+                if authorized(&headers) && id == "pm_card_visa" {
+                    let card =
+                        json!({"card": {"brand": "visa", "last4": "4242", "exp_month": 8, "exp_year": 2031}});
+                    (Status::OK, Json(card))
+                } else {
+                    (
+                        Status::NOT_FOUND,
+                        Json(json!({"error": {"type": "invalid_request_error"}})),
+                    )
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -349,8 +390,10 @@ async fn stripe_stub() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>
 
 /// With a real provider configured (PAYMENT_PROVIDER=stripe), a booking
 /// may name the provider's own tokens: the booking service takes anything
-/// shaped like a token, and the provider pays or declines it. Through the
-/// gateway, against a stand-in for Stripe's API.
+/// shaped like a token, and the provider pays or declines it; a card saved
+/// with the provider pays a booking, and an organizer's refund goes back
+/// through the provider. Through the gateway, against a stand-in for
+/// Stripe's API.
 #[tokio::test]
 async fn a_real_providers_tokens_are_the_providers_to_judge() {
     let (stripe, asked) = stripe_stub().await;
@@ -384,7 +427,46 @@ async fn a_real_providers_tokens_are_the_providers_to_judge() {
     assert_eq!(odd.error_fields(), ["payment_token"]);
     assert_eq!(
         *asked.lock().unwrap(),
-        ["pm_card_visa", "pm_card_chargeDeclined"],
+        ["charge pm_card_visa", "charge pm_card_chargeDeclined"],
         "the provider was asked for exactly the two charges"
     );
+
+    // A card saved with the provider pays a booking named by its id; its
+    // organizer refunds that booking through the provider.
+    let saved = save(&s, &customer, json!({"payment_token": "pm_card_visa"})).await;
+    assert_eq!(saved.status, StatusCode::CREATED, "{}", saved.body);
+    assert_eq!(
+        (saved.text("brand"), saved.text("last4")),
+        ("visa".into(), "4242".into())
+    );
+    let unknown = save(&s, &customer, json!({"payment_token": "pm_card_unknown"})).await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unknown.body
+    );
+    assert_eq!(unknown.error_fields(), ["payment_token"]);
+    let (event, organizer) = event_on_sale_by(&s, 2).await;
+    let r = book_with(
+        &s,
+        &customer,
+        event,
+        json!({"payment_method_id": saved.text("id")}),
+    )
+    .await;
+    assert_eq!(r.text("status"), "CONFIRMED", "{}", r.body);
+    let booking = r.text("booking_id");
+    let refund = format!("/api/v1/bookings/{booking}/refund");
+    let r = s.call(Method::POST, &refund, Some(&organizer), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    s.eventually_as(&format!("/api/v1/bookings/{booking}"), &customer, |b| {
+        b["status"] == "CANCELLED"
+    })
+    .await;
+    let paid = format!("/api/v1/payments/booking/{booking}");
+    s.eventually_as(&paid, &customer, |p| p["status"] == "REFUNDED")
+        .await;
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked[2..], ["charge pm_card_visa", "refund pi_stub"], "{asked:?}");
 }
