@@ -179,29 +179,18 @@ impl TestStack {
         let key_file = data.path().join("signing-key.pem");
         std::fs::write(&key_file, SigningKey::generate_pem()).unwrap();
         let vhost = TestVhost::create(&amqp).expect("rabbitmq vhost");
-        let mut ports = HashMap::new();
-        for svc in Service::ALL {
-            let mut port = free_port();
-            while ports.values().any(|p| *p == port) {
-                port = free_port();
-            }
-            ports.insert(svc, port);
-        }
         let mut common = env_map(&[
             ("HOST", "127.0.0.1".into()),
             ("AMQP_URL", vhost.url.clone()),
             ("REDIS_URL", redis),
             ("REDIS_PREFIX", format!("test:{}:", uuid::Uuid::new_v4().simple())),
             ("AUTH_JWT_PRIVATE_KEY_FILE", key_file.display().to_string()),
-            (
-                "JWKS_URL",
-                format!(
-                    "http://127.0.0.1:{}/api/v1/auth/.well-known/jwks.json",
-                    ports[&Service::Auth]
-                ),
-            ),
             ("GATEWAY_RATE_LIMIT_PER_MINUTE", "0".into()),
             ("GATEWAY_CACHE_TTL_MS", "0".into()),
+            // Two stacks side by side at 16 connections per service came
+            // within a few of PostgreSQL's default 100; a test's load
+            // needs far fewer.
+            ("DB_MAX_CONNECTIONS", "4".into()),
             ("TICKETER_DATA_DIR", data.path().display().to_string()),
             (
                 "RUST_LOG",
@@ -215,43 +204,78 @@ impl TestStack {
         }
         let mut dbs = Vec::new();
         for svc in Service::ALL {
-            common.insert(format!("{}PORT", svc.env_prefix()), ports[&svc].to_string());
             if svc != Service::Gateway {
                 let db = TestDatabase::postgres(&pg, svc.name())
                     .await
                     .expect("test database");
                 common.insert(format!("{}DATABASE_URL", svc.env_prefix()), db.url.clone());
-                common.insert(
-                    format!("GATEWAY_{}_URL", svc.name().to_uppercase()),
-                    format!("http://127.0.0.1:{}", ports[&svc]),
-                );
                 dbs.push(db);
             }
         }
-        let children = Service::ALL
-            .iter()
-            .map(|svc| spawn_ticketer(&["serve", svc.name()], &common))
-            .collect();
-        let stack = TestStack {
-            base: format!("http://127.0.0.1:{}", ports[&Service::Gateway]),
-            services: Service::ALL
+        // A port checked free can still be taken by another test's child
+        // before ours binds it; a stack that lost that race is started
+        // again on other ports. Any other failure to start fails the test,
+        // with what the services said.
+        for attempt in 1.. {
+            let ports = distinct_free_ports();
+            let mut env = common.clone();
+            env.insert(
+                "JWKS_URL".into(),
+                format!(
+                    "http://127.0.0.1:{}/api/v1/auth/.well-known/jwks.json",
+                    ports[&Service::Auth]
+                ),
+            );
+            for svc in Service::ALL {
+                env.insert(format!("{}PORT", svc.env_prefix()), ports[&svc].to_string());
+                if svc != Service::Gateway {
+                    env.insert(
+                        format!("GATEWAY_{}_URL", svc.name().to_uppercase()),
+                        format!("http://127.0.0.1:{}", ports[&svc]),
+                    );
+                }
+            }
+            let logs: Vec<PathBuf> = Service::ALL
                 .iter()
-                .map(|svc| (svc.name().to_string(), format!("http://127.0.0.1:{}", ports[svc])))
-                .collect(),
-            http: reqwest::Client::new(),
-            key_file,
-            label: "production",
-            _data: data,
-            _dbs: dbs,
-            _vhost: Some(vhost),
-            children,
-            shutdown: CancellationToken::new(),
-        };
-        stack.wait_healthy().await;
-        Some(stack)
+                .map(|svc| data.path().join(format!("{}-{attempt}.log", svc.name())))
+                .collect();
+            let mut children: Vec<Child> = Service::ALL
+                .iter()
+                .zip(&logs)
+                .map(|(svc, log)| spawn_ticketer_logged(&["serve", svc.name()], &env, log))
+                .collect();
+            let base = format!("http://127.0.0.1:{}", ports[&Service::Gateway]);
+            let http = reqwest::Client::new();
+            match start_up(&http, &base, &mut children, &logs).await {
+                Ok(()) => {
+                    return Some(TestStack {
+                        base,
+                        services: Service::ALL
+                            .iter()
+                            .map(|svc| (svc.name().to_string(), format!("http://127.0.0.1:{}", ports[svc])))
+                            .collect(),
+                        http,
+                        key_file,
+                        label: "production",
+                        _data: data,
+                        _dbs: dbs,
+                        _vhost: Some(vhost),
+                        children,
+                        shutdown: CancellationToken::new(),
+                    })
+                }
+                Err(said) if said.contains("Address already in use") && attempt < 3 => {
+                    eprintln!("production stack: a port was taken, starting again: {said}");
+                    for c in &mut children {
+                        let _ = c.kill().await;
+                    }
+                }
+                Err(said) => panic!("production stack did not start: {said}"),
+            }
+        }
+        unreachable!()
     }
 
-    /// Waits until the gateway reports every service ready.
     /// Where the notification service writes its emails (no SMTP server
     /// is given to the tests).
     pub fn mail_dir(&self) -> PathBuf {
@@ -275,10 +299,6 @@ impl TestStack {
             .filter(|l| l.starts_with(metric) && l.contains(labels))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
-    }
-
-    pub async fn wait_healthy(&self) {
-        wait_ok(&format!("{}/health", self.base)).await;
     }
 
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
@@ -453,6 +473,80 @@ pub fn spawn_ticketer(args: &[&str], env: &HashMap<String, String>) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn ticketer")
+}
+
+/// [`spawn_ticketer`] with its output appended to `log` (unless
+/// TEST_LOG shows it), so that a failed start can say why.
+pub fn spawn_ticketer_logged(args: &[&str], env: &HashMap<String, String>, log: &std::path::Path) -> Child {
+    if std::env::var("TEST_LOG").is_ok() {
+        return spawn_ticketer(args, env);
+    }
+    let out = std::fs::File::create(log).expect("child's log file");
+    Command::new(env!("CARGO_BIN_EXE_ticketer"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ticketer")
+}
+
+/// Seven ports, one per service, each free when asked.
+fn distinct_free_ports() -> HashMap<Service, u16> {
+    let mut ports = HashMap::new();
+    for svc in Service::ALL {
+        let mut port = free_port();
+        while ports.values().any(|p| *p == port) {
+            port = free_port();
+        }
+        ports.insert(svc, port);
+    }
+    ports
+}
+
+/// Waits up to a minute for the gateway to report every service
+/// ready; on failure, says which child exited or what the gateway's
+/// /health said last, with the end of each service's log.
+async fn start_up(
+    http: &reqwest::Client,
+    base: &str,
+    children: &mut [Child],
+    logs: &[PathBuf],
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+            let ok = r.status().is_success();
+            last = format!("{} {}", r.status(), r.text().await.unwrap_or_default());
+            if ok {
+                return Ok(());
+            }
+        }
+        let exited = children
+            .iter_mut()
+            .zip(Service::ALL)
+            .find_map(|(c, svc)| c.try_wait().ok().flatten().map(|status| (svc, status)));
+        if exited.is_some() || Instant::now() > deadline {
+            let tails: Vec<String> = logs
+                .iter()
+                .map(|log| {
+                    let text = std::fs::read_to_string(log).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+                    format!("{}:\n  {tail}", log.display())
+                })
+                .collect();
+            let why = match exited {
+                Some((svc, status)) => format!("{} exited ({status})", svc.name()),
+                None => format!("gateway /health never 200 in 60 s; last: {last}"),
+            };
+            return Err(format!("{why}\n{}", tails.join("\n")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Polls `url` until it answers 2xx; fails the test after a minute.
