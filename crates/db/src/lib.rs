@@ -232,14 +232,20 @@ impl Db {
 
     pub async fn begin(&self) -> Result<Tx, DbError> {
         // Counted while waiting for a connection: every write goes through
-        // here, so a pool too small for the load shows as waiters.
+        // here, so a pool too small for the load shows as waiters. The guard
+        // uncounts it however the wait ends, a caller that gave up included.
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicI64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         self.tally
             .waiting
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let waiting = Waiting(&self.tally.waiting);
         let tx = self.pool.begin().await;
-        self.tally
-            .waiting
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        drop(waiting);
         Ok(tx?)
     }
 

@@ -67,3 +67,17 @@ async fn a_transaction_waiting_for_a_connection_is_counted() {
     second.await.unwrap();
     assert_eq!(db.tally().waiting.load(Relaxed), 0);
 }
+
+/// A caller that gives up waiting for a connection (its request timed
+/// out) is no longer counted as waiting.
+#[tokio::test]
+async fn a_transaction_that_stops_waiting_is_uncounted() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let tdb = TestDatabase::sqlite();
+    let db = tdb.connect().await.unwrap();
+    let first = db.begin().await.unwrap();
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), db.begin()).await;
+    assert!(gave_up.is_err(), "the one connection was free");
+    assert_eq!(db.tally().waiting.load(Relaxed), 0);
+    first.commit().await.unwrap();
+}

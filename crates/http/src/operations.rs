@@ -47,15 +47,25 @@ impl BatchHandler for Counted {
         match &result {
             Ok(()) => {
                 let now = chrono::Utc::now();
-                let age = self.ops.age.get_or_create(&self.queue);
+                // One counter update per type in the batch, not per message.
+                let mut kinds: Vec<(&str, u64)> = Vec::new();
                 for msg in batch {
+                    match kinds.iter_mut().find(|(k, _)| *k == msg.kind) {
+                        Some((_, n)) => *n += 1,
+                        None => kinds.push((&msg.kind, 1)),
+                    }
+                }
+                for (kind, n) in kinds {
                     self.ops
                         .consumed
                         .get_or_create(&MessageLabels {
                             queue: self.queue.queue.clone(),
-                            kind: msg.kind.clone(),
+                            kind: kind.to_string(),
                         })
-                        .inc();
+                        .inc_by(n);
+                }
+                let age = self.ops.age.get_or_create(&self.queue);
+                for msg in batch {
                     let waited = (now - msg.occurred_at).num_microseconds().unwrap_or(i64::MAX);
                     age.observe(waited.max(0) as f64 / 1e6);
                 }
