@@ -637,3 +637,54 @@ pub async fn terminate(child: &mut Child) -> Option<i32> {
         .unwrap()
         .code()
 }
+
+/// The environment for a `ticketer dev` this test starts: loopback only,
+/// no rate limit, data under `data_dir`, every service on a free port,
+/// and `extra`; with the gateway's base URL.
+pub fn dev_env(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> (HashMap<String, String>, String) {
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("HOST".into(), "127.0.0.1".into()),
+        ("GATEWAY_RATE_LIMIT_PER_MINUTE".into(), "0".into()),
+        ("TICKETER_DATA_DIR".into(), data_dir.display().to_string()),
+    ]);
+    for svc in Service::ALL {
+        env.insert(format!("{}PORT", svc.env_prefix()), free_port().to_string());
+    }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let gateway = format!("http://127.0.0.1:{}", env["GATEWAY_PORT"]);
+    (env, gateway)
+}
+
+/// An organizer's event with `capacity` seats at 20.00, created and
+/// published through `gateway`, once the ticket service has it on sale.
+pub async fn event_on_sale_at(http: &reqwest::Client, gateway: &str, organizer: &str, capacity: i64) -> i64 {
+    let event = serde_json::json!({
+        "event_name": "Sale", "description": "", "category": "Music", "location": "Hall",
+        "event_date": "2031-03-03", "start_time": "20:00", "end_time": "23:00",
+        "ticket_capacity": capacity, "ticket_price": "20.00"
+    });
+    let created = call_gateway(
+        http,
+        Method::POST,
+        format!("{gateway}/api/v1/events"),
+        Some(organizer),
+        Some(event),
+    )
+    .await;
+    let id = created["id"].as_i64().unwrap();
+    let publish = format!("{gateway}/api/v1/events/{id}/publish");
+    call_gateway(http, Method::POST, publish, Some(organizer), None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http
+            .get(format!("{gateway}/api/v1/tickets/availability/{id}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "event {id} never went on sale");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

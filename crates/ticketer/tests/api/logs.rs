@@ -3,33 +3,28 @@
 //! on-call engineer can search by service and trace, and never a password,
 //! a token, a password hash, the signing key or an operator's secret.
 
-use std::{collections::HashMap, process::Stdio, time::Duration};
+use std::process::Stdio;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use ticketer_config::Service;
 
-use crate::harness::{call_gateway as call, free_port, signed_up, terminate, wait_ok};
+use crate::harness::{call_gateway as call, dev_env, event_on_sale_at, signed_up, terminate, wait_ok};
 
 #[tokio::test]
 async fn logs_are_json_lines_and_hold_no_secret() {
     let data = tempfile::tempdir().unwrap();
     let secret = |what: &str| format!("{what}-{}", uuid::Uuid::new_v4().simple());
     let (admin_password, metrics_token) = (secret("admin-pass"), secret("metrics-token"));
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("HOST".into(), "127.0.0.1".into()),
-        ("GATEWAY_RATE_LIMIT_PER_MINUTE".into(), "0".into()),
-        ("GATEWAY_METRICS_TOKEN".into(), metrics_token.clone()),
-        ("AUTH_BOOTSTRAP_ADMIN_EMAIL".into(), "root@example.com".into()),
-        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD".into(), admin_password.clone()),
-        ("TICKETER_DATA_DIR".into(), data.path().display().to_string()),
-        // As chatty as an operator would ever make it.
-        ("RUST_LOG".into(), "debug".into()),
-    ]);
-    for svc in Service::ALL {
-        env.insert(format!("{}PORT", svc.env_prefix()), free_port().to_string());
-    }
-    let gateway = format!("http://127.0.0.1:{}", env["GATEWAY_PORT"]);
+    let (env, gateway) = dev_env(
+        data.path(),
+        &[
+            ("GATEWAY_METRICS_TOKEN", &metrics_token),
+            ("AUTH_BOOTSTRAP_ADMIN_EMAIL", "root@example.com"),
+            ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", &admin_password),
+            // As chatty as an operator would ever make it.
+            ("RUST_LOG", "debug"),
+        ],
+    );
     let log_path = data.path().join("ticketer.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_ticketer"))
@@ -100,47 +95,16 @@ async fn logs_are_json_lines_and_hold_no_secret() {
 
     // A purchase, for the saga's lines.
     let (organizer, _) = signed_up(&http, &gateway, "ORGANIZER", &secret("org-pw")).await;
-    let event = json!({
-        "event_name": "Logged", "description": "", "category": "Music", "location": "Hall",
-        "event_date": "2031-03-03", "start_time": "20:00", "end_time": "23:00",
-        "ticket_capacity": 5, "ticket_price": "20.00"
-    });
-    let id = call(
+    let id = event_on_sale_at(&http, &gateway, &organizer, 5).await;
+    let booking = json!({"event_id": id, "number_of_tickets": 1, "payment_token": "tok_visa"});
+    let booked = call(
         &http,
         Method::POST,
-        format!("{gateway}/api/v1/events"),
-        Some(&organizer),
-        Some(event),
-    )
-    .await["id"]
-        .as_i64()
-        .unwrap();
-    call(
-        &http,
-        Method::POST,
-        format!("{gateway}/api/v1/events/{id}/publish"),
-        Some(&organizer),
-        None,
+        format!("{gateway}/api/v1/bookings"),
+        Some(&access2),
+        Some(booking),
     )
     .await;
-    let booking = json!({"event_id": id, "number_of_tickets": 1, "payment_token": "tok_visa"});
-    let mut booked = Value::Null;
-    for _ in 0..50 {
-        let r = http
-            .post(format!("{gateway}/api/v1/bookings"))
-            .bearer_auth(&access2)
-            .header("prefer", "wait=10")
-            .json(&booking)
-            .send()
-            .await
-            .unwrap();
-        booked = r.json().await.unwrap();
-        if booked["status"] == "CONFIRMED" {
-            break;
-        }
-        // Not on sale at the ticket service yet.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(booked["status"], "CONFIRMED", "{booked}");
 
     assert_eq!(terminate(&mut dev).await, Some(0));

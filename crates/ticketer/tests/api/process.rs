@@ -16,20 +16,12 @@ use reqwest::StatusCode;
 use serde_json::json;
 use ticketer_config::Service;
 
-use crate::harness::{free_port, spawn_ticketer, terminate, wait_ok};
+use crate::harness::{dev_env, free_port, spawn_ticketer, terminate, wait_ok};
 
 #[tokio::test]
 async fn dev_stops_cleanly_on_sigterm_and_keeps_its_data() {
     let data = tempfile::tempdir().unwrap();
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("HOST".into(), "127.0.0.1".into()),
-        ("GATEWAY_RATE_LIMIT_PER_MINUTE".into(), "0".into()),
-        ("RUST_LOG".into(), "warn".into()),
-    ]);
-    for svc in Service::ALL {
-        env.insert(format!("{}PORT", svc.env_prefix()), free_port().to_string());
-    }
-    let gateway = format!("http://127.0.0.1:{}", env["GATEWAY_PORT"]);
+    let (env, gateway) = dev_env(data.path(), &[("RUST_LOG", "warn")]);
     let data_dir = data.path().display().to_string();
     let args = ["dev", "--data-dir", &data_dir];
 

@@ -15,11 +15,11 @@ use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value as AnyValue,
 };
 use prost::Message;
-use reqwest::StatusCode;
 use serde_json::json;
-use ticketer_config::Service;
 
-use crate::harness::{call_gateway as call, free_port, signed_up, spawn_ticketer, terminate, wait_ok};
+use crate::harness::{
+    call_gateway as call, dev_env, event_on_sale_at, signed_up, spawn_ticketer, terminate, wait_ok,
+};
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -80,58 +80,17 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
 async fn a_booking_is_one_trace_rooted_at_the_gateway() {
     let (collector, spans) = receiver().await;
     let data = tempfile::tempdir().unwrap();
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("HOST".into(), "127.0.0.1".into()),
-        ("GATEWAY_RATE_LIMIT_PER_MINUTE".into(), "0".into()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector),
-        ("TICKETER_DATA_DIR".into(), data.path().display().to_string()),
-        // Spans are recorded at info.
-        ("RUST_LOG".into(), "info".into()),
-    ]);
-    for svc in Service::ALL {
-        env.insert(format!("{}PORT", svc.env_prefix()), free_port().to_string());
-    }
-    let gateway = format!("http://127.0.0.1:{}", env["GATEWAY_PORT"]);
+    // Spans are recorded at info.
+    let (env, gateway) = dev_env(
+        data.path(),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector), ("RUST_LOG", "info")],
+    );
     let mut dev = spawn_ticketer(&["dev"], &env);
     wait_ok(&format!("{gateway}/health")).await;
     let http = reqwest::Client::new();
 
     let (organizer, _) = signed_up(&http, &gateway, "ORGANIZER", "s3cret-pass").await;
-    let event = json!({
-        "event_name": "Traced", "description": "", "category": "Music", "location": "Hall",
-        "event_date": "2031-03-03", "start_time": "20:00", "end_time": "23:00",
-        "ticket_capacity": 5, "ticket_price": "20.00"
-    });
-    let created = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{gateway}/api/v1/events"),
-        Some(&organizer),
-        Some(event),
-    )
-    .await;
-    let id = created["id"].as_i64().unwrap();
-    call(
-        &http,
-        reqwest::Method::POST,
-        format!("{gateway}/api/v1/events/{id}/publish"),
-        Some(&organizer),
-        None,
-    )
-    .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = http
-            .get(format!("{gateway}/api/v1/tickets/availability/{id}"))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the event never went on sale");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = event_on_sale_at(&http, &gateway, &organizer, 5).await;
     let (customer, _) = signed_up(&http, &gateway, "CUSTOMER", "s3cret-pass").await;
     let booking = json!({"event_id": id, "number_of_tickets": 1, "payment_token": "tok_visa"});
     let booked = call(
