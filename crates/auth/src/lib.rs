@@ -22,7 +22,8 @@ use secrecy::{ExposeSecret, SecretString};
 pub use service::AuthService;
 use ticketer_config::{ConfigError, Env, InfraConfig, Service};
 use ticketer_db::Db;
-use ticketer_http::{launch_with, Idempotency, ServiceApp, ServiceParts, TokenVerifier};
+use ticketer_http::{Idempotency, ServiceApp, TokenVerifier};
+use ticketer_runtime::{launch_with, Runtime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -145,13 +146,7 @@ pub async fn build(
         let admin = service.ensure_admin(email, password.expose_secret()).await?;
         tracing::info!(user_id = %admin.id, "bootstrap administrator ready");
     }
-    let parts = ServiceParts {
-        db,
-        bus,
-        cache: Some(cache),
-        verifier: verifier.clone(),
-        metrics: ticketer_http::Metrics::new("auth"),
-    };
+    let runtime = Runtime::new(infra.clone(), db, bus, Some(cache), verifier.clone());
     let api = routes::router(service.clone());
     // Never replayed: a stored answer would be a token pair kept for a day,
     // and a retried login or refresh must mint its own tokens.
@@ -159,8 +154,7 @@ pub async fn build(
         "auth",
         api,
         ApiDoc::openapi(),
-        parts,
-        infra,
+        runtime,
         listener,
         shutdown,
         Idempotency::Off,

@@ -40,6 +40,7 @@ impl Rig {
             Backend::Embedded,
             &vars,
             &[TICKET_COMMANDS, PAYMENT_COMMANDS],
+            ticketer_booking::Settings::from_env,
             ticketer_booking::build,
         )
         .await
@@ -103,7 +104,9 @@ impl Rig {
 
     /// Sends what the ticket or payment service would have answered.
     async fn answer(&self, exchange: &str, kind: &str, payload: Value) {
-        self.service.send(exchange, Envelope::new(kind, &payload)).await;
+        self.service
+            .send(exchange, Envelope::new(kind, &payload).unwrap())
+            .await;
     }
 
     /// The ticket service holds one seat until `until`.

@@ -23,22 +23,25 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// A new message that starts its own flow, in the current trace.
-    pub fn new(kind: &str, payload: &impl Serialize) -> Self {
+    /// A new message that starts its own flow, in the current trace; an
+    /// error if `payload` cannot be told in JSON (a map with keys that are
+    /// not strings, say), never a message with an empty payload.
+    pub fn new(kind: &str, payload: &impl Serialize) -> Result<Self, serde_json::Error> {
+        let payload = serde_json::to_value(payload)?;
         let message_id = Uuid::now_v7();
-        Envelope {
+        Ok(Envelope {
             message_id,
             kind: kind.to_string(),
             occurred_at: Utc::now(),
             correlation_id: message_id,
             causation_id: None,
             traceparent: ticketer_telemetry::current_traceparent(),
-            payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
-        }
+            payload,
+        })
     }
 
     /// A message of the contract in a new envelope of its kind.
-    pub fn of<M: Message>(msg: &M) -> Self {
+    pub fn of<M: Message>(msg: &M) -> Result<Self, serde_json::Error> {
         Self::new(M::KIND, msg)
     }
 
@@ -107,8 +110,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_payload_without_a_json_form_is_an_error_not_null() {
+        let keys_not_strings: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert!(Envelope::new("Broken", &keys_not_strings).is_err());
+    }
+
+    #[test]
     fn envelope_round_trips_with_contract_field_names() {
-        let env = Envelope::new("EventPublished", &serde_json::json!({"event_id": 7}));
+        let env = Envelope::new("EventPublished", &serde_json::json!({"event_id": 7})).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&env.to_bytes()).unwrap();
         for field in [
             "message_id",
@@ -126,8 +135,10 @@ mod tests {
 
     #[test]
     fn causation_keeps_the_flow() {
-        let first = Envelope::new("BookingCreated", &1).correlated(Uuid::new_v4());
-        let next = Envelope::new("HoldTickets", &2).caused_by(&first);
+        let first = Envelope::new("BookingCreated", &1)
+            .unwrap()
+            .correlated(Uuid::new_v4());
+        let next = Envelope::new("HoldTickets", &2).unwrap().caused_by(&first);
         assert_eq!(next.correlation_id, first.correlation_id);
         assert_eq!(next.causation_id, Some(first.message_id));
     }
@@ -145,7 +156,7 @@ mod tests {
                 TicketsHeld,
             }
         );
-        let env = Envelope::new("TicketsHeld", &serde_json::json!({"a": "b"}));
+        let env = Envelope::new("TicketsHeld", &serde_json::json!({"a": "b"})).unwrap();
         assert!(matches!(env.decode::<Held>(), Err(HandleError::Permanent(_))));
     }
 }

@@ -176,7 +176,7 @@ mod tests {
             calls: Mutex::default(),
             told: Mutex::default(),
         };
-        let batch = vec![Envelope::new("A", &1), Envelope::new("B", &2)];
+        let batch = vec![Envelope::new("A", &1).unwrap(), Envelope::new("B", &2).unwrap()];
         let out = apply(&h, &batch, &sub(), &CancellationToken::new()).await;
         assert_eq!(out, vec![Outcome::Applied, Outcome::Applied]);
         assert_eq!(*h.calls.lock().unwrap(), vec![2]);
@@ -191,9 +191,9 @@ mod tests {
             told: Mutex::default(),
         };
         let batch = vec![
-            Envelope::new("A", &1),
-            Envelope::new("Bad", &2),
-            Envelope::new("C", &3),
+            Envelope::new("A", &1).unwrap(),
+            Envelope::new("Bad", &2).unwrap(),
+            Envelope::new("C", &3).unwrap(),
         ];
         let out = apply(&h, &batch, &sub(), &CancellationToken::new()).await;
         assert_eq!(
@@ -215,7 +215,13 @@ mod tests {
             calls: Mutex::default(),
             told: Mutex::default(),
         };
-        let out = apply(&h, &[Envelope::new("Bad", &1)], &sub(), &CancellationToken::new()).await;
+        let out = apply(
+            &h,
+            &[Envelope::new("Bad", &1).unwrap()],
+            &sub(),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(out, vec![Outcome::DeadLettered("busy".into())]);
         assert_eq!(h.calls.lock().unwrap().len(), 3);
     }
@@ -229,7 +235,7 @@ mod tests {
         };
         let token = CancellationToken::new();
         token.cancel();
-        let out = apply(&h, &[Envelope::new("Bad", &1)], &sub(), &token).await;
+        let out = apply(&h, &[Envelope::new("Bad", &1).unwrap()], &sub(), &token).await;
         assert_eq!(out, vec![Outcome::Abandoned]);
     }
 }

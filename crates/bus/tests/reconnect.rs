@@ -25,7 +25,7 @@ impl BatchHandler for Collect {
 }
 
 async fn publish_until_accepted(bus: &Bus, kind: &str) {
-    let msg = Outgoing::new("ticketer.events", &Envelope::new(kind, &1));
+    let msg = Outgoing::new("ticketer.events", &Envelope::new(kind, &1).unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
     while let Err(e) = bus.publish(std::slice::from_ref(&msg)).await {
         assert!(Instant::now() < deadline, "publishing never recovered: {e}");

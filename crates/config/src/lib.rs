@@ -154,6 +154,15 @@ impl Env {
         }
     }
 
+    /// [`Env::from_map`] from `(name, value)` pairs.
+    pub fn from_pairs(service: Service, pairs: &[(&str, &str)]) -> Self {
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::from_map(service, vars)
+    }
+
     /// The same variables, read with another service's prefix.
     pub fn for_service(&self, service: Service) -> Self {
         Env {

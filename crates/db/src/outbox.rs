@@ -13,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{placeholders, time, value_rows, AnyConnection, Db, DbError, Dialect, Row};
 
 /// A message for the outbox: its envelope and the exchange it goes to.
+/// A message that could not be put in JSON is carried as the reason, and
+/// [`enqueue`] refuses it, so the transaction it belongs to fails whole.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     exchange: &'static str,
-    envelope: Envelope,
+    envelope: Result<Envelope, String>,
 }
 
 impl Outbound {
@@ -24,24 +26,27 @@ impl Outbound {
     pub fn new<M: Message>(msg: &M) -> Self {
         Outbound {
             exchange: M::EXCHANGE,
-            envelope: Envelope::of(msg),
+            envelope: Envelope::of(msg).map_err(|e| format!("{}: {e}", M::KIND)),
         }
     }
 
     /// An envelope built by hand (tests, replays of dead letters).
     pub fn raw(exchange: &'static str, envelope: Envelope) -> Self {
-        Outbound { exchange, envelope }
+        Outbound {
+            exchange,
+            envelope: Ok(envelope),
+        }
     }
 
     /// Places it in a flow, e.g. the booking it belongs to.
     pub fn correlated(mut self, correlation_id: uuid::Uuid) -> Self {
-        self.envelope = self.envelope.correlated(correlation_id);
+        self.envelope = self.envelope.map(|e| e.correlated(correlation_id));
         self
     }
 
     /// Marks it as a consequence of `cause`: same flow, same trace.
     pub fn caused_by(mut self, cause: &Envelope) -> Self {
-        self.envelope = self.envelope.caused_by(cause);
+        self.envelope = self.envelope.map(|e| e.caused_by(cause));
         self
     }
 }
@@ -57,13 +62,17 @@ pub async fn enqueue(conn: &mut AnyConnection, messages: &[Outbound]) -> Result<
         value_rows(messages.len(), 5)
     );
     let now = time::now();
+    let envelopes = messages
+        .iter()
+        .map(|m| m.envelope.as_ref().map_err(|e| DbError::Encode(e.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut q = sqlx::query(&sql);
-    for m in messages {
-        let body = String::from_utf8(m.envelope.to_bytes()).expect("JSON is UTF-8");
+    for (m, envelope) in messages.iter().zip(envelopes) {
+        let body = String::from_utf8(envelope.to_bytes()).expect("JSON is UTF-8");
         q = q
-            .bind(m.envelope.message_id.to_string())
+            .bind(envelope.message_id.to_string())
             .bind(m.exchange)
-            .bind(&m.envelope.kind)
+            .bind(&envelope.kind)
             .bind(body)
             .bind(&now);
     }

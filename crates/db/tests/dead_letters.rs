@@ -160,7 +160,7 @@ async fn survives_a_restart_and_replays_once(real: bool) {
     let bus = pair.bus().await;
     subscribe(&bus, &consumer, &cured, &first_run).await;
     relay(producer, &bus, &first_run);
-    let env = Envelope::new("Unfixable", &serde_json::json!({"n": 1}));
+    let env = Envelope::new("Unfixable", &serde_json::json!({"n": 1})).unwrap();
     let mut tx = producer.begin().await.unwrap();
     enqueue(&mut tx, &[Outbound::raw(EXCHANGE, env.clone())])
         .await
@@ -249,7 +249,7 @@ async fn an_undecodable_outbox_row_is_kept_not_dropped(real: bool) {
     let shutdown = CancellationToken::new();
     subscribe(&bus, &consumer, &Arc::new(AtomicBool::new(true)), &shutdown).await;
 
-    let good = Envelope::new("Unfixable", &serde_json::json!({"n": 2}));
+    let good = Envelope::new("Unfixable", &serde_json::json!({"n": 2})).unwrap();
     let mut tx = producer.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at)

@@ -108,7 +108,7 @@ impl Rig {
 
     /// A state change and its message, committed together.
     async fn commit_message(&self, kind: &str) -> Envelope {
-        let env = Envelope::new(kind, &serde_json::json!({"n": 1}));
+        let env = Envelope::new(kind, &serde_json::json!({"n": 1})).unwrap();
         let mut tx = self.producer.begin().await.unwrap();
         enqueue(&mut tx, &[Outbound::raw(EXCHANGE, env.clone())])
             .await
@@ -336,7 +336,7 @@ async fn postgres_rabbitmq_late_commit_below_the_cursor_is_relayed() {
     let Some(rig) = Rig::start(true).await else {
         return;
     };
-    let early = Envelope::new("LateCommit", &serde_json::json!({"n": 1}));
+    let early = Envelope::new("LateCommit", &serde_json::json!({"n": 1})).unwrap();
     let mut slow = rig.producer.begin().await.unwrap();
     enqueue(&mut slow, &[Outbound::raw(EXCHANGE, early.clone())])
         .await
@@ -367,4 +367,35 @@ async fn postgres_rabbitmq_migrating_while_the_relay_leads() {
         "migration waited on the relay: {migrated:?}"
     );
     rig.shutdown.cancel();
+}
+
+/// A message whose payload has no JSON form (map keys that are not
+/// strings): a bug in its producer, which must fail loudly.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Unencodable(std::collections::BTreeMap<(u8, u8), u8>);
+
+impl ticketer_contract::Message for Unencodable {
+    const KIND: &'static str = "Unencodable";
+    const EXCHANGE: &'static str = EXCHANGE;
+}
+
+#[tokio::test]
+async fn a_message_without_a_json_form_fails_its_transaction_instead_of_going_out_empty() {
+    let db = TestDatabase::sqlite();
+    let producer = db.connect().await.unwrap();
+    producer.migrate("producer", &[]).await.unwrap();
+    let fine = Outbound::raw(EXCHANGE, Envelope::new("Fine", &1).unwrap());
+    let broken = Outbound::new(&Unencodable([((1, 2), 3)].into_iter().collect()));
+    let mut tx = producer.begin().await.unwrap();
+    let err = enqueue(&mut tx, &[fine, broken]).await.unwrap_err();
+    assert!(matches!(err, ticketer_db::DbError::Encode(_)), "{err}");
+    assert!(err.to_string().contains("Unencodable"), "{err}");
+    // A consumer that met it would dead-letter the message, not retry it.
+    assert!(matches!(HandleError::from(err), HandleError::Permanent(_)));
+    drop(tx);
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+        .fetch_one(producer.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing of the batch was written");
 }

@@ -40,7 +40,7 @@ async fn consumer_spans_join_the_producer_trace() {
 
     let span = tracing::info_span!("request");
     let produced = async {
-        let env = Envelope::new("ThingPublished", &1);
+        let env = Envelope::new("ThingPublished", &1).unwrap();
         let mut tx = producer.begin().await.unwrap();
         enqueue(&mut tx, &[Outbound::raw("ticketer.events", env.clone())])
             .await

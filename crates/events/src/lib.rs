@@ -6,35 +6,37 @@ mod consumers;
 pub mod domain;
 mod routes;
 mod service;
+pub mod settings;
 mod store;
 
 pub use routes::ApiDoc;
 pub use service::{EventsError, EventsService};
-use std::time::Duration;
+pub use settings::Settings;
 pub use store::MIGRATIONS;
 
 use ticketer_bus::topology::EVENTS_SALES;
-use ticketer_config::InfraConfig;
-use ticketer_http::{launch, ServiceApp, ServiceParts};
+use ticketer_http::ServiceApp;
+use ticketer_runtime::{launch, Runtime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub async fn build(
-    infra: &InfraConfig,
-    parts: ServiceParts,
+    settings: Settings,
+    runtime: Runtime,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServiceApp> {
-    parts.db.migrate("events", MIGRATIONS).await?;
-    let service = EventsService::new(parts.db.clone());
-    let every = Duration::from_secs(60);
-    let completion = tokio::spawn(service.clone().run_completion(every, shutdown.clone()));
-    let mut tasks = parts
-        .consume(EVENTS_SALES, consumers::Sales, infra, &shutdown)
-        .await?;
+    runtime.db.migrate("events", MIGRATIONS).await?;
+    let service = EventsService::new(runtime.db.clone());
+    let completion = tokio::spawn(
+        service
+            .clone()
+            .run_completion(settings.completion_sweep, shutdown.clone()),
+    );
+    let mut tasks = runtime.consume(EVENTS_SALES, consumers::Sales, &shutdown).await?;
     tasks.push(completion);
     let api = routes::router(service);
-    let app = launch("events", api, ApiDoc::openapi(), parts, infra, listener, shutdown);
+    let app = launch("events", api, ApiDoc::openapi(), runtime, listener, shutdown);
     Ok(app.with_tasks(tasks))
 }

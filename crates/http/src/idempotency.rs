@@ -17,7 +17,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use ticketer_db::{time, Db, Row};
+use ticketer_db::{idempotency, Db};
 
 use crate::{auth::bearer_from_headers, ApiError, TokenVerifier};
 
@@ -107,24 +107,21 @@ pub async fn idempotent(
         &bytes,
     ]);
 
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&scope)
-    .bind(&key)
-    .bind(&hash)
-    .bind(time::now())
-    .execute(db.pool())
-    .await;
-    match claimed {
+    let claimed = match idempotency::claim(&db, &scope, &key, &hash).await {
+        Ok(claimed) => claimed,
         Err(e) => return ApiError::internal(e).into_response(),
-        Ok(done) if done.rows_affected() == 0 => match take_over_stale(&db, &scope, &key, &hash).await {
-            Ok(true) => {}
+    };
+    if !claimed {
+        match idempotency::take_over_stale(&db, &scope, &key, &hash, STALE_CLAIM).await {
+            Ok(true) => {
+                tracing::warn!(
+                    scope,
+                    "an Idempotency-Key left claimed by an unfinished request was taken over"
+                );
+            }
             Ok(false) => return answer_repeat(&db, &scope, &key, &hash).await,
             Err(e) => return ApiError::internal(e).into_response(),
-        },
-        Ok(_) => {}
+        }
     }
 
     let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
@@ -141,86 +138,37 @@ pub async fn idempotent(
     let content_type = resp_parts
         .headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let stored = sqlx::query(
-        "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5 WHERE scope = $1 AND idem_key = $2",
-    )
-    .bind(&scope)
-    .bind(&key)
-    .bind(status.as_u16() as i64)
-    .bind(content_type)
-    .bind(String::from_utf8_lossy(&resp_bytes).into_owned())
-    .execute(db.pool())
-    .await;
+        .and_then(|v| v.to_str().ok());
+    let body = String::from_utf8_lossy(&resp_bytes);
+    let stored = idempotency::store_answer(&db, &scope, &key, status.as_u16(), content_type, &body).await;
     if let Err(e) = stored {
         tracing::error!(error = %e, "could not keep an idempotent response");
     }
     Response::from_parts(resp_parts, Body::from(resp_bytes))
 }
 
-/// Claims the key afresh if the same request claimed it more than
-/// [`STALE_CLAIM`] ago and never stored an answer. One statement, so of
-/// several retries at once only one takes it over.
-async fn take_over_stale(db: &Db, scope: &str, key: &str, hash: &str) -> Result<bool, sqlx::Error> {
-    let now = chrono::Utc::now();
-    let cutoff = now - chrono::Duration::from_std(STALE_CLAIM).unwrap_or_default();
-    let done = sqlx::query(
-        "UPDATE idempotency_keys SET created_at = $4
-         WHERE scope = $1 AND idem_key = $2 AND request_hash = $3 AND status IS NULL AND created_at < $5",
-    )
-    .bind(scope)
-    .bind(key)
-    .bind(hash)
-    .bind(time::format(now))
-    .bind(time::format(cutoff))
-    .execute(db.pool())
-    .await?;
-    if done.rows_affected() == 1 {
-        tracing::warn!(
-            scope,
-            "an Idempotency-Key left claimed by an unfinished request was taken over"
-        );
-    }
-    Ok(done.rows_affected() == 1)
-}
-
 async fn answer_repeat(db: &Db, scope: &str, key: &str, hash: &str) -> Response {
-    let row = sqlx::query(
-        "SELECT request_hash, status, content_type, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
-    )
-    .bind(scope)
-    .bind(key)
-    .fetch_optional(db.pool())
-    .await;
-    let row = match row {
-        Ok(Some(row)) => row,
+    let kept = match idempotency::find(db, scope, key).await {
+        Ok(Some(kept)) => kept,
         // Deleted in between (the first attempt failed): ask for a retry.
         Ok(None) => return ApiError::Conflict("retry the request".into()).into_response(),
         Err(e) => return ApiError::internal(e).into_response(),
     };
-    let stored_hash: String = row.try_get("request_hash").unwrap_or_default();
-    if stored_hash != hash {
+    if kept.request_hash != hash {
         return ApiError::Unprocessable("this Idempotency-Key was used for a different request".into())
             .into_response();
     }
-    match row.try_get::<Option<i64>, _>("status") {
-        Ok(Some(status)) => replay(
-            status,
-            row.try_get("content_type").ok().flatten(),
-            row.try_get("body").ok().flatten(),
-        ),
-        _ => ApiError::Conflict("a request with this Idempotency-Key is still in progress".into())
+    match kept.status {
+        Some(status) => replay(status, kept.content_type, kept.body),
+        None => ApiError::Conflict("a request with this Idempotency-Key is still in progress".into())
             .into_response(),
     }
 }
 
 async fn forget(db: &Db, scope: &str, key: &str) {
-    let _ = sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
-        .bind(scope)
-        .bind(key)
-        .execute(db.pool())
-        .await;
+    if let Err(e) = idempotency::forget(db, scope, key).await {
+        tracing::warn!(error = %e, "could not drop the claim of a failed idempotent request");
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +179,7 @@ mod tests {
     };
 
     use axum::{routing::post, Router};
+    use ticketer_db::time;
     use ticketer_testkit::TestDatabase;
     use tower::ServiceExt;
 

@@ -7,7 +7,6 @@ pub mod health;
 pub mod idempotency;
 mod json;
 pub mod metrics;
-mod operations;
 mod pagination;
 pub mod process;
 mod serve;
@@ -21,8 +20,8 @@ pub use json::{parse_json, Json, Query};
 pub use metrics::Metrics;
 pub use pagination::{Page, PageQuery, PageRequest, MAX_PAGE_SIZE};
 pub use server::{
-    assemble, bind, empty_openapi, launch, launch_with, trace_request, Idempotency, MetricsAccess, Plumbing,
-    ServiceApp, ServiceParts, MAX_URI_LENGTH, REQUEST_ID,
+    assemble, bind, empty_openapi, trace_request, Idempotency, MetricsAccess, Plumbing, ServiceApp,
+    MAX_URI_LENGTH, REQUEST_ID,
 };
 
 /// The first character of `text` that no name, email or event text may

@@ -14,7 +14,7 @@ use axum::{
 };
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::{Metric, Registry},
 };
 
@@ -23,44 +23,6 @@ struct HttpLabels {
     method: String,
     route: String,
     status: u16,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct QueueLabels {
-    pub queue: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct MessageLabels {
-    pub queue: String,
-    pub kind: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct ConnectionLabels {
-    pub state: &'static str,
-}
-
-/// How long messages waited between being written and being applied, in
-/// seconds: a consumer falling behind shows here first.
-fn age_histogram() -> Histogram {
-    Histogram::new([
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-    ])
-}
-
-/// The service's messaging and database figures (`ticketer_*`).
-#[derive(Clone)]
-pub(crate) struct Operations {
-    pub consumed: Family<MessageLabels, Counter>,
-    pub dead_lettered: Family<QueueLabels, Counter>,
-    pub retried: Family<QueueLabels, Counter>,
-    pub age: Family<QueueLabels, Histogram, fn() -> Histogram>,
-    pub published: Counter,
-    pub duplicates: Counter,
-    pub outbox_pending: Gauge,
-    pub outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
-    pub connections: Family<ConnectionLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -75,7 +37,6 @@ pub struct Metrics {
     registry: Arc<RwLock<Registry>>,
     requests: Family<HttpLabels, Counter>,
     latency: Family<HttpLabels, Histogram, fn() -> Histogram>,
-    pub(crate) ops: Operations,
 }
 
 impl Metrics {
@@ -100,67 +61,10 @@ impl Metrics {
             "HTTP request latency by route and status",
             latency.clone(),
         );
-        let ops = Operations {
-            consumed: Family::default(),
-            dead_lettered: Family::default(),
-            retried: Family::default(),
-            age: Family::new_with_constructor(age_histogram),
-            published: Counter::default(),
-            duplicates: Counter::default(),
-            outbox_pending: Gauge::default(),
-            outbox_oldest: Gauge::default(),
-            connections: Family::default(),
-        };
-        registry.register(
-            "ticketer_messages_consumed",
-            "Messages applied, by queue and type (the saga's funnel: HoldTickets, TicketsHeld, PaymentSucceeded, BookingConfirmed...)",
-            ops.consumed.clone(),
-        );
-        registry.register(
-            "ticketer_messages_dead_lettered",
-            "Messages given up on (dead-lettered), by queue",
-            ops.dead_lettered.clone(),
-        );
-        registry.register(
-            "ticketer_messages_retried",
-            "Messages whose batch failed and will be tried again, by queue",
-            ops.retried.clone(),
-        );
-        registry.register(
-            "ticketer_message_age_seconds",
-            "From a message being written to its being applied, by queue",
-            ops.age.clone(),
-        );
-        registry.register(
-            "ticketer_messages_published",
-            "Messages the outbox relay published (the broker confirmed them)",
-            ops.published.clone(),
-        );
-        registry.register(
-            "ticketer_messages_duplicate",
-            "Deliveries the inbox had already applied (redelivered), skipped",
-            ops.duplicates.clone(),
-        );
-        registry.register(
-            "ticketer_outbox_pending",
-            "Outbox rows not yet published",
-            ops.outbox_pending.clone(),
-        );
-        registry.register(
-            "ticketer_outbox_oldest_age_seconds",
-            "Age of the oldest outbox row not yet published (0 when none)",
-            ops.outbox_oldest.clone(),
-        );
-        registry.register(
-            "ticketer_db_connections",
-            "Database pool connections, by state: idle, in_use, max (the pool's size), and waiting (transactions waiting for one)",
-            ops.connections.clone(),
-        );
         Metrics {
             registry: Arc::new(RwLock::new(registry)),
             requests,
             latency,
-            ops,
         }
     }
 

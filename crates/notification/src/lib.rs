@@ -9,40 +9,37 @@ pub mod compose;
 pub mod delivery;
 mod news;
 mod routes;
+pub mod settings;
 pub mod store;
 pub mod templates;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 pub use routes::ApiDoc;
+pub use settings::Settings;
 pub use store::MIGRATIONS;
 use ticketer_bus::topology::{AUTH_NOTIFICATIONS, BOOKING_NOTIFICATIONS, EVENT_NOTIFICATIONS};
-use ticketer_config::InfraConfig;
-use ticketer_http::{launch, ServiceApp, ServiceParts};
+use ticketer_http::ServiceApp;
+use ticketer_runtime::{launch, Runtime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub async fn build(
-    infra: &InfraConfig,
-    parts: ServiceParts,
+    settings: Settings,
+    runtime: Runtime,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServiceApp> {
-    let db = parts.db.clone();
+    let db = runtime.db.clone();
     db.migrate("notification", MIGRATIONS).await?;
-    let from: lettre::message::Mailbox = infra
-        .env
-        .get("MAIL_FROM")
-        .unwrap_or_else(|| "Ticketer <no-reply@ticketer.localhost>".into())
-        .parse()
-        .map_err(|e| anyhow::anyhow!("NOTIFICATION_MAIL_FROM: {e}"))?;
-    let channel: Arc<dyn delivery::Channel> = match infra.env.get("SMTP_URL") {
+    let from = settings.from.clone();
+    let channel: Arc<dyn delivery::Channel> = match &settings.smtp_url {
         Some(url) => Arc::new(
-            delivery::Smtp::new(&url, from).map_err(|e| anyhow::anyhow!("NOTIFICATION_SMTP_URL: {e}"))?,
+            delivery::Smtp::new(url, from).map_err(|e| anyhow::anyhow!("NOTIFICATION_SMTP_URL: {e}"))?,
         ),
         None => Arc::new(delivery::MailDir {
-            dir: infra.data_dir.join("mail"),
+            dir: runtime.infra.data_dir.join("mail"),
             from,
         }),
     };
@@ -50,22 +47,21 @@ pub async fn build(
     let mut tasks = Vec::new();
     for queue in [AUTH_NOTIFICATIONS, EVENT_NOTIFICATIONS, BOOKING_NOTIFICATIONS] {
         let listener = news::Listener { wake: wake.clone() };
-        tasks.extend(parts.consume(queue, listener, infra, &shutdown).await?);
+        tasks.extend(runtime.consume(queue, listener, &shutdown).await?);
     }
     let worker = delivery::Delivery {
         db: db.clone(),
         channel,
         wake: wake.clone(),
-        max_attempts: infra.env.parse_or("DELIVERY_ATTEMPTS", 6)?,
-        base_backoff: Duration::from_millis(infra.env.parse_or("DELIVERY_BACKOFF_MS", 2000)?),
+        max_attempts: settings.delivery_attempts,
+        base_backoff: settings.delivery_backoff,
     };
     tasks.push(tokio::spawn(worker.run(shutdown.clone())));
     let app = launch(
         "notification",
         routes::router(db, wake),
         ApiDoc::openapi(),
-        parts,
-        infra,
+        runtime,
         listener,
         shutdown,
     );

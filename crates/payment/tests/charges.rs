@@ -20,6 +20,7 @@ async fn start(backend: Backend) -> Option<ServiceRig> {
         backend,
         &[],
         &[BOOKING_PAYMENTS],
+        ticketer_payment::Settings::from_env,
         ticketer_payment::build,
     )
     .await
@@ -31,7 +32,8 @@ async fn about(rig: &ServiceRig, booking: Uuid, n: usize) -> Vec<(String, Value)
 }
 
 async fn send(rig: &ServiceRig, kind: &str, payload: Value) {
-    rig.send(BOOKING_EXCHANGE, Envelope::new(kind, &payload)).await;
+    rig.send(BOOKING_EXCHANGE, Envelope::new(kind, &payload).unwrap())
+        .await;
 }
 
 /// The booking's payment record, as `as_user` asks for it.
@@ -75,7 +77,7 @@ async fn charges_once_and_refunds(backend: Backend) {
             };
             Outgoing::new(
                 BOOKING_EXCHANGE,
-                &Envelope::new("ProcessPayment", &charge(paid, customer, token)),
+                &Envelope::new("ProcessPayment", &charge(paid, customer, token)).unwrap(),
             )
         })
         .collect();
@@ -114,9 +116,9 @@ async fn charges_once_and_refunds(backend: Backend) {
     // charge is made once and given back once.
     let both = Uuid::new_v4();
     let together: Vec<Outgoing> = [
-        Envelope::new("ProcessPayment", &charge(both, customer, "tok_visa")),
-        Envelope::new("RefundPayment", &json!({"booking_id": both})),
-        Envelope::new("RefundPayment", &json!({"booking_id": both})),
+        Envelope::new("ProcessPayment", &charge(both, customer, "tok_visa")).unwrap(),
+        Envelope::new("RefundPayment", &json!({"booking_id": both})).unwrap(),
+        Envelope::new("RefundPayment", &json!({"booking_id": both})).unwrap(),
     ]
     .iter()
     .map(|e| Outgoing::new(BOOKING_EXCHANGE, e))

@@ -140,7 +140,7 @@ async fn stub() -> (String, Calls) {
 async fn charge(rig: &ServiceRig, booking: Uuid, token: &str) -> (String, Value) {
     let cmd = json!({"booking_id": booking, "customer_id": Uuid::new_v4(), "amount": "49.90",
                      "currency": "EUR", "payment_token": token});
-    rig.send(BOOKING_EXCHANGE, Envelope::new("ProcessPayment", &cmd))
+    rig.send(BOOKING_EXCHANGE, Envelope::new("ProcessPayment", &cmd).unwrap())
         .await;
     rig.heard(&BOOKING_PAYMENTS).about(booking, 1).await.remove(0)
 }
@@ -158,6 +158,7 @@ async fn charges_declines_and_refunds_as_stripe_is_asked() {
         Backend::Embedded,
         &vars,
         &[BOOKING_PAYMENTS],
+        ticketer_payment::Settings::from_env,
         ticketer_payment::build,
     )
     .await
@@ -207,7 +208,7 @@ async fn charges_declines_and_refunds_as_stripe_is_asked() {
     // The refund: of that intent, for the amount, under its own key.
     rig.send(
         BOOKING_EXCHANGE,
-        Envelope::new("RefundPayment", &json!({"booking_id": paid})),
+        Envelope::new("RefundPayment", &json!({"booking_id": paid})).unwrap(),
     )
     .await;
     let all = rig.heard(&BOOKING_PAYMENTS).about(paid, 2).await;

@@ -12,8 +12,9 @@ use std::{
 use serde_json::Value;
 use ticketer_auth::keys::SigningKey;
 use ticketer_bus::{topology::QueueSpec, BatchHandler, Bus, Envelope, HandleError, Outgoing};
-use ticketer_config::{Env, InfraConfig, Service};
-use ticketer_http::{Claims, Role, ServiceApp, ServiceParts};
+use ticketer_config::{ConfigError, Env, InfraConfig, Service};
+use ticketer_http::{Claims, Role, ServiceApp};
+use ticketer_runtime::Runtime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -121,22 +122,19 @@ impl Drop for ServiceRig {
 }
 
 impl ServiceRig {
-    /// Starts `service` with `build` (its crate's `build`), its database
-    /// URL and a 20 ms outbox poll set, plus `vars` (full names, e.g.
-    /// `BOOKING_PAYMENT_TIMEOUT_SECONDS`). The test hears whatever reaches
+    /// Starts `service` with `build` (its crate's `build`) and the
+    /// settings `settings` reads (its crate's `Settings::from_env`), its
+    /// database URL and a 20 ms outbox poll set, plus `vars` (full names,
+    /// e.g. `BOOKING_PAYMENT_TIMEOUT_SECONDS`). The test hears whatever reaches
     /// the `listen` queues. None (the test skipped) when `backend` is
     /// [`Backend::Servers`] and their URLs are not set.
-    pub async fn start(
+    pub async fn start<S>(
         service: Service,
         backend: Backend,
         vars: &[(&str, &str)],
         listen: &[QueueSpec],
-        build: impl AsyncFnOnce(
-            &InfraConfig,
-            ServiceParts,
-            TcpListener,
-            CancellationToken,
-        ) -> anyhow::Result<ServiceApp>,
+        settings: fn(&Env) -> Result<S, ConfigError>,
+        build: impl AsyncFnOnce(S, Runtime, TcpListener, CancellationToken) -> anyhow::Result<ServiceApp>,
     ) -> Option<ServiceRig> {
         let (db, bus, vhost) = match backend {
             Backend::Embedded => (TestDatabase::sqlite(), Bus::in_process(), None),
@@ -175,15 +173,16 @@ impl ServiceRig {
             heard.insert(queue.name, h);
         }
         let key = SigningKey::from_pem(&SigningKey::generate_pem()).expect("a key");
-        let parts = ServiceParts {
-            db: db.connect().await.expect("the database"),
-            bus: bus.clone(),
-            cache: Some(ticketer_cache::Cache::memory()),
-            verifier: key.verifier("ticketer-auth"),
-            metrics: ticketer_http::Metrics::new(service.name()),
-        };
+        let settings = settings(&infra.env).expect("the service's settings");
+        let runtime = Runtime::new(
+            infra,
+            db.connect().await.expect("the database"),
+            bus.clone(),
+            Some(ticketer_cache::Cache::memory()),
+            key.verifier("ticketer-auth"),
+        );
         let listener = ticketer_http::bind("127.0.0.1", 0).await.expect("a port");
-        let app = build(&infra, parts, listener, shutdown.clone())
+        let app = build(settings, runtime, listener, shutdown.clone())
             .await
             .expect("the service starts");
         let base = format!("http://127.0.0.1:{}", app.port());

@@ -93,7 +93,7 @@ mod tests {
             "ticket_capacity": capacity, "ticket_price": "12.50", "currency": "EUR",
             "organizer": Uuid::nil(), "status": status, "version": version
         });
-        Envelope::new(kind, &payload)
+        Envelope::new(kind, &payload).unwrap()
     }
 
     async fn apply(db: &ticketer_db::Db, env: Envelope) {

@@ -11,50 +11,49 @@ pub mod lifecycle;
 mod routes;
 pub mod sale;
 mod seats_metrics;
+pub mod settings;
 mod store;
 
 pub use routes::ApiDoc;
+pub use settings::Settings;
 pub use store::MIGRATIONS;
 use ticketer_bus::topology::{TICKET_COMMANDS, TICKET_INVENTORY};
-use ticketer_config::InfraConfig;
-use ticketer_http::{launch, ServiceApp, ServiceParts};
+use ticketer_http::ServiceApp;
+use ticketer_runtime::{launch, Runtime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub async fn build(
-    infra: &InfraConfig,
-    parts: ServiceParts,
+    settings: Settings,
+    runtime: Runtime,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServiceApp> {
-    let db = parts.db.clone();
+    let db = runtime.db.clone();
     db.migrate("ticket", MIGRATIONS).await?;
     let feed = consumers::EventFeed;
-    let mut tasks = parts.consume(TICKET_INVENTORY, feed, infra, &shutdown).await?;
+    let mut tasks = runtime.consume(TICKET_INVENTORY, feed, &shutdown).await?;
     let commands = commands::TicketCommands {
-        hold_ttl: chrono::Duration::from_std(infra.env.seconds_or("HOLD_TTL_SECONDS", 600)?)
-            .map_err(|_| anyhow::anyhow!("TICKET_HOLD_TTL_SECONDS is too long"))?,
+        hold_ttl: settings.hold_ttl,
     };
-    tasks.extend(parts.consume(TICKET_COMMANDS, commands, infra, &shutdown).await?);
-    let sweep = std::time::Duration::from_millis(infra.env.parse_or("HOLD_SWEEP_MS", 1000)?);
+    tasks.extend(runtime.consume(TICKET_COMMANDS, commands, &shutdown).await?);
     tasks.push(tokio::spawn(commands::run_expiry(
         db.clone(),
-        sweep,
+        settings.hold_sweep,
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(seats_metrics::run(
         db.clone(),
-        parts.metrics.clone(),
+        runtime.metrics.clone(),
         std::time::Duration::from_secs(5),
         shutdown.clone(),
     )));
-    if let Some(cache) = parts.cache.clone() {
-        let every = std::time::Duration::from_millis(infra.env.parse_or("AVAILABILITY_PUBLISH_MS", 100)?);
+    if let Some(cache) = runtime.cache.clone() {
         tasks.push(tokio::spawn(availability::run(
             db.clone(),
             cache,
-            every,
+            settings.availability_publish,
             shutdown.clone(),
         )));
     }
@@ -62,8 +61,7 @@ pub async fn build(
         "ticket",
         routes::router(db),
         ApiDoc::openapi(),
-        parts,
-        infra,
+        runtime,
         listener,
         shutdown,
     );

@@ -25,6 +25,7 @@ async fn start(backend: Backend, vars: &[(&str, &str)]) -> Option<ServiceRig> {
         backend,
         vars,
         &[TICKET_OPERATIONS],
+        ticketer_ticket::Settings::from_env,
         ticketer_ticket::build,
     )
     .await
@@ -51,7 +52,7 @@ async fn answers_about(rig: &ServiceRig, bookings: &HashSet<Uuid>, n: usize) -> 
 }
 
 async fn send(rig: &ServiceRig, exchange: &str, kind: &str, payload: Value) {
-    rig.send(exchange, Envelope::new(kind, &payload)).await;
+    rig.send(exchange, Envelope::new(kind, &payload).unwrap()).await;
 }
 
 async fn availability(rig: &ServiceRig, event_id: i64) -> Option<Value> {
@@ -123,7 +124,12 @@ async fn never_oversells(backend: Backend) {
     for chunk in bookings.chunks(50) {
         let batch: Vec<Outgoing> = chunk
             .iter()
-            .map(|b| Outgoing::new(BOOKING_EXCHANGE, &Envelope::new("HoldTickets", &hold(*b, 1))))
+            .map(|b| {
+                Outgoing::new(
+                    BOOKING_EXCHANGE,
+                    &Envelope::new("HoldTickets", &hold(*b, 1)).unwrap(),
+                )
+            })
             .collect();
         let bus = rig.bus.clone();
         senders.push(tokio::spawn(async move { bus.publish(&batch).await }));
@@ -214,7 +220,12 @@ async fn never_oversells(backend: Backend) {
     let late: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
     let batch: Vec<Outgoing> = late
         .iter()
-        .map(|b| Outgoing::new(BOOKING_EXCHANGE, &Envelope::new("HoldTickets", &hold(*b, 1))))
+        .map(|b| {
+            Outgoing::new(
+                BOOKING_EXCHANGE,
+                &Envelope::new("HoldTickets", &hold(*b, 1)).unwrap(),
+            )
+        })
         .collect();
     rig.bus.publish(&batch).await.unwrap();
     let late_set: HashSet<Uuid> = late.iter().copied().collect();

@@ -8,7 +8,8 @@ use ticketer_bus::Bus;
 use ticketer_cache::Cache;
 use ticketer_config::{Env, InfraConfig, Service};
 use ticketer_db::Db;
-use ticketer_http::{ServiceApp, ServiceParts, TokenVerifier};
+use ticketer_http::{ServiceApp, TokenVerifier};
+use ticketer_runtime::Runtime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -122,21 +123,41 @@ pub async fn connect_db(infra: &InfraConfig) -> anyhow::Result<Db> {
     }
 }
 
-/// One backend service other than auth, built from its infrastructure.
-async fn build_backend(
-    svc: Service,
-    infra: &InfraConfig,
-    parts: ServiceParts,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<ServiceApp> {
-    match svc {
-        Service::Events => ticketer_events::build(infra, parts, listener, shutdown).await,
-        Service::Ticket => ticketer_ticket::build(infra, parts, listener, shutdown).await,
-        Service::Booking => ticketer_booking::build(infra, parts, listener, shutdown).await,
-        Service::Payment => ticketer_payment::build(infra, parts, listener, shutdown).await,
-        Service::Notification => ticketer_notification::build(infra, parts, listener, shutdown).await,
-        Service::Auth | Service::Gateway => unreachable!("built separately"),
+/// A backend service's own settings, read before it connects to anything,
+/// so that a wrong variable stops it at once, by name.
+enum Settings {
+    Events(ticketer_events::Settings),
+    Ticket(ticketer_ticket::Settings),
+    Booking(ticketer_booking::Settings),
+    Payment(ticketer_payment::Settings),
+    Notification(ticketer_notification::Settings),
+}
+
+impl Settings {
+    fn of(svc: Service, env: &Env) -> anyhow::Result<Settings> {
+        Ok(match svc {
+            Service::Events => Settings::Events(ticketer_events::Settings::from_env(env)?),
+            Service::Ticket => Settings::Ticket(ticketer_ticket::Settings::from_env(env)?),
+            Service::Booking => Settings::Booking(ticketer_booking::Settings::from_env(env)?),
+            Service::Payment => Settings::Payment(ticketer_payment::Settings::from_env(env)?),
+            Service::Notification => Settings::Notification(ticketer_notification::Settings::from_env(env)?),
+            Service::Auth | Service::Gateway => anyhow::bail!("{svc} is built separately"),
+        })
+    }
+
+    async fn build(
+        self,
+        runtime: Runtime,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<ServiceApp> {
+        match self {
+            Settings::Events(s) => ticketer_events::build(s, runtime, listener, shutdown).await,
+            Settings::Ticket(s) => ticketer_ticket::build(s, runtime, listener, shutdown).await,
+            Settings::Booking(s) => ticketer_booking::build(s, runtime, listener, shutdown).await,
+            Settings::Payment(s) => ticketer_payment::build(s, runtime, listener, shutdown).await,
+            Settings::Notification(s) => ticketer_notification::build(s, runtime, listener, shutdown).await,
+        }
     }
 }
 
@@ -173,22 +194,17 @@ pub async fn build_all(
 
     for svc in Service::BACKENDS.into_iter().filter(|s| *s != Service::Auth) {
         let infra = InfraConfig::from_env(svc, env, data_dir.to_path_buf())?;
-        let parts = ServiceParts {
-            db: connect_db(&infra).await?,
-            bus: bus.clone(),
-            cache: Some(cache.clone()),
-            verifier: verifier.clone(),
-            metrics: ticketer_http::Metrics::new(svc.name()),
-        };
-        let app = build_backend(
-            svc,
-            &infra,
-            parts,
-            listener(env, svc, ports, Placement::InProcess).await?,
-            shutdown.clone(),
-        )
-        .await
-        .with_context(|| format!("starting {svc}"))?;
+        let settings = Settings::of(svc, &infra.env)?;
+        let db = connect_db(&infra).await?;
+        let runtime = Runtime::new(infra, db, bus.clone(), Some(cache.clone()), verifier.clone());
+        let app = settings
+            .build(
+                runtime,
+                listener(env, svc, ports, Placement::InProcess).await?,
+                shutdown.clone(),
+            )
+            .await
+            .with_context(|| format!("starting {svc}"))?;
         apps.push(app);
     }
 
@@ -256,17 +272,14 @@ pub async fn build_one(
             .app)
         }
         _ => {
+            let settings = Settings::of(svc, &infra.env)?;
             let bus = Bus::connect(infra.amqp_url.as_deref())
                 .await
                 .context("connecting to the bus")?;
-            let parts = ServiceParts {
-                db: connect_db(&infra).await?,
-                bus,
-                cache: Some(cache),
-                verifier: remote_verifier(),
-                metrics: ticketer_http::Metrics::new(svc.name()),
-            };
-            build_backend(svc, &infra, parts, listener, shutdown).await
+            let db = connect_db(&infra).await?;
+            let verifier = remote_verifier();
+            let runtime = Runtime::new(infra, db, bus, Some(cache), verifier);
+            settings.build(runtime, listener, shutdown).await
         }
     }
 }
@@ -343,6 +356,41 @@ mod tests {
         assert_eq!(
             host_for(&env(&[]), Service::Gateway, Placement::InProcess),
             "0.0.0.0"
+        );
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    /// An operator learns what can be set from the README's table: every
+    /// variable a service reads is there, with its prefix.
+    #[test]
+    fn every_service_setting_is_documented() {
+        let readme = include_str!("../../../README.md");
+        let read: [(Service, &[&str]); 5] = [
+            (Service::Events, ticketer_events::Settings::VARIABLES),
+            (Service::Ticket, ticketer_ticket::Settings::VARIABLES),
+            (Service::Booking, ticketer_booking::Settings::VARIABLES),
+            (Service::Payment, ticketer_payment::Settings::VARIABLES),
+            (Service::Notification, ticketer_notification::Settings::VARIABLES),
+        ];
+        let missing: Vec<String> = read
+            .iter()
+            .flat_map(|(svc, vars)| vars.iter().map(move |v| format!("{}{v}", svc.env_prefix())))
+            .filter(|name| !readme.contains(&format!("`{name}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in the README: {missing:?}");
+    }
+
+    #[test]
+    fn a_wrong_setting_stops_a_service_by_name_before_it_connects() {
+        let env = Env::from_pairs(Service::Booking, &[("BOOKING_PAYMENT_TIMEOUT_SECONDS", "soon")]);
+        let err = Settings::of(Service::Booking, &env).err().expect("refused");
+        assert!(
+            err.to_string().contains("BOOKING_PAYMENT_TIMEOUT_SECONDS"),
+            "{err}"
         );
     }
 }

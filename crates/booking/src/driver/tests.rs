@@ -42,6 +42,7 @@ fn held(n: u128) -> Envelope {
         currency: "EUR".into(),
         hold_expires_at: chrono::Utc::now() + chrono::Duration::minutes(10),
     })
+    .unwrap()
 }
 
 /// Answers for four bookings, one of them answered twice in a row.
@@ -53,26 +54,30 @@ fn answers() -> Vec<Envelope> {
             booking_id: Uuid::from_u128(3),
             event_id: 7,
             reason: HoldRefusal::SoldOut,
-        }),
+        })
+        .unwrap(),
         Envelope::of(&PaymentSucceeded(PaymentSettlement {
             booking_id: Uuid::from_u128(1),
             payment_id: Uuid::from_u128(9),
             amount: Money::from_minor(2500),
             currency: "EUR".into(),
             provider_reference: None,
-        })),
+        }))
+        .unwrap(),
         Envelope::of(&PaymentFailed {
             booking_id: Uuid::from_u128(2),
             reason: PaymentFailure::PaymentDeclined,
             detail: "card_declined".into(),
-        }),
+        })
+        .unwrap(),
         // The saga's own release acknowledged: no step.
         Envelope::of(&TicketsReleased {
             booking_id: Uuid::from_u128(4),
             event_id: 7,
             ticket_ids: vec![],
             reason: ReleaseReason::Released,
-        }),
+        })
+        .unwrap(),
     ]
 }
 

@@ -16,7 +16,7 @@ impl BatchHandler for Count {
 #[tokio::test]
 async fn messages_wait_in_a_declared_queue_until_its_consumer_starts() {
     let bus = Bus::in_process();
-    let msg = Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &1));
+    let msg = Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &1).unwrap());
     // Nobody here consumes the queue yet: the message is kept, not dropped.
     bus.publish(&[msg]).await.unwrap();
     let count = Arc::new(Count(Mutex::new(0)));
@@ -38,7 +38,7 @@ async fn messages_wait_in_a_declared_queue_until_its_consumer_starts() {
 async fn a_queue_nobody_consumes_holds_a_bounded_number_of_messages() {
     let bus = Bus::in_process();
     let batch: Vec<Outgoing> = (0..QUEUE_CAPACITY + 50)
-        .map(|n| Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &n)))
+        .map(|n| Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &n).unwrap()))
         .collect();
     bus.publish(&batch).await.unwrap();
     let Bus::InProcess(inner) = &bus else {
@@ -52,7 +52,7 @@ async fn a_queue_nobody_consumes_holds_a_bounded_number_of_messages() {
 #[tokio::test]
 async fn a_gated_bus_publishes_only_once_opened() {
     let bus = Bus::in_process_gated();
-    let msg = Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &1));
+    let msg = Outgoing::new("ticketer.events", &Envelope::new("EventPublished", &1).unwrap());
     let publisher = {
         let bus = bus.clone();
         tokio::spawn(async move { bus.publish(&[msg]).await })

@@ -32,9 +32,9 @@ async fn publish_waits_for_consumers_and_routes_by_topic() {
         .unwrap();
 
     let msgs = [
-        Envelope::new("Wanted", &1),
-        Envelope::new("Other", &2),
-        Envelope::new("Wanted", &3),
+        Envelope::new("Wanted", &1).unwrap(),
+        Envelope::new("Other", &2).unwrap(),
+        Envelope::new("Wanted", &3).unwrap(),
     ];
     let out: Vec<_> = msgs.iter().map(|m| Outgoing::new("ex", m)).collect();
     bus.publish(&out).await.unwrap();
@@ -53,12 +53,16 @@ async fn poison_and_garbage_end_in_the_dead_letter_store() {
         handler.clone(),
         shutdown.clone(),
     );
-    let poison = Outgoing::new("ex", &Envelope::new("Poison", &1));
-    let mut garbage = Outgoing::new("ex", &Envelope::new("Fine", &1));
+    let poison = Outgoing::new("ex", &Envelope::new("Poison", &1).unwrap());
+    let mut garbage = Outgoing::new("ex", &Envelope::new("Fine", &1).unwrap());
     garbage.body = b"not json".to_vec();
-    bus.publish(&[poison, garbage, Outgoing::new("ex", &Envelope::new("Fine", &2))])
-        .await
-        .unwrap();
+    bus.publish(&[
+        poison,
+        garbage,
+        Outgoing::new("ex", &Envelope::new("Fine", &2).unwrap()),
+    ])
+    .await
+    .unwrap();
     let dead = bus.dead_letters("q");
     assert_eq!(dead.len(), 2);
     assert!(dead.iter().any(|d| d.reason == "poison"), "{dead:?}");
@@ -87,7 +91,9 @@ async fn publish_fails_when_a_consumer_stops_before_settling() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         stop.cancel();
     });
-    let res = bus.publish(&[Outgoing::new("ex", &Envelope::new("X", &1))]).await;
+    let res = bus
+        .publish(&[Outgoing::new("ex", &Envelope::new("X", &1).unwrap())])
+        .await;
     assert!(matches!(res, Err(BusError::NotSettled(_))), "{res:?}");
 }
 
@@ -108,7 +114,9 @@ async fn publish_to_a_stopped_consumer_fails_at_once() {
         w.await.unwrap();
     }
     let started = std::time::Instant::now();
-    let res = bus.publish(&[Outgoing::new("ex", &Envelope::new("X", &1))]).await;
+    let res = bus
+        .publish(&[Outgoing::new("ex", &Envelope::new("X", &1).unwrap())])
+        .await;
     assert!(matches!(res, Err(BusError::NotSettled(_))), "{res:?}");
     assert!(
         started.elapsed() < SETTLE_TIMEOUT / 2,

@@ -16,7 +16,8 @@ async fn registered(db: &Db, listener: &Listener, name: &str) -> Uuid {
         first_name: name.into(),
         last_name: "Test".into(),
         roles: vec![],
-    });
+    })
+    .unwrap();
     heard(db, listener, &msg).await;
     id
 }
@@ -42,6 +43,7 @@ fn failed(customer: Uuid) -> Envelope {
         updated_at: String::new(),
         held_at: None,
     }))
+    .unwrap()
 }
 
 async fn told(db: &Db, user: Uuid) -> Vec<String> {
@@ -115,9 +117,9 @@ fn booking(kind: NotificationType, customer: Uuid, booking_id: Uuid, event_id: i
         held_at: None,
     };
     match kind {
-        NotificationType::BookingConfirmed => Envelope::of(&BookingConfirmed(b)),
-        NotificationType::BookingCancelled => Envelope::of(&BookingCancelled(b)),
-        _ => Envelope::of(&BookingFailed(b)),
+        NotificationType::BookingConfirmed => Envelope::of(&BookingConfirmed(b)).unwrap(),
+        NotificationType::BookingCancelled => Envelope::of(&BookingCancelled(b)).unwrap(),
+        _ => Envelope::of(&BookingFailed(b)).unwrap(),
     }
 }
 
@@ -173,6 +175,7 @@ async fn a_batch_tells_what_its_messages_one_by_one_would() {
             last_name: "Test".into(),
             roles: vec![],
         })
+        .unwrap()
     };
     let (ada_first, ada_second) = (Uuid::new_v4(), Uuid::new_v4());
     use NotificationType as N;
@@ -180,13 +183,13 @@ async fn a_batch_tells_what_its_messages_one_by_one_would() {
         registration(ada, "ada"),
         registration(bob, "bob"),
         registration(carol, "carol"),
-        Envelope::of(&EventPublished(event(9, EventStatus::Published))),
+        Envelope::of(&EventPublished(event(9, EventStatus::Published))).unwrap(),
         booking(N::BookingConfirmed, ada, ada_first, 9),
         booking(N::BookingConfirmed, ada, ada_second, 9),
         booking(N::BookingFailed, carol, Uuid::new_v4(), 9),
         booking(N::BookingFailed, stranger, Uuid::new_v4(), 9),
         booking(N::BookingCancelled, ada, ada_second, 9),
-        Envelope::of(&EventCancelled(event(9, EventStatus::Cancelled))),
+        Envelope::of(&EventCancelled(event(9, EventStatus::Cancelled))).unwrap(),
         booking(N::BookingConfirmed, bob, Uuid::new_v4(), 9),
         booking(N::BookingFailed, bob, Uuid::new_v4(), 404),
     ];
@@ -313,7 +316,8 @@ async fn ten_thousand_holders_are_told_once_each() {
     let cancelled = Envelope::of(&EventCancelled(event(
         9,
         ticketer_contract::EventStatus::Cancelled,
-    )));
+    )))
+    .unwrap();
     heard(&db, &listener, &cancelled).await;
 
     let count = |status: &'static str| {

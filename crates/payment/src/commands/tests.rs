@@ -105,8 +105,9 @@ async fn the_provider_is_asked_with_no_transaction_open(postgres: bool) {
         currency: "EUR".into(),
         payment_token: "tok_visa".into(),
         payment_method_id: None,
-    });
-    let refund = Envelope::of(&RefundPayment { booking_id: booking });
+    })
+    .unwrap();
+    let refund = Envelope::of(&RefundPayment { booking_id: booking }).unwrap();
     consumer
         .handle_batch(std::slice::from_ref(&charge))
         .await
@@ -199,11 +200,12 @@ async fn different_bookings_are_charged_at_once_one_bookings_steps_in_order() {
             payment_token: "tok_visa".into(),
             payment_method_id: None,
         })
+        .unwrap()
     };
     let bookings: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
     let undone = bookings[3];
     let mut batch: Vec<Envelope> = bookings.iter().map(|b| charge(*b)).collect();
-    batch.insert(5, Envelope::of(&RefundPayment { booking_id: undone }));
+    batch.insert(5, Envelope::of(&RefundPayment { booking_id: undone }).unwrap());
     consumer.handle_batch(&batch).await.unwrap();
 
     let most = provider.most_at_once.load(Ordering::SeqCst);

@@ -271,7 +271,7 @@ async fn dlq_lists_and_replays_what_a_consumer_kept() {
     let db_url = format!("sqlite://{}?mode=rwc", data.path().join("ticket.db").display());
     let db = ticketer_db::Db::connect(&db_url, 1).await.unwrap();
     db.migrate("ticket", &[]).await.unwrap();
-    let poison = ticketer_bus::Envelope::new("HoldTickets", &json!({"booking_id": "not a uuid"}));
+    let poison = ticketer_bus::Envelope::new("HoldTickets", &json!({"booking_id": "not a uuid"})).unwrap();
     let letter = ticketer_bus::DeadLetter {
         exchange: "ticketer.booking".into(),
         routing_key: "HoldTickets".into(),

@@ -30,6 +30,7 @@ fn charge_of(booking: Uuid, token: &str) -> Envelope {
         payment_token: token.into(),
         payment_method_id: None,
     })
+    .unwrap()
 }
 
 async fn payment_db() -> (TestDatabase, Db) {
@@ -95,7 +96,7 @@ async fn a_slow_card_holds_up_nothing() {
         .handle_batch(&[charge_of(slow, "tok_delayed")])
         .await
         .unwrap();
-    let refund = Envelope::of(&RefundPayment { booking_id: slow });
+    let refund = Envelope::of(&RefundPayment { booking_id: slow }).unwrap();
     assert!(matches!(
         consumer.handle_batch(std::slice::from_ref(&refund)).await,
         Err(HandleError::Transient(_))

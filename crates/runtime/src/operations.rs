@@ -9,7 +9,112 @@ use std::{sync::Arc, time::Duration};
 use ticketer_bus::{BatchHandler, DeadLetter, Envelope, HandleError};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{ConnectionLabels, MessageLabels, Operations, QueueLabels};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+};
+use ticketer_http::Metrics;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueueLabels {
+    pub queue: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MessageLabels {
+    pub queue: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ConnectionLabels {
+    pub state: &'static str,
+}
+
+/// How long messages waited between being written and being applied, in
+/// seconds: a consumer falling behind shows here first.
+fn age_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ])
+}
+
+/// The service's messaging and database figures (`ticketer_*`).
+#[derive(Clone)]
+pub(crate) struct Operations {
+    pub consumed: Family<MessageLabels, Counter>,
+    pub dead_lettered: Family<QueueLabels, Counter>,
+    pub retried: Family<QueueLabels, Counter>,
+    pub age: Family<QueueLabels, Histogram, fn() -> Histogram>,
+    pub published: Counter,
+    pub duplicates: Counter,
+    pub outbox_pending: Gauge,
+    pub outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub connections: Family<ConnectionLabels, Gauge>,
+}
+
+impl Operations {
+    /// The figures, registered on the service's `/metrics`.
+    pub fn register(metrics: &Metrics) -> Self {
+        let ops = Operations {
+            consumed: Family::default(),
+            dead_lettered: Family::default(),
+            retried: Family::default(),
+            age: Family::new_with_constructor(age_histogram),
+            published: Counter::default(),
+            duplicates: Counter::default(),
+            outbox_pending: Gauge::default(),
+            outbox_oldest: Gauge::default(),
+            connections: Family::default(),
+        };
+        metrics.register(
+            "ticketer_messages_consumed",
+            "Messages applied, by queue and type (the saga's funnel: HoldTickets, TicketsHeld, PaymentSucceeded, BookingConfirmed...)",
+            ops.consumed.clone(),
+        );
+        metrics.register(
+            "ticketer_messages_dead_lettered",
+            "Messages given up on (dead-lettered), by queue",
+            ops.dead_lettered.clone(),
+        );
+        metrics.register(
+            "ticketer_messages_retried",
+            "Messages whose batch failed and will be tried again, by queue",
+            ops.retried.clone(),
+        );
+        metrics.register(
+            "ticketer_message_age_seconds",
+            "From a message being written to its being applied, by queue",
+            ops.age.clone(),
+        );
+        metrics.register(
+            "ticketer_messages_published",
+            "Messages the outbox relay published (the broker confirmed them)",
+            ops.published.clone(),
+        );
+        metrics.register(
+            "ticketer_messages_duplicate",
+            "Deliveries the inbox had already applied (redelivered), skipped",
+            ops.duplicates.clone(),
+        );
+        metrics.register(
+            "ticketer_outbox_pending",
+            "Outbox rows not yet published",
+            ops.outbox_pending.clone(),
+        );
+        metrics.register(
+            "ticketer_outbox_oldest_age_seconds",
+            "Age of the oldest outbox row not yet published (0 when none)",
+            ops.outbox_oldest.clone(),
+        );
+        metrics.register(
+            "ticketer_db_connections",
+            "Database pool connections, by state: idle, in_use, max (the pool's size), and waiting (transactions waiting for one)",
+            ops.connections.clone(),
+        );
+        ops
+    }
+}
 
 /// A consumer's handler, counted: messages applied, given up on and
 /// retried, and how old each was when applied.
