@@ -159,6 +159,13 @@ pub const BOOKING_NOTIFICATIONS: QueueSpec = QueueSpec {
     ],
 };
 
+/// Refunds, told to the customers who were paid back.
+pub const PAYMENT_NOTIFICATIONS: QueueSpec = QueueSpec {
+    name: "payment.notifications",
+    consumer: "notification",
+    bindings: &[on::<PaymentRefunded>()],
+};
+
 /// The queue named `name`.
 pub fn queue(name: &str) -> Option<&'static QueueSpec> {
     QUEUES.iter().find(|q| q.name == name)
@@ -176,6 +183,7 @@ pub const QUEUES: &[QueueSpec] = &[
     AUTH_NOTIFICATIONS,
     EVENT_NOTIFICATIONS,
     BOOKING_NOTIFICATIONS,
+    PAYMENT_NOTIFICATIONS,
 ];
 
 /// The dead-letter queue that belongs to `queue`.

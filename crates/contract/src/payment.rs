@@ -80,6 +80,10 @@ mod tests {
 pub struct PaymentSettlement {
     pub booking_id: Uuid,
     pub payment_id: Uuid,
+    /// Who paid, to tell them of a refund; absent when nothing was taken
+    /// (and in messages written before it was carried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<Uuid>,
     pub amount: Money,
     pub currency: String,
     pub provider_reference: Option<String>,

@@ -2,7 +2,7 @@
 //! recipient, the event and the booking. No I/O; every type is tested.
 
 use serde_json::json;
-use ticketer_contract::{BookingSnapshot, FailureReason};
+use ticketer_contract::{BookingSnapshot, FailureReason, PaymentSettlement};
 
 ticketer_contract::listed! {
     /// The kinds of notification (the contract's `notification_type`).
@@ -14,6 +14,7 @@ ticketer_contract::listed! {
         BookingConfirmed,
         BookingFailed,
         BookingCancelled,
+        PaymentRefunded,
     }
 }
 
@@ -26,6 +27,7 @@ impl NotificationType {
             NotificationType::BookingConfirmed => "BOOKING_CONFIRMED",
             NotificationType::BookingFailed => "BOOKING_FAILED",
             NotificationType::BookingCancelled => "BOOKING_CANCELLED",
+            NotificationType::PaymentRefunded => "PAYMENT_REFUNDED",
         }
     }
 }
@@ -57,6 +59,8 @@ pub enum News<'a> {
     EventCancelled(&'a EventInfo),
     /// The event is None when its snapshot never arrived here.
     Booking(NotificationType, &'a BookingSnapshot, Option<&'a EventInfo>),
+    /// Money given back to the customer who paid it.
+    Refunded(&'a PaymentSettlement),
 }
 
 impl News<'_> {
@@ -66,6 +70,7 @@ impl News<'_> {
             News::EventPublished(_) => NotificationType::EventPublished,
             News::EventCancelled(_) => NotificationType::EventCancelled,
             News::Booking(kind, _, _) => *kind,
+            News::Refunded(_) => NotificationType::PaymentRefunded,
         }
     }
 }
@@ -98,7 +103,9 @@ pub fn in_plain_words(reason: Option<FailureReason>) -> &'static str {
 /// `event` (id, name, location, date, time, and description: name, place
 /// and time in one phrase, or "event #id" when this service has not heard
 /// of the event), and for bookings `booking` (id, number_of_tickets,
-/// tickets, amount, currency, reason in plain words).
+/// tickets, amount, currency, reason in plain words); for refunds
+/// `refund` (booking_id, amount, currency, reference: the provider's, or
+/// empty).
 pub fn context(to: &Contact, news: &News) -> serde_json::Value {
     let event = |e: Option<&EventInfo>, id: i64| match e {
         Some(e) => json!({
@@ -127,6 +134,15 @@ pub fn context(to: &Contact, news: &News) -> serde_json::Value {
                 "amount": b.amount.map_or_else(|| "0.00".to_string(), |a| a.to_string()),
                 "currency": b.currency.clone().unwrap_or_default(),
                 "reason": in_plain_words(b.failure_reason),
+            },
+        }),
+        News::Refunded(r) => json!({
+            "recipient": recipient,
+            "refund": {
+                "booking_id": r.booking_id,
+                "amount": r.amount.to_string(),
+                "currency": r.currency,
+                "reference": r.provider_reference.clone().unwrap_or_default(),
             },
         }),
     }
@@ -184,6 +200,7 @@ mod tests {
 
     #[test]
     fn every_type_has_its_words() {
+        let refund = refund(Some("re_123"));
         let (e, confirmed, failed) = (
             gig(),
             booking(BookingStatus::Confirmed, None),
@@ -195,7 +212,10 @@ mod tests {
                 NotificationType::EventPublished => News::EventPublished(&e),
                 NotificationType::EventCancelled => News::EventCancelled(&e),
                 NotificationType::BookingFailed => News::Booking(kind, &failed, Some(&e)),
-                _ => News::Booking(kind, &confirmed, Some(&e)),
+                NotificationType::PaymentRefunded => News::Refunded(&refund),
+                NotificationType::BookingConfirmed | NotificationType::BookingCancelled => {
+                    News::Booking(kind, &confirmed, Some(&e))
+                }
             };
             assert_eq!(news.kind(), kind);
             let c = compose(&ada(), &news);
@@ -232,6 +252,29 @@ mod tests {
             assert!(!c.text.contains(reason.as_str()), "no codes: {}", c.text);
             assert!(c.text.contains("event #7"), "an event not known here by its id");
         }
+    }
+
+    fn refund(reference: Option<&str>) -> PaymentSettlement {
+        PaymentSettlement {
+            booking_id: Uuid::from_u128(5),
+            payment_id: Uuid::from_u128(6),
+            customer_id: Some(Uuid::nil()),
+            amount: Money::from_minor(5000),
+            currency: "EUR".into(),
+            provider_reference: reference.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_refund_says_how_much_went_back_and_the_providers_reference_if_any() {
+        let c = compose(&ada(), &News::Refunded(&refund(Some("re_123"))));
+        assert_eq!(c.subject, "Your refund of 50.00 EUR");
+        assert!(c
+            .text
+            .contains("refunded 50.00 EUR for booking 00000000-0000-0000-0000-000000000005"));
+        assert!(c.text.contains("re_123") && c.html.contains("re_123"));
+        let c = compose(&ada(), &News::Refunded(&refund(None)));
+        assert!(!c.text.contains("reference"), "{}", c.text);
     }
 
     #[test]

@@ -18,7 +18,9 @@ use std::sync::Arc;
 pub use routes::ApiDoc;
 pub use settings::Settings;
 pub use store::MIGRATIONS;
-use ticketer_bus::topology::{AUTH_NOTIFICATIONS, BOOKING_NOTIFICATIONS, EVENT_NOTIFICATIONS};
+use ticketer_bus::topology::{
+    AUTH_NOTIFICATIONS, BOOKING_NOTIFICATIONS, EVENT_NOTIFICATIONS, PAYMENT_NOTIFICATIONS,
+};
 use ticketer_http::ServiceApp;
 use ticketer_runtime::{launch, Runtime};
 use tokio::net::TcpListener;
@@ -45,7 +47,12 @@ pub async fn build(
     };
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::new();
-    for queue in [AUTH_NOTIFICATIONS, EVENT_NOTIFICATIONS, BOOKING_NOTIFICATIONS] {
+    for queue in [
+        AUTH_NOTIFICATIONS,
+        EVENT_NOTIFICATIONS,
+        BOOKING_NOTIFICATIONS,
+        PAYMENT_NOTIFICATIONS,
+    ] {
         let listener = news::Listener { wake: wake.clone() };
         tasks.extend(runtime.consume(queue, listener, &shutdown).await?);
     }

@@ -1,5 +1,5 @@
 //! What the notification service hears: registrations (contacts), event
-//! changes (its copy of each event) and booking outcomes. Each turns into
+//! changes (its copy of each event), booking outcomes and refunds. Each turns into
 //! notifications stored in the same transaction as the inbox entry, so a
 //! redelivered message creates nothing twice; sending is the delivery
 //! worker's business, after the commit.
@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc};
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{
     incoming, BookingCancelled, BookingConfirmed, BookingFailed, BookingSnapshot, EventCancelled,
-    EventCreated, EventPublished, EventSnapshot, EventUpdated, UserRegistered,
+    EventCreated, EventPublished, EventSnapshot, EventUpdated, Money, PaymentRefunded, UserRegistered,
 };
 use ticketer_db::AnyConnection;
 use tokio::sync::Notify;
@@ -41,6 +41,7 @@ incoming!(
         EventPublished,
         EventUpdated,
         EventCancelled,
+        PaymentRefunded,
     }
 );
 
@@ -74,11 +75,11 @@ fn nobody(user_id: &str) -> Contact {
     }
 }
 
-/// The record of telling `recipient_id`, keyed by the message that caused
-/// it. Someone with no known contact gets a FAILED record saying so: an
-/// address is never guessed.
+/// The record of telling `recipient_id`, keyed by what it is told once
+/// for (see [`Telling::once_for`]). Someone with no known contact gets a
+/// FAILED record saying so: an address is never guessed.
 fn record(
-    cause: &Envelope,
+    once_for: &str,
     recipient_id: &str,
     contact: Option<&Contact>,
     kind: NotificationType,
@@ -95,7 +96,7 @@ fn record(
         ),
     };
     NewNotification {
-        dedup_key: format!("{}:{recipient_id}:{}", cause.message_id, kind.as_str()),
+        dedup_key: format!("{once_for}:{recipient_id}:{}", kind.as_str()),
         recipient_id: Some(recipient_id.to_string()),
         recipient,
         channel: EMAIL,
@@ -117,6 +118,20 @@ struct Telling<'a> {
     news: News<'a>,
     event_id: Option<i64>,
     booking_id: Option<String>,
+}
+
+impl Telling<'_> {
+    /// What this news is told once for: the message that brought it,
+    /// except a refund. A booking is refunded in full at most once, but
+    /// the refund may be answered more than once (a RefundPayment sent
+    /// again after a timeout gets a PaymentRefunded of its own), so a
+    /// refund is told once per booking.
+    fn once_for(&self) -> String {
+        match &self.news {
+            News::Refunded(r) => format!("refund:{}", r.booking_id),
+            _ => self.cause.message_id.to_string(),
+        }
+    }
 }
 
 /// Stores the notification of each telling whose recipient has not turned
@@ -172,7 +187,7 @@ async fn store_told(
             .render(&context(&to, &t.news))
             .map_err(unrenderable)?;
         rows.push(record(
-            t.cause,
+            &t.once_for(),
             &t.recipient_id,
             contact,
             kind,
@@ -317,6 +332,22 @@ async fn apply(tx: &mut AnyConnection, msg: &Envelope, other: Other) -> Result<(
             let event = info(&s);
             store::save_event(tx, &event, s.version).await?;
             tell_holders(tx, msg, &event).await
+        }
+        Other::PaymentRefunded(PaymentRefunded(refund)) => {
+            // A refund of nothing (nothing was taken) is not news; one
+            // without its customer (written before they were carried)
+            // has nobody to tell.
+            let Some(customer) = refund.customer_id.filter(|_| refund.amount > Money::ZERO) else {
+                return Ok(());
+            };
+            let telling = Telling {
+                cause: msg,
+                recipient_id: customer.to_string(),
+                news: News::Refunded(&refund),
+                event_id: None,
+                booking_id: Some(refund.booking_id.to_string()),
+            };
+            tell_all(tx, std::slice::from_ref(&telling)).await
         }
     }
 }

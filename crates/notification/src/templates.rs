@@ -57,6 +57,7 @@ shipped!(
     BookingConfirmed => "BOOKING_CONFIRMED",
     BookingFailed => "BOOKING_FAILED",
     BookingCancelled => "BOOKING_CANCELLED",
+    PaymentRefunded => "PAYMENT_REFUNDED",
 );
 
 fn environment() -> Environment<'static> {
@@ -209,11 +210,22 @@ pub fn sample_context(kind: NotificationType) -> Value {
         updated_at: String::new(),
         held_at: None,
     };
+    let refund = ticketer_contract::PaymentSettlement {
+        booking_id: uuid::Uuid::nil(),
+        payment_id: uuid::Uuid::nil(),
+        customer_id: Some(uuid::Uuid::nil()),
+        amount: Money::from_minor(5000),
+        currency: "EUR".into(),
+        provider_reference: Some("re_sample".into()),
+    };
     let news = match kind {
         NotificationType::Welcome => News::Welcome,
         NotificationType::EventPublished => News::EventPublished(&event),
         NotificationType::EventCancelled => News::EventCancelled(&event),
-        _ => News::Booking(kind, &booking, Some(&event)),
+        NotificationType::BookingConfirmed
+        | NotificationType::BookingFailed
+        | NotificationType::BookingCancelled => News::Booking(kind, &booking, Some(&event)),
+        NotificationType::PaymentRefunded => News::Refunded(&refund),
     };
     crate::compose::context(&to, &news)
 }

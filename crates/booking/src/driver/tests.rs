@@ -59,6 +59,7 @@ fn answers() -> Vec<Envelope> {
         Envelope::of(&PaymentSucceeded(PaymentSettlement {
             booking_id: Uuid::from_u128(1),
             payment_id: Uuid::from_u128(9),
+            customer_id: Some(Uuid::from_u128(3)),
             amount: Money::from_minor(2500),
             currency: "EUR".into(),
             provider_reference: None,

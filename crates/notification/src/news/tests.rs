@@ -349,3 +349,54 @@ async fn ten_thousand_holders_are_told_once_each() {
     assert!(items[0].subject.contains("Big show") && items[0].body_text.contains("Hello Holder"));
     db.close().await;
 }
+
+fn refunded(customer: Option<Uuid>, minor: i64) -> Envelope {
+    Envelope::of(&PaymentRefunded(ticketer_contract::PaymentSettlement {
+        booking_id: Uuid::new_v4(),
+        payment_id: Uuid::new_v4(),
+        customer_id: customer,
+        amount: Money::from_minor(minor),
+        currency: "EUR".into(),
+        provider_reference: Some("re_1".into()),
+    }))
+    .unwrap()
+}
+
+/// A refund is told to the customer who paid, once however often it is
+/// heard or answered; a refund of nothing, or one that does not say who paid, tells
+/// nobody.
+#[tokio::test]
+async fn refunds_are_told_to_whoever_paid_when_money_went_back() {
+    let tdb = TestDatabase::sqlite();
+    let db = tdb.connect().await.unwrap();
+    db.migrate("notification", crate::MIGRATIONS).await.unwrap();
+    let listener = Listener {
+        wake: Arc::new(Notify::new()),
+    };
+    let ada = registered(&db, &listener, "ada").await;
+    let back = refunded(Some(ada), 2500);
+    heard(&db, &listener, &back).await;
+    heard(&db, &listener, &back).await;
+    // The same refund answered again (its command sent twice): a new
+    // message, the same booking, told once.
+    let mut again: PaymentRefunded = serde_json::from_value(back.payload.clone()).unwrap();
+    again.0.payment_id = Uuid::new_v4();
+    heard(&db, &listener, &Envelope::of(&again).unwrap()).await;
+    heard(&db, &listener, &refunded(Some(ada), 0)).await;
+    heard(&db, &listener, &refunded(None, 2500)).await;
+    assert_eq!(told(&db, ada).await, vec!["PAYMENT_REFUNDED", "WELCOME"]);
+    let filter = Filter {
+        recipient_id: Some(ada.to_string()),
+        ..Filter::default()
+    };
+    let (items, _) = store::page(&db, &filter, 100, 0).await.unwrap();
+    let refund = items
+        .iter()
+        .find(|n| n.notification_type == "PAYMENT_REFUNDED")
+        .unwrap();
+    assert_eq!(refund.subject, "Your refund of 25.00 EUR");
+    assert_eq!(refund.recipient, "ada@example.com");
+    let (all, _) = store::page(&db, &Filter::default(), 100, 0).await.unwrap();
+    assert_eq!(all.len(), 2, "nobody else was told: {all:?}");
+    db.close().await;
+}

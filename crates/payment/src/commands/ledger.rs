@@ -49,6 +49,7 @@ pub(super) fn answer(cause: &Envelope, p: &Payment) -> Result<Outbound, HandleEr
     let settled = PaymentSettlement {
         booking_id,
         payment_id: Uuid::parse_str(&p.payment_id)?,
+        customer_id: Some(Uuid::parse_str(&p.customer_id)?),
         amount: Money::from_minor(p.amount_minor),
         currency: p.currency.clone(),
         provider_reference: p.provider_reference.clone(),
@@ -149,6 +150,7 @@ impl PaymentCommands {
             let done = PaymentRefunded(PaymentSettlement {
                 booking_id: cmd.booking_id,
                 payment_id: Uuid::nil(),
+                customer_id: None,
                 amount: Money::ZERO,
                 currency: "EUR".into(),
                 provider_reference: None,

@@ -282,6 +282,27 @@ async fn organizers_refund_a_booking(s: &TestStack) {
             .any(|n| n["notification_type"] == "BOOKING_CANCELLED")
     })
     .await;
+    // The money's return is told too, once it went back, with the amount.
+    let refunds = |p: &serde_json::Value| -> Vec<serde_json::Value> {
+        p["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["notification_type"] == "PAYMENT_REFUNDED")
+            .cloned()
+            .collect()
+    };
+    let mine = s
+        .eventually_as("/api/v1/notifications/mine", &ada, |p| !refunds(p).is_empty())
+        .await;
+    let payment = s.eventually_as(&paid, &ada, |p| p["status"] == "REFUNDED").await;
+    let amount = format!(
+        "{} {}",
+        payment["amount"].as_str().unwrap(),
+        payment["currency"].as_str().unwrap()
+    );
+    let told = &refunds(&mine)[0];
+    assert!(told["subject"].as_str().unwrap().contains(&amount), "{l}: {told}");
     // Asked again: the same, nothing refunded twice.
     let r = s.call(Method::POST, &refund, Some(&organizer), None).await;
     assert_eq!(
@@ -300,6 +321,19 @@ async fn organizers_refund_a_booking(s: &TestStack) {
         "{l}: nothing was paid: {}",
         r.body
     );
+    // One refund, told once; the declined card took nothing to give back.
+    let all_told = s
+        .eventually_as("/api/v1/notifications/mine", &ada, |p| {
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["notification_type"] == "BOOKING_FAILED")
+                .count()
+                == 1
+        })
+        .await;
+    assert_eq!(refunds(&all_told).len(), 1, "{l}: {all_told}");
 }
 
 both_backends!(organizers_refund_a_booking);
