@@ -121,8 +121,12 @@ pub fn backoff(base: Duration, retry: u32, jitter: f64) -> Duration {
     full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
+/// One channel's worker: each channel has its own, so that a slow or
+/// failing SMS provider never holds up email.
 pub struct Delivery {
     pub db: Db,
+    /// Which notifications it sends: EMAIL, SMS or PUSH.
+    pub sends: &'static str,
     pub channel: Arc<dyn Channel>,
     pub wake: Arc<Notify>,
     /// Attempts in all before a notification is FAILED.
@@ -133,7 +137,7 @@ pub struct Delivery {
 impl Delivery {
     /// Sends what is due once; returns how many were taken.
     pub async fn round(&self) -> Result<usize, ticketer_db::DbError> {
-        let due = store::claim_due(&self.db, PER_ROUND, LEASE).await?;
+        let due = store::claim_due(&self.db, self.sends, PER_ROUND, LEASE).await?;
         let taken = due.len();
         let mut sending = futures::stream::iter(due.into_iter().map(|n| async move {
             let sent = self.channel.send(&n).await;
@@ -188,3 +192,6 @@ impl Delivery {
 
 #[cfg(test)]
 mod tests;
+mod webhook;
+
+pub use webhook::{payload, JsonLines, Webhook};

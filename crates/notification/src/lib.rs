@@ -56,14 +56,32 @@ pub async fn build(
         let listener = news::Listener { wake: wake.clone() };
         tasks.extend(runtime.consume(queue, listener, &shutdown).await?);
     }
-    let worker = delivery::Delivery {
-        db: db.clone(),
-        channel,
-        wake: wake.clone(),
-        max_attempts: settings.delivery_attempts,
-        base_backoff: settings.delivery_backoff,
+    let by_webhook = |url: &Option<String>, file: &str| -> anyhow::Result<Arc<dyn delivery::Channel>> {
+        Ok(match url {
+            Some(url) => {
+                Arc::new(delivery::Webhook::new(url, settings.webhook_timeout).map_err(anyhow::Error::msg)?)
+            }
+            None => Arc::new(delivery::JsonLines::new(runtime.infra.data_dir.join(file))),
+        })
     };
-    tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+    let channels = [
+        (news::EMAIL, channel),
+        (news::SMS, by_webhook(&settings.sms_webhook, "sms.jsonl")?),
+        (news::PUSH, by_webhook(&settings.push_webhook, "push.jsonl")?),
+    ];
+    // A worker per channel: a provider that is slow or down holds up only
+    // its own channel.
+    for (sends, channel) in channels {
+        let worker = delivery::Delivery {
+            db: db.clone(),
+            sends,
+            channel,
+            wake: wake.clone(),
+            max_attempts: settings.delivery_attempts,
+            base_backoff: settings.delivery_backoff,
+        };
+        tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+    }
     let app = launch(
         "notification",
         routes::router(db, wake),

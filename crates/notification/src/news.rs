@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::{
     compose::{context, Composed, Contact, EventInfo, News, NotificationType},
-    store::{self, Holding, NewNotification, Person},
+    store::{self, Holding, NewNotification, Person, Preferences},
     templates::{self, Template, Wording},
 };
 
@@ -45,8 +45,10 @@ incoming!(
     }
 );
 
-/// The only channel so far.
+/// The channels, as stored with each notification.
 pub const EMAIL: &str = "EMAIL";
+pub const SMS: &str = "SMS";
+pub const PUSH: &str = "PUSH";
 
 /// Turns what it hears into stored notifications and wakes the delivery
 /// worker once they are committed.
@@ -75,35 +77,48 @@ fn nobody(user_id: &str) -> Contact {
     }
 }
 
-/// The record of telling `recipient_id`, keyed by what it is told once
-/// for (see [`Telling::once_for`]). Someone with no known contact gets a
-/// FAILED record saying so: an address is never guessed.
+/// The record of telling `recipient_id` through `channel` at `address`,
+/// keyed by what it is told once for (see [`Telling::once_for`]). Without
+/// an address (no contact known for an email) it is a FAILED record saying
+/// so: an address is never guessed.
+#[allow(clippy::too_many_arguments)]
 fn record(
     once_for: &str,
     recipient_id: &str,
-    contact: Option<&Contact>,
+    channel: &'static str,
+    address: Option<&str>,
     kind: NotificationType,
     words: Composed,
     event_id: Option<i64>,
     booking_id: Option<String>,
 ) -> NewNotification {
-    let (recipient, status, last_error) = match contact {
-        Some(c) => (c.email.clone(), "PENDING", None),
+    let (recipient, status, last_error) = match address {
+        Some(a) => (a.to_string(), "PENDING", None),
         None => (
             String::new(),
             "FAILED",
             Some("no address is known for this user".to_string()),
         ),
     };
+    // Email's key is the one it always had; other channels add their name.
+    let dedup_key = match channel {
+        EMAIL => format!("{once_for}:{recipient_id}:{}", kind.as_str()),
+        other => format!("{once_for}:{recipient_id}:{}:{other}", kind.as_str()),
+    };
+    let body_html = if channel == EMAIL {
+        words.html
+    } else {
+        String::new()
+    };
     NewNotification {
-        dedup_key: format!("{once_for}:{recipient_id}:{}", kind.as_str()),
+        dedup_key,
         recipient_id: Some(recipient_id.to_string()),
         recipient,
-        channel: EMAIL,
+        channel,
         notification_type: kind.as_str(),
         subject: words.subject,
         body_text: words.text,
-        body_html: words.html,
+        body_html,
         status,
         last_error,
         event_id,
@@ -174,27 +189,48 @@ async fn store_told(
         );
     }
     let mut rows = Vec::with_capacity(tellings.len());
+    let defaults = Preferences::default();
     for t in tellings {
         let person = people.get(&t.recipient_id);
-        if !person.is_none_or(|p| p.preferences.email) {
-            // Email is the only channel so far, and this user turned it off.
-            continue;
-        }
+        let wants = person.map_or(&defaults, |p| &p.preferences);
+        // Each channel the user turned on, with the address it goes to.
         let contact = person.and_then(|p| p.contact.as_ref());
+        let channels = [
+            (EMAIL, wants.email, contact.map(|c| c.email.as_str())),
+            (SMS, wants.sms, wants.phone_number.as_deref()),
+            (PUSH, wants.push, wants.push_token.as_deref()),
+        ];
+        let chosen: Vec<(&'static str, Option<&str>)> = channels
+            .into_iter()
+            .filter(|(_, on, _)| *on)
+            .map(|(channel, _, address)| (channel, address))
+            .collect();
+        let Some(((last, last_address), others)) = chosen.split_last() else {
+            continue;
+        };
         let to = contact.cloned().unwrap_or_else(|| nobody(&t.recipient_id));
         let kind = t.news.kind();
         let words = wordings[&kind]
             .render(&context(&to, &t.news))
             .map_err(unrenderable)?;
-        rows.push(record(
-            &t.once_for(),
-            &t.recipient_id,
-            contact,
-            kind,
-            words,
-            t.event_id,
-            t.booking_id.clone(),
-        ));
+        let once_for = t.once_for();
+        let told = |channel: &'static str, address: Option<&str>, words: Composed| {
+            record(
+                &once_for,
+                &t.recipient_id,
+                channel,
+                address,
+                kind,
+                words,
+                t.event_id,
+                t.booking_id.clone(),
+            )
+        };
+        // Rendered once; copied only for a second or third channel.
+        for (channel, address) in others {
+            rows.push(told(channel, *address, words.clone()));
+        }
+        rows.push(told(last, *last_address, words));
     }
     store::insert_all(tx, &rows).await?;
     Ok(())
@@ -377,6 +413,10 @@ impl ticketer_db::MessageHandler for Listener {
     }
 
     fn committed(&self, _batch: &[Envelope]) {
+        // Every channel's worker that is waiting, and a permit for the
+        // next one to wait if none is (the others look again within a
+        // second).
+        self.wake.notify_waiters();
         self.wake.notify_one();
     }
 }

@@ -116,6 +116,7 @@ async fn retry(
             n.status
         )));
     }
+    wake.notify_waiters();
     wake.notify_one();
     // What was queued (the worker may be sending it already).
     n.status = "PENDING".into();
@@ -191,7 +192,9 @@ async fn my_preferences(State(db): State<Db>, user: AuthUser) -> ApiResult<axum:
 }
 
 /// Email is on by default; turned off, nothing is sent to this user (and
-/// nothing stored to send).
+/// nothing stored to send). SMS and push are off until turned on with a
+/// phone number (E.164) or a device's push token; 400 names a missing or
+/// malformed one.
 #[utoipa::path(put, path = "/api/v1/notifications/preferences", tag = "notifications", security(("bearer" = [])),
     request_body = Preferences, responses((status = 200, body = Preferences), (status = 400, body = ticketer_http::Problem)))]
 async fn set_preferences(
@@ -199,7 +202,16 @@ async fn set_preferences(
     user: AuthUser,
     Json(p): Json<Preferences>,
 ) -> ApiResult<axum::Json<Preferences>> {
-    store::save_preferences(&db, &user.id.to_string(), p).await?;
+    let wrong = p.problems();
+    if !wrong.is_empty() {
+        return Err(ApiError::Validation(
+            wrong
+                .into_iter()
+                .map(|(field, why)| ticketer_http::FieldError::new(field, why))
+                .collect(),
+        ));
+    }
+    store::save_preferences(&db, &user.id.to_string(), &p).await?;
     Ok(axum::Json(p))
 }
 

@@ -18,6 +18,15 @@ pub struct Settings {
     /// The first wait between attempts, doubling each time
     /// (`DELIVERY_BACKOFF_MS`, 2000).
     pub delivery_backoff: Duration,
+    /// The SMS provider's webhook (`SMS_WEBHOOK_URL`); None appends to
+    /// `<data-dir>/sms.jsonl`.
+    pub sms_webhook: Option<String>,
+    /// The push provider's webhook (`PUSH_WEBHOOK_URL`); None appends to
+    /// `<data-dir>/push.jsonl`.
+    pub push_webhook: Option<String>,
+    /// How long a provider has to answer one message
+    /// (`WEBHOOK_TIMEOUT_MS`, 5000).
+    pub webhook_timeout: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -27,6 +36,9 @@ impl std::fmt::Debug for Settings {
             .field("smtp", &self.smtp_url.is_some())
             .field("delivery_attempts", &self.delivery_attempts)
             .field("delivery_backoff", &self.delivery_backoff)
+            .field("sms_webhook", &self.sms_webhook.is_some())
+            .field("push_webhook", &self.push_webhook.is_some())
+            .field("webhook_timeout", &self.webhook_timeout)
             .finish()
     }
 }
@@ -38,6 +50,9 @@ impl Settings {
         "SMTP_URL",
         "DELIVERY_ATTEMPTS",
         "DELIVERY_BACKOFF_MS",
+        "SMS_WEBHOOK_URL",
+        "PUSH_WEBHOOK_URL",
+        "WEBHOOK_TIMEOUT_MS",
     ];
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -61,7 +76,22 @@ impl Settings {
             smtp_url: env.get("SMTP_URL"),
             delivery_attempts,
             delivery_backoff: Duration::from_millis(env.parse_or("DELIVERY_BACKOFF_MS", 2000)?),
+            sms_webhook: webhook(env, "SMS_WEBHOOK_URL")?,
+            push_webhook: webhook(env, "PUSH_WEBHOOK_URL")?,
+            webhook_timeout: Duration::from_millis(env.parse_or("WEBHOOK_TIMEOUT_MS", 5000)?),
         })
+    }
+}
+
+/// A webhook URL: http or https, or unset. It may hold a key: never shown.
+fn webhook(env: &Env, key: &str) -> Result<Option<String>, ConfigError> {
+    match env.get(key) {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Ok(Some(url)),
+        Some(_) => Err(ConfigError::Invalid {
+            key: format!("NOTIFICATION_{key}"),
+            message: "must be an http:// or https:// URL".into(),
+        }),
+        None => Ok(None),
     }
 }
 
@@ -89,6 +119,8 @@ mod tests {
             ("NOTIFICATION_MAIL_FROM", "not an address"),
             ("NOTIFICATION_DELIVERY_ATTEMPTS", "0"),
             ("NOTIFICATION_DELIVERY_BACKOFF_MS", "fast"),
+            ("NOTIFICATION_SMS_WEBHOOK_URL", "ftp://sms.example"),
+            ("NOTIFICATION_WEBHOOK_TIMEOUT_MS", "soon"),
         ] {
             let err = Settings::from_env(&env(&[(var, value)])).unwrap_err();
             assert!(err.to_string().starts_with(var), "{var}={value}: {err}");

@@ -10,8 +10,10 @@ use crate::{
 };
 
 mod notifications;
+mod preferences;
 
 pub use notifications::*;
+pub use preferences::{preferences, save_preferences, Preferences};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(
@@ -25,48 +27,8 @@ pub const MIGRATIONS: &[Migration] = &[
         include_str!("../migrations/0002_preferences.sql"),
     ),
     Migration::portable(3, "templates", include_str!("../migrations/0003_templates.sql")),
+    Migration::portable(4, "channels", include_str!("../migrations/0004_channels.sql")),
 ];
-
-/// The channels a user wants to be told through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Preferences {
-    /// Email, on unless turned off.
-    pub email: bool,
-}
-
-impl Default for Preferences {
-    fn default() -> Self {
-        Preferences { email: true }
-    }
-}
-
-/// The user's preferences, or the defaults.
-pub async fn preferences(conn: &mut AnyConnection, user_id: &str) -> Result<Preferences, DbError> {
-    let row = sqlx::query("SELECT email FROM preferences WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(match row {
-        Some(r) => Preferences {
-            email: r.try_get::<i64, _>("email")? != 0,
-        },
-        None => Preferences::default(),
-    })
-}
-
-pub async fn save_preferences(db: &Db, user_id: &str, p: Preferences) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO preferences (user_id, email, updated_at) VALUES ($1, $2, $3)
-         ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, updated_at = excluded.updated_at",
-    )
-    .bind(user_id)
-    .bind(i64::from(p.email))
-    .bind(time::now())
-    .execute(db.pool())
-    .await?;
-    Ok(())
-}
 
 pub async fn save_contact(conn: &mut AnyConnection, c: &Contact) -> Result<(), DbError> {
     sqlx::query(
@@ -97,7 +59,7 @@ pub struct Person {
 const PER_STATEMENT: usize = 500;
 
 /// A user's contact and preferences from a row of contacts and preferences
-/// left-joined (email, first_name, last_name, wants_email).
+/// left-joined (email, first_name, last_name and the preference columns).
 fn person(r: &AnyRow, user_id: &str) -> Result<Person, sqlx::Error> {
     let contact = match r.try_get::<Option<String>, _>("email")? {
         Some(email) => Some(Contact {
@@ -108,12 +70,9 @@ fn person(r: &AnyRow, user_id: &str) -> Result<Person, sqlx::Error> {
         }),
         None => None,
     };
-    let wants: Option<i64> = r.try_get("wants_email")?;
     Ok(Person {
         contact,
-        preferences: Preferences {
-            email: wants.is_none_or(|w| w != 0),
-        },
+        preferences: Preferences::from_row(r)?,
     })
 }
 
@@ -124,11 +83,12 @@ pub async fn people(conn: &mut AnyConnection, user_ids: &[&str]) -> Result<HashM
     for chunk in user_ids.chunks(PER_STATEMENT) {
         // Both dialects name a VALUES list's column column1.
         let sql = format!(
-            "SELECT u.column1 AS user_id, c.email, c.first_name, c.last_name, p.email AS wants_email
+            "SELECT u.column1 AS user_id, c.email, c.first_name, c.last_name, {}
              FROM (VALUES {}) AS u
              LEFT JOIN contacts c ON c.user_id = u.column1
              LEFT JOIN preferences p ON p.user_id = u.column1
              WHERE c.user_id IS NOT NULL OR p.user_id IS NOT NULL",
+            preferences::COLUMNS,
             value_rows(chunk.len(), 1)
         );
         let mut q = sqlx::query(&sql);
@@ -242,13 +202,14 @@ pub async fn holders_to_tell(
     conn: &mut AnyConnection,
     event_id: i64,
 ) -> Result<HashMap<String, Person>, DbError> {
-    let rows = sqlx::query(
-        "SELECT DISTINCT h.customer_id, c.email, c.first_name, c.last_name, p.email AS wants_email
+    let rows = sqlx::query(&format!(
+        "SELECT DISTINCT h.customer_id, c.email, c.first_name, c.last_name, {}
          FROM holdings h
          LEFT JOIN contacts c ON c.user_id = h.customer_id
          LEFT JOIN preferences p ON p.user_id = h.customer_id
          WHERE h.event_id = $1",
-    )
+        preferences::COLUMNS
+    ))
     .bind(event_id)
     .fetch_all(conn)
     .await?;

@@ -57,6 +57,7 @@ async fn migrated() -> (TestDatabase, Db) {
 fn delivery(db: &Db, channel: Arc<Flaky>, max_attempts: u32) -> Delivery {
     Delivery {
         db: db.clone(),
+        sends: crate::news::EMAIL,
         channel,
         wake: Arc::new(Notify::new()),
         max_attempts,
@@ -121,10 +122,16 @@ async fn a_notification_is_taken_by_one_worker_only() {
     let (_tdb, db) = migrated().await;
     one_pending(&db).await;
     let lease = Duration::from_secs(60);
-    let (a, b) = tokio::join!(store::claim_due(&db, 10, lease), store::claim_due(&db, 10, lease));
+    let (a, b) = tokio::join!(
+        store::claim_due(&db, crate::news::EMAIL, 10, lease),
+        store::claim_due(&db, crate::news::EMAIL, 10, lease)
+    );
     assert_eq!(a.unwrap().len() + b.unwrap().len(), 1);
     assert!(
-        store::claim_due(&db, 10, lease).await.unwrap().is_empty(),
+        store::claim_due(&db, crate::news::EMAIL, 10, lease)
+            .await
+            .unwrap()
+            .is_empty(),
         "leased"
     );
     db.close().await;
@@ -226,6 +233,7 @@ async fn a_crowd_is_sent_a_few_at_a_time() {
     let crowd = Arc::new(Crowd::default());
     let d = Delivery {
         db: db.clone(),
+        sends: crate::news::EMAIL,
         channel: crowd.clone(),
         wake: Arc::new(Notify::new()),
         max_attempts: 3,

@@ -70,9 +70,16 @@ async fn who_is_told_and_how_often() {
         registered(&db, &listener, "ada").await,
         registered(&db, &listener, "carol").await,
     );
-    store::save_preferences(&db, &carol.to_string(), Preferences { email: false })
-        .await
-        .unwrap();
+    store::save_preferences(
+        &db,
+        &carol.to_string(),
+        &Preferences {
+            email: false,
+            ..Preferences::default()
+        },
+    )
+    .await
+    .unwrap();
 
     let ada_failed = failed(ada);
     heard(&db, &listener, &ada_failed).await;
@@ -200,9 +207,16 @@ async fn a_batch_tells_what_its_messages_one_by_one_would() {
         let tdb = TestDatabase::sqlite();
         let db = tdb.connect().await.unwrap();
         db.migrate("notification", crate::MIGRATIONS).await.unwrap();
-        store::save_preferences(&db, &carol.to_string(), Preferences { email: false })
-            .await
-            .unwrap();
+        store::save_preferences(
+            &db,
+            &carol.to_string(),
+            &Preferences {
+                email: false,
+                ..Preferences::default()
+            },
+        )
+        .await
+        .unwrap();
         (tdb, db)
     };
 
@@ -306,9 +320,16 @@ async fn ten_thousand_holders_are_told_once_each() {
     };
     store::hold_all(&mut tx, &[second]).await.unwrap();
     tx.commit().await.unwrap();
-    store::save_preferences(&db, &users[1], Preferences { email: false })
-        .await
-        .unwrap();
+    store::save_preferences(
+        &db,
+        &users[1],
+        &Preferences {
+            email: false,
+            ..Preferences::default()
+        },
+    )
+    .await
+    .unwrap();
 
     let listener = Listener {
         wake: Arc::new(Notify::new()),

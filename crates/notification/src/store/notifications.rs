@@ -111,16 +111,19 @@ fn from_row(r: &AnyRow) -> Result<Notification, sqlx::Error> {
 /// meanwhile; a worker that dies lets the lease run out). Oldest first.
 pub async fn claim_due(
     db: &Db,
+    channel: &str,
     limit: i64,
     lease: std::time::Duration,
 ) -> Result<Vec<Notification>, DbError> {
     let now = time::now();
     let due = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE status = 'PENDING' AND next_attempt_at <= $1
+        "SELECT {COLUMNS} FROM notifications
+         WHERE channel = $3 AND status = 'PENDING' AND next_attempt_at <= $1
          ORDER BY next_attempt_at LIMIT $2"
     ))
     .bind(&now)
     .bind(limit)
+    .bind(channel)
     .fetch_all(db.reader())
     .await?;
     let until = time::from_now(lease);

@@ -36,6 +36,7 @@ macro_rules! both_backends {
 }
 
 mod bookings;
+mod channels;
 mod gateway;
 mod harness;
 mod hostile;

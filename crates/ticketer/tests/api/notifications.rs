@@ -91,9 +91,19 @@ async fn customers_and_organizers_are_told(s: &TestStack) {
     let prefs = "/api/v1/notifications/preferences";
     let (_, carol, _) = s.user("CUSTOMER").await;
     let r = s.call(Method::GET, prefs, Some(&carol), None).await;
-    assert_eq!(r.body, serde_json::json!({"email": true}), "{l}: on by default");
-    let off = serde_json::json!({"email": false});
-    let r = s.call(Method::PUT, prefs, Some(&carol), Some(off.clone())).await;
+    let defaults = serde_json::json!({"email": true, "sms": false, "phone_number": null,
+        "push": false, "push_token": null});
+    assert_eq!(r.body, defaults, "{l}: email on by default, SMS and push off");
+    let off = serde_json::json!({"email": false, "sms": false, "phone_number": null,
+        "push": false, "push_token": null});
+    let r = s
+        .call(
+            Method::PUT,
+            prefs,
+            Some(&carol),
+            Some(serde_json::json!({"email": false})),
+        )
+        .await;
     assert_eq!((r.status, &r.body), (StatusCode::OK, &off), "{l}");
     assert_eq!(
         s.call(Method::GET, prefs, Some(&carol), None).await.body,
@@ -105,7 +115,7 @@ async fn customers_and_organizers_are_told(s: &TestStack) {
             Method::PUT,
             prefs,
             Some(&carol),
-            Some(serde_json::json!({"sms": true})),
+            Some(serde_json::json!({"email": true, "fax": true})),
         )
         .await;
     assert_eq!(
