@@ -149,8 +149,8 @@ impl Telling<'_> {
     }
 }
 
-/// Stores the notification of each telling whose recipient has not turned
-/// email off. However many they are, the recipients' contacts and
+/// Stores the notification of each telling on each channel its recipient
+/// chose. However many they are, the recipients' contacts and
 /// preferences, the templates and the inserts are a few statements: a
 /// sale's outcomes arrive by the hundred.
 async fn tell_all(tx: &mut AnyConnection, tellings: &[Telling<'_>]) -> Result<(), HandleError> {
@@ -164,58 +164,75 @@ async fn tell_all(tx: &mut AnyConnection, tellings: &[Telling<'_>]) -> Result<()
     store_told(tx, tellings, &people).await
 }
 
-/// Renders and stores the notification of each telling whose recipient,
-/// as `people` knows them, has not turned email off; someone `people` does
-/// not know gets a FAILED record (no address is guessed). Each template is
-/// read and parsed once for all.
+/// The channels `wants` chose, each with the address it goes to (None:
+/// an email to someone whose address this service never heard).
+fn chosen<'a>(wants: &'a Preferences, contact: Option<&'a Contact>) -> Vec<(&'static str, Option<&'a str>)> {
+    [
+        (EMAIL, wants.email, contact.map(|c| c.email.as_str())),
+        (SMS, wants.sms, wants.phone_number.as_deref()),
+        (PUSH, wants.push, wants.push_token.as_deref()),
+    ]
+    .into_iter()
+    .filter(|(_, on, _)| *on)
+    .map(|(channel, _, address)| (channel, address))
+    .collect()
+}
+
+/// Renders and stores the notification of each telling on each channel
+/// its recipient, as `people` knows them, chose (email unless turned off);
+/// an email to someone `people` does not know is a FAILED record (no
+/// address is guessed). Each channel's template of each type is read and
+/// parsed once for all.
 async fn store_told(
     tx: &mut AnyConnection,
     tellings: &[Telling<'_>],
     people: &HashMap<String, Person>,
 ) -> Result<(), HandleError> {
+    let defaults = Preferences::default();
+    let wants = |t: &Telling| people.get(&t.recipient_id).map_or(&defaults, |p| &p.preferences);
     let mut kinds: Vec<NotificationType> = tellings.iter().map(|t| t.news.kind()).collect();
     kinds.sort_unstable_by_key(|k| k.as_str());
     kinds.dedup();
     let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-    let stored = store::templates(tx, &names, EMAIL).await?;
+    let mut channels: Vec<&'static str> = tellings
+        .iter()
+        .flat_map(|t| chosen(wants(t), None).into_iter().map(|(c, _)| c))
+        .collect();
+    channels.sort_unstable();
+    channels.dedup();
     let shipped: HashMap<NotificationType, Template> =
         kinds.iter().map(|k| (*k, templates::default_for(*k))).collect();
-    let mut wordings = HashMap::with_capacity(kinds.len());
+    let mut stored = HashMap::with_capacity(channels.len());
+    for channel in &channels {
+        stored.insert(*channel, store::templates(tx, &names, channel).await?);
+    }
+    let mut wordings = HashMap::with_capacity(kinds.len() * channels.len());
     for (kind, template) in &shipped {
-        let custom = stored.get(kind.as_str());
-        wordings.insert(
-            *kind,
-            Wording::new(*kind, custom, template).map_err(unrenderable)?,
-        );
+        for channel in &channels {
+            let custom = stored[channel].get(kind.as_str());
+            wordings.insert(
+                (*kind, *channel),
+                Wording::new(*kind, custom, template).map_err(unrenderable)?,
+            );
+        }
     }
     let mut rows = Vec::with_capacity(tellings.len());
-    let defaults = Preferences::default();
     for t in tellings {
         let person = people.get(&t.recipient_id);
-        let wants = person.map_or(&defaults, |p| &p.preferences);
-        // Each channel the user turned on, with the address it goes to.
         let contact = person.and_then(|p| p.contact.as_ref());
-        let channels = [
-            (EMAIL, wants.email, contact.map(|c| c.email.as_str())),
-            (SMS, wants.sms, wants.phone_number.as_deref()),
-            (PUSH, wants.push, wants.push_token.as_deref()),
-        ];
-        let chosen: Vec<(&'static str, Option<&str>)> = channels
-            .into_iter()
-            .filter(|(_, on, _)| *on)
-            .map(|(channel, _, address)| (channel, address))
-            .collect();
-        let Some(((last, last_address), others)) = chosen.split_last() else {
+        let chosen = chosen(wants(t), contact);
+        if chosen.is_empty() {
             continue;
-        };
+        }
         let to = contact.cloned().unwrap_or_else(|| nobody(&t.recipient_id));
         let kind = t.news.kind();
-        let words = wordings[&kind]
-            .render(&context(&to, &t.news))
-            .map_err(unrenderable)?;
+        let context = context(&to, &t.news);
         let once_for = t.once_for();
-        let told = |channel: &'static str, address: Option<&str>, words: Composed| {
-            record(
+        for (channel, address) in chosen {
+            let words = wordings[&(kind, channel)]
+                .render(&context)
+                .map_err(unrenderable)?;
+            rows.push(record(
                 &once_for,
                 &t.recipient_id,
                 channel,
@@ -224,13 +241,8 @@ async fn store_told(
                 words,
                 t.event_id,
                 t.booking_id.clone(),
-            )
-        };
-        // Rendered once; copied only for a second or third channel.
-        for (channel, address) in others {
-            rows.push(told(channel, *address, words.clone()));
+            ));
         }
-        rows.push(told(last, *last_address, words));
     }
     store::insert_all(tx, &rows).await?;
     Ok(())

@@ -278,7 +278,7 @@ async fn put_template(
     Json(template): Json<Template>,
 ) -> ApiResult<axum::Json<TemplateView>> {
     let (kind, channel) = template_key(&user, &kind, &channel)?;
-    templates::validate(kind, &template).map_err(|e| {
+    templates::validate(kind, channel, &template).map_err(|e| {
         ApiError::UnprocessableFields(vec![ticketer_http::FieldError::new(e.part, e.message)])
     })?;
     store::save_template(&db, kind.as_str(), channel, &template).await?;

@@ -12,8 +12,10 @@ use serde_json::Value;
 
 use crate::compose::{Composed, Contact, EventInfo, News, NotificationType};
 
-/// The channels that have templates.
-pub const CHANNELS: [&str; 1] = ["EMAIL"];
+/// The channels that have templates. SMS and push use a template's
+/// subject and text (the HTML part may be empty); until an administrator
+/// gives them their own, they say what the email says.
+pub const CHANNELS: [&str; 3] = ["EMAIL", "SMS", "PUSH"];
 
 /// Longest subject and body a template may have, in bytes.
 pub const MAX_SUBJECT: usize = 300;
@@ -232,13 +234,15 @@ pub fn sample_context(kind: NotificationType) -> Value {
 
 /// Whether `template` may stand for `kind`: within the size limits, and
 /// rendering its type's sample context.
-pub fn validate(kind: NotificationType, template: &Template) -> Result<(), TemplateError> {
+pub fn validate(kind: NotificationType, channel: &str, template: &Template) -> Result<(), TemplateError> {
     for (part, value, max) in [
         ("subject", &template.subject, MAX_SUBJECT),
         ("text", &template.text, MAX_BODY),
         ("html", &template.html, MAX_BODY),
     ] {
-        if value.trim().is_empty() || value.len() > max {
+        // Only email has an HTML body.
+        let may_be_empty = part == "html" && channel != "EMAIL";
+        if (value.trim().is_empty() && !may_be_empty) || value.len() > max {
             return Err(TemplateError {
                 part,
                 message: format!("must hold between 1 and {max} bytes"),
@@ -255,7 +259,7 @@ mod tests {
     #[test]
     fn every_default_renders_its_sample() {
         for kind in NotificationType::ALL {
-            validate(kind, &default_for(kind)).unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
+            validate(kind, "EMAIL", &default_for(kind)).unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
         }
     }
 
@@ -301,7 +305,9 @@ mod tests {
         ];
         for (part, t) in cases {
             assert_eq!(
-                validate(NotificationType::BookingFailed, &t).unwrap_err().part,
+                validate(NotificationType::BookingFailed, "EMAIL", &t)
+                    .unwrap_err()
+                    .part,
                 part
             );
         }
@@ -311,7 +317,9 @@ mod tests {
             ..default_for(NotificationType::Welcome)
         };
         assert_eq!(
-            validate(NotificationType::Welcome, &welcome).unwrap_err().part,
+            validate(NotificationType::Welcome, "EMAIL", &welcome)
+                .unwrap_err()
+                .part,
             "subject"
         );
     }

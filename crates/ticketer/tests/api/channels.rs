@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use ticketer_http::Role;
 
 use crate::{
     bookings::{book, event_on_sale_by},
@@ -99,6 +100,35 @@ async fn told_through_every_channel_they_chose(s: &TestStack, heard: Heard) {
     let r = s.call(Method::GET, prefs, Some(&ada), None).await;
     assert_eq!(r.body, wanted, "{l}");
 
+    // SMS gets shorter words of its own; email keeps the shipped ones.
+    let admin = s.forge_with(&uuid::Uuid::new_v4().to_string(), vec![Role::Admin], |_| {});
+    let short = json!({"subject": "Tickets",
+        "text": "{{ booking.number_of_tickets }} ticket for {{ event.name }}: {{ booking.tickets | join(', ') }}",
+        "html": ""});
+    let r = s
+        .call(
+            Method::PUT,
+            "/api/v1/notifications/templates/BOOKING_CONFIRMED/EMAIL",
+            Some(&admin),
+            Some(short.clone()),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_fields()),
+        (StatusCode::UNPROCESSABLE_ENTITY, vec!["html".to_string()]),
+        "{l}: an email needs its HTML: {}",
+        r.body
+    );
+    let r = s
+        .call(
+            Method::PUT,
+            "/api/v1/notifications/templates/BOOKING_CONFIRMED/SMS",
+            Some(&admin),
+            Some(short),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body);
+
     let r = book(s, &ada, event, 1, "tok_visa").await;
     assert_eq!(r.text("status"), "CONFIRMED", "{l}: {}", r.body);
     let booking = r.text("booking_id");
@@ -145,11 +175,13 @@ async fn told_through_every_channel_they_chose(s: &TestStack, heard: Heard) {
         .as_str()
         .unwrap()
         .to_string();
+    let text = sms[0]["text"].as_str().unwrap();
     assert!(
-        sms[0]["text"].as_str().unwrap().contains(&ticket),
-        "{l}: {}",
-        sms[0]
+        text.starts_with("1 ticket for ") && text.contains(&ticket),
+        "{l}: the SMS template's words: {text}"
     );
+    let email = by_channel(&told, "BOOKING_CONFIRMED", "EMAIL").unwrap();
+    assert_ne!(email["subject"], "Tickets", "{l}: email keeps its own words");
     let push: Vec<&Value> = heard
         .iter()
         .filter(|(c, _)| c == "push")
