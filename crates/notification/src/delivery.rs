@@ -1,8 +1,8 @@
 //! Sending what is stored: a worker takes due PENDING notifications from
 //! the table (leased, so replicas never take the same one), sends a few at
-//! a time through the channel, and marks each SENT, or tries it again
-//! later with exponential backoff and jitter, and FAILED after the last
-//! attempt. A restart resumes whatever is still PENDING. An email whose
+//! a time through the channel, marks those sent SENT (one statement per
+//! round), and tries a failed one again later with exponential backoff and
+//! jitter, FAILED after the last attempt. A restart resumes whatever is still PENDING. An email whose
 //! sending was cut by a crash after the server took it may go out twice:
 //! its Message-ID, the notification's id, lets a mail client fold the two.
 
@@ -23,7 +23,7 @@ use crate::store::{self, Notification};
 /// Notifications taken per round.
 const PER_ROUND: i64 = 50;
 /// Sent at once (one SMTP connection each, from the transport's pool).
-const AT_ONCE: usize = 8;
+pub const AT_ONCE: usize = 8;
 /// How long a taken notification is left to its worker.
 const LEASE: Duration = Duration::from_secs(120);
 /// Looked for at least this often, woken or not (retries come due).
@@ -144,9 +144,13 @@ impl Delivery {
             (n, sent)
         }))
         .buffer_unordered(AT_ONCE);
+        let mut sent_ids = Vec::with_capacity(taken);
         while let Some((n, sent)) = sending.next().await {
             let recorded = match sent {
-                Ok(()) => store::mark_sent(&self.db, &n.id).await,
+                Ok(()) => {
+                    sent_ids.push(n.id);
+                    continue;
+                }
                 Err(error) => {
                     let attempts = n.retry_count as u32 + 1;
                     let retry_at = (attempts < self.max_attempts).then(|| {
@@ -161,6 +165,13 @@ impl Delivery {
             if let Err(e) = recorded {
                 tracing::warn!(notification_id = %n.id, error = %e, "delivery not recorded");
             }
+        }
+        // One statement for the round's successes, not one commit each.
+        // Unrecorded (the process stopped first), they stay leased and
+        // are sent again once the lease runs out: at least once, as after
+        // a crash between a send and its record.
+        if let Err(e) = store::mark_all_sent(&self.db, &sent_ids).await {
+            tracing::warn!(count = sent_ids.len(), error = %e, "deliveries not recorded");
         }
         Ok(taken)
     }

@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod delivery;
+pub mod fanout;
 mod news;
 mod routes;
 pub mod settings;

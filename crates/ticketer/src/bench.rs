@@ -165,6 +165,29 @@ pub async fn provision_buyers(
     Ok(buyers.into_iter().map(|b| b.access_token).collect())
 }
 
+/// `ticketer bench fan-out`: the notification service's cancellation
+/// fan-out on a scratch database (`database_url`, else a new SQLite file),
+/// sending over SMTP or to `.eml` files in a temporary directory, removed
+/// afterwards.
+pub async fn fan_out(
+    recipients: usize,
+    database_url: Option<&str>,
+    smtp_url: Option<&str>,
+) -> anyhow::Result<ticketer_notification::fanout::Report> {
+    let scratch = std::env::temp_dir().join(format!("ticketer-fan-out-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&scratch)?;
+    let url = match database_url {
+        Some(url) => url.to_string(),
+        None => format!("sqlite://{}?mode=rwc", scratch.join("notification.db").display()),
+    };
+    let db = ticketer_db::Db::connect(&url, 16).await?;
+    let report =
+        ticketer_notification::fanout::run(db.clone(), recipients, smtp_url, scratch.join("mail")).await;
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    report
+}
+
 pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     let setup_started = Instant::now();
     let provisioning = match &buyers {

@@ -215,6 +215,23 @@ pub(crate) enum BenchScenario {
         #[arg(long)]
         service_urls: Option<String>,
     },
+    /// An event with this many ticket holders is cancelled: how long the
+    /// notification service takes to store and to send one email each
+    /// (its own listener, worker and channel, in this process). Prints a
+    /// JSON report.
+    FanOut {
+        #[arg(long, default_value_t = 10_000)]
+        recipients: usize,
+        /// A scratch PostgreSQL database for the run (emptied first is
+        /// up to you; never a live service's); by default a new SQLite
+        /// file under a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Send over SMTP (lettre's URL forms) instead of writing `.eml`
+        /// files under a temporary directory.
+        #[arg(long)]
+        smtp_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -245,3 +245,61 @@ async fn a_crowd_is_sent_a_few_at_a_time() {
     assert!((2..=AT_ONCE).contains(&most), "{most} at once");
     db.close().await;
 }
+
+/// Workers on several replicas, on PostgreSQL: claiming and sending at
+/// once, each of 400 due notifications is sent exactly once.
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn postgres_replicas_send_each_notification_once() {
+    let Some(url) = ticketer_testkit::postgres_url() else {
+        ticketer_testkit::skip_test("PostgreSQL delivery test", "TICKETER_TEST_POSTGRES_URL");
+        return;
+    };
+    let tdb = TestDatabase::postgres(&url, "delivery").await.unwrap();
+    let db = tdb.connect().await.unwrap();
+    db.migrate("notification", crate::MIGRATIONS).await.unwrap();
+    let all: Vec<NewNotification> = (0..400)
+        .map(|i| NewNotification {
+            dedup_key: format!("m:{i}:EVENT_CANCELLED"),
+            recipient_id: Some(format!("u{i}")),
+            recipient: format!("u{i}@example.com"),
+            channel: "EMAIL",
+            notification_type: "EVENT_CANCELLED",
+            subject: "Cancelled".into(),
+            body_text: "Sorry".into(),
+            body_html: "<p>Sorry</p>".into(),
+            status: "PENDING",
+            last_error: None,
+            event_id: Some(1),
+            booking_id: None,
+        })
+        .collect();
+    let mut conn = db.pool().acquire().await.unwrap();
+    assert_eq!(store::insert_all(&mut conn, &all).await.unwrap(), 400);
+    drop(conn);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+    #[async_trait::async_trait]
+    impl Channel for Recorder {
+        async fn send(&self, n: &Notification) -> Result<(), String> {
+            self.0.lock().unwrap().push(n.id.clone());
+            Ok(())
+        }
+    }
+    let workers = (0..3).map(|_| Delivery {
+        db: db.clone(),
+        sends: crate::news::EMAIL,
+        channel: Arc::new(Recorder(seen.clone())),
+        wake: Arc::new(Notify::new()),
+        max_attempts: 3,
+        base_backoff: Duration::ZERO,
+    });
+    futures::future::join_all(workers.map(|w| async move { while w.round().await.unwrap() > 0 {} })).await;
+    let mut ids = seen.lock().unwrap().clone();
+    ids.sort();
+    let sent = ids.len();
+    ids.dedup();
+    assert_eq!((sent, ids.len()), (400, 400), "each sent once");
+    assert_eq!(store::status_counts(&db).await.unwrap(), (400, 0));
+    db.close().await;
+}

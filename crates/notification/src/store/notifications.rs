@@ -106,9 +106,12 @@ fn from_row(r: &AnyRow) -> Result<Notification, sqlx::Error> {
     })
 }
 
-/// Takes up to `limit` PENDING notifications that are due, each leased
-/// for `lease` (another worker, here or on a replica, leaves them alone
-/// meanwhile; a worker that dies lets the lease run out). Oldest first.
+/// Takes up to `limit` PENDING notifications of `channel` that are due,
+/// each leased for `lease` (another worker, here or on a replica, leaves
+/// them alone meanwhile; a worker that dies lets the lease run out),
+/// oldest first, in one statement: a row another worker leased in the
+/// meantime no longer matches when the update reaches it, so only one
+/// takes it.
 pub async fn claim_due(
     db: &Db,
     channel: &str,
@@ -116,43 +119,38 @@ pub async fn claim_due(
     lease: std::time::Duration,
 ) -> Result<Vec<Notification>, DbError> {
     let now = time::now();
-    let due = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM notifications
-         WHERE channel = $3 AND status = 'PENDING' AND next_attempt_at <= $1
-         ORDER BY next_attempt_at LIMIT $2"
+    let until = time::from_now(lease);
+    let rows = sqlx::query(&format!(
+        "UPDATE notifications SET next_attempt_at = $1
+         WHERE id IN (SELECT id FROM notifications
+                      WHERE channel = $2 AND status = 'PENDING' AND next_attempt_at <= $3
+                      ORDER BY next_attempt_at LIMIT $4)
+           AND status = 'PENDING' AND next_attempt_at <= $3
+         RETURNING {COLUMNS}"
     ))
+    .bind(&until)
+    .bind(channel)
     .bind(&now)
     .bind(limit)
-    .bind(channel)
-    .fetch_all(db.reader())
+    .fetch_all(db.pool())
     .await?;
-    let until = time::from_now(lease);
-    let mut claimed = Vec::with_capacity(due.len());
-    for row in &due {
-        let n = from_row(row)?;
-        // Only one claimant moves next_attempt_at from the value it read.
-        let took = sqlx::query(
-            "UPDATE notifications SET next_attempt_at = $1
-             WHERE id = $2 AND status = 'PENDING' AND next_attempt_at = $3",
-        )
-        .bind(&until)
-        .bind(&n.id)
-        .bind(&n.next_attempt_at)
-        .execute(db.pool())
-        .await?;
-        if took.rows_affected() == 1 {
-            claimed.push(n);
-        }
-    }
-    Ok(claimed)
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
-pub async fn mark_sent(db: &Db, id: &str) -> Result<(), DbError> {
-    sqlx::query("UPDATE notifications SET status = 'SENT', sent_at = $1, last_error = NULL WHERE id = $2")
-        .bind(time::now())
-        .bind(id)
-        .execute(db.pool())
-        .await?;
+/// Marks these notifications SENT, a few hundred per statement.
+pub async fn mark_all_sent(db: &Db, ids: &[String]) -> Result<(), DbError> {
+    let now = time::now();
+    for chunk in ids.chunks(PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE notifications SET status = 'SENT', sent_at = $1, last_error = NULL WHERE id IN ({})",
+            ticketer_db::placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(&now);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        q.execute(db.pool()).await?;
+    }
     Ok(())
 }
 
@@ -254,4 +252,17 @@ pub async fn requeue(db: &Db, id: &str) -> Result<bool, DbError> {
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// How many notifications are SENT and how many FAILED, over all.
+pub async fn status_counts(db: &Db) -> Result<(usize, usize), DbError> {
+    let row = sqlx::query(
+        "SELECT COALESCE(SUM(CASE WHEN status = 'SENT' THEN 1 ELSE 0 END), 0) AS sent,
+                COALESCE(SUM(CASE WHEN status = 'FAILED' THEN 1 ELSE 0 END), 0) AS failed
+         FROM notifications",
+    )
+    .fetch_one(db.reader())
+    .await?;
+    let (sent, failed): (i64, i64) = (row.try_get("sent")?, row.try_get("failed")?);
+    Ok((sent as usize, failed as usize))
 }
