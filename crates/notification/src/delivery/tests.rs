@@ -206,12 +206,9 @@ impl Channel for Crowd {
     }
 }
 
-/// However many are due (an event's cancellation to every holder), a
-/// worker has at most a few sends, so a few connections, open at once.
-#[tokio::test]
-async fn a_crowd_is_sent_a_few_at_a_time() {
-    let (_tdb, db) = migrated().await;
-    let all: Vec<NewNotification> = (0..300)
+/// `n` emails of an event's cancellation, due now.
+async fn crowd_due(db: &Db, n: usize) {
+    let all: Vec<NewNotification> = (0..n)
         .map(|i| NewNotification {
             dedup_key: format!("m:{i}:EVENT_CANCELLED"),
             recipient_id: Some(format!("u{i}")),
@@ -228,8 +225,15 @@ async fn a_crowd_is_sent_a_few_at_a_time() {
         })
         .collect();
     let mut conn = db.pool().acquire().await.unwrap();
-    assert_eq!(store::insert_all(&mut conn, &all).await.unwrap(), 300);
-    drop(conn);
+    assert_eq!(store::insert_all(&mut conn, &all).await.unwrap(), n as u64);
+}
+
+/// However many are due (an event's cancellation to every holder), a
+/// worker has at most a few sends, so a few connections, open at once.
+#[tokio::test]
+async fn a_crowd_is_sent_a_few_at_a_time() {
+    let (_tdb, db) = migrated().await;
+    crowd_due(&db, 300).await;
     let crowd = Arc::new(Crowd::default());
     let d = Delivery {
         db: db.clone(),
@@ -258,25 +262,7 @@ async fn postgres_replicas_send_each_notification_once() {
     let tdb = TestDatabase::postgres(&url, "delivery").await.unwrap();
     let db = tdb.connect().await.unwrap();
     db.migrate("notification", crate::MIGRATIONS).await.unwrap();
-    let all: Vec<NewNotification> = (0..400)
-        .map(|i| NewNotification {
-            dedup_key: format!("m:{i}:EVENT_CANCELLED"),
-            recipient_id: Some(format!("u{i}")),
-            recipient: format!("u{i}@example.com"),
-            channel: "EMAIL",
-            notification_type: "EVENT_CANCELLED",
-            subject: "Cancelled".into(),
-            body_text: "Sorry".into(),
-            body_html: "<p>Sorry</p>".into(),
-            status: "PENDING",
-            last_error: None,
-            event_id: Some(1),
-            booking_id: None,
-        })
-        .collect();
-    let mut conn = db.pool().acquire().await.unwrap();
-    assert_eq!(store::insert_all(&mut conn, &all).await.unwrap(), 400);
-    drop(conn);
+    crowd_due(&db, 400).await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
     #[async_trait::async_trait]
