@@ -1,6 +1,6 @@
 //! What customers and organizers are told, through the gateway, and the
-//! emails that carry it (`.eml` files under the data dir on both backends,
-//! since no SMTP server is given to the tests).
+//! emails that carry it: received by a mail server the test starts, or
+//! `.eml` files under the data dir where no SMTP server is given.
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -27,6 +27,16 @@ fn one_sent(page: &Value, kind: &str) -> bool {
     found.len() == 1 && found[0]["status"] == "SENT"
 }
 
+/// The email of a notification, as the mail server received it.
+fn mailed(sink: &ticketer_testkit::SmtpSink, notification: &Value) -> String {
+    let id = format!("<{}@ticketer>", notification["id"].as_str().unwrap());
+    let all = sink.messages();
+    all.iter()
+        .find(|m| m.contains(&id))
+        .cloned()
+        .unwrap_or_else(|| panic!("no mail with Message-ID {id} among {}", all.len()))
+}
+
 /// The email of a notification, as written.
 fn email_of(s: &TestStack, notification: &Value) -> String {
     let path = s
@@ -35,7 +45,9 @@ fn email_of(s: &TestStack, notification: &Value) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {}: {e}", s.label, path.display()))
 }
 
-async fn customers_and_organizers_are_told(s: &TestStack) {
+/// Through the gateway, to a mail server started by the test
+/// (`NOTIFICATION_SMTP_URL`): every email below is read as it received it.
+async fn customers_and_organizers_are_told(s: &TestStack, sink: &ticketer_testkit::SmtpSink) {
     let l = s.label;
     let mine = "/api/v1/notifications/mine";
     let (event, organizer) = event_on_sale_by(s, 3).await;
@@ -65,8 +77,10 @@ async fn customers_and_organizers_are_told(s: &TestStack) {
     assert_eq!(confirmed["booking_id"], booking.as_str());
     assert_eq!(confirmed["channel"], "EMAIL");
     assert!(confirmed["recipient"].as_str().unwrap().starts_with("customer-"));
-    let mail = email_of(s, confirmed);
+    let mail = mailed(sink, confirmed);
     assert!(mail.contains("Subject: Your tickets for Sale"), "{l}: {mail}");
+    let to = confirmed["recipient"].as_str().unwrap();
+    assert!(mail.contains(&format!("To: {to}")), "{l}: {mail}");
     for ticket in r.body["ticket_ids"].as_array().unwrap() {
         assert!(mail.contains(ticket.as_str().unwrap()), "{l}: {ticket} in {mail}");
     }
@@ -82,7 +96,7 @@ async fn customers_and_organizers_are_told(s: &TestStack) {
     let told = s
         .eventually_as(mine, &bob, |p| one_sent(p, "BOOKING_FAILED"))
         .await;
-    let mail = email_of(s, of_kind(&told, "BOOKING_FAILED")[0]);
+    let mail = mailed(sink, of_kind(&told, "BOOKING_FAILED")[0]);
     assert!(mail.contains("declined"), "{l}: {mail}");
 
     // Preferences: email on by default, turned off and read back; a
@@ -168,8 +182,12 @@ async fn customers_and_organizers_are_told(s: &TestStack) {
             one_sent(p, "EVENT_CANCELLED") && one_sent(p, "BOOKING_CANCELLED")
         })
         .await;
-    let mail = email_of(s, of_kind(&told, "BOOKING_CANCELLED")[0]);
+    let mail = mailed(sink, of_kind(&told, "BOOKING_CANCELLED")[0]);
     assert!(mail.contains("40.00 EUR is refunded"), "{l}: {mail}");
+    let mail = mailed(sink, of_kind(&told, "EVENT_CANCELLED")[0]);
+    assert!(mail.contains("Sale"), "{l}: {mail}");
+    let welcome = mailed(sink, of_kind(&told, "WELCOME")[0]);
+    assert!(welcome.contains(&format!("To: {to}")), "{l}: {welcome}");
     let r = s
         .call(Method::GET, "/api/v1/notifications/mine", Some(&bob), None)
         .await;
@@ -179,7 +197,31 @@ async fn customers_and_organizers_are_told(s: &TestStack) {
     );
 }
 
-both_backends!(customers_and_organizers_are_told);
+/// A mail server for the test, and the stack's variable pointing at it.
+async fn mail_server() -> (std::sync::Arc<ticketer_testkit::SmtpSink>, (&'static str, String)) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let url = format!("smtp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    (
+        ticketer_testkit::SmtpSink::start(listener),
+        ("NOTIFICATION_SMTP_URL", url),
+    )
+}
+
+#[tokio::test]
+async fn embedded_customers_and_organizers_are_told() {
+    let (sink, (k, v)) = mail_server().await;
+    customers_and_organizers_are_told(&TestStack::embedded(&[(k, &v)]).await, &sink).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn production_customers_and_organizers_are_told() {
+    let (sink, (k, v)) = mail_server().await;
+    let Some(s) = TestStack::production_with(&[(k, &v)]).await else {
+        return;
+    };
+    customers_and_organizers_are_told(&s, &sink).await;
+}
 
 /// An administrator replaces a template: one that does not render is
 /// refused with 422 naming its part; one that does is used for the next
