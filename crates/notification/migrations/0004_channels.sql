@@ -4,4 +4,7 @@ ALTER TABLE preferences ADD COLUMN sms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE preferences ADD COLUMN phone_number TEXT;
 ALTER TABLE preferences ADD COLUMN push INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE preferences ADD COLUMN push_token TEXT;
+-- Each channel's worker looks for its own due notifications; the index
+-- they used to share would only cost every insert a second update.
 CREATE INDEX notifications_due_by_channel ON notifications (channel, status, next_attempt_at);
+DROP INDEX notifications_due;

@@ -121,6 +121,14 @@ pub fn backoff(base: Duration, retry: u32, jitter: f64) -> Duration {
     full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
+/// Wakes every channel's worker that is waiting, and leaves a permit for
+/// the next one to wait if none is (the others look again within a
+/// second): something new may be due.
+pub fn wake_workers(wake: &Notify) {
+    wake.notify_waiters();
+    wake.notify_one();
+}
+
 /// One channel's worker: each channel has its own, so that a slow or
 /// failing SMS provider never holds up email.
 pub struct Delivery {

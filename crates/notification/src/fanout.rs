@@ -48,12 +48,11 @@ pub async fn run(
     smtp_url: Option<&str>,
     mail_dir: std::path::PathBuf,
 ) -> anyhow::Result<Report> {
-    let from: lettre::message::Mailbox = "Ticketer <no-reply@ticketer.localhost>".parse()?;
+    let from: lettre::message::Mailbox = crate::settings::DEFAULT_MAIL_FROM.parse()?;
     let channel: Arc<dyn Channel> = match smtp_url {
         Some(url) => Arc::new(Smtp::new(url, from).map_err(anyhow::Error::msg)?),
         None => Arc::new(MailDir { dir: mail_dir, from }),
     };
-    let channel_name = EMAIL;
     db.migrate("notification", crate::MIGRATIONS).await?;
     let event_id = 1;
     let started = Instant::now();
@@ -107,7 +106,7 @@ pub async fn run(
 
     let worker = Delivery {
         db: db.clone(),
-        sends: channel_name,
+        sends: EMAIL,
         channel,
         wake,
         max_attempts: 1,
@@ -119,7 +118,7 @@ pub async fn run(
     let (sent, failed) = store::status_counts(&db).await?;
     Ok(Report {
         recipients,
-        channel: channel_name,
+        channel: EMAIL,
         setup_s,
         stored_s,
         sent_s,

@@ -425,11 +425,7 @@ impl ticketer_db::MessageHandler for Listener {
     }
 
     fn committed(&self, _batch: &[Envelope]) {
-        // Every channel's worker that is waiting, and a permit for the
-        // next one to wait if none is (the others look again within a
-        // second).
-        self.wake.notify_waiters();
-        self.wake.notify_one();
+        crate::delivery::wake_workers(&self.wake);
     }
 }
 

@@ -116,8 +116,7 @@ async fn retry(
             n.status
         )));
     }
-    wake.notify_waiters();
-    wake.notify_one();
+    crate::delivery::wake_workers(&wake);
     // What was queued (the worker may be sending it already).
     n.status = "PENDING".into();
     Ok((StatusCode::ACCEPTED, axum::Json(n.into())))

@@ -58,7 +58,7 @@ impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let from = env
             .get("MAIL_FROM")
-            .unwrap_or_else(|| "Ticketer <no-reply@ticketer.localhost>".into())
+            .unwrap_or_else(|| DEFAULT_MAIL_FROM.into())
             .parse()
             .map_err(|e: lettre::address::AddressError| ConfigError::Invalid {
                 key: "NOTIFICATION_MAIL_FROM".into(),
@@ -82,6 +82,9 @@ impl Settings {
         })
     }
 }
+
+/// The sender when `MAIL_FROM` is not set.
+pub const DEFAULT_MAIL_FROM: &str = "Ticketer <no-reply@ticketer.localhost>";
 
 /// A webhook URL: http or https, or unset. It may hold a key: never shown.
 fn webhook(env: &Env, key: &str) -> Result<Option<String>, ConfigError> {

@@ -71,40 +71,34 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { service } => format!("ticketer-{service}"),
         _ => "ticketer".to_string(),
     };
-    if let Command::Bench { scenario } = cli.command {
-        let (gateway, scenario, tickets, buyers, concurrency, tickets_per_booking, provision, urls) =
-            match scenario {
-                BenchScenario::FanOut {
-                    recipients,
-                    database_url,
-                    smtp_url,
-                } => {
-                    let report =
-                        ticketer::bench::fan_out(recipients, database_url.as_deref(), smtp_url.as_deref())
-                            .await?;
-                    println!("{}", serde_json::to_string(&report)?);
-                    return Ok(());
-                }
-                BenchScenario::FlashSale {
-                    gateway,
-                    scenario,
-                    tickets,
-                    buyers,
-                    concurrency,
-                    tickets_per_booking,
-                    provision,
-                    service_urls: urls,
-                } => (
-                    gateway,
-                    scenario,
-                    tickets,
-                    buyers,
-                    concurrency,
-                    tickets_per_booking,
-                    provision,
-                    urls,
-                ),
-            };
+    if let Command::Bench {
+        scenario:
+            BenchScenario::FanOut {
+                recipients,
+                database_url,
+                smtp_url,
+            },
+    } = cli.command
+    {
+        let report =
+            ticketer::bench::fan_out(recipients, database_url.as_deref(), smtp_url.as_deref()).await?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if let Command::Bench {
+        scenario:
+            BenchScenario::FlashSale {
+                gateway,
+                scenario,
+                tickets,
+                buyers,
+                concurrency,
+                tickets_per_booking,
+                provision,
+                service_urls: urls,
+            },
+    } = cli.command
+    {
         let (t, b, c) = scenario.map_or((100, 500, 64), |s| s.sizes());
         let services = service_urls(&gateway, urls.as_deref())?;
         let cfg = ticketer::bench::FlashSale {

@@ -22,6 +22,15 @@ async fn registered(db: &Db, listener: &Listener, name: &str) -> Uuid {
     id
 }
 
+/// `user` turns email off.
+async fn email_off(db: &Db, user: &str) {
+    let off = Preferences {
+        email: false,
+        ..Preferences::default()
+    };
+    store::save_preferences(db, user, &off).await.unwrap();
+}
+
 async fn heard(db: &Db, listener: &Listener, msg: &Envelope) {
     let mut tx = db.begin().await.unwrap();
     listener.handle(&mut tx, msg).await.unwrap();
@@ -70,16 +79,7 @@ async fn who_is_told_and_how_often() {
         registered(&db, &listener, "ada").await,
         registered(&db, &listener, "carol").await,
     );
-    store::save_preferences(
-        &db,
-        &carol.to_string(),
-        &Preferences {
-            email: false,
-            ..Preferences::default()
-        },
-    )
-    .await
-    .unwrap();
+    email_off(&db, &carol.to_string()).await;
 
     let ada_failed = failed(ada);
     heard(&db, &listener, &ada_failed).await;
@@ -207,16 +207,7 @@ async fn a_batch_tells_what_its_messages_one_by_one_would() {
         let tdb = TestDatabase::sqlite();
         let db = tdb.connect().await.unwrap();
         db.migrate("notification", crate::MIGRATIONS).await.unwrap();
-        store::save_preferences(
-            &db,
-            &carol.to_string(),
-            &Preferences {
-                email: false,
-                ..Preferences::default()
-            },
-        )
-        .await
-        .unwrap();
+        email_off(&db, &carol.to_string()).await;
         (tdb, db)
     };
 
@@ -320,16 +311,7 @@ async fn ten_thousand_holders_are_told_once_each() {
     };
     store::hold_all(&mut tx, &[second]).await.unwrap();
     tx.commit().await.unwrap();
-    store::save_preferences(
-        &db,
-        &users[1],
-        &Preferences {
-            email: false,
-            ..Preferences::default()
-        },
-    )
-    .await
-    .unwrap();
+    email_off(&db, &users[1]).await;
 
     let listener = Listener {
         wake: Arc::new(Notify::new()),
