@@ -27,6 +27,9 @@ pub struct GatewayConfig {
     /// The bearer token Prometheus sends for the gateway's `/metrics`;
     /// unset, the gateway's metrics are not served on its public port.
     pub metrics_token: Option<String>,
+    /// The web pages' session cookies are marked Secure: on by default
+    /// when the gateway serves TLS; set it when TLS ends in front of it.
+    pub secure_cookies: bool,
 }
 
 impl GatewayConfig {
@@ -39,7 +42,9 @@ impl GatewayConfig {
             let url = gw.get(&key).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
             services.insert(svc, url.trim_end_matches('/').to_string());
         }
+        let tls_set = gw.get("TLS_CERT").is_some();
         Ok(GatewayConfig {
+            secure_cookies: gw.flag_or("SECURE_COOKIES", tls_set)?,
             services,
             cors_origins: gw.list("CORS_ORIGINS"),
             rate_limit_per_minute: gw.parse_or("RATE_LIMIT_PER_MINUTE", 60)?,

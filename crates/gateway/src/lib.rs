@@ -40,6 +40,7 @@ pub struct Gateway {
     openapi: Arc<kept::Kept<serde_json::Value>>,
     /// One circuit breaker per API segment's service.
     breakers: Arc<HashMap<&'static str, std::sync::Mutex<breaker::Breaker>>>,
+    web: ticketer_web::Web,
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -79,6 +80,9 @@ pub fn router(gw: Gateway, metrics: Metrics) -> Router {
     let api = Router::new()
         .route("/api/v1/{*rest}", any(proxy::forward))
         .route_layer(from_fn_with_state(gw.clone(), filters::rate_limit));
+    // The web pages count against the same per-client limit as the API.
+    let web =
+        ticketer_web::router(gw.web.clone()).route_layer(from_fn_with_state(gw.clone(), filters::rate_limit));
     let mut app = Router::new()
         .merge(api)
         .route("/health", get(health::aggregate))
@@ -87,6 +91,7 @@ pub fn router(gw: Gateway, metrics: Metrics) -> Router {
         .route("/docs/", get(docs::docs_index))
         .route("/docs/{*tail}", get(docs::docs_file))
         .with_state(gw.clone())
+        .merge(web)
         .layer(from_fn_with_state(gw.clone(), filters::ip_filter));
     if let Some(cors) = cors(&gw.config.cors_origins) {
         app = app.layer(cors);
@@ -148,7 +153,13 @@ pub fn build(
     // The services share the gateway's HTTP_HEADER_READ_TIMEOUT_SECONDS
     // unless set apart: half of it, at most 10 s, stays well inside.
     let pool_idle = (config.http.header_read / 2).min(Duration::from_secs(10));
+    let web = ticketer_web::Web::new(
+        ticketer_web::Api::new(routes.clone()),
+        verifier.clone(),
+        config.secure_cookies,
+    );
     let gw = Gateway {
+        web,
         reads,
         config: Arc::new(config),
         routes: Arc::new(routes),

@@ -45,6 +45,12 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// A well-signed token past its `exp`: worth a refresh, not a login.
+    pub fn is_expired(&self) -> bool {
+        matches!(self, TokenError::Invalid(e)
+            if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature))
+    }
+
     /// Why the token was refused, in words a client can act on: log in
     /// again (expired), wait (not valid yet), or get a real token.
     pub fn reason(&self) -> &'static str {

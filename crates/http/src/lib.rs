@@ -15,6 +15,7 @@ pub mod tls;
 
 pub use auth::{AuthUser, Claims, MaybeAuthUser, Role, TokenVerifier};
 pub use error::{not_found, ApiError, ApiResult, FieldError, Problem};
+pub use guards::same_secret;
 pub use health::Readiness;
 pub use json::{parse_json, Json, Query};
 pub use metrics::Metrics;

@@ -10,6 +10,7 @@ mod db;
 mod rig;
 mod smtp;
 
+pub mod browser;
 pub use bus::{amqp_url, TcpProxy, TestVhost};
 pub use db::{postgres_url, TestDatabase};
 pub use rig::{Backend, Heard, ServiceRig};

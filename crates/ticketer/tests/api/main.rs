@@ -47,3 +47,4 @@ mod payments;
 mod process;
 mod scenario;
 mod traces;
+mod web;

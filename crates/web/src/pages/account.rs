@@ -1,0 +1,204 @@
+//! Logging in and out, and making an account.
+
+use axum::{
+    extract::{Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+    Extension, Form,
+};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{render, render_status, safe_next, Page};
+use crate::{
+    api::{Call, Problem},
+    session::{end_session, session_cookies, Visitor, REFRESH},
+    Web,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct Next {
+    next: Option<String>,
+}
+
+pub async fn login_form(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Query(q): Query<Next>,
+) -> Page {
+    render(
+        &web,
+        &visitor,
+        "login.html",
+        context! { next => safe_next(q.next.as_deref()), email => "" },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Login {
+    email: String,
+    password: String,
+    next: Option<String>,
+}
+
+fn signed_in(web: &Web, answer: &serde_json::Value, next: &str) -> Response {
+    let mut resp = Redirect::to(next).into_response();
+    for c in session_cookies(answer, web.secure_cookies) {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+pub async fn login(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Form(f): Form<Login>,
+) -> Page {
+    let next = safe_next(f.next.as_deref()).to_string();
+    let answer = web
+        .api
+        .send(Call::post(
+            "/api/v1/auth/login",
+            Some(json!({"email": f.email.trim(), "password": f.password})),
+        ))
+        .await;
+    match answer {
+        Ok(pair) => Ok(signed_in(&web, &pair, &next)),
+        Err(p) => {
+            let (status, message) = match p.status {
+                401 => (
+                    StatusCode::UNAUTHORIZED,
+                    "That email and password do not match an account.".to_string(),
+                ),
+                429 => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many attempts. Wait a minute, then try again.".to_string(),
+                ),
+                _ => (status_of(&p), explain(&p)),
+            };
+            render_status(
+                &web,
+                &visitor,
+                status,
+                "login.html",
+                context! { next => next, email => f.email.trim(), error => message },
+            )
+        }
+    }
+}
+
+pub async fn register_form(State(web): State<Web>, Extension(visitor): Extension<Visitor>) -> Page {
+    render(
+        &web,
+        &visitor,
+        "register.html",
+        context! { form => context! { role => "CUSTOMER" } },
+    )
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct Register {
+    email: String,
+    password: String,
+    first_name: String,
+    last_name: String,
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn register(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Form(f): Form<Register>,
+) -> Page {
+    let role = if f.role == "ORGANIZER" {
+        "ORGANIZER"
+    } else {
+        "CUSTOMER"
+    };
+    let made = web
+        .api
+        .send(Call::post(
+            "/api/v1/auth/register",
+            Some(json!({"email": f.email.trim(), "password": f.password,
+                "first_name": f.first_name.trim(), "last_name": f.last_name.trim(), "role": role})),
+        ))
+        .await;
+    if let Err(p) = made {
+        return render_status(
+            &web,
+            &visitor,
+            status_of(&p),
+            "register.html",
+            context! {
+                form => context! { email => f.email.trim(), first_name => f.first_name.trim(),
+                    last_name => f.last_name.trim(), role => role },
+                error => explain(&p),
+                errors => p.fields.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            },
+        );
+    }
+    let pair = web
+        .api
+        .send(Call::post(
+            "/api/v1/auth/login",
+            Some(json!({"email": f.email.trim(), "password": f.password})),
+        ))
+        .await;
+    match pair {
+        Ok(pair) => Ok(signed_in(
+            &web,
+            &pair,
+            if role == "ORGANIZER" { "/organizer" } else { "/" },
+        )),
+        // The account exists; logging in is the visitor's next step.
+        Err(_) => Ok(Redirect::to("/login").into_response()),
+    }
+}
+
+pub async fn logout(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let refresh = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|p| p.trim().strip_prefix(REFRESH).and_then(|r| r.strip_prefix('=')))
+        .map(str::to_string);
+    if let Some(r) = refresh.filter(|r| !r.is_empty()) {
+        // Revoked at the auth service, so a copied cookie is worth nothing.
+        let _ = web
+            .api
+            .send(
+                Call::post("/api/v1/auth/logout", Some(json!({"refresh_token": r})))
+                    .by(visitor.token.as_deref()),
+            )
+            .await;
+    }
+    let mut resp = Redirect::to("/").into_response();
+    for c in end_session(web.secure_cookies) {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+pub fn status_of(p: &Problem) -> StatusCode {
+    StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+/// A refusal in one sentence: the fields the service named, else its detail.
+pub fn explain(p: &Problem) -> String {
+    if p.fields.is_empty() {
+        if p.detail.is_empty() {
+            p.title.clone()
+        } else {
+            p.detail.clone()
+        }
+    } else {
+        "Please correct the fields marked below.".to_string()
+    }
+}

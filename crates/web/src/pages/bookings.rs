@@ -1,0 +1,234 @@
+//! Booking, and the customer's bookings with their tickets.
+
+use axum::{
+    extract::{Path, State},
+    response::{IntoResponse, Redirect, Response},
+    Extension, Form,
+};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{account::explain, refused, render, signed_in, Page};
+use crate::{api::Call, session::Visitor, Web};
+
+#[derive(Debug, Deserialize)]
+pub struct BookForm {
+    number_of_tickets: String,
+    payment_token: String,
+    /// Generated with the form: the booking's Idempotency-Key.
+    form_key: String,
+}
+
+pub async fn book(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Path(event_id): Path<i64>,
+    Form(f): Form<BookForm>,
+) -> Result<Response, Response> {
+    let here = format!("/events/{event_id}");
+    let token = signed_in(&visitor, &here)?;
+    let key = uuid::Uuid::parse_str(f.form_key.trim())
+        .map(|k| k.to_string())
+        .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string());
+    // The count goes to the service as typed, so that it, not this page,
+    // says what is allowed.
+    let count: Value = f
+        .number_of_tickets
+        .trim()
+        .parse::<i64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| Value::from(f.number_of_tickets.trim()));
+    let answer = web
+        .api
+        .send(
+            Call::post(
+                "/api/v1/bookings",
+                Some(json!({"event_id": event_id, "number_of_tickets": count, "payment_token": f.payment_token})),
+            )
+            .by(Some(token))
+            .header("idempotency-key", key)
+            // Most bookings settle within a second: the visitor then
+            // lands on the outcome rather than on a waiting page.
+            .header("prefer", "wait=3"),
+        )
+        .await;
+    match answer {
+        Ok(b) => {
+            let id = b["booking_id"].as_str().unwrap_or_default();
+            Ok(Redirect::to(&format!("/bookings/{id}")).into_response())
+        }
+        Err(p) if p.status == 409 || p.status == 400 || p.status == 422 => {
+            // Sold out before a booking was made, or a refused form: say
+            // why, with the way back to the event.
+            let message = if p.is("sold-out") {
+                "Sold out: there are no seats left.".to_string()
+            } else {
+                p.fields
+                    .first()
+                    .map(|(f, m)| format!("{f}: {m}"))
+                    .unwrap_or_else(|| explain(&p))
+            };
+            Err(book_refused(
+                &web,
+                &visitor,
+                event_id,
+                &message,
+                super::account::status_of(&p),
+            ))
+        }
+        Err(p) => Err(refused(&web, &visitor, &here, p)),
+    }
+}
+
+fn book_refused(
+    web: &Web,
+    visitor: &Visitor,
+    event_id: i64,
+    message: &str,
+    status: axum::http::StatusCode,
+) -> Response {
+    super::render_status(
+        web,
+        visitor,
+        status,
+        "error.html",
+        context! {
+            status => status.as_u16(),
+            title => "Not booked",
+            message => message,
+            back => format!("/events/{event_id}"),
+        },
+    )
+    .unwrap_or_else(|e| e)
+}
+
+pub async fn mine(State(web): State<Web>, Extension(visitor): Extension<Visitor>) -> Page {
+    let token = signed_in(&visitor, "/bookings")?;
+    let bookings = web
+        .api
+        .send(Call::get("/api/v1/bookings/mine?page_size=100").by(Some(token)))
+        .await
+        .map_err(|p| refused(&web, &visitor, "/bookings", p))?;
+    let events = event_names(&web, &bookings["items"]).await;
+    render(
+        &web,
+        &visitor,
+        "bookings.html",
+        context! { bookings => bookings["items"], events => events },
+    )
+}
+
+/// The names of the events the bookings are for, by id (one read each;
+/// a customer has few).
+async fn event_names(web: &Web, bookings: &Value) -> std::collections::BTreeMap<String, Value> {
+    let mut ids: Vec<i64> = bookings
+        .as_array()
+        .map(|b| b.iter().filter_map(|b| b["event_id"].as_i64()).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut found = Vec::with_capacity(ids.len());
+    for id in &ids {
+        found.push(web.api.send(Call::get(format!("/api/v1/events/{id}"))).await);
+    }
+    ids.into_iter()
+        .zip(found)
+        .filter_map(|(id, e)| e.ok().map(|e| (id.to_string(), e)))
+        .collect()
+}
+
+/// A ticket's QR code as inline SVG: the ticket id, which is what a door
+/// scanner checks.
+fn qr_svg(ticket_id: &str) -> Option<String> {
+    let id = uuid::Uuid::parse_str(ticket_id).ok()?;
+    let code = qrcode::QrCode::new(id.to_string().as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color>()
+            .min_dimensions(168, 168)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Shown {
+    /// Set after the visitor asked to cancel: the refund is under way
+    /// while the booking still reads CONFIRMED.
+    cancelling: Option<String>,
+}
+
+/// A booking id from the address; anything else is a page that is not there.
+fn booking_id(web: &Web, visitor: &Visitor, raw: &str) -> Result<uuid::Uuid, Response> {
+    uuid::Uuid::parse_str(raw)
+        .map_err(|_| super::page_error(web, Some(visitor), 404, "There is no such booking."))
+}
+
+pub async fn show(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Path(id): Path<String>,
+    axum::extract::Query(shown): axum::extract::Query<Shown>,
+) -> Page {
+    let here = format!("/bookings/{id}");
+    let token = signed_in(&visitor, &here)?;
+    let id = booking_id(&web, &visitor, &id)?;
+    let booking = web
+        .api
+        .send(Call::get(format!("/api/v1/bookings/{id}")).by(Some(token)))
+        .await
+        .map_err(|p| refused(&web, &visitor, &here, p))?;
+    let event = match booking["event_id"].as_i64() {
+        Some(e) => web.api.send(Call::get(format!("/api/v1/events/{e}"))).await.ok(),
+        None => None,
+    };
+    let tickets: Vec<Value> = booking["ticket_ids"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|t| t.as_str())
+                .map(|t| json!({"id": t, "qr": qr_svg(t)}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cancelling = shown.cancelling.is_some();
+    render(
+        &web,
+        &visitor,
+        "booking.html",
+        context! {
+            booking => booking,
+            event => event,
+            tickets => tickets,
+            pending => booking["status"] == "PENDING" || (cancelling && booking["status"] == "CONFIRMED"),
+            cancelling => cancelling && booking["status"] == "CONFIRMED",
+        },
+    )
+}
+
+pub async fn cancel(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Path(id): Path<String>,
+) -> Page {
+    let here = format!("/bookings/{id}");
+    let token = signed_in(&visitor, &here)?;
+    let id = booking_id(&web, &visitor, &id)?;
+    web.api
+        .send(Call::post(format!("/api/v1/bookings/{id}/cancel"), None).by(Some(token)))
+        .await
+        .map_err(|p| refused(&web, &visitor, &here, p))?;
+    Ok(Redirect::to(&format!("/bookings/{id}?cancelling=1")).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_get_a_qr_code_and_non_ids_none() {
+        let svg = qr_svg("0190c1a8-7b3e-7cc4-9b8e-5f1d2a3b4c5d").unwrap();
+        assert!(svg.contains("<svg") && svg.contains("</svg>"));
+        assert_eq!(qr_svg("<script>"), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! Browsing: the published events with search and pages, and one event
+//! with its live availability and the form that books it.
+
+use axum::{
+    extract::{Path, Query, State},
+    Extension,
+};
+use minijinja::context;
+use serde::Deserialize;
+
+use super::{refused, render, url_encode, Page};
+use crate::{api::Call, session::Visitor, Web};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Search {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    page: Option<u32>,
+}
+
+impl Search {
+    /// The filters that were given, as `(name, value)` pairs.
+    fn given(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("q", self.q.trim()),
+            ("category", self.category.trim()),
+            ("location", self.location.trim()),
+            ("from", self.from.trim()),
+            ("to", self.to.trim()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+    }
+
+    fn query(&self, page: u32) -> String {
+        let mut pairs = self.given();
+        let page = page.to_string();
+        pairs.push(("page", &page));
+        pairs.push(("page_size", "12"));
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+pub async fn list(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Query(search): Query<Search>,
+) -> Page {
+    let page = search.page.unwrap_or(1).max(1);
+    let answer = web
+        .api
+        .send(Call::get(format!("/api/v1/events?{}", search.query(page))))
+        .await;
+    let (events, total, problem) = match answer {
+        Ok(p) => (p["items"].clone(), p["total"].as_i64().unwrap_or(0), None),
+        // A filter the service refused (a bad date, a query too long)
+        // is shown next to the form, not as an error page.
+        Err(p) if p.status == 400 || p.status == 422 => (serde_json::Value::Array(vec![]), 0, Some(p)),
+        Err(p) => return Err(refused(&web, &visitor, "/", p)),
+    };
+    let pages = ((total + 11) / 12).max(1) as u32;
+    let mut keep = search.given();
+    keep.retain(|(k, _)| *k != "page");
+    let link = |n: u32| {
+        let mut pairs: Vec<String> = keep
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+            .collect();
+        pairs.push(format!("page={n}"));
+        format!("/?{}", pairs.join("&"))
+    };
+    render(
+        &web,
+        &visitor,
+        "events.html",
+        context! {
+            events => events,
+            total => total,
+            search => context! {
+                q => search.q.trim(), category => search.category.trim(),
+                location => search.location.trim(), from => search.from.trim(), to => search.to.trim(),
+            },
+            searched => !search.given().is_empty(),
+            page => page,
+            pages => pages,
+            previous => (page > 1).then(|| link(page - 1)),
+            next => (page < pages).then(|| link(page + 1)),
+            problem => problem.map(|p| if p.fields.is_empty() { p.detail } else {
+                p.fields.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ")
+            }),
+        },
+    )
+}
+
+pub async fn show(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Path(id): Path<i64>,
+) -> Page {
+    let here = format!("/events/{id}");
+    let event = web
+        .api
+        .send(Call::get(format!("/api/v1/events/{id}")).by(visitor.token.as_deref()))
+        .await
+        .map_err(|p| refused(&web, &visitor, &here, p))?;
+    let availability = web
+        .api
+        .send(Call::get(format!("/api/v1/tickets/availability/{id}")))
+        .await
+        .ok();
+    render(
+        &web,
+        &visitor,
+        "event.html",
+        context! {
+            event => event,
+            availability => availability,
+            // One form, one booking: a second submit of the same form is
+            // the same request to the booking service.
+            form_key => uuid::Uuid::new_v4().to_string(),
+            cards => [
+                ("tok_visa", "Visa ending 4242 (test card)"),
+                ("tok_mastercard", "Mastercard ending 4444 (test card)"),
+                ("tok_chargeDeclined", "Visa ending 0002, declined (test card)"),
+                ("tok_insufficientFunds", "Visa ending 9995, insufficient funds (test card)"),
+            ],
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn searches_keep_only_what_was_given_and_encode_it() {
+        let s = Search {
+            q: " jazz & blues ".into(),
+            location: "Lisbon".into(),
+            ..Default::default()
+        };
+        assert_eq!(s.query(2), "q=jazz+%26+blues&location=Lisbon&page=2&page_size=12");
+        assert_eq!(Search::default().query(1), "page=1&page_size=12");
+    }
+}

@@ -1,0 +1,178 @@
+//! The pages, by who uses them; this module holds what they share:
+//! templates, rendering, and how a refusal from a service becomes a page.
+
+pub mod account;
+pub mod bookings;
+pub mod events;
+pub mod organizer;
+
+use axum::{
+    http::{header, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+};
+use minijinja::{context, Environment, Value};
+
+use crate::{api::Problem, session::Visitor, Web};
+
+macro_rules! templates {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../templates/", $name)))),*]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = templates!(
+    "base.html",
+    "error.html",
+    "events.html",
+    "event.html",
+    "login.html",
+    "register.html",
+    "bookings.html",
+    "booking.html",
+    "organizer_events.html",
+    "event_form.html",
+    "sales.html",
+);
+
+/// Every template, parsed once; `.html` names are HTML-escaped.
+pub fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source)
+            .unwrap_or_else(|e| panic!("template {name}: {e}"));
+    }
+    env.add_filter("reason", |r: String| failure_reason(&r).to_string());
+    env
+}
+
+/// A failed booking's reason in a customer's words.
+pub fn failure_reason(code: &str) -> &'static str {
+    match code {
+        "SOLD_OUT" => "Sold out: every seat was taken before yours could be held.",
+        "PAYMENT_DECLINED" => "Your card was declined. No money was taken.",
+        "PAYMENT_ERROR" => "The payment could not be processed. No money was taken; please try again.",
+        "EVENT_NOT_ON_SALE" => "This event is not on sale.",
+        "HOLD_EXPIRED" => "Your seats were released before the payment completed. Any charge is refunded.",
+        "EVENT_CANCELLED" => "The event was cancelled.",
+        _ => "The booking could not be completed.",
+    }
+}
+
+/// A rendered page, or the page that explains why not.
+pub type Page = Result<Response, Response>;
+
+pub fn render(web: &Web, visitor: &Visitor, name: &str, ctx: Value) -> Page {
+    render_status(web, visitor, StatusCode::OK, name, ctx)
+}
+
+pub fn render_status(web: &Web, visitor: &Visitor, status: StatusCode, name: &str, ctx: Value) -> Page {
+    let base = context! {
+        user => visitor.user,
+        csrf => visitor.csrf,
+        is_organizer => visitor.user.as_ref().is_some_and(|u| u.has(ticketer_http::Role::Organizer)),
+    };
+    let html = web
+        .templates
+        .get_template(name)
+        .and_then(|t| t.render(context! { ..base, ..ctx }))
+        .map_err(|e| {
+            tracing::error!(error = %e, template = name, "web: a page failed to render");
+            page_error(web, Some(visitor), 500, "This page could not be shown.")
+        })?;
+    Ok((status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
+}
+
+/// An error page; it never fails (a plain text answer if even it cannot render).
+pub fn page_error(web: &Web, visitor: Option<&Visitor>, status: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let ctx = context! {
+        user => visitor.and_then(|v| v.user.clone()),
+        csrf => visitor.map(|v| v.csrf.clone()),
+        status => status.as_u16(),
+        title => status.canonical_reason().unwrap_or("Error"),
+        message => message,
+    };
+    match web
+        .templates
+        .get_template("error.html")
+        .and_then(|t| t.render(ctx))
+    {
+        Ok(html) => (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        Err(_) => (status, message.to_string()).into_response(),
+    }
+}
+
+/// Where a refusal from the API leads: the login page when the visitor
+/// must log in (again), otherwise a page saying what the service said.
+pub fn refused(web: &Web, visitor: &Visitor, here: &str, p: Problem) -> Response {
+    match p.status {
+        401 => to_login(here),
+        403 => page_error(web, Some(visitor), 403, "You do not have access to this page."),
+        404 => page_error(web, Some(visitor), 404, "There is nothing here."),
+        s => {
+            let message = if p.detail.is_empty() { p.title } else { p.detail };
+            page_error(web, Some(visitor), s, &message)
+        }
+    }
+}
+
+pub fn to_login(here: &str) -> Response {
+    let next: String = url_encode(here);
+    Redirect::to(&format!("/login?next={next}")).into_response()
+}
+
+/// The visitor's token, or the login page that brings them back here.
+pub fn signed_in<'a>(visitor: &'a Visitor, here: &str) -> Result<&'a str, Response> {
+    visitor.token.as_deref().ok_or_else(|| to_login(here))
+}
+
+pub fn url_encode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|e| e.trim_start_matches('=').to_string())
+        .unwrap_or_default()
+}
+
+/// Only a path on this site is followed after a login (never `//host`).
+pub fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_parses() {
+        let env = templates();
+        for (name, _) in TEMPLATES {
+            assert!(env.get_template(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn only_local_paths_are_followed_after_login() {
+        assert_eq!(safe_next(Some("/bookings")), "/bookings");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn every_failure_reason_has_words() {
+        for code in [
+            "SOLD_OUT",
+            "PAYMENT_DECLINED",
+            "PAYMENT_ERROR",
+            "EVENT_NOT_ON_SALE",
+            "HOLD_EXPIRED",
+            "EVENT_CANCELLED",
+        ] {
+            assert_ne!(failure_reason(code), failure_reason("?"), "{code}");
+        }
+        assert_eq!(url_encode("/events/1?q=a b"), "%2Fevents%2F1%3Fq%3Da+b");
+    }
+}
