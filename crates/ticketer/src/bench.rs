@@ -22,6 +22,7 @@ pub(crate) mod buyer;
 pub(crate) mod client;
 mod probe;
 mod progress;
+pub mod search;
 pub(crate) mod setup;
 
 use audit::{audit, Audit};

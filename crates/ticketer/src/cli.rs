@@ -215,6 +215,19 @@ pub(crate) enum BenchScenario {
         #[arg(long)]
         service_urls: Option<String>,
     },
+    /// Anonymous searches through the gateway over a catalogue of
+    /// published events (created through the API first, if fewer are
+    /// there); prints a JSON report.
+    Search {
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        gateway: String,
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+    },
     /// An event with this many ticket holders is cancelled: how long the
     /// notification service takes to store and to send one email each
     /// (its own listener, worker and channel, in this process). Prints a

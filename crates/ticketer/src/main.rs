@@ -87,6 +87,26 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Command::Bench {
         scenario:
+            BenchScenario::Search {
+                gateway,
+                events,
+                concurrency,
+                seconds,
+            },
+    } = cli.command
+    {
+        let cfg = ticketer::bench::search::SearchBench {
+            gateway,
+            events,
+            concurrency,
+            seconds,
+        };
+        let report = ticketer::bench::search::run(cfg).await?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if let Command::Bench {
+        scenario:
             BenchScenario::FlashSale {
                 gateway,
                 scenario,
