@@ -80,7 +80,7 @@ impl From<User> for UserResponse {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ticketer auth"),
-    paths(register, login, refresh, logout, me, update_me, grant_role, revoke_role, jwks),
+    paths(register, login, refresh, logout, me, update_me, list_users, grant_role, revoke_role, jwks),
     tags((name = "auth", description = "Accounts, tokens and roles"))
 )]
 pub struct ApiDoc;
@@ -92,6 +92,7 @@ pub fn router(service: AuthService) -> Router {
         .route("/api/v1/auth/refresh", post(refresh))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/auth/me", get(me).patch(update_me))
+        .route("/api/v1/auth/users", get(list_users))
         .route("/api/v1/auth/users/{id}/roles", post(grant_role))
         .route("/api/v1/auth/users/{id}/roles/{role}", delete(revoke_role))
         .route("/api/v1/auth/.well-known/jwks.json", get(jwks))
@@ -191,6 +192,39 @@ async fn grant_role(
 ) -> ApiResult<axum::Json<UserResponse>> {
     caller.require(Role::Admin)?;
     Ok(axum::Json(svc.grant(parse_user_id(&id)?, req.role).await?.into()))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UsersQuery {
+    /// Part of an email or a name, any case.
+    pub q: Option<String>,
+    pub page: Option<u32>,
+    pub page_size: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/auth/users", tag = "auth", security(("bearer" = [])), params(UsersQuery),
+    responses((status = 200, description = "a page of users with their roles, newest first"),
+              (status = 403, body = ticketer_http::Problem)))]
+async fn list_users(
+    State(svc): State<AuthService>,
+    caller: AuthUser,
+    ticketer_http::Query(q): ticketer_http::Query<UsersQuery>,
+) -> ApiResult<axum::Json<ticketer_http::Page<UserResponse>>> {
+    caller.require(Role::Admin)?;
+    if q.q.as_deref().is_some_and(|s| s.chars().count() > 200) {
+        return Err(ApiError::field("q", "at most 200 characters"));
+    }
+    let page = ticketer_http::PageQuery {
+        page: q.page,
+        page_size: q.page_size,
+    }
+    .validate()?;
+    let (users, total) = svc.users(q.q.as_deref(), page).await?;
+    Ok(axum::Json(ticketer_http::Page::new(
+        users.into_iter().map(Into::into).collect(),
+        page,
+        total,
+    )))
 }
 
 #[utoipa::path(delete, path = "/api/v1/auth/users/{id}/roles/{role}", tag = "auth", security(("bearer" = [])),

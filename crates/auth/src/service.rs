@@ -297,6 +297,15 @@ impl AuthService {
         Ok(user)
     }
 
+    /// Users for an administrator's list, newest first.
+    pub async fn users(
+        &self,
+        q: Option<&str>,
+        page: ticketer_http::PageRequest,
+    ) -> Result<(Vec<User>, i64), AuthError> {
+        Ok(store::list_users(&self.db, q, page.limit(), page.offset()).await?)
+    }
+
     pub async fn grant(&self, id: Uuid, role: Role) -> Result<User, AuthError> {
         let mut tx = self.db.begin().await?;
         store::user_by_id(&mut tx, id)

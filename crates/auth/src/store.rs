@@ -100,6 +100,67 @@ async fn load(conn: &mut AnyConnection, filter: &str, value: String) -> Result<O
     }))
 }
 
+/// One page of users, newest first, whose email or name contains `q`
+/// (any case); with the number of matches.
+pub async fn list_users(
+    db: &Db,
+    q: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<User>, i64), DbError> {
+    let filter = "($1 = '' OR lower(email) LIKE $2 ESCAPE '\\' \
+                  OR lower(first_name || ' ' || last_name) LIKE $2 ESCAPE '\\')";
+    let q = q.map(str::trim).unwrap_or_default();
+    let pattern = ticketer_db::like_pattern(q);
+    let (total,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM users WHERE {filter}"))
+        .bind(q)
+        .bind(&pattern)
+        .fetch_one(db.reader())
+        .await?;
+    let page = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE {filter} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
+    );
+    let rows = sqlx::query(&page)
+        .bind(q)
+        .bind(&pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db.reader())
+        .await?;
+    // The page's roles in one statement: the same page, chosen again.
+    let role_rows = sqlx::query(&format!(
+        "SELECT user_id, role FROM user_roles WHERE user_id IN (SELECT id FROM ({page}) AS p) ORDER BY role"
+    ))
+    .bind(q)
+    .bind(&pattern)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db.reader())
+    .await?;
+    let mut roles: std::collections::HashMap<String, Vec<Role>> = std::collections::HashMap::new();
+    for r in &role_rows {
+        if let Ok(role) = r.try_get::<String, _>("role")?.parse() {
+            roles.entry(r.try_get("user_id")?).or_default().push(role);
+        }
+    }
+    let users = rows
+        .iter()
+        .map(|row| {
+            let id: String = row.try_get("id")?;
+            Ok(User {
+                id: ticketer_db::uuid_of(&id)?,
+                email: row.try_get("email")?,
+                password_hash: row.try_get("password_hash")?,
+                first_name: row.try_get("first_name")?,
+                last_name: row.try_get("last_name")?,
+                roles: roles.remove(&id).unwrap_or_default(),
+                created_at: time::parse(&row.try_get::<String, _>("created_at")?)?,
+            })
+        })
+        .collect::<Result<_, DbError>>()?;
+    Ok((users, total))
+}
+
 pub async fn user_by_email(db: &Db, email: &str) -> Result<Option<User>, DbError> {
     load(&mut *db.reader().acquire().await?, "email", email.to_string()).await
 }

@@ -286,6 +286,17 @@ impl Db {
     }
 }
 
+/// A `LIKE ... ESCAPE '\'` pattern matching `s` anywhere, lower-cased, its
+/// wildcards escaped so that user text matches literally.
+pub fn like_pattern(s: &str) -> String {
+    let escaped = s
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// `$start, $start+1, ...` for an `IN (...)` list of `n` values.
 pub fn placeholders(start: usize, n: usize) -> String {
     (start..start + n)

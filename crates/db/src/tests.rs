@@ -78,3 +78,9 @@ fn placeholder_lists() {
     assert_eq!(placeholders(2, 3), "$2, $3, $4");
     assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
 }
+
+#[test]
+fn like_patterns_escape_wildcards() {
+    assert_eq!(like_pattern("Rock"), "%rock%");
+    assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+}

@@ -185,16 +185,6 @@ fn fts_query(q: &str) -> String {
         .join(" ")
 }
 
-/// Escapes LIKE wildcards so user text matches literally.
-fn like_pattern(s: &str) -> String {
-    let escaped = s
-        .to_lowercase()
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
 /// A WHERE clause with its text arguments, numbered as they are added.
 #[derive(Default)]
 struct Where {
@@ -273,7 +263,7 @@ pub async fn list_published(
     if let Some(l) = &f.location {
         w.push(
             |i| format!("lower(location) LIKE ${i} ESCAPE '\\'"),
-            like_pattern(l.trim()),
+            ticketer_db::like_pattern(l.trim()),
         );
     }
     if let Some(from) = f.from {
@@ -309,11 +299,5 @@ mod tests {
     fn search_words_are_quoted_not_parsed() {
         assert_eq!(fts_query(" Rock  night "), "\"Rock\" \"night\"");
         assert_eq!(fts_query("a\"b OR c*"), "\"a\"\"b\" \"OR\" \"c*\"");
-    }
-
-    #[test]
-    fn like_patterns_escape_wildcards() {
-        assert_eq!(like_pattern("Rock"), "%rock%");
-        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
     }
 }

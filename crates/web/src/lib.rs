@@ -1,6 +1,7 @@
 //! Ticketer's web application, served at `/` of the gateway: pages for
 //! customers (browse, search, book, my bookings with their tickets'
-//! QR codes), organizers (their events and a live sales view) and admins.
+//! QR codes), organizers (their events and a live sales view) and admins
+//! (users and their roles).
 //!
 //! Server-rendered HTML over the same public API a client uses (see
 //! [`api`]): no business rule lives here. Every page works without
@@ -84,6 +85,8 @@ pub fn router(web: Web) -> Router {
         .route("/organizer/events/{id}/publish", post(pages::organizer::publish))
         .route("/organizer/events/{id}/cancel", post(pages::organizer::cancel))
         .route("/organizer/events/{id}/sales", get(pages::organizer::sales))
+        .route("/admin/users", get(pages::admin::users))
+        .route("/admin/users/{id}/roles", post(pages::admin::change_role))
         .route("/assets/app.css", get(stylesheet))
         .route("/assets/live.js", get(script))
         .layer(from_fn_with_state(web.clone(), session::visit))

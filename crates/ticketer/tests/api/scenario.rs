@@ -705,3 +705,119 @@ async fn production_roles_and_profile() {
     };
     roles_and_profile(&stack).await;
 }
+
+/// An administrator finds users by part of their email or name, with their
+/// roles; nobody else can list them; wildcards in the query are plain text.
+async fn admins_find_users(s: &TestStack) {
+    let l = s.label;
+    let admin = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await
+        .text("access_token");
+    let (customer_id, customer, _) = s.user("CUSTOMER").await;
+    let (organizer_id, _, _) = s.user("ORGANIZER").await;
+    let me = s
+        .call(Method::GET, "/api/v1/auth/me", Some(&customer), None)
+        .await;
+    let email = me.text("email");
+
+    let r = s
+        .call(Method::GET, "/api/v1/auth/users", Some(&customer), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{l}");
+    let r = s.call(Method::GET, "/api/v1/auth/users", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}");
+
+    // By a piece of the email, any case: that user alone, with the role.
+    let piece = email[..email.find('@').unwrap()].to_uppercase();
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/auth/users?q={piece}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{l}: {}", r.body);
+    assert_eq!(r.body["total"], 1, "{l}: {}", r.body);
+    assert_eq!(r.body["items"][0]["id"], customer_id.as_str());
+    assert_eq!(r.body["items"][0]["roles"], json!(["CUSTOMER"]));
+
+    // By name: every test user is "Test <ROLE>"; newest first.
+    let r = s
+        .call(
+            Method::GET,
+            "/api/v1/auth/users?q=test%20organizer&page_size=100",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{l}");
+    assert_eq!(r.body["items"][0]["id"], organizer_id.as_str(), "{l}: {}", r.body);
+    assert!(r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|u| u["roles"] == json!(["ORGANIZER"])));
+
+    // All users, paged; the administrator is among them.
+    let r = s
+        .call(Method::GET, "/api/v1/auth/users?page_size=1", Some(&admin), None)
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1, "{l}");
+    assert!(r.body["total"].as_i64().unwrap() >= 3, "{l}: {}", r.body);
+
+    // Wildcards are text; a bad page or an overlong query names the field.
+    let r = s
+        .call(Method::GET, "/api/v1/auth/users?q=%25", Some(&admin), None)
+        .await;
+    assert_eq!(r.body["total"], 0, "{l}: {}", r.body);
+    let r = s
+        .call(
+            Method::GET,
+            "/api/v1/auth/users?page_size=1000",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.error_fields(), vec!["page_size"], "{l}");
+    let long = "a".repeat(201);
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/auth/users?q={long}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.error_fields(), vec!["q"], "{l}");
+}
+
+#[tokio::test]
+async fn embedded_admins_find_users() {
+    let s = TestStack::embedded(&[
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+    ])
+    .await;
+    admins_find_users(&s).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn production_admins_find_users() {
+    let Some(stack) = TestStack::production_with(&[
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+    ])
+    .await
+    else {
+        return;
+    };
+    admins_find_users(&stack).await;
+}

@@ -227,8 +227,12 @@ async fn a_customer_finds_books_sees_tickets_and_cancels() {
     );
     b.screenshot("checkout-declined").await.unwrap();
 
-    // The organizer's pages are not a customer's.
+    // The organizer's and the administrator's pages are not a customer's.
     b.goto(&format!("{}/organizer", s.base)).await.unwrap();
+    b.wait_for_text("main", "You do not have access", PATIENCE)
+        .await
+        .unwrap();
+    b.goto(&format!("{}/admin/users", s.base)).await.unwrap();
     b.wait_for_text("main", "You do not have access", PATIENCE)
         .await
         .unwrap();
@@ -247,6 +251,7 @@ async fn a_customer_finds_books_sees_tickets_and_cancels() {
         .click()
         .await
         .unwrap();
+    b.wait_for_text("header", "Log in", PATIENCE).await.unwrap();
     b.goto(&format!("{}/bookings", s.base)).await.unwrap();
     assert!(b.url().await.unwrap().contains("/login?next="));
     b.close().await;
@@ -311,6 +316,10 @@ async fn an_organizer_creates_publishes_edits_and_watches_sales() {
     )
     .await
     .unwrap();
+    // Saved: the page shows the new name before anything else is clicked.
+    b.wait_for_text("h1", "Rooftop Sessions: Summer", PATIENCE)
+        .await
+        .unwrap();
     b.find("form[action$='/publish'] button")
         .await
         .unwrap()
@@ -439,4 +448,81 @@ async fn forms_need_their_csrf_token_and_cookies_stay_out_of_reach() {
     }
     let body = r.text().await.unwrap();
     assert!(!body.contains("eyJ"), "a token in the page");
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; ./scripts/test runs it with the servers (CI installs both)"]
+async fn an_admin_finds_a_user_and_changes_their_roles() {
+    let (admin_email, admin_password) = ("root@example.com", "bootstrap-pass-web");
+    let s = TestStack::embedded(&[
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", admin_email),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", admin_password),
+    ])
+    .await;
+    let (user_id, token, _) = s.user("CUSTOMER").await;
+    let email = s
+        .call(Method::GET, "/api/v1/auth/me", Some(&token), None)
+        .await
+        .text("email");
+    let roles = || async {
+        let admin = s
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": admin_email, "password": admin_password})),
+            )
+            .await
+            .text("access_token");
+        let r = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/auth/users?q={email}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["items"][0]["id"], user_id.as_str());
+        r.body["items"][0]["roles"].clone()
+    };
+
+    let b = open_browser().await;
+    b.goto(&format!("{}/login?next=/admin/users", s.base))
+        .await
+        .unwrap();
+    b.fill_and_submit(
+        &[("#email", admin_email), ("#password", admin_password)],
+        "form[action='/login'] button",
+    )
+    .await
+    .unwrap();
+    b.wait_for_text("h1", "Users", PATIENCE).await.unwrap();
+    b.fill_and_submit(&[("#q", &email)], "form[role=search] button")
+        .await
+        .unwrap();
+    b.wait_for_text("main", "1 user matching", PATIENCE)
+        .await
+        .unwrap();
+    b.find("button[title='Grant ORGANIZER']")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("button[title='Revoke ORGANIZER']", "ORGANIZER", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(roles().await, json!(["CUSTOMER", "ORGANIZER"]));
+    b.screenshot("admin-users").await.unwrap();
+    b.find("button[title='Revoke ORGANIZER']")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("button[title='Grant ORGANIZER']", "ORGANIZER", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(roles().await, json!(["CUSTOMER"]));
+    b.close().await;
 }

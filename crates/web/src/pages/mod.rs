@@ -2,6 +2,7 @@
 //! templates, rendering, and how a refusal from a service becomes a page.
 
 pub mod account;
+pub mod admin;
 pub mod bookings;
 pub mod events;
 pub mod organizer;
@@ -32,6 +33,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "organizer_events.html",
     "event_form.html",
     "sales.html",
+    "admin_users.html",
 );
 
 /// Every template, parsed once; `.html` names are HTML-escaped.
@@ -70,6 +72,7 @@ pub fn render_status(web: &Web, visitor: &Visitor, status: StatusCode, name: &st
         user => visitor.user,
         csrf => visitor.csrf,
         is_organizer => visitor.user.as_ref().is_some_and(|u| u.has(ticketer_http::Role::Organizer)),
+        is_admin => visitor.user.as_ref().is_some_and(|u| u.has(ticketer_http::Role::Admin)),
     };
     let html = web
         .templates

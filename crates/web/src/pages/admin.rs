@@ -1,0 +1,106 @@
+//! The administrator's pages: users and their roles.
+
+use axum::{
+    extract::{Path, Query, State},
+    response::{IntoResponse, Redirect},
+    Extension, Form,
+};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{refused, render, signed_in, url_encode, Page};
+use crate::{api::Call, session::Visitor, Web};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Find {
+    #[serde(default)]
+    q: String,
+    page: Option<u32>,
+}
+
+const PAGE_SIZE: i64 = 25;
+
+pub async fn users(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Query(find): Query<Find>,
+) -> Page {
+    let token = signed_in(&visitor, "/admin/users")?;
+    let page = find.page.unwrap_or(1).max(1);
+    let q = find.q.trim();
+    let found = web
+        .api
+        .send(
+            Call::get(format!(
+                "/api/v1/auth/users?q={}&page={page}&page_size={PAGE_SIZE}",
+                url_encode(q)
+            ))
+            .by(Some(token)),
+        )
+        .await
+        .map_err(|p| refused(&web, &visitor, "/admin/users", p))?;
+    let total = found["total"].as_i64().unwrap_or(0);
+    let pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1) as u32;
+    let link = |n: u32| format!("/admin/users?q={}&page={n}", url_encode(q));
+    render(
+        &web,
+        &visitor,
+        "admin_users.html",
+        context! {
+            users => found["items"],
+            total => total,
+            q => q,
+            page => page,
+            pages => pages,
+            previous => (page > 1).then(|| link(page - 1)),
+            next => (page < pages).then(|| link(page + 1)),
+            here => link(page),
+            roles => ["CUSTOMER", "ORGANIZER", "ADMIN"],
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RoleChange {
+    role: String,
+    /// `grant` or `revoke`.
+    change: String,
+    /// Where the list was, to go back to it.
+    #[serde(default)]
+    back: String,
+}
+
+pub async fn change_role(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Path(id): Path<String>,
+    Form(f): Form<RoleChange>,
+) -> Page {
+    let token = signed_in(&visitor, "/admin/users")?;
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return Err(super::page_error(
+            &web,
+            Some(&visitor),
+            404,
+            "There is no such user.",
+        ));
+    };
+    let call = if f.change == "revoke" {
+        Call {
+            method: reqwest::Method::DELETE,
+            ..Call::get(format!("/api/v1/auth/users/{id}/roles/{}", url_encode(&f.role)))
+        }
+    } else {
+        Call::post(
+            format!("/api/v1/auth/users/{id}/roles"),
+            Some(json!({"role": f.role})),
+        )
+    };
+    web.api
+        .send(call.by(Some(token)))
+        .await
+        .map_err(|p| refused(&web, &visitor, "/admin/users", p))?;
+    let back = super::safe_next(Some(f.back.as_str()).filter(|b| b.starts_with("/admin/users")));
+    Ok(Redirect::to(back).into_response())
+}
