@@ -71,6 +71,7 @@ pub fn router(web: Web) -> Router {
         )
         .route("/logout", post(pages::account::logout))
         .route("/bookings", get(pages::bookings::mine))
+        .route("/notifications", get(pages::bookings::notifications))
         .route("/bookings/{id}", get(pages::bookings::show))
         .route("/bookings/{id}/cancel", post(pages::bookings::cancel))
         .route("/organizer", get(pages::organizer::events))

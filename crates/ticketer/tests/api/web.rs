@@ -84,7 +84,7 @@ async fn register(b: &Browser, base: &str, email: &str, role: &str) {
 /// booking has its final status.
 async fn book_in_browser(b: &Browser, base: &str, event: i64, tickets: &str, card: &str) -> String {
     b.goto(&format!("{base}/events/{event}")).await.unwrap();
-    b.find(&format!("#payment_token option[value={card}]"))
+    b.find(&format!("#payment_token option[value='{card}']"))
         .await
         .unwrap()
         .click()
@@ -189,8 +189,19 @@ async fn a_customer_finds_books_sees_tickets_and_cancels() {
         assert!(page.contains(t.as_str().unwrap()), "ticket {t} not on the page");
     }
 
-    // A second booking, then cancelled from its page: refunded, seats back.
-    let second = book_in_browser(&b, &s.base, event, "1", "tok_mastercard").await;
+    // A second booking, paid with a card the customer saved, then
+    // cancelled from its page: refunded, seats back.
+    let saved = s
+        .call(
+            Method::POST,
+            "/api/v1/payments/methods",
+            Some(&token),
+            Some(json!({"payment_token": "tok_mastercard", "make_default": true})),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::CREATED, "{}", saved.body);
+    let method = format!("method:{}", saved.text("id"));
+    let second = book_in_browser(&b, &s.base, event, "1", &method).await;
     b.wait_for_text("#booking .outcome", "CONFIRMED", PATIENCE)
         .await
         .unwrap();
@@ -213,6 +224,14 @@ async fn a_customer_finds_books_sees_tickets_and_cancels() {
         mine.contains("CONFIRMED") && mine.contains("Harbour Jazz Night"),
         "{mine}"
     );
+
+    // What the customer was told, on their notifications page.
+    b.goto(&format!("{}/notifications", s.base)).await.unwrap();
+    let told = b
+        .wait_for_text("main", "Your tickets for Harbour Jazz Night", PATIENCE)
+        .await
+        .unwrap();
+    assert!(told.contains("Welcome to Ticketer"), "{told}");
 
     // A declined card: the booking fails and the page says why.
     let declined = book_in_browser(&b, &s.base, event, "1", "tok_chargeDeclined").await;

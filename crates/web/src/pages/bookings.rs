@@ -44,7 +44,12 @@ pub async fn book(
         .send(
             Call::post(
                 "/api/v1/bookings",
-                Some(json!({"event_id": event_id, "number_of_tickets": count, "payment_token": f.payment_token})),
+                Some(match f.payment_token.strip_prefix("method:") {
+                    Some(method) => {
+                        json!({"event_id": event_id, "number_of_tickets": count, "payment_method_id": method})
+                    }
+                    None => json!({"event_id": event_id, "number_of_tickets": count, "payment_token": f.payment_token}),
+                }),
             )
             .by(Some(token))
             .header("idempotency-key", key)
@@ -116,6 +121,22 @@ pub async fn mine(State(web): State<Web>, Extension(visitor): Extension<Visitor>
         &visitor,
         "bookings.html",
         context! { bookings => bookings["items"], events => events },
+    )
+}
+
+/// What the notification service told the visitor, newest first.
+pub async fn notifications(State(web): State<Web>, Extension(visitor): Extension<Visitor>) -> Page {
+    let token = signed_in(&visitor, "/notifications")?;
+    let told = web
+        .api
+        .send(Call::get("/api/v1/notifications/mine?page_size=50").by(Some(token)))
+        .await
+        .map_err(|p| refused(&web, &visitor, "/notifications", p))?;
+    render(
+        &web,
+        &visitor,
+        "notifications.html",
+        context! { notifications => told["items"] },
     )
 }
 

@@ -121,6 +121,31 @@ pub async fn show(
         .send(Call::get(format!("/api/v1/tickets/availability/{id}")))
         .await
         .ok();
+    // A customer's saved cards come first; none when not logged in.
+    let saved: Vec<(String, String)> = match visitor.token.as_deref() {
+        Some(t) => web
+            .api
+            .send(Call::get("/api/v1/payments/methods").by(Some(t)))
+            .await
+            .ok()
+            .and_then(|m| m["items"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                let id = m["id"].as_str()?;
+                let default = if m["is_default"] == true { ", default" } else { "" };
+                Some((
+                    format!("method:{id}"),
+                    format!(
+                        "Saved {} ending {}{default}",
+                        m["brand"].as_str()?,
+                        m["last4"].as_str()?
+                    ),
+                ))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     render(
         &web,
         &visitor,
@@ -128,6 +153,7 @@ pub async fn show(
         context! {
             event => event,
             availability => availability,
+            saved => saved,
             // One form, one booking: a second submit of the same form is
             // the same request to the booking service.
             form_key => uuid::Uuid::new_v4().to_string(),

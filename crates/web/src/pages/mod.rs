@@ -34,6 +34,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "event_form.html",
     "sales.html",
     "admin_users.html",
+    "notifications.html",
 );
 
 /// Every template, parsed once; `.html` names are HTML-escaped.
