@@ -4,6 +4,7 @@
 //! service starts with its HTTP server ([`launch`]: the outbox relay, the
 //! janitor, the sampled figures). `ticketer_http` holds the HTTP side.
 
+pub mod dead_letters;
 mod operations;
 
 use std::sync::Arc;
@@ -124,6 +125,15 @@ pub fn launch_with(
         metrics,
         ops,
     } = runtime;
+    // The service's dead letters, for administrators.
+    let (api, openapi) = match dead_letters::router(infra.service, bus.clone(), db.clone()) {
+        Some(letters) => {
+            let mut openapi = openapi;
+            openapi.merge(<dead_letters::ApiDoc as utoipa::OpenApi>::openapi());
+            (api.merge(letters), openapi)
+        }
+        None => (api, openapi),
+    };
     let relay = ticketer_db::OutboxRelay::new(
         db.clone(),
         bus.clone(),

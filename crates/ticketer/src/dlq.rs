@@ -6,21 +6,10 @@
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Serialize;
-use ticketer_bus::{topology, Bus, Envelope};
+use ticketer_bus::{topology, Bus};
 use ticketer_config::{Env, InfraConfig, Service};
 
-/// One dead letter, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Letter {
-    /// The message type.
-    pub kind: String,
-    /// None when the body was not even a message envelope.
-    pub message_id: Option<String>,
-    pub reason: String,
-    /// When it died (kept letters only; RabbitMQ does not say).
-    pub dead_at: Option<String>,
-}
+pub use ticketer_runtime::dead_letters::Letter;
 
 /// Where `queue`'s dead letters are: the broker, or the consumer's database.
 enum Store {
@@ -54,26 +43,12 @@ pub async fn list(env: &Env, data_dir: &Path, queue: &str) -> anyhow::Result<Vec
             .peek_dead_letters(queue)
             .await?
             .into_iter()
-            .map(|l| Letter {
-                message_id: Envelope::from_bytes(&l.body)
-                    .ok()
-                    .map(|e| e.message_id.to_string()),
-                kind: l.routing_key,
-                reason: l.reason,
-                dead_at: None,
-            })
+            .map(|l| Letter::from_broker(queue, l))
             .collect(),
         Store::Database(db) => {
             let kept = ticketer_db::dead_letters::waiting(&db, queue).await?;
             db.close().await;
-            kept.into_iter()
-                .map(|k| Letter {
-                    kind: k.kind,
-                    message_id: k.message_id,
-                    reason: k.reason,
-                    dead_at: Some(k.dead_at),
-                })
-                .collect()
+            kept.into_iter().map(|k| Letter::from_kept(queue, k)).collect()
         }
     })
 }

@@ -1,7 +1,7 @@
 //! Ticketer's web application, served at `/` of the gateway: pages for
 //! customers (browse, search, book, my bookings with their tickets'
 //! QR codes), organizers (their events and a live sales view) and admins
-//! (users and their roles).
+//! (users and their roles, dead letters).
 //!
 //! Server-rendered HTML over the same public API a client uses (see
 //! [`api`]): no business rule lives here. Every page works without
@@ -88,6 +88,8 @@ pub fn router(web: Web) -> Router {
         .route("/organizer/events/{id}/sales", get(pages::organizer::sales))
         .route("/admin/users", get(pages::admin::users))
         .route("/admin/users/{id}/roles", post(pages::admin::change_role))
+        .route("/admin/dead-letters", get(pages::admin::dead_letters))
+        .route("/admin/dead-letters/replay", post(pages::admin::replay))
         .route("/assets/app.css", get(stylesheet))
         .route("/assets/live.js", get(script))
         .layer(from_fn_with_state(web.clone(), session::visit))

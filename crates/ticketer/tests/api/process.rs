@@ -302,7 +302,8 @@ async fn dlq_lists_and_replays_what_a_consumer_kept() {
     assert!(ok, "{err}");
     let lines: Vec<serde_json::Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 1, "{listed}");
-    assert_eq!(lines[0]["kind"], "HoldTickets");
+    assert_eq!(lines[0]["type"], "HoldTickets");
+    assert_eq!(lines[0]["queue"], "ticket.commands");
     assert_eq!(lines[0]["message_id"], poison.message_id.to_string());
     assert_eq!(lines[0]["reason"], "permanent: bad payload");
 

@@ -543,5 +543,10 @@ async fn an_admin_finds_a_user_and_changes_their_roles() {
         .await
         .unwrap();
     assert_eq!(roles().await, json!(["CUSTOMER"]));
+
+    // Every service answers the administrator about its dead letters.
+    b.goto(&format!("{}/admin/dead-letters", s.base)).await.unwrap();
+    let page = b.wait_for_text("main", "Dead letters", PATIENCE).await.unwrap();
+    assert_eq!(page.matches("None waiting.").count(), 5, "{page}");
     b.close().await;
 }

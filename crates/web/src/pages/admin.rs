@@ -1,4 +1,5 @@
-//! The administrator's pages: users and their roles.
+//! The administrator's pages: users and their roles; the dead letters
+//! every service's consumers gave up on, and sending them back.
 
 use axum::{
     extract::{Path, Query, State},
@@ -103,4 +104,69 @@ pub async fn change_role(
         .map_err(|p| refused(&web, &visitor, "/admin/users", p))?;
     let back = super::safe_next(Some(f.back.as_str()).filter(|b| b.starts_with("/admin/users")));
     Ok(Redirect::to(back).into_response())
+}
+
+/// The services whose consumers keep dead letters, by their API path.
+const WITH_QUEUES: [&str; 5] = ["events", "tickets", "bookings", "payments", "notifications"];
+
+pub async fn dead_letters(State(web): State<Web>, Extension(visitor): Extension<Visitor>) -> Page {
+    let token = signed_in(&visitor, "/admin/dead-letters")?;
+    let mut services = Vec::new();
+    for segment in WITH_QUEUES {
+        let answer = web
+            .api
+            .send(Call::get(format!("/api/v1/{segment}/dead-letters")).by(Some(token)))
+            .await;
+        match answer {
+            Ok(list) => services.push(context! { segment => segment, letters => list["items"] }),
+            Err(p) if p.status == 401 || p.status == 403 => {
+                return Err(refused(&web, &visitor, "/admin/dead-letters", p))
+            }
+            // One service away does not hide the others' letters.
+            Err(p) => services.push(context! { segment => segment, error => p.detail }),
+        }
+    }
+    render(
+        &web,
+        &visitor,
+        "admin_dead_letters.html",
+        context! { services => services },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Replay {
+    segment: String,
+    queue: String,
+}
+
+pub async fn replay(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Form(f): Form<Replay>,
+) -> Page {
+    let token = signed_in(&visitor, "/admin/dead-letters")?;
+    if !WITH_QUEUES.contains(&f.segment.as_str()) {
+        return Err(super::page_error(
+            &web,
+            Some(&visitor),
+            404,
+            "There is no such service.",
+        ));
+    }
+    web.api
+        .send(
+            Call::post(
+                format!(
+                    "/api/v1/{}/dead-letters/{}/replay",
+                    f.segment,
+                    url_encode(&f.queue)
+                ),
+                None,
+            )
+            .by(Some(token)),
+        )
+        .await
+        .map_err(|p| refused(&web, &visitor, "/admin/dead-letters", p))?;
+    Ok(Redirect::to("/admin/dead-letters").into_response())
 }

@@ -35,6 +35,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "sales.html",
     "admin_users.html",
     "notifications.html",
+    "admin_dead_letters.html",
 );
 
 /// Every template, parsed once; `.html` names are HTML-escaped.
@@ -154,6 +155,34 @@ mod tests {
         for (name, _) in TEMPLATES {
             assert!(env.get_template(name).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn dead_letters_are_grouped_by_queue_with_a_replay_each() {
+        let env = templates();
+        let letter = |queue: &str, id: &str| {
+            serde_json::json!({"queue": queue, "type": "HoldTickets", "message_id": id,
+                "reason": "permanent: bad payload", "dead_at": "2026-11-29T10:00:00.123Z"})
+        };
+        let ctx = context! {
+            csrf => "t",
+            services => vec![
+                context! { segment => "tickets", letters => vec![
+                    letter("ticket.commands", "m-1"), letter("ticket.commands", "m-2"), letter("ticket.inventory", "m-3"),
+                ]},
+                context! { segment => "payments", letters => Vec::<serde_json::Value>::new() },
+                context! { segment => "bookings", error => "a service did not answer" },
+            ],
+        };
+        let html = env
+            .get_template("admin_dead_letters.html")
+            .unwrap()
+            .render(ctx)
+            .unwrap();
+        assert_eq!(html.matches("Send back to ticket.commands").count(), 1);
+        assert_eq!(html.matches("Send back to ticket.inventory").count(), 1);
+        assert!(html.contains("m-2") && html.contains("2026-11-29 10:00:00"));
+        assert!(html.contains("None waiting.") && html.contains("Not reachable: a service did not answer"));
     }
 
     #[test]
