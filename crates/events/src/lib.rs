@@ -28,7 +28,7 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServiceApp> {
     runtime.db.migrate("events", MIGRATIONS).await?;
-    let service = EventsService::new(runtime.db.clone());
+    let service = EventsService::new(runtime.db.clone()).with_search_count_limit(settings.search_count_limit);
     let completion = tokio::spawn(
         service
             .clone()

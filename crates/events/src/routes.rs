@@ -147,9 +147,9 @@ async fn list_events(
         from: date("from", q.from)?,
         to: date("to", q.to)?,
     };
-    let (events, total) = svc.list(&filter, page).await?;
+    let (events, total, capped) = svc.list(&filter, page).await?;
     let items = events.into_iter().map(|e| EventResponse::new(e, false)).collect();
-    Ok(axum::Json(Page::new(items, page, total)))
+    Ok(axum::Json(Page::new(items, page, total).capped(capped)))
 }
 
 /// What an anonymous search may ask: enough for any real query, little

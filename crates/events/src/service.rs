@@ -71,12 +71,24 @@ impl From<&Event> for EventSnapshot {
 #[derive(Clone)]
 pub struct EventsService {
     pub(crate) db: Db,
+    /// Public searches count their matches up to this many.
+    search_count_limit: i64,
 }
 
 impl EventsService {
     /// The service over an already migrated database.
     pub fn new(db: Db) -> Self {
-        EventsService { db }
+        EventsService {
+            db,
+            search_count_limit: crate::settings::DEFAULT_SEARCH_COUNT_LIMIT,
+        }
+    }
+
+    pub fn with_search_count_limit(self, limit: i64) -> Self {
+        EventsService {
+            search_count_limit: limit,
+            ..self
+        }
     }
 }
 
@@ -238,12 +250,11 @@ impl EventsService {
         .await
     }
 
-    pub async fn list(
-        &self,
-        filter: &ListFilter,
-        page: PageRequest,
-    ) -> Result<(Vec<Event>, i64), EventsError> {
-        Ok(store::list_published(&self.db, filter, page).await?)
+    /// Published events matching `filter`, with how many match (counted
+    /// up to the search count limit; true when there are more).
+    pub async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<store::Found, EventsError> {
+        let counting = store::Counting::UpTo(self.search_count_limit);
+        Ok(store::list_published(&self.db, filter, page, counting).await?)
     }
 
     pub async fn mine(&self, user: &AuthUser, page: PageRequest) -> Result<(Vec<Event>, i64), EventsError> {

@@ -207,9 +207,29 @@ impl Where {
     }
 }
 
-async fn page_of(db: &Db, w: Where, page: PageRequest) -> Result<(Vec<Event>, i64), DbError> {
+/// Matches counted: all of them, or up to a limit (`Some(n)`: n + 1 rows
+/// are counted at most, so that "more than n" is known).
+#[derive(Debug, Clone, Copy)]
+pub enum Counting {
+    All,
+    UpTo(i64),
+}
+
+/// A page of events and how many match: `(events, total, capped)`, capped
+/// when counting stopped at the limit.
+pub type Found = (Vec<Event>, i64, bool);
+
+async fn page_of(db: &Db, w: Where, page: PageRequest, counting: Counting) -> Result<Found, DbError> {
     let filter = w.sql();
-    let count_sql = format!("SELECT COUNT(*) FROM events {filter}");
+    // Counting every match of a broad search costs a pass over most of the
+    // table on both databases; a bounded count stops early.
+    let count_sql = match counting {
+        Counting::All => format!("SELECT COUNT(*) FROM events {filter}"),
+        Counting::UpTo(n) => format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM events {filter} LIMIT {}) AS matched",
+            n.max(0) + 1
+        ),
+    };
     let mut count = sqlx::query_as::<_, (i64,)>(&count_sql);
     for a in &w.args {
         count = count.bind(a.clone());
@@ -231,14 +251,18 @@ async fn page_of(db: &Db, w: Where, page: PageRequest) -> Result<(Vec<Event>, i6
         .fetch_all(db.reader())
         .await?;
     let events = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-    Ok((events, total))
+    Ok(match counting {
+        Counting::UpTo(n) if total > n => (events, n, true),
+        _ => (events, total, false),
+    })
 }
 
 pub async fn list_published(
     db: &Db,
     f: &ListFilter,
     page: PageRequest,
-) -> Result<(Vec<Event>, i64), DbError> {
+    counting: Counting,
+) -> Result<Found, DbError> {
     let mut w = Where::default();
     w.push(
         |i| format!("status = ${i}"),
@@ -278,7 +302,7 @@ pub async fn list_published(
             to.format("%Y-%m-%d").to_string(),
         );
     }
-    page_of(db, w, page).await
+    page_of(db, w, page, counting).await
 }
 
 pub async fn list_by_organizer(
@@ -288,7 +312,8 @@ pub async fn list_by_organizer(
 ) -> Result<(Vec<Event>, i64), DbError> {
     let mut w = Where::default();
     w.push(|i| format!("organizer = ${i}"), organizer.to_string());
-    page_of(db, w, page).await
+    let (events, total, _) = page_of(db, w, page, Counting::All).await?;
+    Ok((events, total))
 }
 
 #[cfg(test)]

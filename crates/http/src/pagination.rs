@@ -55,6 +55,10 @@ pub struct Page<T> {
     pub page: u32,
     pub page_size: u32,
     pub total: i64,
+    /// Present and true when counting stopped at `total`: there are at
+    /// least that many (a broad search is not counted to the end).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub total_capped: bool,
 }
 
 impl<T> Page<T> {
@@ -64,6 +68,15 @@ impl<T> Page<T> {
             page: req.page,
             page_size: req.page_size,
             total,
+            total_capped: false,
+        }
+    }
+
+    /// The page of a count that stopped early: at least `total` in all.
+    pub fn capped(self, capped: bool) -> Self {
+        Page {
+            total_capped: capped,
+            ..self
         }
     }
 }

@@ -821,3 +821,73 @@ async fn production_admins_find_users() {
     };
     admins_find_users(&stack).await;
 }
+
+/// A broad search stops counting at EVENTS_SEARCH_COUNT_LIMIT (3 here) and
+/// says so; a narrower one is counted exactly; pages beyond the count
+/// still come.
+async fn broad_searches_are_counted_up_to_a_limit(s: &TestStack) {
+    let l = s.label;
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    let word = format!("zq{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    for (i, place) in ["Porto", "Porto", "Lyon", "Lyon", "Lyon"].iter().enumerate() {
+        let mut body = event_body(&format!("{word} night {i}"));
+        body["location"] = json!(place);
+        let r = s
+            .call(Method::POST, "/api/v1/events", Some(&organizer), Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{l}: {}", r.body);
+        let id = r.body["id"].as_i64().unwrap();
+        let r = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/events/{id}/publish"),
+                Some(&organizer),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{l}");
+    }
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/events?q={word}&page_size=2"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.body["total"].clone(), r.body["total_capped"].clone()),
+        (json!(3), json!(true)),
+        "{l}: {}",
+        r.body
+    );
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2, "{l}");
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/events?q={word}&page_size=2&page=3"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.body["items"].as_array().unwrap().len(),
+        1,
+        "{l}: the fifth event, past the count"
+    );
+    let r = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/events?q={word}&location=porto"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["total"], 2, "{l}: {}", r.body);
+    assert!(r.body.get("total_capped").is_none(), "{l}: {}", r.body);
+}
+
+both_backends!(
+    broad_searches_are_counted_up_to_a_limit,
+    &[("EVENTS_SEARCH_COUNT_LIMIT", "3")]
+);

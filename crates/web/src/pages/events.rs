@@ -64,14 +64,25 @@ pub async fn list(
         .api
         .send(Call::get(format!("/api/v1/events?{}", search.query(page))))
         .await;
-    let (events, total, problem) = match answer {
-        Ok(p) => (p["items"].clone(), p["total"].as_i64().unwrap_or(0), None),
+    let (events, total, capped, problem) = match answer {
+        Ok(p) => (
+            p["items"].clone(),
+            p["total"].as_i64().unwrap_or(0),
+            p["total_capped"] == true,
+            None,
+        ),
         // A filter the service refused (a bad date, a query too long)
         // is shown next to the form, not as an error page.
-        Err(p) if p.status == 400 || p.status == 422 => (serde_json::Value::Array(vec![]), 0, Some(p)),
+        Err(p) if p.status == 400 || p.status == 422 => (serde_json::Value::Array(vec![]), 0, false, Some(p)),
         Err(p) => return Err(refused(&web, &visitor, "/", p)),
     };
-    let pages = ((total + 11) / 12).max(1) as u32;
+    // Past a capped count the pages go on while they are full.
+    let shown = events.as_array().map_or(0, Vec::len);
+    let pages = if capped && shown == 12 {
+        page + 1
+    } else {
+        (((total + 11) / 12).max(1) as u32).max(page)
+    };
     let mut keep = search.given();
     keep.retain(|(k, _)| *k != "page");
     let link = |n: u32| {
@@ -89,6 +100,7 @@ pub async fn list(
         context! {
             events => events,
             total => total,
+            capped => capped,
             search => context! {
                 q => search.q.trim(), category => search.category.trim(),
                 location => search.location.trim(), from => search.from.trim(), to => search.to.trim(),
