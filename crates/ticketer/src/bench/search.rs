@@ -191,6 +191,23 @@ fn query(dice: &mut Dice) -> String {
     }
 }
 
+/// Whether the `n`th seeded event (1-based) exists: page `n` of one.
+async fn has(client: &Client, n: i64) -> anyhow::Result<bool> {
+    let page = client
+        .expect(
+            reqwest::Method::GET,
+            &format!("/api/v1/events?category={CATEGORY}&page_size=1&page={n}"),
+            None,
+            None,
+            200,
+        )
+        .await?;
+    Ok(page["items"].as_array().is_some_and(|i| !i.is_empty()))
+}
+
+/// How many seeded events are published. The listing counts only up to
+/// its limit (`total_capped`), so past it the count is found by probing
+/// pages of one.
 async fn published(client: &Client) -> anyhow::Result<i64> {
     let page = client
         .expect(
@@ -201,7 +218,25 @@ async fn published(client: &Client) -> anyhow::Result<i64> {
             200,
         )
         .await?;
-    page["total"].as_i64().context("a page's total")
+    let total = page["total"].as_i64().context("a page's total")?;
+    if page["total_capped"] != true {
+        return Ok(total);
+    }
+    // At least `total`: double until a page is empty, then halve the gap.
+    let (mut low, mut high) = (total, total * 2);
+    while has(client, high).await? {
+        low = high;
+        high *= 2;
+    }
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if has(client, mid).await? {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    Ok(low)
 }
 
 /// Creates and publishes events until `want` are published, 16 at a time.
