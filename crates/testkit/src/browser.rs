@@ -27,7 +27,7 @@ pub fn available() -> bool {
 pub struct Browser {
     http: reqwest::Client,
     session: String,
-    _driver: Child,
+    driver: Child,
     /// Where screenshots go.
     pub shots: PathBuf,
 }
@@ -49,10 +49,13 @@ impl Browser {
     /// size; screenshots are saved under `shots`.
     pub async fn start(width: u32, height: u32, shots: impl Into<PathBuf>) -> anyhow::Result<Browser> {
         let port = free_port();
+        // Its own process group, so that a test that fails before closing
+        // the browser still takes chromium down with the driver (Drop).
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .context("chromedriver")?;
@@ -93,7 +96,7 @@ impl Browser {
         Ok(Browser {
             http,
             session: format!("{base}/session/{id}"),
-            _driver: driver,
+            driver,
             shots,
         })
     }
@@ -225,6 +228,18 @@ impl Browser {
 
     pub async fn close(self) {
         let _ = self.http.delete(&self.session).send().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            // chromedriver and every chromium process it started.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
