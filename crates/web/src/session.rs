@@ -45,6 +45,9 @@ impl User {
 #[derive(Debug, Clone)]
 pub struct Visitor {
     pub token: Option<String>,
+    /// The refresh token of the session (the new one when this request
+    /// refreshed it), for logging out.
+    pub refresh: Option<String>,
     pub user: Option<User>,
     pub csrf: String,
 }
@@ -158,13 +161,14 @@ pub async fn visit(State(web): State<Web>, req: Request, next: Next) -> Response
             Err(_) => token = None,
         }
     }
+    let mut refresh = get(REFRESH);
     if user.is_none() {
-        if let Some(refresh) = get(REFRESH) {
+        if let Some(old) = refresh.clone() {
             let answer = web
                 .api
                 .send(Call::post(
                     "/api/v1/auth/refresh",
-                    Some(json!({"refresh_token": refresh})),
+                    Some(json!({"refresh_token": old})),
                 ))
                 .await;
             match answer {
@@ -173,10 +177,14 @@ pub async fn visit(State(web): State<Web>, req: Request, next: Next) -> Response
                     if let Ok(claims) = web.verifier.verify(&access).await {
                         user = Some(user_of(claims));
                         token = Some(access);
+                        refresh = pair["refresh_token"].as_str().map(str::to_string);
                         set.extend(session_cookies(&pair, web.secure_cookies));
                     }
                 }
-                Err(p) if p.status < 500 => set.extend(end_session(web.secure_cookies)),
+                Err(p) if p.status < 500 => {
+                    refresh = None;
+                    set.extend(end_session(web.secure_cookies));
+                }
                 // The auth service is away: keep the refresh token for later.
                 Err(_) => {}
             }
@@ -186,10 +194,26 @@ pub async fn visit(State(web): State<Web>, req: Request, next: Next) -> Response
     }
 
     let mut req = req;
-    req.extensions_mut().insert(Visitor { token, user, csrf });
+    req.extensions_mut().insert(Visitor {
+        token,
+        refresh,
+        user,
+        csrf,
+    });
     let mut resp = next.run(req).await;
+    // What the page itself set wins (a logout ends the session this
+    // request may just have refreshed).
+    let own: Vec<String> = resp
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|c| c.to_str().ok()?.split_once('=').map(|(name, _)| name.to_string()))
+        .collect();
     for c in set {
-        resp.headers_mut().append(header::SET_COOKIE, c);
+        let name = c.to_str().ok().and_then(|c| c.split_once('=')).map(|(n, _)| n);
+        if !name.is_some_and(|n| own.iter().any(|o| o == n)) {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
     }
     resp
 }

@@ -404,3 +404,201 @@ async fn an_organizer_creates_publishes_edits_and_watches_sales() {
     assert_eq!(event.body["status"], "CANCELLED", "{}", event.body);
     b.close().await;
 }
+
+/// Without a browser: every form needs the CSRF token its page set, the
+/// session cookies are HttpOnly and SameSite, and the pages forbid
+/// framing and scripts from elsewhere.
+#[tokio::test]
+async fn forms_need_their_csrf_token_and_cookies_stay_out_of_reach() {
+    let s = TestStack::embedded(&[]).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(format!("{}/login", s.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let set_cookie = page.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+    let csrf = set_cookie
+        .split(';')
+        .next()
+        .and_then(|c| c.strip_prefix("tk_csrf="))
+        .unwrap()
+        .to_string();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&format!("name=\"csrf\" value=\"{csrf}\"")));
+
+    let email = format!("csrf-{}@example.com", uuid::Uuid::new_v4().simple());
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"email": email, "password": PASSWORD, "first_name": "C", "last_name": "S"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let login = |cookie: Option<String>, field: Option<String>| {
+        let mut form = vec![("email", email.clone()), ("password", PASSWORD.to_string())];
+        if let Some(f) = field {
+            form.push(("csrf", f));
+        }
+        let mut req = http.post(format!("{}/login", s.base)).form(&form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", format!("tk_csrf={c}"));
+        }
+        req.send()
+    };
+    // No token, a token without its cookie, another page's token: refused,
+    // and no session is started.
+    for (cookie, field) in [
+        (Some(csrf.clone()), None),
+        (None, Some(csrf.clone())),
+        (Some(csrf.clone()), Some("x".repeat(32))),
+    ] {
+        let r = login(cookie, field).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(!r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("tk_access=")));
+    }
+    // With it: logged in, the tokens in HttpOnly cookies only.
+    let r = login(Some(csrf.clone()), Some(csrf.clone())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_string())
+        .collect();
+    for name in ["tk_access=", "tk_refresh="] {
+        let c = cookies.iter().find(|c| c.starts_with(name)).expect(name);
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
+    }
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("eyJ"), "a token in the page");
+
+    // Logging out with an access token that no longer passes: the request
+    // is refreshed on the way in, and still every session cookie is ended.
+    let refresh = cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("tk_refresh="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let r = http
+        .post(format!("{}/logout", s.base))
+        .header(
+            "cookie",
+            format!("tk_csrf={csrf}; tk_access=expired; tk_refresh={refresh}"),
+        )
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let ended: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_string())
+        .filter(|c| c.starts_with("tk_access=") || c.starts_with("tk_refresh="))
+        .collect();
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    assert!(ended.iter().all(|c| c.contains("Max-Age=0")), "{ended:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; ./scripts/test runs it with the servers (CI installs both)"]
+async fn an_admin_finds_a_user_and_changes_their_roles() {
+    let (admin_email, admin_password) = ("root@example.com", "bootstrap-pass-web");
+    let s = TestStack::embedded(&[
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", admin_email),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", admin_password),
+    ])
+    .await;
+    let (user_id, token, _) = s.user("CUSTOMER").await;
+    let email = s
+        .call(Method::GET, "/api/v1/auth/me", Some(&token), None)
+        .await
+        .text("email");
+    let roles = || async {
+        let admin = s
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": admin_email, "password": admin_password})),
+            )
+            .await
+            .text("access_token");
+        let r = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/auth/users?q={email}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.body["items"][0]["id"], user_id.as_str());
+        r.body["items"][0]["roles"].clone()
+    };
+
+    let b = open_browser().await;
+    b.goto(&format!("{}/login?next=/admin/users", s.base))
+        .await
+        .unwrap();
+    b.fill_and_submit(
+        &[("#email", admin_email), ("#password", admin_password)],
+        "form[action='/login'] button",
+    )
+    .await
+    .unwrap();
+    b.wait_for_text("h1", "Users", PATIENCE).await.unwrap();
+    b.fill_and_submit(&[("#q", &email)], "form[role=search] button")
+        .await
+        .unwrap();
+    b.wait_for_text("main", "1 user matching", PATIENCE)
+        .await
+        .unwrap();
+    b.find("button[title='Grant ORGANIZER']")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("button[title='Revoke ORGANIZER']", "ORGANIZER", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(roles().await, json!(["CUSTOMER", "ORGANIZER"]));
+    b.screenshot("admin-users").await.unwrap();
+    b.find("button[title='Revoke ORGANIZER']")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for_text("button[title='Grant ORGANIZER']", "ORGANIZER", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(roles().await, json!(["CUSTOMER"]));
+
+    // Every service answers the administrator about its dead letters.
+    b.goto(&format!("{}/admin/dead-letters", s.base)).await.unwrap();
+    let page = b.wait_for_text("main", "Dead letters", PATIENCE).await.unwrap();
+    assert_eq!(page.matches("None waiting.").count(), 5, "{page}");
+    b.close().await;
+}

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{render, render_status, safe_next, Page};
 use crate::{
     api::{Call, Problem},
-    session::{end_session, session_cookies, Visitor, REFRESH},
+    session::{end_session, session_cookies, Visitor},
     Web,
 };
 
@@ -157,19 +157,8 @@ pub async fn register(
     }
 }
 
-pub async fn logout(
-    State(web): State<Web>,
-    Extension(visitor): Extension<Visitor>,
-    headers: axum::http::HeaderMap,
-) -> Response {
-    let refresh = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|p| p.trim().strip_prefix(REFRESH).and_then(|r| r.strip_prefix('=')))
-        .map(str::to_string);
-    if let Some(r) = refresh.filter(|r| !r.is_empty()) {
+pub async fn logout(State(web): State<Web>, Extension(visitor): Extension<Visitor>) -> Response {
+    if let Some(r) = visitor.refresh.as_deref() {
         // Revoked at the auth service, so a copied cookie is worth nothing.
         let _ = web
             .api
