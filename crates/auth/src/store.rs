@@ -89,15 +89,20 @@ async fn load(conn: &mut AnyConnection, filter: &str, value: String) -> Result<O
         .iter()
         .filter_map(|r| r.try_get::<String, _>("role").ok()?.parse().ok())
         .collect();
-    Ok(Some(User {
-        id: Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+    Ok(Some(user_of(&row, roles)?))
+}
+
+/// A user from a row of [`USER_COLUMNS`] and its roles.
+fn user_of(row: &ticketer_db::AnyRow, roles: Vec<Role>) -> Result<User, DbError> {
+    Ok(User {
+        id: ticketer_db::uuid_of(&row.try_get::<String, _>("id")?)?,
         email: row.try_get("email")?,
         password_hash: row.try_get("password_hash")?,
         first_name: row.try_get("first_name")?,
         last_name: row.try_get("last_name")?,
         roles,
         created_at: time::parse(&row.try_get::<String, _>("created_at")?)?,
-    }))
+    })
 }
 
 /// One page of users, newest first, whose email or name contains `q`
@@ -127,36 +132,31 @@ pub async fn list_users(
         .bind(offset)
         .fetch_all(db.reader())
         .await?;
-    // The page's roles in one statement: the same page, chosen again.
-    let role_rows = sqlx::query(&format!(
-        "SELECT user_id, role FROM user_roles WHERE user_id IN (SELECT id FROM ({page}) AS p) ORDER BY role"
-    ))
-    .bind(q)
-    .bind(&pattern)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(db.reader())
-    .await?;
+    // The page's roles in one statement, by the ids just read.
+    let ids = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut roles: std::collections::HashMap<String, Vec<Role>> = std::collections::HashMap::new();
-    for r in &role_rows {
-        if let Ok(role) = r.try_get::<String, _>("role")?.parse() {
-            roles.entry(r.try_get("user_id")?).or_default().push(role);
+    if !ids.is_empty() {
+        let sql = format!(
+            "SELECT user_id, role FROM user_roles WHERE user_id IN ({}) ORDER BY role",
+            ticketer_db::placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in &ids {
+            query = query.bind(id);
+        }
+        for r in &query.fetch_all(db.reader()).await? {
+            if let Ok(role) = r.try_get::<String, _>("role")?.parse() {
+                roles.entry(r.try_get("user_id")?).or_default().push(role);
+            }
         }
     }
     let users = rows
         .iter()
-        .map(|row| {
-            let id: String = row.try_get("id")?;
-            Ok(User {
-                id: ticketer_db::uuid_of(&id)?,
-                email: row.try_get("email")?,
-                password_hash: row.try_get("password_hash")?,
-                first_name: row.try_get("first_name")?,
-                last_name: row.try_get("last_name")?,
-                roles: roles.remove(&id).unwrap_or_default(),
-                created_at: time::parse(&row.try_get::<String, _>("created_at")?)?,
-            })
-        })
+        .zip(&ids)
+        .map(|(row, id)| user_of(row, roles.remove(id).unwrap_or_default()))
         .collect::<Result<_, DbError>>()?;
     Ok((users, total))
 }

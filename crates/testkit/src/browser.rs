@@ -37,18 +37,11 @@ pub struct Element<'a> {
     id: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Browser {
     /// Starts chromedriver and a headless chromium window of the given
     /// size; screenshots are saved under `shots`.
     pub async fn start(width: u32, height: u32, shots: impl Into<PathBuf>) -> anyhow::Result<Browser> {
-        let port = free_port();
+        let port = crate::free_port();
         // Its own process group, so that a test that fails before closing
         // the browser still takes chromium down with the driver (Drop).
         let driver = Command::new(CHROMEDRIVER)

@@ -26,3 +26,18 @@ pub fn skip_test(what: &str, variables: &str) {
     }
     eprintln!("SKIPPED: {what} (set {variables})");
 }
+
+/// A port for a child process to listen on, free when asked. Taken below
+/// the kernel's ephemeral range (32768 and up), which a port from bind(0)
+/// is in: there any test's outgoing connection could take it as its local
+/// port before the child binds it (seen once, as a 404 from a stranger).
+/// Random within the range, so that test processes side by side rarely
+/// pick the same one.
+pub fn free_port() -> u16 {
+    loop {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

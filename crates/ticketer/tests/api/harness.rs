@@ -106,20 +106,7 @@ pub fn test_urls() -> Option<(String, String, String)> {
     }
 }
 
-/// A port for a child process to listen on, free when asked. Taken below
-/// the kernel's ephemeral range (32768 and up), which a port from bind(0)
-/// is in: there any test's outgoing connection could take it as its local
-/// port before the child binds it (seen once, as a 404 from a stranger).
-/// Random within the range, so that test processes side by side rarely
-/// pick the same one.
-pub fn free_port() -> u16 {
-    loop {
-        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+pub use ticketer_testkit::free_port;
 
 impl TestStack {
     /// Every service in this process on the embedded backend, on free ports.

@@ -533,6 +533,11 @@ async fn production_runs_each_service_on_the_real_servers() {
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "bootstrap-pass";
+/// A stack that starts with that administrator.
+const ADMIN_ENV: &[(&str, &str)] = &[
+    ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+    ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+];
 
 async fn roles_and_profile(s: &TestStack) {
     let l = s.label;
@@ -682,29 +687,7 @@ async fn roles_and_profile(s: &TestStack) {
     );
 }
 
-#[tokio::test]
-async fn embedded_roles_and_profile() {
-    let s = TestStack::embedded(&[
-        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
-        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
-    ])
-    .await;
-    roles_and_profile(&s).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_roles_and_profile() {
-    let Some(stack) = TestStack::production_with(&[
-        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
-        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
-    ])
-    .await
-    else {
-        return;
-    };
-    roles_and_profile(&stack).await;
-}
+both_backends!(roles_and_profile, ADMIN_ENV);
 
 /// An administrator finds users by part of their email or name, with their
 /// roles; nobody else can list them; wildcards in the query are plain text.
@@ -798,29 +781,7 @@ async fn admins_find_users(s: &TestStack) {
     assert_eq!(r.error_fields(), vec!["q"], "{l}");
 }
 
-#[tokio::test]
-async fn embedded_admins_find_users() {
-    let s = TestStack::embedded(&[
-        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
-        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
-    ])
-    .await;
-    admins_find_users(&s).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
-async fn production_admins_find_users() {
-    let Some(stack) = TestStack::production_with(&[
-        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
-        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
-    ])
-    .await
-    else {
-        return;
-    };
-    admins_find_users(&stack).await;
-}
+both_backends!(admins_find_users, ADMIN_ENV);
 
 /// A broad search stops counting at EVENTS_SEARCH_COUNT_LIMIT (3 here) and
 /// says so; a narrower one is counted exactly; pages beyond the count

@@ -28,9 +28,7 @@ pub async fn book(
 ) -> Result<Response, Response> {
     let here = format!("/events/{event_id}");
     let token = signed_in(&visitor, &here)?;
-    let key = uuid::Uuid::parse_str(f.form_key.trim())
-        .map(|k| k.to_string())
-        .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string());
+    let key = super::idempotency_key(&f.form_key);
     // The count goes to the service as typed, so that it, not this page,
     // says what is allowed.
     let count: Value = f

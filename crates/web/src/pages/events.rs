@@ -41,16 +41,20 @@ impl Search {
         .collect()
     }
 
-    fn query(&self, page: u32) -> String {
-        let mut pairs = self.given();
-        let page = page.to_string();
-        pairs.push(("page", &page));
-        pairs.push(("page_size", "12"));
-        pairs
+    /// The filters given and `page`, as a query string (this site's links).
+    fn with_page(&self, page: u32) -> String {
+        let mut pairs: Vec<String> = self
+            .given()
             .iter()
             .map(|(k, v)| format!("{k}={}", url_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&")
+            .collect();
+        pairs.push(format!("page={page}"));
+        pairs.join("&")
+    }
+
+    /// The same for the API, twelve to a page.
+    fn query(&self, page: u32) -> String {
+        format!("{}&page_size=12", self.with_page(page))
     }
 }
 
@@ -83,16 +87,7 @@ pub async fn list(
     } else {
         (((total + 11) / 12).max(1) as u32).max(page)
     };
-    let mut keep = search.given();
-    keep.retain(|(k, _)| *k != "page");
-    let link = |n: u32| {
-        let mut pairs: Vec<String> = keep
-            .iter()
-            .map(|(k, v)| format!("{k}={}", url_encode(v)))
-            .collect();
-        pairs.push(format!("page={n}"));
-        format!("/?{}", pairs.join("&"))
-    };
+    let link = |n: u32| format!("/?{}", search.with_page(n));
     render(
         &web,
         &visitor,

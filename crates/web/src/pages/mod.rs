@@ -137,6 +137,14 @@ pub fn url_encode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The Idempotency-Key of a submitted form: the one rendered into it (so
+/// a double submit is one request), or a new one if it was tampered with.
+pub fn idempotency_key(form_key: &str) -> String {
+    uuid::Uuid::parse_str(form_key.trim())
+        .unwrap_or_else(|_| uuid::Uuid::new_v4())
+        .to_string()
+}
+
 /// Only a path on this site is followed after a login (never `//host`).
 pub fn safe_next(next: Option<&str>) -> &str {
     match next {

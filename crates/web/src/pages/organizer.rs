@@ -145,9 +145,7 @@ pub async fn create(
     Form(f): Form<EventForm>,
 ) -> Page {
     let token = signed_in(&visitor, "/organizer/events/new")?;
-    let key = uuid::Uuid::parse_str(f.form_key.trim())
-        .map(|k| k.to_string())
-        .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string());
+    let key = super::idempotency_key(&f.form_key);
     let made = web
         .api
         .send(
