@@ -2,8 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use ticketer_contract::Money;
-use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row};
-use ticketer_http::PageRequest;
+use ticketer_db::{time, AnyConnection, AnyRow, Db, DbError, Migration, Row};
 use uuid::Uuid;
 
 use crate::domain::{parse_date, parse_time, EventDetails, EventStatus};
@@ -20,6 +19,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "search",
         postgres: include_str!("../migrations/postgres/0002_search.sql"),
         sqlite: include_str!("../migrations/sqlite/0002_search.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "places",
+        postgres: include_str!("../migrations/postgres/0003_places.sql"),
+        sqlite: include_str!("../migrations/sqlite/0003_places.sql"),
     },
 ];
 
@@ -165,164 +170,5 @@ pub async fn add_sold(conn: &mut AnyConnection, event_id: i64, delta: i64) -> Re
     Ok(())
 }
 
-/// Filters for the public listing.
-#[derive(Debug, Default, Clone)]
-pub struct ListFilter {
-    pub q: Option<String>,
-    pub category: Option<String>,
-    pub location: Option<String>,
-    pub from: Option<chrono::NaiveDate>,
-    pub to: Option<chrono::NaiveDate>,
-}
-
-/// Each word of `q` as an FTS5 string (quotes doubled), so that nothing a
-/// client types is read as FTS syntax (AND, NEAR, column filters, `*`);
-/// words side by side must all match.
-fn fts_query(q: &str) -> String {
-    q.split_whitespace()
-        .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A WHERE clause with its text arguments, numbered as they are added.
-#[derive(Default)]
-struct Where {
-    clauses: Vec<String>,
-    args: Vec<String>,
-}
-
-impl Where {
-    fn push(&mut self, clause: impl FnOnce(usize) -> String, arg: String) {
-        self.args.push(arg);
-        self.clauses.push(clause(self.args.len()));
-    }
-
-    fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", self.clauses.join(" AND "))
-        }
-    }
-}
-
-/// Matches counted: all of them, or up to a limit (`Some(n)`: n + 1 rows
-/// are counted at most, so that "more than n" is known).
-#[derive(Debug, Clone, Copy)]
-pub enum Counting {
-    All,
-    UpTo(i64),
-}
-
-/// A page of events and how many match: `(events, total, capped)`, capped
-/// when counting stopped at the limit.
-pub type Found = (Vec<Event>, i64, bool);
-
-async fn page_of(db: &Db, w: Where, page: PageRequest, counting: Counting) -> Result<Found, DbError> {
-    let filter = w.sql();
-    // Counting every match of a broad search costs a pass over most of the
-    // table on both databases; a bounded count stops early.
-    let count_sql = match counting {
-        Counting::All => format!("SELECT COUNT(*) FROM events {filter}"),
-        Counting::UpTo(n) => format!(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM events {filter} LIMIT {}) AS matched",
-            n.max(0) + 1
-        ),
-    };
-    let mut count = sqlx::query_as::<_, (i64,)>(&count_sql);
-    for a in &w.args {
-        count = count.bind(a.clone());
-    }
-    let (total,) = count.fetch_one(db.reader()).await?;
-    let n = w.args.len();
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events {filter} ORDER BY event_date, start_time, id LIMIT ${} OFFSET ${}",
-        n + 1,
-        n + 2
-    );
-    let mut q = sqlx::query(&sql);
-    for a in &w.args {
-        q = q.bind(a.clone());
-    }
-    let rows = q
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(db.reader())
-        .await?;
-    let events = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-    Ok(match counting {
-        Counting::UpTo(n) if total > n => (events, n, true),
-        _ => (events, total, false),
-    })
-}
-
-pub async fn list_published(
-    db: &Db,
-    f: &ListFilter,
-    page: PageRequest,
-    counting: Counting,
-) -> Result<Found, DbError> {
-    let mut w = Where::default();
-    w.push(
-        |i| format!("status = ${i}"),
-        EventStatus::Published.as_str().into(),
-    );
-    if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        match db.dialect() {
-            Dialect::Postgres => w.push(
-                |i| format!("search @@ plainto_tsquery('english', ${i})"),
-                q.to_string(),
-            ),
-            // Every word must appear in the name or the description.
-            Dialect::Sqlite => w.push(
-                |i| format!("id IN (SELECT rowid FROM events_search WHERE events_search MATCH ${i})"),
-                fts_query(q),
-            ),
-        }
-    }
-    if let Some(c) = &f.category {
-        w.push(|i| format!("lower(category) = ${i}"), c.trim().to_lowercase());
-    }
-    if let Some(l) = &f.location {
-        w.push(
-            |i| format!("lower(location) LIKE ${i} ESCAPE '\\'"),
-            ticketer_db::like_pattern(l.trim()),
-        );
-    }
-    if let Some(from) = f.from {
-        w.push(
-            |i| format!("event_date >= ${i}"),
-            from.format("%Y-%m-%d").to_string(),
-        );
-    }
-    if let Some(to) = f.to {
-        w.push(
-            |i| format!("event_date <= ${i}"),
-            to.format("%Y-%m-%d").to_string(),
-        );
-    }
-    page_of(db, w, page, counting).await
-}
-
-pub async fn list_by_organizer(
-    db: &Db,
-    organizer: Uuid,
-    page: PageRequest,
-) -> Result<(Vec<Event>, i64), DbError> {
-    let mut w = Where::default();
-    w.push(|i| format!("organizer = ${i}"), organizer.to_string());
-    let (events, total, _) = page_of(db, w, page, Counting::All).await?;
-    Ok((events, total))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn search_words_are_quoted_not_parsed() {
-        assert_eq!(fts_query(" Rock  night "), "\"Rock\" \"night\"");
-        assert_eq!(fts_query("a\"b OR c*"), "\"a\"\"b\" \"OR\" \"c*\"");
-    }
-}
+mod search;
+pub use search::{list_by_organizer, list_published, Counting, Found, ListFilter};

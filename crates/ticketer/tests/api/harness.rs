@@ -288,6 +288,20 @@ impl TestStack {
             .sum()
     }
 
+    /// Creates the event `body` describes as `organizer` and publishes it;
+    /// its id.
+    pub async fn published_event(&self, organizer: &str, body: Value) -> i64 {
+        let r = self
+            .call(Method::POST, "/api/v1/events", Some(organizer), Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}: {}", self.label, r.body);
+        let id = r.body["id"].as_i64().unwrap();
+        let path = format!("/api/v1/events/{id}/publish");
+        let r = self.call(Method::POST, &path, Some(organizer), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}: {}", self.label, r.body);
+        id
+    }
+
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
         self.call_with(method, path, token, body, &[]).await
     }

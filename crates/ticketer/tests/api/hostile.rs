@@ -408,19 +408,7 @@ async fn search_is_bounded(s: &TestStack) {
         "category": "Music", "location": "Graz", "event_date": "2031-03-03",
         "start_time": "20:00", "end_time": "23:00", "ticket_capacity": 10, "ticket_price": "20.00"
     });
-    let r = s
-        .call(Method::POST, "/api/v1/events", Some(&organizer), Some(body))
-        .await;
-    let id = r.body["id"].as_i64().unwrap();
-    let r = s
-        .call(
-            Method::POST,
-            &format!("/api/v1/events/{id}/publish"),
-            Some(&organizer),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{l}");
+    s.published_event(&organizer, body).await;
     let search = |query: String| async move {
         let url =
             reqwest::Url::parse_with_params(&format!("{}/api/v1/events", s.base), [("q", query)]).unwrap();

@@ -793,20 +793,7 @@ async fn broad_searches_are_counted_up_to_a_limit(s: &TestStack) {
     for (i, place) in ["Porto", "Porto", "Lyon", "Lyon", "Lyon"].iter().enumerate() {
         let mut body = event_body(&format!("{word} night {i}"));
         body["location"] = json!(place);
-        let r = s
-            .call(Method::POST, "/api/v1/events", Some(&organizer), Some(body))
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{l}: {}", r.body);
-        let id = r.body["id"].as_i64().unwrap();
-        let r = s
-            .call(
-                Method::POST,
-                &format!("/api/v1/events/{id}/publish"),
-                Some(&organizer),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{l}");
+        s.published_event(&organizer, body).await;
     }
     let r = s
         .call(
@@ -852,3 +839,102 @@ both_backends!(
     broad_searches_are_counted_up_to_a_limit,
     &[("EVENTS_SEARCH_COUNT_LIMIT", "3")]
 );
+
+/// A search by place finds the text anywhere in the location, in any case,
+/// whether it is long enough for the place index (three characters) or
+/// not; with words, only events having both; drafts never; and the pages
+/// of a search, read one after the other, are its matches in date order.
+async fn places_are_found_anywhere_in_the_location(s: &TestStack) {
+    let l = s.label;
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let (word, other) = (format!("zw{tag}"), format!("zo{tag}"));
+    let place = format!("Qh{tag}");
+    // (name, location, date, published)
+    let events = [
+        (word.clone(), format!("{place} Harbour"), "2031-03-05", true),
+        (word.clone(), format!("Old {place}"), "2031-03-01", true),
+        (word.clone(), "Lisbon".to_string(), "2031-03-02", true),
+        (other.clone(), place.clone(), "2031-03-03", true),
+        (word.clone(), place.clone(), "2031-03-04", false),
+        (word.clone(), format!("X{place}ville"), "2031-03-06", true),
+    ];
+    let mut ids = Vec::new();
+    for (name, location, date, published) in &events {
+        let mut body = event_body(&format!("{name} concert"));
+        body["location"] = json!(location);
+        body["event_date"] = json!(date);
+        if *published {
+            ids.push(s.published_event(&organizer, body).await);
+        } else {
+            let r = s
+                .call(Method::POST, "/api/v1/events", Some(&organizer), Some(body))
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{l}: {}", r.body);
+            ids.push(r.body["id"].as_i64().unwrap());
+        }
+    }
+    let found = |path: String| async move {
+        let r = s.call(Method::GET, &path, None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{l}: {path}: {}", r.body);
+        let items: Vec<i64> = r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        (items, r.body["total"].as_i64().unwrap())
+    };
+    let lower = place.to_lowercase();
+    // In date order: Old Qh.. (1st), Qh.. Harbour (5th), XQh..ville (6th).
+    let with_word = vec![ids[1], ids[0], ids[5]];
+    assert_eq!(
+        found(format!("/api/v1/events?q={word}&location={lower}")).await,
+        (with_word.clone(), 3),
+        "{l}"
+    );
+    assert_eq!(
+        found(format!(
+            "/api/v1/events?q={word}&location={}",
+            place.to_uppercase()
+        ))
+        .await,
+        (with_word.clone(), 3),
+        "{l}: any case"
+    );
+    // Two characters: too short for trigrams, still found anywhere.
+    let short = &lower[..2];
+    assert_eq!(
+        found(format!("/api/v1/events?q={word}&location={short}")).await.1,
+        3,
+        "{l}"
+    );
+    // The place alone: the other word's event too, and not the draft.
+    assert_eq!(
+        found(format!("/api/v1/events?location={lower}&page_size=100")).await,
+        (vec![ids[1], ids[3], ids[0], ids[5]], 4),
+        "{l}"
+    );
+    assert_eq!(
+        found(format!("/api/v1/events?q={word}&location={lower}+harbour"))
+            .await
+            .0,
+        vec![ids[0]],
+        "{l}"
+    );
+    assert_eq!(
+        found(format!("/api/v1/events?q={word}&location=nowhere{tag}")).await,
+        (vec![], 0),
+        "{l}"
+    );
+    // Page after page: the matches in date order, each once, counted alike.
+    let mut paged = Vec::new();
+    for page in 1..=3 {
+        let (items, total) = found(format!("/api/v1/events?q={word}&page_size=2&page={page}")).await;
+        assert_eq!(total, 4, "{l}: page {page}");
+        paged.extend(items);
+    }
+    assert_eq!(paged, vec![ids[1], ids[2], ids[0], ids[5]], "{l}");
+}
+
+both_backends!(places_are_found_anywhere_in_the_location);
