@@ -26,6 +26,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0003_places.sql"),
         sqlite: include_str!("../migrations/sqlite/0003_places.sql"),
     },
+    Migration {
+        version: 4,
+        name: "categories",
+        postgres: include_str!("../migrations/postgres/0004_categories.sql"),
+        sqlite: include_str!("../migrations/sqlite/0004_categories.sql"),
+    },
 ];
 
 #[derive(Debug, Clone)]
