@@ -9,6 +9,7 @@ mod bus;
 mod db;
 mod rig;
 mod smtp;
+mod tls;
 
 pub mod browser;
 pub use bus::{amqp_url, TcpProxy, TestVhost};
@@ -16,6 +17,7 @@ pub use db::{postgres_url, TestDatabase};
 pub use rig::{Backend, Heard, ServiceRig};
 pub use smtp::SmtpSink;
 pub use ticketer_config::address_of;
+pub use tls::{tls_proxy, TestCertificates};
 
 /// For tests that need a real server: when `TICKETER_REQUIRE_SERVERS` is
 /// set (CI sets it) a missing URL fails the test instead of skipping it, so

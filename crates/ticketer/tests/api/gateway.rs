@@ -170,71 +170,8 @@ async fn gateway_serves_https_when_given_a_certificate() {
     use tokio_rustls::{rustls, TlsConnector};
 
     // A throwaway CA, and a certificate for localhost signed by it.
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let (ca_key, ca, key, csr, cert, ext) = (
-        path("ca.key"),
-        path("ca.pem"),
-        path("key.pem"),
-        path("req.csr"),
-        path("cert.pem"),
-        path("ext.cnf"),
-    );
-    std::fs::write(&ext, "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let steps: Vec<Vec<&str>> = vec![
-        [
-            &["req", "-x509"],
-            &ec[..],
-            &[
-                "-days",
-                "1",
-                "-subj",
-                "/CN=Test CA",
-                "-keyout",
-                &ca_key,
-                "-out",
-                &ca,
-            ],
-        ]
-        .concat(),
-        [
-            &["req"],
-            &ec[..],
-            &["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr],
-        ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &ext,
-            "-out",
-            &cert,
-        ],
-    ];
-    for args in steps {
-        let made = std::process::Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("openssl");
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    }
+    let certs = ticketer_testkit::TestCertificates::for_localhost();
+    let (ca, cert, key) = (&certs.ca, &certs.cert, &certs.key);
     let s = TestStack::embedded(&[
         ("GATEWAY_TLS_CERT", cert.as_str()),
         ("GATEWAY_TLS_KEY", key.as_str()),
@@ -246,7 +183,7 @@ async fn gateway_serves_https_when_given_a_certificate() {
     let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(&ca).unwrap()).unwrap();
+    roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -11,10 +11,16 @@ use std::{
     time::Duration,
 };
 
-use axum::{routing::post, Router};
+use axum::{
+    routing::{get, post},
+    Router,
+};
 use reqwest::StatusCode;
 use serde_json::json;
+use ticketer_auth::keys::SigningKey;
 use ticketer_config::Service;
+use ticketer_http::{Claims, Role};
+use ticketer_testkit::{tls_proxy, TestCertificates};
 
 use crate::harness::{dev_env, free_port, spawn_ticketer, terminate, wait_ok};
 
@@ -94,15 +100,12 @@ async fn dev_stops_cleanly_on_sigterm_and_keeps_its_data() {
     assert!(data.path().join("auth.db").exists() && data.path().join("auth-signing-key.pem").exists());
 }
 
-#[tokio::test]
-async fn serve_exports_traces_over_otlp() {
-    // A stand-in collector that counts OTLP/HTTP trace exports.
-    let received = Arc::new(AtomicUsize::new(0));
-    let counter = received.clone();
-    let collector = Router::new().route(
+/// A stand-in collector that counts OTLP/HTTP trace exports in `received`.
+fn collector(received: Arc<AtomicUsize>) -> Router {
+    Router::new().route(
         "/v1/traces",
         post(move |body: axum::body::Bytes| {
-            let counter = counter.clone();
+            let counter = received.clone();
             async move {
                 if !body.is_empty() {
                     counter.fetch_add(1, Ordering::SeqCst);
@@ -110,7 +113,13 @@ async fn serve_exports_traces_over_otlp() {
                 ""
             }
         }),
-    );
+    )
+}
+
+#[tokio::test]
+async fn serve_exports_traces_over_otlp() {
+    let received = Arc::new(AtomicUsize::new(0));
+    let collector = collector(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     tokio::spawn(async move { axum::serve(listener, collector).await });
@@ -141,6 +150,69 @@ async fn serve_exports_traces_over_otlp() {
     assert!(
         received.load(Ordering::SeqCst) > 0,
         "no trace export reached the collector"
+    );
+}
+
+/// HTTPS to the key set and the trace collector: a service fetches the
+/// signing keys it checks tokens with, and exports its traces, over TLS,
+/// checking each server's certificate against the trusted roots (here a
+/// throwaway CA, named by `SSL_CERT_FILE` in the service's environment).
+/// The stand-in servers sit behind a TLS proxy.
+#[tokio::test]
+async fn serve_fetches_keys_and_exports_traces_over_https() {
+    let certs = TestCertificates::for_localhost();
+    let key = SigningKey::from_pem(&SigningKey::generate_pem()).unwrap();
+    let jwks = key.jwks();
+    let received = Arc::new(AtomicUsize::new(0));
+    let servers =
+        collector(received.clone()).route("/jwks.json", get(move || async move { axum::Json(jwks) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, servers).await });
+    let tls = tls_proxy(&certs, &plain).await;
+
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env: HashMap<String, String> = HashMap::from([
+        ("HOST".into(), "127.0.0.1".into()),
+        ("EVENTS_PORT".into(), port.to_string()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("https://localhost:{tls}"),
+        ),
+        ("JWKS_URL".into(), format!("https://localhost:{tls}/jwks.json")),
+        ("SSL_CERT_FILE".into(), certs.ca.clone()),
+        ("TICKETER_DATA_DIR".into(), data.path().display().to_string()),
+        ("RUST_LOG".into(), "info".into()),
+    ]);
+    let mut events = spawn_ticketer(&["serve", "events"], &env);
+    wait_ok(&format!("http://127.0.0.1:{port}/health/live")).await;
+    let now = chrono::Utc::now().timestamp();
+    let token = key.sign(&Claims {
+        sub: uuid::Uuid::new_v4().to_string(),
+        email: "organizer@example.com".into(),
+        roles: vec![Role::Organizer],
+        iat: now,
+        exp: now + 300,
+        iss: "ticketer-auth".into(),
+        nbf: None,
+    });
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/events/mine"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the key set came over HTTPS: {}",
+        r.text().await.unwrap()
+    );
+    assert_eq!(terminate(&mut events).await, Some(0));
+    assert!(
+        received.load(Ordering::SeqCst) > 0,
+        "no trace export reached the collector over HTTPS"
     );
 }
 
