@@ -22,10 +22,12 @@ pub struct ListFilter {
 /// client types is read as FTS syntax (AND, NEAR, column filters, `*`);
 /// words side by side must all match.
 fn fts_query(q: &str) -> String {
-    q.split_whitespace()
-        .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(" ")
+    q.split_whitespace().map(fts_string).collect::<Vec<_>>().join(" ")
+}
+
+/// `text` as one FTS5 string: quoted, its quotes doubled.
+fn fts_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
 }
 
 /// A WHERE clause with its text arguments, numbered as they are added.
@@ -58,28 +60,53 @@ pub enum Counting {
     UpTo(i64),
 }
 
+impl Counting {
+    /// How many matches are read at most to count them: the limit and one
+    /// more, so that "more than the limit" is known; None for all.
+    fn window(self) -> Option<i64> {
+        match self {
+            Counting::All => None,
+            Counting::UpTo(n) => Some(n.max(0) + 1),
+        }
+    }
+}
+
 /// A page of events and how many match: `(events, total, capped)`, capped
 /// when counting stopped at the limit.
 pub type Found = (Vec<Event>, i64, bool);
 
 async fn page_of(db: &Db, w: Where, page: PageRequest, counting: Counting) -> Result<Found, DbError> {
-    let filter = w.sql();
-    // On PostgreSQL one pass measured slower (a category's page 3 -> 21 ms:
-    // the planner sorts every match for the id list), so it counts apart.
-    if let (Counting::UpTo(n), Dialect::Sqlite) = (counting, db.dialect()) {
-        let window = n.max(0) + 1;
-        if page.offset() + page.limit() <= window {
-            return counted_page(db, &w, page, n, window).await;
+    let (events, total) = match counting.window() {
+        // On PostgreSQL one pass measured slower (a category's page 3 -> 21
+        // ms: the planner sorts every match for the id list), so it counts
+        // apart.
+        Some(window) if db.dialect() == Dialect::Sqlite && page.offset() + page.limit() <= window => {
+            counted_page(db, &w, page, window).await?
         }
-    }
+        _ => counted_apart(db, &w, page, counting.window()).await?,
+    };
+    Ok(match counting {
+        Counting::UpTo(n) if total > n => (events, n, true),
+        _ => (events, total, false),
+    })
+}
+
+/// A page, and its matches counted by a statement of their own (up to
+/// `window` of them when given).
+async fn counted_apart(
+    db: &Db,
+    w: &Where,
+    page: PageRequest,
+    window: Option<i64>,
+) -> Result<(Vec<Event>, i64), DbError> {
+    let filter = w.sql();
     // Counting every match of a broad search costs a pass over most of the
     // table on both databases; a bounded count stops early.
-    let count_sql = match counting {
-        Counting::All => format!("SELECT COUNT(*) FROM events {filter}"),
-        Counting::UpTo(n) => format!(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM events {filter} LIMIT {}) AS matched",
-            n.max(0) + 1
-        ),
+    let count_sql = match window {
+        None => format!("SELECT COUNT(*) FROM events {filter}"),
+        Some(window) => {
+            format!("SELECT COUNT(*) FROM (SELECT 1 FROM events {filter} LIMIT {window}) AS matched")
+        }
     };
     let mut count = sqlx::query_as::<_, (i64,)>(&count_sql);
     for a in &w.args {
@@ -102,17 +129,19 @@ async fn page_of(db: &Db, w: Where, page: PageRequest, counting: Counting) -> Re
         .fetch_all(db.reader())
         .await?;
     let events = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-    Ok(match counting {
-        Counting::UpTo(n) if total > n => (events, n, true),
-        _ => (events, total, false),
-    })
+    Ok((events, total))
 }
 
 /// A page inside the counted window in one pass over the matches: the
 /// ids of the first `window` matches in listing order (their number is the
 /// count), then the page's rows by id. Counting and paging apart read the
 /// matches twice.
-async fn counted_page(db: &Db, w: &Where, page: PageRequest, n: i64, window: i64) -> Result<Found, DbError> {
+async fn counted_page(
+    db: &Db,
+    w: &Where,
+    page: PageRequest,
+    window: i64,
+) -> Result<(Vec<Event>, i64), DbError> {
     let sql = format!(
         "SELECT id FROM events {} ORDER BY event_date, start_time, id LIMIT {window}",
         w.sql()
@@ -153,11 +182,7 @@ async fn counted_page(db: &Db, w: &Where, page: PageRequest, n: i64, window: i64
             }
         }
     }
-    Ok(if total > n {
-        (events, n, true)
-    } else {
-        (events, total, false)
-    })
+    Ok((events, total))
 }
 
 /// Matches FTS5 finds on SQLite before the other filters apply: the FTS
@@ -197,7 +222,7 @@ async fn driver(db: &Db, narrowings: &[Narrowing], window: i64) -> Result<Option
 /// it anywhere, case folded; None below three characters, which trigrams
 /// cannot find.
 fn place_query(location: &str) -> Option<String> {
-    (location.chars().count() >= 3).then(|| format!("\"{}\"", location.replace('"', "\"\"")))
+    (location.chars().count() >= 3).then(|| fts_string(location))
 }
 
 pub async fn list_published(
@@ -241,10 +266,7 @@ pub async fn list_published(
                     query: place,
                 });
             }
-            let window = match counting {
-                Counting::UpTo(n) => n.max(0) + 1,
-                Counting::All => DRIVE_BELOW,
-            };
+            let window = counting.window().unwrap_or(DRIVE_BELOW);
             let driving = driver(db, &narrowings, window).await?;
             let checked = |i: usize| if driving.is_some_and(|d| d != i) { "+" } else { "" };
             let status = if driving.is_some() { "+status" } else { "status" };
