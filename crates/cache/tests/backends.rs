@@ -8,10 +8,7 @@ use ticketer_cache::{Bucket, Cache};
 
 /// Redis under a fresh prefix, or None (and the reason said) without a URL.
 async fn redis() -> Option<Cache> {
-    let Some(url) = std::env::var("TICKETER_TEST_REDIS_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-    else {
+    let Some(url) = ticketer_testkit::redis_url() else {
         ticketer_testkit::skip_test("Redis cache test", "TICKETER_TEST_REDIS_URL");
         return None;
     };

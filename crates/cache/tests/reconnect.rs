@@ -11,10 +11,7 @@ use ticketer_testkit::{address_of, TcpProxy};
 #[tokio::test]
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn the_cache_fails_fast_while_redis_hangs_and_recovers_after() {
-    let Some(url) = std::env::var("TICKETER_TEST_REDIS_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-    else {
+    let Some(url) = ticketer_testkit::redis_url() else {
         ticketer_testkit::skip_test("Redis reconnection test", "TICKETER_TEST_REDIS_URL");
         return;
     };

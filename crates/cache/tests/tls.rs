@@ -12,10 +12,7 @@ use ticketer_testkit::{tls_proxy, TestCertificates};
 #[tokio::test]
 #[ignore = "needs TICKETER_TEST_REDIS_URL"]
 async fn rediss_is_spoken_and_the_server_certificate_checked() {
-    let Some(url) = std::env::var("TICKETER_TEST_REDIS_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-    else {
+    let Some(url) = ticketer_testkit::redis_url() else {
         ticketer_testkit::skip_test("rediss test", "TICKETER_TEST_REDIS_URL");
         return;
     };

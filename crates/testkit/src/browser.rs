@@ -181,7 +181,12 @@ impl Browser {
             e.clear().await?;
             e.type_text(value).await?;
         }
-        self.find(submit).await?.click().await
+        self.click(submit).await
+    }
+
+    /// Clicks the element `css` selects.
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        self.find(css).await?.click().await
     }
 
     /// Sets a field's value as a picker would (dates and times, whose

@@ -29,6 +29,13 @@ pub fn skip_test(what: &str, variables: &str) {
     eprintln!("SKIPPED: {what} (set {variables})");
 }
 
+/// The Redis tests may use, from `TICKETER_TEST_REDIS_URL`.
+pub fn redis_url() -> Option<String> {
+    std::env::var("TICKETER_TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
 /// A port for a child process to listen on, free when asked. Taken below
 /// the kernel's ephemeral range (32768 and up), which a port from bind(0)
 /// is in: there any test's outgoing connection could take it as its local

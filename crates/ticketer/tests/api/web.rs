@@ -71,10 +71,7 @@ async fn register(b: &Browser, base: &str, email: &str, role: &str) {
     )
     .await
     .unwrap();
-    b.find("form[action='/register'] button[type=submit]")
-        .await
-        .unwrap()
-        .click()
+    b.click("form[action='/register'] button[type=submit]")
         .await
         .unwrap();
     b.wait_for_text("header", email, PATIENCE).await.unwrap();
@@ -84,10 +81,7 @@ async fn register(b: &Browser, base: &str, email: &str, role: &str) {
 /// booking has its final status.
 async fn book_in_browser(b: &Browser, base: &str, event: i64, tickets: &str, card: &str) -> String {
     b.goto(&format!("{base}/events/{event}")).await.unwrap();
-    b.find(&format!("#payment_token option[value='{card}']"))
-        .await
-        .unwrap()
-        .click()
+    b.click(&format!("#payment_token option[value='{card}']"))
         .await
         .unwrap();
     b.fill_and_submit(&[("#number_of_tickets", tickets)], "form[action$='/book'] button")
@@ -154,16 +148,7 @@ async fn a_customer_finds_books_sees_tickets_and_cancels() {
     b.screenshot("search").await.unwrap();
     assert!(results.contains("Harbour Jazz Night"), "{results}");
     assert!(!results.contains("Chamber Strings"), "{results}");
-    b.find(
-        "a[href='/events/{event}']"
-            .replace("{event}", &event.to_string())
-            .as_str(),
-    )
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    b.click(&format!("a[href='/events/{event}']")).await.unwrap();
     b.wait_for_text("#availability", "20 of 20 left", PATIENCE)
         .await
         .unwrap();
@@ -205,12 +190,7 @@ async fn a_customer_finds_books_sees_tickets_and_cancels() {
     b.wait_for_text("#booking .outcome", "CONFIRMED", PATIENCE)
         .await
         .unwrap();
-    b.find("form[action$='/cancel'] button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("form[action$='/cancel'] button").await.unwrap();
     b.wait_for_text("#booking .outcome", "CANCELLED", PATIENCE)
         .await
         .unwrap();
@@ -264,12 +244,7 @@ async fn a_customer_finds_books_sees_tickets_and_cancels() {
 
     // Logged out, the bookings page asks for a login again.
     b.goto(&s.base).await.unwrap();
-    b.find("form[action='/logout'] button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("form[action='/logout'] button").await.unwrap();
     b.wait_for_text("header", "Log in", PATIENCE).await.unwrap();
     b.goto(&format!("{}/bookings", s.base)).await.unwrap();
     assert!(b.url().await.unwrap().contains("/login?next="));
@@ -339,12 +314,7 @@ async fn an_organizer_creates_publishes_edits_and_watches_sales() {
     b.wait_for_text("h1", "Rooftop Sessions: Summer", PATIENCE)
         .await
         .unwrap();
-    b.find("form[action$='/publish'] button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("form[action$='/publish'] button").await.unwrap();
     b.wait_for_text("main", "PUBLISHED", PATIENCE).await.unwrap();
     let event = s
         .call(Method::GET, &format!("/api/v1/events/{id}"), None, None)
@@ -384,12 +354,7 @@ async fn an_organizer_creates_publishes_edits_and_watches_sales() {
     b.goto(&format!("{}/organizer/events/{id}", s.base))
         .await
         .unwrap();
-    b.find("form[action$='/cancel'] button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("form[action$='/cancel'] button").await.unwrap();
     b.wait_for_text(".heading-row", "CANCELLED", PATIENCE)
         .await
         .unwrap();
@@ -574,23 +539,13 @@ async fn an_admin_finds_a_user_and_changes_their_roles() {
     b.wait_for_text("main", "1 user matching", PATIENCE)
         .await
         .unwrap();
-    b.find("button[title='Grant ORGANIZER']")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("button[title='Grant ORGANIZER']").await.unwrap();
     b.wait_for_text("button[title='Revoke ORGANIZER']", "ORGANIZER", PATIENCE)
         .await
         .unwrap();
     assert_eq!(roles().await, json!(["CUSTOMER", "ORGANIZER"]));
     b.screenshot("admin-users").await.unwrap();
-    b.find("button[title='Revoke ORGANIZER']")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("button[title='Revoke ORGANIZER']").await.unwrap();
     b.wait_for_text("button[title='Grant ORGANIZER']", "ORGANIZER", PATIENCE)
         .await
         .unwrap();
