@@ -106,6 +106,7 @@ mod tests {
             event_id: 1,
             customer_id: customer,
             quantity: 1,
+            charge: None,
         };
         ToMake {
             messages: vec![Outbound::new(&hold)],

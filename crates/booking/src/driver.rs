@@ -10,10 +10,10 @@ use std::{collections::HashMap, sync::Mutex};
 
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{
-    incoming, BookingCancelled, BookingConfirmed, BookingCreated, BookingFailed, HoldRefusal, HoldTickets,
-    PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSucceeded, ProcessPayment, RefundPayment,
-    ReleaseReason, ReleaseTickets, ReserveTickets, SaleNews, TicketsHeld, TicketsHoldFailed, TicketsReleased,
-    TicketsReserveFailed, TicketsReserved,
+    incoming, BookingCancelled, BookingConfirmed, BookingCreated, BookingFailed, Charge, HoldRefusal,
+    HoldTickets, PaymentFailed, PaymentFailure, PaymentRefunded, PaymentSucceeded, ProcessPayment,
+    RefundPayment, ReleaseReason, ReleaseTickets, ReserveTickets, SaleNews, TicketsHeld, TicketsHoldFailed,
+    TicketsReleased, TicketsReserveFailed, TicketsReserved,
 };
 use ticketer_db::{enqueue, time, AnyConnection, Outbound};
 use uuid::Uuid;
@@ -37,6 +37,11 @@ pub(crate) fn messages(b: &Booking, commands: Vec<Command>, cause: Option<&Envel
                     event_id,
                     customer_id: b.customer_id,
                     quantity: b.number_of_tickets,
+                    charge: Some(Charge {
+                        customer_id: b.customer_id,
+                        payment_token: b.payment.token(),
+                        payment_method_id: b.payment.method(),
+                    }),
                 }),
                 Command::ProcessPayment { amount } => Outbound::new(&ProcessPayment {
                     booking_id,
@@ -187,9 +192,11 @@ impl SagaReply {
             SagaReply::TicketsHeld(m) => (
                 m.booking_id,
                 Some(Input::TicketsHeld {
+                    charged: m.charge.is_some(),
                     ticket_ids: m.ticket_ids,
                     amount: m.amount,
                     until: m.hold_expires_at,
+                    at: chrono::Utc::now(),
                 }),
                 Some(m.currency),
             ),
@@ -200,7 +207,13 @@ impl SagaReply {
                 };
                 (m.booking_id, Some(Input::TicketsHoldFailed(failure)), None)
             }
-            SagaReply::TicketsReserved(m) => (m.booking_id, Some(Input::TicketsReserved), None),
+            SagaReply::TicketsReserved(m) => (
+                m.booking_id,
+                Some(Input::TicketsReserved {
+                    ticket_ids: m.ticket_ids,
+                }),
+                None,
+            ),
             SagaReply::TicketsReserveFailed(m) => (m.booking_id, Some(Input::TicketsReserveFailed), None),
             SagaReply::TicketsReleased(m) => match m.reason {
                 ReleaseReason::HoldExpired => (m.booking_id, Some(Input::HoldExpired), None),
@@ -210,8 +223,9 @@ impl SagaReply {
                 m.0.booking_id,
                 Some(Input::PaymentSucceeded {
                     at: chrono::Utc::now(),
+                    amount: m.0.amount,
                 }),
-                None,
+                Some(m.0.currency),
             ),
             SagaReply::PaymentFailed(m) => {
                 let declined = m.reason == PaymentFailure::PaymentDeclined;

@@ -4,9 +4,14 @@
 //! the new state with the commands as outbox rows in one transaction.
 //!
 //! The flow (see the architecture's sequence diagram): hold tickets, charge
-//! the customer, confirm. The ticket service hears PaymentSucceeded too and
+//! the customer, confirm. The hold is asked with the booking's charge, and
+//! the payment service charges on the ticket service's TicketsHeld itself,
+//! so the saga hears of the hold and of the payment without asking for the
+//! payment in between. The ticket service hears PaymentSucceeded too and
 //! turns the hold into a sale by itself, answering only when it cannot, so
 //! a booking paid in good time costs no ReserveTickets and no answer to it.
+//! The saga hears the hold and the payment on two queues, so the payment
+//! may come first ([`Stage::Paid`]).
 //! What the rules guarantee, whatever order or number of times messages
 //! arrive:
 //! - a booking is CONFIRMED only after its payment succeeded, while its
@@ -36,8 +41,12 @@ ticketer_contract::listed! {
     pub enum Stage {
         /// HoldTickets sent.
         Holding,
-        /// Tickets held; ProcessPayment sent.
+        /// Tickets held; the payment service charges on the hold's news (or,
+        /// for a hold asked without a charge, ProcessPayment sent).
         Paying,
+        /// Paid on the hold's news before the saga heard of the hold itself
+        /// (its TicketsHeld is on its way on the other queue).
+        Paid,
         /// Paid late in the hold; ReserveTickets sent, and the booking
         /// stays pending until the ticket service answers.
         Reserving,
@@ -58,7 +67,7 @@ ticketer_contract::listed! {
 impl Stage {
     pub fn status(self) -> BookingStatus {
         match self {
-            Stage::Holding | Stage::Paying | Stage::Reserving => BookingStatus::Pending,
+            Stage::Holding | Stage::Paying | Stage::Paid | Stage::Reserving => BookingStatus::Pending,
             // Still confirmed until the refund went through.
             Stage::Recording | Stage::Confirmed | Stage::Refunding => BookingStatus::Confirmed,
             Stage::Cancelled => BookingStatus::Cancelled,
@@ -82,7 +91,9 @@ impl Timeouts {
     /// How long `stage` waits; None for a stage that waits for nothing.
     pub fn of(self, stage: Stage) -> Option<std::time::Duration> {
         match stage {
-            Stage::Holding | Stage::Reserving | Stage::Recording | Stage::Refunding => Some(self.reply),
+            Stage::Holding | Stage::Paid | Stage::Reserving | Stage::Recording | Stage::Refunding => {
+                Some(self.reply)
+            }
             Stage::Paying => Some(self.payment),
             Stage::Confirmed | Stage::Cancelled | Stage::Failed => None,
         }
@@ -125,17 +136,26 @@ pub enum Input {
         amount: Money,
         /// When the hold runs out.
         until: DateTime<Utc>,
+        /// When the saga learns of it (now).
+        at: DateTime<Utc>,
+        /// The hold carried the booking's charge: the payment service
+        /// charges on this news, unasked.
+        charged: bool,
     },
     TicketsHoldFailed(HoldFailure),
-    /// `at`: when the saga learns of it (now).
+    /// `at`: when the saga learns of it (now); `amount`: what was taken.
     PaymentSucceeded {
         at: DateTime<Utc>,
+        amount: Money,
     },
     /// `declined`: the card was refused; otherwise the provider failed.
     PaymentFailed {
         declined: bool,
     },
-    TicketsReserved,
+    /// The sold tickets.
+    TicketsReserved {
+        ticket_ids: Vec<Uuid>,
+    },
     /// The hold had run out before the sale could be recorded.
     TicketsReserveFailed,
     /// The ticket service released the hold because it expired.
@@ -201,12 +221,27 @@ fn unchanged(saga: &Saga) -> (Saga, Vec<Command>) {
     (saga.clone(), Vec::new())
 }
 
+/// Paid: confirmed at once when at least [`RECORD_MARGIN`] of the hold is
+/// left at `at` (the ticket service sells on the same news), else the
+/// customer waits for the ticket service's word on the sale.
+fn paid(saga: &Saga, at: DateTime<Utc>) -> (Saga, Vec<Command>) {
+    if saga.hold_until.is_some_and(|until| until - at >= RECORD_MARGIN) {
+        to(saga, Confirmed, vec![Command::Announce(BookingStatus::Confirmed)])
+    } else {
+        let reserve = Command::ReserveTickets {
+            ticket_ids: saga.ticket_ids.clone(),
+        };
+        to(saga, Reserving, vec![reserve])
+    }
+}
+
+use Stage::*;
+
 /// The next state and commands for `input`. Inputs that mean nothing in the
 /// current stage (duplicates, late arrivals) change nothing, except where
 /// they leave money or seats behind that must be given back.
 pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
     use Input::*;
-    use Stage::*;
     let release = || Command::ReleaseTickets {
         ticket_ids: saga.ticket_ids.clone(),
     };
@@ -218,6 +253,8 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
                 ticket_ids,
                 amount,
                 until,
+                charged,
+                ..
             } => {
                 let held = Saga {
                     stage: Paying,
@@ -226,8 +263,22 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
                     hold_until: Some(until),
                     ..saga.clone()
                 };
-                (held, vec![Command::ProcessPayment { amount }])
+                let ask = (!charged).then_some(Command::ProcessPayment { amount });
+                (held, ask.into_iter().collect())
             }
+            // Charged on the hold's news, which is still on its way here.
+            PaymentSucceeded { amount, .. } => (
+                Saga {
+                    stage: Paid,
+                    amount: Some(amount),
+                    ..saga.clone()
+                },
+                vec![],
+            ),
+            // Declined on the hold's news: the hold (of the booking,
+            // whichever seats) goes back.
+            PaymentFailed { declined: true } => fail(saga, FailureReason::PaymentDeclined, vec![release()]),
+            PaymentFailed { declined: false } => fail(saga, FailureReason::PaymentError, vec![release()]),
             TicketsHoldFailed(HoldFailure::SoldOut) => fail(saga, FailureReason::SoldOut, vec![]),
             TicketsHoldFailed(HoldFailure::NotOnSale) => fail(saga, FailureReason::EventNotOnSale, vec![]),
             EventCancelled => fail(saga, FailureReason::EventCancelled, vec![]),
@@ -235,28 +286,14 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
             // command was dead-lettered): ask again; a hold is keyed by
             // booking, so a second ask never holds twice.
             Timeout => (saga.clone(), vec![Command::HoldTickets]),
-            PaymentSucceeded { .. }
-            | PaymentFailed { .. }
-            | TicketsReserved
+            TicketsReserved { .. }
             | TicketsReserveFailed
             | HoldExpired
             | CancelRequested
             | PaymentRefunded => unchanged(saga),
         },
         Paying => match input {
-            PaymentSucceeded { at } => {
-                if saga.hold_until.is_some_and(|until| until - at >= RECORD_MARGIN) {
-                    // The ticket service sells on the same news.
-                    to(saga, Confirmed, vec![Command::Announce(BookingStatus::Confirmed)])
-                } else {
-                    // Late in the hold: the sale may not happen, so the
-                    // customer waits for the ticket service's word.
-                    let reserve = Command::ReserveTickets {
-                        ticket_ids: saga.ticket_ids.clone(),
-                    };
-                    to(saga, Reserving, vec![reserve])
-                }
-            }
+            PaymentSucceeded { at, .. } => paid(saga, at),
             PaymentFailed { declined: true } => fail(saga, FailureReason::PaymentDeclined, vec![release()]),
             PaymentFailed { declined: false } => fail(saga, FailureReason::PaymentError, vec![release()]),
             // A payment that still succeeds later is refunded from Failed.
@@ -265,13 +302,82 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
             EventCancelled => fail(saga, FailureReason::EventCancelled, vec![release()]),
             TicketsHeld { .. }
             | TicketsHoldFailed(_)
-            | TicketsReserved
+            | TicketsReserved { .. }
             | TicketsReserveFailed
             | CancelRequested
             | PaymentRefunded => unchanged(saga),
         },
+        Paid => match input {
+            TicketsHeld {
+                ticket_ids,
+                until,
+                at,
+                ..
+            } => {
+                let held = Saga {
+                    ticket_ids,
+                    hold_until: Some(until),
+                    ..saga.clone()
+                };
+                // Learnt of later than the payment: `at` errs on the safe side.
+                paid(&held, at)
+            }
+            // The hold's news is slow (or was dead-lettered): asked of the
+            // ticket service directly, which sells or says it cannot.
+            Timeout => (
+                saga.clone(),
+                vec![Command::ReserveTickets {
+                    ticket_ids: saga.ticket_ids.clone(),
+                }],
+            ),
+            TicketsReserved { ticket_ids } => {
+                let sold = Saga {
+                    ticket_ids,
+                    ..saga.clone()
+                };
+                to(
+                    &sold,
+                    Confirmed,
+                    vec![Command::Announce(BookingStatus::Confirmed)],
+                )
+            }
+            // The seats are not the booking's after all: the money goes back.
+            TicketsReserveFailed | HoldExpired => {
+                fail(saga, FailureReason::HoldExpired, vec![Command::RefundPayment])
+            }
+            // A repeated ask found the hold gone: money and seats go back.
+            TicketsHoldFailed(_) => fail(
+                saga,
+                FailureReason::SoldOut,
+                vec![Command::RefundPayment, release()],
+            ),
+            EventCancelled => fail(
+                saga,
+                FailureReason::EventCancelled,
+                vec![Command::RefundPayment, release()],
+            ),
+            PaymentSucceeded { .. } | PaymentFailed { .. } | CancelRequested | PaymentRefunded => {
+                unchanged(saga)
+            }
+        },
         Reserving => match input {
-            TicketsReserved => to(saga, Confirmed, vec![Command::Announce(BookingStatus::Confirmed)]),
+            TicketsReserved { ticket_ids } => {
+                // Known already, unless the saga learnt of the hold only
+                // through this answer (it was paid first).
+                let sold = Saga {
+                    ticket_ids: if saga.ticket_ids.is_empty() {
+                        ticket_ids
+                    } else {
+                        saga.ticket_ids.clone()
+                    },
+                    ..saga.clone()
+                };
+                to(
+                    &sold,
+                    Confirmed,
+                    vec![Command::Announce(BookingStatus::Confirmed)],
+                )
+            }
             TicketsReserveFailed => fail(saga, FailureReason::HoldExpired, vec![Command::RefundPayment]),
             // Paid: never given up on; asked again until the ticket service
             // answers (sold, or the hold expired and the money goes back).
@@ -295,7 +401,7 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
             | PaymentRefunded => unchanged(saga),
         },
         Recording => match input {
-            TicketsReserved => to(saga, Confirmed, vec![]),
+            TicketsReserved { .. } => to(saga, Confirmed, vec![]),
             // Only if the ticket service was away for longer than the
             // margin: the seats may be someone else's by now.
             TicketsReserveFailed => fail(saga, FailureReason::HoldExpired, vec![Command::RefundPayment]),
@@ -327,7 +433,7 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
             | TicketsHoldFailed(_)
             | PaymentSucceeded { .. }
             | PaymentFailed { .. }
-            | TicketsReserved
+            | TicketsReserved { .. }
             | Timeout
             | PaymentRefunded => unchanged(saga),
         },
@@ -343,33 +449,32 @@ pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
             | TicketsHoldFailed(_)
             | PaymentSucceeded { .. }
             | PaymentFailed { .. }
-            | TicketsReserved
+            | TicketsReserved { .. }
             | TicketsReserveFailed
             | HoldExpired
             | CancelRequested
             | EventCancelled => unchanged(saga),
         },
         Failed => match input {
-            // Money taken for a booking that will not get its seats goes back.
-            PaymentSucceeded { .. } => (saga.clone(), vec![Command::RefundPayment]),
+            // Money taken for a booking that will not get its seats goes
+            // back, and the seats it was taken on (the ticket service may
+            // have sold them on the same news).
+            PaymentSucceeded { .. } => (saga.clone(), vec![Command::RefundPayment, release()]),
+            // A charge is made only on a hold: whatever the booking still
+            // holds goes back (nothing, if it was released already).
+            PaymentFailed { .. } => (saga.clone(), vec![release()]),
             // Seats that arrive for a failed booking go back.
             TicketsHeld { ticket_ids, .. } => (saga.clone(), vec![Command::ReleaseTickets { ticket_ids }]),
-            TicketsReserved => (saga.clone(), vec![release()]),
-            TicketsHoldFailed(_)
-            | PaymentFailed { .. }
-            | TicketsReserveFailed
-            | HoldExpired
-            | Timeout
-            | CancelRequested
-            | EventCancelled
-            | PaymentRefunded => unchanged(saga),
+            TicketsReserved { .. } => (saga.clone(), vec![release()]),
+            TicketsHoldFailed(_) | TicketsReserveFailed | HoldExpired | Timeout | CancelRequested
+            | EventCancelled | PaymentRefunded => unchanged(saga),
         },
         Cancelled => match input {
             TicketsHeld { .. }
             | TicketsHoldFailed(_)
             | PaymentSucceeded { .. }
             | PaymentFailed { .. }
-            | TicketsReserved
+            | TicketsReserved { .. }
             | TicketsReserveFailed
             | HoldExpired
             | Timeout

@@ -105,6 +105,7 @@ fn stage_name(s: Stage) -> &'static str {
     match s {
         Stage::Holding => "HOLDING",
         Stage::Paying => "PAYING",
+        Stage::Paid => "PAID",
         Stage::Reserving => "RESERVING",
         Stage::Recording => "RECORDING",
         Stage::Confirmed => "CONFIRMED",

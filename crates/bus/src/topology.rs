@@ -78,11 +78,12 @@ pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
     ],
 };
 
-/// The booking saga's commands to the payment service.
+/// The booking saga's commands to the payment service, and the holds it
+/// charges on (those that carry their booking's charge).
 pub const PAYMENT_COMMANDS: QueueSpec = QueueSpec {
     name: "payment.commands",
     consumer: "payment",
-    bindings: &[on::<ProcessPayment>(), on::<RefundPayment>()],
+    bindings: &[on::<ProcessPayment>(), on::<RefundPayment>(), on::<TicketsHeld>()],
 };
 
 /// The ticket service's answers, for the booking saga.

@@ -125,6 +125,23 @@ pub struct HoldTickets {
     pub event_id: i64,
     pub customer_id: Uuid,
     pub quantity: i64,
+    /// How the seats are to be paid for, passed on in [`crate::TicketsHeld`]:
+    /// the payment service charges on that news itself, without waiting for
+    /// the saga to ask. Absent in commands written before it was carried,
+    /// whose saga sends [`ProcessPayment`] once it hears of the hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<Charge>,
+}
+
+/// Who pays for a hold, and with what: a [`ProcessPayment`] without its
+/// amount, which the ticket service's price decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub customer_id: Uuid,
+    /// As in [`ProcessPayment`]: empty when a saved card is named instead.
+    pub payment_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method_id: Option<Uuid>,
 }
 
 /// Turn the booking's hold into a sale.

@@ -4,9 +4,12 @@
 //! consumer share the type, so a booking can be followed across crates by
 //! its types alone:
 //!
-//! POST /bookings -> [`BookingCreated`] + [`HoldTickets`] -> [`TicketsHeld`]
-//! -> [`ProcessPayment`] -> [`PaymentSucceeded`] -> [`ReserveTickets`]
-//! -> [`TicketsReserved`] -> [`BookingConfirmed`].
+//! POST /bookings -> [`BookingCreated`] + [`HoldTickets`] (with its
+//! [`Charge`]) -> [`TicketsHeld`] (the payment service charges on it) ->
+//! [`PaymentSucceeded`] (the ticket service sells on it) ->
+//! [`BookingConfirmed`]. Late in a hold the saga asks for the sale itself:
+//! [`ReserveTickets`] -> [`TicketsReserved`]; a hold asked without a charge
+//! (written by an earlier version) is paid through [`ProcessPayment`].
 //!
 //! Nothing here does I/O; the bus wraps these in envelopes.
 
@@ -21,7 +24,7 @@ pub mod ticket;
 pub use auth::{Role, UserRegistered};
 pub use booking::{
     BookingCancelled, BookingConfirmed, BookingCreated, BookingFailed, BookingSnapshot, BookingStatus,
-    FailureReason, HoldTickets, ProcessPayment, RefundPayment, ReleaseTickets, ReserveTickets,
+    Charge, FailureReason, HoldTickets, ProcessPayment, RefundPayment, ReleaseTickets, ReserveTickets,
 };
 pub use events::{
     EventCancelled, EventCompleted, EventCreated, EventPublished, EventSnapshot, EventStatus, EventUpdated,

@@ -16,6 +16,25 @@ pub struct TicketsHeld {
     pub amount: Money,
     pub currency: String,
     pub hold_expires_at: DateTime<Utc>,
+    /// The hold's [`crate::HoldTickets::charge`], passed on for the payment
+    /// service, which charges on this news when it is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<crate::Charge>,
+}
+
+impl TicketsHeld {
+    /// The charge the payment service makes on this news, if it carries one.
+    pub fn payment(&self) -> Option<crate::ProcessPayment> {
+        let charge = self.charge.clone()?;
+        Some(crate::ProcessPayment {
+            booking_id: self.booking_id,
+            customer_id: charge.customer_id,
+            amount: self.amount,
+            currency: self.currency.clone(),
+            payment_token: charge.payment_token,
+            payment_method_id: charge.payment_method_id,
+        })
+    }
 }
 
 /// Why seats could not be held.

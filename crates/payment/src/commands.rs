@@ -1,5 +1,7 @@
-//! Charging and refunding on the saga's commands. Every charge is keyed by
-//! booking: a booking that already has a payment gets its first outcome
+//! Charging and refunding on the saga's commands, and charging on the
+//! ticket service's news of a hold that carries its booking's charge (the
+//! saga asks for the hold and the payment at once). Every charge is keyed
+//! by booking: a booking that already has a payment gets its first outcome
 //! again and is never charged a second time.
 //!
 //! The provider is asked first, with no database transaction open (a slow
@@ -23,7 +25,7 @@ use std::{
 };
 
 use ticketer_bus::{BatchHandler, DeadLetter, Envelope, HandleError};
-use ticketer_contract::{incoming, Money, ProcessPayment, RefundPayment};
+use ticketer_contract::{incoming, Money, ProcessPayment, RefundPayment, TicketsHeld};
 use ticketer_db::{Db, DbError, Inbox};
 use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;
@@ -39,12 +41,38 @@ use crate::{
 };
 
 incoming!(
-    /// What the booking saga asks of the payment service.
-    enum PaymentCommand {
+    /// What reaches the payment service: the booking saga's commands, and
+    /// the holds it charges on.
+    enum PaymentNews {
         ProcessPayment,
         RefundPayment,
+        TicketsHeld,
     }
 );
+
+/// What the payment service is asked to do.
+#[derive(Debug, Clone)]
+pub(crate) enum PaymentCommand {
+    ProcessPayment(ProcessPayment),
+    RefundPayment(RefundPayment),
+}
+
+impl PaymentCommand {
+    /// What `msg` asks for: None for a hold that carries no charge (asked
+    /// by an earlier version, whose saga sends ProcessPayment), an error
+    /// for a message the payment service does not take.
+    pub(crate) fn of(msg: &Envelope) -> Result<Option<Self>, HandleError> {
+        match msg.decode::<PaymentNews>()? {
+            Some(PaymentNews::ProcessPayment(c)) => Ok(Some(PaymentCommand::ProcessPayment(c))),
+            Some(PaymentNews::RefundPayment(c)) => Ok(Some(PaymentCommand::RefundPayment(c))),
+            Some(PaymentNews::TicketsHeld(held)) => Ok(held.payment().map(PaymentCommand::ProcessPayment)),
+            None => Err(HandleError::Permanent(format!(
+                "the payment service does not handle {}",
+                msg.kind
+            ))),
+        }
+    }
+}
 
 /// Provider calls in flight at once in the service (each for a different
 /// booking): a real provider answers in a fraction of a second to a few
@@ -288,7 +316,7 @@ impl BatchHandler for PaymentConsumer {
         // Commands that do not decode are the inbox's to refuse.
         let mut cmds: Vec<(Uuid, PaymentCommand)> = batch
             .iter()
-            .filter_map(|m| Some((m.message_id, m.decode::<PaymentCommand>().ok()??)))
+            .filter_map(|m| Some((m.message_id, PaymentCommand::of(m).ok()??)))
             .collect();
         let charges = cmds.iter_mut().filter_map(|(_, c)| match c {
             PaymentCommand::ProcessPayment(p) => Some(p),

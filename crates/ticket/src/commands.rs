@@ -145,9 +145,12 @@ impl TicketCommands {
                             ticket_ids: uuids(&ids)?,
                             currency: inv.currency.clone(),
                             hold_expires_at: until,
+                            charge: c.charge.clone(),
                         })
                     };
-                    // Asked again (the saga retried): answer with what it already holds.
+                    // Asked again (the saga retried): answer with what it
+                    // already holds, or bought (no time left in that hold:
+                    // the saga then asks for the sale, which is made).
                     if let Some((ids, until)) = sale.holding(&booking) {
                         let until = until
                             .as_deref()

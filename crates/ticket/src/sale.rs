@@ -127,9 +127,14 @@ impl EventSale {
     }
 
     /// The seats this booking holds, if it holds any (a repeated hold),
-    /// with the expiry of the first.
+    /// with the expiry of the first; else the seats it bought, without an
+    /// expiry. The hold's news is what makes the payment, so a booking may
+    /// be sold before its saga asks again: it never gets seats twice.
     pub fn holding(&self, booking: &str) -> Option<(Vec<String>, Option<String>)> {
-        let ids = self.of(booking, TicketStatus::Held);
+        let mut ids = self.of(booking, TicketStatus::Held);
+        if ids.is_empty() {
+            ids = self.of(booking, TicketStatus::Sold);
+        }
         let first = ids.first()?;
         let expires = self.seats[first].hold_expires_at.clone();
         Some((ids, expires))

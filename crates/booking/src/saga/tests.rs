@@ -21,6 +21,7 @@ fn until() -> DateTime<Utc> {
 fn paid_early() -> Input {
     I::PaymentSucceeded {
         at: held_at() + chrono::Duration::seconds(1),
+        amount: price(),
     }
 }
 
@@ -28,27 +29,61 @@ fn paid_early() -> Input {
 fn paid_late() -> Input {
     I::PaymentSucceeded {
         at: until() - chrono::Duration::seconds(1),
+        amount: price(),
     }
 }
 
+/// The hold's news, learnt of at once, carrying the booking's charge (the
+/// payment service charges on it).
 fn tickets_held() -> Input {
     I::TicketsHeld {
         ticket_ids: ids(),
         amount: price(),
         until: until(),
+        at: held_at(),
+        charged: true,
     }
+}
+
+/// The hold's news, learnt of a second before the hold runs out.
+fn tickets_held_late() -> Input {
+    I::TicketsHeld {
+        ticket_ids: ids(),
+        amount: price(),
+        until: until(),
+        at: until() - chrono::Duration::seconds(1),
+        charged: true,
+    }
+}
+
+/// A hold asked by an earlier version, without the charge: the saga asks
+/// for the payment.
+fn tickets_held_uncharged() -> Input {
+    I::TicketsHeld {
+        ticket_ids: ids(),
+        amount: price(),
+        until: until(),
+        at: held_at(),
+        charged: false,
+    }
+}
+
+fn reserved() -> Input {
+    I::TicketsReserved { ticket_ids: ids() }
 }
 
 fn inputs() -> Vec<Input> {
     vec![
         tickets_held(),
+        tickets_held_late(),
+        tickets_held_uncharged(),
         I::TicketsHoldFailed(HoldFailure::SoldOut),
         I::TicketsHoldFailed(HoldFailure::NotOnSale),
         paid_early(),
         paid_late(),
         I::PaymentFailed { declined: true },
         I::PaymentFailed { declined: false },
-        I::TicketsReserved,
+        reserved(),
         I::TicketsReserveFailed,
         I::HoldExpired,
         I::Timeout,
@@ -58,20 +93,27 @@ fn inputs() -> Vec<Input> {
     ]
 }
 
-/// A saga at `stage`, with tickets once they would have been held.
+/// A saga at `stage`, with tickets once they would have been held (paid
+/// first, it knows only the amount).
 fn at(stage: Stage) -> Saga {
-    let held = !matches!(stage, S::Holding);
+    let held = !matches!(stage, S::Holding | S::Paid);
     Saga {
         stage,
         failure: (stage == S::Failed).then_some(FailureReason::PaymentError),
         ticket_ids: if held { ids() } else { vec![] },
-        amount: held.then(price),
+        amount: (stage != S::Holding).then(price),
         hold_until: held.then(until),
     }
 }
 
 fn release() -> C {
     C::ReleaseTickets { ticket_ids: ids() }
+}
+
+/// The release of a booking whose seats the saga has not heard of (the
+/// command names the booking; the ticket service frees what it holds).
+fn release_unknown() -> C {
+    C::ReleaseTickets { ticket_ids: vec![] }
 }
 
 fn failed(
@@ -88,14 +130,35 @@ fn expected(stage: Stage, input: &Input) -> Option<(Stage, Option<FailureReason>
     use FailureReason as F;
     let keep = |commands: Vec<C>| Some((stage, at(stage).failure, commands));
     match (stage, input) {
-        (S::Holding, I::TicketsHeld { .. }) => {
+        (S::Holding, I::TicketsHeld { charged: true, .. }) => Some((S::Paying, None, vec![])),
+        (S::Holding, I::TicketsHeld { charged: false, .. }) => {
             Some((S::Paying, None, vec![C::ProcessPayment { amount: price() }]))
         }
+        (S::Holding, I::PaymentSucceeded { .. }) => Some((S::Paid, None, vec![])),
+        (S::Holding, I::PaymentFailed { declined: true }) => {
+            failed(F::PaymentDeclined, vec![release_unknown()])
+        }
+        (S::Holding, I::PaymentFailed { declined: false }) => {
+            failed(F::PaymentError, vec![release_unknown()])
+        }
+        (S::Paid, I::TicketsHeld { at, .. }) if *at + RECORD_MARGIN <= until() => {
+            Some((S::Confirmed, None, vec![C::Announce(BookingStatus::Confirmed)]))
+        }
+        (S::Paid, I::TicketsHeld { .. }) => {
+            Some((S::Reserving, None, vec![C::ReserveTickets { ticket_ids: ids() }]))
+        }
+        (S::Paid, I::Timeout) => keep(vec![C::ReserveTickets { ticket_ids: vec![] }]),
+        (S::Paid, I::TicketsReserved { .. }) => {
+            Some((S::Confirmed, None, vec![C::Announce(BookingStatus::Confirmed)]))
+        }
+        (S::Paid, I::TicketsReserveFailed | I::HoldExpired) => failed(F::HoldExpired, vec![C::RefundPayment]),
+        (S::Paid, I::TicketsHoldFailed(_)) => failed(F::SoldOut, vec![C::RefundPayment, release_unknown()]),
+        (S::Paid, I::EventCancelled) => failed(F::EventCancelled, vec![C::RefundPayment, release_unknown()]),
         (S::Holding, I::TicketsHoldFailed(HoldFailure::SoldOut)) => failed(F::SoldOut, vec![]),
         (S::Holding, I::TicketsHoldFailed(HoldFailure::NotOnSale)) => failed(F::EventNotOnSale, vec![]),
         (S::Holding, I::EventCancelled) => failed(F::EventCancelled, vec![]),
         (S::Holding, I::Timeout) => keep(vec![C::HoldTickets]),
-        (S::Paying, I::PaymentSucceeded { at }) if *at + RECORD_MARGIN <= until() => {
+        (S::Paying, I::PaymentSucceeded { at, .. }) if *at + RECORD_MARGIN <= until() => {
             Some((S::Confirmed, None, vec![C::Announce(BookingStatus::Confirmed)]))
         }
         (S::Paying, I::PaymentSucceeded { .. }) => {
@@ -106,13 +169,13 @@ fn expected(stage: Stage, input: &Input) -> Option<(Stage, Option<FailureReason>
         (S::Paying, I::HoldExpired) => failed(F::HoldExpired, vec![]),
         (S::Paying, I::Timeout) => failed(F::PaymentError, vec![release()]),
         (S::Paying, I::EventCancelled) => failed(F::EventCancelled, vec![release()]),
-        (S::Reserving, I::TicketsReserved) => {
+        (S::Reserving, I::TicketsReserved { .. }) => {
             Some((S::Confirmed, None, vec![C::Announce(BookingStatus::Confirmed)]))
         }
         (S::Reserving, I::TicketsReserveFailed) => failed(F::HoldExpired, vec![C::RefundPayment]),
         (S::Reserving, I::EventCancelled) => failed(F::EventCancelled, vec![C::RefundPayment, release()]),
         (S::Reserving, I::Timeout) => keep(vec![C::ReserveTickets { ticket_ids: ids() }]),
-        (S::Recording, I::TicketsReserved) => Some((S::Confirmed, None, vec![])),
+        (S::Recording, I::TicketsReserved { .. }) => Some((S::Confirmed, None, vec![])),
         (S::Recording, I::TicketsReserveFailed) => failed(F::HoldExpired, vec![C::RefundPayment]),
         (S::Recording, I::Timeout) => keep(vec![C::ReserveTickets { ticket_ids: ids() }]),
         (S::Recording, I::CancelRequested | I::EventCancelled) => {
@@ -130,9 +193,10 @@ fn expected(stage: Stage, input: &Input) -> Option<(Stage, Option<FailureReason>
             None,
             vec![release(), C::Announce(BookingStatus::Cancelled)],
         )),
-        (S::Failed, I::PaymentSucceeded { .. }) => keep(vec![C::RefundPayment]),
+        (S::Failed, I::PaymentSucceeded { .. }) => keep(vec![C::RefundPayment, release()]),
+        (S::Failed, I::PaymentFailed { .. }) => keep(vec![release()]),
         (S::Failed, I::TicketsHeld { .. }) => keep(vec![release()]),
-        (S::Failed, I::TicketsReserved) => keep(vec![release()]),
+        (S::Failed, I::TicketsReserved { .. }) => keep(vec![release()]),
         _ => None,
     }
 }
@@ -186,19 +250,71 @@ fn every_stage_against_every_input() {
 }
 
 /// Paid with most of the hold left: confirmed as soon as the payment
-/// succeeds, with nothing more to send (the ticket service sells on the
-/// payment's news and says nothing when it does).
+/// succeeds, with nothing sent between the hold and the confirmation (the
+/// payment service charges on the hold's news, the ticket service sells
+/// on the payment's and says nothing when it does).
 #[test]
 fn the_happy_path() {
     let (s, c) = start();
     assert_eq!((s.stage, c), (S::Holding, vec![C::HoldTickets]));
-    let (s, _) = handle(&s, tickets_held());
+    let (s, c) = handle(&s, tickets_held());
+    assert_eq!((s.stage, c), (S::Paying, vec![]));
     let (s, c) = handle(&s, paid_early());
     assert_eq!(
         (s.stage, c),
         (S::Confirmed, vec![C::Announce(BookingStatus::Confirmed)])
     );
     assert_eq!((s.ticket_ids, s.amount), (ids(), Some(price())));
+}
+
+/// The hold and the payment reach the saga on two queues: paid first, it
+/// waits for the hold's news and then confirms (or, late in the hold,
+/// waits for the sale), as if they had come in order.
+#[test]
+fn paid_before_the_hold_was_heard_of() {
+    let (s, _) = start();
+    let (s, c) = handle(&s, paid_early());
+    assert_eq!(
+        (s.stage, s.stage.status(), c),
+        (S::Paid, BookingStatus::Pending, vec![])
+    );
+    let (confirmed, c) = handle(&s, tickets_held());
+    assert_eq!(
+        (confirmed.stage, c),
+        (S::Confirmed, vec![C::Announce(BookingStatus::Confirmed)])
+    );
+    assert_eq!(
+        (confirmed.ticket_ids, confirmed.amount, confirmed.hold_until),
+        (ids(), Some(price()), Some(until()))
+    );
+    let (late, c) = handle(&s, tickets_held_late());
+    assert_eq!(
+        (late.stage, c),
+        (S::Reserving, vec![C::ReserveTickets { ticket_ids: ids() }])
+    );
+    // The hold's news never comes (dead-lettered): the sale is asked for,
+    // and its answer names the tickets.
+    let (s, c) = handle(&s, I::Timeout);
+    assert_eq!(
+        (s.stage, c),
+        (S::Paid, vec![C::ReserveTickets { ticket_ids: vec![] }])
+    );
+    let (s, _) = handle(&s, reserved());
+    assert_eq!((s.stage, s.ticket_ids), (S::Confirmed, ids()));
+}
+
+/// A hold asked by an earlier version carries no charge: the saga asks for
+/// the payment, as it used to.
+#[test]
+fn a_hold_without_its_charge_is_paid_on_the_sagas_request() {
+    let (s, _) = start();
+    let (s, c) = handle(&s, tickets_held_uncharged());
+    assert_eq!(
+        (s.stage, c),
+        (S::Paying, vec![C::ProcessPayment { amount: price() }])
+    );
+    let (s, _) = handle(&s, paid_early());
+    assert_eq!(s.stage, S::Confirmed);
 }
 
 /// Confirmed, then the ticket service says it could not record the sale
@@ -231,11 +347,30 @@ fn paid_late_in_the_hold_waits_for_the_sale() {
     let (s, c) = handle(&s, paid_late());
     assert_eq!(s.stage.status(), BookingStatus::Pending);
     assert_eq!(c, vec![C::ReserveTickets { ticket_ids: ids() }]);
-    let (s, c) = handle(&s, I::TicketsReserved);
+    let (s, c) = handle(&s, reserved());
     assert_eq!(
         (s.stage, c),
         (S::Confirmed, vec![C::Announce(BookingStatus::Confirmed)])
     );
+}
+
+/// The kinds of answer to a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldAnswer {
+    Charged,
+    Uncharged,
+    SoldOut,
+    NotOnSale,
+}
+
+fn hold_answer(i: &Input) -> Option<HoldAnswer> {
+    match i {
+        I::TicketsHeld { charged: true, .. } => Some(HoldAnswer::Charged),
+        I::TicketsHeld { charged: false, .. } => Some(HoldAnswer::Uncharged),
+        I::TicketsHoldFailed(HoldFailure::SoldOut) => Some(HoldAnswer::SoldOut),
+        I::TicketsHoldFailed(HoldFailure::NotOnSale) => Some(HoldAnswer::NotOnSale),
+        _ => None,
+    }
 }
 
 /// Plays `inputs` from the start, collecting every command; None when
@@ -248,31 +383,46 @@ fn play(inputs: &[Input]) -> Option<(Saga, Vec<C>)> {
     for input in inputs {
         let sent = |f: fn(&C) -> bool| all.iter().any(f);
         let only_this = |f: fn(&Input) -> bool| seen.iter().all(|i| !f(i) || *i == input);
+        let asked_payment = sent(|c| matches!(c, C::ProcessPayment { .. }));
+        let paid_or_not = |i: &Input| matches!(i, I::PaymentSucceeded { .. } | I::PaymentFailed { .. });
         let possible = match input {
+            // One answer to the hold (learnt once or more, at any time);
+            // a charge on the hold's news means the hold carried the charge.
             I::TicketsHeld { .. } | I::TicketsHoldFailed(_) => {
-                only_this(|i| matches!(i, I::TicketsHeld { .. } | I::TicketsHoldFailed(_)))
+                seen.iter()
+                    .all(|i| hold_answer(i).is_none_or(|k| Some(k) == hold_answer(input)))
+                    && (hold_answer(input) == Some(HoldAnswer::Charged)
+                        || asked_payment
+                        || !seen.iter().any(|i| paid_or_not(i)))
             }
-            // A payment's success may be learnt twice (redelivered), at
-            // different times; never alongside its failure.
-            I::PaymentSucceeded { .. } => {
-                sent(|c| matches!(c, C::ProcessPayment { .. }))
-                    && only_this(|i| matches!(i, I::PaymentFailed { .. }))
+            // Charged on the hold's news, or asked for; a success may be
+            // learnt twice (redelivered), at different times; never
+            // alongside its failure.
+            I::PaymentSucceeded { .. } | I::PaymentFailed { .. } => {
+                let charged_on_hold = seen
+                    .iter()
+                    .all(|i| hold_answer(i).is_none_or(|k| k == HoldAnswer::Charged));
+                (asked_payment || charged_on_hold)
+                    && if matches!(input, I::PaymentSucceeded { .. }) {
+                        only_this(|i| matches!(i, I::PaymentFailed { .. }))
+                    } else {
+                        only_this(|i| matches!(i, I::PaymentSucceeded { .. } | I::PaymentFailed { .. }))
+                    }
             }
-            I::PaymentFailed { .. } => {
-                sent(|c| matches!(c, C::ProcessPayment { .. }))
-                    && only_this(|i| matches!(i, I::PaymentSucceeded { .. } | I::PaymentFailed { .. }))
-            }
-            I::TicketsReserved => {
+            I::TicketsReserved { .. } => {
                 sent(|c| matches!(c, C::ReserveTickets { .. }))
-                    && only_this(|i| matches!(i, I::TicketsReserved | I::TicketsReserveFailed))
+                    && only_this(|i| matches!(i, I::TicketsReserved { .. } | I::TicketsReserveFailed))
             }
             // Also the ticket service's word on the payment's news.
             I::TicketsReserveFailed => {
                 (sent(|c| matches!(c, C::ReserveTickets { .. }))
                     || seen.iter().any(|i| matches!(i, I::PaymentSucceeded { .. })))
-                    && only_this(|i| matches!(i, I::TicketsReserved | I::TicketsReserveFailed))
+                    && only_this(|i| matches!(i, I::TicketsReserved { .. } | I::TicketsReserveFailed))
             }
-            I::HoldExpired => seen.iter().any(|i| matches!(i, I::TicketsHeld { .. })),
+            // A hold there was: heard of, or paid on.
+            I::HoldExpired => seen
+                .iter()
+                .any(|i| matches!(i, I::TicketsHeld { .. }) || paid_or_not(i)),
             I::PaymentRefunded => sent(|c| *c == C::RefundPayment),
             I::Timeout | I::CancelRequested | I::EventCancelled => true,
         };
@@ -287,7 +437,7 @@ fn play(inputs: &[Input]) -> Option<(Saga, Vec<C>)> {
     Some((saga, all))
 }
 
-/// Every sequence of up to four inputs (14^4 of them), checked against
+/// Every sequence of up to four inputs (17^4 of them), checked against
 /// the guarantees in the module documentation.
 #[test]
 fn no_sequence_confirms_without_payment_or_keeps_what_it_should_return() {
@@ -316,12 +466,13 @@ fn no_sequence_confirms_without_payment_or_keeps_what_it_should_return() {
         checked += 1;
         let count = |c: &C| commands.iter().filter(|x| *x == c).count();
         let paid = seq.iter().any(|i| matches!(i, I::PaymentSucceeded { .. }));
-        let reserved = seq.contains(&I::TicketsReserved);
+        let reserved = seq.contains(&reserved());
         if saga.stage.status() == BookingStatus::Confirmed {
-            // Paid early, the payment's news is the ticket service's
-            // request to sell.
+            // Paid, or heard of the hold, early in it: the payment's news
+            // is the ticket service's request to sell.
+            let early = seq.contains(&paid_early()) || seq.contains(&tickets_held());
             assert!(
-                paid && (reserved || seq.contains(&paid_early())),
+                paid && (reserved || early),
                 "confirmed without paying or seats: {seq:?}"
             );
         }
@@ -331,7 +482,14 @@ fn no_sequence_confirms_without_payment_or_keeps_what_it_should_return() {
                 "kept the money: {seq:?} -> {commands:?}"
             );
         }
-        let held = commands.iter().any(|c| matches!(c, C::ProcessPayment { .. }));
+        // Seats were held: heard of, or paid on (a payment is made only
+        // on a hold).
+        let held = seq.iter().any(|i| {
+            matches!(
+                i,
+                I::TicketsHeld { .. } | I::PaymentSucceeded { .. } | I::PaymentFailed { .. }
+            )
+        });
         let reserved = commands.iter().any(|c| matches!(c, C::ReserveTickets { .. }));
         if saga.stage == S::Failed && held && !reserved {
             // Held, never sold: released, or the hold expired by itself

@@ -57,7 +57,7 @@ pub async fn upsert_event(conn: &mut AnyConnection, e: &EventInfo) -> Result<boo
 pub async fn open_bookings(conn: &mut AnyConnection, event_id: i64) -> Result<Vec<Uuid>, DbError> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT booking_id FROM bookings
-         WHERE event_id = $1 AND stage IN ('HOLDING', 'PAYING', 'RESERVING', 'RECORDING', 'CONFIRMED')",
+         WHERE event_id = $1 AND stage IN ('HOLDING', 'PAYING', 'PAID', 'RESERVING', 'RECORDING', 'CONFIRMED')",
     )
     .bind(event_id)
     .fetch_all(conn)

@@ -203,14 +203,9 @@ impl ticketer_db::MessageHandler for PaymentCommands {
     async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
         let mut cmds = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            match msg.decode::<PaymentCommand>()? {
-                Some(cmd) => cmds.push((*msg, cmd)),
-                None => {
-                    return Err(HandleError::Permanent(format!(
-                        "the payment service does not handle {}",
-                        msg.kind
-                    )))
-                }
+            // A hold without a charge asks nothing of us.
+            if let Some(cmd) = PaymentCommand::of(msg)? {
+                cmds.push((*msg, cmd));
             }
         }
         let bookings: Vec<String> = cmds.iter().map(|(_, c)| c.booking().to_string()).collect();

@@ -123,7 +123,7 @@ impl Processing {
                 continue;
             };
             let mut charge =
-                match Envelope::from_bytes(command.as_bytes()).and_then(|e| e.decode::<PaymentCommand>()) {
+                match Envelope::from_bytes(command.as_bytes()).and_then(|e| PaymentCommand::of(&e)) {
                     Ok(Some(PaymentCommand::ProcessPayment(c))) => c,
                     _ => {
                         tracing::error!(booking_id = %booking, "a PROCESSING charge without its command");

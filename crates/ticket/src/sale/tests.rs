@@ -183,3 +183,19 @@ fn expiry_frees_only_holds_that_ran_out() {
         "{counters:?}"
     );
 }
+
+/// The payment is made on the hold's news and the sale on the payment's,
+/// so a saga that asks for its hold again may find its seats sold: it is
+/// told of those, never given more.
+#[test]
+fn a_repeated_hold_of_a_sold_booking_names_its_sold_seats() {
+    let mut sale = EventSale::new(Counters::new(5), vec![]);
+    let mut next = ids();
+    let held = held_seats(sale.hold("a", "c", 2, LATER, &mut next).unwrap());
+    assert_eq!(sale.holding("a"), Some((held.clone(), Some(LATER.to_string()))));
+    assert_eq!(sale.reserve("a", NOW, true).unwrap(), Reserve::Sold(held.clone()));
+    let before = sale.counters;
+    assert_eq!(sale.holding("a"), Some((held, None)));
+    assert_eq!(sale.holding("b"), None);
+    assert_eq!(sale.counters, before);
+}

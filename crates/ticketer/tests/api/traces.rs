@@ -172,12 +172,12 @@ async fn a_booking_is_one_trace_rooted_at_the_gateway() {
         }
         false
     };
-    // The saga's path, each hop beneath the one that caused it.
+    // The saga's path, each hop beneath the one that caused it: the
+    // payment service charges on the hold's news.
     let path = [
         booking_request,
         hop("ticket.commands", "HoldTickets"),
-        hop("ticket.operations", "TicketsHeld"),
-        hop("payment.commands", "ProcessPayment"),
+        hop("payment.commands", "TicketsHeld"),
         hop("booking.payments", "PaymentSucceeded"),
         hop("booking.notifications", "BookingConfirmed"),
     ];
@@ -199,11 +199,17 @@ async fn a_booking_is_one_trace_rooted_at_the_gateway() {
             "{kind}: {published:?}"
         );
     }
-    // The ticket service sold the seats on the same payment's news.
+    // The ticket service sold the seats on the same payment's news, and
+    // the saga heard of the hold beside the charge.
     let sold = hop("ticket.commands", "PaymentSucceeded");
     assert!(
-        descends(sold, path[3]),
+        descends(sold, path[2]),
         "the sale is beneath the charge: {sold:?}"
+    );
+    let heard = hop("ticket.operations", "TicketsHeld");
+    assert!(
+        descends(heard, path[1]),
+        "the saga's news of the hold is beneath the hold: {heard:?}"
     );
     assert!(descends(booking_request, root));
 }
