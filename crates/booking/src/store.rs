@@ -1,7 +1,10 @@
 //! The booking service's SQL.
 
 use ticketer_contract::Money;
-use ticketer_db::{placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Migration, Row};
+use ticketer_db::{
+    lists::{any_of, nullable_array_literal, Binds},
+    time, value_rows, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row,
+};
 use uuid::Uuid;
 
 use crate::saga::{FailureReason, Saga, Stage};
@@ -167,7 +170,7 @@ fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
 
 /// The bookings with these ids that exist, in one statement; `tail`
 /// orders or locks them.
-async fn by_ids<'c, E>(exec: E, ids: &[Uuid], tail: &str) -> Result<Vec<Booking>, DbError>
+async fn by_ids<'c, E>(exec: E, dialect: Dialect, ids: &[Uuid], tail: &str) -> Result<Vec<Booking>, DbError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
@@ -175,14 +178,10 @@ where
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT {COLUMNS} FROM bookings WHERE booking_id IN ({}){tail}",
-        placeholders(1, ids.len())
+        "SELECT {COLUMNS} FROM bookings WHERE booking_id {}{tail}",
+        any_of(dialect, 1, ids.len(), "text")
     );
-    let mut q = sqlx::query(&sql);
-    for id in ids {
-        q = q.bind(id.to_string());
-    }
-    let rows = q.fetch_all(exec).await?;
+    let rows = sqlx::query(&sql).bind_list(dialect, ids).fetch_all(exec).await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
@@ -193,7 +192,7 @@ pub async fn lock(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Booking>,
 
 /// The bookings with these ids that exist, in one statement.
 pub async fn get_all(db: &Db, ids: &[Uuid]) -> Result<Vec<Booking>, DbError> {
-    by_ids(db.reader(), ids, "").await
+    by_ids(db.reader(), db.dialect(), ids, "").await
 }
 
 #[cfg(test)]
@@ -206,7 +205,8 @@ pub async fn get(db: &Db, id: Uuid) -> Result<Option<Booking>, DbError> {
 /// SQLite has one writer, so the transaction already excludes others.
 pub async fn lock_all(conn: &mut AnyConnection, ids: &[Uuid]) -> Result<Vec<Booking>, DbError> {
     let tail = format!(" ORDER BY booking_id{}", ticketer_db::for_update(conn));
-    by_ids(conn, ids, &tail).await
+    let dialect = Dialect::of(conn);
+    by_ids(conn, dialect, ids, &tail).await
 }
 
 /// Stores the sagas' new states, each only if its row is still at the
@@ -219,6 +219,9 @@ pub async fn advance_all(
 ) -> Result<bool, DbError> {
     if steps.is_empty() {
         return Ok(true);
+    }
+    if Dialect::of(conn) == Dialect::Postgres {
+        return advance_all_postgres(conn, steps).await;
     }
     // VALUES columns are column1, column2, ... on both dialects.
     let sql = format!(
@@ -248,6 +251,44 @@ pub async fn advance_all(
             .bind(b.saga.hold_until.map(time::format));
     }
     let done = q.execute(conn).await?;
+    Ok(done.rows_affected() == steps.len() as u64)
+}
+
+/// [`advance_all`] on PostgreSQL: one text for every batch size, the
+/// columns as arrays (see `ticketer_db::lists`).
+async fn advance_all_postgres(
+    conn: &mut AnyConnection,
+    steps: &[(&Booking, Option<String>)],
+) -> Result<bool, DbError> {
+    let column = |f: fn(&Booking, &Option<String>) -> Option<String>| {
+        nullable_array_literal(steps.iter().map(|(b, d)| f(b, d)))
+    };
+    let done = sqlx::query(
+        "UPDATE bookings SET stage = v.stage, status = v.status, failure_reason = v.failure,
+             ticket_ids = v.tickets, amount_minor = v.amount, currency = v.currency,
+             version = bookings.version + 1, updated_at = $12, deadline_at = v.deadline,
+             held_at = v.held, hold_until = v.until
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[])
+              AS v(id, version, stage, status, failure, tickets, amount, currency, deadline, held, until)
+         WHERE bookings.booking_id = v.id AND bookings.version = v.version",
+    )
+    .bind(column(|b, _| Some(b.booking_id.to_string())))
+    .bind(column(|b, _| Some(b.version.to_string())))
+    .bind(column(|b, _| Some(stage_name(b.saga.stage).to_string())))
+    .bind(column(|b, _| Some(b.saga.stage.status().as_str().to_string())))
+    .bind(column(|b, _| b.saga.failure.map(|f| f.as_str().to_string())))
+    .bind(column(|b, _| {
+        Some(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
+    }))
+    .bind(column(|b, _| b.saga.amount.map(|a| a.minor().to_string())))
+    .bind(column(|b, _| b.currency.clone()))
+    .bind(column(|_, d| d.clone()))
+    .bind(column(|b, _| b.held_at.clone()))
+    .bind(column(|b, _| b.saga.hold_until.map(time::format)))
+    .bind(time::now())
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == steps.len() as u64)
 }
 

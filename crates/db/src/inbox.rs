@@ -6,7 +6,7 @@ use tracing::Instrument;
 
 use std::collections::HashSet;
 
-use crate::{time, value_rows, AnyConnection, Db, DbError};
+use crate::{lists::array_literal, time, value_rows, AnyConnection, Db, DbError, Dialect};
 
 /// What a service does with one message, inside the batch's transaction.
 #[async_trait::async_trait]
@@ -78,16 +78,31 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
         let mut tx = self.db.begin().await?;
         // One statement records the whole batch; what it returns is what
         // had not been seen before.
-        let sql = format!(
-            "INSERT INTO inbox (consumer, message_id, processed_at) VALUES {}
-             ON CONFLICT DO NOTHING RETURNING message_id",
-            value_rows(batch.len(), 3)
-        );
+        let sql;
+        // PostgreSQL: one text for every batch size (see `lists`).
         let now = time::now();
-        let mut q = sqlx::query_as::<_, (String,)>(&sql);
-        for msg in batch {
-            q = q.bind(&self.consumer).bind(msg.message_id.to_string()).bind(&now);
-        }
+        let q = match Dialect::of(&tx) {
+            Dialect::Postgres => sqlx::query_as::<_, (String,)>(
+                "INSERT INTO inbox (consumer, message_id, processed_at)
+                 SELECT $1, m, $3 FROM unnest($2::text[]) AS m
+                 ON CONFLICT DO NOTHING RETURNING message_id",
+            )
+            .bind(&self.consumer)
+            .bind(array_literal(batch.iter().map(|m| m.message_id)))
+            .bind(&now),
+            Dialect::Sqlite => {
+                sql = format!(
+                    "INSERT INTO inbox (consumer, message_id, processed_at) VALUES {}
+                     ON CONFLICT DO NOTHING RETURNING message_id",
+                    value_rows(batch.len(), 3)
+                );
+                let mut q = sqlx::query_as::<_, (String,)>(&sql);
+                for msg in batch {
+                    q = q.bind(&self.consumer).bind(msg.message_id.to_string()).bind(&now);
+                }
+                q
+            }
+        };
         let fresh: HashSet<String> = q
             .fetch_all(&mut *tx)
             .await

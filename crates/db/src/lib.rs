@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod idempotency;
 mod inbox;
 pub mod janitor;
+pub mod lists;
 mod migrate;
 mod outbox;
 mod pipeline;

@@ -10,7 +10,10 @@ use ticketer_bus::{Bus, Envelope, Outgoing};
 use ticketer_contract::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::{placeholders, time, value_rows, AnyConnection, Db, DbError, Dialect, Row};
+use crate::{
+    lists::{any_of, array_literal, Binds},
+    time, value_rows, AnyConnection, Db, DbError, Dialect, Row,
+};
 
 /// A message for the outbox: its envelope and the exchange it goes to.
 /// A message that could not be put in JSON is carried as the reason, and
@@ -57,23 +60,41 @@ pub async fn enqueue(conn: &mut AnyConnection, messages: &[Outbound]) -> Result<
     if messages.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at) VALUES {}",
-        value_rows(messages.len(), 5)
-    );
     let now = time::now();
     let envelopes = messages
         .iter()
         .map(|m| m.envelope.as_ref().map_err(|e| DbError::Encode(e.clone())))
         .collect::<Result<Vec<_>, _>>()?;
+    let body = |e: &Envelope| String::from_utf8(e.to_bytes()).expect("JSON is UTF-8");
+    if Dialect::of(conn) == Dialect::Postgres {
+        // One text for every batch size (see `lists`); the ids follow the
+        // messages' order.
+        sqlx::query(
+            "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at)
+             SELECT m, e, k, b, $5
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS r(m, e, k, b, n)
+             ORDER BY n",
+        )
+        .bind(array_literal(envelopes.iter().map(|e| e.message_id)))
+        .bind(array_literal(messages.iter().map(|m| m.exchange)))
+        .bind(array_literal(envelopes.iter().map(|e| &e.kind)))
+        .bind(array_literal(envelopes.iter().map(|e| body(e))))
+        .bind(&now)
+        .execute(conn)
+        .await?;
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO outbox (message_id, exchange, routing_key, body, created_at) VALUES {}",
+        value_rows(messages.len(), 5)
+    );
     let mut q = sqlx::query(&sql);
     for (m, envelope) in messages.iter().zip(envelopes) {
-        let body = String::from_utf8(envelope.to_bytes()).expect("JSON is UTF-8");
         q = q
             .bind(envelope.message_id.to_string())
             .bind(m.exchange)
             .bind(&envelope.kind)
-            .bind(body)
+            .bind(body(envelope))
             .bind(&now);
     }
     q.execute(conn).await?;
@@ -244,15 +265,16 @@ impl OutboxRelay {
     }
 
     pub(crate) async fn stamp(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), DbError> {
+        let dialect = Dialect::of(conn);
         let sql = format!(
-            "UPDATE outbox SET published_at = $1 WHERE id IN ({})",
-            placeholders(2, ids.len())
+            "UPDATE outbox SET published_at = $1 WHERE id {}",
+            any_of(dialect, 2, ids.len(), "bigint")
         );
-        let mut q = sqlx::query(&sql).bind(time::now());
-        for id in ids {
-            q = q.bind(*id);
-        }
-        q.execute(conn).await?;
+        sqlx::query(&sql)
+            .bind(time::now())
+            .bind_list(dialect, ids)
+            .execute(conn)
+            .await?;
         tracing::debug!(count = ids.len(), "published outbox batch");
         Ok(())
     }

@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 
-use ticketer_db::{placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Migration, Row};
+use ticketer_db::{
+    lists::{any_of, array_literal, Binds},
+    placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row,
+};
 
 use crate::{
     compose::{Contact, EventInfo},
@@ -80,21 +83,23 @@ fn person(r: &AnyRow, user_id: &str) -> Result<Person, sqlx::Error> {
 /// few hundred users; someone this service has heard nothing of is absent.
 pub async fn people(conn: &mut AnyConnection, user_ids: &[&str]) -> Result<HashMap<String, Person>, DbError> {
     let mut people: HashMap<String, Person> = HashMap::with_capacity(user_ids.len());
+    let dialect = Dialect::of(conn);
     for chunk in user_ids.chunks(PER_STATEMENT) {
-        // Both dialects name a VALUES list's column column1.
+        // Both dialects name a VALUES list's column column1; PostgreSQL
+        // takes the list as one array (see `ticketer_db::lists`).
+        let users = match dialect {
+            Dialect::Postgres => "unnest($1::text[]) AS u(column1)".to_string(),
+            Dialect::Sqlite => format!("(VALUES {}) AS u", value_rows(chunk.len(), 1)),
+        };
         let sql = format!(
             "SELECT u.column1 AS user_id, c.email, c.first_name, c.last_name, {}
-             FROM (VALUES {}) AS u
+             FROM {users}
              LEFT JOIN contacts c ON c.user_id = u.column1
              LEFT JOIN preferences p ON p.user_id = u.column1
              WHERE c.user_id IS NOT NULL OR p.user_id IS NOT NULL",
             preferences::COLUMNS,
-            value_rows(chunk.len(), 1)
         );
-        let mut q = sqlx::query(&sql);
-        for id in chunk {
-            q = q.bind(*id);
-        }
+        let q = sqlx::query(&sql).bind_list(dialect, chunk);
         for r in q.fetch_all(&mut *conn).await? {
             let user_id: String = r.try_get("user_id")?;
             let person = person(&r, &user_id)?;
@@ -131,16 +136,14 @@ pub async fn save_event(conn: &mut AnyConnection, e: &EventInfo, version: i64) -
 /// The events of `ids` this service has a snapshot of.
 pub async fn events(conn: &mut AnyConnection, ids: &[i64]) -> Result<HashMap<i64, EventInfo>, DbError> {
     let mut events = HashMap::with_capacity(ids.len());
+    let dialect = Dialect::of(conn);
     for chunk in ids.chunks(PER_STATEMENT) {
         let sql = format!(
             "SELECT event_id, name, location, event_date, start_time, organizer FROM events
-             WHERE event_id IN ({})",
-            placeholders(1, chunk.len())
+             WHERE event_id {}",
+            any_of(dialect, 1, chunk.len(), "bigint")
         );
-        let mut q = sqlx::query(&sql);
-        for id in chunk {
-            q = q.bind(*id);
-        }
+        let q = sqlx::query(&sql).bind_list(dialect, chunk);
         for r in q.fetch_all(&mut *conn).await? {
             let e = EventInfo {
                 event_id: r.try_get("event_id")?,
@@ -166,7 +169,21 @@ pub struct Holding {
 /// Remembers confirmed bookings (one seen before changes nothing), to
 /// tell their holders if the event is cancelled.
 pub async fn hold_all(conn: &mut AnyConnection, all: &[Holding]) -> Result<(), DbError> {
+    let dialect = Dialect::of(conn);
     for chunk in all.chunks(PER_STATEMENT) {
+        if dialect == Dialect::Postgres {
+            // One text for every batch size (see `ticketer_db::lists`).
+            sqlx::query(
+                "INSERT INTO holdings (booking_id, event_id, customer_id)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(array_literal(chunk.iter().map(|h| &h.booking_id)))
+            .bind(array_literal(chunk.iter().map(|h| h.event_id)))
+            .bind(array_literal(chunk.iter().map(|h| &h.customer_id)))
+            .execute(&mut *conn)
+            .await?;
+            continue;
+        }
         let sql = format!(
             "INSERT INTO holdings (booking_id, event_id, customer_id) VALUES {} ON CONFLICT DO NOTHING",
             value_rows(chunk.len(), 3)
@@ -182,16 +199,16 @@ pub async fn hold_all(conn: &mut AnyConnection, all: &[Holding]) -> Result<(), D
 
 /// Forgets cancelled bookings.
 pub async fn release_all(conn: &mut AnyConnection, booking_ids: &[String]) -> Result<(), DbError> {
+    let dialect = Dialect::of(conn);
     for chunk in booking_ids.chunks(PER_STATEMENT) {
         let sql = format!(
-            "DELETE FROM holdings WHERE booking_id IN ({})",
-            placeholders(1, chunk.len())
+            "DELETE FROM holdings WHERE booking_id {}",
+            any_of(dialect, 1, chunk.len(), "text")
         );
-        let mut q = sqlx::query(&sql);
-        for id in chunk {
-            q = q.bind(id);
-        }
-        q.execute(&mut *conn).await?;
+        sqlx::query(&sql)
+            .bind_list(dialect, chunk)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

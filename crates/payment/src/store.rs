@@ -1,6 +1,9 @@
 //! The payment service's SQL.
 
-use ticketer_db::{placeholders, time, value_rows, AnyConnection, AnyRow, Db, DbError, Migration, Row};
+use ticketer_db::{
+    lists::{any_of, nullable_array_literal, Binds},
+    time, value_rows, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row,
+};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(1, "payments", include_str!("../migrations/0001_payments.sql")),
@@ -63,15 +66,15 @@ pub async fn by_bookings(conn: &mut AnyConnection, bookings: &[String]) -> Resul
     if bookings.is_empty() {
         return Ok(Vec::new());
     }
+    let dialect = Dialect::of(conn);
     let sql = format!(
-        "SELECT {COLUMNS} FROM payments WHERE booking_id IN ({})",
-        placeholders(1, bookings.len())
+        "SELECT {COLUMNS} FROM payments WHERE booking_id {}",
+        any_of(dialect, 1, bookings.len(), "text")
     );
-    let mut q = sqlx::query(&sql);
-    for b in bookings {
-        q = q.bind(b);
-    }
-    let rows = q.fetch_all(conn).await?;
+    let rows = sqlx::query(&sql)
+        .bind_list(dialect, bookings)
+        .fetch_all(conn)
+        .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
@@ -81,6 +84,32 @@ pub async fn insert_all(conn: &mut AnyConnection, payments: &[&Payment]) -> Resu
         return Ok(());
     }
     let now = time::now();
+    if Dialect::of(conn) == Dialect::Postgres {
+        // One text for every batch size (see `ticketer_db::lists`).
+        let column =
+            |f: fn(&Payment) -> Option<String>| nullable_array_literal(payments.iter().map(|p| f(p)));
+        sqlx::query(
+            "INSERT INTO payments (payment_id, booking_id, customer_id, amount_minor, currency, status,
+                 failure_reason, provider_reference, pending_command, created_at, updated_at)
+             SELECT id, booking, customer, amount, currency, status, failure, reference, command, $10, $10
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::text[])
+                  AS v(id, booking, customer, amount, currency, status, failure, reference, command)",
+        )
+        .bind(column(|p| Some(p.payment_id.clone())))
+        .bind(column(|p| Some(p.booking_id.clone())))
+        .bind(column(|p| Some(p.customer_id.clone())))
+        .bind(column(|p| Some(p.amount_minor.to_string())))
+        .bind(column(|p| Some(p.currency.clone())))
+        .bind(column(|p| Some(p.status.clone())))
+        .bind(column(|p| p.failure_reason.clone()))
+        .bind(column(|p| p.provider_reference.clone()))
+        .bind(column(|p| p.pending_command.clone()))
+        .bind(&now)
+        .execute(conn)
+        .await?;
+        return Ok(());
+    }
     let sql = format!(
         "INSERT INTO payments (payment_id, booking_id, customer_id, amount_minor, currency, status,
              failure_reason, provider_reference, pending_command, created_at, updated_at)
@@ -111,15 +140,16 @@ pub async fn mark_refunded(conn: &mut AnyConnection, bookings: &[String]) -> Res
     if bookings.is_empty() {
         return Ok(());
     }
+    let dialect = Dialect::of(conn);
     let sql = format!(
-        "UPDATE payments SET status = 'REFUNDED', updated_at = $1 WHERE booking_id IN ({})",
-        placeholders(2, bookings.len())
+        "UPDATE payments SET status = 'REFUNDED', updated_at = $1 WHERE booking_id {}",
+        any_of(dialect, 2, bookings.len(), "text")
     );
-    let mut q = sqlx::query(&sql).bind(time::now());
-    for b in bookings {
-        q = q.bind(b);
-    }
-    q.execute(conn).await?;
+    sqlx::query(&sql)
+        .bind(time::now())
+        .bind_list(dialect, bookings)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

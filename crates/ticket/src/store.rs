@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 
-use ticketer_db::{placeholders, time, value_rows, AnyConnection, Db, DbError, Migration, Row};
+use ticketer_db::{
+    lists::{any_of, nullable_array_literal, Binds},
+    time, value_rows, AnyConnection, Db, DbError, Dialect, Migration, Row,
+};
 
 use crate::{inventory::Counters, lifecycle::TicketStatus, sale::Seat};
 
@@ -169,14 +172,12 @@ pub async fn events_of(
     conn: &mut AnyConnection,
     bookings: &[String],
 ) -> Result<HashMap<String, i64>, DbError> {
+    let dialect = Dialect::of(conn);
     let sql = format!(
-        "SELECT DISTINCT booking_id, event_id FROM tickets WHERE booking_id IN ({})",
-        placeholders(1, bookings.len())
+        "SELECT DISTINCT booking_id, event_id FROM tickets WHERE booking_id {}",
+        any_of(dialect, 1, bookings.len(), "text")
     );
-    let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
-    for b in bookings {
-        q = q.bind(b);
-    }
+    let q = sqlx::query_as::<_, (String, i64)>(&sql).bind_list(dialect, bookings);
     Ok(q.fetch_all(conn).await?.into_iter().collect())
 }
 
@@ -203,22 +204,23 @@ pub async fn seats(
     bookings: &[String],
     free: i64,
 ) -> Result<Vec<Seat>, DbError> {
+    let dialect = Dialect::of(conn);
     let mine = if bookings.is_empty() {
         String::new()
     } else {
         format!(
-            "SELECT {SEAT_COLUMNS} FROM tickets WHERE booking_id IN ({}) UNION ALL ",
-            placeholders(3, bookings.len())
+            "SELECT {SEAT_COLUMNS} FROM tickets WHERE booking_id {} UNION ALL ",
+            any_of(dialect, 3, bookings.len(), "text")
         )
     };
     let sql = format!(
         "{mine}SELECT {SEAT_COLUMNS} FROM (SELECT {SEAT_COLUMNS} FROM tickets
              WHERE event_id = $1 AND status = 'AVAILABLE' AND booking_id IS NULL ORDER BY ticket_id LIMIT $2) AS f"
     );
-    let mut q = sqlx::query(&sql).bind(event_id).bind(free);
-    for b in bookings {
-        q = q.bind(b);
-    }
+    let q = sqlx::query(&sql)
+        .bind(event_id)
+        .bind(free)
+        .bind_list(dialect, bookings);
     let rows = q.fetch_all(conn).await?;
     Ok(rows.iter().map(seat_from_row).collect::<Result<_, _>>()?)
 }
@@ -230,6 +232,30 @@ const SEATS_PER_STATEMENT: usize = 500;
 /// New ticket rows of `event_id`, a statement per few hundred.
 pub async fn insert_seats(conn: &mut AnyConnection, event_id: i64, seats: &[Seat]) -> Result<(), DbError> {
     let now = time::now();
+    if seats.is_empty() {
+        return Ok(());
+    }
+    if Dialect::of(conn) == Dialect::Postgres {
+        // One text for every batch size (see `ticketer_db::lists`).
+        let column = |f: fn(&Seat) -> Option<&str>| nullable_array_literal(seats.iter().map(f));
+        sqlx::query(
+            "INSERT INTO tickets (ticket_id, event_id, status, booking_id, customer_id, hold_expires_at,
+                 created_at, updated_at)
+             SELECT id, $1, status, booking, customer, expires, $6, $6
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $7::text[])
+                  AS v(id, status, booking, customer, expires)",
+        )
+        .bind(event_id)
+        .bind(column(|s| Some(&s.ticket_id)))
+        .bind(column(|s| Some(s.status.as_str())))
+        .bind(column(|s| s.booking_id.as_deref()))
+        .bind(column(|s| s.customer_id.as_deref()))
+        .bind(&now)
+        .bind(column(|s| s.hold_expires_at.as_deref()))
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    }
     for chunk in seats.chunks(SEATS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO tickets (ticket_id, event_id, status, booking_id, customer_id, hold_expires_at,
@@ -257,6 +283,29 @@ pub async fn insert_seats(conn: &mut AnyConnection, event_id: i64, seats: &[Seat
 /// Stores the new state of existing ticket rows, a statement per few hundred.
 pub async fn update_seats(conn: &mut AnyConnection, seats: &[Seat]) -> Result<(), DbError> {
     let now = time::now();
+    if seats.is_empty() {
+        return Ok(());
+    }
+    if Dialect::of(conn) == Dialect::Postgres {
+        // One text for every batch size (see `ticketer_db::lists`).
+        let column = |f: fn(&Seat) -> Option<&str>| nullable_array_literal(seats.iter().map(f));
+        sqlx::query(
+            "UPDATE tickets SET status = v.status, booking_id = v.booking, customer_id = v.customer,
+                 hold_expires_at = v.expires, version = tickets.version + 1, updated_at = $6
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                  AS v(id, status, booking, customer, expires)
+             WHERE tickets.ticket_id = v.id",
+        )
+        .bind(column(|s| Some(&s.ticket_id)))
+        .bind(column(|s| Some(s.status.as_str())))
+        .bind(column(|s| s.booking_id.as_deref()))
+        .bind(column(|s| s.customer_id.as_deref()))
+        .bind(column(|s| s.hold_expires_at.as_deref()))
+        .bind(&now)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    }
     for chunk in seats.chunks(SEATS_PER_STATEMENT) {
         // VALUES columns are column1, column2, ... on both dialects.
         let sql = format!(

@@ -2,7 +2,10 @@
 //! look-up of bookings by key.
 
 use ticketer_contract::Money;
-use ticketer_db::{time, value_rows, AnyConnection, Db, DbError, Row};
+use ticketer_db::{
+    lists::{array_literal, nullable_array_literal},
+    time, value_rows, AnyConnection, Db, DbError, Dialect, Row,
+};
 use uuid::Uuid;
 
 use super::{from_row, stage_name, Booking, COLUMNS};
@@ -25,6 +28,9 @@ pub async fn insert_all(
 ) -> Result<Vec<Uuid>, DbError> {
     if new.is_empty() {
         return Ok(Vec::new());
+    }
+    if Dialect::of(conn) == Dialect::Postgres {
+        return insert_all_postgres(conn, new, deadlines).await;
     }
     let sql = format!(
         "INSERT INTO bookings ({COLUMNS}, status, idempotency_key, request_hash, deadline_at)
@@ -60,6 +66,65 @@ pub async fn insert_all(
     rows.iter().map(|(id,)| ticketer_db::uuid_of(id)).collect()
 }
 
+/// A new booking, the key it was asked with and its deadline.
+type NewRow<'a> = (&'a Booking, Option<&'a RequestKey>, &'a Option<String>);
+
+/// [`insert_all`] on PostgreSQL: one text for every batch size, the
+/// columns as arrays (see `ticketer_db::lists`), inserted in their order so
+/// that the first of two with one key wins.
+async fn insert_all_postgres(
+    conn: &mut AnyConnection,
+    new: &[(&Booking, Option<&RequestKey>)],
+    deadlines: &[Option<String>],
+) -> Result<Vec<Uuid>, DbError> {
+    let rows: Vec<NewRow> = new.iter().zip(deadlines).map(|((b, k), d)| (*b, *k, d)).collect();
+    let column = |f: &dyn Fn(&NewRow) -> Option<String>| nullable_array_literal(rows.iter().map(f));
+    let sql = format!(
+        "INSERT INTO bookings ({COLUMNS}, status, idempotency_key, request_hash, deadline_at)
+         SELECT id, customer, event, n, token, method, stage, failure, tickets, amount, currency,
+                version, created, updated, held, until, status, key, hash, deadline
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[],
+                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+                     $19::text[], $20::text[])
+              WITH ORDINALITY AS v(id, customer, event, n, token, method, stage, failure, tickets,
+                                   amount, currency, version, created, updated, held, until,
+                                   status, key, hash, deadline, ord)
+         ORDER BY ord
+         ON CONFLICT DO NOTHING RETURNING booking_id"
+    );
+    let made: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(column(&|(b, _, _)| Some(b.booking_id.to_string())))
+        .bind(column(&|(b, _, _)| Some(b.customer_id.to_string())))
+        .bind(column(&|(b, _, _)| Some(b.event_id.to_string())))
+        .bind(column(&|(b, _, _)| Some(b.number_of_tickets.to_string())))
+        .bind(column(&|(b, _, _)| Some(b.payment.token())))
+        .bind(column(&|(b, _, _)| b.payment.method().map(|m| m.to_string())))
+        .bind(column(&|(b, _, _)| Some(stage_name(b.saga.stage).to_string())))
+        .bind(column(&|(b, _, _)| {
+            b.saga.failure.map(|f| f.as_str().to_string())
+        }))
+        .bind(column(&|(b, _, _)| {
+            Some(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
+        }))
+        .bind(column(&|(b, _, _)| b.saga.amount.map(|a| a.minor().to_string())))
+        .bind(column(&|(b, _, _)| b.currency.clone()))
+        .bind(column(&|(b, _, _)| Some(b.version.to_string())))
+        .bind(column(&|(b, _, _)| Some(b.created_at.clone())))
+        .bind(column(&|(b, _, _)| Some(b.updated_at.clone())))
+        .bind(column(&|(b, _, _)| b.held_at.clone()))
+        .bind(column(&|(b, _, _)| b.saga.hold_until.map(time::format)))
+        .bind(column(&|(b, _, _)| {
+            Some(b.saga.stage.status().as_str().to_string())
+        }))
+        .bind(column(&|(_, k, _)| k.map(|k| k.key.clone())))
+        .bind(column(&|(_, k, _)| k.map(|k| k.request_hash.clone())))
+        .bind(column(&|(_, _, d)| (*d).clone()))
+        .fetch_all(conn)
+        .await?;
+    made.iter().map(|(id,)| ticketer_db::uuid_of(id)).collect()
+}
+
 /// Inserts a new booking; false when its customer already used its key.
 #[cfg(test)]
 pub async fn insert(
@@ -77,16 +142,29 @@ pub async fn by_keys(db: &Db, keys: &[(Uuid, String)]) -> Result<Vec<(Booking, S
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT {COLUMNS}, idempotency_key, request_hash FROM bookings
-         WHERE (customer_id, idempotency_key) IN ({})",
-        value_rows(keys.len(), 2)
-    );
-    let mut q = sqlx::query(&sql);
-    for (customer, key) in keys {
-        q = q.bind(customer.to_string()).bind(key.clone());
-    }
-    let rows = q.fetch_all(db.reader()).await?;
+    let rows = if db.dialect() == Dialect::Postgres {
+        // One text for every batch size (see `ticketer_db::lists`).
+        let sql = format!(
+            "SELECT {COLUMNS}, idempotency_key, request_hash FROM bookings
+             WHERE (customer_id, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        );
+        sqlx::query(&sql)
+            .bind(array_literal(keys.iter().map(|(c, _)| c)))
+            .bind(array_literal(keys.iter().map(|(_, k)| k)))
+            .fetch_all(db.reader())
+            .await?
+    } else {
+        let sql = format!(
+            "SELECT {COLUMNS}, idempotency_key, request_hash FROM bookings
+             WHERE (customer_id, idempotency_key) IN ({})",
+            value_rows(keys.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for (customer, key) in keys {
+            q = q.bind(customer.to_string()).bind(key.clone());
+        }
+        q.fetch_all(db.reader()).await?
+    };
     rows.iter()
         .map(|r| {
             let key: Option<String> = r.try_get("idempotency_key")?;

@@ -1,7 +1,9 @@
 //! The notifications themselves: stored once per cause and recipient,
 //! then claimed, sent and marked by the delivery worker.
 
-use ticketer_db::{time, value_rows, AnyConnection, AnyRow, Db, DbError, Row};
+use ticketer_db::{
+    lists::nullable_array_literal, time, value_rows, AnyConnection, AnyRow, Db, DbError, Dialect, Row,
+};
 
 use super::PER_STATEMENT;
 
@@ -28,6 +30,41 @@ pub struct NewNotification {
 pub async fn insert_all(conn: &mut AnyConnection, all: &[NewNotification]) -> Result<u64, DbError> {
     let now = time::now();
     let mut stored = 0;
+    if Dialect::of(conn) == Dialect::Postgres && !all.is_empty() {
+        // One text for every batch size (see `ticketer_db::lists`).
+        let column =
+            |f: &dyn Fn(&NewNotification) -> Option<String>| nullable_array_literal(all.iter().map(f));
+        let done = sqlx::query(
+            "INSERT INTO notifications (id, dedup_key, recipient_id, recipient, channel, notification_type,
+                 subject, body_text, body_html, status, next_attempt_at, last_error, event_id, booking_id,
+                 created_at)
+             SELECT id, dedup, recipient_id, recipient, channel, kind, subject, body_text, body_html,
+                    status, $14, last_error, event_id, booking_id, $14
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[],
+                         $13::text[])
+                  AS v(id, dedup, recipient_id, recipient, channel, kind, subject, body_text, body_html,
+                       status, last_error, event_id, booking_id)
+             ON CONFLICT (dedup_key) DO NOTHING",
+        )
+        .bind(column(&|_| Some(uuid::Uuid::now_v7().to_string())))
+        .bind(column(&|n| Some(n.dedup_key.clone())))
+        .bind(column(&|n| n.recipient_id.clone()))
+        .bind(column(&|n| Some(n.recipient.clone())))
+        .bind(column(&|n| Some(n.channel.to_string())))
+        .bind(column(&|n| Some(n.notification_type.to_string())))
+        .bind(column(&|n| Some(n.subject.clone())))
+        .bind(column(&|n| Some(n.body_text.clone())))
+        .bind(column(&|n| Some(n.body_html.clone())))
+        .bind(column(&|n| Some(n.status.to_string())))
+        .bind(column(&|n| n.last_error.clone()))
+        .bind(column(&|n| n.event_id.map(|e| e.to_string())))
+        .bind(column(&|n| n.booking_id.clone()))
+        .bind(&now)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(done.rows_affected());
+    }
     for chunk in all.chunks(PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO notifications (id, dedup_key, recipient_id, recipient, channel, notification_type,
