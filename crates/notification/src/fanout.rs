@@ -93,7 +93,7 @@ pub async fn run(
         version: 2,
     };
     let wake = Arc::new(Notify::new());
-    let listener = Listener { wake: wake.clone() };
+    let listener = Listener::new(wake.clone());
     let cancelled = Envelope::of(&EventCancelled(snapshot))?;
     let started = Instant::now();
     let mut tx = db.begin().await?;

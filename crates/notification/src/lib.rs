@@ -54,7 +54,7 @@ pub async fn build(
         BOOKING_NOTIFICATIONS,
         PAYMENT_NOTIFICATIONS,
     ] {
-        let listener = news::Listener { wake: wake.clone() };
+        let listener = news::Listener::new(wake.clone());
         tasks.extend(runtime.consume(queue, listener, &shutdown).await?);
     }
     let by_webhook = |url: &Option<String>, file: &str| -> anyhow::Result<Arc<dyn delivery::Channel>> {

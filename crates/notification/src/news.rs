@@ -4,7 +4,13 @@
 //! redelivered message creates nothing twice; sending is the delivery
 //! worker's business, after the commit.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{
@@ -51,10 +57,31 @@ pub const SMS: &str = "SMS";
 pub const PUSH: &str = "PUSH";
 
 /// Turns what it hears into stored notifications and wakes the delivery
-/// worker once they are committed.
+/// workers once some that wait to be sent are committed (a sale's outcomes
+/// for buyers without an address wake nobody: each wake is a claim per
+/// channel).
 pub struct Listener {
-    pub wake: Arc<Notify>,
+    wake: Arc<Notify>,
+    /// The batch being applied stored notifications to send. One batch at
+    /// a time per queue, and each queue has its own listener; a wake
+    /// missed after a failed batch is made up by the workers' poll.
+    due: AtomicBool,
 }
+
+impl Listener {
+    pub fn new(wake: Arc<Notify>) -> Self {
+        Listener {
+            wake,
+            due: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A stored notification still to be sent.
+const PENDING: &str = "PENDING";
+
+/// How many of the notifications stored wait to be sent.
+type Due = usize;
 
 fn info(s: &EventSnapshot) -> EventInfo {
     EventInfo {
@@ -93,7 +120,7 @@ fn record(
     booking_id: Option<String>,
 ) -> NewNotification {
     let (recipient, status, last_error) = match address {
-        Some(a) => (a.to_string(), "PENDING", None),
+        Some(a) => (a.to_string(), PENDING, None),
         None => (
             String::new(),
             "FAILED",
@@ -153,9 +180,9 @@ impl Telling<'_> {
 /// chose. However many they are, the recipients' contacts and
 /// preferences, the templates and the inserts are a few statements: a
 /// sale's outcomes arrive by the hundred.
-async fn tell_all(tx: &mut AnyConnection, tellings: &[Telling<'_>]) -> Result<(), HandleError> {
+async fn tell_all(tx: &mut AnyConnection, tellings: &[Telling<'_>]) -> Result<Due, HandleError> {
     if tellings.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let mut recipients: Vec<&str> = tellings.iter().map(|t| t.recipient_id.as_str()).collect();
     recipients.sort_unstable();
@@ -187,7 +214,7 @@ async fn store_told(
     tx: &mut AnyConnection,
     tellings: &[Telling<'_>],
     people: &HashMap<String, Person>,
-) -> Result<(), HandleError> {
+) -> Result<Due, HandleError> {
     let defaults = Preferences::default();
     let wants = |t: &Telling| people.get(&t.recipient_id).map_or(&defaults, |p| &p.preferences);
     let mut kinds: Vec<NotificationType> = tellings.iter().map(|t| t.news.kind()).collect();
@@ -245,7 +272,7 @@ async fn store_told(
         }
     }
     store::insert_all(tx, &rows).await?;
-    Ok(())
+    Ok(rows.iter().filter(|r| r.status == PENDING).count())
 }
 
 /// Tells the customers of a run of booking outcomes, and keeps the copy of
@@ -253,9 +280,9 @@ async fn store_told(
 async fn tell_outcomes(
     tx: &mut AnyConnection,
     outcomes: &[(&Envelope, NotificationType, BookingSnapshot)],
-) -> Result<(), HandleError> {
+) -> Result<Due, HandleError> {
     if outcomes.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let of = |kind: NotificationType| outcomes.iter().filter(move |(_, k, _)| *k == kind);
     let holdings: Vec<Holding> = of(NotificationType::BookingConfirmed)
@@ -295,7 +322,7 @@ async fn tell(
     recipient_id: &str,
     news: News<'_>,
     event_id: Option<i64>,
-) -> Result<(), HandleError> {
+) -> Result<Due, HandleError> {
     let telling = Telling {
         cause,
         recipient_id: recipient_id.to_string(),
@@ -314,7 +341,7 @@ async fn tell_holders(
     tx: &mut AnyConnection,
     cause: &Envelope,
     event: &EventInfo,
-) -> Result<(), HandleError> {
+) -> Result<Due, HandleError> {
     let holders = store::holders_to_tell(tx, event.event_id).await?;
     let tellings: Vec<Telling> = holders
         .keys()
@@ -348,7 +375,7 @@ impl Outcome {
 }
 
 /// Anything but a booking's outcome, one message at a time: these are few.
-async fn apply(tx: &mut AnyConnection, msg: &Envelope, other: Other) -> Result<(), HandleError> {
+async fn apply(tx: &mut AnyConnection, msg: &Envelope, other: Other) -> Result<Due, HandleError> {
     match other {
         Other::UserRegistered(u) => {
             let contact = Contact {
@@ -362,7 +389,7 @@ async fn apply(tx: &mut AnyConnection, msg: &Envelope, other: Other) -> Result<(
         }
         Other::EventCreated(EventCreated(s)) | Other::EventUpdated(EventUpdated(s)) => {
             store::save_event(tx, &info(&s), s.version).await?;
-            Ok(())
+            Ok(0)
         }
         Other::EventPublished(EventPublished(s)) => {
             let event = info(&s);
@@ -386,7 +413,7 @@ async fn apply(tx: &mut AnyConnection, msg: &Envelope, other: Other) -> Result<(
             // without its customer (written before they were carried)
             // has nobody to tell.
             let Some(customer) = refund.customer_id.filter(|_| refund.amount > Money::ZERO) else {
-                return Ok(());
+                return Ok(0);
             };
             let telling = Telling {
                 cause: msg,
@@ -411,21 +438,28 @@ impl ticketer_db::MessageHandler for Listener {
     /// after the outcomes before it and before those after it.
     async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
         let mut run = Vec::new();
+        let mut due = 0;
         for msg in msgs {
             if let Some(outcome) = msg.decode::<Outcome>()? {
                 let (kind, b) = outcome.split();
                 run.push((*msg, kind, b));
             } else if let Some(other) = msg.decode::<Other>()? {
-                tell_outcomes(tx, &run).await?;
+                due += tell_outcomes(tx, &run).await?;
                 run.clear();
-                apply(tx, msg, other).await?;
+                due += apply(tx, msg, other).await?;
             }
         }
-        tell_outcomes(tx, &run).await
+        due += tell_outcomes(tx, &run).await?;
+        if due > 0 {
+            self.due.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn committed(&self, _batch: &[Envelope]) {
-        crate::delivery::wake_workers(&self.wake);
+        if self.due.swap(false, Ordering::Relaxed) {
+            crate::delivery::wake_workers(&self.wake);
+        }
     }
 }
 

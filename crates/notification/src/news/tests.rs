@@ -72,9 +72,7 @@ async fn who_is_told_and_how_often() {
     let tdb = TestDatabase::sqlite();
     let db = tdb.connect().await.unwrap();
     db.migrate("notification", crate::MIGRATIONS).await.unwrap();
-    let listener = Listener {
-        wake: Arc::new(Notify::new()),
-    };
+    let listener = Listener::new(Arc::new(Notify::new()));
     let (ada, carol) = (
         registered(&db, &listener, "ada").await,
         registered(&db, &listener, "carol").await,
@@ -200,9 +198,7 @@ async fn a_batch_tells_what_its_messages_one_by_one_would() {
         booking(N::BookingConfirmed, bob, Uuid::new_v4(), 9),
         booking(N::BookingFailed, bob, Uuid::new_v4(), 404),
     ];
-    let listener = Listener {
-        wake: Arc::new(Notify::new()),
-    };
+    let listener = Listener::new(Arc::new(Notify::new()));
     let prepared = || async {
         let tdb = TestDatabase::sqlite();
         let db = tdb.connect().await.unwrap();
@@ -313,9 +309,7 @@ async fn ten_thousand_holders_are_told_once_each() {
     tx.commit().await.unwrap();
     email_off(&db, &users[1]).await;
 
-    let listener = Listener {
-        wake: Arc::new(Notify::new()),
-    };
+    let listener = Listener::new(Arc::new(Notify::new()));
     let cancelled = Envelope::of(&EventCancelled(event(
         9,
         ticketer_contract::EventStatus::Cancelled,
@@ -373,9 +367,7 @@ async fn refunds_are_told_to_whoever_paid_when_money_went_back() {
     let tdb = TestDatabase::sqlite();
     let db = tdb.connect().await.unwrap();
     db.migrate("notification", crate::MIGRATIONS).await.unwrap();
-    let listener = Listener {
-        wake: Arc::new(Notify::new()),
-    };
+    let listener = Listener::new(Arc::new(Notify::new()));
     let ada = registered(&db, &listener, "ada").await;
     let back = refunded(Some(ada), 2500);
     heard(&db, &listener, &back).await;
@@ -402,4 +394,38 @@ async fn refunds_are_told_to_whoever_paid_when_money_went_back() {
     let (all, _) = store::page(&db, &Filter::default(), 100, 0).await.unwrap();
     assert_eq!(all.len(), 2, "nobody else was told: {all:?}");
     db.close().await;
+}
+
+/// The delivery workers are woken only by a batch that stored something
+/// to send: a sale's outcomes for buyers this service has no address of
+/// are recorded FAILED and wake nobody (each wake costs every channel's
+/// worker a claim).
+#[tokio::test]
+async fn only_notifications_to_send_wake_the_workers() {
+    let tdb = TestDatabase::sqlite();
+    let db = tdb.connect().await.unwrap();
+    db.migrate("notification", crate::MIGRATIONS).await.unwrap();
+    let wake = Arc::new(Notify::new());
+    let listener = Listener::new(wake.clone());
+    let woken = || async {
+        tokio::time::timeout(std::time::Duration::from_millis(50), wake.notified())
+            .await
+            .is_ok()
+    };
+    let committed = |msg: &Envelope| listener.committed(std::slice::from_ref(msg));
+
+    let unknown = failed(Uuid::new_v4());
+    heard(&db, &listener, &unknown).await;
+    committed(&unknown);
+    assert!(!woken().await, "a FAILED record woke the workers");
+
+    let ada = registered(&db, &listener, "ada").await;
+    listener.committed(&[]);
+    assert!(woken().await, "a welcome to send did not wake the workers");
+    assert!(!woken().await, "woken twice for one batch");
+
+    let declined = failed(ada);
+    heard(&db, &listener, &declined).await;
+    committed(&declined);
+    assert!(woken().await, "ada's news did not wake the workers");
 }
