@@ -226,22 +226,25 @@ fn unchanged(saga: &Saga) -> (Saga, Vec<Command>) {
 /// customer waits for the ticket service's word on the sale.
 fn paid(saga: &Saga, at: DateTime<Utc>) -> (Saga, Vec<Command>) {
     if saga.hold_until.is_some_and(|until| until - at >= RECORD_MARGIN) {
-        to(saga, Confirmed, vec![Command::Announce(BookingStatus::Confirmed)])
+        to(
+            saga,
+            Stage::Confirmed,
+            vec![Command::Announce(BookingStatus::Confirmed)],
+        )
     } else {
         let reserve = Command::ReserveTickets {
             ticket_ids: saga.ticket_ids.clone(),
         };
-        to(saga, Reserving, vec![reserve])
+        to(saga, Stage::Reserving, vec![reserve])
     }
 }
-
-use Stage::*;
 
 /// The next state and commands for `input`. Inputs that mean nothing in the
 /// current stage (duplicates, late arrivals) change nothing, except where
 /// they leave money or seats behind that must be given back.
 pub fn handle(saga: &Saga, input: Input) -> (Saga, Vec<Command>) {
     use Input::*;
+    use Stage::*;
     let release = || Command::ReleaseTickets {
         ticket_ids: saga.ticket_ids.clone(),
     };
