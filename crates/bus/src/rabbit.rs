@@ -89,12 +89,23 @@ fn usable(live: &Live) -> bool {
 }
 
 impl RabbitBus {
-    /// Connects once, so that a wrong URL fails at start-up.
+    /// Connects once, so that a wrong URL fails at start-up, and declares
+    /// every queue of the topology.
     pub async fn connect(url: &str) -> Result<Self, BusError> {
-        let live = open(url).await?;
-        for spec in crate::topology::QUEUES {
-            declare(&live.publishers[0], &spec.subscription()).await?;
-        }
+        let mut attempt = 1;
+        let live = loop {
+            let live = open(url).await?;
+            match declare_all(&live.publishers[0]).await {
+                Ok(()) => break live,
+                Err(e) if attempt < DECLARE_ATTEMPTS && declared_meanwhile(&e) => {
+                    tracing::warn!(error = %e, attempt, "a queue was being declared by another process; declaring again");
+                    let _ = live.conn.close(0, "declaring again").await;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(RabbitBus {
             url: url.to_string(),
             live: Mutex::new(Some(live)),
@@ -280,6 +291,31 @@ async fn send_on(
     Ok(confirms)
 }
 
+/// How often start-up declares the topology before giving up on a queue
+/// that another process is declaring at the same time.
+const DECLARE_ATTEMPTS: u32 = 5;
+
+async fn declare_all(channel: &Channel) -> Result<(), BusError> {
+    for spec in crate::topology::QUEUES {
+        declare(channel, &spec.subscription()).await?;
+    }
+    Ok(())
+}
+
+/// RabbitMQ's answer when several processes declare the same durable queue
+/// of a fresh vhost at once (seven services starting together): one may
+/// hear NOT_FOUND ("home node ... is down or inaccessible") while another's
+/// declaration is still starting the queue, and its channel is closed.
+/// Declared again a moment later, on a new connection, the queue is there.
+fn declared_meanwhile(e: &BusError) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        e,
+        BusError::Broker(lapin::Error::ProtocolError(amqp))
+            if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)
+    )
+}
+
 /// The queue, its dead-letter queue, and its bindings. Idempotent.
 async fn declare(channel: &Channel, sub: &Subscription) -> Result<(), BusError> {
     let durable = QueueDeclareOptions {
@@ -321,4 +357,30 @@ async fn declare(channel: &Channel, sub: &Subscription) -> Result<(), BusError> 
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    use super::*;
+
+    fn refused(kind: AMQPSoftError) -> BusError {
+        let message = "home node 'rabbit@localhost' of durable queue 'q.dlq' is down or inaccessible";
+        BusError::Broker(lapin::Error::ProtocolError(AMQPError::new(
+            AMQPErrorKind::Soft(kind),
+            message.into(),
+        )))
+    }
+
+    /// Only the broker's NOT_FOUND for a queue being declared elsewhere is
+    /// worth declaring again; a refusal of access or a lost connection is
+    /// reported at once.
+    #[test]
+    fn only_a_queue_declared_meanwhile_is_declared_again() {
+        assert!(declared_meanwhile(&refused(AMQPSoftError::NOTFOUND)));
+        assert!(!declared_meanwhile(&refused(AMQPSoftError::ACCESSREFUSED)));
+        assert!(!declared_meanwhile(&refused(AMQPSoftError::PRECONDITIONFAILED)));
+        assert!(!declared_meanwhile(&BusError::Disconnected));
+    }
 }

@@ -154,3 +154,30 @@ async fn a_consumer_whose_connection_died_mid_batch_consumes_again() {
     }
     shutdown.cancel();
 }
+
+/// Seven services starting together on a fresh vhost each declare the
+/// whole topology at once; every one of them starts (RabbitMQ may refuse
+/// a queue another is still declaring: it is declared again).
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn services_starting_together_all_declare_the_topology() {
+    let Some(amqp) = ticketer_testkit::amqp_url() else {
+        ticketer_testkit::skip_test("RabbitMQ concurrent start-up test", "TICKETER_TEST_AMQP_URL");
+        return;
+    };
+    for _ in 0..3 {
+        let vhost = TestVhost::create(&amqp).expect("vhost");
+        let starts: Vec<_> = (0..7)
+            .map(|_| {
+                let url = vhost.url.clone();
+                tokio::spawn(async move { Bus::connect(Some(&url)).await.map(|_| ()) })
+            })
+            .collect();
+        for start in starts {
+            start
+                .await
+                .unwrap()
+                .expect("a service could not declare the topology");
+        }
+    }
+}
