@@ -78,38 +78,36 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
         let mut tx = self.db.begin().await?;
         // One statement records the whole batch; what it returns is what
         // had not been seen before.
-        let sql;
-        // PostgreSQL: one text for every batch size (see `lists`).
         let now = time::now();
-        let q = match Dialect::of(&tx) {
-            Dialect::Postgres => sqlx::query_as::<_, (String,)>(
-                "INSERT INTO inbox (consumer, message_id, processed_at)
-                 SELECT $1, m, $3 FROM unnest($2::text[]) AS m
-                 ON CONFLICT DO NOTHING RETURNING message_id",
-            )
-            .bind(&self.consumer)
-            .bind(array_literal(batch.iter().map(|m| m.message_id)))
-            .bind(&now),
+        let recorded: Vec<(String,)> = match Dialect::of(&tx) {
+            // One text for every batch size (see `lists`).
+            Dialect::Postgres => {
+                sqlx::query_as(
+                    "INSERT INTO inbox (consumer, message_id, processed_at)
+                     SELECT $1, m, $3 FROM unnest($2::text[]) AS m
+                     ON CONFLICT DO NOTHING RETURNING message_id",
+                )
+                .bind(&self.consumer)
+                .bind(array_literal(batch.iter().map(|m| m.message_id)))
+                .bind(&now)
+                .fetch_all(&mut *tx)
+                .await
+            }
             Dialect::Sqlite => {
-                sql = format!(
+                let sql = format!(
                     "INSERT INTO inbox (consumer, message_id, processed_at) VALUES {}
                      ON CONFLICT DO NOTHING RETURNING message_id",
                     value_rows(batch.len(), 3)
                 );
-                let mut q = sqlx::query_as::<_, (String,)>(&sql);
+                let mut q = sqlx::query_as(&sql);
                 for msg in batch {
                     q = q.bind(&self.consumer).bind(msg.message_id.to_string()).bind(&now);
                 }
-                q
+                q.fetch_all(&mut *tx).await
             }
-        };
-        let fresh: HashSet<String> = q
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(DbError::from)?
-            .into_iter()
-            .map(|(id,)| id)
-            .collect();
+        }
+        .map_err(DbError::from)?;
+        let fresh: HashSet<String> = recorded.into_iter().map(|(id,)| id).collect();
         let mut handled = HashSet::with_capacity(fresh.len());
         let mut duplicates = 0u64;
         let mut new = Vec::with_capacity(fresh.len());

@@ -37,33 +37,10 @@ pub fn any_of(dialect: Dialect, n: usize, len: usize, pg_type: &str) -> String {
     }
 }
 
-/// How many placeholders a list of `len` items takes in `dialect`.
-pub fn list_width(dialect: Dialect, len: usize) -> usize {
-    match dialect {
-        Dialect::Postgres => 1,
-        Dialect::Sqlite => len,
-    }
-}
-
 /// A PostgreSQL array literal of `items`, each quoted (`{"a","b\"c"}`), for
 /// a text parameter cast to an array type.
 pub fn array_literal<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
-    let mut out = String::from("{");
-    for (i, item) in items.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        for c in item.to_string().chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    }
-    out.push('}');
-    out
+    nullable_array_literal(items.into_iter().map(Some))
 }
 
 /// [`array_literal`] with `None` as SQL NULL (unquoted, so never the text
@@ -74,13 +51,18 @@ pub fn nullable_array_literal<T: ToString>(items: impl IntoIterator<Item = Optio
         if i > 0 {
             out.push(',');
         }
-        match item {
-            Some(item) => {
-                let quoted = array_literal([item]);
-                out.push_str(&quoted[1..quoted.len() - 1]);
+        let Some(item) = item else {
+            out.push_str("NULL");
+            continue;
+        };
+        out.push('"');
+        for c in item.to_string().chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
             }
-            None => out.push_str("NULL"),
+            out.push(c);
         }
+        out.push('"');
     }
     out.push('}');
     out
@@ -138,13 +120,11 @@ mod tests {
     }
 
     #[test]
-    fn a_list_is_one_placeholder_on_postgres_and_one_per_item_on_sqlite() {
+    fn a_list_is_one_array_on_postgres_and_one_placeholder_per_item_on_sqlite() {
         assert_eq!(
             any_of(Dialect::Postgres, 2, 5, "bigint"),
             "IN (SELECT unnest($2::bigint[]))"
         );
         assert_eq!(any_of(Dialect::Sqlite, 2, 3, "bigint"), "IN ($2, $3, $4)");
-        assert_eq!(list_width(Dialect::Postgres, 5), 1);
-        assert_eq!(list_width(Dialect::Sqlite, 5), 5);
     }
 }
