@@ -18,6 +18,19 @@ use cli::{AdminCommand, BenchScenario, Cli, Command, DlqCommand, Provisioning};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc asks for transparent huge pages on its arenas, so the first
+/// touch of memory it took back (it returns freed pages after a second)
+/// makes the kernel zero a whole 2 MiB page. Under a flash sale that was
+/// 10-20 % of each service's CPU, and twice the resident memory; with huge
+/// pages off, each touch costs a 4 KiB page (docs/benchmarks.md). Where the
+/// kernel refuses, nothing is lost but that saving.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("ticketer: could not turn transparent huge pages off: {e}");
+    }
+}
+
 /// Every service's base URL: `name=url,...`, else the contract ports on the
 /// gateway's host.
 fn service_urls(gateway: &str, given: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
@@ -66,6 +79,7 @@ fn log_format() -> LogFormat {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    no_huge_pages();
     let cli = Cli::parse();
     let service_name = match &cli.command {
         Command::Serve { service } => format!("ticketer-{service}"),
