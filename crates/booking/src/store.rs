@@ -2,7 +2,7 @@
 
 use ticketer_contract::Money;
 use ticketer_db::{
-    lists::{any_of, nullable_array_literal, Binds},
+    lists::{nullable_array_literal, probed, rows_with, Binds, Lock},
     time, value_rows, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row,
 };
 use uuid::Uuid;
@@ -168,18 +168,23 @@ fn from_row(r: &AnyRow) -> Result<Booking, sqlx::Error> {
     })
 }
 
-/// The bookings with these ids that exist, in one statement; `tail`
-/// orders or locks them.
-async fn by_ids<'c, E>(exec: E, dialect: Dialect, ids: &[Uuid], tail: &str) -> Result<Vec<Booking>, DbError>
+/// The bookings with these ids that exist, in one statement, locked or not.
+async fn by_ids<'c, E>(exec: E, dialect: Dialect, ids: &[Uuid], lock: Lock) -> Result<Vec<Booking>, DbError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM bookings WHERE booking_id {}{tail}",
-        any_of(dialect, 1, ids.len(), "text")
+    let sql = rows_with(
+        dialect,
+        COLUMNS,
+        "bookings",
+        "booking_id",
+        1,
+        ids.len(),
+        "text",
+        lock,
     );
     let rows = sqlx::query(&sql).bind_list(dialect, ids).fetch_all(exec).await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
@@ -192,7 +197,7 @@ pub async fn lock(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Booking>,
 
 /// The bookings with these ids that exist, in one statement.
 pub async fn get_all(db: &Db, ids: &[Uuid]) -> Result<Vec<Booking>, DbError> {
-    by_ids(db.reader(), db.dialect(), ids, "").await
+    by_ids(db.reader(), db.dialect(), ids, Lock::No).await
 }
 
 #[cfg(test)]
@@ -204,9 +209,8 @@ pub async fn get(db: &Db, id: Uuid) -> Result<Option<Booking>, DbError> {
 /// PostgreSQL in id order (so two batches cannot wait on each other);
 /// SQLite has one writer, so the transaction already excludes others.
 pub async fn lock_all(conn: &mut AnyConnection, ids: &[Uuid]) -> Result<Vec<Booking>, DbError> {
-    let tail = format!(" ORDER BY booking_id{}", ticketer_db::for_update(conn));
     let dialect = Dialect::of(conn);
-    by_ids(conn, dialect, ids, &tail).await
+    by_ids(conn, dialect, ids, Lock::ForUpdate).await
 }
 
 /// Stores the sagas' new states, each only if its row is still at the
@@ -263,32 +267,40 @@ async fn advance_all_postgres(
     let column = |f: fn(&Booking, &Option<String>) -> Option<String>| {
         nullable_array_literal(steps.iter().map(|(b, d)| f(b, d)))
     };
-    let done = sqlx::query(
+    // The rows are locked (lock_all), so each is found by its address.
+    let steps_given = probed(
+        "bookings",
+        "unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[])
+         AS v(id, version, stage, status, failure, tickets, amount, currency, deadline, held, until)",
+        "v",
+        "booking_id = v.id AND version = v.version",
+    );
+    let sql = format!(
         "UPDATE bookings SET stage = v.stage, status = v.status, failure_reason = v.failure,
              ticket_ids = v.tickets, amount_minor = v.amount, currency = v.currency,
              version = bookings.version + 1, updated_at = $12, deadline_at = v.deadline,
              held_at = v.held, hold_until = v.until
-         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[])
-              AS v(id, version, stage, status, failure, tickets, amount, currency, deadline, held, until)
-         WHERE bookings.booking_id = v.id AND bookings.version = v.version",
-    )
-    .bind(column(|b, _| Some(b.booking_id.to_string())))
-    .bind(column(|b, _| Some(b.version.to_string())))
-    .bind(column(|b, _| Some(stage_name(b.saga.stage).to_string())))
-    .bind(column(|b, _| Some(b.saga.stage.status().as_str().to_string())))
-    .bind(column(|b, _| b.saga.failure.map(|f| f.as_str().to_string())))
-    .bind(column(|b, _| {
-        Some(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
-    }))
-    .bind(column(|b, _| b.saga.amount.map(|a| a.minor().to_string())))
-    .bind(column(|b, _| b.currency.clone()))
-    .bind(column(|_, d| d.clone()))
-    .bind(column(|b, _| b.held_at.clone()))
-    .bind(column(|b, _| b.saga.hold_until.map(time::format)))
-    .bind(time::now())
-    .execute(conn)
-    .await?;
+         FROM {steps_given}
+         WHERE bookings.ctid = v.row_id"
+    );
+    let done = sqlx::query(&sql)
+        .bind(column(|b, _| Some(b.booking_id.to_string())))
+        .bind(column(|b, _| Some(b.version.to_string())))
+        .bind(column(|b, _| Some(stage_name(b.saga.stage).to_string())))
+        .bind(column(|b, _| Some(b.saga.stage.status().as_str().to_string())))
+        .bind(column(|b, _| b.saga.failure.map(|f| f.as_str().to_string())))
+        .bind(column(|b, _| {
+            Some(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
+        }))
+        .bind(column(|b, _| b.saga.amount.map(|a| a.minor().to_string())))
+        .bind(column(|b, _| b.currency.clone()))
+        .bind(column(|_, d| d.clone()))
+        .bind(column(|b, _| b.held_at.clone()))
+        .bind(column(|b, _| b.saga.hold_until.map(time::format)))
+        .bind(time::now())
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected() == steps.len() as u64)
 }
 

@@ -11,7 +11,7 @@ use ticketer_contract::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    lists::{any_of, array_literal, Binds},
+    lists::{any_of, array_literal, probed, Binds},
     time, value_rows, AnyConnection, Db, DbError, Dialect, Row,
 };
 
@@ -266,10 +266,18 @@ impl OutboxRelay {
 
     pub(crate) async fn stamp(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), DbError> {
         let dialect = Dialect::of(conn);
-        let sql = format!(
-            "UPDATE outbox SET published_at = $1 WHERE id {}",
-            any_of(dialect, 2, ids.len(), "bigint")
-        );
+        // Only relays stamp rows (and a row stamped twice is as stamped),
+        // so on PostgreSQL each is found by its address.
+        let sql = match dialect {
+            Dialect::Postgres => format!(
+                "UPDATE outbox SET published_at = $1 FROM {} WHERE outbox.ctid = v.row_id",
+                probed("outbox", "unnest($2::bigint[]) AS v(id)", "v", "id = v.id")
+            ),
+            Dialect::Sqlite => format!(
+                "UPDATE outbox SET published_at = $1 WHERE id {}",
+                any_of(dialect, 2, ids.len(), "bigint")
+            ),
+        };
         sqlx::query(&sql)
             .bind(time::now())
             .bind_list(dialect, ids)

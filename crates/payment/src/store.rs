@@ -1,7 +1,7 @@
 //! The payment service's SQL.
 
 use ticketer_db::{
-    lists::{any_of, nullable_array_literal, Binds},
+    lists::{any_of, nullable_array_literal, rows_with, Binds, Lock},
     time, value_rows, AnyConnection, AnyRow, Db, DbError, Dialect, Migration, Row,
 };
 
@@ -67,9 +67,15 @@ pub async fn by_bookings(conn: &mut AnyConnection, bookings: &[String]) -> Resul
         return Ok(Vec::new());
     }
     let dialect = Dialect::of(conn);
-    let sql = format!(
-        "SELECT {COLUMNS} FROM payments WHERE booking_id {}",
-        any_of(dialect, 1, bookings.len(), "text")
+    let sql = rows_with(
+        dialect,
+        COLUMNS,
+        "payments",
+        "booking_id",
+        1,
+        bookings.len(),
+        "text",
+        Lock::No,
     );
     let rows = sqlx::query(&sql)
         .bind_list(dialect, bookings)

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use ticketer_db::{
-    lists::{any_of, nullable_array_literal, Binds},
+    lists::{nullable_array_literal, probed, rows_with, Binds, Lock},
     time, value_rows, AnyConnection, Db, DbError, Dialect, Migration, Row,
 };
 
@@ -174,8 +174,17 @@ pub async fn events_of(
 ) -> Result<HashMap<String, i64>, DbError> {
     let dialect = Dialect::of(conn);
     let sql = format!(
-        "SELECT DISTINCT booking_id, event_id FROM tickets WHERE booking_id {}",
-        any_of(dialect, 1, bookings.len(), "text")
+        "SELECT DISTINCT booking_id, event_id FROM ({}) AS theirs",
+        rows_with(
+            dialect,
+            "booking_id, event_id",
+            "tickets",
+            "booking_id",
+            1,
+            bookings.len(),
+            "text",
+            Lock::No
+        )
     );
     let q = sqlx::query_as::<_, (String, i64)>(&sql).bind_list(dialect, bookings);
     Ok(q.fetch_all(conn).await?.into_iter().collect())
@@ -209,8 +218,17 @@ pub async fn seats(
         String::new()
     } else {
         format!(
-            "SELECT {SEAT_COLUMNS} FROM tickets WHERE booking_id {} UNION ALL ",
-            any_of(dialect, 3, bookings.len(), "text")
+            "{} UNION ALL ",
+            rows_with(
+                dialect,
+                SEAT_COLUMNS,
+                "tickets",
+                "booking_id",
+                3,
+                bookings.len(),
+                "text",
+                Lock::No
+            )
         )
     };
     let sql = format!(
@@ -289,21 +307,30 @@ pub async fn update_seats(conn: &mut AnyConnection, seats: &[Seat]) -> Result<()
     if Dialect::of(conn) == Dialect::Postgres {
         // One text for every batch size (see `ticketer_db::lists`).
         let column = |f: fn(&Seat) -> Option<&str>| nullable_array_literal(seats.iter().map(f));
-        sqlx::query(
+        // Every writer of an event's tickets holds its inventory row
+        // (`lock`), so each row is found by its address.
+        let seats_given = probed(
+            "tickets",
+            "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+             AS v(id, status, booking, customer, expires)",
+            "v",
+            "ticket_id = v.id",
+        );
+        let sql = format!(
             "UPDATE tickets SET status = v.status, booking_id = v.booking, customer_id = v.customer,
                  hold_expires_at = v.expires, version = tickets.version + 1, updated_at = $6
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                  AS v(id, status, booking, customer, expires)
-             WHERE tickets.ticket_id = v.id",
-        )
-        .bind(column(|s| Some(&s.ticket_id)))
-        .bind(column(|s| Some(s.status.as_str())))
-        .bind(column(|s| s.booking_id.as_deref()))
-        .bind(column(|s| s.customer_id.as_deref()))
-        .bind(column(|s| s.hold_expires_at.as_deref()))
-        .bind(&now)
-        .execute(&mut *conn)
-        .await?;
+             FROM {seats_given}
+             WHERE tickets.ctid = v.row_id"
+        );
+        sqlx::query(&sql)
+            .bind(column(|s| Some(&s.ticket_id)))
+            .bind(column(|s| Some(s.status.as_str())))
+            .bind(column(|s| s.booking_id.as_deref()))
+            .bind(column(|s| s.customer_id.as_deref()))
+            .bind(column(|s| s.hold_expires_at.as_deref()))
+            .bind(&now)
+            .execute(&mut *conn)
+            .await?;
         return Ok(());
     }
     for chunk in seats.chunks(SEATS_PER_STATEMENT) {
