@@ -143,10 +143,12 @@ pub async fn by_keys(db: &Db, keys: &[(Uuid, String)]) -> Result<Vec<(Booking, S
         return Ok(Vec::new());
     }
     let rows = if db.dialect() == Dialect::Postgres {
-        // One text for every batch size (see `ticketer_db::lists`).
+        // One text for every batch size, and a probe of the key's index
+        // per pair whatever the plan was made on (see `ticketer_db::lists`).
         let sql = format!(
-            "SELECT {COLUMNS}, idempotency_key, request_hash FROM bookings
-             WHERE (customer_id, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+            "SELECT found.* FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]) AS k(customer, idem)) AS keys
+             CROSS JOIN LATERAL (SELECT {COLUMNS}, idempotency_key, request_hash FROM bookings
+                 WHERE customer_id = keys.customer AND idempotency_key = keys.idem OFFSET 0) AS found"
         );
         sqlx::query(&sql)
             .bind(array_literal(keys.iter().map(|(c, _)| c)))
