@@ -270,25 +270,52 @@ async fn send_on(
     channel: &Channel,
     batch: &[Outgoing],
 ) -> Result<Vec<(uuid::Uuid, lapin::publisher_confirm::PublisherConfirm)>, BusError> {
-    let mut confirms = Vec::with_capacity(batch.len());
-    for msg in batch {
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(msg.message_id.to_string()))
-            .with_type(ShortString::from(msg.routing_key.clone()));
-        let confirm = channel
-            .basic_publish(
+    // lapin queues a message's frames (and numbers it for its confirm) on a
+    // publish's first poll, then waits for its I/O thread to write them.
+    // Awaited one by one, every message took a hand-off to that thread and
+    // back, and its own write to the socket. Polled together, in the
+    // batch's order, the whole batch is queued first and leaves in one go.
+    let mut sending: Vec<_> = batch
+        .iter()
+        .map(|msg| {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type(ShortString::from("application/json"))
+                .with_message_id(ShortString::from(msg.message_id.to_string()))
+                .with_type(ShortString::from(msg.routing_key.clone()));
+            Box::pin(channel.basic_publish(
                 &msg.exchange,
                 &msg.routing_key,
                 BasicPublishOptions::default(),
                 &msg.body,
                 props,
-            )
-            .await?;
-        confirms.push((msg.message_id, confirm));
-    }
-    Ok(confirms)
+            ))
+        })
+        .collect();
+    let mut sent: Vec<Option<lapin::Result<lapin::publisher_confirm::PublisherConfirm>>> =
+        batch.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        // Index order on every pass: the first pass queues the messages in
+        // the batch's order (futures' join_all may poll a long list in any).
+        for (publish, done) in sending.iter_mut().zip(sent.iter_mut()) {
+            if done.is_none() {
+                if let std::task::Poll::Ready(r) = std::future::Future::poll(publish.as_mut(), cx) {
+                    *done = Some(r);
+                }
+            }
+        }
+        if sent.iter().all(Option::is_some) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    batch
+        .iter()
+        .zip(sent)
+        .map(|(msg, r)| Ok((msg.message_id, r.expect("every publish finished")?)))
+        .collect()
 }
 
 /// How often start-up declares the topology before giving up on a queue

@@ -1,6 +1,9 @@
 //! The RabbitMQ transport survives the broker connection going away: a TCP
 //! proxy between the bus and the broker cuts every connection, and both the
 //! publisher and the consumer carry on once the broker is reachable again.
+//! And a batch handed to RabbitMQ is confirmed as a whole and reaches its
+//! queue in the order it was written (the outbox's order), however many
+//! messages it holds.
 
 use std::{
     sync::{Arc, Mutex},
@@ -180,4 +183,54 @@ async fn services_starting_together_all_declare_the_topology() {
                 .expect("a service could not declare the topology");
         }
     }
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn a_batch_arrives_in_the_order_it_was_written() {
+    let Some(amqp) = ticketer_testkit::amqp_url() else {
+        ticketer_testkit::skip_test("RabbitMQ publishing test", "TICKETER_TEST_AMQP_URL");
+        return;
+    };
+    let vhost = TestVhost::create(&amqp).unwrap();
+    let bus = Bus::connect(Some(&vhost.url)).await.unwrap();
+    let handler = Arc::new(Collect(Mutex::default()));
+    let shutdown = CancellationToken::new();
+    let sub = Subscription::new("order.test")
+        .bind("ticketer.events", "#")
+        .tuned(1_000, 1, 1_000);
+    bus.subscribe(sub, handler.clone(), shutdown.clone())
+        .await
+        .unwrap();
+
+    // Sizes on both sides of where futures' join_all changes strategy (30).
+    let mut written = Vec::new();
+    for size in [1, 29, 31, 400] {
+        let batch: Vec<Outgoing> = (0..size)
+            .map(|i| {
+                let kind = format!("M{}", written.len() + i);
+                Outgoing::new("ticketer.events", &Envelope::new(&kind, &i).unwrap())
+            })
+            .collect();
+        written.extend(batch.iter().map(|m| m.routing_key.clone()));
+        bus.publish(&batch).await.expect("every message confirmed");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = handler.0.lock().unwrap().clone();
+        if seen.len() >= written.len() {
+            assert_eq!(seen, written);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} arrived",
+            seen.len(),
+            written.len()
+        );
+        drop(seen);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
 }
