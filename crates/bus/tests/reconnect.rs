@@ -3,7 +3,7 @@
 //! publisher and the consumer carry on once the broker is reachable again.
 //! And a batch handed to RabbitMQ is confirmed as a whole and reaches its
 //! queue in the order it was written (the outbox's order), however many
-//! messages it holds.
+//! messages it holds; a replay of dead letters moves each once.
 
 use std::{
     sync::{Arc, Mutex},
@@ -231,6 +231,65 @@ async fn a_batch_arrives_in_the_order_it_was_written() {
         );
         drop(seen);
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+}
+
+/// Gives up on everything at once, as on a poison message.
+struct Refuse;
+
+#[async_trait::async_trait]
+impl BatchHandler for Refuse {
+    async fn handle_batch(&self, _batch: &[Envelope]) -> Result<(), HandleError> {
+        Err(HandleError::Permanent("refused".into()))
+    }
+}
+
+/// A replay moves back what was waiting in the dead-letter queue when it
+/// was asked, each message once, though the consumer gives up on them
+/// again (and they land back there) while the replay is still going.
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn a_replay_moves_each_waiting_dead_letter_once() {
+    let Some(amqp) = ticketer_testkit::amqp_url() else {
+        ticketer_testkit::skip_test("RabbitMQ dead-letter replay test", "TICKETER_TEST_AMQP_URL");
+        return;
+    };
+    let vhost = TestVhost::create(&amqp).unwrap();
+    let bus = Bus::connect(Some(&vhost.url)).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let sub = Subscription::new("replay.test")
+        .bind("ticketer.events", "#")
+        .tuned(100, 1, 100);
+    bus.subscribe(sub, Arc::new(Refuse), shutdown.clone())
+        .await
+        .unwrap();
+    const POISON: u32 = 40;
+    let batch: Vec<Outgoing> = (0..POISON)
+        .map(|i| Outgoing::new("ticketer.events", &Envelope::new("Poison", &i).unwrap()))
+        .collect();
+    bus.publish(&batch).await.unwrap();
+    let settled = |want: u32| {
+        let bus = bus.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let n = bus.dead_letter_count("replay.test").await.unwrap();
+                if n == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{n} dead letters, not {want}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    settled(POISON).await;
+    for _ in 0..3 {
+        assert_eq!(
+            bus.replay_dead_letters("replay.test").await.unwrap(),
+            POISON as usize
+        );
+        settled(POISON).await;
     }
     shutdown.cancel();
 }

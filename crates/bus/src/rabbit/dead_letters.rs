@@ -36,15 +36,23 @@ impl RabbitBus {
         Ok(letters)
     }
 
-    /// Moves every message of `queue`'s dead-letter queue back to `queue`
-    /// (through the default exchange, so no other queue gets a copy), each
-    /// acknowledged only once the broker confirmed its return; how many.
+    /// Moves the messages waiting in `queue`'s dead-letter queue back to
+    /// `queue` (through the default exchange, so no other queue gets a
+    /// copy), each acknowledged only once the broker confirmed its return;
+    /// how many. Only those waiting when asked: a message the consumer
+    /// gives up on again meanwhile lands back in the dead-letter queue and
+    /// waits for the next replay, instead of going round again (it was
+    /// counted twice, or more, when the consumer was quick).
     pub(crate) async fn replay_dead_letters(&self, queue: &str) -> Result<usize, BusError> {
+        let dlq = dead_letter_queue(queue);
+        let waiting = self.queue_depth(&dlq).await? as usize;
         let channel = self.connection().await?.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        let dlq = dead_letter_queue(queue);
         let mut moved = 0;
-        while let Some(m) = channel.basic_get(&dlq, BasicGetOptions { no_ack: false }).await? {
+        while moved < waiting {
+            let Some(m) = channel.basic_get(&dlq, BasicGetOptions { no_ack: false }).await? else {
+                break;
+            };
             let d = m.delivery;
             let confirm = channel
                 .basic_publish(
