@@ -86,7 +86,8 @@ pub async fn replay(db: &Db, consumer: &str) -> Result<usize, DbError> {
     .await?;
     let now = time::now();
     for (id, message_id, exchange, routing_key, body) in &rows {
-        // Sent from here before (an earlier replay): send it anew.
+        // Sent from here before (an earlier replay, by a version that kept
+        // published rows): send it anew.
         sqlx::query("DELETE FROM outbox WHERE message_id = $1 AND published_at IS NOT NULL")
             .bind(message_id)
             .execute(&mut *tx)

@@ -9,7 +9,8 @@ use crate::{time, Db, DbError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    /// Published outbox rows (kept for inspection).
+    /// Outbox rows stamped published by versions that kept them (the
+    /// relay now deletes what the broker confirmed).
     pub outbox: Duration,
     /// Processed message ids: longer than any broker would redeliver.
     pub inbox: Duration,

@@ -129,7 +129,7 @@ pub struct Db {
 /// for the service's `/metrics`.
 #[derive(Debug, Default)]
 pub struct Tally {
-    /// Outbox rows published (stamped).
+    /// Outbox rows published (confirmed, then deleted).
     pub published: std::sync::atomic::AtomicU64,
     /// Deliveries the inbox had already applied (redelivered, or delivered
     /// twice), skipped.

@@ -4,7 +4,7 @@
 //! confirm round trip (plus a select, an update and a commit) between every
 //! batch: measured in a flash sale, a message waited 20-60 ms in the outbox,
 //! on each of the seven hops of a booking. Here the relay sends a batch and
-//! goes on reading while a second task awaits the confirms and stamps the
+//! goes on reading while a second task awaits the confirms and deletes the
 //! rows, so a committed message leaves within a few milliseconds.
 //!
 //! Without row locks held across the publish, two relays of the same
@@ -37,10 +37,27 @@ use crate::{outbox::OutboxRelay, placeholders, Any, Db, DbError, Row};
 const GAP_PATIENCE: Duration = Duration::from_secs(10);
 /// How often everything unpublished below the cursor is looked at.
 const SWEEP: Duration = Duration::from_secs(5);
+/// Ids skipped at most in one jump of the cursor that are remembered as
+/// gaps; a wider jump is left to the sweep.
+const GAPS_PER_JUMP: usize = 1_000;
+/// How far below the last id handed out a leader starts: fewer than the
+/// gaps one pass asks for again.
+const START_WINDOW: i64 = 256;
+/// Gaps asked for again in one pass.
+const GAPS_PER_PASS: usize = 500;
 /// Batches sent and not yet confirmed; more holds the reader back.
 const IN_FLIGHT: usize = 16;
 
-/// Ids sent and not yet stamped, shared by the reader and the confirmer.
+/// Where a new leader's cursor starts (see `Reader::relay`): below the
+/// oldest unpublished row, and `$1` ids below the last one handed out, so
+/// that a transaction that took one of those and commits later is a gap,
+/// asked for at once, not left to the sweep. (Rows stamped published by
+/// earlier versions are never read: they are not unpublished.)
+const START: &str = "SELECT COALESCE(LEAST(
+     (SELECT MIN(id) - 1 FROM outbox WHERE published_at IS NULL),
+     pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')::regclass) - $1), 0)";
+
+/// Ids sent and not yet deleted, shared by the reader and the confirmer.
 type InFlight = Arc<Mutex<HashSet<i64>>>;
 
 pub(crate) async fn run(db: Db, bus: Bus, batch_size: usize, poll: Duration, shutdown: CancellationToken) {
@@ -113,12 +130,14 @@ impl Reader {
         mut lock: PoolConnection<Any>,
         shutdown: &CancellationToken,
     ) -> Result<(), DbError> {
-        // Start after the newest published row: anything unpublished above
-        // it is read, and ids missing there (still uncommitted) become gaps.
-        let (published,): (Option<i64>,) =
-            sqlx::query_as("SELECT MAX(id) FROM outbox WHERE published_at IS NOT NULL")
-                .fetch_one(self.db.pool())
-                .await?;
+        // Anything unpublished above the start is read, and ids missing
+        // there (still uncommitted) become gaps. Published rows are
+        // deleted, so the start follows the sequence (from 0, every id
+        // ever used would be a gap).
+        let (published,): (Option<i64>,) = sqlx::query_as(START)
+            .bind(START_WINDOW)
+            .fetch_one(self.db.pool())
+            .await?;
         self.cursor = published.unwrap_or(0);
         let (to_confirm, confirming) = mpsc::channel(IN_FLIGHT);
         let confirmer = tokio::spawn(confirm(
@@ -177,7 +196,7 @@ impl Reader {
     /// cursor when `sweep`) and sends it; true when the read came back
     /// full, so that more may be waiting.
     async fn pass(&mut self, sweep: bool, to_confirm: &mpsc::Sender<Sent>) -> Result<bool, DbError> {
-        let gaps: Vec<i64> = self.gaps.keys().copied().take(500).collect();
+        let gaps: Vec<i64> = self.gaps.keys().copied().take(GAPS_PER_PASS).collect();
         let below = if sweep {
             "id <= $1".to_string()
         } else if gaps.is_empty() {
@@ -209,7 +228,7 @@ impl Reader {
             if id > next {
                 // Bounded: a wide jump (ids taken by rolled-back work, or a
                 // rewind) is left to the sweep.
-                for missing in (next + 1..id).take(1_000) {
+                for missing in (next + 1..id).take(GAPS_PER_JUMP) {
                     self.gaps.entry(missing).or_insert(now);
                 }
                 next = id;
@@ -262,7 +281,7 @@ impl Reader {
 /// publish spans, which end once confirmed.
 type Sent = (Vec<i64>, Confirms, Vec<tracing::Span>);
 
-/// Awaits each sent batch's confirms in order and stamps the confirmed
+/// Awaits each sent batch's confirms in order and deletes the confirmed
 /// rows, several batches per statement when they are ready together.
 async fn confirm(db: Db, mut confirming: mpsc::Receiver<Sent>, in_flight: InFlight, rewind: Arc<AtomicI64>) {
     while let Some(first) = confirming.recv().await {
@@ -286,14 +305,14 @@ async fn confirm(db: Db, mut confirming: mpsc::Receiver<Sent>, in_flight: InFlig
             }
         }
         for chunk in confirmed.chunks(1_000) {
-            let stamped = async {
+            let retired = async {
                 let mut conn = db.pool().acquire().await?;
-                OutboxRelay::stamp_counted(&db, &mut conn, chunk).await
+                OutboxRelay::retire_counted(&db, &mut conn, chunk).await
             }
             .await;
-            if let Err(e) = stamped {
-                // Published but not stamped: sent again later, deduplicated.
-                tracing::warn!(error = %e, "could not stamp published outbox rows");
+            if let Err(e) = retired {
+                // Published but not deleted: sent again later, deduplicated.
+                tracing::warn!(error = %e, "could not delete published outbox rows");
             }
         }
         let mut flying = in_flight.lock().expect("in-flight lock");
