@@ -44,14 +44,19 @@ async fn wait_for(handler: &Collect, kind: &str) {
     }
 }
 
+/// A fresh vhost; None (and `what` said skipped) without a broker.
+fn fresh_vhost(what: &str) -> Option<TestVhost> {
+    let Some(amqp) = ticketer_testkit::amqp_url() else {
+        ticketer_testkit::skip_test(what, "TICKETER_TEST_AMQP_URL");
+        return None;
+    };
+    Some(TestVhost::create(&amqp).unwrap())
+}
+
 /// A fresh vhost, the proxy in front of its broker, and the vhost's URL
 /// through the proxy; None (and the test said skipped) without a broker.
 async fn vhost_behind_proxy() -> Option<(TestVhost, TcpProxy, String)> {
-    let Some(amqp) = ticketer_testkit::amqp_url() else {
-        ticketer_testkit::skip_test("RabbitMQ reconnection test", "TICKETER_TEST_AMQP_URL");
-        return None;
-    };
-    let vhost = TestVhost::create(&amqp).unwrap();
+    let vhost = fresh_vhost("RabbitMQ reconnection test")?;
     let proxy = TcpProxy::start(&address_of(&vhost.url)).await.unwrap();
     let url = proxy.url_through(&vhost.url);
     Some((vhost, proxy, url))
@@ -185,14 +190,14 @@ async fn services_starting_together_all_declare_the_topology() {
     }
 }
 
+/// A batch is confirmed as a whole and arrives in its order, whatever its
+/// size.
 #[tokio::test]
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn a_batch_arrives_in_the_order_it_was_written() {
-    let Some(amqp) = ticketer_testkit::amqp_url() else {
-        ticketer_testkit::skip_test("RabbitMQ publishing test", "TICKETER_TEST_AMQP_URL");
+    let Some(vhost) = fresh_vhost("RabbitMQ publishing test") else {
         return;
     };
-    let vhost = TestVhost::create(&amqp).unwrap();
     let bus = Bus::connect(Some(&vhost.url)).await.unwrap();
     let handler = Arc::new(Collect(Mutex::default()));
     let shutdown = CancellationToken::new();
@@ -251,11 +256,9 @@ impl BatchHandler for Refuse {
 #[tokio::test]
 #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
 async fn a_replay_moves_each_waiting_dead_letter_once() {
-    let Some(amqp) = ticketer_testkit::amqp_url() else {
-        ticketer_testkit::skip_test("RabbitMQ dead-letter replay test", "TICKETER_TEST_AMQP_URL");
+    let Some(vhost) = fresh_vhost("RabbitMQ dead-letter replay test") else {
         return;
     };
-    let vhost = TestVhost::create(&amqp).unwrap();
     let bus = Bus::connect(Some(&vhost.url)).await.unwrap();
     let shutdown = CancellationToken::new();
     let sub = Subscription::new("replay.test")

@@ -75,23 +75,27 @@ pub fn rows_with(
     pg_type: &str,
     lock: Lock,
 ) -> String {
-    match (dialect, lock) {
-        (Dialect::Postgres, Lock::No) => format!(
+    // Locked rows are taken in key order; unlocked, `OFFSET 0` keeps the
+    // planner from merging the subquery into a join.
+    let locked = lock == Lock::ForUpdate;
+    let pin = if locked { "FOR UPDATE" } else { "OFFSET 0" };
+    let ordered = |by: &str| {
+        if locked {
+            format!(" ORDER BY {by}")
+        } else {
+            String::new()
+        }
+    };
+    match dialect {
+        Dialect::Postgres => format!(
             "SELECT found.* FROM (SELECT DISTINCT unnest(${n}::{pg_type}[]) AS wanted) AS keys \
-             CROSS JOIN LATERAL (SELECT {columns} FROM {table} WHERE {key} = keys.wanted OFFSET 0) AS found"
+             CROSS JOIN LATERAL (SELECT {columns} FROM {table} WHERE {key} = keys.wanted {pin}) AS found{}",
+            ordered("keys.wanted")
         ),
-        (Dialect::Postgres, Lock::ForUpdate) => format!(
-            "SELECT found.* FROM (SELECT DISTINCT unnest(${n}::{pg_type}[]) AS wanted) AS keys \
-             CROSS JOIN LATERAL (SELECT {columns} FROM {table} WHERE {key} = keys.wanted FOR UPDATE) AS found \
-             ORDER BY keys.wanted"
-        ),
-        (Dialect::Sqlite, Lock::No) => format!(
-            "SELECT {columns} FROM {table} WHERE {key} {}",
-            any_of(dialect, n, len, pg_type)
-        ),
-        (Dialect::Sqlite, Lock::ForUpdate) => format!(
-            "SELECT {columns} FROM {table} WHERE {key} {} ORDER BY {key}",
-            any_of(dialect, n, len, pg_type)
+        Dialect::Sqlite => format!(
+            "SELECT {columns} FROM {table} WHERE {key} {}{}",
+            any_of(dialect, n, len, pg_type),
+            ordered(key)
         ),
     }
 }

@@ -134,11 +134,11 @@ impl Reader {
         // there (still uncommitted) become gaps. Published rows are
         // deleted, so the start follows the sequence (from 0, every id
         // ever used would be a gap).
-        let (published,): (Option<i64>,) = sqlx::query_as(START)
+        let (start,): (i64,) = sqlx::query_as(START)
             .bind(START_WINDOW)
             .fetch_one(self.db.pool())
             .await?;
-        self.cursor = published.unwrap_or(0);
+        self.cursor = start;
         let (to_confirm, confirming) = mpsc::channel(IN_FLIGHT);
         let confirmer = tokio::spawn(confirm(
             self.db.clone(),
