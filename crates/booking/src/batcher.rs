@@ -68,6 +68,24 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     }
 }
 
+impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
+    /// Queues every input at once (they may share a batch), then gives
+    /// their answers in the same order.
+    pub async fn ask_all(&self, inputs: Vec<I>) -> Result<Vec<O>, Stopped> {
+        let mut answers = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let (answer, answered) = oneshot::channel();
+            self.asks.send((input, answer)).await.map_err(|_| Stopped)?;
+            answers.push(answered);
+        }
+        let mut outputs = Vec::with_capacity(answers.len());
+        for answered in answers {
+            outputs.push(answered.await.map_err(|_| Stopped)?);
+        }
+        Ok(outputs)
+    }
+}
+
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, Result<O, String>> {
     /// [`Self::ask`] for work that can fail: either failure as a message.
     pub async fn try_ask(&self, input: I) -> Result<O, String> {
@@ -107,5 +125,19 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 40);
         assert!(sizes.iter().all(|n| *n <= 8), "{sizes:?}");
         assert!(sizes.len() < 40, "some requests were handled together: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn inputs_asked_together_share_a_batch_and_answer_in_order() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let double = Batcher::start(100, move |xs: Vec<u32>| {
+            seen.lock().unwrap().push(xs.len());
+            async move { xs.into_iter().map(|x| x * 2).collect() }
+        });
+        let answers = double.ask_all((0..30).collect()).await.unwrap();
+        assert_eq!(answers, (0..30).map(|x| x * 2).collect::<Vec<u32>>());
+        // Queued before the task woke: at most the first went alone.
+        assert!(sizes.lock().unwrap().len() <= 2, "{:?}", sizes.lock().unwrap());
     }
 }

@@ -4,6 +4,7 @@
 
 mod batcher;
 mod creations;
+mod direct;
 mod driver;
 mod lookups;
 mod routes;
@@ -36,6 +37,23 @@ pub async fn build(
     let mut service = BookingService::new(db.clone(), settings.max_tickets, timeouts, runtime.cache.clone());
     service.tokens = settings.tokens;
     service.recheck = settings.wait_recheck;
+    if let Some(peers) = settings.peers() {
+        let inbox = |queue| {
+            let driver = driver::SagaDriver::new(timeouts, service.waiters.clone());
+            ticketer_db::Inbox::new(db.clone(), queue, driver)
+        };
+        let answers = direct::Answers {
+            holds: inbox(TICKET_OPERATIONS.name),
+            payments: inbox(BOOKING_PAYMENTS.name),
+        };
+        service.direct = Some(direct::Direct::start(
+            db.clone(),
+            peers,
+            answers,
+            timeouts.reply,
+            &runtime.metrics,
+        )?);
+    }
     let mut tasks = Vec::new();
     for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
         let driver = driver::SagaDriver::new(timeouts, service.waiters.clone());

@@ -5,7 +5,7 @@
 mod cancellation;
 
 use std::time::Duration;
-use ticketer_contract::payment::TokenRule;
+use ticketer_contract::{payment::TokenRule, HoldTickets, Message};
 
 use ticketer_cache::Cache;
 
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     creations::{self, Creations, Made, ToMake},
+    direct::Direct,
     driver::{advance, messages},
     lookups::{self, KeyLookups},
     saga::{self, BookingStatus, Command, Input, Timeouts},
@@ -40,6 +41,9 @@ pub struct BookingService {
     /// Which payment tokens a booking may name (the payment service's
     /// provider decides; PAYMENT_PROVIDER).
     pub(crate) tokens: TokenRule,
+    /// Asks the ticket and payment services for a new booking's hold and
+    /// charge at once; None: only through the queue.
+    pub(crate) direct: Option<Direct>,
 }
 
 /// The public view of a booking (CONTRACT.md), also what its
@@ -113,6 +117,7 @@ impl BookingService {
             waiters: Waiters::default(),
             recheck: crate::waiters::RECHECK,
             tokens: TokenRule::Sandbox,
+            direct: None,
         }
     }
 
@@ -260,7 +265,15 @@ impl BookingService {
         let booking = Booking::new(customer, req.event_id, req.number_of_tickets, payment, saga);
         // Announced first, then the saga's first commands.
         let announced = std::iter::once(Command::Announce(BookingStatus::Pending));
-        let first = messages(&booking, announced.chain(commands).collect(), None);
+        let mut first = messages(&booking, announced.chain(commands).collect(), None);
+        // Asked for directly once the booking is committed, if it can be.
+        let hold = match &self.direct {
+            Some(_) => first
+                .iter()
+                .position(|m| m.envelope().is_some_and(|e| e.kind == HoldTickets::KIND))
+                .and_then(|i| first.remove(i).envelope().cloned()),
+            None => None,
+        };
         // Before the commit: the saga may answer before we would register.
         let waiting = wait.then(|| self.waiters.register(booking.booking_id));
         let new = ToMake {
@@ -281,6 +294,9 @@ impl BookingService {
                 Some(booking) => self.replay(booking, wait).await,
                 None => Err(ApiError::Conflict("retry the request".into())),
             };
+        }
+        if let (Some(direct), Some(hold)) = (&self.direct, hold) {
+            direct.send(hold);
         }
         tracing::info!(booking_id = %booking.booking_id, event_id = booking.event_id, "booking created");
         Ok(Created {

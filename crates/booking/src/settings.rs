@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use ticketer_config::{ConfigError, Env};
+use ticketer_config::{ConfigError, Env, Service, ServiceToken};
 use ticketer_contract::payment::TokenRule;
 
-use crate::{saga::Timeouts, waiters};
+use crate::{direct::Peers, saga::Timeouts, waiters};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -25,6 +25,19 @@ pub struct Settings {
     /// How often bookings past a deadline are looked for
     /// (`DEADLINE_SWEEP_MS`, 1000).
     pub deadline_sweep: Duration,
+    /// Whether a new booking's hold and charge are asked for over HTTP at
+    /// once, the queue kept as the fallback (`DIRECT_CALLS`, on; needs
+    /// `SERVICE_TOKEN`).
+    pub direct_calls: bool,
+    /// The ticket service, for those holds (`TICKET_URL`, by default
+    /// `http://127.0.0.1:<TICKET_PORT>`).
+    pub ticket_url: String,
+    /// The payment service, for those charges (`PAYMENT_URL`, by default
+    /// `http://127.0.0.1:<PAYMENT_PORT>`).
+    pub payment_url: String,
+    /// What the ticket and payment services ask of their callers
+    /// (`SERVICE_TOKEN`).
+    pub service_token: Option<ServiceToken>,
 }
 
 impl Settings {
@@ -35,6 +48,9 @@ impl Settings {
         "MAX_TICKETS_PER_BOOKING",
         "WAIT_RECHECK_MS",
         "DEADLINE_SWEEP_MS",
+        "DIRECT_CALLS",
+        "TICKET_URL",
+        "PAYMENT_URL",
     ];
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -58,8 +74,33 @@ impl Settings {
                 env.parse_or("WAIT_RECHECK_MS", waiters::RECHECK.as_millis() as u64)?,
             ),
             deadline_sweep: Duration::from_millis(env.parse_or("DEADLINE_SWEEP_MS", 1000)?),
+            direct_calls: env.flag_or("DIRECT_CALLS", true)?,
+            ticket_url: url_of(env, "TICKET_URL", Service::Ticket)?,
+            payment_url: url_of(env, "PAYMENT_URL", Service::Payment)?,
+            service_token: ServiceToken::from_env(env),
         })
     }
+
+    /// Whom the saga's first steps are asked of directly, if anyone:
+    /// switched on (`DIRECT_CALLS`, the default) and a service token set.
+    pub fn peers(&self) -> Option<Peers> {
+        let token = self.service_token.clone().filter(|_| self.direct_calls)?;
+        Some(Peers {
+            ticket_url: self.ticket_url.clone(),
+            payment_url: self.payment_url.clone(),
+            token,
+        })
+    }
+}
+
+/// `key`, else the service's contract port (or its `<PREFIX>PORT`) on this
+/// host.
+fn url_of(env: &Env, key: &str, svc: Service) -> Result<String, ConfigError> {
+    if let Some(url) = env.shared(key) {
+        return Ok(url);
+    }
+    let port: u16 = env.for_service(svc).parse_or("PORT", svc.default_port())?;
+    Ok(format!("http://127.0.0.1:{port}"))
 }
 
 #[cfg(test)]

@@ -315,6 +315,23 @@ pub async fn is_overdue(conn: &mut AnyConnection, id: Uuid) -> Result<bool, DbEr
     Ok(row.is_some())
 }
 
+/// Whether seats of `event_id` may be on their way back to the ticket
+/// service: a booking that held some failed or was cancelled since `since`
+/// (its ReleaseTickets may still be in the queue).
+pub async fn seats_coming_back(db: &Db, event_id: i64, since: &str) -> Result<bool, DbError> {
+    let found: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM bookings
+         WHERE event_id = $1 AND status IN ('FAILED', 'CANCELLED') AND held_at IS NOT NULL
+           AND updated_at >= $2
+         LIMIT 1",
+    )
+    .bind(event_id)
+    .bind(since)
+    .fetch_optional(db.reader())
+    .await?;
+    Ok(found.is_some())
+}
+
 /// Bookings whose deadline has passed.
 pub async fn overdue(db: &Db, limit: i64) -> Result<Vec<Uuid>, DbError> {
     let rows: Vec<(String,)> = sqlx::query_as(

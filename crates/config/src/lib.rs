@@ -121,6 +121,34 @@ pub enum ConfigError {
     Missing(String),
 }
 
+/// The secret one service shows another when it calls it directly
+/// (`SERVICE_TOKEN`, the same for every service): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceToken(String);
+
+impl ServiceToken {
+    pub fn new(secret: impl Into<String>) -> Self {
+        ServiceToken(secret.into())
+    }
+
+    /// `SERVICE_TOKEN` (or this service's own), if set and not empty.
+    pub fn from_env(env: &Env) -> Option<Self> {
+        env.shared("SERVICE_TOKEN")
+            .filter(|t| !t.is_empty())
+            .map(ServiceToken)
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServiceToken(..)")
+    }
+}
+
 /// A snapshot of configuration variables, read with one service's prefix.
 #[derive(Debug, Clone)]
 pub struct Env {

@@ -6,6 +6,19 @@ use uuid::Uuid;
 
 use crate::Money;
 
+/// Where the booking service asks the payment service to charge for holds
+/// directly, beside the queue: `POST`, a JSON array of at most
+/// [`DIRECT_CHARGES_MAX`] `TicketsHeld` envelopes (as the ticket service
+/// answered them), with `Authorization: Bearer <SERVICE_TOKEN>`. They are
+/// applied as if they had come on `payment.commands`, where the same
+/// messages arrive later and are then skipped; the answer is the array of
+/// `PaymentSucceeded` / `PaymentFailed` envelopes also sent on the bus
+/// (none for a charge the provider has not answered yet, or one charged
+/// before). Between services only: the gateway does not route it.
+pub const DIRECT_CHARGES_PATH: &str = "/internal/v1/charges";
+/// Charges asked for in one direct request, at most.
+pub const DIRECT_CHARGES_MAX: usize = 500;
+
 /// Tokens the sandbox knows; anything else is refused when booking.
 pub const SANDBOX_TOKENS: [&str; 6] = [
     "tok_visa",

@@ -6,6 +6,20 @@ use uuid::Uuid;
 
 use crate::Money;
 
+/// Where the booking service asks the ticket service for holds directly,
+/// beside the queue (the saga's first step without the outbox relay and
+/// two broker hops): `POST`, a JSON array of at most [`DIRECT_HOLDS_MAX`]
+/// `HoldTickets` envelopes, with `Authorization: Bearer <SERVICE_TOKEN>`.
+/// The answer is the array of `TicketsHeld` / `TicketsHoldFailed`
+/// envelopes the ticket service also sends on the bus, with the same ids,
+/// except that a hold refused as sold out is left unanswered (and not
+/// sent) unless the query says `answer_sold_out=true`: its caller then
+/// sends it through the queue, behind any release of seats queued before
+/// it. Between services only: the gateway does not route it.
+pub const DIRECT_HOLDS_PATH: &str = "/internal/v1/holds";
+/// Holds asked for in one direct request, at most.
+pub const DIRECT_HOLDS_MAX: usize = 500;
+
 /// The seats are the booking's until `hold_expires_at`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TicketsHeld {

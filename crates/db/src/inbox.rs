@@ -44,6 +44,23 @@ fn consume_span(consumer: &str, msg: &Envelope) -> tracing::Span {
     span
 }
 
+/// Every message joins its own trace, whatever batch it came in: its
+/// consume span (returned, to be kept open until it is handled) is a child
+/// of the span that sent it, and the copy returned carries that span's
+/// context, which what it causes carries on (Envelope::caused_by).
+pub fn traced(consumer: &str, msgs: &[&Envelope]) -> (Vec<tracing::Span>, Vec<Envelope>) {
+    let spans: Vec<tracing::Span> = msgs.iter().map(|m| consume_span(consumer, m)).collect();
+    let copies = msgs
+        .iter()
+        .zip(&spans)
+        .map(|(m, span)| Envelope {
+            traceparent: ticketer_telemetry::traceparent_of(span).or_else(|| m.traceparent.clone()),
+            ..(*m).clone()
+        })
+        .collect();
+    (spans, copies)
+}
+
 /// One message handled on its own, under its consume span.
 fn handle_span(msg: &Envelope) -> tracing::Span {
     let span = tracing::info_span!("handle", kind = %msg.kind);
@@ -121,19 +138,7 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
             }
             new.push(msg);
         }
-        // Every message joins its own trace, whatever batch it came in: its
-        // consume span is a child of the span that sent it, and the handler
-        // sees it with that span's context, which what it causes carries on
-        // (Envelope::caused_by).
-        let spans: Vec<tracing::Span> = new.iter().map(|m| consume_span(&self.consumer, m)).collect();
-        let traced: Vec<Envelope> = new
-            .iter()
-            .zip(&spans)
-            .map(|(m, span)| Envelope {
-                traceparent: ticketer_telemetry::traceparent_of(span).or_else(|| m.traceparent.clone()),
-                ..(*m).clone()
-            })
-            .collect();
+        let (spans, traced) = traced(&self.consumer, &new);
         let traced: Vec<&Envelope> = traced.iter().collect();
         let span = tracing::info_span!("consume_batch", consumer = %self.consumer, messages = new.len());
         self.handler.handle_all(&mut tx, &traced).instrument(span).await?;

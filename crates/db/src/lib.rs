@@ -19,9 +19,9 @@ pub mod time;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
-pub use inbox::{Inbox, MessageHandler};
+pub use inbox::{traced, Inbox, MessageHandler};
 pub use migrate::Migration;
-pub use outbox::{backlog, enqueue, pending_count, reply, Outbound, OutboxRelay, UNDECODABLE};
+pub use outbox::{backlog, enqueue, pending_count, reply, telling, Outbound, OutboxRelay, UNDECODABLE};
 use sqlx::{
     any::AnyPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode},

@@ -61,6 +61,17 @@ impl Outbound {
         self.envelope = self.envelope.map(|e| e.caused_by(cause));
         self
     }
+
+    /// The message as it will be sent (same id), unless it could not be
+    /// encoded ([`enqueue`] refuses it then).
+    pub fn envelope(&self) -> Option<&Envelope> {
+        self.envelope.as_ref().ok()
+    }
+
+    /// The exchange it goes to.
+    pub fn exchange(&self) -> &'static str {
+        self.exchange
+    }
 }
 
 /// Adds `messages` to the outbox inside the caller's transaction, in one
@@ -91,6 +102,7 @@ pub async fn enqueue(conn: &mut AnyConnection, messages: &[Outbound]) -> Result<
         .bind(&now)
         .execute(conn)
         .await?;
+        tell(&envelopes);
         return Ok(());
     }
     let sql = format!(
@@ -98,7 +110,7 @@ pub async fn enqueue(conn: &mut AnyConnection, messages: &[Outbound]) -> Result<
         value_rows(messages.len(), 5)
     );
     let mut q = sqlx::query(&sql);
-    for (m, envelope) in messages.iter().zip(envelopes) {
+    for (m, envelope) in messages.iter().zip(&envelopes) {
         q = q
             .bind(envelope.message_id.to_string())
             .bind(m.exchange)
@@ -107,7 +119,31 @@ pub async fn enqueue(conn: &mut AnyConnection, messages: &[Outbound]) -> Result<
             .bind(&now);
     }
     q.execute(conn).await?;
+    tell(&envelopes);
     Ok(())
+}
+
+tokio::task_local! {
+    /// What [`enqueue`] wrote in this task while [`telling`] runs.
+    static TOLD: std::cell::RefCell<Vec<Envelope>>;
+}
+
+fn tell(envelopes: &[&Envelope]) {
+    let _ = TOLD.try_with(|told| told.borrow_mut().extend(envelopes.iter().map(|e| (*e).clone())));
+}
+
+/// Runs `work` and gives, beside its outcome, every message it wrote to
+/// the outbox in this task: for a service asked over HTTP that answers
+/// with the messages it also sends (they keep their ids, so a consumer
+/// that applies them both ways applies them once). Only what `work`'s
+/// committed transactions wrote is true: use the list when `work`
+/// succeeded and every transaction it opened committed.
+pub async fn telling<F: std::future::Future>(work: F) -> (F::Output, Vec<Envelope>) {
+    TOLD.scope(std::cell::RefCell::new(Vec::new()), async move {
+        let outcome = work.await;
+        (outcome, TOLD.with(|told| told.take()))
+    })
+    .await
 }
 
 /// Enqueues the answer to `cause` (same flow, same trace) inside a

@@ -15,6 +15,7 @@
 //! for a slow card.
 
 mod cards;
+mod claims;
 mod ledger;
 mod processing;
 
@@ -33,6 +34,7 @@ use uuid::Uuid;
 pub use self::processing::Processing;
 use self::{
     cards::{charge_with, with_saved_cards},
+    claims::Claims,
     ledger::PaymentCommands,
 };
 use crate::{
@@ -138,6 +140,8 @@ pub struct PaymentConsumer {
     calls: Arc<Semaphore>,
     processing: Arc<Processing>,
     patience: Duration,
+    /// Messages being applied, asked directly or delivered by the queue.
+    claims: Claims,
 }
 
 impl PaymentConsumer {
@@ -153,7 +157,20 @@ impl PaymentConsumer {
             asked,
             calls,
             patience: PATIENCE,
+            claims: Claims::default(),
         }
+    }
+
+    /// Holds' news asked for directly ([`crate::charges`]): applied as if
+    /// delivered by the queue, and given back with the answers written,
+    /// except any the queue is applying right now (its answer goes on the
+    /// bus).
+    pub async fn charge_now(&self, held: &[Envelope]) -> (Result<(), HandleError>, Vec<Envelope>) {
+        let (_claim, free) = self.claims.take_free(held);
+        if free.is_empty() {
+            return (Ok(()), Vec::new());
+        }
+        ticketer_db::telling(self.apply_batch(&free)).await
     }
 
     /// How long a batch waits for the provider before leaving what it has
@@ -313,6 +330,18 @@ impl BatchHandler for PaymentConsumer {
     /// batch; the inbox skips what was committed.
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
     async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+        // After a direct call applying the same messages, if one is.
+        let _claim = self.claims.take_all(batch).await;
+        self.apply_batch(batch).await
+    }
+
+    async fn dead_lettered(&self, letter: &DeadLetter) -> Result<(), HandleError> {
+        self.inbox.dead_lettered(letter).await
+    }
+}
+
+impl PaymentConsumer {
+    async fn apply_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
         // Commands that do not decode are the inbox's to refuse.
         let mut cmds: Vec<(Uuid, PaymentCommand)> = batch
             .iter()
@@ -384,10 +413,6 @@ impl BatchHandler for PaymentConsumer {
                 Err(e)
             }
         }
-    }
-
-    async fn dead_lettered(&self, letter: &DeadLetter) -> Result<(), HandleError> {
-        self.inbox.dead_lettered(letter).await
     }
 }
 

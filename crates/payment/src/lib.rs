@@ -2,6 +2,7 @@
 //! through a provider (the built-in sandbox decides by token), one charge
 //! per booking at most.
 
+mod charges;
 mod commands;
 pub mod provider;
 mod routes;
@@ -39,13 +40,14 @@ pub async fn build(
     let sweeps = consumer
         .processing()
         .run_sweeps(SWEEP_EVERY, settings.processing_stale, shutdown.clone());
+    let consumer = Arc::new(consumer);
     let mut tasks = runtime
-        .consume_batches(PAYMENT_COMMANDS, Arc::new(consumer), &shutdown)
+        .consume_batches(PAYMENT_COMMANDS, consumer.clone(), &shutdown)
         .await?;
     tasks.push(tokio::spawn(sweeps));
     let app = launch(
         "payment",
-        routes::router(db, provider),
+        routes::router(db, provider).merge(charges::router(consumer, settings.service_token)),
         ApiDoc::openapi(),
         runtime,
         listener,

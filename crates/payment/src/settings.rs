@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ticketer_config::{ConfigError, Env};
+use ticketer_config::{ConfigError, Env, ServiceToken};
 
 use crate::commands::PATIENCE;
 
@@ -39,6 +39,9 @@ pub struct Settings {
     /// After how long a PROCESSING charge is taken for one left by a crash
     /// and asked again with the same key (`PROCESSING_STALE_SECONDS`, 60).
     pub processing_stale: Duration,
+    /// The secret other services show to ask for charges directly
+    /// (`SERVICE_TOKEN`, shared by the services); unset, nobody may.
+    pub service_token: Option<ServiceToken>,
 }
 
 impl Settings {
@@ -78,6 +81,7 @@ impl Settings {
                 env.parse_or("PROVIDER_PATIENCE_MS", PATIENCE.as_millis() as u64)?,
             ),
             processing_stale: env.seconds_or("PROCESSING_STALE_SECONDS", 60)?,
+            service_token: ServiceToken::from_env(env),
         })
     }
 }

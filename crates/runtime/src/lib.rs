@@ -5,6 +5,7 @@
 //! janitor, the sampled figures). `ticketer_http` holds the HTTP side.
 
 pub mod dead_letters;
+pub mod direct;
 mod operations;
 
 use std::sync::Arc;

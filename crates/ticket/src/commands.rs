@@ -19,11 +19,11 @@ use std::{collections::BTreeMap, time::Duration};
 use chrono::{DateTime, Utc};
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{
-    incoming, HoldRefusal, HoldTickets, Money, PaymentSucceeded, ReleaseReason, ReleaseTickets,
+    incoming, HoldRefusal, HoldTickets, Message, Money, PaymentSucceeded, ReleaseReason, ReleaseTickets,
     ReserveRefusal, ReserveTickets, TicketsHeld, TicketsHoldFailed, TicketsReleased, TicketsReserveFailed,
     TicketsReserved,
 };
-use ticketer_db::{enqueue, time, uuid_of, AnyConnection, DbError, Outbound};
+use ticketer_db::{enqueue, time, uuid_of, AnyConnection, Db, DbError, Outbound};
 use uuid::Uuid;
 
 use crate::{
@@ -43,6 +43,17 @@ incoming!(
     }
 );
 
+/// What the direct holds' spans name as their consumer.
+pub(crate) const HOLDS_CONSUMER: &str = "ticket.holds";
+
+/// A hold refused for want of seats.
+fn is_sold_out(answer: &Envelope) -> bool {
+    answer.kind == TicketsHoldFailed::KIND
+        && serde_json::from_value::<TicketsHoldFailed>(answer.payload.clone())
+            .is_ok_and(|f| f.reason == HoldRefusal::SoldOut)
+}
+
+#[derive(Clone)]
 pub struct TicketCommands {
     /// How long a hold lasts (TICKET_HOLD_TTL_SECONDS).
     pub hold_ttl: chrono::Duration,
@@ -224,11 +235,58 @@ impl ticketer_db::MessageHandler for TicketCommands {
         self.handle_all(tx, &[msg]).await
     }
 
+    /// Every answer goes to the outbox in one statement.
+    async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
+        let replies = self.answer_all(tx, msgs).await?;
+        Ok(enqueue(tx, &replies).await?)
+    }
+}
+
+impl TicketCommands {
+    /// Holds asked for directly by the booking service ([`crate::holds`]):
+    /// applied as if they had come from the queue, in one transaction of
+    /// their own, their answers sent through the outbox as always (the
+    /// payment service charges on them) and also returned.
+    ///
+    /// Except SOLD_OUT, unless `answer_sold_out`: that one is left
+    /// unanswered, and the booking service then sends the hold through the
+    /// queue. Seats given back travel that way (a failed booking's
+    /// ReleaseTickets), so a hold asked directly could overtake the release
+    /// of the very seat it wants; in the queue it comes after it, as
+    /// before. The booking service asks for the answer when it knows no
+    /// release of the event's seats can be on its way.
+    pub(crate) async fn hold_now(
+        &self,
+        db: &Db,
+        holds: &[Envelope],
+        answer_sold_out: bool,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let msgs: Vec<&Envelope> = holds.iter().collect();
+        let (spans, traced) = ticketer_db::traced(HOLDS_CONSUMER, &msgs);
+        let msgs: Vec<&Envelope> = traced.iter().collect();
+        let mut tx = db.begin().await?;
+        let replies: Vec<Outbound> = self
+            .answer_all(&mut tx, &msgs)
+            .await?
+            .into_iter()
+            .filter(|r| answer_sold_out || !r.envelope().is_some_and(is_sold_out))
+            .collect();
+        enqueue(&mut tx, &replies).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        drop(spans);
+        db.outbox_written();
+        Ok(replies.iter().filter_map(|r| r.envelope().cloned()).collect())
+    }
+
     /// A batch's commands grouped by event (events in id order, so two
     /// batches lock inventories in the same order), each event's in
-    /// delivery order; every answer goes to the outbox in one statement.
-    /// The payments' events are looked up in one statement first.
-    async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
+    /// delivery order, and their answers in that order. The payments'
+    /// events are looked up in one statement first.
+    async fn answer_all(
+        &self,
+        tx: &mut AnyConnection,
+        msgs: &[&Envelope],
+    ) -> Result<Vec<Outbound>, HandleError> {
         let mut cmds = Vec::with_capacity(msgs.len());
         for msg in msgs {
             let Some(cmd) = msg.decode::<TicketCommand>()? else {
@@ -270,7 +328,7 @@ impl ticketer_db::MessageHandler for TicketCommands {
         for (event_id, cmds) in by_event {
             self.for_event(tx, event_id, cmds, &mut replies).await?;
         }
-        Ok(enqueue(tx, &replies).await?)
+        Ok(replies)
     }
 }
 

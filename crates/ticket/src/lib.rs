@@ -6,6 +6,7 @@
 pub mod availability;
 mod commands;
 mod consumers;
+mod holds;
 pub mod inventory;
 pub mod lifecycle;
 mod routes;
@@ -37,7 +38,11 @@ pub async fn build(
     let commands = commands::TicketCommands {
         hold_ttl: settings.hold_ttl,
     };
-    tasks.extend(runtime.consume(TICKET_COMMANDS, commands, &shutdown).await?);
+    tasks.extend(
+        runtime
+            .consume(TICKET_COMMANDS, commands.clone(), &shutdown)
+            .await?,
+    );
     tasks.push(tokio::spawn(commands::run_expiry(
         db.clone(),
         settings.hold_sweep,
@@ -59,7 +64,7 @@ pub async fn build(
     }
     let app = launch(
         "ticket",
-        routes::router(db),
+        routes::router(db.clone()).merge(holds::router(db, commands, settings.service_token)),
         ApiDoc::openapi(),
         runtime,
         listener,

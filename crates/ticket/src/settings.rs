@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ticketer_config::{ConfigError, Env};
+use ticketer_config::{ConfigError, Env, ServiceToken};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -13,6 +13,9 @@ pub struct Settings {
     /// How often the seats-for-sale figure is written to the cache
     /// (`AVAILABILITY_PUBLISH_MS`, 100).
     pub availability_publish: Duration,
+    /// The secret other services show to ask for holds directly
+    /// (`SERVICE_TOKEN`, shared by the services); unset, nobody may.
+    pub service_token: Option<ServiceToken>,
 }
 
 impl Settings {
@@ -30,6 +33,7 @@ impl Settings {
             hold_ttl,
             hold_sweep: Duration::from_millis(env.parse_or("HOLD_SWEEP_MS", 1000)?),
             availability_publish: Duration::from_millis(env.parse_or("AVAILABILITY_PUBLISH_MS", 100)?),
+            service_token: ServiceToken::from_env(env),
         })
     }
 }

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use anyhow::Context;
 use ticketer_bus::Bus;
 use ticketer_cache::Cache;
-use ticketer_config::{Env, InfraConfig, Service};
+use ticketer_config::{Env, InfraConfig, Service, ServiceToken};
 use ticketer_db::Db;
 use ticketer_http::{ServiceApp, TokenVerifier};
 use ticketer_runtime::Runtime;
@@ -192,17 +192,40 @@ pub async fn build_all(
     let verifier = auth.verifier.clone();
     let mut apps = vec![auth.app];
 
+    // Bound first, so that each knows where the others are.
+    let mut listeners = Vec::new();
     for svc in Service::BACKENDS.into_iter().filter(|s| *s != Service::Auth) {
+        listeners.push((svc, listener(env, svc, ports, Placement::InProcess).await?));
+    }
+    let url_of = |wanted: Service| -> anyhow::Result<String> {
+        match listeners.iter().find(|(svc, _)| *svc == wanted) {
+            Some((_, l)) => Ok(format!("http://127.0.0.1:{}", l.local_addr()?.port())),
+            None => anyhow::bail!("the {wanted} service has no listener"),
+        }
+    };
+    let (ticket_url, payment_url) = (url_of(Service::Ticket)?, url_of(Service::Payment)?);
+    let token = service_token(env);
+    for (svc, listener) in listeners {
         let infra = InfraConfig::from_env(svc, env, data_dir.to_path_buf())?;
-        let settings = Settings::of(svc, &infra.env)?;
+        let mut settings = Settings::of(svc, &infra.env)?;
+        match &mut settings {
+            Settings::Ticket(s) => s.service_token = token.clone(),
+            Settings::Payment(s) => s.service_token = token.clone(),
+            Settings::Booking(s) => {
+                s.service_token = token.clone();
+                if infra.env.shared("TICKET_URL").is_none() {
+                    s.ticket_url = ticket_url.clone();
+                }
+                if infra.env.shared("PAYMENT_URL").is_none() {
+                    s.payment_url = payment_url.clone();
+                }
+            }
+            _ => {}
+        }
         let db = connect_db(&infra).await?;
         let runtime = Runtime::new(infra, db, bus.clone(), Some(cache.clone()), verifier.clone());
         let app = settings
-            .build(
-                runtime,
-                listener(env, svc, ports, Placement::InProcess).await?,
-                shutdown.clone(),
-            )
+            .build(runtime, listener, shutdown.clone())
             .await
             .with_context(|| format!("starting {svc}"))?;
         apps.push(app);
@@ -230,6 +253,19 @@ pub async fn build_all(
     // Every consumer is subscribed: messages may flow.
     bus.open();
     Ok(apps)
+}
+
+/// The secret services in one process show each other when one calls
+/// another directly: the operator's, else one of their own when messages
+/// go through RabbitMQ. On the in-process bus none: a message's hop costs
+/// next to nothing there, and the direct calls would only add work
+/// (measured, the pretix preset sold out in 0.56-0.63 s with them against
+/// 0.41-0.44 s without).
+fn service_token(env: &Env) -> Option<ServiceToken> {
+    ServiceToken::from_env(env).or_else(|| {
+        env.shared("AMQP_URL")
+            .map(|_| ServiceToken::new(uuid::Uuid::new_v4().simple().to_string()))
+    })
 }
 
 /// One service in its own process (production). Tokens are verified with
@@ -340,6 +376,22 @@ mod tests {
         let vars: HashMap<String, String> =
             vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Env::from_map(Service::Gateway, vars)
+    }
+
+    #[test]
+    fn in_one_process_services_call_each_other_directly_only_over_a_broker() {
+        assert_eq!(service_token(&env(&[])), None);
+        let own = service_token(&env(&[("AMQP_URL", "amqp://broker")])).expect("a token of their own");
+        assert!(own.secret().len() >= 32, "not guessable");
+        assert_ne!(
+            service_token(&env(&[("AMQP_URL", "amqp://broker")])),
+            Some(own),
+            "a new one every time"
+        );
+        assert_eq!(
+            service_token(&env(&[("SERVICE_TOKEN", "given")])),
+            Some(ServiceToken::new("given"))
+        );
     }
 
     #[test]

@@ -304,8 +304,44 @@ async fn buying_and_cancelling(s: &TestStack) {
     seats_become(s, event, (3, 0, 0, 3)).await;
 }
 
+/// How a sale's holds and charges are expected to have been asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Direct {
+    /// Directly, the ticket and payment services answering.
+    Answered,
+    /// Holds asked directly, every call failing: everything went through
+    /// the queue.
+    HoldsFailed,
+    /// Holds answered directly, every charge call failing: the charges
+    /// were made on the payment service's queue.
+    ChargesFailed,
+    /// Through the queue alone (direct calls switched off).
+    Off,
+}
+
 /// Thirty buyers, ten seats, all at once.
 async fn flash_sale_never_oversells(s: &TestStack) {
+    sell_ten_seats_to_thirty(s, Direct::Answered).await;
+}
+
+/// The same sale with direct calls switched off.
+async fn flash_sale_through_the_queue(s: &TestStack) {
+    sell_ten_seats_to_thirty(s, Direct::Off).await;
+}
+
+/// The same sale with the ticket service unreachable where the booking
+/// service asks for holds directly: every hold goes through the queue.
+async fn flash_sale_when_direct_holds_fail(s: &TestStack) {
+    sell_ten_seats_to_thirty(s, Direct::HoldsFailed).await;
+}
+
+/// The same sale with the payment service unreachable where the booking
+/// service asks for charges directly: each is made from the queue.
+async fn flash_sale_when_direct_charges_fail(s: &TestStack) {
+    sell_ten_seats_to_thirty(s, Direct::ChargesFailed).await;
+}
+
+async fn sell_ten_seats_to_thirty(s: &TestStack, direct: Direct) {
     let l = s.label;
     let (event, organizer) = event_on_sale_by(s, 10).await;
     let mut buyers = Vec::new();
@@ -335,11 +371,198 @@ async fn flash_sale_never_oversells(s: &TestStack) {
         b["tickets_sold"] == 10
     })
     .await;
+    let count = |call: &'static str, outcome: &'static str| async move {
+        s.metric_sum(
+            "booking",
+            "ticketer_direct_calls_total",
+            &format!("call=\"{call}\",outcome=\"{outcome}\""),
+        )
+        .await
+    };
+    let figures = [
+        count("holds", "answered").await,
+        count("holds", "queued").await,
+        count("charges", "answered").await,
+        count("charges", "queued").await,
+    ];
+    let [holds, holds_queued, charges, charges_queued] = figures;
+    // Every buyer pays: no seats come back, so holds refused as sold out
+    // are answered directly too.
+    let expected = match direct {
+        Direct::Answered => holds >= 10.0 && holds_queued == 0.0 && charges >= 10.0 && charges_queued == 0.0,
+        Direct::HoldsFailed => holds == 0.0 && holds_queued >= 10.0 && charges + charges_queued == 0.0,
+        Direct::ChargesFailed => holds >= 10.0 && charges == 0.0 && charges_queued >= 10.0,
+        Direct::Off => figures == [0.0; 4],
+    };
+    assert!(
+        expected,
+        "{l}: {direct:?}: holds answered/queued, charges answered/queued: {figures:?}"
+    );
 }
 
 both_backends!(buying_and_cancelling);
 
-both_backends!(flash_sale_never_oversells);
+/// Direct calls are on in one process only with a token (or over a
+/// broker); the sales that count them give one.
+const DIRECT: (&str, &str) = ("SERVICE_TOKEN", "direct-calls-test-secret");
+
+both_backends!(flash_sale_never_oversells, &[DIRECT]);
+
+both_backends!(flash_sale_through_the_queue, &[("BOOKING_DIRECT_CALLS", "false")]);
+
+both_backends!(
+    flash_sale_when_direct_holds_fail,
+    &[DIRECT, ("BOOKING_TICKET_URL", "http://127.0.0.1:9")]
+);
+
+both_backends!(
+    flash_sale_when_direct_charges_fail,
+    &[DIRECT, ("BOOKING_PAYMENT_URL", "http://127.0.0.1:9")]
+);
+
+/// The ticket and payment services' direct endpoints: only with the
+/// service token, only the messages they are for, keyed as on their
+/// queues, and never routed by the gateway.
+async fn direct_calls_are_for_services_only(s: &TestStack) {
+    let l = s.label;
+    let event = event_on_sale(s, 5).await;
+    let service = |name: &str| s.services.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    let url = format!("{}/internal/v1/holds", service("ticket"));
+    let charges = format!("{}/internal/v1/charges", service("payment"));
+    let envelope = |kind: &str, payload: Value| {
+        json!({
+            "message_id": uuid::Uuid::now_v7(), "type": kind, "occurred_at": "2026-11-30T00:00:00Z",
+            "correlation_id": uuid::Uuid::now_v7(), "causation_id": null, "traceparent": null,
+            "payload": payload
+        })
+    };
+    let booking = uuid::Uuid::now_v7();
+    let hold = || {
+        envelope(
+            "HoldTickets",
+            json!({"booking_id": booking, "event_id": event, "customer_id": uuid::Uuid::now_v7(), "quantity": 2}),
+        )
+    };
+    let post_to = |url: String, token: Option<&'static str>, body: Value| {
+        let mut req = s.http.post(url).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let post = |token: Option<&'static str>, body: Value| post_to(url.clone(), token, body);
+    for token in [None, Some("not-the-secret")] {
+        let (status, body) = post(token, json!([hold()])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{l}: {token:?} {body}");
+        let (status, body) = post_to(charges.clone(), token, json!([])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{l}: {token:?} {body}");
+    }
+    let release = envelope(
+        "ReleaseTickets",
+        json!({"booking_id": booking, "event_id": event}),
+    );
+    let (status, body) = post(Some("direct-holds-test-secret"), json!([release])).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("ReleaseTickets"),
+        "{l}: {body}"
+    );
+    let (status, body) = post(Some("direct-holds-test-secret"), json!({"not": "a list"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{l}: {body}");
+
+    // Held, then asked again: the same seats, not two more.
+    let (status, first) = post(Some("direct-holds-test-secret"), json!([hold()])).await;
+    assert_eq!(status, StatusCode::OK, "{l}: {first}");
+    assert_eq!(first[0]["type"], "TicketsHeld", "{l}: {first}");
+    assert_eq!(first[0]["payload"]["booking_id"], json!(booking), "{l}");
+    let (_, again) = post(Some("direct-holds-test-secret"), json!([hold()])).await;
+    assert_eq!(
+        again[0]["payload"]["ticket_ids"], first[0]["payload"]["ticket_ids"],
+        "{l}: {again}"
+    );
+    seats_become(s, event, (5, 3, 2, 0)).await;
+    // More than are left: not answered here (the booking service then
+    // asks through the queue, behind any release of seats).
+    let greedy = envelope(
+        "HoldTickets",
+        json!({"booking_id": uuid::Uuid::now_v7(), "event_id": event, "customer_id": uuid::Uuid::now_v7(), "quantity": 4}),
+    );
+    let (status, body) = post(Some("direct-holds-test-secret"), json!([greedy.clone()])).await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])), "{l}");
+    // Unless the caller knows no seats can come back, and asks.
+    let refused = post_to(
+        format!("{url}?answer_sold_out=true"),
+        Some("direct-holds-test-secret"),
+        json!([greedy]),
+    )
+    .await;
+    assert_eq!(refused.0, StatusCode::OK, "{l}");
+    assert_eq!(
+        (&refused.1[0]["type"], &refused.1[0]["payload"]["reason"]),
+        (&json!("TicketsHoldFailed"), &json!("SOLD_OUT")),
+        "{l}: {}",
+        refused.1
+    );
+    seats_become(s, event, (5, 3, 2, 0)).await;
+
+    // A hold, then its news carrying a charge (as the ticket service
+    // passes one on) charged directly: paid once, the same news heard
+    // again (as from the queue) is not applied again, and the payment's
+    // news sells the seats as it does from the queue. (The hold itself
+    // carries no charge, so that its news on the bus charges nothing.)
+    let payer = uuid::Uuid::now_v7();
+    let paid_booking = uuid::Uuid::now_v7();
+    let (_, held) = post(
+        Some("direct-holds-test-secret"),
+        json!([envelope(
+            "HoldTickets",
+            json!({"booking_id": paid_booking, "event_id": event, "customer_id": payer, "quantity": 1}),
+        )]),
+    )
+    .await;
+    assert_eq!(held[0]["type"], "TicketsHeld", "{l}: {held}");
+    let mut news = held[0]["payload"].clone();
+    news["charge"] = json!({"customer_id": payer, "payment_token": "tok_visa"});
+    let held = json!([envelope("TicketsHeld", news)]);
+    let (status, body) = post_to(
+        charges.clone(),
+        Some("direct-holds-test-secret"),
+        json!([release_again(&booking, event)]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {body}");
+    let (status, paid) = post_to(charges.clone(), Some("direct-holds-test-secret"), held.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{l}: {paid}");
+    assert_eq!(paid[0]["type"], "PaymentSucceeded", "{l}: {paid}");
+    assert_eq!(paid[0]["payload"]["booking_id"], json!(paid_booking), "{l}");
+    assert_eq!(paid[0]["payload"]["amount"], "20.00", "{l}: {paid}");
+    let (_, again) = post_to(charges.clone(), Some("direct-holds-test-secret"), held).await;
+    assert_eq!(again, json!([]), "{l}: applied once");
+    seats_become(s, event, (5, 2, 2, 1)).await;
+
+    let through_gateway = s
+        .call(Method::POST, "/internal/v1/holds", None, Some(json!([hold()])))
+        .await;
+    assert_eq!(through_gateway.status, StatusCode::NOT_FOUND, "{l}");
+}
+
+/// A ReleaseTickets envelope: a message neither direct endpoint takes.
+fn release_again(booking: &uuid::Uuid, event: i64) -> Value {
+    json!({
+        "message_id": uuid::Uuid::now_v7(), "type": "ReleaseTickets", "occurred_at": "2026-11-30T00:00:00Z",
+        "correlation_id": booking, "causation_id": null, "traceparent": null,
+        "payload": {"booking_id": booking, "event_id": event}
+    })
+}
+
+both_backends!(
+    direct_calls_are_for_services_only,
+    &[("SERVICE_TOKEN", "direct-holds-test-secret")]
+);
 
 /// The benchmark command's own checks, on a small sale.
 async fn bench_reports_a_clean_sale(s: &TestStack) {

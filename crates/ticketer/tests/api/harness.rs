@@ -174,6 +174,7 @@ impl TestStack {
             ("AUTH_JWT_PRIVATE_KEY_FILE", key_file.display().to_string()),
             ("GATEWAY_RATE_LIMIT_PER_MINUTE", "0".into()),
             ("GATEWAY_CACHE_TTL_MS", "0".into()),
+            ("SERVICE_TOKEN", format!("test-{}", uuid::Uuid::new_v4().simple())),
             // Two stacks side by side at 16 connections per service came
             // within a few of PostgreSQL's default 100; a test's load
             // needs far fewer.

@@ -1,0 +1,362 @@
+//! The saga's first steps asked for directly. Through the queue, a new
+//! booking waits for the outbox relay and the broker three times before it
+//! is paid for (HoldTickets to the ticket service, its TicketsHeld to the
+//! payment service, the PaymentSucceeded back): in a flash sale, most of a
+//! buyer's wait. So once a booking is committed its HoldTickets goes
+//! straight to the ticket service over HTTP, with every other hold ready by
+//! then (one request, one transaction there); the holds that come back
+//! carrying their booking's charge go straight on to the payment service
+//! the same way; and every answer moves its saga as soon as it comes back.
+//!
+//! Both services also send their answers on the bus, as always, with the
+//! same message ids: the booking service applies an answer through the
+//! inbox of the queue it also arrives on, and the payment service applies a
+//! hold through the inbox of its own queue, so each is applied once,
+//! whichever way comes first.
+//!
+//! The queue stays the way that cannot fail. A hold the ticket service did
+//! not answer (the call failed, or it would refuse it as sold out while a
+//! release may still be queued) is written to the outbox after all; a
+//! charge not asked directly reaches the payment service on its queue
+//! anyway; a booking whose process died between its commit and the call is
+//! asked for again by its saga at the reply timeout. A hold asked twice is
+//! answered with the seats the booking already has, and a booking is
+//! charged once however often its hold is heard, so none of this can hold
+//! or charge twice.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+use ticketer_bus::{BatchHandler, Envelope};
+
+use ticketer_config::ServiceToken;
+use ticketer_contract::{
+    payment::{DIRECT_CHARGES_MAX, DIRECT_CHARGES_PATH},
+    ticket::{DIRECT_HOLDS_MAX, DIRECT_HOLDS_PATH},
+    HoldTickets, Message, TicketsHeld,
+};
+use ticketer_db::{enqueue, Db, Inbox, Outbound};
+use ticketer_http::Metrics;
+
+use crate::{batcher::Batcher, driver::SagaDriver, store};
+
+/// How long a service has to answer before its part is left to the queue.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Where the ticket and payment services are, and the secret they ask for.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    pub ticket_url: String,
+    pub payment_url: String,
+    pub token: ServiceToken,
+}
+
+/// The sagas' two inboxes the answers are applied through: those of the
+/// queues the same answers arrive on.
+pub struct Answers {
+    /// `ticket.operations`.
+    pub holds: Inbox<SagaDriver>,
+    /// `booking.payments`.
+    pub payments: Inbox<SagaDriver>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    /// `holds` or `charges`.
+    call: &'static str,
+    /// `answered`: the service answered; `queued`: it did not (the call
+    /// failed, or it left the message to the queue), and the message went
+    /// or goes through the queue.
+    outcome: &'static str,
+}
+
+/// A handle on the tasks that ask; cheap to clone.
+#[derive(Clone)]
+pub struct Direct {
+    holds: Batcher<Envelope, ()>,
+}
+
+/// One service asked over HTTP.
+struct Peer {
+    http: reqwest::Client,
+    endpoint: String,
+    token: ServiceToken,
+}
+
+impl Peer {
+    /// The messages the service answers `sent` with.
+    async fn ask(&self, sent: &[Envelope]) -> anyhow::Result<Vec<Envelope>> {
+        self.ask_at(&self.endpoint, sent).await
+    }
+
+    async fn ask_at(&self, endpoint: &str, sent: &[Envelope]) -> anyhow::Result<Vec<Envelope>> {
+        let answer = self
+            .http
+            .post(endpoint)
+            .bearer_auth(self.token.secret())
+            .json(sent)
+            .send()
+            .await?;
+        let status = answer.status();
+        anyhow::ensure!(status.is_success(), "{endpoint} answered {status}");
+        Ok(answer.json().await?)
+    }
+}
+
+/// Each stage is its own task taking the next batch as soon as it has
+/// handed the last one on: asking a service does not wait for this
+/// service's commit of the answers before.
+struct Holder {
+    db: Db,
+    ticket: Peer,
+    /// How long a release of seats may take to reach the ticket service
+    /// (the saga's reply timeout).
+    releases_within: Duration,
+    /// Applies the ticket service's answers.
+    answers: Batcher<Envelope, ()>,
+    charges: Batcher<Envelope, ()>,
+    counted: Family<Outcome, Counter>,
+}
+
+struct Charger {
+    payment: Peer,
+    /// Applies the payment service's answers.
+    answers: Batcher<Envelope, ()>,
+    counted: Family<Outcome, Counter>,
+}
+
+/// Answers applied at most in one transaction.
+const ANSWERS_PER_COMMIT: usize = 500;
+
+/// A task applying answers through `inbox`, a batch per transaction.
+fn applying(inbox: Inbox<SagaDriver>, from: &'static str) -> Batcher<Envelope, ()> {
+    let inbox = Arc::new(inbox);
+    Batcher::start(ANSWERS_PER_COMMIT, move |answers: Vec<Envelope>| {
+        let inbox = inbox.clone();
+        async move {
+            if let Err(e) = inbox.handle_batch(&answers).await {
+                // The service sent the same answers on the bus.
+                tracing::warn!(error = %e, answers = answers.len(), from, "applying answers asked for directly failed; they come through the queue");
+            }
+            vec![(); answers.len()]
+        }
+    })
+}
+
+fn count(counted: &Family<Outcome, Counter>, call: &'static str, outcome: &'static str, n: usize) {
+    if n > 0 {
+        counted.get_or_create(&Outcome { call, outcome }).inc_by(n as u64);
+    }
+}
+
+impl Direct {
+    /// Starts asking on the current runtime.
+    /// Starts asking on the current runtime. A release of seats is taken
+    /// to reach the ticket service within `releases_within`.
+    pub fn start(
+        db: Db,
+        peers: Peers,
+        answers: Answers,
+        releases_within: Duration,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
+        let counted = Family::<Outcome, Counter>::default();
+        metrics.register(
+            "ticketer_direct_calls",
+            "The saga's first steps asked of the ticket service (holds) and the payment service (charges) directly, by outcome: answered, or queued when left to the queue",
+            counted.clone(),
+        );
+        let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
+        let peer = |url: &str, path: &str| Peer {
+            http: http.clone(),
+            endpoint: format!("{}{path}", url.trim_end_matches('/')),
+            token: peers.token.clone(),
+        };
+        let charger = Arc::new(Charger {
+            payment: peer(&peers.payment_url, DIRECT_CHARGES_PATH),
+            answers: applying(answers.payments, "payment"),
+            counted: counted.clone(),
+        });
+        let charges = Batcher::start(DIRECT_CHARGES_MAX, move |held: Vec<Envelope>| {
+            let charger = charger.clone();
+            async move {
+                let n = held.len();
+                charger.charge(held).await;
+                vec![(); n]
+            }
+        });
+        let holder = Arc::new(Holder {
+            db,
+            ticket: peer(&peers.ticket_url, DIRECT_HOLDS_PATH),
+            releases_within,
+            answers: applying(answers.holds, "ticket"),
+            charges,
+            counted,
+        });
+        let holds = Batcher::start(DIRECT_HOLDS_MAX, move |holds: Vec<Envelope>| {
+            let holder = holder.clone();
+            async move {
+                let n = holds.len();
+                holder.hold(holds).await;
+                vec![(); n]
+            }
+        });
+        Ok(Direct { holds })
+    }
+
+    /// Asks for this committed booking's hold (and then its charge),
+    /// without waiting for it: the asking goes on if the customer's
+    /// request ends.
+    pub fn send(&self, hold: Envelope) {
+        ask_later(&self.holds, vec![hold]);
+    }
+}
+
+/// Hands `msgs` to a batching task without waiting for their batch.
+fn ask_later(batcher: &Batcher<Envelope, ()>, msgs: Vec<Envelope>) {
+    let batcher = batcher.clone();
+    if msgs.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        if batcher.ask_all(msgs).await.is_err() {
+            // Shutting down: the queue and the sagas' timeouts see to it.
+            tracing::debug!("direct calls stopped; left to the queue");
+        }
+    });
+}
+
+impl Holder {
+    async fn hold(&self, holds: Vec<Envelope>) {
+        let mut answers = match self.ticket.ask(&holds).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(error = %e, holds = holds.len(), "asking the ticket service for holds failed; sending them through the queue");
+                count(&self.counted, "holds", "queued", holds.len());
+                self.through_the_queue(&holds).await;
+                return;
+            }
+        };
+        // Left unanswered: refused as sold out. Unless seats of the event
+        // may be on their way back, that is the answer.
+        let answered: HashSet<&str> = answers.iter().filter_map(booking_of).collect();
+        let unanswered: Vec<Envelope> = holds
+            .iter()
+            .filter(|h| !booking_of(h).is_some_and(|b| answered.contains(b)))
+            .cloned()
+            .collect();
+        let settled = self.sold_out_for_good(&unanswered).await;
+        if !settled.is_empty() {
+            let endpoint = format!("{}?answer_sold_out=true", self.ticket.endpoint);
+            match self.ticket.ask_at(&endpoint, &settled).await {
+                Ok(more) => answers.extend(more),
+                Err(e) => {
+                    tracing::warn!(error = %e, holds = settled.len(), "asking the ticket service for holds failed; sending them through the queue")
+                }
+            }
+        }
+        // The charges first: the payment service need not wait for this
+        // service to record the holds (a saga paid before it heard of its
+        // hold waits for that news).
+        let held: Vec<Envelope> = answers.iter().filter(|a| carries_charge(a)).cloned().collect();
+        ask_later(&self.charges, held);
+        // What is still unanswered (a hold refused as sold out, which a
+        // release still in the queue may yet undo) goes through the queue,
+        // behind that release.
+        let answered: HashSet<&str> = answers.iter().filter_map(booking_of).collect();
+        let (done, left): (Vec<Envelope>, Vec<Envelope>) = holds
+            .into_iter()
+            .partition(|h| booking_of(h).is_some_and(|b| answered.contains(b)));
+        count(&self.counted, "holds", "answered", done.len());
+        ask_later(&self.answers, answers);
+        if !left.is_empty() {
+            count(&self.counted, "holds", "queued", left.len());
+            self.through_the_queue(&left).await;
+        }
+    }
+
+    /// Those of `holds` whose events have no seats on their way back: no
+    /// booking that held some has failed or been cancelled within the
+    /// time its release may take. (Only asked for holds refused as sold
+    /// out, at the end of a sale.)
+    async fn sold_out_for_good(&self, holds: &[Envelope]) -> Vec<Envelope> {
+        let since = chrono::Utc::now() - chrono::Duration::from_std(self.releases_within).unwrap_or_default();
+        let since = ticketer_db::time::format(since);
+        let mut events: Vec<i64> = holds.iter().filter_map(event_of).collect();
+        events.sort_unstable();
+        events.dedup();
+        let mut settled = HashSet::new();
+        for event in events {
+            match store::seats_coming_back(&self.db, event, &since).await {
+                Ok(false) => {
+                    settled.insert(event);
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, event, "could not tell whether seats are coming back; the holds go through the queue")
+                }
+            }
+        }
+        holds
+            .iter()
+            .filter(|h| event_of(h).is_some_and(|e| settled.contains(&e)))
+            .cloned()
+            .collect()
+    }
+
+    /// The holds as messages, as if they had never been asked for directly.
+    /// If even this fails, each saga asks again at its reply timeout.
+    async fn through_the_queue(&self, holds: &[Envelope]) {
+        let messages: Vec<Outbound> = holds
+            .iter()
+            .map(|h| Outbound::raw(HoldTickets::EXCHANGE, h.clone()))
+            .collect();
+        let sent = async {
+            let mut tx = self.db.begin().await?;
+            enqueue(&mut tx, &messages).await?;
+            tx.commit().await?;
+            Ok::<_, ticketer_db::DbError>(())
+        };
+        match sent.await {
+            Ok(()) => self.db.outbox_written(),
+            Err(e) => {
+                tracing::warn!(error = %e, holds = holds.len(), "could not queue the holds; their sagas will ask again")
+            }
+        }
+    }
+}
+
+impl Charger {
+    async fn charge(&self, held: Vec<Envelope>) {
+        match self.payment.ask(&held).await {
+            Ok(answers) => {
+                count(&self.counted, "charges", "answered", held.len());
+                ask_later(&self.answers, answers);
+            }
+            // The same holds reach the payment service on its queue.
+            Err(e) => {
+                tracing::warn!(error = %e, charges = held.len(), "asking the payment service to charge failed; left to its queue");
+                count(&self.counted, "charges", "queued", held.len());
+            }
+        }
+    }
+}
+
+/// The event a hold is for.
+fn event_of(msg: &Envelope) -> Option<i64> {
+    msg.payload.get("event_id")?.as_i64()
+}
+
+/// The booking a message is about.
+fn booking_of(msg: &Envelope) -> Option<&str> {
+    msg.payload.get("booking_id")?.as_str()
+}
+
+/// A hold that carries its booking's charge, which the payment service
+/// charges on.
+fn carries_charge(msg: &Envelope) -> bool {
+    msg.kind == TicketsHeld::KIND && msg.payload.get("charge").is_some_and(|c| !c.is_null())
+}
