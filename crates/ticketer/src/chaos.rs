@@ -232,6 +232,12 @@ fn environment(cfg: &Config, res: &Resources, network: Option<&Network>) -> Hash
             cfg.run.payment_timeout_s.to_string(),
         ),
         ("BOOKING_REPLY_TIMEOUT_SECONDS", "5".into()),
+        // The booking's first steps asked for directly, as in production:
+        // a service killed mid-call leaves its part to the queues.
+        (
+            "SERVICE_TOKEN",
+            format!("chaos-{}", uuid::Uuid::new_v4().simple()),
+        ),
         ("RUST_LOG", "warn".into()),
     ]
     .into_iter()
