@@ -8,11 +8,13 @@
 
 use std::collections::HashSet;
 
+use ticketer_bus::Envelope;
 use ticketer_db::{enqueue, Db, DbError, Outbound};
 use uuid::Uuid;
 
 use crate::{
     batcher::Batcher,
+    direct::Direct,
     driver::deadline,
     saga::Timeouts,
     store::{self, Booking, RequestKey},
@@ -26,6 +28,9 @@ pub struct ToMake {
     pub booking: Booking,
     pub key: Option<RequestKey>,
     pub messages: Vec<Outbound>,
+    /// Its HoldTickets, when asked for directly once the booking is
+    /// committed instead of sent with `messages`.
+    pub hold: Option<Envelope>,
 }
 
 /// What became of one booking of a batch.
@@ -38,23 +43,40 @@ pub enum Made {
 
 pub type Creations = Batcher<ToMake, Result<Made, String>>;
 
-/// Starts committing new bookings in batches.
-pub fn start(db: Db, timeouts: Timeouts) -> Creations {
-    Batcher::start(PER_COMMIT, move |new: Vec<ToMake>| {
+/// Starts committing new bookings in batches. The holds of those made are
+/// asked for through `direct` right after the commit, by this task: a
+/// customer's request that ends meanwhile cannot leave one unasked.
+pub fn start(db: Db, timeouts: Timeouts, direct: Option<Direct>) -> Creations {
+    Batcher::start(PER_COMMIT, move |mut new: Vec<ToMake>| {
         let db = db.clone();
+        let direct = direct.clone();
         async move {
             let ids: Vec<Uuid> = new.iter().map(|n| n.booking.booking_id).collect();
+            let holds: Vec<(Uuid, Envelope)> = new
+                .iter_mut()
+                .filter_map(|n| Some((n.booking.booking_id, n.hold.take()?)))
+                .collect();
             match commit(&db, new, timeouts).await {
-                Ok(made) => ids
-                    .iter()
-                    .map(|id| {
-                        Ok(if made.contains(id) {
-                            Made::Committed
-                        } else {
-                            Made::KeyTaken
+                Ok(made) => {
+                    if let Some(direct) = &direct {
+                        direct.send(
+                            holds
+                                .into_iter()
+                                .filter(|(id, _)| made.contains(id))
+                                .map(|(_, hold)| hold)
+                                .collect(),
+                        );
+                    }
+                    ids.iter()
+                        .map(|id| {
+                            Ok(if made.contains(id) {
+                                Made::Committed
+                            } else {
+                                Made::KeyTaken
+                            })
                         })
-                    })
-                    .collect(),
+                        .collect()
+                }
                 Err(e) => ids.iter().map(|_| Err(e.to_string())).collect(),
             }
         }
@@ -110,6 +132,7 @@ mod tests {
         };
         ToMake {
             messages: vec![Outbound::new(&hold)],
+            hold: None,
             key: Some(RequestKey {
                 key: key.into(),
                 request_hash: "h".into(),

@@ -207,11 +207,10 @@ impl Direct {
         Ok(Direct { holds })
     }
 
-    /// Asks for this committed booking's hold (and then its charge),
-    /// without waiting for it: the asking goes on if the customer's
-    /// request ends.
-    pub fn send(&self, hold: Envelope) {
-        ask_later(&self.holds, vec![hold]);
+    /// Asks for these committed bookings' holds (and then their charges),
+    /// without waiting for them.
+    pub fn send(&self, holds: Vec<Envelope>) {
+        ask_later(&self.holds, holds);
     }
 }
 

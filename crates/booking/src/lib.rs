@@ -46,7 +46,7 @@ pub async fn build(
             holds: inbox(TICKET_OPERATIONS.name),
             payments: inbox(BOOKING_PAYMENTS.name),
         };
-        service.direct = Some(direct::Direct::start(
+        service = service.with_direct(direct::Direct::start(
             db.clone(),
             peers,
             answers,

@@ -108,7 +108,7 @@ impl BookingService {
     pub fn new(db: Db, max_tickets: i64, timeouts: Timeouts, cache: Option<Cache>) -> Self {
         BookingService {
             keys: lookups::start(db.clone()),
-            creations: creations::start(db.clone(), timeouts),
+            creations: creations::start(db.clone(), timeouts, None),
             by_id: lookups::start_by_id(db.clone()),
             figures: cache.map(lookups::start_figures),
             db,
@@ -119,6 +119,14 @@ impl BookingService {
             tokens: TokenRule::Sandbox,
             direct: None,
         }
+    }
+
+    /// Asks for each new booking's hold and charge directly through
+    /// `direct`, once the booking is committed.
+    pub(crate) fn with_direct(mut self, direct: Direct) -> Self {
+        self.creations = creations::start(self.db.clone(), self.timeouts, Some(direct.clone()));
+        self.direct = Some(direct);
+        self
     }
 
     /// True when the ticket service's latest figure says fewer than `n`
@@ -280,6 +288,7 @@ impl BookingService {
             booking: booking.clone(),
             key: key.clone(),
             messages: first,
+            hold,
         };
         let made = self
             .creations
@@ -294,9 +303,6 @@ impl BookingService {
                 Some(booking) => self.replay(booking, wait).await,
                 None => Err(ApiError::Conflict("retry the request".into())),
             };
-        }
-        if let (Some(direct), Some(hold)) = (&self.direct, hold) {
-            direct.send(hold);
         }
         tracing::info!(booking_id = %booking.booking_id, event_id = booking.event_id, "booking created");
         Ok(Created {
