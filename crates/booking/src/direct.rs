@@ -24,7 +24,11 @@
 //! charged once however often its hold is heard, so none of this can hold
 //! or charge twice.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -45,6 +49,9 @@ use crate::{batcher::Batcher, driver::SagaDriver, store};
 
 /// How long a service has to answer before its part is left to the queue.
 const PATIENCE: Duration = Duration::from_secs(5);
+/// How long a service that failed a call is left alone (its part going to
+/// the queue at once) before it is asked again.
+const REST: Duration = Duration::from_secs(2);
 
 /// Where the ticket and payment services are, and the secret they ask for.
 #[derive(Debug, Clone)]
@@ -84,25 +91,51 @@ struct Peer {
     http: reqwest::Client,
     endpoint: String,
     token: ServiceToken,
+    /// After a failed call, the service is left alone until then: a
+    /// service that hangs would otherwise hold every batch for the whole
+    /// patience before the queue takes it.
+    resting_until: std::sync::Mutex<Option<Instant>>,
+    rest: Duration,
 }
 
 impl Peer {
+    fn new(http: reqwest::Client, endpoint: String, token: ServiceToken, rest: Duration) -> Self {
+        Peer {
+            http,
+            endpoint,
+            token,
+            resting_until: std::sync::Mutex::new(None),
+            rest,
+        }
+    }
+
     /// The messages the service answers `sent` with.
     async fn ask(&self, sent: &[Envelope]) -> anyhow::Result<Vec<Envelope>> {
         self.ask_at(&self.endpoint, sent).await
     }
 
     async fn ask_at(&self, endpoint: &str, sent: &[Envelope]) -> anyhow::Result<Vec<Envelope>> {
-        let answer = self
-            .http
-            .post(endpoint)
-            .bearer_auth(self.token.secret())
-            .json(sent)
-            .send()
-            .await?;
-        let status = answer.status();
-        anyhow::ensure!(status.is_success(), "{endpoint} answered {status}");
-        Ok(answer.json().await?)
+        if let Some(until) = *self.resting_until.lock().expect("rest lock") {
+            anyhow::ensure!(Instant::now() >= until, "{endpoint} failed lately; not asked");
+        }
+        let asked = async {
+            let answer = self
+                .http
+                .post(endpoint)
+                .bearer_auth(self.token.secret())
+                .json(sent)
+                .send()
+                .await?;
+            let status = answer.status();
+            anyhow::ensure!(status.is_success(), "{endpoint} answered {status}");
+            Ok(answer.json().await?)
+        };
+        let answered = asked.await;
+        *self.resting_until.lock().expect("rest lock") = match answered {
+            Ok(_) => None,
+            Err(_) => Some(Instant::now() + self.rest),
+        };
+        answered
     }
 }
 
@@ -170,10 +203,9 @@ impl Direct {
             counted.clone(),
         );
         let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
-        let peer = |url: &str, path: &str| Peer {
-            http: http.clone(),
-            endpoint: format!("{}{path}", url.trim_end_matches('/')),
-            token: peers.token.clone(),
+        let peer = |url: &str, path: &str| {
+            let endpoint = format!("{}{path}", url.trim_end_matches('/'));
+            Peer::new(http.clone(), endpoint, peers.token.clone(), REST)
         };
         let charger = Arc::new(Charger {
             payment: peer(&peers.payment_url, DIRECT_CHARGES_PATH),
@@ -358,4 +390,46 @@ fn booking_of(msg: &Envelope) -> Option<&str> {
 /// charges on.
 fn carries_charge(msg: &Envelope) -> bool {
     msg.kind == TicketsHeld::KIND && msg.payload.get("charge").is_some_and(|c| !c.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A service that takes connections and never answers: asked once, it
+    /// costs the patience; asked again while resting, nothing.
+    #[tokio::test]
+    async fn a_service_that_hangs_is_left_alone_for_a_while() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let peer = Peer::new(
+            http,
+            format!("http://127.0.0.1:{port}/internal/v1/holds"),
+            ServiceToken::new("secret"),
+            Duration::from_secs(60),
+        );
+        let hold = Envelope::new("HoldTickets", &1).unwrap();
+        assert!(peer.ask(std::slice::from_ref(&hold)).await.is_err());
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        for _ in 0..5 {
+            let e = peer.ask(std::slice::from_ref(&hold)).await.unwrap_err();
+            assert!(e.to_string().contains("not asked"), "{e}");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "left alone while resting");
+    }
 }
