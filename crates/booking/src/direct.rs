@@ -26,6 +26,7 @@
 
 use std::{
     collections::HashSet,
+    future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -164,19 +165,36 @@ struct Charger {
 /// Answers applied at most in one transaction.
 const ANSWERS_PER_COMMIT: usize = 500;
 
-/// A task applying answers through `inbox`, a batch per transaction.
-fn applying(inbox: Inbox<SagaDriver>, from: &'static str) -> Batcher<Envelope, ()> {
-    let inbox = Arc::new(inbox);
-    Batcher::start(ANSWERS_PER_COMMIT, move |answers: Vec<Envelope>| {
-        let inbox = inbox.clone();
+/// A stage: a task running `work` on each batch of at most `per_batch`
+/// messages, its askers told only that their batch is done.
+fn stage<T, F, Fut>(per_batch: usize, worker: Arc<T>, work: F) -> Batcher<Envelope, ()>
+where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<T>, Vec<Envelope>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    Batcher::start(per_batch, move |batch: Vec<Envelope>| {
+        let n = batch.len();
+        let done = work(worker.clone(), batch);
         async move {
+            done.await;
+            vec![(); n]
+        }
+    })
+}
+
+/// A stage applying answers through `inbox`, a batch per transaction.
+fn applying(inbox: Inbox<SagaDriver>, from: &'static str) -> Batcher<Envelope, ()> {
+    stage(
+        ANSWERS_PER_COMMIT,
+        Arc::new(inbox),
+        move |inbox, answers| async move {
             if let Err(e) = inbox.handle_batch(&answers).await {
                 // The service sent the same answers on the bus.
                 tracing::warn!(error = %e, answers = answers.len(), from, "applying answers asked for directly failed; they come through the queue");
             }
-            vec![(); answers.len()]
-        }
-    })
+        },
+    )
 }
 
 fn count(counted: &Family<Outcome, Counter>, call: &'static str, outcome: &'static str, n: usize) {
@@ -186,7 +204,6 @@ fn count(counted: &Family<Outcome, Counter>, call: &'static str, outcome: &'stat
 }
 
 impl Direct {
-    /// Starts asking on the current runtime.
     /// Starts asking on the current runtime. A release of seats is taken
     /// to reach the ticket service within `releases_within`.
     pub fn start(
@@ -212,13 +229,8 @@ impl Direct {
             answers: applying(answers.payments, "payment"),
             counted: counted.clone(),
         });
-        let charges = Batcher::start(DIRECT_CHARGES_MAX, move |held: Vec<Envelope>| {
-            let charger = charger.clone();
-            async move {
-                let n = held.len();
-                charger.charge(held).await;
-                vec![(); n]
-            }
+        let charges = stage(DIRECT_CHARGES_MAX, charger, |charger, held| async move {
+            charger.charge(held).await
         });
         let holder = Arc::new(Holder {
             db,
@@ -228,13 +240,8 @@ impl Direct {
             charges,
             counted,
         });
-        let holds = Batcher::start(DIRECT_HOLDS_MAX, move |holds: Vec<Envelope>| {
-            let holder = holder.clone();
-            async move {
-                let n = holds.len();
-                holder.hold(holds).await;
-                vec![(); n]
-            }
+        let holds = stage(DIRECT_HOLDS_MAX, holder, |holder, holds| async move {
+            holder.hold(holds).await
         });
         Ok(Direct { holds })
     }
@@ -273,19 +280,20 @@ impl Holder {
         };
         // Left unanswered: refused as sold out. Unless seats of the event
         // may be on their way back, that is the answer.
-        let answered: HashSet<&str> = answers.iter().filter_map(booking_of).collect();
-        let unanswered: Vec<Envelope> = holds
-            .iter()
-            .filter(|h| !booking_of(h).is_some_and(|b| answered.contains(b)))
-            .cloned()
-            .collect();
-        let settled = self.sold_out_for_good(&unanswered).await;
+        let (mut done, unanswered) = answered_by(holds, &answers);
+        let (settled, mut left) = self.sold_out_for_good(unanswered).await;
         if !settled.is_empty() {
             let endpoint = format!("{}?answer_sold_out=true", self.ticket.endpoint);
             match self.ticket.ask_at(&endpoint, &settled).await {
-                Ok(more) => answers.extend(more),
+                Ok(more) => {
+                    let (also, not) = answered_by(settled, &more);
+                    done.extend(also);
+                    left.extend(not);
+                    answers.extend(more);
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, holds = settled.len(), "asking the ticket service for holds failed; sending them through the queue")
+                    tracing::warn!(error = %e, holds = settled.len(), "asking the ticket service for holds failed; sending them through the queue");
+                    left.extend(settled);
                 }
             }
         }
@@ -294,26 +302,22 @@ impl Holder {
         // hold waits for that news).
         let held: Vec<Envelope> = answers.iter().filter(|a| carries_charge(a)).cloned().collect();
         ask_later(&self.charges, held);
-        // What is still unanswered (a hold refused as sold out, which a
-        // release still in the queue may yet undo) goes through the queue,
-        // behind that release.
-        let answered: HashSet<&str> = answers.iter().filter_map(booking_of).collect();
-        let (done, left): (Vec<Envelope>, Vec<Envelope>) = holds
-            .into_iter()
-            .partition(|h| booking_of(h).is_some_and(|b| answered.contains(b)));
         count(&self.counted, "holds", "answered", done.len());
         ask_later(&self.answers, answers);
+        // What is still unanswered (a hold refused as sold out, which a
+        // release still in the queue may yet undo, or one whose call
+        // failed) goes through the queue, behind that release.
         if !left.is_empty() {
             count(&self.counted, "holds", "queued", left.len());
             self.through_the_queue(&left).await;
         }
     }
 
-    /// Those of `holds` whose events have no seats on their way back: no
-    /// booking that held some has failed or been cancelled within the
-    /// time its release may take. (Only asked for holds refused as sold
-    /// out, at the end of a sale.)
-    async fn sold_out_for_good(&self, holds: &[Envelope]) -> Vec<Envelope> {
+    /// `holds` split into those whose events have no seats on their way
+    /// back (no booking that held some has failed or been cancelled within
+    /// the time its release may take) and the rest. (Only asked for holds
+    /// refused as sold out, at the end of a sale.)
+    async fn sold_out_for_good(&self, holds: Vec<Envelope>) -> (Vec<Envelope>, Vec<Envelope>) {
         let since = chrono::Utc::now() - chrono::Duration::from_std(self.releases_within).unwrap_or_default();
         let since = ticketer_db::time::format(since);
         let mut events: Vec<i64> = holds.iter().filter_map(event_of).collect();
@@ -332,10 +336,8 @@ impl Holder {
             }
         }
         holds
-            .iter()
-            .filter(|h| event_of(h).is_some_and(|e| settled.contains(&e)))
-            .cloned()
-            .collect()
+            .into_iter()
+            .partition(|h| event_of(h).is_some_and(|e| settled.contains(&e)))
     }
 
     /// The holds as messages, as if they had never been asked for directly.
@@ -374,6 +376,14 @@ impl Charger {
             }
         }
     }
+}
+
+/// `holds` split into those `answers` answer and the rest.
+fn answered_by(holds: Vec<Envelope>, answers: &[Envelope]) -> (Vec<Envelope>, Vec<Envelope>) {
+    let answered: HashSet<&str> = answers.iter().filter_map(booking_of).collect();
+    holds
+        .into_iter()
+        .partition(|h| booking_of(h).is_some_and(|b| answered.contains(b)))
 }
 
 /// The event a hold is for.

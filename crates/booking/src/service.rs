@@ -41,9 +41,9 @@ pub struct BookingService {
     /// Which payment tokens a booking may name (the payment service's
     /// provider decides; PAYMENT_PROVIDER).
     pub(crate) tokens: TokenRule,
-    /// Asks the ticket and payment services for a new booking's hold and
-    /// charge at once; None: only through the queue.
-    pub(crate) direct: Option<Direct>,
+    /// Whether a new booking's hold is asked for directly (by `creations`,
+    /// once committed) instead of sent through the queue.
+    pub(crate) holds_directly: bool,
 }
 
 /// The public view of a booking (CONTRACT.md), also what its
@@ -117,15 +117,15 @@ impl BookingService {
             waiters: Waiters::default(),
             recheck: crate::waiters::RECHECK,
             tokens: TokenRule::Sandbox,
-            direct: None,
+            holds_directly: false,
         }
     }
 
     /// Asks for each new booking's hold and charge directly through
     /// `direct`, once the booking is committed.
     pub(crate) fn with_direct(mut self, direct: Direct) -> Self {
-        self.creations = creations::start(self.db.clone(), self.timeouts, Some(direct.clone()));
-        self.direct = Some(direct);
+        self.creations = creations::start(self.db.clone(), self.timeouts, Some(direct));
+        self.holds_directly = true;
         self
     }
 
@@ -275,12 +275,13 @@ impl BookingService {
         let announced = std::iter::once(Command::Announce(BookingStatus::Pending));
         let mut first = messages(&booking, announced.chain(commands).collect(), None);
         // Asked for directly once the booking is committed, if it can be.
-        let hold = match &self.direct {
-            Some(_) => first
+        let hold = if self.holds_directly {
+            first
                 .iter()
                 .position(|m| m.envelope().is_some_and(|e| e.kind == HoldTickets::KIND))
-                .and_then(|i| first.remove(i).envelope().cloned()),
-            None => None,
+                .and_then(|i| first.remove(i).envelope().cloned())
+        } else {
+            None
         };
         // Before the commit: the saga may answer before we would register.
         let waiting = wait.then(|| self.waiters.register(booking.booking_id));

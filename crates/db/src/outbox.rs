@@ -67,11 +67,6 @@ impl Outbound {
     pub fn envelope(&self) -> Option<&Envelope> {
         self.envelope.as_ref().ok()
     }
-
-    /// The exchange it goes to.
-    pub fn exchange(&self) -> &'static str {
-        self.exchange
-    }
 }
 
 /// Adds `messages` to the outbox inside the caller's transaction, in one
