@@ -8,21 +8,24 @@
 //! carrying their booking's charge go straight on to the payment service
 //! the same way; and every answer moves its saga as soon as it comes back.
 //!
-//! Both services also send their answers on the bus, as always, with the
-//! same message ids: the booking service applies an answer through the
-//! inbox of the queue it also arrives on, and the payment service applies a
-//! hold through the inbox of its own queue, so each is applied once,
-//! whichever way comes first.
+//! The ticket service's answers are not sent on the bus (`publish=false`):
+//! this service passes each on itself. The payment service sends its
+//! answers on the bus as always, with the same message ids. Every answer is
+//! applied through the inbox of the queue it would arrive on, and the
+//! payment service applies a hold through the inbox of its own queue, so
+//! each is applied once, whichever way comes first.
 //!
 //! The queue stays the way that cannot fail. A hold the ticket service did
 //! not answer (the call failed, or it would refuse it as sold out while a
-//! release may still be queued) is written to the outbox after all; a
-//! charge not asked directly reaches the payment service on its queue
-//! anyway; a booking whose process died between its commit and the call is
-//! asked for again by its saga at the reply timeout. A hold asked twice is
-//! answered with the seats the booking already has, and a booking is
-//! charged once however often its hold is heard, so none of this can hold
-//! or charge twice.
+//! release may still be queued) is written to the outbox after all. A hold
+//! whose charge the payment service did not answer is sent on the bus here,
+//! as the ticket service would have sent it, and it is recorded only after
+//! that: a saga never waits for a payment that nobody will make. A booking
+//! whose process died between its commit and recording its hold is asked
+//! for again by its saga at the reply timeout, and the ticket service then
+//! answers on the bus. A hold asked twice is answered with the seats the
+//! booking already has, and a booking is charged once however often its
+//! hold is heard, so none of this can hold or charge twice.
 
 use std::{
     collections::HashSet,
@@ -156,7 +159,11 @@ struct Holder {
 }
 
 struct Charger {
+    db: Db,
     payment: Peer,
+    /// Applies the ticket service's answers that carried a charge, once
+    /// the charge is made or on the bus.
+    holds: Batcher<Envelope, ()>,
     /// Applies the payment service's answers.
     answers: Batcher<Envelope, ()>,
     counted: Family<Outcome, Counter>,
@@ -224,8 +231,11 @@ impl Direct {
             let endpoint = format!("{}{path}", url.trim_end_matches('/'));
             Peer::new(http.clone(), endpoint, peers.token.clone(), REST)
         };
+        let hold_answers = applying(answers.holds, "ticket");
         let charger = Arc::new(Charger {
+            db: db.clone(),
             payment: peer(&peers.payment_url, DIRECT_CHARGES_PATH),
+            holds: hold_answers.clone(),
             answers: applying(answers.payments, "payment"),
             counted: counted.clone(),
         });
@@ -234,9 +244,10 @@ impl Direct {
         });
         let holder = Arc::new(Holder {
             db,
-            ticket: peer(&peers.ticket_url, DIRECT_HOLDS_PATH),
+            // Its answers come back here only; each is passed on from here.
+            ticket: peer(&peers.ticket_url, &format!("{DIRECT_HOLDS_PATH}?publish=false")),
             releases_within,
-            answers: applying(answers.holds, "ticket"),
+            answers: hold_answers,
             charges,
             counted,
         });
@@ -283,7 +294,7 @@ impl Holder {
         let (mut done, unanswered) = answered_by(holds, &answers);
         let (settled, mut left) = self.sold_out_for_good(unanswered).await;
         if !settled.is_empty() {
-            let endpoint = format!("{}?answer_sold_out=true", self.ticket.endpoint);
+            let endpoint = format!("{}&answer_sold_out=true", self.ticket.endpoint);
             match self.ticket.ask_at(&endpoint, &settled).await {
                 Ok(more) => {
                     let (also, not) = answered_by(settled, &more);
@@ -297,13 +308,13 @@ impl Holder {
                 }
             }
         }
-        // The charges first: the payment service need not wait for this
-        // service to record the holds (a saga paid before it heard of its
-        // hold waits for that news).
-        let held: Vec<Envelope> = answers.iter().filter(|a| carries_charge(a)).cloned().collect();
+        // A hold carrying a charge is recorded once the payment service
+        // has it (see `Charger::charge`); the rest (refusals, holds paid
+        // for otherwise) at once.
+        let (held, rest): (Vec<Envelope>, Vec<Envelope>) = answers.into_iter().partition(carries_charge);
         ask_later(&self.charges, held);
         count(&self.counted, "holds", "answered", done.len());
-        ask_later(&self.answers, answers);
+        ask_later(&self.answers, rest);
         // What is still unanswered (a hold refused as sold out, which a
         // release still in the queue may yet undo, or one whose call
         // failed) goes through the queue, behind that release.
@@ -343,39 +354,57 @@ impl Holder {
     /// The holds as messages, as if they had never been asked for directly.
     /// If even this fails, each saga asks again at its reply timeout.
     async fn through_the_queue(&self, holds: &[Envelope]) {
-        let messages: Vec<Outbound> = holds
-            .iter()
-            .map(|h| Outbound::raw(HoldTickets::EXCHANGE, h.clone()))
-            .collect();
-        let sent = async {
-            let mut tx = self.db.begin().await?;
-            enqueue(&mut tx, &messages).await?;
-            tx.commit().await?;
-            Ok::<_, ticketer_db::DbError>(())
-        };
-        match sent.await {
-            Ok(()) => self.db.outbox_written(),
-            Err(e) => {
-                tracing::warn!(error = %e, holds = holds.len(), "could not queue the holds; their sagas will ask again")
-            }
+        if let Err(e) = on_the_bus(&self.db, HoldTickets::EXCHANGE, holds).await {
+            tracing::warn!(error = %e, holds = holds.len(), "could not queue the holds; their sagas will ask again");
         }
     }
 }
 
 impl Charger {
+    /// Charges on the holds' news, then records the holds. The news of a
+    /// charge the payment service did not answer (the call failed, or the
+    /// charge is still with the card's provider) goes on the bus first, as
+    /// the ticket service would have sent it: the payment service charges
+    /// on it from its queue, or finds it already applied. Only then is the
+    /// hold recorded, so a saga waiting for its payment always has one
+    /// coming, even if this process dies in between.
     async fn charge(&self, held: Vec<Envelope>) {
-        match self.payment.ask(&held).await {
+        let (charged, unanswered) = match self.payment.ask(&held).await {
             Ok(answers) => {
-                count(&self.counted, "charges", "answered", held.len());
+                let (charged, unanswered) = answered_by(held, &answers);
                 ask_later(&self.answers, answers);
+                (charged, unanswered)
             }
-            // The same holds reach the payment service on its queue.
             Err(e) => {
-                tracing::warn!(error = %e, charges = held.len(), "asking the payment service to charge failed; left to its queue");
-                count(&self.counted, "charges", "queued", held.len());
+                tracing::warn!(error = %e, charges = held.len(), "asking the payment service to charge failed; its queue gets the holds");
+                (Vec::new(), held)
+            }
+        };
+        count(&self.counted, "charges", "answered", charged.len());
+        count(&self.counted, "charges", "queued", unanswered.len());
+        let mut record = charged;
+        if !unanswered.is_empty() {
+            match on_the_bus(&self.db, TicketsHeld::EXCHANGE, &unanswered).await {
+                Ok(()) => record.extend(unanswered),
+                // Unrecorded, each saga asks for its hold again at its
+                // reply timeout, and that answer travels on the bus.
+                Err(e) => {
+                    tracing::warn!(error = %e, holds = unanswered.len(), "could not send holds on to the payment service's queue; their sagas will ask again")
+                }
             }
         }
+        ask_later(&self.holds, record);
     }
+}
+
+/// Writes `msgs` to the outbox as they are (same ids), for `exchange`.
+async fn on_the_bus(db: &Db, exchange: &'static str, msgs: &[Envelope]) -> Result<(), ticketer_db::DbError> {
+    let messages: Vec<Outbound> = msgs.iter().map(|m| Outbound::raw(exchange, m.clone())).collect();
+    let mut tx = db.begin().await?;
+    enqueue(&mut tx, &messages).await?;
+    tx.commit().await?;
+    db.outbox_written();
+    Ok(())
 }
 
 /// `holds` split into those `answers` answer and the rest.

@@ -15,7 +15,9 @@ use crate::Money;
 /// except that a hold refused as sold out is left unanswered (and not
 /// sent) unless the query says `answer_sold_out=true`: its caller then
 /// sends it through the queue, behind any release of seats queued before
-/// it. Between services only: the gateway does not route it.
+/// it. With `publish=false` the answers are returned only, not sent on the
+/// bus: the caller then passes each on to where it is needed. Between
+/// services only: the gateway does not route it.
 pub const DIRECT_HOLDS_PATH: &str = "/internal/v1/holds";
 /// Holds asked for in one direct request, at most.
 pub const DIRECT_HOLDS_MAX: usize = 500;

@@ -245,8 +245,10 @@ impl ticketer_db::MessageHandler for TicketCommands {
 impl TicketCommands {
     /// Holds asked for directly by the booking service ([`crate::holds`]):
     /// applied as if they had come from the queue, in one transaction of
-    /// their own, their answers sent through the outbox as always (the
-    /// payment service charges on them) and also returned.
+    /// their own, and their answers returned; also sent through the outbox
+    /// when `publish` (otherwise the caller passes them on). A hold asked
+    /// again (the caller lost the answer, or its saga timed out waiting) is
+    /// answered with the seats it already has, and sent on then.
     ///
     /// Except SOLD_OUT, unless `answer_sold_out`: that one is left
     /// unanswered, and the booking service then sends the hold through the
@@ -260,6 +262,7 @@ impl TicketCommands {
         db: &Db,
         holds: &[Envelope],
         answer_sold_out: bool,
+        publish: bool,
     ) -> Result<Vec<Envelope>, HandleError> {
         let msgs: Vec<&Envelope> = holds.iter().collect();
         let (spans, traced) = ticketer_db::traced(HOLDS_CONSUMER, &msgs);
@@ -271,10 +274,14 @@ impl TicketCommands {
             .into_iter()
             .filter(|r| answer_sold_out || !r.envelope().is_some_and(is_sold_out))
             .collect();
-        enqueue(&mut tx, &replies).await?;
+        if publish {
+            enqueue(&mut tx, &replies).await?;
+        }
         tx.commit().await.map_err(DbError::from)?;
         drop(spans);
-        db.outbox_written();
+        if publish {
+            db.outbox_written();
+        }
         Ok(replies.iter().filter_map(|r| r.envelope().cloned()).collect())
     }
 

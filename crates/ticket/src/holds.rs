@@ -1,9 +1,11 @@
 //! Holds asked for over HTTP by the booking service, beside the queue
 //! (`ticketer_contract::ticket::DIRECT_HOLDS_PATH`). Each request is one
 //! batch of `HoldTickets`, applied exactly as a batch from the queue would
-//! be ([`TicketCommands::hold_now`]): one transaction, the answers written
-//! to the outbox (the payment service charges on them) and returned, so
-//! the booking's saga moves without waiting for the relay and the broker.
+//! be ([`TicketCommands::hold_now`]): one transaction, the answers returned,
+//! so the booking's saga moves without waiting for the relay and the
+//! broker. They are also sent on the bus unless the caller says
+//! `publish=false`: the booking service, which then passes each on itself
+//! (to the payment service directly, or through the queue when that fails).
 //!
 //! Only holds: they are keyed by booking, so one asked here and again
 //! through the queue (the booking service fell back, or its saga timed out
@@ -56,6 +58,15 @@ struct Asked {
     /// queue.
     #[serde(default)]
     answer_sold_out: bool,
+    /// Also send the answers on the bus (the default). `false` when the
+    /// caller takes them on from here: a second copy of each would only
+    /// cost the broker and every consumer a message to skip.
+    #[serde(default = "yes")]
+    publish: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn hold(
@@ -70,7 +81,7 @@ async fn hold(
     }
     let answers = h
         .commands
-        .hold_now(&h.db, &holds, asked.answer_sold_out)
+        .hold_now(&h.db, &holds, asked.answer_sold_out, asked.publish)
         .await
         .map_err(direct::refusal)?;
     Ok(axum::Json(answers))
