@@ -369,15 +369,14 @@ impl Charger {
     /// hold recorded, so a saga waiting for its payment always has one
     /// coming, even if this process dies in between.
     async fn charge(&self, held: Vec<Envelope>) {
-        let (charged, unanswered) = match self.payment.ask(&held).await {
+        let (charged, unanswered, paid) = match self.payment.ask(&held).await {
             Ok(answers) => {
                 let (charged, unanswered) = answered_by(held, &answers);
-                ask_later(&self.answers, answers);
-                (charged, unanswered)
+                (charged, unanswered, answers)
             }
             Err(e) => {
                 tracing::warn!(error = %e, charges = held.len(), "asking the payment service to charge failed; its queue gets the holds");
-                (Vec::new(), held)
+                (Vec::new(), held, Vec::new())
             }
         };
         count(&self.counted, "charges", "answered", charged.len());
@@ -393,7 +392,10 @@ impl Charger {
                 }
             }
         }
+        // Both are applied at once, each by its own task: a saga takes its
+        // hold and its payment in either order.
         ask_later(&self.holds, record);
+        ask_later(&self.answers, paid);
     }
 }
 
