@@ -81,10 +81,23 @@ fn step(b: &mut Booking, input: Input, cause: Option<&Envelope>) -> Option<Vec<O
         return None;
     }
     if b.held_at.is_none() && !next.ticket_ids.is_empty() {
-        b.held_at = Some(time::now());
+        b.held_at = Some(held_at(b, cause));
     }
     b.saga = next;
     Some(messages(b, commands, cause))
+}
+
+/// When `b`'s seats were held: when the ticket service answered that it
+/// held them (its answer's time), which is also when the hold's time
+/// starts running, however long the news took to get here. Never before
+/// the booking was made (the two services' clocks may differ a little).
+fn held_at(b: &Booking, answer: Option<&Envelope>) -> String {
+    let now = chrono::Utc::now();
+    let held = answer.map_or(now, |a| a.occurred_at.min(now));
+    match time::parse(&b.created_at) {
+        Ok(created) => time::format(held.max(created)),
+        Err(_) => time::format(held),
+    }
 }
 
 /// When a booking in `stage` stops waiting, from now; None for a stage

@@ -186,3 +186,33 @@ async fn sqlite_a_batch_steps_like_one_message_at_a_time() {
 async fn postgres_a_batch_steps_like_one_message_at_a_time() {
     a_batch_steps_like_one_message_at_a_time(true).await;
 }
+
+/// A booking's seats are held when the ticket service says it held them,
+/// not when the news arrives: the hold's time runs from then. Never before
+/// the booking was made, nor later than now, whatever the clocks say.
+#[test]
+fn seats_are_held_when_the_ticket_service_held_them() {
+    let mut b = booking(1);
+    // As stored (to the microsecond).
+    b.created_at = time::format(chrono::Utc::now() - chrono::Duration::seconds(10));
+    let created = time::parse(&b.created_at).unwrap();
+    let at = |offset_ms: i64| {
+        let mut news = held(1, true);
+        news.occurred_at = created + chrono::Duration::milliseconds(offset_ms);
+        news
+    };
+    let parsed = |s: String| time::parse(&s).unwrap();
+    // Held 40 ms after the booking, heard of (now) 10 s after it.
+    assert_eq!(
+        parsed(held_at(&b, Some(&at(40)))),
+        created + chrono::Duration::milliseconds(40)
+    );
+    // A ticket service whose clock runs behind: not before the booking.
+    assert_eq!(parsed(held_at(&b, Some(&at(-300)))), created);
+    // Or ahead: not in the future.
+    let ahead = parsed(held_at(&b, Some(&at(60_000))));
+    assert!(ahead <= chrono::Utc::now() && ahead > created, "{ahead}");
+    // Without the news (a step taken here), now.
+    let none = parsed(held_at(&b, None));
+    assert!(none >= created + chrono::Duration::seconds(9), "{none}");
+}
