@@ -191,14 +191,14 @@ where
 }
 
 /// A stage applying answers through `inbox`, a batch per transaction.
-fn applying(inbox: Inbox<SagaDriver>, from: &'static str) -> Batcher<Envelope, ()> {
+/// `then` says what becomes of answers whose transaction failed.
+fn applying(inbox: Inbox<SagaDriver>, from: &'static str, then: &'static str) -> Batcher<Envelope, ()> {
     stage(
         ANSWERS_PER_COMMIT,
         Arc::new(inbox),
         move |inbox, answers| async move {
             if let Err(e) = inbox.handle_batch(&answers).await {
-                // The service sent the same answers on the bus.
-                tracing::warn!(error = %e, answers = answers.len(), from, "applying answers asked for directly failed; they come through the queue");
+                tracing::warn!(error = %e, answers = answers.len(), from, "applying answers asked for directly failed; {then}");
             }
         },
     )
@@ -231,12 +231,18 @@ impl Direct {
             let endpoint = format!("{}{path}", url.trim_end_matches('/'));
             Peer::new(http.clone(), endpoint, peers.token.clone(), REST)
         };
-        let hold_answers = applying(answers.holds, "ticket");
+        // The ticket service's answers exist only here; the payment
+        // service's are also on the bus.
+        let hold_answers = applying(
+            answers.holds,
+            "ticket",
+            "their sagas ask for the holds again at their reply timeouts",
+        );
         let charger = Arc::new(Charger {
             db: db.clone(),
             payment: peer(&peers.payment_url, DIRECT_CHARGES_PATH),
             holds: hold_answers.clone(),
-            answers: applying(answers.payments, "payment"),
+            answers: applying(answers.payments, "payment", "they come through the queue"),
             counted: counted.clone(),
         });
         let charges = stage(DIRECT_CHARGES_MAX, charger, |charger, held| async move {
