@@ -425,8 +425,8 @@ async fn sell_ten_seats_to_thirty(s: &TestStack, direct: Direct) {
 
 both_backends!(buying_and_cancelling);
 
-/// Direct calls are on in one process only with a token (or over a
-/// broker); the sales that count them give one.
+/// Direct calls are on in one process with a secret of its own; the sales
+/// that count them name one, as an operator would.
 const DIRECT: (&str, &str) = ("SERVICE_TOKEN", "direct-calls-test-secret");
 
 both_backends!(flash_sale_never_oversells, &[DIRECT]);

@@ -80,8 +80,8 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
 async fn a_booking_is_one_trace_rooted_at_the_gateway() {
     let (collector, spans) = receiver().await;
     let data = tempfile::tempdir().unwrap();
-    // Spans are recorded at info. The booking's first steps asked for
-    // directly (on the in-process bus, only with a token).
+    // Spans are recorded at info. The booking's first steps are asked for
+    // directly (the secret named, as an operator would).
     let (env, gateway) = dev_env(
         data.path(),
         &[
