@@ -66,7 +66,7 @@ pub struct Peers {
 }
 
 /// The sagas' two inboxes the answers are applied through: those of the
-/// queues the same answers arrive on.
+/// queues the same answers would arrive on.
 pub struct Answers {
     /// `ticket.operations`.
     pub holds: Inbox<SagaDriver>,
@@ -113,12 +113,9 @@ impl Peer {
         }
     }
 
-    /// The messages the service answers `sent` with.
-    async fn ask(&self, sent: &[Envelope]) -> anyhow::Result<Vec<Envelope>> {
-        self.ask_at(&self.endpoint, sent).await
-    }
-
-    async fn ask_at(&self, endpoint: &str, sent: &[Envelope]) -> anyhow::Result<Vec<Envelope>> {
+    /// The messages the service answers `sent` with, asked with `query`.
+    async fn ask(&self, query: &[(&str, &str)], sent: &[Envelope]) -> anyhow::Result<Vec<Envelope>> {
+        let endpoint = &self.endpoint;
         if let Some(until) = *self.resting_until.lock().expect("rest lock") {
             anyhow::ensure!(Instant::now() >= until, "{endpoint} failed lately; not asked");
         }
@@ -126,6 +123,7 @@ impl Peer {
             let answer = self
                 .http
                 .post(endpoint)
+                .query(query)
                 .bearer_auth(self.token.secret())
                 .json(sent)
                 .send()
@@ -142,6 +140,13 @@ impl Peer {
         answered
     }
 }
+
+/// How holds are asked for: their answers come back here only, and each is
+/// passed on from here.
+const HOLDS_ASKED: &[(&str, &str)] = &[("publish", "false")];
+/// How holds refused as sold out are asked for again, when no seats can
+/// come back: answered too.
+const REFUSALS_ASKED: &[(&str, &str)] = &[("publish", "false"), ("answer_sold_out", "true")];
 
 /// Each stage is its own task taking the next batch as soon as it has
 /// handed the last one on: asking a service does not wait for this
@@ -250,8 +255,7 @@ impl Direct {
         });
         let holder = Arc::new(Holder {
             db,
-            // Its answers come back here only; each is passed on from here.
-            ticket: peer(&peers.ticket_url, &format!("{DIRECT_HOLDS_PATH}?publish=false")),
+            ticket: peer(&peers.ticket_url, DIRECT_HOLDS_PATH),
             releases_within,
             answers: hold_answers,
             charges,
@@ -286,7 +290,7 @@ fn ask_later(batcher: &Batcher<Envelope, ()>, msgs: Vec<Envelope>) {
 
 impl Holder {
     async fn hold(&self, holds: Vec<Envelope>) {
-        let mut answers = match self.ticket.ask(&holds).await {
+        let mut answers = match self.ticket.ask(HOLDS_ASKED, &holds).await {
             Ok(answers) => answers,
             Err(e) => {
                 tracing::warn!(error = %e, holds = holds.len(), "asking the ticket service for holds failed; sending them through the queue");
@@ -300,8 +304,7 @@ impl Holder {
         let (mut done, unanswered) = answered_by(holds, &answers);
         let (settled, mut left) = self.sold_out_for_good(unanswered).await;
         if !settled.is_empty() {
-            let endpoint = format!("{}&answer_sold_out=true", self.ticket.endpoint);
-            match self.ticket.ask_at(&endpoint, &settled).await {
+            match self.ticket.ask(REFUSALS_ASKED, &settled).await {
                 Ok(more) => {
                     let (also, not) = answered_by(settled, &more);
                     done.extend(also);
@@ -375,7 +378,7 @@ impl Charger {
     /// hold recorded, so a saga waiting for its payment always has one
     /// coming, even if this process dies in between.
     async fn charge(&self, held: Vec<Envelope>) {
-        let (charged, unanswered, paid) = match self.payment.ask(&held).await {
+        let (charged, unanswered, paid) = match self.payment.ask(&[], &held).await {
             Ok(answers) => {
                 let (charged, unanswered) = answered_by(held, &answers);
                 (charged, unanswered, answers)
@@ -471,10 +474,10 @@ mod tests {
             Duration::from_secs(60),
         );
         let hold = Envelope::new("HoldTickets", &1).unwrap();
-        assert!(peer.ask(std::slice::from_ref(&hold)).await.is_err());
+        assert!(peer.ask(&[], std::slice::from_ref(&hold)).await.is_err());
         assert_eq!(connections.load(Ordering::SeqCst), 1);
         for _ in 0..5 {
-            let e = peer.ask(std::slice::from_ref(&hold)).await.unwrap_err();
+            let e = peer.ask(&[], std::slice::from_ref(&hold)).await.unwrap_err();
             assert!(e.to_string().contains("not asked"), "{e}");
         }
         assert_eq!(connections.load(Ordering::SeqCst), 1, "left alone while resting");
