@@ -28,7 +28,7 @@ pub struct ToMake {
     pub booking: Booking,
     pub key: Option<RequestKey>,
     pub messages: Vec<Outbound>,
-    /// Its HoldTickets, when asked for directly once the booking is
+    /// Its HoldTickets, when asked for directly as the booking is
     /// committed instead of sent with `messages`.
     pub hold: Option<Envelope>,
 }
@@ -43,29 +43,25 @@ pub enum Made {
 
 pub type Creations = Batcher<ToMake, Result<Made, String>>;
 
-/// Starts committing new bookings in batches. The holds of those made are
-/// asked for through `direct` right after the commit, by this task: a
-/// customer's request that ends meanwhile cannot leave one unasked.
+/// Starts committing new bookings in batches. The holds of a batch are
+/// asked for through `direct` as its commit starts, by this task: a
+/// customer's request that ends meanwhile cannot leave one unasked, and
+/// what follows each hold waits for the commit's outcome.
 pub fn start(db: Db, timeouts: Timeouts, direct: Option<Direct>) -> Creations {
     Batcher::start(PER_COMMIT, move |mut new: Vec<ToMake>| {
         let db = db.clone();
         let direct = direct.clone();
         async move {
             let ids: Vec<Uuid> = new.iter().map(|n| n.booking.booking_id).collect();
-            let holds: Vec<(Uuid, Envelope)> = new
-                .iter_mut()
-                .filter_map(|n| Some((n.booking.booking_id, n.hold.take()?)))
-                .collect();
+            let holds = holds_to_ask(&db, &mut new).await;
+            let committing = match &direct {
+                Some(direct) if !holds.is_empty() => Some(direct.send_before_commit(holds)),
+                _ => None,
+            };
             match commit(&db, new, timeouts).await {
                 Ok(made) => {
-                    if let Some(direct) = &direct {
-                        direct.send(
-                            holds
-                                .into_iter()
-                                .filter(|(id, _)| made.contains(id))
-                                .map(|(_, hold)| hold)
-                                .collect(),
-                        );
+                    if let Some(committing) = committing {
+                        committing.made(&made);
                     }
                     ids.iter()
                         .map(|id| {
@@ -77,10 +73,45 @@ pub fn start(db: Db, timeouts: Timeouts, direct: Option<Direct>) -> Creations {
                         })
                         .collect()
                 }
+                // `committing` dropped untold: none was made.
                 Err(e) => ids.iter().map(|_| Err(e.to_string())).collect(),
             }
         }
     })
+}
+
+/// The holds worth asking for before the commit: not those of bookings
+/// whose Idempotency-Key is taken already (a request sent again after its
+/// booking was made) or by an earlier booking of the batch, which the
+/// commit leaves out; their seats would be held only to be given back, and
+/// meanwhile refused to others. If the look-up fails, every hold: the
+/// commit's outcome decides what follows each anyway. (A key freed between
+/// the look-up and the commit leaves a booking made without its hold asked
+/// for; its saga asks at its reply timeout.)
+async fn holds_to_ask(db: &Db, new: &mut [ToMake]) -> Vec<Envelope> {
+    let keyed: Vec<(Uuid, String)> = new
+        .iter()
+        .filter_map(|n| Some((n.booking.customer_id, n.key.as_ref()?.key.clone())))
+        .collect();
+    let mut taken: HashSet<(Uuid, String)> = match store::by_keys(db, &keyed).await {
+        Ok(found) => found
+            .into_iter()
+            .map(|(b, key, _)| (b.customer_id, key))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look up the batch's Idempotency-Keys; asking for every hold");
+            HashSet::new()
+        }
+    };
+    new.iter_mut()
+        .filter_map(|n| {
+            let hold = n.hold.take()?;
+            match &n.key {
+                Some(k) if !taken.insert((n.booking.customer_id, k.key.clone())) => None,
+                _ => Some(hold),
+            }
+        })
+        .collect()
 }
 
 async fn commit(db: &Db, new: Vec<ToMake>, timeouts: Timeouts) -> Result<HashSet<Uuid>, DbError> {
@@ -183,6 +214,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sent, 4);
+    }
+
+    /// Holds are asked for before the commit only for bookings it can
+    /// make: none for a key taken earlier, one for a key twice in a batch.
+    #[tokio::test]
+    async fn no_hold_is_asked_for_a_taken_key() {
+        let tdb = TestDatabase::sqlite();
+        let db = tdb.connect().await.unwrap();
+        db.migrate("booking", store::MIGRATIONS).await.unwrap();
+        let timeouts = Timeouts {
+            payment: std::time::Duration::from_secs(60),
+            reply: std::time::Duration::from_secs(30),
+        };
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        commit(&db, vec![to_make(alice, "k1")], timeouts).await.unwrap();
+        let with_hold = |mut n: ToMake| {
+            n.hold = n.messages[0].envelope().cloned();
+            n
+        };
+        let mut unkeyed = with_hold(to_make(bob, "none"));
+        unkeyed.key = None;
+        let mut batch = vec![
+            with_hold(to_make(alice, "k1")),
+            with_hold(to_make(alice, "k2")),
+            with_hold(to_make(bob, "k1")),
+            with_hold(to_make(bob, "k1")),
+            unkeyed,
+        ];
+        let ids: Vec<Uuid> = batch.iter().map(|n| n.booking.booking_id).collect();
+        let asked: Vec<Uuid> = holds_to_ask(&db, &mut batch)
+            .await
+            .iter()
+            .map(|h| Uuid::parse_str(h.payload["booking_id"].as_str().unwrap()).unwrap())
+            .collect();
+        assert_eq!(asked, [ids[1], ids[2], ids[4]]);
+        // What the commit then makes is what was asked for.
+        let made = commit(&db, batch, timeouts).await.unwrap();
+        assert_eq!(made, asked.into_iter().collect());
     }
 
     #[tokio::test]

@@ -2,11 +2,13 @@
 //! booking waits for the outbox relay and the broker three times before it
 //! is paid for (HoldTickets to the ticket service, its TicketsHeld to the
 //! payment service, the PaymentSucceeded back): in a flash sale, most of a
-//! buyer's wait. So once a booking is committed its HoldTickets goes
-//! straight to the ticket service over HTTP, with every other hold ready by
-//! then (one request, one transaction there); the holds that come back
-//! carrying their booking's charge go straight on to the payment service
-//! the same way; and every answer moves its saga as soon as it comes back.
+//! buyer's wait. So a new booking's HoldTickets goes straight to the
+//! ticket service over HTTP while the booking's row is being committed,
+//! with every other hold ready by then (one request, one transaction
+//! there); nothing follows from the answer before that commit is done. The
+//! holds that come back carrying their booking's charge go straight on to
+//! the payment service the same way; and every answer moves its saga as
+//! soon as it comes back.
 //!
 //! The ticket service's answers are not sent on the bus (`publish=false`):
 //! this service passes each on itself. The payment service sends its
@@ -14,6 +16,13 @@
 //! applied through the inbox of the queue it would arrive on, and the
 //! payment service applies a hold through the inbox of its own queue, so
 //! each is applied once, whichever way comes first.
+//!
+//! A hold asked for a booking the commit then left out (its customer's
+//! Idempotency-Key was taken meanwhile, or the commit failed) is given
+//! back: a ReleaseTickets through the queue, noted so that holds refused as
+//! sold out meanwhile wait for those seats (`store::seats_coming_back`).
+//! Should even that fail, or the process die before the commit is done,
+//! the ticket service gives the seats back when the hold runs out.
 //!
 //! The queue stays the way that cannot fail. A hold the ticket service did
 //! not answer (the call failed, or it would refuse it as sold out while a
@@ -44,10 +53,12 @@ use ticketer_config::ServiceToken;
 use ticketer_contract::{
     payment::{DIRECT_CHARGES_MAX, DIRECT_CHARGES_PATH},
     ticket::{DIRECT_HOLDS_MAX, DIRECT_HOLDS_PATH},
-    HoldTickets, Message, TicketsHeld,
+    HoldTickets, Message, ReleaseTickets, TicketsHeld,
 };
-use ticketer_db::{enqueue, Db, Inbox, Outbound};
+use ticketer_db::{enqueue, time, Db, Inbox, Outbound};
 use ticketer_http::Metrics;
+use tokio::sync::watch;
+use uuid::Uuid;
 
 use crate::{batcher::Batcher, driver::SagaDriver, store};
 
@@ -80,14 +91,58 @@ struct Outcome {
     call: &'static str,
     /// `answered`: the service answered; `queued`: it did not (the call
     /// failed, or it left the message to the queue), and the message went
-    /// or goes through the queue.
+    /// or goes through the queue; `given_back` (holds only): held for a
+    /// booking its commit did not make, and released.
     outcome: &'static str,
 }
 
 /// A handle on the tasks that ask; cheap to clone.
 #[derive(Clone)]
 pub struct Direct {
-    holds: Batcher<Envelope, ()>,
+    holds: Batcher<(Envelope, Made), ()>,
+}
+
+/// The bookings a commit of new bookings made, once it is done (`None`
+/// until then).
+type Commit = Option<Arc<HashSet<Uuid>>>;
+
+/// Told which bookings of a batch its commit made; dropped untold, none.
+pub struct Committing(watch::Sender<Commit>);
+
+impl Committing {
+    pub fn made(self, made: &HashSet<Uuid>) {
+        // Nobody listening: every hold of the batch was answered already.
+        let _ = self.0.send(Some(Arc::new(made.clone())));
+    }
+}
+
+/// Which bookings a commit made, waited for by their holds.
+#[derive(Clone)]
+struct Made(watch::Receiver<Commit>);
+
+impl Made {
+    /// The bookings made: none when the commit failed or its task ended.
+    async fn bookings(mut self) -> Arc<HashSet<Uuid>> {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(made) => made.clone().unwrap_or_default(),
+            Err(_) => Arc::default(),
+        }
+    }
+}
+
+/// The bookings made among those the holds of a batch were asked for.
+async fn made_of(commits: Vec<Made>) -> HashSet<Uuid> {
+    let mut distinct: Vec<Made> = Vec::new();
+    for c in commits {
+        if !distinct.iter().any(|d| d.0.same_channel(&c.0)) {
+            distinct.push(c);
+        }
+    }
+    let mut made = HashSet::new();
+    for c in distinct {
+        made.extend(c.bookings().await.iter().copied());
+    }
+    made
 }
 
 /// One service asked over HTTP.
@@ -179,13 +234,14 @@ const ANSWERS_PER_COMMIT: usize = 500;
 
 /// A stage: a task running `work` on each batch of at most `per_batch`
 /// messages, its askers told only that their batch is done.
-fn stage<T, F, Fut>(per_batch: usize, worker: Arc<T>, work: F) -> Batcher<Envelope, ()>
+fn stage<I, T, F, Fut>(per_batch: usize, worker: Arc<T>, work: F) -> Batcher<I, ()>
 where
+    I: Send + 'static,
     T: Send + Sync + 'static,
-    F: Fn(Arc<T>, Vec<Envelope>) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<T>, Vec<I>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    Batcher::start(per_batch, move |batch: Vec<Envelope>| {
+    Batcher::start(per_batch, move |batch: Vec<I>| {
         let n = batch.len();
         let done = work(worker.clone(), batch);
         async move {
@@ -228,7 +284,7 @@ impl Direct {
         let counted = Family::<Outcome, Counter>::default();
         metrics.register(
             "ticketer_direct_calls",
-            "The saga's first steps asked of the ticket service (holds) and the payment service (charges) directly, by outcome: answered, or queued when left to the queue",
+            "The saga's first steps asked of the ticket service (holds) and the payment service (charges) directly, by outcome: answered, queued when left to the queue, or given_back when held for a booking that was not made",
             counted.clone(),
         );
         let http = reqwest::Client::builder().timeout(PATIENCE).build()?;
@@ -267,15 +323,19 @@ impl Direct {
         Ok(Direct { holds })
     }
 
-    /// Asks for these committed bookings' holds (and then their charges),
-    /// without waiting for them.
-    pub fn send(&self, holds: Vec<Envelope>) {
-        ask_later(&self.holds, holds);
+    /// Asks for these new bookings' holds (and then their charges) while
+    /// their rows are being committed, without waiting for them; the
+    /// commit's outcome is told through what this returns.
+    pub fn send_before_commit(&self, holds: Vec<Envelope>) -> Committing {
+        let (told, made) = watch::channel(None);
+        let asked = holds.into_iter().map(|h| (h, Made(made.clone()))).collect();
+        ask_later(&self.holds, asked);
+        Committing(told)
     }
 }
 
 /// Hands `msgs` to a batching task without waiting for their batch.
-fn ask_later(batcher: &Batcher<Envelope, ()>, msgs: Vec<Envelope>) {
+fn ask_later<I: Send + 'static>(batcher: &Batcher<I, ()>, msgs: Vec<I>) {
     let batcher = batcher.clone();
     if msgs.is_empty() {
         return;
@@ -289,10 +349,29 @@ fn ask_later(batcher: &Batcher<Envelope, ()>, msgs: Vec<Envelope>) {
 }
 
 impl Holder {
-    async fn hold(&self, holds: Vec<Envelope>) {
-        let mut answers = match self.ticket.ask(HOLDS_ASKED, &holds).await {
-            Ok(answers) => answers,
+    async fn hold(&self, asked: Vec<(Envelope, Made)>) {
+        let (holds, commits): (Vec<Envelope>, Vec<Made>) = asked.into_iter().unzip();
+        let answered = self.ticket.ask(HOLDS_ASKED, &holds).await;
+        // Nothing follows for a booking its commit did not make, but the
+        // seats it may hold going back.
+        let made = made_of(commits).await;
+        let is_made = |m: &Envelope| booking_id(m).is_some_and(|b| made.contains(&b));
+        let (holds, unmade): (Vec<Envelope>, Vec<Envelope>) = holds.into_iter().partition(is_made);
+        let mut answers = match answered {
+            Ok(answers) => {
+                let (answers, unmade_answers): (Vec<Envelope>, Vec<Envelope>) =
+                    answers.into_iter().partition(is_made);
+                let held: Vec<Envelope> = unmade_answers
+                    .into_iter()
+                    .filter(|a| a.kind == TicketsHeld::KIND)
+                    .collect();
+                self.give_back(&held).await;
+                answers
+            }
             Err(e) => {
+                // Whether the seats were held is unknown: given back
+                // anyway (a release of nothing changes nothing).
+                self.give_back(&unmade).await;
                 tracing::warn!(error = %e, holds = holds.len(), "asking the ticket service for holds failed; sending them through the queue");
                 count(&self.counted, "holds", "queued", holds.len());
                 self.through_the_queue(&holds).await;
@@ -358,6 +437,45 @@ impl Holder {
         holds
             .into_iter()
             .partition(|h| event_of(h).is_some_and(|e| settled.contains(&e)))
+    }
+
+    /// Gives back the seats held for bookings never made (`held`: their
+    /// holds or the answers), noted in the same transaction. If this fails
+    /// the seats come back when their hold runs out.
+    async fn give_back(&self, held: &[Envelope]) {
+        let given: Vec<(Uuid, i64)> = held
+            .iter()
+            .filter_map(|m| Some((booking_id(m)?, event_of(m)?)))
+            .collect();
+        if given.is_empty() {
+            return;
+        }
+        let releases: Vec<Outbound> = given
+            .iter()
+            .map(|(booking_id, event_id)| {
+                Outbound::new(&ReleaseTickets {
+                    booking_id: *booking_id,
+                    event_id: *event_id,
+                })
+                .correlated(*booking_id)
+            })
+            .collect();
+        let now = chrono::Utc::now();
+        let forget = now - chrono::Duration::days(1);
+        let given_back = async {
+            let mut tx = self.db.begin().await?;
+            store::note_given_back(&mut tx, &given, &time::format(now), &time::format(forget)).await?;
+            enqueue(&mut tx, &releases).await?;
+            tx.commit().await?;
+            self.db.outbox_written();
+            Ok::<_, ticketer_db::DbError>(())
+        };
+        match given_back.await {
+            Ok(()) => count(&self.counted, "holds", "given_back", given.len()),
+            Err(e) => {
+                tracing::warn!(error = %e, holds = given.len(), "could not give back the seats held for bookings never made; they come back when their holds run out")
+            }
+        }
     }
 
     /// The holds as messages, as if they had never been asked for directly.
@@ -436,6 +554,10 @@ fn booking_of(msg: &Envelope) -> Option<&str> {
     msg.payload.get("booking_id")?.as_str()
 }
 
+fn booking_id(msg: &Envelope) -> Option<Uuid> {
+    Uuid::parse_str(booking_of(msg)?).ok()
+}
+
 /// A hold that carries its booking's charge, which the payment service
 /// charges on.
 fn carries_charge(msg: &Envelope) -> bool {
@@ -446,7 +568,115 @@ fn carries_charge(msg: &Envelope) -> bool {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use ticketer_contract::Money;
+    use ticketer_testkit::TestDatabase;
+
     use super::*;
+    use crate::{saga::Timeouts, waiters::Waiters};
+
+    /// A ticket service that holds every seat it is asked for.
+    async fn generous_ticket_service() -> String {
+        async fn hold(axum::Json(holds): axum::Json<Vec<Envelope>>) -> axum::Json<Vec<Envelope>> {
+            let answers = holds
+                .iter()
+                .map(|h| {
+                    let asked: HoldTickets = serde_json::from_value(h.payload.clone()).unwrap();
+                    let held = TicketsHeld {
+                        booking_id: asked.booking_id,
+                        event_id: asked.event_id,
+                        ticket_ids: vec![Uuid::now_v7()],
+                        amount: Money::from_minor(2000),
+                        currency: "EUR".into(),
+                        hold_expires_at: chrono::Utc::now() + chrono::Duration::minutes(10),
+                        charge: None,
+                    };
+                    Envelope::new(TicketsHeld::KIND, &held).unwrap()
+                })
+                .collect();
+            axum::Json(answers)
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(DIRECT_HOLDS_PATH, axum::routing::post(hold));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    /// Holds asked for beside a commit that made none of their bookings
+    /// (their keys were taken meanwhile): the seats go back through the
+    /// queue, and a hold refused as sold out meanwhile knows they are
+    /// coming.
+    #[tokio::test]
+    async fn seats_held_for_bookings_never_made_are_given_back() {
+        let tdb = TestDatabase::sqlite();
+        let db = tdb.connect().await.unwrap();
+        db.migrate("booking", store::MIGRATIONS).await.unwrap();
+        let timeouts = Timeouts {
+            payment: Duration::from_secs(60),
+            reply: Duration::from_secs(30),
+        };
+        let waiters = Waiters::default();
+        let inbox = |queue| Inbox::new(db.clone(), queue, SagaDriver::new(timeouts, waiters.clone()));
+        let peers = Peers {
+            ticket_url: generous_ticket_service().await,
+            payment_url: "http://127.0.0.1:9".into(),
+            token: ServiceToken::new("secret"),
+        };
+        let answers = Answers {
+            holds: inbox("ticket.operations"),
+            payments: inbox("booking.payments"),
+        };
+        let metrics = Metrics::new("booking");
+        let direct = Direct::start(db.clone(), peers, answers, timeouts.reply, &metrics).unwrap();
+        let before = ticketer_db::time::now();
+        let asked: Vec<Envelope> = (0..3)
+            .map(|_| {
+                let hold = HoldTickets {
+                    booking_id: Uuid::now_v7(),
+                    event_id: 7,
+                    customer_id: Uuid::now_v7(),
+                    quantity: 1,
+                    charge: None,
+                };
+                Envelope::new(HoldTickets::KIND, &hold).unwrap()
+            })
+            .collect();
+        direct.send_before_commit(asked.clone()).made(&HashSet::new());
+
+        let released = || async {
+            let rows: Vec<(String,)> = sqlx::query_as("SELECT body FROM outbox")
+                .fetch_all(db.reader())
+                .await
+                .unwrap();
+            rows.into_iter()
+                .map(|(p,)| serde_json::from_str::<Envelope>(&p).unwrap())
+                .filter(|e| e.kind == ReleaseTickets::KIND)
+                .filter_map(|e| booking_id(&e))
+                .collect::<HashSet<Uuid>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while released().await.len() < 3 {
+            assert!(Instant::now() < deadline, "the seats were never given back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let asked_for: HashSet<Uuid> = asked.iter().filter_map(booking_id).collect();
+        assert_eq!(released().await, asked_for);
+        assert!(store::seats_coming_back(&db, 7, &before).await.unwrap());
+        assert!(!store::seats_coming_back(&db, 8, &before).await.unwrap());
+        // None of them is a booking, and nothing else was sent for them.
+        let (bookings,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM bookings")
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        let (sent,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        assert_eq!((bookings, sent), (0, 3));
+        assert!(metrics.render().contains(
+            "ticketer_direct_calls_total{service=\"booking\",call=\"holds\",outcome=\"given_back\"} 3"
+        ));
+    }
 
     /// A service that takes connections and never answers: asked once, it
     /// costs the patience; asked again while resting, nothing.

@@ -309,6 +309,12 @@ impl ticketer_db::MessageHandler for SagaDriver {
         let mut settled = Vec::new();
         for (msg, booking_id, input, currency) in steps {
             let Some((b, stepped)) = bookings.get_mut(&booking_id) else {
+                // Seats held for a booking never made (its hold was asked
+                // for beside a commit that left it out) ran out.
+                if matches!(input, Input::HoldExpired) {
+                    tracing::info!(%booking_id, "a hold for a booking never made ran out");
+                    continue;
+                }
                 return Err(HandleError::Permanent(format!("no booking {booking_id}")));
             };
             if b.currency.is_none() {

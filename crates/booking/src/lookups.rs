@@ -32,11 +32,14 @@ pub fn start(db: Db) -> KeyLookups {
         async move {
             match store::by_keys(&db, &keys).await {
                 Ok(found) => {
-                    let mut found: HashMap<(Uuid, String), (Booking, String)> = found
+                    let found: HashMap<(Uuid, String), (Booking, String)> = found
                         .into_iter()
                         .map(|(b, key, hash)| ((b.customer_id, key), (b, hash)))
                         .collect();
-                    keys.into_iter().map(|k| Ok(found.remove(&k))).collect()
+                    // The same key may be asked for several times at once
+                    // (a request sent again before its answer came): each
+                    // gets the booking.
+                    keys.iter().map(|k| Ok(found.get(k).cloned())).collect()
                 }
                 Err(e) => keys.iter().map(|_| Err(e.to_string())).collect(),
             }
@@ -134,8 +137,9 @@ mod tests {
 
         let lookups = start(db.clone());
         let mut asked = Vec::new();
+        // Each key twice, as a request sent again before its answer came.
         for (n, c) in customers.iter().enumerate() {
-            for key in ["k", "other"] {
+            for key in ["k", "other", "k"] {
                 let (lookups, c) = (lookups.clone(), *c);
                 asked.push(tokio::spawn(async move {
                     (n, key, lookups.ask((c, key.to_string())).await.unwrap())

@@ -42,7 +42,7 @@ pub struct BookingService {
     /// provider decides; PAYMENT_PROVIDER).
     pub(crate) tokens: TokenRule,
     /// Whether a new booking's hold is asked for directly (by `creations`,
-    /// once committed) instead of sent through the queue.
+    /// as it is committed) instead of sent through the queue.
     pub(crate) holds_directly: bool,
 }
 
@@ -122,7 +122,8 @@ impl BookingService {
     }
 
     /// Asks for each new booking's hold and charge directly through
-    /// `direct`, once the booking is committed.
+    /// `direct`: the hold as the booking is committed, the charge once it
+    /// is.
     pub(crate) fn with_direct(mut self, direct: Direct) -> Self {
         self.creations = creations::start(self.db.clone(), self.timeouts, Some(direct));
         self.holds_directly = true;
@@ -274,7 +275,7 @@ impl BookingService {
         // Announced first, then the saga's first commands.
         let announced = std::iter::once(Command::Announce(BookingStatus::Pending));
         let mut first = messages(&booking, announced.chain(commands).collect(), None);
-        // Asked for directly once the booking is committed, if it can be.
+        // Asked for directly as the booking is committed, if it can be.
         let hold = if self.holds_directly {
             first
                 .iter()

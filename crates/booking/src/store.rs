@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "payment method",
         include_str!("../migrations/0007_payment_method.sql"),
     ),
+    Migration::portable(8, "given back", include_str!("../migrations/0008_given_back.sql")),
 ];
 
 mod creation;
@@ -316,10 +317,11 @@ pub async fn is_overdue(conn: &mut AnyConnection, id: Uuid) -> Result<bool, DbEr
 }
 
 /// Whether seats of `event_id` may be on their way back to the ticket
-/// service: a booking that held some failed or was cancelled since `since`
-/// (its ReleaseTickets may still be in the queue).
+/// service: a booking that held some failed or was cancelled since `since`,
+/// or seats held for a booking never made were given back since then
+/// (their ReleaseTickets may still be in the queue).
 pub async fn seats_coming_back(db: &Db, event_id: i64, since: &str) -> Result<bool, DbError> {
-    let found: Option<(i64,)> = sqlx::query_as(
+    let failed: Option<(i64,)> = sqlx::query_as(
         "SELECT 1 FROM bookings
          WHERE event_id = $1 AND status IN ('FAILED', 'CANCELLED') AND held_at IS NOT NULL
            AND updated_at >= $2
@@ -329,7 +331,43 @@ pub async fn seats_coming_back(db: &Db, event_id: i64, since: &str) -> Result<bo
     .bind(since)
     .fetch_optional(db.reader())
     .await?;
-    Ok(found.is_some())
+    if failed.is_some() {
+        return Ok(true);
+    }
+    let given: Option<(i64,)> =
+        sqlx::query_as("SELECT 1 FROM given_back WHERE event_id = $1 AND given_at >= $2 LIMIT 1")
+            .bind(event_id)
+            .bind(since)
+            .fetch_optional(db.reader())
+            .await?;
+    Ok(given.is_some())
+}
+
+/// Notes that the seats of `given` (booking, event), bookings never made,
+/// are on their way back as of `now`; notes older than `forget_before`
+/// are dropped, long past any release's way.
+pub async fn note_given_back(
+    conn: &mut AnyConnection,
+    given: &[(Uuid, i64)],
+    now: &str,
+    forget_before: &str,
+) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM given_back WHERE given_at < $1")
+        .bind(forget_before)
+        .execute(&mut *conn)
+        .await?;
+    for (booking, event) in given {
+        sqlx::query(
+            "INSERT INTO given_back (booking_id, event_id, given_at) VALUES ($1, $2, $3)
+             ON CONFLICT (booking_id) DO UPDATE SET given_at = excluded.given_at",
+        )
+        .bind(booking.to_string())
+        .bind(event)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Bookings whose deadline has passed.

@@ -953,6 +953,48 @@ async fn idempotent_booking(s: &TestStack) {
 
 both_backends!(idempotent_booking);
 
+/// One request sent eight times at once under one Idempotency-Key makes
+/// one booking, which every copy gets back, and holds no seat for the
+/// copies (a booking's seats are asked for while it is committed: none
+/// for a copy whose key is taken, and any held for one the commit leaves
+/// out go back at once, not when their hold runs out).
+async fn one_key_sent_at_once(s: &TestStack) {
+    let l = s.label;
+    let event = event_on_sale(s, 20).await;
+    let (_, buyer, _) = s.user("CUSTOMER").await;
+    let body = json!({"event_id": event, "number_of_tickets": 2, "payment_token": "tok_visa"});
+    let key = [("idempotency-key", "order-at-once"), ("prefer", "wait=25")];
+    let copies = futures::future::join_all((0..8).map(|_| {
+        s.call_with(
+            Method::POST,
+            "/api/v1/bookings",
+            Some(&buyer),
+            Some(body.clone()),
+            &key,
+        )
+    }))
+    .await;
+    let answers: HashSet<(String, String)> = copies
+        .iter()
+        .map(|r| (r.text("booking_id"), r.text("status")))
+        .collect();
+    assert_eq!(
+        answers.len(),
+        1,
+        "{l}: one booking for every copy: {:?}",
+        copies.iter().map(|r| (r.status, &r.body)).collect::<Vec<_>>()
+    );
+    assert_eq!(copies[0].text("status"), "CONFIRMED", "{l}: {}", copies[0].body);
+    let mine = s
+        .call(Method::GET, "/api/v1/bookings/mine", Some(&buyer), None)
+        .await;
+    assert_eq!(mine.body["total"], 1, "{l}: one booking: {}", mine.body);
+    // Two seats sold, none held for the copies.
+    seats_become(s, event, (20, 18, 0, 2)).await;
+}
+
+both_backends!(one_key_sent_at_once, &[DIRECT]);
+
 /// A request waiting for its booking is woken by the booking's own
 /// change: with the look-again interval far beyond the wait, the answer
 /// still comes back settled.
