@@ -6,7 +6,10 @@
 //! booking whose Idempotency-Key its customer already used is left out of
 //! the batch, not allowed to fail it.
 
-use std::collections::HashSet;
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::{Arc, Mutex},
+};
 
 use ticketer_bus::Envelope;
 use ticketer_db::{enqueue, Db, DbError, Outbound};
@@ -48,12 +51,16 @@ pub type Creations = Batcher<ToMake, Result<Made, String>>;
 /// customer's request that ends meanwhile cannot leave one unasked, and
 /// what follows each hold waits for the commit's outcome.
 pub fn start(db: Db, timeouts: Timeouts, direct: Option<Direct>) -> Creations {
+    let made_keys = Arc::new(Mutex::new(MadeKeys::default()));
     Batcher::start(PER_COMMIT, move |mut new: Vec<ToMake>| {
         let db = db.clone();
         let direct = direct.clone();
+        let made_keys = made_keys.clone();
         async move {
             let ids: Vec<Uuid> = new.iter().map(|n| n.booking.booking_id).collect();
-            let holds = holds_to_ask(&db, &mut new).await;
+            let (holds, held_back) = holds_to_ask(&made_keys.lock().expect("keys lock"), &mut new);
+            let keys: Vec<(Uuid, Option<(Uuid, String)>)> =
+                new.iter().map(|n| (n.booking.booking_id, key_of(n))).collect();
             let committing = match &direct {
                 Some(direct) if !holds.is_empty() => Some(direct.send_before_commit(holds)),
                 _ => None,
@@ -63,6 +70,23 @@ pub fn start(db: Db, timeouts: Timeouts, direct: Option<Direct>) -> Creations {
                     if let Some(committing) = committing {
                         committing.made(&made);
                     }
+                    // Held back, yet made (its key had been freed): asked
+                    // for now, as before the holds went beside the commit.
+                    let late: Vec<Envelope> = held_back
+                        .into_iter()
+                        .filter(|(id, _)| made.contains(id))
+                        .map(|(_, hold)| hold)
+                        .collect();
+                    if let (Some(direct), false) = (&direct, late.is_empty()) {
+                        direct.send_before_commit(late).made(&made);
+                    }
+                    let mut made_keys = made_keys.lock().expect("keys lock");
+                    for (id, key) in keys {
+                        if let Some(key) = key.filter(|_| made.contains(&id)) {
+                            made_keys.remember(key);
+                        }
+                    }
+                    drop(made_keys);
                     ids.iter()
                         .map(|id| {
                             Ok(if made.contains(id) {
@@ -80,38 +104,61 @@ pub fn start(db: Db, timeouts: Timeouts, direct: Option<Direct>) -> Creations {
     })
 }
 
-/// The holds worth asking for before the commit: not those of bookings
-/// whose Idempotency-Key is taken already (a request sent again after its
-/// booking was made) or by an earlier booking of the batch, which the
-/// commit leaves out; their seats would be held only to be given back, and
-/// meanwhile refused to others. If the look-up fails, every hold: the
-/// commit's outcome decides what follows each anyway. (A key freed between
-/// the look-up and the commit leaves a booking made without its hold asked
-/// for; its saga asks at its reply timeout.)
-async fn holds_to_ask(db: &Db, new: &mut [ToMake]) -> Vec<Envelope> {
-    let keyed: Vec<(Uuid, String)> = new
-        .iter()
-        .filter_map(|n| Some((n.booking.customer_id, n.key.as_ref()?.key.clone())))
-        .collect();
-    let mut taken: HashSet<(Uuid, String)> = match store::by_keys(db, &keyed).await {
-        Ok(found) => found
-            .into_iter()
-            .map(|(b, key, _)| (b.customer_id, key))
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not look up the batch's Idempotency-Keys; asking for every hold");
-            HashSet::new()
+/// The Idempotency-Keys of the bookings this process made lately, the
+/// oldest forgotten past [`KEYS_REMEMBERED`]: a request sent again after
+/// its booking was made (the client gave up waiting) is known without a
+/// look-up on the way to its hold.
+#[derive(Default)]
+struct MadeKeys {
+    known: HashSet<(Uuid, String)>,
+    order: VecDeque<(Uuid, String)>,
+}
+
+const KEYS_REMEMBERED: usize = 65_536;
+
+impl MadeKeys {
+    fn contains(&self, key: &(Uuid, String)) -> bool {
+        self.known.contains(key)
+    }
+
+    fn remember(&mut self, key: (Uuid, String)) {
+        if self.known.insert(key.clone()) {
+            self.order.push_back(key);
         }
-    };
-    new.iter_mut()
-        .filter_map(|n| {
-            let hold = n.hold.take()?;
-            match &n.key {
-                Some(k) if !taken.insert((n.booking.customer_id, k.key.clone())) => None,
-                _ => Some(hold),
+        while self.order.len() > KEYS_REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.known.remove(&old);
             }
-        })
-        .collect()
+        }
+    }
+}
+
+/// The customer and Idempotency-Key a booking is made with, if any.
+fn key_of(n: &ToMake) -> Option<(Uuid, String)> {
+    Some((n.booking.customer_id, n.key.as_ref()?.key.clone()))
+}
+
+/// The holds worth asking for before the commit, and those held back
+/// (with their bookings): the holds of bookings the commit will leave out
+/// for a taken key (taken by a booking this process made, or by an
+/// earlier booking of the batch); their seats would be held only to be
+/// given back, and meanwhile refused to others. A key taken elsewhere
+/// (another replica, before a restart) is not known here: that booking's
+/// hold is asked for and its seats given back.
+fn holds_to_ask(made: &MadeKeys, new: &mut [ToMake]) -> (Vec<Envelope>, Vec<(Uuid, Envelope)>) {
+    let mut batch: HashSet<(Uuid, String)> = HashSet::new();
+    let (mut now, mut held_back) = (Vec::new(), Vec::new());
+    for n in new.iter_mut() {
+        let Some(hold) = n.hold.take() else {
+            continue;
+        };
+        if key_of(n).is_some_and(|k| made.contains(&k) || !batch.insert(k)) {
+            held_back.push((n.booking.booking_id, hold));
+        } else {
+            now.push(hold);
+        }
+    }
+    (now, held_back)
 }
 
 async fn commit(db: &Db, new: Vec<ToMake>, timeouts: Timeouts) -> Result<HashSet<Uuid>, DbError> {
@@ -217,7 +264,8 @@ mod tests {
     }
 
     /// Holds are asked for before the commit only for bookings it can
-    /// make: none for a key taken earlier, one for a key twice in a batch.
+    /// make: none for a key this process made a booking with, one for a
+    /// key twice in a batch.
     #[tokio::test]
     async fn no_hold_is_asked_for_a_taken_key() {
         let tdb = TestDatabase::sqlite();
@@ -229,6 +277,8 @@ mod tests {
         };
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
         commit(&db, vec![to_make(alice, "k1")], timeouts).await.unwrap();
+        let mut made = MadeKeys::default();
+        made.remember((alice, "k1".into()));
         let with_hold = |mut n: ToMake| {
             n.hold = n.messages[0].envelope().cloned();
             n
@@ -243,8 +293,10 @@ mod tests {
             unkeyed,
         ];
         let ids: Vec<Uuid> = batch.iter().map(|n| n.booking.booking_id).collect();
-        let asked: Vec<Uuid> = holds_to_ask(&db, &mut batch)
-            .await
+        let (asked, held_back) = holds_to_ask(&made, &mut batch);
+        let held_back: Vec<Uuid> = held_back.into_iter().map(|(id, _)| id).collect();
+        assert_eq!(held_back, [ids[0], ids[3]]);
+        let asked: Vec<Uuid> = asked
             .iter()
             .map(|h| Uuid::parse_str(h.payload["booking_id"].as_str().unwrap()).unwrap())
             .collect();
@@ -252,6 +304,23 @@ mod tests {
         // What the commit then makes is what was asked for.
         let made = commit(&db, batch, timeouts).await.unwrap();
         assert_eq!(made, asked.into_iter().collect());
+    }
+
+    #[test]
+    fn the_oldest_keys_made_are_forgotten_past_the_bound() {
+        let customer = Uuid::now_v7();
+        let mut made = MadeKeys::default();
+        for n in 0..KEYS_REMEMBERED + 10 {
+            made.remember((customer, n.to_string()));
+        }
+        made.remember((customer, "5000".into()));
+        assert_eq!(
+            (made.known.len(), made.order.len()),
+            (KEYS_REMEMBERED, KEYS_REMEMBERED)
+        );
+        assert!(!made.contains(&(customer, "9".into())));
+        assert!(made.contains(&(customer, "10".into())));
+        assert!(made.contains(&(customer, (KEYS_REMEMBERED + 9).to_string())));
     }
 
     #[tokio::test]
