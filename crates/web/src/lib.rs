@@ -70,6 +70,9 @@ pub fn router(web: Web) -> Router {
             get(pages::account::register_form).post(pages::account::register),
         )
         .route("/logout", post(pages::account::logout))
+        .route("/account", get(pages::account::show))
+        .route("/account/profile", post(pages::account::save_profile))
+        .route("/account/password", post(pages::account::change_password))
         .route("/bookings", get(pages::bookings::mine))
         .route("/notifications", get(pages::bookings::notifications))
         .route("/bookings/{id}", get(pages::bookings::show))

@@ -557,3 +557,90 @@ async fn an_admin_finds_a_user_and_changes_their_roles() {
     assert_eq!(page.matches("None waiting.").count(), 5, "{page}");
     b.close().await;
 }
+
+/// A customer renames themself and changes their password on the account
+/// page: a wrong current password or a mistyped repeat is refused with the
+/// field named; once changed, the customer stays signed in, the new
+/// password logs in and the old one no longer does.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; ./scripts/test runs it with the servers (CI installs both)"]
+async fn a_customer_changes_name_and_password() {
+    let s = TestStack::embedded(&[]).await;
+    let b = open_browser().await;
+    let email = format!("account-{}@example.com", uuid::Uuid::new_v4().simple());
+    register(&b, &s.base, &email, "CUSTOMER").await;
+    b.click("header a[href='/account']").await.unwrap();
+    b.wait_for_text("#profile", &email, PATIENCE).await.unwrap();
+
+    b.fill_and_submit(
+        &[("#first_name", "Beatriz"), ("#last_name", "Lopes")],
+        "form[action='/account/profile'] button",
+    )
+    .await
+    .unwrap();
+    b.wait_for_text("#saved", "Your name is saved", PATIENCE)
+        .await
+        .unwrap();
+    let token = login_token(&s, &email).await;
+    let me = s.call(Method::GET, "/api/v1/auth/me", Some(&token), None).await;
+    assert_eq!(
+        (me.text("first_name"), me.text("last_name")),
+        ("Beatriz".to_string(), "Lopes".to_string())
+    );
+
+    let new_password = "amber-quarry-sailcloth-77";
+    let change = |current: &'static str, again: &'static str| {
+        let b = &b;
+        async move {
+            b.fill_and_submit(
+                &[
+                    ("#current_password", current),
+                    ("#password", new_password),
+                    ("#password_again", again),
+                ],
+                "form[action='/account/password'] button",
+            )
+            .await
+            .unwrap();
+        }
+    };
+    change("not-my-password-at-all", new_password).await;
+    b.wait_for_text(
+        "#current_password-error",
+        "is not your current password",
+        PATIENCE,
+    )
+    .await
+    .unwrap();
+    change(PASSWORD, "amber-quarry-sailcloth-78").await;
+    b.wait_for_text("#password_again-error", "does not match", PATIENCE)
+        .await
+        .unwrap();
+    change(PASSWORD, new_password).await;
+    b.wait_for_text("#saved", "Your password is changed", PATIENCE)
+        .await
+        .unwrap();
+    b.screenshot("account-password-changed").await.unwrap();
+    // Still signed in, on a session made with the new password.
+    b.goto(&format!("{}/bookings", s.base)).await.unwrap();
+    b.wait_for_text("header", &email, PATIENCE).await.unwrap();
+    assert!(b.url().await.unwrap().ends_with("/bookings"));
+
+    let login = |password: &'static str| {
+        let s = &s;
+        let email = email.clone();
+        async move {
+            s.call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(login(new_password).await, StatusCode::OK);
+    assert_eq!(login(PASSWORD).await, StatusCode::UNAUTHORIZED);
+    b.close().await;
+}

@@ -1,4 +1,5 @@
-//! Logging in and out, and making an account.
+//! Logging in and out, making an account, and changing one's name and
+//! password.
 
 use axum::{
     extract::{Query, State},
@@ -10,7 +11,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{render, render_status, safe_next, Page};
+use super::{refused, render, render_status, safe_next, signed_in as signed_in_as, Page};
 use crate::{
     api::{Call, Problem},
     session::{end_session, session_cookies, Visitor},
@@ -173,6 +174,144 @@ pub async fn logout(State(web): State<Web>, Extension(visitor): Extension<Visito
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     resp
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Saved {
+    saved: Option<String>,
+}
+
+/// The visitor's own profile, as the auth service has it.
+async fn me(web: &Web, visitor: &Visitor, token: &str) -> Result<serde_json::Value, Response> {
+    web.api
+        .send(Call::get("/api/v1/auth/me").by(Some(token)))
+        .await
+        .map_err(|p| refused(web, visitor, "/account", p))
+}
+
+/// Field errors by name, for the template.
+fn field_errors(p: &Problem) -> std::collections::BTreeMap<String, String> {
+    p.fields.iter().cloned().collect()
+}
+
+/// The account page: `saved` says which form was just saved.
+pub async fn show(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Query(q): Query<Saved>,
+) -> Page {
+    let token = signed_in_as(&visitor, "/account")?;
+    let me = me(&web, &visitor, token).await?;
+    let saved = q.saved.filter(|s| s == "profile" || s == "password");
+    render(
+        &web,
+        &visitor,
+        "account.html",
+        context! { me => me, saved => saved },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Profile {
+    first_name: String,
+    last_name: String,
+}
+
+pub async fn save_profile(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Form(f): Form<Profile>,
+) -> Page {
+    let token = signed_in_as(&visitor, "/account")?;
+    let body = json!({"first_name": f.first_name.trim(), "last_name": f.last_name.trim()});
+    match web
+        .api
+        .send(Call::patch("/api/v1/auth/me", body).by(Some(token)))
+        .await
+    {
+        Ok(_) => Ok(Redirect::to("/account?saved=profile").into_response()),
+        Err(p) if p.status == 401 => Err(refused(&web, &visitor, "/account", p)),
+        Err(p) => {
+            let mut shown = me(&web, &visitor, token).await?;
+            // What was typed stays in the form.
+            shown["first_name"] = json!(f.first_name.trim());
+            shown["last_name"] = json!(f.last_name.trim());
+            render_status(
+                &web,
+                &visitor,
+                status_of(&p),
+                "account.html",
+                context! { me => shown, profile_error => explain(&p), profile_errors => field_errors(&p) },
+            )
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewPassword {
+    current_password: String,
+    password: String,
+    password_again: String,
+}
+
+/// Changes the password; the auth service then ends every session, this
+/// one included, so the visitor is signed in again with the new password.
+pub async fn change_password(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Form(f): Form<NewPassword>,
+) -> Page {
+    let token = signed_in_as(&visitor, "/account")?;
+    let shown = me(&web, &visitor, token).await?;
+    let refuse = |status: StatusCode, error: String, errors: std::collections::BTreeMap<String, String>| {
+        render_status(
+            &web,
+            &visitor,
+            status,
+            "account.html",
+            context! { me => shown.clone(), password_error => error, password_errors => errors },
+        )
+    };
+    if f.password != f.password_again {
+        let errors = [(
+            "password_again".to_string(),
+            "does not match the new password".to_string(),
+        )];
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Please correct the fields marked below.".into(),
+            errors.into_iter().collect(),
+        );
+    }
+    let body = json!({"password": f.password, "current_password": f.current_password});
+    match web
+        .api
+        .send(Call::patch("/api/v1/auth/me", body).by(Some(token)))
+        .await
+    {
+        Ok(_) => {}
+        Err(p) if p.status == 401 => return Err(refused(&web, &visitor, "/account", p)),
+        Err(p) => return refuse(status_of(&p), explain(&p), field_errors(&p)),
+    }
+    let email = shown["email"].as_str().unwrap_or_default();
+    let pair = web
+        .api
+        .send(Call::post(
+            "/api/v1/auth/login",
+            Some(json!({"email": email, "password": f.password})),
+        ))
+        .await;
+    match pair {
+        Ok(pair) => Ok(signed_in(&web, &pair, "/account?saved=password")),
+        // Changed, but the new session could not be made: log in again.
+        Err(_) => {
+            let mut resp = Redirect::to("/login?next=%2Faccount").into_response();
+            for c in end_session(web.secure_cookies) {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            Ok(resp)
+        }
+    }
 }
 
 pub fn status_of(p: &Problem) -> StatusCode {

@@ -36,6 +36,8 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "admin_users.html",
     "notifications.html",
     "admin_dead_letters.html",
+    "account.html",
+    "fields.html",
 );
 
 /// Every template, parsed once; `.html` names are HTML-escaped.
@@ -191,6 +193,40 @@ mod tests {
         assert_eq!(html.matches("Send back to ticket.inventory").count(), 1);
         assert!(html.contains("m-2") && html.contains("2026-11-29 10:00:00"));
         assert!(html.contains("None waiting.") && html.contains("Not reachable: a service did not answer"));
+    }
+
+    /// The shared form field keeps what was typed (never a password) and
+    /// shows the error the service named for it.
+    #[test]
+    fn refused_forms_keep_their_values_and_name_the_field() {
+        let env = templates();
+        let errors = std::collections::BTreeMap::from([("email", "is already registered")]);
+        let html = env
+            .get_template("register.html")
+            .unwrap()
+            .render(context! {
+                csrf => "t",
+                form => context! { first_name => "Ana", last_name => "<Sousa>", email => "ana@example.com" },
+                errors => errors,
+            })
+            .unwrap();
+        assert!(html.contains(r#"value="Ana""#) && html.contains(r#"value="&lt;Sousa&gt;""#));
+        assert!(html.contains(r#"id="email-error">is already registered"#));
+        assert!(!html.contains(r#"id="first_name-error""#));
+        let errors = std::collections::BTreeMap::from([("current_password", "is not your current password")]);
+        let html = env
+            .get_template("account.html")
+            .unwrap()
+            .render(context! {
+                csrf => "t",
+                me => context! { email => "ana@example.com", first_name => "Ana", last_name => "Sousa" },
+                password_errors => errors,
+            })
+            .unwrap();
+        assert!(html.contains(r#"id="current_password-error">is not your current password"#));
+        assert!(html.contains(r#"value="Sousa""#) && !html.contains(r#"id="saved""#));
+        assert_eq!(html.matches(r#"type="password""#).count(), 3);
+        assert!(!html.contains("password\" value="));
     }
 
     #[test]
