@@ -367,6 +367,26 @@ async fn an_organizer_creates_publishes_edits_and_watches_sales() {
         )
         .await;
     assert_eq!(event.body["status"], "CANCELLED", "{}", event.body);
+
+    // Past a page of events, the list goes on to the next page.
+    let token = login_token(&s, &email).await;
+    for n in 0..25 {
+        let body = json!({
+            "event_name": format!("Matinee {n:02}"), "description": "", "category": "Music",
+            "location": "Lisbon", "event_date": "2031-07-01", "start_time": "15:00", "end_time": "17:00",
+            "ticket_capacity": 10, "ticket_price": "9.00"
+        });
+        let r = s
+            .call(Method::POST, "/api/v1/events", Some(&token), Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    b.goto(&format!("{}/organizer", s.base)).await.unwrap();
+    b.wait_for_text(".pager", "Page 1 of 2", PATIENCE).await.unwrap();
+    assert_eq!(b.count("table tbody tr").await.unwrap(), 25);
+    b.click(".pager a[rel=next]").await.unwrap();
+    b.wait_for_text(".pager", "Page 2 of 2", PATIENCE).await.unwrap();
+    assert_eq!(b.count("table tbody tr").await.unwrap(), 1);
     b.close().await;
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State},
     response::{IntoResponse, Redirect, Response},
     Extension, Form,
 };
@@ -22,18 +22,51 @@ use crate::{
     Web,
 };
 
-pub async fn events(State(web): State<Web>, Extension(visitor): Extension<Visitor>) -> Page {
+/// Events an organizer's page lists at a time.
+const EVENTS_PER_PAGE: i64 = 25;
+
+#[derive(Debug, Deserialize)]
+pub struct Paged {
+    page: Option<u32>,
+}
+
+/// The number of pages `total` items fill, at least one.
+fn pages_of(total: i64, per_page: i64) -> u32 {
+    u32::try_from((total.max(0) + per_page - 1) / per_page)
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+pub async fn events(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Query(q): Query<Paged>,
+) -> Page {
     let token = signed_in(&visitor, "/organizer")?;
+    let page = q.page.unwrap_or(1).max(1);
     let mine = web
         .api
-        .send(Call::get("/api/v1/events/mine?page_size=100").by(Some(token)))
+        .send(
+            Call::get(format!(
+                "/api/v1/events/mine?page={page}&page_size={EVENTS_PER_PAGE}"
+            ))
+            .by(Some(token)),
+        )
         .await
         .map_err(|p| refused(&web, &visitor, "/organizer", p))?;
+    let pages = pages_of(mine["total"].as_i64().unwrap_or(0), EVENTS_PER_PAGE);
+    let link = |n: u32| format!("/organizer?page={n}");
     render(
         &web,
         &visitor,
         "organizer_events.html",
-        context! { events => mine["items"] },
+        context! {
+            events => mine["items"],
+            page => page,
+            pages => pages,
+            previous => (page > 1).then(|| link((page - 1).min(pages))),
+            next => (page < pages).then(|| link(page + 1)),
+        },
     )
 }
 
@@ -261,6 +294,16 @@ pub async fn sales(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_hold_every_event_and_there_is_always_one() {
+        assert_eq!(pages_of(0, 25), 1);
+        assert_eq!(pages_of(1, 25), 1);
+        assert_eq!(pages_of(25, 25), 1);
+        assert_eq!(pages_of(26, 25), 2);
+        assert_eq!(pages_of(-3, 25), 1);
+        assert_eq!(pages_of(i64::MAX - 30, 25), u32::MAX);
+    }
 
     #[test]
     fn numbers_go_as_numbers_and_anything_else_as_typed() {
