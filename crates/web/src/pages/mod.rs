@@ -37,7 +37,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "notifications.html",
     "admin_dead_letters.html",
     "account.html",
-    "fields.html",
+    "parts.html",
 );
 
 /// Every template, parsed once; `.html` names are HTML-escaped.
@@ -227,6 +227,36 @@ mod tests {
         assert!(html.contains(r#"value="Sousa""#) && !html.contains(r#"id="saved""#));
         assert_eq!(html.matches(r#"type="password""#).count(), 3);
         assert!(!html.contains("password\" value="));
+    }
+
+    /// The pager says how many pages there are, unless the count is only
+    /// a lower bound, and links only where there is a page to go to.
+    #[test]
+    fn pages_link_back_and_on() {
+        let env = templates();
+        let page = |capped: bool, page: u32, pages: u32| {
+            env.get_template("events.html")
+                .unwrap()
+                .render(context! {
+                    csrf => "t", search => context! {}, events => Vec::<serde_json::Value>::new(),
+                    page => page, pages => pages, capped => capped,
+                    previous => (page > 1).then(|| format!("/?page={}", page - 1)),
+                    next => (page < pages).then(|| format!("/?page={}", page + 1)),
+                })
+                .unwrap()
+        };
+        let middle = page(false, 3, 7);
+        assert!(middle.contains("Page 3 of 7"));
+        // (The links' slashes come out HTML-escaped, which a browser reads back.)
+        assert!(middle.contains(r#"?page=2" rel="prev""#) && middle.contains(r#"?page=4" rel="next""#));
+        let capped = page(true, 3, 4);
+        assert!(capped.contains("<span>Page 3</span>"), "{capped}");
+        let first = page(false, 1, 1);
+        assert!(
+            first.contains("Page 1 of 1")
+                && !first.contains("rel=\"prev\"")
+                && !first.contains("rel=\"next\"")
+        );
     }
 
     #[test]
