@@ -259,6 +259,29 @@ mod tests {
         );
     }
 
+    /// The sales view lists the latest bookings and says when there are
+    /// more than it shows.
+    #[test]
+    fn the_sales_view_says_when_it_shows_only_the_latest_bookings() {
+        let env = templates();
+        let booking = serde_json::json!({"booking_id": "01a22b0c-83bc-7083-9460-fe299c373c8d",
+            "number_of_tickets": 2, "amount": "40.00", "currency": "EUR", "status": "CONFIRMED",
+            "created_at": "2026-11-30T06:03:00.111602Z"});
+        let page = |total: i64| {
+            env.get_template("sales.html")
+                .unwrap()
+                .render(context! {
+                    csrf => "t",
+                    event => context! { id => 7, event_name => "Sale", ticket_capacity => 300, currency => "EUR" },
+                    bookings => vec![booking.clone(), booking.clone()],
+                    bookings_total => total,
+                })
+                .unwrap()
+        };
+        assert!(page(150).contains("The latest 2 of 150 bookings"));
+        assert!(!page(2).contains("id=\"more-bookings\""));
+    }
+
     #[test]
     fn only_local_paths_are_followed_after_login() {
         assert_eq!(safe_next(Some("/bookings")), "/bookings");
