@@ -1,6 +1,8 @@
 //! Logging in and out, making an account, and changing one's name and
 //! password.
 
+use std::collections::BTreeMap;
+
 use axum::{
     extract::{Query, State},
     http::{header, StatusCode},
@@ -136,7 +138,7 @@ pub async fn register(
                 form => context! { email => f.email.trim(), first_name => f.first_name.trim(),
                     last_name => f.last_name.trim(), role => role },
                 error => explain(&p),
-                errors => p.fields.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                errors => field_errors(&p),
             },
         );
     }
@@ -169,7 +171,12 @@ pub async fn logout(State(web): State<Web>, Extension(visitor): Extension<Visito
             )
             .await;
     }
-    let mut resp = Redirect::to("/").into_response();
+    signed_out(&web, "/")
+}
+
+/// A redirect to `to` that ends the browser's session.
+fn signed_out(web: &Web, to: &str) -> Response {
+    let mut resp = Redirect::to(to).into_response();
     for c in end_session(web.secure_cookies) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -187,11 +194,6 @@ async fn me(web: &Web, visitor: &Visitor, token: &str) -> Result<serde_json::Val
         .send(Call::get("/api/v1/auth/me").by(Some(token)))
         .await
         .map_err(|p| refused(web, visitor, "/account", p))
-}
-
-/// Field errors by name, for the template.
-fn field_errors(p: &Problem) -> std::collections::BTreeMap<String, String> {
-    p.fields.iter().cloned().collect()
 }
 
 /// The account page: `saved` says which form was just saved.
@@ -263,7 +265,7 @@ pub async fn change_password(
 ) -> Page {
     let token = signed_in_as(&visitor, "/account")?;
     let shown = me(&web, &visitor, token).await?;
-    let refuse = |status: StatusCode, error: String, errors: std::collections::BTreeMap<String, String>| {
+    let refuse = |status: StatusCode, error: String, errors: BTreeMap<String, String>| {
         render_status(
             &web,
             &visitor,
@@ -304,14 +306,13 @@ pub async fn change_password(
     match pair {
         Ok(pair) => Ok(signed_in(&web, &pair, "/account?saved=password")),
         // Changed, but the new session could not be made: log in again.
-        Err(_) => {
-            let mut resp = Redirect::to("/login?next=%2Faccount").into_response();
-            for c in end_session(web.secure_cookies) {
-                resp.headers_mut().append(header::SET_COOKIE, c);
-            }
-            Ok(resp)
-        }
+        Err(_) => Ok(signed_out(&web, "/login?next=%2Faccount")),
     }
+}
+
+/// The fields a refusal named, by name, for a form's template.
+pub fn field_errors(p: &Problem) -> BTreeMap<String, String> {
+    p.fields.iter().cloned().collect()
 }
 
 pub fn status_of(p: &Problem) -> StatusCode {

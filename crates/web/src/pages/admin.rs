@@ -10,7 +10,7 @@ use minijinja::context;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{refused, render, signed_in, url_encode, Page};
+use super::{pages_of, refused, render, signed_in, url_encode, Page};
 use crate::{api::Call, session::Visitor, Web};
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,7 +42,7 @@ pub async fn users(
         .await
         .map_err(|p| refused(&web, &visitor, "/admin/users", p))?;
     let total = found["total"].as_i64().unwrap_or(0);
-    let pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1) as u32;
+    let pages = pages_of(total, PAGE_SIZE);
     let link = |n: u32| format!("/admin/users?q={}&page={n}", url_encode(q));
     render(
         &web,

@@ -8,7 +8,7 @@ use axum::{
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{refused, render, url_encode, Page};
+use super::{pages_of, refused, render, url_encode, Page};
 use crate::{api::Call, session::Visitor, Web};
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,7 +85,7 @@ pub async fn list(
     let pages = if capped && shown == 12 {
         page + 1
     } else {
-        (((total + 11) / 12).max(1) as u32).max(page)
+        pages_of(total, 12).max(page)
     };
     let link = |n: u32| format!("/?{}", search.with_page(n));
     render(

@@ -133,6 +133,14 @@ pub fn signed_in<'a>(visitor: &'a Visitor, here: &str) -> Result<&'a str, Respon
     visitor.token.as_deref().ok_or_else(|| to_login(here))
 }
 
+/// The number of pages `total` items fill at `per_page` a page, at least
+/// one.
+pub fn pages_of(total: i64, per_page: i64) -> u32 {
+    u32::try_from((total.max(0) + per_page - 1) / per_page)
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 pub fn url_encode(s: &str) -> String {
     serde_urlencoded::to_string([("", s)])
         .map(|e| e.trim_start_matches('=').to_string())
@@ -280,6 +288,16 @@ mod tests {
         };
         assert!(page(150).contains("The latest 2 of 150 bookings"));
         assert!(!page(2).contains("id=\"more-bookings\""));
+    }
+
+    #[test]
+    fn pages_hold_every_item_and_there_is_always_one() {
+        assert_eq!(pages_of(0, 25), 1);
+        assert_eq!(pages_of(1, 25), 1);
+        assert_eq!(pages_of(25, 25), 1);
+        assert_eq!(pages_of(26, 25), 2);
+        assert_eq!(pages_of(-3, 25), 1);
+        assert_eq!(pages_of(i64::MAX - 30, 25), u32::MAX);
     }
 
     #[test]

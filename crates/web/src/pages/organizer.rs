@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
-    account::{explain, status_of},
-    refused, render, render_status, signed_in, Page,
+    account::{explain, field_errors, status_of},
+    pages_of, refused, render, render_status, signed_in, Page,
 };
 use crate::{
     api::{Call, Problem},
@@ -28,13 +28,6 @@ const EVENTS_PER_PAGE: i64 = 25;
 #[derive(Debug, Deserialize)]
 pub struct Paged {
     page: Option<u32>,
-}
-
-/// The number of pages `total` items fill, at least one.
-fn pages_of(total: i64, per_page: i64) -> u32 {
-    u32::try_from((total.max(0) + per_page - 1) / per_page)
-        .unwrap_or(u32::MAX)
-        .max(1)
 }
 
 pub async fn events(
@@ -142,9 +135,7 @@ fn form_page(
     form: &EventForm,
     problem: Option<&Problem>,
 ) -> Page {
-    let errors: BTreeMap<String, String> = problem
-        .map(|p| p.fields.iter().cloned().collect())
-        .unwrap_or_default();
+    let errors: BTreeMap<String, String> = problem.map(field_errors).unwrap_or_default();
     let status = problem.map(status_of).unwrap_or(axum::http::StatusCode::OK);
     render_status(
         web,
@@ -294,16 +285,6 @@ pub async fn sales(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pages_hold_every_event_and_there_is_always_one() {
-        assert_eq!(pages_of(0, 25), 1);
-        assert_eq!(pages_of(1, 25), 1);
-        assert_eq!(pages_of(25, 25), 1);
-        assert_eq!(pages_of(26, 25), 2);
-        assert_eq!(pages_of(-3, 25), 1);
-        assert_eq!(pages_of(i64::MAX - 30, 25), u32::MAX);
-    }
 
     #[test]
     fn numbers_go_as_numbers_and_anything_else_as_typed() {
