@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use base64::{engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::{
     rand::SystemRandom,
     signature::{Ed25519KeyPair, KeyPair},
@@ -26,7 +26,7 @@ pub enum KeyError {
 pub struct SigningKey {
     kid: String,
     encoding: EncodingKey,
-    public: Vec<u8>,
+    public: [u8; 32],
 }
 
 impl SigningKey {
@@ -43,7 +43,11 @@ impl SigningKey {
             .collect();
         let der = STANDARD.decode(body).map_err(|_| KeyError::Malformed)?;
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| KeyError::Malformed)?;
-        let public = pair.public_key().as_ref().to_vec();
+        let public: [u8; 32] = pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .map_err(|_| KeyError::Malformed)?;
         let digest = ring::digest::digest(&ring::digest::SHA256, &public);
         let kid = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
         Ok(SigningKey {
@@ -83,7 +87,7 @@ impl SigningKey {
         json!({"keys": [{
             "kty": "OKP",
             "crv": "Ed25519",
-            "x": URL_SAFE_NO_PAD.encode(&self.public),
+            "x": URL_SAFE_NO_PAD.encode(self.public),
             "kid": self.kid,
             "use": "sig",
             "alg": "EdDSA",
@@ -92,10 +96,7 @@ impl SigningKey {
 
     /// A verifier holding this key's public half, for in-process services.
     pub fn verifier(&self, issuer: &str) -> TokenVerifier {
-        TokenVerifier::with_keys(
-            issuer,
-            vec![(self.kid.clone(), DecodingKey::from_ed_der(&self.public))],
-        )
+        TokenVerifier::with_keys(issuer, vec![(self.kid.clone(), self.public)])
     }
 }
 
