@@ -11,7 +11,7 @@ use ticketer_cache::Cache;
 
 use serde::Deserialize;
 use ticketer_db::{Db, DbError};
-use ticketer_http::{ApiError, FieldError};
+use ticketer_http::{ApiError, Bearer, FieldError};
 use uuid::Uuid;
 
 use crate::{
@@ -202,10 +202,14 @@ impl BookingService {
     /// key is stored in the booking's own row: a retry gets the booking
     /// made the first time, and a key is never left claimed by a request
     /// that did not commit.
-    #[tracing::instrument(skip_all, fields(%customer, event_id = req.event_id, tickets = req.number_of_tickets))]
+    ///
+    /// The caller's token signature is checked only when something is
+    /// booked or shown: a sold-out answer is public, and most of a flash
+    /// sale's requests get it.
+    #[tracing::instrument(skip_all, fields(customer = %caller.claimed_id(), event_id = req.event_id, tickets = req.number_of_tickets))]
     pub async fn create(
         &self,
-        customer: Uuid,
+        caller: &Bearer,
         req: NewBooking,
         idempotency_key: Option<String>,
         wait: bool,
@@ -261,14 +265,16 @@ impl BookingService {
         });
         if self.known_sold_out(req.event_id, req.number_of_tickets).await {
             // A retry of a request accepted before the seats ran out still
-            // gets its booking.
+            // gets its booking, once the token proves whose it is.
             if let Some(key) = &key {
-                if let Some(booking) = self.earlier(customer, key).await? {
+                if let Some(booking) = self.earlier(caller.claimed_id(), key).await? {
+                    caller.verified().await?;
                     return self.replay(booking, wait).await;
                 }
             }
             return Err(ApiError::SoldOut("no tickets are left for this event".into()));
         }
+        let customer = caller.verified().await?.id;
         // Otherwise a repeated key shows up as a unique violation below.
         let (saga, commands) = saga::start();
         let booking = Booking::new(customer, req.event_id, req.number_of_tickets, payment, saga);

@@ -193,6 +193,84 @@ impl TokenVerifier {
         };
         token.check(&key, &self.inner.issuer, chrono::Utc::now().timestamp())
     }
+
+    /// Verifies the request's bearer token and keeps the claims with the
+    /// request, so that the handler's [`AuthUser`] does not check the same
+    /// signature again (a layer in front, like Idempotency-Key's, may need
+    /// the caller first).
+    pub async fn verify_request(&self, parts: &mut Parts) -> Option<Result<Claims, TokenError>> {
+        let token = bearer_token(parts)?;
+        let verified = self.verify(token).await;
+        if let Ok(claims) = &verified {
+            parts.extensions.insert(Checked {
+                token: token.into(),
+                claims: claims.clone(),
+            });
+        }
+        Some(verified)
+    }
+}
+
+/// A request's bearer token, read but with its signature not yet checked:
+/// what it claims. Enough to give an answer anyone may have (an event is
+/// sold out, which GET availability tells anonymous callers too) without
+/// paying for a signature check, which was most of the cost of refusing
+/// a flash sale's late buyers; never enough to act for someone or show
+/// them anything of theirs: that takes [`Bearer::verified`].
+pub struct Bearer {
+    token: String,
+    verifier: TokenVerifier,
+    claims: Claims,
+    id: Uuid,
+}
+
+impl Bearer {
+    /// Who the token says the caller is.
+    pub fn claimed_id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Whether the token says the caller has `role` (admins have every).
+    pub fn claims_role(&self, role: Role) -> bool {
+        self.claims.roles.contains(&role) || self.claims.roles.contains(&Role::Admin)
+    }
+
+    /// The caller, once the token's signature is checked.
+    pub async fn verified(&self) -> Result<AuthUser, ApiError> {
+        let claims = self.verifier.verify(&self.token).await.map_err(refused)?;
+        user_of(claims)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = ApiError;
+
+    /// 401 for what needs no signature check to refuse: no token, a
+    /// malformed one, another issuer's, or one past its expiry.
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let verifier = verifier_of(parts)?;
+        let token =
+            bearer_token(parts).ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+        let claims = jwt::parse(token)
+            .and_then(|t| t.claims(&verifier.inner.issuer, chrono::Utc::now().timestamp()))
+            .map_err(refused)?;
+        let id = subject(&claims)?;
+        Ok(Bearer {
+            token: token.to_string(),
+            verifier,
+            claims,
+            id,
+        })
+    }
+}
+
+/// A bearer token found good earlier in this request, with its claims.
+/// Only server code puts extensions on a request, so a client cannot
+/// bring one.
+#[derive(Clone)]
+struct Checked {
+    token: Arc<str>,
+    claims: Claims,
 }
 
 /// The authenticated caller. Extracting it answers 401 when the bearer
@@ -240,33 +318,53 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let verifier = parts
-            .extensions
-            .get::<TokenVerifier>()
-            .cloned()
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no token verifier installed")))?;
+        let verifier = verifier_of(parts)?;
         let token =
             bearer_token(parts).ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
-        let claims = verifier.verify(token).await.map_err(|e| match e {
-            TokenError::KeysUnavailable(msg) => {
-                tracing::error!(error = %msg, "cannot validate tokens");
-                ApiError::Unavailable("token validation is unavailable".into())
+        let checked = match parts.extensions.get::<Checked>() {
+            Some(c) if *c.token == *token => {
+                jwt::current(&c.claims, chrono::Utc::now().timestamp()).map(|()| c.claims.clone())
             }
-            other => {
-                // The library's words stay in the log; the client gets
-                // what it can act on.
-                tracing::debug!(error = %other, "token refused");
-                ApiError::Unauthorized(other.reason().into())
-            }
-        })?;
-        let id = Uuid::parse_str(&claims.sub)
-            .map_err(|_| ApiError::Unauthorized("invalid token subject".into()))?;
-        Ok(AuthUser {
-            id,
-            email: claims.email,
-            roles: claims.roles,
-        })
+            _ => verifier.verify(token).await,
+        };
+        user_of(checked.map_err(refused)?)
     }
+}
+
+fn verifier_of(parts: &Parts) -> Result<TokenVerifier, ApiError> {
+    parts
+        .extensions
+        .get::<TokenVerifier>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no token verifier installed")))
+}
+
+/// The answer to a refused token.
+fn refused(e: TokenError) -> ApiError {
+    match e {
+        TokenError::KeysUnavailable(msg) => {
+            tracing::error!(error = %msg, "cannot validate tokens");
+            ApiError::Unavailable("token validation is unavailable".into())
+        }
+        other => {
+            // The details stay in the log; the client gets what it can
+            // act on.
+            tracing::debug!(error = %other, "token refused");
+            ApiError::Unauthorized(other.reason().into())
+        }
+    }
+}
+
+fn subject(claims: &Claims) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(&claims.sub).map_err(|_| ApiError::Unauthorized("invalid token subject".into()))
+}
+
+fn user_of(claims: Claims) -> Result<AuthUser, ApiError> {
+    Ok(AuthUser {
+        id: subject(&claims)?,
+        email: claims.email,
+        roles: claims.roles,
+    })
 }
 
 /// The caller if a valid token was sent; anonymous otherwise. A token that
@@ -306,6 +404,50 @@ mod tests {
         // A malformed token is refused without asking for keys at all.
         let err = v.verify(&token[..token.len() - 2]).await.unwrap_err();
         assert!(matches!(err, TokenError::Invalid(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_token_checked_earlier_in_the_request_is_not_checked_again() {
+        // This verifier knows no key: any signature check it made would fail.
+        let v = TokenVerifier::with_keys("ticketer-auth", vec![]);
+        let now = chrono::Utc::now().timestamp();
+        let claims = |exp: i64| Claims {
+            sub: Uuid::new_v4().to_string(),
+            email: "a@x.io".into(),
+            roles: vec![Role::Customer],
+            iat: now,
+            exp,
+            iss: "ticketer-auth".into(),
+            nbf: None,
+        };
+        let request = |bearer: &str, checked: Claims| {
+            let (mut parts, ()) = axum::http::Request::builder()
+                .header(axum::http::header::AUTHORIZATION, format!("Bearer {bearer}"))
+                .body(())
+                .unwrap()
+                .into_parts();
+            parts.extensions.insert(v.clone());
+            parts.extensions.insert(Checked {
+                token: "token-a".into(),
+                claims: checked,
+            });
+            parts
+        };
+        let good = claims(now + 60);
+        let user = AuthUser::from_request_parts(&mut request("token-a", good.clone()), &())
+            .await
+            .unwrap();
+        assert_eq!(user.id.to_string(), good.sub);
+        // Another token than the one checked is checked itself (and fails).
+        assert!(AuthUser::from_request_parts(&mut request("token-b", good), &())
+            .await
+            .is_err());
+        // Checked claims that have since expired are not let through.
+        assert!(
+            AuthUser::from_request_parts(&mut request("token-a", claims(now)), &())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

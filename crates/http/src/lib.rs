@@ -13,7 +13,7 @@ mod serve;
 mod server;
 pub mod tls;
 
-pub use auth::{AuthUser, Claims, MaybeAuthUser, Role, TokenVerifier};
+pub use auth::{AuthUser, Bearer, Claims, MaybeAuthUser, Role, TokenVerifier};
 pub use error::{not_found, ApiError, ApiResult, FieldError, Problem};
 pub use guards::same_secret;
 pub use health::Readiness;

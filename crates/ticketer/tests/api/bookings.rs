@@ -883,24 +883,8 @@ async fn idempotent_booking(s: &TestStack) {
     let (_, buyer, _) = s.user("CUSTOMER").await;
     let body = json!({"event_id": event, "number_of_tickets": 2, "payment_token": "tok_visa"});
     let key = [("idempotency-key", "order-42"), ("prefer", "wait=25")];
-    let first = s
-        .call_with(
-            Method::POST,
-            "/api/v1/bookings",
-            Some(&buyer),
-            Some(body.clone()),
-            &key,
-        )
-        .await;
-    let again = s
-        .call_with(
-            Method::POST,
-            "/api/v1/bookings",
-            Some(&buyer),
-            Some(body.clone()),
-            &key,
-        )
-        .await;
+    let first = post_booking(s, &buyer, &body, &key).await;
+    let again = post_booking(s, &buyer, &body, &key).await;
     assert_eq!(first.text("status"), "CONFIRMED", "{l}: {}", first.body);
     assert_eq!(
         (again.text("booking_id"), again.text("status")),
@@ -916,9 +900,7 @@ async fn idempotent_booking(s: &TestStack) {
         "{l}"
     );
     let other = json!({"event_id": event, "number_of_tickets": 1, "payment_token": "tok_visa"});
-    let r = s
-        .call_with(Method::POST, "/api/v1/bookings", Some(&buyer), Some(other), &key)
-        .await;
+    let r = post_booking(s, &buyer, &other, &key).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{l}: {}", r.body);
     let mine = s
         .call(Method::GET, "/api/v1/bookings/mine", Some(&buyer), None)
@@ -933,22 +915,69 @@ async fn idempotent_booking(s: &TestStack) {
         b["available"] == 0
     })
     .await;
-    let late = s
-        .call_with(
-            Method::POST,
-            "/api/v1/bookings",
-            Some(&buyer),
-            Some(body.clone()),
-            &key,
-        )
-        .await;
+    let late = post_booking(s, &buyer, &body, &key).await;
     assert_eq!(
         (late.status, late.text("booking_id")),
         (StatusCode::CREATED, first.text("booking_id")),
         "{l}: {}",
         late.body
     );
+    // A sold-out answer is given on the token's word (anyone may know it),
+    // a booking only on its signature: the buyer's claims with a broken
+    // signature get no replay of the buyer's booking...
+    let broken = broken_signature(&buyer);
+    let forged = post_booking(s, &broken, &body, &key).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{l}: {}", forged.body);
+    assert!(forged.body.get("booking_id").is_none(), "{l}: {}", forged.body);
+    // ...and with a fresh key only hear that the event is sold out.
+    // (The booking service's sold-out figure follows the seats within its
+    // publishing interval; until then the signature is checked: 401.)
+    let fresh = [("idempotency-key", "order-43"), ("prefer", "wait=25")];
+    let mut r = post_booking(s, &broken, &body, &fresh).await;
+    for _ in 0..40 {
+        if r.is_sold_out() {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}: {}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        r = post_booking(s, &broken, &body, &fresh).await;
+    }
+    assert!(r.is_sold_out(), "{l}: {}", r.body);
+    // Where seats are left, the same token books nothing.
+    let open = event_on_sale(s, 5).await;
+    let body = json!({"event_id": open, "number_of_tickets": 1, "payment_token": "tok_visa"});
+    let r = post_booking(s, &broken, &body, &fresh).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{l}: {}", r.body);
+    let mine = s
+        .call(Method::GET, "/api/v1/bookings/mine", Some(&buyer), None)
+        .await;
+    assert_eq!(mine.body["total"], 1, "{l}: still one booking: {}", mine.body);
     seats_become(s, event, (5, 0, 0, 5)).await;
+    seats_become(s, open, (5, 5, 0, 0)).await;
+}
+
+async fn post_booking(
+    s: &TestStack,
+    token: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> crate::harness::Reply {
+    s.call_with(
+        Method::POST,
+        "/api/v1/bookings",
+        Some(token),
+        Some(body.clone()),
+        headers,
+    )
+    .await
+}
+
+/// `token` with one character of its signature changed (not the last,
+/// whose low bits are padding): its claims intact, its signature wrong.
+fn broken_signature(token: &str) -> String {
+    let at = token.len() - 10;
+    let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+    format!("{}{swap}{}", &token[..at], &token[at + 1..])
 }
 
 both_backends!(idempotent_booking);
