@@ -127,6 +127,44 @@ pub struct Report {
     /// this load generator, and PostgreSQL, RabbitMQ and Redis when they
     /// run on this machine (from /proc). Where the sale's time goes.
     pub cpu_s_during_sale: HashMap<String, f64>,
+    /// Where a confirmed booking's time went, from its own timestamps.
+    pub stages_ms: Stages,
+    /// Requests refused as sold out before the last seat was confirmed:
+    /// while seats were held but not yet sold, they shared the cores with
+    /// the sale.
+    pub refused_before_sellout: usize,
+}
+
+/// A confirmed booking's way through the services, p50 and p99 of each
+/// step in milliseconds: the request reaching the booking service (its
+/// row made), the ticket service holding the seats, and the final step.
+/// The service's clocks against the client's: exact on one machine.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Stages {
+    pub request_to_created: [f64; 2],
+    pub created_to_held: [f64; 2],
+    pub held_to_final: [f64; 2],
+}
+
+fn stages(outcomes: &[Outcome]) -> Stages {
+    let (mut created, mut held, mut settled) = (Vec::new(), Vec::new(), Vec::new());
+    for o in outcomes.iter().filter(|o| o.status == "CONFIRMED") {
+        let (Some(c), Some(h), Some(f)) = (o.created_ms, o.hold_ms, o.final_ms) else {
+            continue;
+        };
+        created.push(c);
+        held.push(h - c);
+        settled.push(f - h);
+    }
+    let p50_p99 = |v: Vec<f64>| {
+        let v = percentiles(v);
+        [percentile(&v, 50.0), percentile(&v, 99.0)]
+    };
+    Stages {
+        request_to_created: p50_p99(created),
+        created_to_held: p50_p99(held),
+        held_to_final: p50_p99(settled),
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -333,6 +371,10 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     );
     let holds = percentiles(outcomes.iter().filter_map(|o| o.hold_ms).collect());
     let sellout_s = confirmed.iter().map(|o| o.done_s).fold(0.0, f64::max);
+    let refused_before_sellout = outcomes
+        .iter()
+        .filter(|o| o.status == "REFUSED" && o.done_s < sellout_s)
+        .count();
     let peaks = peak_memory(&client.http, &cfg.services, cfg.metrics_token.as_deref()).await;
     Ok(Report {
         scenario: cfg.scenario,
@@ -364,6 +406,8 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
         peak_rss_mb: peaks.values().copied().fold(0.0, f64::max),
         peak_rss_mb_by_service: peaks,
         cpu_s_during_sale,
+        stages_ms: stages(&outcomes),
+        refused_before_sellout,
     })
 }
 
@@ -379,6 +423,35 @@ mod tests {
         assert_eq!(percentile(&v, 50.0), 51.0);
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn a_confirmed_bookings_time_is_split_at_its_own_timestamps() {
+        let outcome = |status: &str, created: f64, held: Option<f64>, settled: f64| Outcome {
+            booking_id: Some("b".into()),
+            status: status.into(),
+            reason: String::new(),
+            ticket_ids: vec![],
+            latency_ms: settled + 5.0,
+            hold_ms: held,
+            created_ms: Some(created),
+            final_ms: Some(settled),
+            done_s: 1.0,
+        };
+        let mut sale: Vec<Outcome> = (1..=100)
+            .map(|i| {
+                let i = f64::from(i);
+                outcome("CONFIRMED", i, Some(3.0 * i), 10.0 * i)
+            })
+            .collect();
+        // Neither a failed booking nor one without a hold counts.
+        sale.push(outcome("FAILED", 1000.0, Some(5000.0), 9000.0));
+        sale.push(outcome("CONFIRMED", 1000.0, None, 9000.0));
+        let s = stages(&sale);
+        assert_eq!(s.request_to_created, [51.0, 99.0]);
+        assert_eq!(s.created_to_held, [102.0, 198.0]);
+        assert_eq!(s.held_to_final, [357.0, 693.0]);
+        assert_eq!(stages(&[]), Stages::default());
     }
 
     #[test]

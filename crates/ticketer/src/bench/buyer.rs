@@ -23,6 +23,11 @@ pub(crate) struct Outcome {
     pub(crate) latency_ms: f64,
     /// From the first request to the seats being held, if they were.
     pub(crate) hold_ms: Option<f64>,
+    /// From the first request to the booking's row being made (the
+    /// booking service's clock), if one was.
+    pub(crate) created_ms: Option<f64>,
+    /// From the first request to the booking's final step, if it had one.
+    pub(crate) final_ms: Option<f64>,
     /// When the final answer came, from the start of the sale.
     pub(crate) done_s: f64,
 }
@@ -56,6 +61,7 @@ pub(crate) async fn buy(
     let body = json!({"event_id": event_id, "number_of_tickets": tickets, "payment_token": payment_token});
     let finish = |booking_id: Option<String>, status: &str, b: &Value| {
         let held_at = b["held_at"].as_str();
+        let settled = matches!(status, "CONFIRMED" | "FAILED");
         Outcome {
             booking_id,
             status: status.to_string(),
@@ -66,6 +72,11 @@ pub(crate) async fn buy(
                 .unwrap_or_default(),
             latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
             hold_ms: held_at.and_then(|at| ms_since(t0_wall, at)),
+            created_ms: b["created_at"].as_str().and_then(|at| ms_since(t0_wall, at)),
+            final_ms: b["updated_at"]
+                .as_str()
+                .filter(|_| settled)
+                .and_then(|at| ms_since(t0_wall, at)),
             done_s: sale_started.elapsed().as_secs_f64(),
         }
     };
