@@ -83,7 +83,20 @@ struct Inner {
     source: KeySource,
     /// When keys were last fetched, and whether that worked.
     last_fetch: Mutex<Option<(Instant, bool)>>,
+    /// Tokens whose signature was found good, with their claims: a client
+    /// sends the same token with every request until it expires (a page's
+    /// several calls, a booking followed up), and a signature check is
+    /// ~60 us. Emptied when the keys change and when full.
+    checked: std::sync::Mutex<HashMap<Arc<str>, Claims>>,
+    /// How many tokens `checked` holds at most.
+    remembered: usize,
+    /// Signatures checked, for the tests.
+    #[cfg(test)]
+    signature_checks: std::sync::atomic::AtomicUsize,
 }
+
+/// Tokens remembered as checked per process (a few hundred bytes each).
+const REMEMBERED_TOKENS: usize = 4096;
 
 /// Validates access tokens; cheap to clone.
 #[derive(Clone)]
@@ -134,8 +147,30 @@ impl TokenVerifier {
                 keys: RwLock::new(keys),
                 source,
                 last_fetch: Mutex::new(None),
+                checked: std::sync::Mutex::new(HashMap::new()),
+                remembered: REMEMBERED_TOKENS,
+                #[cfg(test)]
+                signature_checks: Default::default(),
             }),
         }
+    }
+
+    fn recall(&self, token: &str) -> Option<Claims> {
+        self.inner
+            .checked
+            .lock()
+            .expect("checked lock")
+            .get(token)
+            .cloned()
+    }
+
+    fn remember(&self, token: &str, claims: &Claims) {
+        let mut checked = self.inner.checked.lock().expect("checked lock");
+        // Bounded the simple way: a crowd of new tokens starts it afresh.
+        if checked.len() >= self.inner.remembered {
+            checked.clear();
+        }
+        checked.insert(token.into(), claims.clone());
     }
 
     fn key(&self, kid: &str) -> Option<VerifyingKey> {
@@ -178,20 +213,38 @@ impl TokenVerifier {
             }
         }
         *self.inner.keys.write().expect("keys lock") = keys;
+        // A key gone from the set takes its tokens' good name with it.
+        self.inner.checked.lock().expect("checked lock").clear();
         Ok(())
     }
 
     /// Checks signature, issuer and expiry (no leeway: expired means expired).
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let token = jwt::parse(token)?;
-        let key = match self.key(&token.kid) {
+        self.verify_at(token, chrono::Utc::now().timestamp()).await
+    }
+
+    /// [`Self::verify`] at `now` (Unix seconds). A token checked before is
+    /// not checked again, but its dates are.
+    async fn verify_at(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.recall(token) {
+            jwt::current(&claims, now)?;
+            return Ok(claims);
+        }
+        let parsed = jwt::parse(token)?;
+        let key = match self.key(&parsed.kid) {
             Some(k) => k,
             None => {
                 self.refresh().await?;
-                self.key(&token.kid).ok_or(TokenError::UnknownKey)?
+                self.key(&parsed.kid).ok_or(TokenError::UnknownKey)?
             }
         };
-        token.check(&key, &self.inner.issuer, chrono::Utc::now().timestamp())
+        #[cfg(test)]
+        self.inner
+            .signature_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let claims = parsed.check(&key, &self.inner.issuer, now)?;
+        self.remember(token, &claims);
+        Ok(claims)
     }
 
     /// Verifies the request's bearer token and keeps the claims with the
@@ -448,6 +501,69 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_token_is_checked_once_and_still_expires() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let v = TokenVerifier::with_keys(
+            "ticketer-auth",
+            vec![("k1".into(), key.verifying_key().to_bytes())],
+        );
+        let now = chrono::Utc::now().timestamp();
+        let token = |sub: &str, exp: i64| {
+            jwt::signed(
+                &key,
+                &serde_json::json!({"sub": sub, "email": "a@x.io", "roles": ["CUSTOMER"],
+                                    "iat": now, "exp": exp, "iss": "ticketer-auth"}),
+            )
+        };
+        let checks = || {
+            v.inner
+                .signature_checks
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let a = token("a", now + 60);
+        for _ in 0..3 {
+            assert_eq!(v.verify_at(&a, now).await.unwrap().sub, "a");
+        }
+        assert_eq!(checks(), 1);
+        // Remembered, yet refused once its time is up.
+        assert!(matches!(
+            v.verify_at(&a, now + 60).await,
+            Err(TokenError::Expired)
+        ));
+        // Another token is another check, and a bad one is never remembered.
+        assert_eq!(v.verify_at(&token("b", now + 60), now).await.unwrap().sub, "b");
+        let forged = jwt::signed(
+            &ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+            &serde_json::json!({"sub": "a", "email": "a@x.io", "roles": ["ADMIN"],
+                                "iat": now, "exp": now + 60, "iss": "ticketer-auth"}),
+        );
+        for _ in 0..2 {
+            assert!(v.verify_at(&forged, now).await.is_err());
+        }
+        assert_eq!(checks(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_tokens_remembered_are_bounded() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let mut v = TokenVerifier::with_keys(
+            "ticketer-auth",
+            vec![("k1".into(), key.verifying_key().to_bytes())],
+        );
+        Arc::get_mut(&mut v.inner).unwrap().remembered = 4;
+        let now = chrono::Utc::now().timestamp();
+        for i in 0..10 {
+            let t = jwt::signed(
+                &key,
+                &serde_json::json!({"sub": i.to_string(), "email": "a@x.io", "roles": ["CUSTOMER"],
+                                    "iat": now, "exp": now + 60, "iss": "ticketer-auth"}),
+            );
+            v.verify_at(&t, now).await.unwrap();
+            assert!(v.inner.checked.lock().unwrap().len() <= 4);
+        }
     }
 
     #[tokio::test]

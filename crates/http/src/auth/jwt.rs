@@ -100,6 +100,22 @@ pub(super) fn okp_key(x: &str) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&bytes).ok()
 }
 
+/// A token of `claims` signed with `key` (key id "k1"), for tests.
+#[cfg(test)]
+pub(super) fn signed(key: &ed25519_dalek::SigningKey, claims: &serde_json::Value) -> String {
+    use ed25519_dalek::Signer;
+    let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "k1"});
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(key.sign(signed.as_bytes()).to_bytes())
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use ed25519_dalek::{Signer, SigningKey};
@@ -132,7 +148,7 @@ mod tests {
     }
 
     fn sign(k: &SigningKey, claims: &Value) -> String {
-        sign_parts(k, &json!({"alg": "EdDSA", "typ": "JWT", "kid": "k1"}), claims)
+        signed(k, claims)
     }
 
     fn check(token: &str) -> Result<Claims, TokenError> {
