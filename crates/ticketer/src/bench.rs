@@ -28,7 +28,7 @@ pub(crate) mod setup;
 use audit::{audit, Audit};
 use buyer::{buy, Outcome};
 use client::Client;
-use probe::{backend, cpu_used, peak_memory};
+use probe::{backend, cpu_between, cpu_used, peak_memory};
 use progress::progress;
 use setup::event_on_sale;
 
@@ -336,13 +336,7 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
         cfg.metrics_token.as_deref(),
     )
     .await;
-    let cpu_s_during_sale = cpu_after
-        .iter()
-        .filter_map(|(name, after)| {
-            let before = cpu_before.get(name)?;
-            Some((name.clone(), ((after - before) * 100.0).round() / 100.0))
-        })
-        .collect();
+    let cpu_s_during_sale = cpu_between(&cpu_before, &cpu_after);
     let _ = bar.await;
     eprintln!("bench: sale over in {elapsed:.2} s; checking the records");
 

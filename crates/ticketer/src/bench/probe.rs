@@ -45,7 +45,7 @@ pub(super) async fn cpu_used(
     services: &[(String, String)],
     one_process: bool,
     token: Option<&str>,
-) -> HashMap<String, f64> {
+) -> CpuSnapshot {
     let mut used = HashMap::new();
     let asked = if one_process {
         &services[..services.len().min(1)]
@@ -59,43 +59,61 @@ pub(super) async fn cpu_used(
             } else {
                 name.as_str()
             };
-            used.insert(name.to_string(), cpu);
+            used.insert((name.to_string(), None), cpu);
         }
     }
+    if let Some(cpu) = proc_cpu("/proc/self/stat") {
+        used.insert(("bench".to_string(), None), cpu);
+    }
     for (label, comm) in [
-        ("bench", None),
-        ("postgresql", Some("postgres")),
-        ("rabbitmq", Some("beam.smp")),
-        ("redis", Some("redis-server")),
+        ("postgresql", "postgres"),
+        ("rabbitmq", "beam.smp"),
+        ("redis", "redis-server"),
     ] {
-        let cpu = match comm {
-            None => proc_cpu("/proc/self/stat"),
-            Some(comm) => processes_named(comm)
-                .iter()
-                .filter_map(|p| proc_cpu(p))
-                .reduce(|a, b| a + b),
-        };
-        if let Some(cpu) = cpu {
-            used.insert(label.to_string(), cpu);
+        for (pid, stat) in processes_named(comm) {
+            if let Some(cpu) = proc_cpu(&stat) {
+                used.insert((label.to_string(), Some(pid)), cpu);
+            }
         }
     }
     used
 }
 
-/// The `stat` files of the processes on this machine whose command is `comm`.
-fn processes_named(comm: &str) -> Vec<String> {
+/// CPU seconds so far, by process: a server, the bench (no pid), or each
+/// process of a server found by its command (PostgreSQL's backends come
+/// and go; `rabbitmqctl` runs a `beam.smp` of its own for a moment).
+pub(super) type CpuSnapshot = HashMap<(String, Option<u32>), f64>;
+
+/// CPU seconds each labelled process used between two snapshots: a
+/// process that started in between counts whole, one that ended in
+/// between is not seen (what it used is lost, never subtracted).
+pub(super) fn cpu_between(before: &CpuSnapshot, after: &CpuSnapshot) -> HashMap<String, f64> {
+    let mut during: HashMap<String, f64> = HashMap::new();
+    for ((label, pid), now) in after {
+        let then = match (before.get(&(label.clone(), *pid)), pid) {
+            (Some(then), _) => *then,
+            (None, Some(_)) => 0.0,
+            // A server not seen before the sale: nothing to compare with.
+            (None, None) => continue,
+        };
+        *during.entry(label.clone()).or_default() += (now - then).max(0.0);
+    }
+    during
+        .into_iter()
+        .map(|(label, s)| (label, (s * 100.0).round() / 100.0))
+        .collect()
+}
+
+/// The pids and `stat` files of the processes on this machine whose
+/// command is `comm`.
+fn processes_named(comm: &str) -> Vec<(u32, String)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
-        .map(|e| e.path().join("stat").to_string_lossy().into_owned())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e)))
+        .filter(|(_, e)| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
+        .map(|(pid, e)| (pid, e.path().join("stat").to_string_lossy().into_owned()))
         .collect()
 }
 
@@ -117,4 +135,40 @@ pub(super) async fn peak_memory(
         }
     }
     peaks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_counted_per_process_and_never_negative() {
+        let snap = |entries: &[(&str, Option<u32>, f64)]| -> CpuSnapshot {
+            entries
+                .iter()
+                .map(|(label, pid, s)| ((label.to_string(), *pid), *s))
+                .collect()
+        };
+        let before = snap(&[
+            ("booking", None, 10.0),
+            ("postgresql", Some(1), 5.0),
+            ("postgresql", Some(2), 7.0),
+            // rabbitmqctl's VM, gone by the end of the sale.
+            ("rabbitmq", Some(9), 3.0),
+            ("rabbitmq", Some(10), 20.0),
+        ]);
+        let after = snap(&[
+            ("booking", None, 12.5),
+            ("postgresql", Some(1), 6.0),
+            // A backend that connected during the sale.
+            ("postgresql", Some(3), 0.5),
+            ("rabbitmq", Some(10), 20.25),
+            ("gateway", None, 4.0),
+        ]);
+        let during = cpu_between(&before, &after);
+        assert_eq!(during.get("booking"), Some(&2.5));
+        assert_eq!(during.get("postgresql"), Some(&1.5));
+        assert_eq!(during.get("rabbitmq"), Some(&0.25));
+        assert_eq!(during.get("gateway"), None);
+    }
 }
