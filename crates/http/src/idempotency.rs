@@ -13,13 +13,13 @@
 use axum::{
     body::{to_bytes, Body},
     extract::{Request, State},
-    http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use ticketer_db::{idempotency, Db};
 
-use crate::{ApiError, TokenVerifier};
+use crate::{auth::bearer_from_headers, ApiError, TokenVerifier};
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -62,12 +62,14 @@ pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// Who the key belongs to: the verified token's subject, else anonymous.
-async fn scope(parts: &mut Parts) -> String {
-    let Some(verifier) = parts.extensions.get::<TokenVerifier>().cloned() else {
-        return "anonymous".into();
-    };
-    match verifier.verify_request(parts).await {
-        Some(Ok(claims)) => format!("user:{}", claims.sub),
+/// (The verifier remembers the token, so the handler's own check of the
+/// caller does not repeat the signature check.)
+async fn scope(headers: &HeaderMap, verifier: Option<TokenVerifier>) -> String {
+    match (bearer_from_headers(headers), verifier) {
+        (Some(token), Some(v)) => match v.verify(token).await {
+            Ok(claims) => format!("user:{}", claims.sub),
+            Err(_) => "anonymous".into(),
+        },
         _ => "anonymous".into(),
     }
 }
@@ -96,8 +98,8 @@ pub async fn idempotent(
         Ok(None) => return next.run(req).await,
         Err(e) => return e.into_response(),
     };
-    let (mut parts, body) = req.into_parts();
-    let scope = scope(&mut parts).await;
+    let (parts, body) = req.into_parts();
+    let scope = scope(&parts.headers, parts.extensions.get::<TokenVerifier>().cloned()).await;
     let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
         return ApiError::PayloadTooLarge("the request body is too large".into()).into_response();
     };

@@ -103,8 +103,21 @@ pub(super) fn okp_key(x: &str) -> Option<VerifyingKey> {
 /// A token of `claims` signed with `key` (key id "k1"), for tests.
 #[cfg(test)]
 pub(super) fn signed(key: &ed25519_dalek::SigningKey, claims: &serde_json::Value) -> String {
+    signed_with(
+        key,
+        &serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "k1"}),
+        claims,
+    )
+}
+
+/// A token of `claims` under `header`, signed with `key`, for tests.
+#[cfg(test)]
+fn signed_with(
+    key: &ed25519_dalek::SigningKey,
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> String {
     use ed25519_dalek::Signer;
-    let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "k1"});
     let signed = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -118,7 +131,7 @@ pub(super) fn signed(key: &ed25519_dalek::SigningKey, claims: &serde_json::Value
 
 #[cfg(test)]
 mod tests {
-    use ed25519_dalek::{Signer, SigningKey};
+    use ed25519_dalek::SigningKey;
     use serde_json::{json, Value};
 
     use super::*;
@@ -138,19 +151,6 @@ mod tests {
                "iat": NOW - 10, "exp": NOW + 60, "iss": "ticketer-auth"})
     }
 
-    fn sign_parts(k: &SigningKey, header: &Value, claims: &Value) -> String {
-        let signed = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        format!("{signed}.{}", b64(&k.sign(signed.as_bytes()).to_bytes()))
-    }
-
-    fn sign(k: &SigningKey, claims: &Value) -> String {
-        signed(k, claims)
-    }
-
     fn check(token: &str) -> Result<Claims, TokenError> {
         parse(token)?.check(&key(1).verifying_key(), "ticketer-auth", NOW)
     }
@@ -164,16 +164,16 @@ mod tests {
 
     #[test]
     fn a_well_signed_token_gives_its_claims() {
-        let c = check(&sign(&key(1), &claims())).unwrap();
+        let c = check(&signed(&key(1), &claims())).unwrap();
         assert_eq!(c.sub, "6b4f9d2e-1111-4a4a-9d9d-000000000001");
         assert_eq!(c.roles, vec![crate::Role::Customer]);
-        assert_eq!(parse(&sign(&key(1), &claims())).unwrap().kid, "k1");
+        assert_eq!(parse(&signed(&key(1), &claims())).unwrap().kid, "k1");
     }
 
     #[test]
     fn another_key_or_a_changed_part_is_refused() {
-        assert!(refused(&sign(&key(2), &claims())).contains("signature"));
-        let token = sign(&key(1), &claims());
+        assert!(refused(&signed(&key(2), &claims())).contains("signature"));
+        let token = signed(&key(1), &claims());
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         let mut admin = claims();
         admin["roles"] = json!(["ADMIN"]);
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn other_algorithms_and_missing_key_ids_are_refused_before_any_key_is_used() {
         for alg in ["none", "HS256", "RS256", "eddsa", ""] {
-            let token = sign_parts(&key(1), &json!({"alg": alg, "kid": "k1"}), &claims());
+            let token = signed_with(&key(1), &json!({"alg": alg, "kid": "k1"}), &claims());
             assert!(matches!(parse(&token), Err(TokenError::Invalid(_))), "{alg}");
         }
         let unsigned = format!(
@@ -197,13 +197,13 @@ mod tests {
             b64(claims().to_string().as_bytes())
         );
         assert!(parse(&unsigned).is_err());
-        let no_kid = sign_parts(&key(1), &json!({"alg": "EdDSA"}), &claims());
+        let no_kid = signed_with(&key(1), &json!({"alg": "EdDSA"}), &claims());
         assert!(matches!(parse(&no_kid), Err(TokenError::NoKeyId)));
     }
 
     #[test]
     fn malformed_tokens_are_invalid_never_a_panic() {
-        let good = sign(&key(1), &claims());
+        let good = signed(&key(1), &claims());
         let parts: Vec<&str> = good.split('.').collect();
         let cases = [
             String::new(),
@@ -228,14 +228,14 @@ mod tests {
         for missing in ["sub", "exp", "iss", "email", "roles"] {
             let mut c = claims();
             c.as_object_mut().unwrap().remove(missing);
-            assert!(refused(&sign(&key(1), &c)).contains("claims"), "{missing}");
+            assert!(refused(&signed(&key(1), &c)).contains("claims"), "{missing}");
         }
         let mut c = claims();
         c["iss"] = json!("someone-else");
-        assert!(refused(&sign(&key(1), &c)).contains("someone else"));
+        assert!(refused(&signed(&key(1), &c)).contains("someone else"));
         let mut c = claims();
         c["roles"] = json!(["emperor"]);
-        assert!(refused(&sign(&key(1), &c)).contains("claims"));
+        assert!(refused(&signed(&key(1), &c)).contains("claims"));
     }
 
     #[test]
@@ -246,7 +246,7 @@ mod tests {
             if let Some(nbf) = nbf {
                 c["nbf"] = json!(nbf);
             }
-            check(&sign(&key(1), &c))
+            check(&signed(&key(1), &c))
         };
         assert!(at(NOW + 1, None).is_ok());
         assert!(matches!(at(NOW, None), Err(TokenError::Expired)));
@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn claims_taken_on_their_word_are_still_read_and_dated() {
         // Signed by another key: the claims read, the check refuses.
-        let token = sign(&key(2), &claims());
+        let token = signed(&key(2), &claims());
         let unverified = parse(&token).unwrap();
         assert_eq!(unverified.claims("ticketer-auth", NOW).unwrap().email, "a@x.io");
         assert!(unverified

@@ -925,7 +925,7 @@ async fn idempotent_booking(s: &TestStack) {
     // A sold-out answer is given on the token's word (anyone may know it),
     // a booking only on its signature: the buyer's claims with a broken
     // signature get no replay of the buyer's booking...
-    let broken = broken_signature(&buyer);
+    let broken = crate::harness::broken_signature(&buyer);
     let forged = post_booking(s, &broken, &body, &key).await;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{l}: {}", forged.body);
     assert!(forged.body.get("booking_id").is_none(), "{l}: {}", forged.body);
@@ -970,14 +970,6 @@ async fn post_booking(
         headers,
     )
     .await
-}
-
-/// `token` with one character of its signature changed (not the last,
-/// whose low bits are padding): its claims intact, its signature wrong.
-fn broken_signature(token: &str) -> String {
-    let at = token.len() - 10;
-    let swap = if &token[at..=at] == "A" { "B" } else { "A" };
-    format!("{}{swap}{}", &token[..at], &token[at + 1..])
 }
 
 both_backends!(idempotent_booking);

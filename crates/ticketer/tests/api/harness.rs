@@ -94,6 +94,14 @@ fn env_map(pairs: &[(&str, String)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
+/// `token` with one character of its signature changed (not the last,
+/// whose low bits are padding): its claims intact, its signature wrong.
+pub fn broken_signature(token: &str) -> String {
+    let at = token.len() - 10;
+    let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+    format!("{}{swap}{}", &token[..at], &token[at + 1..])
+}
+
 pub fn test_urls() -> Option<(String, String, String)> {
     let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     match (
