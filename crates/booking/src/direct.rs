@@ -47,7 +47,10 @@ use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
 };
-use ticketer_bus::{BatchHandler, Envelope};
+use ticketer_bus::{
+    topology::{BOOKING_PAYMENTS, TICKET_OPERATIONS},
+    Envelope,
+};
 
 use ticketer_config::ServiceToken;
 use ticketer_contract::{
@@ -76,14 +79,13 @@ pub struct Peers {
     pub token: ServiceToken,
 }
 
-/// The sagas' two inboxes the answers are applied through: those of the
-/// queues the same answers would arrive on.
-pub struct Answers {
-    /// `ticket.operations`.
-    pub holds: Inbox<SagaDriver>,
-    /// `booking.payments`.
-    pub payments: Inbox<SagaDriver>,
-}
+/// The inbox names the answers are recorded under: those of the queues
+/// the same answers would arrive on.
+const HOLD_ANSWERS: &str = TICKET_OPERATIONS.name;
+const PAYMENT_ANSWERS: &str = BOOKING_PAYMENTS.name;
+
+/// An answer, and the queue it would have come on.
+type Answer = (&'static str, Envelope);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
@@ -213,7 +215,7 @@ struct Holder {
     /// (the saga's reply timeout).
     releases_within: Duration,
     /// Applies the ticket service's answers.
-    answers: Batcher<Envelope, ()>,
+    answers: Batcher<Answer, ()>,
     charges: Batcher<Envelope, ()>,
     counted: Family<Outcome, Counter>,
 }
@@ -222,10 +224,8 @@ struct Charger {
     db: Db,
     payment: Peer,
     /// Applies the ticket service's answers that carried a charge, once
-    /// the charge is made or on the bus.
-    holds: Batcher<Envelope, ()>,
-    /// Applies the payment service's answers.
-    answers: Batcher<Envelope, ()>,
+    /// the charge is made or on the bus, with the payment service's.
+    answers: Batcher<Answer, ()>,
     counted: Family<Outcome, Counter>,
 }
 
@@ -251,15 +251,17 @@ where
     })
 }
 
-/// A stage applying answers through `inbox`, a batch per transaction.
-/// `then` says what becomes of answers whose transaction failed.
-fn applying(inbox: Inbox<SagaDriver>, from: &'static str, then: &'static str) -> Batcher<Envelope, ()> {
+/// The stage applying both services' answers through `inbox`, a batch per
+/// transaction: a booking's hold and its payment, answered together, take
+/// one step with one write, and a hold's answer never waits for the lock
+/// of a payment's on the same booking.
+fn applying(inbox: Inbox<SagaDriver>) -> Batcher<Answer, ()> {
     stage(
         ANSWERS_PER_COMMIT,
         Arc::new(inbox),
         move |inbox, answers| async move {
-            if let Err(e) = inbox.handle_batch(&answers).await {
-                tracing::warn!(error = %e, answers = answers.len(), from, "applying answers asked for directly failed; {then}");
+            if let Err(e) = inbox.handle_from(&answers).await {
+                tracing::warn!(error = %e, answers = answers.len(), "applying answers asked for directly failed; payments come through the queue, and their sagas ask for holds again at their reply timeouts");
             }
         },
     )
@@ -277,7 +279,7 @@ impl Direct {
     pub fn start(
         db: Db,
         peers: Peers,
-        answers: Answers,
+        answers: Inbox<SagaDriver>,
         releases_within: Duration,
         metrics: &Metrics,
     ) -> anyhow::Result<Self> {
@@ -294,16 +296,11 @@ impl Direct {
         };
         // The ticket service's answers exist only here; the payment
         // service's are also on the bus.
-        let hold_answers = applying(
-            answers.holds,
-            "ticket",
-            "their sagas ask for the holds again at their reply timeouts",
-        );
+        let answers = applying(answers);
         let charger = Arc::new(Charger {
             db: db.clone(),
             payment: peer(&peers.payment_url, DIRECT_CHARGES_PATH),
-            holds: hold_answers.clone(),
-            answers: applying(answers.payments, "payment", "they come through the queue"),
+            answers: answers.clone(),
             counted: counted.clone(),
         });
         let charges = stage(DIRECT_CHARGES_MAX, charger, |charger, held| async move {
@@ -313,7 +310,7 @@ impl Direct {
             db,
             ticket: peer(&peers.ticket_url, DIRECT_HOLDS_PATH),
             releases_within,
-            answers: hold_answers,
+            answers,
             charges,
             counted,
         });
@@ -402,7 +399,10 @@ impl Holder {
         let (held, rest): (Vec<Envelope>, Vec<Envelope>) = answers.into_iter().partition(carries_charge);
         ask_later(&self.charges, held);
         count(&self.counted, "holds", "answered", done.len());
-        ask_later(&self.answers, rest);
+        ask_later(
+            &self.answers,
+            rest.into_iter().map(|a| (HOLD_ANSWERS, a)).collect(),
+        );
         // What is still unanswered (a hold refused as sold out, which a
         // release still in the queue may yet undo, or one whose call
         // failed) goes through the queue, behind that release.
@@ -519,10 +519,14 @@ impl Charger {
                 }
             }
         }
-        // Both are applied at once, each by its own task: a saga takes its
-        // hold and its payment in either order.
-        ask_later(&self.holds, record);
-        ask_later(&self.answers, paid);
+        // Applied together, each hold before its payment (a saga takes
+        // them in either order, should a batch split them).
+        let answers = record
+            .into_iter()
+            .map(|h| (HOLD_ANSWERS, h))
+            .chain(paid.into_iter().map(|p| (PAYMENT_ANSWERS, p)))
+            .collect();
+        ask_later(&self.answers, answers);
     }
 }
 
@@ -616,16 +620,12 @@ mod tests {
             reply: Duration::from_secs(30),
         };
         let waiters = Waiters::default();
-        let inbox = |queue| Inbox::new(db.clone(), queue, SagaDriver::new(timeouts, waiters.clone()));
         let peers = Peers {
             ticket_url: generous_ticket_service().await,
             payment_url: "http://127.0.0.1:9".into(),
             token: ServiceToken::new("secret"),
         };
-        let answers = Answers {
-            holds: inbox("ticket.operations"),
-            payments: inbox("booking.payments"),
-        };
+        let answers = Inbox::new(db.clone(), "answers", SagaDriver::new(timeouts, waiters.clone()));
         let metrics = Metrics::new("booking");
         let direct = Direct::start(db.clone(), peers, answers, timeouts.reply, &metrics).unwrap();
         let before = ticketer_db::time::now();

@@ -115,11 +115,16 @@ async fn store_steps(
     outbox: &[Outbound],
     timeouts: Timeouts,
 ) -> Result<(), HandleError> {
+    // Kept in memory too: a booking settled here is answered from memory.
+    let now = time::now();
+    for b in stepped.iter_mut() {
+        b.updated_at = now.clone();
+    }
     let rows: Vec<(&Booking, Option<String>)> = stepped
         .iter()
         .map(|b| (&**b, deadline(b.saga.stage, timeouts)))
         .collect();
-    if !store::advance_all(conn, &rows).await? {
+    if !store::advance_all(conn, &rows, &now).await? {
         return Err(HandleError::Transient("booking changed concurrently".into()));
     }
     for b in stepped.iter_mut() {
@@ -350,7 +355,7 @@ impl ticketer_db::MessageHandler for SagaDriver {
         Ok(())
     }
 
-    fn committed(&self, batch: &[Envelope]) {
+    fn committed(&self, batch: &[&Envelope]) {
         // Only settling matters to a waiter; steps in between wake nobody.
         let settled: Vec<Booking> = {
             let mut settling = self.settling.lock().expect("settling lock");

@@ -38,14 +38,9 @@ pub async fn build(
     service.tokens = settings.tokens;
     service.recheck = settings.wait_recheck;
     if let Some(peers) = settings.peers() {
-        let inbox = |queue| {
-            let driver = driver::SagaDriver::new(timeouts, service.waiters.clone());
-            ticketer_db::Inbox::new(db.clone(), queue, driver)
-        };
-        let answers = direct::Answers {
-            holds: inbox(TICKET_OPERATIONS.name),
-            payments: inbox(BOOKING_PAYMENTS.name),
-        };
+        // Each answer is recorded under the queue it would have come on.
+        let driver = driver::SagaDriver::new(timeouts, service.waiters.clone());
+        let answers = ticketer_db::Inbox::new(db.clone(), "direct answers", driver);
         service = service.with_direct(direct::Direct::start(
             db.clone(),
             peers,

@@ -217,16 +217,17 @@ pub async fn lock_all(conn: &mut AnyConnection, ids: &[Uuid]) -> Result<Vec<Book
 /// Stores the sagas' new states, each only if its row is still at the
 /// booking's `version`, in one statement; true if every one was stored.
 /// With each booking goes its deadline: when its new stage stops waiting,
-/// if it waits.
+/// if it waits. Each is stored as changed at `now`.
 pub async fn advance_all(
     conn: &mut AnyConnection,
     steps: &[(&Booking, Option<String>)],
+    now: &str,
 ) -> Result<bool, DbError> {
     if steps.is_empty() {
         return Ok(true);
     }
     if Dialect::of(conn) == Dialect::Postgres {
-        return advance_all_postgres(conn, steps).await;
+        return advance_all_postgres(conn, steps, now).await;
     }
     // VALUES columns are column1, column2, ... on both dialects.
     let sql = format!(
@@ -238,7 +239,6 @@ pub async fn advance_all(
          WHERE bookings.booking_id = v.column1 AND bookings.version = v.column2",
         value_rows(steps.len(), 12)
     );
-    let now = time::now();
     let mut q = sqlx::query(&sql);
     for (b, deadline) in steps {
         q = q
@@ -250,7 +250,7 @@ pub async fn advance_all(
             .bind(serde_json::to_string(&b.saga.ticket_ids).expect("uuids serialize"))
             .bind(b.saga.amount.map(Money::minor))
             .bind(b.currency.clone())
-            .bind(now.clone())
+            .bind(now)
             .bind(deadline.clone())
             .bind(b.held_at.clone())
             .bind(b.saga.hold_until.map(time::format));
@@ -264,6 +264,7 @@ pub async fn advance_all(
 async fn advance_all_postgres(
     conn: &mut AnyConnection,
     steps: &[(&Booking, Option<String>)],
+    now: &str,
 ) -> Result<bool, DbError> {
     let column = |f: fn(&Booking, &Option<String>) -> Option<String>| {
         nullable_array_literal(steps.iter().map(|(b, d)| f(b, d)))
@@ -299,7 +300,7 @@ async fn advance_all_postgres(
         .bind(column(|_, d| d.clone()))
         .bind(column(|b, _| b.held_at.clone()))
         .bind(column(|b, _| b.saga.hold_until.map(time::format)))
-        .bind(time::now())
+        .bind(now)
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == steps.len() as u64)

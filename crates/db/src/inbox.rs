@@ -27,7 +27,7 @@ pub trait MessageHandler: Send + Sync + 'static {
 
     /// Called once the batch's transaction committed (for example to wake
     /// whoever waits for the changes); must not fail or block.
-    fn committed(&self, _batch: &[Envelope]) {}
+    fn committed(&self, _batch: &[&Envelope]) {}
 }
 
 /// The span of one message's consumption, a child of the span that sent
@@ -86,26 +86,37 @@ impl<H: MessageHandler> Inbox<H> {
     }
 }
 
-#[async_trait::async_trait]
-impl<H: MessageHandler> BatchHandler for Inbox<H> {
-    async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
-        if batch.is_empty() {
+impl<H: MessageHandler> Inbox<H> {
+    /// Applies messages that came, or would have come, from several queues
+    /// in one transaction: each is recorded in the inbox under its queue's
+    /// name (`batch`: the queue and the message), so that one message heard
+    /// both ways is applied once. The handler sees them in this order.
+    pub async fn handle_from(&self, batch: &[(&str, Envelope)]) -> Result<(), HandleError> {
+        let consumers: Vec<&str> = batch.iter().map(|(c, _)| *c).collect();
+        let msgs: Vec<&Envelope> = batch.iter().map(|(_, m)| m).collect();
+        self.apply(&consumers, &msgs).await
+    }
+
+    /// `msgs[i]` recorded under `consumers[i]`, and the new ones handled,
+    /// in one transaction.
+    async fn apply(&self, consumers: &[&str], msgs: &[&Envelope]) -> Result<(), HandleError> {
+        if msgs.is_empty() {
             return Ok(());
         }
         let mut tx = self.db.begin().await?;
         // One statement records the whole batch; what it returns is what
         // had not been seen before.
         let now = time::now();
-        let recorded: Vec<(String,)> = match Dialect::of(&tx) {
+        let recorded: Vec<(String, String)> = match Dialect::of(&tx) {
             // One text for every batch size (see `lists`).
             Dialect::Postgres => {
                 sqlx::query_as(
                     "INSERT INTO inbox (consumer, message_id, processed_at)
-                     SELECT $1, m, $3 FROM unnest($2::text[]) AS m
-                     ON CONFLICT DO NOTHING RETURNING message_id",
+                     SELECT c, m, $3 FROM unnest($1::text[], $2::text[]) AS t (c, m)
+                     ON CONFLICT DO NOTHING RETURNING consumer, message_id",
                 )
-                .bind(&self.consumer)
-                .bind(array_literal(batch.iter().map(|m| m.message_id)))
+                .bind(array_literal(consumers.iter()))
+                .bind(array_literal(msgs.iter().map(|m| m.message_id)))
                 .bind(&now)
                 .fetch_all(&mut *tx)
                 .await
@@ -113,33 +124,35 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
             Dialect::Sqlite => {
                 let sql = format!(
                     "INSERT INTO inbox (consumer, message_id, processed_at) VALUES {}
-                     ON CONFLICT DO NOTHING RETURNING message_id",
-                    value_rows(batch.len(), 3)
+                     ON CONFLICT DO NOTHING RETURNING consumer, message_id",
+                    value_rows(msgs.len(), 3)
                 );
                 let mut q = sqlx::query_as(&sql);
-                for msg in batch {
-                    q = q.bind(&self.consumer).bind(msg.message_id.to_string()).bind(&now);
+                for (consumer, msg) in consumers.iter().zip(msgs) {
+                    q = q.bind(*consumer).bind(msg.message_id.to_string()).bind(&now);
                 }
                 q.fetch_all(&mut *tx).await
             }
         }
         .map_err(DbError::from)?;
-        let fresh: HashSet<String> = recorded.into_iter().map(|(id,)| id).collect();
+        let fresh: HashSet<(String, String)> = recorded.into_iter().collect();
         let mut handled = HashSet::with_capacity(fresh.len());
         let mut duplicates = 0u64;
         let mut new = Vec::with_capacity(fresh.len());
-        for msg in batch {
-            let id = msg.message_id.to_string();
+        let mut spans = Vec::with_capacity(fresh.len());
+        for (consumer, msg) in consumers.iter().zip(msgs) {
+            let seen = (consumer.to_string(), msg.message_id.to_string());
             // A duplicate delivery, or the same message twice in this batch.
-            if !fresh.contains(&id) || !handled.insert(id) {
+            if !fresh.contains(&seen) || !handled.insert(seen) {
                 tracing::debug!(message_id = %msg.message_id, "duplicate delivery ignored");
                 duplicates += 1;
                 continue;
             }
-            new.push(msg);
+            let (span, copy) = traced(consumer, &[*msg]);
+            spans.extend(span);
+            new.extend(copy);
         }
-        let (spans, traced) = traced(&self.consumer, &new);
-        let traced: Vec<&Envelope> = traced.iter().collect();
+        let traced: Vec<&Envelope> = new.iter().collect();
         let span = tracing::info_span!("consume_batch", consumer = %self.consumer, messages = new.len());
         self.handler.handle_all(&mut tx, &traced).instrument(span).await?;
         tx.commit().await.map_err(DbError::from)?;
@@ -150,8 +163,17 @@ impl<H: MessageHandler> BatchHandler for Inbox<H> {
             .fetch_add(duplicates, std::sync::atomic::Ordering::Relaxed);
         // The handler may have written outbox rows of its own.
         self.db.outbox_written();
-        self.handler.committed(batch);
+        self.handler.committed(msgs);
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<H: MessageHandler> BatchHandler for Inbox<H> {
+    async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+        let consumers = vec![self.consumer.as_str(); batch.len()];
+        let msgs: Vec<&Envelope> = batch.iter().collect();
+        self.apply(&consumers, &msgs).await
     }
 
     /// Kept beside the service's data, named after the queue.

@@ -277,6 +277,54 @@ async fn postgres_rabbitmq_crash_before_publish_loses_nothing() {
     crash_before_publish_loses_nothing(true).await;
 }
 
+/// Messages heard another way than their queue (a service's direct answer)
+/// are applied in one transaction, each recorded under the queue it would
+/// have come on: the same message on that queue later is a duplicate, and
+/// one listed twice in the batch is applied once.
+async fn messages_applied_beside_their_queues_are_not_applied_again(real: bool) {
+    let Some(rig) = Rig::start(real).await else { return };
+    let direct = Inbox::new(rig.consumer.clone(), "direct", Recorder);
+    let ours = Envelope::new("ThingReserved", &serde_json::json!({"n": 1})).unwrap();
+    let other = Envelope::new("ThingReserved", &serde_json::json!({"n": 2})).unwrap();
+    direct
+        .handle_from(&[
+            (QUEUE, ours.clone()),
+            ("elsewhere", other.clone()),
+            (QUEUE, ours.clone()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((rig.applied(&ours).await, rig.applied(&other).await), (1, 1));
+
+    // The same two arrive on the queue afterwards: only the one recorded
+    // under another queue's name is new to it.
+    let mut tx = rig.producer.begin().await.unwrap();
+    let sent = [
+        Outbound::raw(EXCHANGE, ours.clone()),
+        Outbound::raw(EXCHANGE, other.clone()),
+    ];
+    enqueue(&mut tx, &sent).await.unwrap();
+    tx.commit().await.unwrap();
+    rig.relay().publish_pending().await.unwrap();
+    let marker = rig.commit_message("ThingUpdated").await;
+    rig.relay().publish_pending().await.unwrap();
+    assert_eq!(rig.wait_applied(&marker).await, 1);
+    assert_eq!((rig.applied(&ours).await, rig.applied(&other).await), (1, 2));
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(rig.consumer.tally().duplicates.load(Relaxed), 2);
+}
+
+#[tokio::test]
+async fn embedded_messages_applied_beside_their_queues_are_not_applied_again() {
+    messages_applied_beside_their_queues_are_not_applied_again(false).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn postgres_rabbitmq_messages_applied_beside_their_queues_are_not_applied_again() {
+    messages_applied_beside_their_queues_are_not_applied_again(true).await;
+}
+
 /// Rows stamped published (by versions that kept them) go once old;
 /// unpublished rows never.
 async fn janitor_prunes_only_what_is_old(real: bool) {

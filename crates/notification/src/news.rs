@@ -456,7 +456,7 @@ impl ticketer_db::MessageHandler for Listener {
         Ok(())
     }
 
-    fn committed(&self, _batch: &[Envelope]) {
+    fn committed(&self, _batch: &[&Envelope]) {
         if self.due.swap(false, Ordering::Relaxed) {
             crate::delivery::wake_workers(&self.wake);
         }

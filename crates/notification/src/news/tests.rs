@@ -412,7 +412,7 @@ async fn only_notifications_to_send_wake_the_workers() {
             .await
             .is_ok()
     };
-    let committed = |msg: &Envelope| listener.committed(std::slice::from_ref(msg));
+    let committed = |msg: &Envelope| listener.committed(&[msg]);
 
     let unknown = failed(Uuid::new_v4());
     heard(&db, &listener, &unknown).await;

@@ -133,6 +133,22 @@ async fn buying_and_cancelling(s: &TestStack) {
         "{l}"
     );
     let confirmed = r.text("booking_id");
+    // The answer to the waiting request is the booking as stored, its
+    // times in order (made, held, settled).
+    let stored = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/bookings/{confirmed}"),
+            Some(&c1),
+            None,
+        )
+        .await;
+    let times = |b: &Value| {
+        ["created_at", "held_at", "updated_at"].map(|f| b[f].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(times(&r.body), times(&stored.body), "{l}: {}", r.body);
+    let [made, held, settled] = times(&r.body);
+    assert!(made <= held && held <= settled, "{l}: {}", r.body);
     let first_tickets: Vec<String> = r.body["ticket_ids"]
         .as_array()
         .unwrap()
