@@ -12,10 +12,13 @@
 //!
 //! The ticket service's answers are not sent on the bus (`publish=false`):
 //! this service passes each on itself. The payment service sends its
-//! answers on the bus as always, with the same message ids. Every answer is
+//! answers on the bus too, with the same message ids, but routed to the
+//! ticket service alone, which sells on them (`topology::ANSWERED`): this
+//! service's queue is spared a copy it would only skip. Every answer is
 //! applied through the inbox of the queue it would arrive on, and the
 //! payment service applies a hold through the inbox of its own queue, so
-//! each is applied once, whichever way comes first.
+//! each is applied once, whichever way comes first; a booking's hold and
+//! its payment are applied together.
 //!
 //! A hold asked for a booking the commit then left out (its customer's
 //! Idempotency-Key was taken meanwhile, or the commit failed) is given
@@ -28,13 +31,17 @@
 //! not answer (the call failed, or it would refuse it as sold out while a
 //! release may still be queued) is written to the outbox after all. A hold
 //! whose charge the payment service did not answer is sent on the bus here,
-//! as the ticket service would have sent it, and it is recorded only after
-//! that: a saga never waits for a payment that nobody will make. A booking
-//! whose process died between its commit and recording its hold is asked
-//! for again by its saga at the reply timeout, and the ticket service then
-//! answers on the bus. A hold asked twice is answered with the seats the
-//! booking already has, and a booking is charged once however often its
-//! hold is heard, so none of this can hold or charge twice.
+//! as the ticket service would have sent it (under a new id when the call
+//! failed: the payment service may have charged on it and answered in
+//! vain, and answers it anew from its record), and it is recorded only
+//! after that: a saga never waits for a payment that nobody will make. A
+//! booking whose process died before its answers were applied (or whose
+//! answers' transaction failed) is still holding: its saga asks for the
+//! hold again at the reply timeout, the ticket service then answers on the
+//! bus, and the payment service answers that hold from its record. A hold
+//! asked twice is answered with the seats the booking already has, and a
+//! booking is charged once however often its hold is heard, so none of
+//! this can hold or charge twice.
 
 use std::{
     collections::HashSet,
@@ -501,9 +508,14 @@ impl Charger {
                 let (charged, unanswered) = answered_by(held, &answers);
                 (charged, unanswered, answers)
             }
+            // It may have charged and answered all the same: its answer
+            // goes on the bus to the ticket service only, and the holds it
+            // applied are skipped by its inbox. Sent anew, they are new to
+            // it, and it answers on the bus for everyone: with the outcome
+            // of a charge made, or by charging.
             Err(e) => {
-                tracing::warn!(error = %e, charges = held.len(), "asking the payment service to charge failed; its queue gets the holds");
-                (Vec::new(), held, Vec::new())
+                tracing::warn!(error = %e, charges = held.len(), "asking the payment service to charge failed; its queue gets the holds, sent anew");
+                (Vec::new(), held.iter().map(anew).collect(), Vec::new())
             }
         };
         count(&self.counted, "charges", "answered", charged.len());
@@ -538,6 +550,14 @@ async fn on_the_bus(db: &Db, exchange: &'static str, msgs: &[Envelope]) -> Resul
     tx.commit().await?;
     db.outbox_written();
     Ok(())
+}
+
+/// `msg` as a new message: the same news under another id.
+fn anew(msg: &Envelope) -> Envelope {
+    Envelope {
+        message_id: Uuid::now_v7(),
+        ..msg.clone()
+    }
 }
 
 /// `holds` split into those `answers` answer and the rest.

@@ -30,6 +30,17 @@ const fn on<M: Message>() -> (&'static str, &'static str) {
     (M::EXCHANGE, M::KIND)
 }
 
+/// The last word of the routing key of a message its sender also gave in
+/// an answer over HTTP (`<kind>.answered`): the asking service's queues
+/// bind the kind alone and so do not get a copy of what they were told,
+/// while a queue bound to `<kind>.#` gets both.
+pub const ANSWERED: &str = "answered";
+
+/// The routing key of a message of `kind` also given in an answer.
+pub fn answered_key(kind: &str) -> String {
+    format!("{kind}.{ANSWERED}")
+}
+
 /// A queue every service knows about, declared with its bindings whenever
 /// any service connects, so that a message published before its consumer
 /// has started waits in the queue instead of being dropped.
@@ -66,7 +77,8 @@ pub const TICKET_INVENTORY: QueueSpec = QueueSpec {
 };
 
 /// The booking saga's commands to the ticket service, and the payments
-/// that turn holds into sales (without a ReserveTickets in between).
+/// that turn holds into sales (without a ReserveTickets in between),
+/// those the payment service answered the booking service with included.
 pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
     name: "ticket.commands",
     consumer: "ticket",
@@ -74,7 +86,7 @@ pub const TICKET_COMMANDS: QueueSpec = QueueSpec {
         on::<HoldTickets>(),
         on::<ReserveTickets>(),
         on::<ReleaseTickets>(),
-        on::<PaymentSucceeded>(),
+        (PAYMENT_EXCHANGE, "PaymentSucceeded.#"),
     ],
 };
 
@@ -99,7 +111,8 @@ pub const TICKET_OPERATIONS: QueueSpec = QueueSpec {
     ],
 };
 
-/// The payment service's answers, for the booking saga.
+/// The payment service's answers, for the booking saga; not those it gave
+/// the booking service over HTTP (`<kind>.answered`).
 pub const BOOKING_PAYMENTS: QueueSpec = QueueSpec {
     name: "booking.payments",
     consumer: "booking",
@@ -272,5 +285,39 @@ mod tests {
         assert!(topic_matches("a.#", "a"));
         assert!(topic_matches("a.#.z", "a.b.c.z"));
         assert!(!topic_matches("*", "a.b"));
+    }
+
+    /// Which queues a message reaches, by routing key.
+    fn reached(exchange: &str, key: &str) -> Vec<&'static str> {
+        QUEUES
+            .iter()
+            .filter(|q| {
+                q.bindings
+                    .iter()
+                    .any(|(e, pattern)| *e == exchange && topic_matches(pattern, key))
+            })
+            .map(|q| q.name)
+            .collect()
+    }
+
+    /// A payment answered over HTTP reaches the ticket service, which sells
+    /// on it, and not the booking service, which had it in the answer; sent
+    /// only on the bus, both.
+    #[test]
+    fn a_payment_answered_directly_is_not_sent_back_to_the_asker() {
+        let succeeded = PaymentSucceeded::KIND;
+        assert_eq!(
+            reached(PaymentSucceeded::EXCHANGE, succeeded),
+            ["ticket.commands", "booking.payments"]
+        );
+        assert_eq!(
+            reached(PaymentSucceeded::EXCHANGE, &answered_key(succeeded)),
+            ["ticket.commands"]
+        );
+        assert!(reached(PaymentFailed::EXCHANGE, &answered_key(PaymentFailed::KIND)).is_empty());
+        assert_eq!(
+            reached(PaymentFailed::EXCHANGE, PaymentFailed::KIND),
+            ["booking.payments"]
+        );
     }
 }

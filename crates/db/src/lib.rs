@@ -21,7 +21,7 @@ use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 pub use inbox::{traced, Inbox, MessageHandler};
 pub use migrate::Migration;
-pub use outbox::{backlog, enqueue, pending_count, reply, telling, Outbound, OutboxRelay, UNDECODABLE};
+pub use outbox::{answering, backlog, enqueue, pending_count, reply, Outbound, OutboxRelay, UNDECODABLE};
 use sqlx::{
     any::AnyPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode},

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use ticketer_bus::{Bus, Envelope, Outgoing};
+use ticketer_bus::{topology::answered_key, Bus, Envelope, Outgoing};
 use ticketer_contract::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -81,6 +81,7 @@ pub async fn enqueue(conn: &mut AnyConnection, messages: &[Outbound]) -> Result<
         .map(|m| m.envelope.as_ref().map_err(|e| DbError::Encode(e.clone())))
         .collect::<Result<Vec<_>, _>>()?;
     let body = |e: &Envelope| String::from_utf8(e.to_bytes()).expect("JSON is UTF-8");
+    let keys = routing_keys(&envelopes);
     if Dialect::of(conn) == Dialect::Postgres {
         // One text for every batch size (see `lists`); the ids follow the
         // messages' order.
@@ -92,12 +93,12 @@ pub async fn enqueue(conn: &mut AnyConnection, messages: &[Outbound]) -> Result<
         )
         .bind(array_literal(envelopes.iter().map(|e| e.message_id)))
         .bind(array_literal(messages.iter().map(|m| m.exchange)))
-        .bind(array_literal(envelopes.iter().map(|e| &e.kind)))
+        .bind(array_literal(&keys))
         .bind(array_literal(envelopes.iter().map(|e| body(e))))
         .bind(&now)
         .execute(conn)
         .await?;
-        tell(&envelopes);
+        tell(&envelopes, &keys);
         return Ok(());
     }
     let sql = format!(
@@ -105,40 +106,85 @@ pub async fn enqueue(conn: &mut AnyConnection, messages: &[Outbound]) -> Result<
         value_rows(messages.len(), 5)
     );
     let mut q = sqlx::query(&sql);
-    for (m, envelope) in messages.iter().zip(&envelopes) {
+    for ((m, envelope), key) in messages.iter().zip(&envelopes).zip(&keys) {
         q = q
             .bind(envelope.message_id.to_string())
             .bind(m.exchange)
-            .bind(&envelope.kind)
+            .bind(key)
             .bind(body(envelope))
             .bind(&now);
     }
     q.execute(conn).await?;
-    tell(&envelopes);
+    tell(&envelopes, &keys);
     Ok(())
 }
 
+/// While [`answering`] runs in this task: the kinds it answers with, and
+/// what [`enqueue`] wrote of them.
+struct Answering {
+    kinds: &'static [&'static str],
+    told: Vec<Envelope>,
+}
+
 tokio::task_local! {
-    /// What [`enqueue`] wrote in this task while [`telling`] runs.
-    static TOLD: std::cell::RefCell<Vec<Envelope>>;
+    static ANSWERING: std::cell::RefCell<Answering>;
 }
 
-fn tell(envelopes: &[&Envelope]) {
-    let _ = TOLD.try_with(|told| told.borrow_mut().extend(envelopes.iter().map(|e| (*e).clone())));
+/// Each message's routing key: its kind, or its answered key if this task
+/// answers with it (see [`answering`]).
+fn routing_keys(envelopes: &[&Envelope]) -> Vec<String> {
+    let answered = |kind: &str| {
+        ANSWERING
+            .try_with(|a| a.borrow().kinds.contains(&kind))
+            .unwrap_or(false)
+    };
+    envelopes
+        .iter()
+        .map(|e| match answered(&e.kind) {
+            true => answered_key(&e.kind),
+            false => e.kind.clone(),
+        })
+        .collect()
 }
 
-/// Runs `work` and gives, beside its outcome, every message it wrote to
-/// the outbox in this task: for a service asked over HTTP that answers
-/// with the messages it also sends (they keep their ids, so a consumer
-/// that applies them both ways applies them once). Only what `work`'s
+fn tell(envelopes: &[&Envelope], keys: &[String]) {
+    let _ = ANSWERING.try_with(|a| {
+        let told = &mut a.borrow_mut().told;
+        for (e, key) in envelopes.iter().zip(keys) {
+            if *key != e.kind {
+                told.push((*e).clone());
+            }
+        }
+    });
+}
+
+/// Runs `work` for a service asked over HTTP that answers with messages
+/// it also sends, and gives, beside `work`'s outcome, the messages of
+/// `kinds` it wrote to the outbox in this task. They keep their ids, so a
+/// consumer that hears them both ways applies them once, and they are
+/// published under their answered routing key (`<kind>.answered`): a
+/// queue of the asking service, which gets the answer, does not bind that
+/// key, and is spared the copy. Should the answer not reach it, the asker
+/// must ask again so as to hear a new message. Only what `work`'s
 /// committed transactions wrote is true: use the list when `work`
 /// succeeded and every transaction it opened committed.
-pub async fn telling<F: std::future::Future>(work: F) -> (F::Output, Vec<Envelope>) {
-    TOLD.scope(std::cell::RefCell::new(Vec::new()), async move {
-        let outcome = work.await;
-        (outcome, TOLD.with(|told| told.take()))
-    })
-    .await
+pub async fn answering<F: std::future::Future>(
+    kinds: &'static [&'static str],
+    work: F,
+) -> (F::Output, Vec<Envelope>) {
+    let scope = Answering {
+        kinds,
+        told: Vec::new(),
+    };
+    ANSWERING
+        .scope(std::cell::RefCell::new(scope), async move {
+            let outcome = work.await;
+            (
+                outcome,
+                ANSWERING.with(|a| std::mem::take(&mut a.borrow_mut().told)),
+            )
+        })
+        .await
 }
 
 /// Enqueues the answer to `cause` (same flow, same trace) inside a
@@ -263,6 +309,7 @@ impl OutboxRelay {
             let id: i64 = row.try_get("id")?;
             let exchange: String = row.try_get("exchange")?;
             let body: String = row.try_get("body")?;
+            let routing_key: String = row.try_get("routing_key")?;
             match Envelope::from_bytes(body.as_bytes()) {
                 Ok(mut env) => {
                     let span = tracing::info_span!(
@@ -276,11 +323,15 @@ impl OutboxRelay {
                         env.traceparent = Some(tp);
                     }
                     ids.push(id);
-                    batch.push(Outgoing::new(&exchange, &env));
+                    // As written: a message given in an answer as well
+                    // is routed apart (see `answering`).
+                    batch.push(Outgoing {
+                        routing_key,
+                        ..Outgoing::new(&exchange, &env)
+                    });
                     spans.push(span);
                 }
                 Err(e) => {
-                    let routing_key: String = row.try_get("routing_key")?;
                     tracing::error!(outbox_id = id, error = %e, "undecodable outbox row kept as a dead letter");
                     let letter = ticketer_bus::DeadLetter {
                         exchange,

@@ -4,8 +4,10 @@
 //! charge. They are applied by the very consumer of `payment.commands`,
 //! with its inbox, so the same messages arriving later on the queue are
 //! skipped, and one arriving while it is applied here waits for it: the
-//! provider is asked once, whichever way comes first. The answers are
-//! written to the outbox as always and also returned.
+//! provider is asked once, whichever way comes first. The charges'
+//! outcomes are written to the outbox as always and also returned; on the
+//! bus they reach the ticket service, which sells on them, and not the
+//! booking service's queue (`ticketer_bus::topology::ANSWERED`).
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use ticketer_bus::Envelope;
 use ticketer_config::ServiceToken;
 use ticketer_contract::{
     payment::{DIRECT_CHARGES_MAX, DIRECT_CHARGES_PATH},
-    Message, PaymentFailed, PaymentSucceeded, TicketsHeld,
+    TicketsHeld,
 };
 use ticketer_http::ApiResult;
 use ticketer_runtime::direct;
@@ -50,9 +52,5 @@ async fn charge(
     }
     let (applied, told) = c.consumer.charge_now(&held).await;
     applied.map_err(direct::refusal)?;
-    Ok(axum::Json(
-        told.into_iter()
-            .filter(|m| m.kind == PaymentSucceeded::KIND || m.kind == PaymentFailed::KIND)
-            .collect(),
-    ))
+    Ok(axum::Json(told))
 }

@@ -26,7 +26,9 @@ use std::{
 };
 
 use ticketer_bus::{BatchHandler, DeadLetter, Envelope, HandleError};
-use ticketer_contract::{incoming, Money, ProcessPayment, RefundPayment, TicketsHeld};
+use ticketer_contract::{
+    incoming, Message, Money, PaymentFailed, PaymentSucceeded, ProcessPayment, RefundPayment, TicketsHeld,
+};
 use ticketer_db::{Db, DbError, Inbox};
 use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;
@@ -162,15 +164,17 @@ impl PaymentConsumer {
     }
 
     /// Holds' news asked for directly ([`crate::charges`]): applied as if
-    /// delivered by the queue, and given back with the answers written,
-    /// except any the queue is applying right now (its answer goes on the
-    /// bus).
+    /// delivered by the queue, and given back with the charges' outcomes
+    /// written, except any the queue is applying right now (its answer goes
+    /// on the bus). Those given back go on the bus too, but not to the
+    /// asker's queue (see `ticketer_db::answering`).
     pub async fn charge_now(&self, held: &[Envelope]) -> (Result<(), HandleError>, Vec<Envelope>) {
         let (_claim, free) = self.claims.take_free(held);
         if free.is_empty() {
             return (Ok(()), Vec::new());
         }
-        ticketer_db::telling(self.apply_batch(&free)).await
+        let outcomes = &[PaymentSucceeded::KIND, PaymentFailed::KIND];
+        ticketer_db::answering(outcomes, self.apply_batch(&free)).await
     }
 
     /// How long a batch waits for the provider before leaving what it has

@@ -85,7 +85,13 @@ impl Runtime {
             infra.consumer_concurrency,
             infra.consumer_batch_size,
         );
-        let kinds: Vec<&str> = spec.bindings.iter().map(|(_, kind)| *kind).collect();
+        // A pattern's first word is the kind (`<kind>.#` takes its answered
+        // copies too).
+        let kinds: Vec<&str> = spec
+            .bindings
+            .iter()
+            .filter_map(|(_, pattern)| pattern.split('.').next())
+            .collect();
         let counted = Counted::new(handler, spec.name, &kinds, self.ops.clone());
         self.bus.subscribe(sub, Arc::new(counted), shutdown.clone()).await
     }

@@ -459,6 +459,115 @@ both_backends!(
     &[DIRECT, ("BOOKING_PAYMENT_URL", "http://127.0.0.1:9")]
 );
 
+/// In front of the payment service's direct charges: passes every call on
+/// to `target` and, once the payment service has answered, answers 502
+/// instead (the charges made, their answers lost on the way back). Counts
+/// the answers it lost in `lost`.
+async fn losing_answers(
+    target: std::sync::Arc<std::sync::OnceLock<String>>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
+    let http = reqwest::Client::new();
+    let pass_on = move |req: axum::extract::Request| {
+        let (target, lost, http) = (target.clone(), lost.clone(), http.clone());
+        async move {
+            let url = format!("{}{}", target.get().expect("payment service known"), req.uri());
+            let headers = req.headers().clone();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+            let mut asked = http.post(url).body(body);
+            for (name, value) in &headers {
+                if name == "authorization" || name == "content-type" {
+                    asked = asked.header(name.as_str(), value.as_bytes());
+                }
+            }
+            if asked.send().await.is_ok_and(|a| a.status().is_success()) {
+                lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            axum::http::StatusCode::BAD_GATEWAY
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(pass_on);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// The payment service charges on the holds asked of it directly, and its
+/// answers never reach the booking service (they are not on the booking
+/// service's queue either: it was answered). Every buyer is still
+/// confirmed, promptly, paid once, with the seats sold once.
+async fn charges_whose_answers_are_lost(s: &TestStack, lost: &std::sync::atomic::AtomicUsize) {
+    let l = s.label;
+    let event = event_on_sale(s, 5).await;
+    let mut buyers = Vec::new();
+    for _ in 0..5 {
+        buyers.push(s.user("CUSTOMER").await.1);
+    }
+    let results = futures::future::join_all(buyers.iter().map(|t| book(s, t, event, 1, "tok_visa"))).await;
+    for (r, token) in results.iter().zip(&buyers) {
+        assert_eq!(r.text("status"), "CONFIRMED", "{l}: {}", r.body);
+        let paid = format!("/api/v1/payments/booking/{}", r.text("booking_id"));
+        let paid = s.call(Method::GET, &paid, Some(token), None).await;
+        assert_eq!(
+            (paid.text("status"), paid.text("amount")),
+            ("SUCCEEDED".into(), "20.00".into()),
+            "{l}: {}",
+            paid.body
+        );
+    }
+    assert!(
+        lost.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "{l}: no answer was lost"
+    );
+    let queued = s
+        .metric_sum(
+            "booking",
+            "ticketer_direct_calls_total",
+            "call=\"charges\",outcome=\"queued\"",
+        )
+        .await;
+    assert!(queued >= 5.0, "{l}: {queued} charges left to the queue");
+    seats_become(s, event, (5, 0, 0, 5)).await;
+}
+
+mod charges_whose_answers_are_lost {
+    use std::sync::{atomic::AtomicUsize, Arc, OnceLock};
+
+    use super::*;
+
+    /// The stack `start` makes with its booking service asking for charges
+    /// through [`losing_answers`].
+    async fn with_answers_lost<F, Fut>(start: F)
+    where
+        F: FnOnce(Vec<(&'static str, String)>) -> Fut,
+        Fut: std::future::Future<Output = Option<TestStack>>,
+    {
+        let (target, lost) = (Arc::new(OnceLock::new()), Arc::new(AtomicUsize::new(0)));
+        let proxy = losing_answers(target.clone(), lost.clone()).await;
+        let env = vec![(DIRECT.0, DIRECT.1.to_string()), ("BOOKING_PAYMENT_URL", proxy)];
+        let Some(s) = start(env).await else { return };
+        let payment = s.services.iter().find(|(n, _)| n == "payment").unwrap().1.clone();
+        target.set(payment).unwrap();
+        charges_whose_answers_are_lost(&s, &lost).await;
+    }
+
+    fn pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+        env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    #[tokio::test]
+    async fn embedded() {
+        with_answers_lost(|env| async move { Some(TestStack::embedded(&pairs(&env)).await) }).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+    async fn production() {
+        with_answers_lost(|env| async move { TestStack::production_with(&pairs(&env)).await }).await;
+    }
+}
+
 /// The ticket and payment services' direct endpoints: only with the
 /// service token, only the messages they are for, keyed as on their
 /// queues, and never routed by the gateway.
