@@ -240,6 +240,62 @@ async fn a_batch_arrives_in_the_order_it_was_written() {
     shutdown.cancel();
 }
 
+/// Keeps the size of every batch it is handed.
+struct Sizes(Mutex<Vec<usize>>);
+
+#[async_trait::async_trait]
+impl BatchHandler for Sizes {
+    async fn handle_batch(&self, batch: &[Envelope]) -> Result<(), HandleError> {
+        self.0.lock().unwrap().push(batch.len());
+        Ok(())
+    }
+}
+
+/// A queue whose effects may wait gathers what arrives for a while into
+/// one batch (one transaction); one on a buyer's path applies each
+/// delivery as it comes.
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn a_queue_that_may_wait_gathers_its_batches() {
+    let Some(vhost) = fresh_vhost("RabbitMQ batching test") else {
+        return;
+    };
+    let bus = Bus::connect(Some(&vhost.url)).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let mut handlers = Vec::new();
+    for (queue, wait) in [
+        ("gathering.test", Duration::from_secs(3)),
+        ("eager.test", Duration::ZERO),
+    ] {
+        let handler = Arc::new(Sizes(Mutex::default()));
+        let sub = Subscription {
+            batch_wait: wait,
+            // One worker: two would share the deliveries between them.
+            ..Subscription::new(queue)
+                .bind("ticketer.events", "#")
+                .tuned(100, 1, 100)
+        };
+        bus.subscribe(sub, handler.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        handlers.push(handler);
+    }
+    for i in 0..3 {
+        let msg = Outgoing::new("ticketer.events", &Envelope::new("Spaced", &i).unwrap());
+        bus.publish(&[msg]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sizes = |h: &Sizes| h.0.lock().unwrap().clone();
+    while handlers.iter().any(|h| sizes(h).iter().sum::<usize>() < 3) {
+        assert!(Instant::now() < deadline, "not every message arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sizes(&handlers[0]), [3], "the three gathered in one batch");
+    assert_eq!(sizes(&handlers[1]), [1, 1, 1], "each applied as it came");
+    shutdown.cancel();
+}
+
 /// Gives up on everything at once, as on a poison message.
 struct Refuse;
 

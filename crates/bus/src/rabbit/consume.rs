@@ -45,9 +45,12 @@ pub(super) async fn consume(
             }
             None => break,
         };
-        // Take whatever else has already arrived, without waiting for it.
+        // Take whatever else has already arrived, without waiting for it;
+        // or, where the queue's effects may wait, what arrives meanwhile.
+        let gathered = tokio::time::Instant::now() + sub.batch_wait;
         while batch.len() < sub.batch_size {
-            match tokio::time::timeout(Duration::from_millis(1), consumer.next()).await {
+            let until = gathered.max(tokio::time::Instant::now() + Duration::from_millis(1));
+            match tokio::time::timeout_at(until, consumer.next()).await {
                 Ok(Some(Ok(d))) => batch.push(d),
                 _ => break,
             }
