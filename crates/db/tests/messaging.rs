@@ -325,6 +325,50 @@ async fn postgres_rabbitmq_messages_applied_beside_their_queues_are_not_applied_
     messages_applied_beside_their_queues_are_not_applied_again(true).await;
 }
 
+/// What a service writes while it answers over HTTP with some of it: those
+/// kinds come back to it and go out under their answered routing key,
+/// which reaches a queue bound to `<kind>.#` and not one bound to the kind
+/// alone; the rest go out as always and are not given back.
+#[tokio::test]
+async fn messages_given_in_an_answer_are_routed_apart() {
+    let tdb = TestDatabase::sqlite();
+    let db = tdb.connect().await.unwrap();
+    db.migrate("producer", &[]).await.unwrap();
+    let bus = Bus::in_process();
+    let shutdown = CancellationToken::new();
+    let mut heard = Vec::new();
+    for (queue, pattern) in [("asker.test", "ThingPaid"), ("others.test", "ThingPaid.#")] {
+        let kinds = Arc::new(ticketer_testkit::Heard::default());
+        let sub = Subscription::new(queue)
+            .bind(EXCHANGE, pattern)
+            .bind(EXCHANGE, "ThingNoted");
+        bus.subscribe(sub, kinds.clone(), shutdown.clone()).await.unwrap();
+        heard.push(kinds);
+    }
+    let paid = Envelope::new("ThingPaid", &serde_json::json!({"n": 1})).unwrap();
+    let noted = Envelope::new("ThingNoted", &serde_json::json!({"n": 2})).unwrap();
+    let sent = [
+        Outbound::raw(EXCHANGE, paid.clone()),
+        Outbound::raw(EXCHANGE, noted),
+    ];
+    let ((), told) = ticketer_db::answering(&["ThingPaid"], async {
+        let mut tx = db.begin().await.unwrap();
+        enqueue(&mut tx, &sent).await.unwrap();
+        tx.commit().await.unwrap();
+    })
+    .await;
+    assert_eq!(
+        told.iter().map(|m| m.message_id).collect::<Vec<_>>(),
+        [paid.message_id]
+    );
+    let relay = OutboxRelay::new(db.clone(), bus.clone(), 100, Duration::from_millis(50));
+    assert_eq!(relay.publish_pending().await.unwrap(), 2);
+    let kinds = |i: usize| heard[i].all().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(kinds(0), ["ThingNoted"], "the asker's queue got what it was told");
+    assert_eq!(kinds(1), ["ThingPaid", "ThingNoted"]);
+    shutdown.cancel();
+}
+
 /// Rows stamped published (by versions that kept them) go once old;
 /// unpublished rows never.
 async fn janitor_prunes_only_what_is_old(real: bool) {
