@@ -8,6 +8,11 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+
 use ticketer_bus::{Envelope, HandleError};
 use ticketer_contract::{
     incoming, BookingCancelled, BookingConfirmed, BookingCreated, BookingFailed, Charge, HoldRefusal,
@@ -261,6 +266,28 @@ pub struct SagaDriver {
     /// Bookings that settled in a batch not yet committed, by the message
     /// that settled them: handed to their waiters once it commits.
     settling: Mutex<HashMap<Uuid, Booking>>,
+    /// The types of the answers a batch not yet committed took, by message:
+    /// counted once it commits.
+    taken: Mutex<HashMap<Uuid, String>>,
+    counted: Family<AnswerKind, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerKind {
+    kind: String,
+}
+
+/// The answers the sagas took, by type, whichever way each came (its
+/// queue, or asked for directly): the queues' own figures miss what the
+/// direct calls carry. One family for every driver of the process.
+pub fn answers_counted(metrics: &ticketer_http::Metrics) -> Family<AnswerKind, Counter> {
+    let counted = Family::default();
+    metrics.register(
+        "ticketer_saga_answers",
+        "The ticket and payment services' answers the booking sagas took, by type, whether they came on their queues or were asked for directly",
+        counted.clone(),
+    );
+    counted
 }
 
 /// Settled bookings kept for batches that never committed (the batch
@@ -274,7 +301,15 @@ impl SagaDriver {
             timeouts,
             waiters,
             settling: Mutex::default(),
+            taken: Mutex::default(),
+            counted: Family::default(),
         }
+    }
+
+    /// Counts the answers taken in `counted` (see [`answers_counted`]).
+    pub fn counting(mut self, counted: Family<AnswerKind, Counter>) -> Self {
+        self.counted = counted;
+        self
     }
 }
 
@@ -290,6 +325,7 @@ impl ticketer_db::MessageHandler for SagaDriver {
     /// the new states and every message stored in one statement each.
     async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
         let mut steps = Vec::with_capacity(msgs.len());
+        let taken: Vec<(Uuid, String)> = msgs.iter().map(|m| (m.message_id, m.kind.clone())).collect();
         for msg in msgs {
             let Some(reply) = msg.decode::<SagaReply>()? else {
                 return Err(HandleError::Permanent(format!(
@@ -352,6 +388,11 @@ impl ticketer_db::MessageHandler for SagaDriver {
             }
             settling.extend(waited);
         }
+        let mut counting = self.taken.lock().expect("taken lock");
+        if counting.len() + taken.len() > SETTLING_CAP {
+            counting.clear();
+        }
+        counting.extend(taken);
         Ok(())
     }
 
@@ -366,6 +407,19 @@ impl ticketer_db::MessageHandler for SagaDriver {
         };
         for b in &settled {
             self.waiters.settle(b);
+        }
+        let mut kinds: Vec<(String, u64)> = Vec::new();
+        {
+            let mut taken = self.taken.lock().expect("taken lock");
+            for kind in batch.iter().filter_map(|msg| taken.remove(&msg.message_id)) {
+                match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => kinds.push((kind, 1)),
+                }
+            }
+        }
+        for (kind, n) in kinds {
+            self.counted.get_or_create(&AnswerKind { kind }).inc_by(n);
         }
     }
 }

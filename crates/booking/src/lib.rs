@@ -37,9 +37,11 @@ pub async fn build(
     let mut service = BookingService::new(db.clone(), settings.max_tickets, timeouts, runtime.cache.clone());
     service.tokens = settings.tokens;
     service.recheck = settings.wait_recheck;
+    let answers_counted = driver::answers_counted(&runtime.metrics);
     if let Some(peers) = settings.peers() {
         // Each answer is recorded under the queue it would have come on.
-        let driver = driver::SagaDriver::new(timeouts, service.waiters.clone());
+        let driver =
+            driver::SagaDriver::new(timeouts, service.waiters.clone()).counting(answers_counted.clone());
         let answers = ticketer_db::Inbox::new(db.clone(), "direct answers", driver);
         service = service.with_direct(direct::Direct::start(
             db.clone(),
@@ -51,7 +53,8 @@ pub async fn build(
     }
     let mut tasks = Vec::new();
     for spec in [TICKET_OPERATIONS, BOOKING_PAYMENTS] {
-        let driver = driver::SagaDriver::new(timeouts, service.waiters.clone());
+        let driver =
+            driver::SagaDriver::new(timeouts, service.waiters.clone()).counting(answers_counted.clone());
         tasks.extend(runtime.consume(spec, driver, &shutdown).await?);
     }
     let mirror = driver::EventMirror { timeouts };

@@ -203,6 +203,19 @@ async fn dashboards_and_alerts_name_only_exported_metrics(s: &TestStack) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // The sagas counted the answers they took, however they came: both
+    // payments' (declined, paid) and both holds'.
+    let answers = |kind: &'static str| async move {
+        let labels = format!("kind=\"{kind}\"");
+        s.metric_sum("booking", "ticketer_saga_answers_total", &labels)
+            .await
+    };
+    let taken = [
+        answers("TicketsHeld").await,
+        answers("PaymentFailed").await,
+        answers("PaymentSucceeded").await,
+    ];
+    assert_eq!(taken, [2.0, 1.0, 1.0], "{}: answers counted", s.label);
     // The seats of the event on sale: one sold, one left (sampled every
     // few seconds, and the sale is recorded just after the confirmation).
     let ours = format!("event_id=\"{event}\",state=");
