@@ -263,13 +263,19 @@ impl SagaReply {
 pub struct SagaDriver {
     pub timeouts: Timeouts,
     pub waiters: Waiters,
-    /// Bookings that settled in a batch not yet committed, by the message
-    /// that settled them: handed to their waiters once it commits.
-    settling: Mutex<HashMap<Uuid, Booking>>,
-    /// The types of the answers a batch not yet committed took, by message:
-    /// counted once it commits.
-    taken: Mutex<HashMap<Uuid, String>>,
+    /// What the messages of batches not yet committed did, by message:
+    /// seen to once their batch commits.
+    taken: Mutex<HashMap<Uuid, Taken>>,
     counted: Family<AnswerKind, Counter>,
+}
+
+/// An answer applied in a batch not yet committed.
+struct Taken {
+    /// Its type, counted once the batch commits.
+    kind: String,
+    /// The booking it settled, if someone waits for it: handed to its
+    /// waiters once the batch commits.
+    settled: Option<Booking>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -290,17 +296,16 @@ pub fn answers_counted(metrics: &ticketer_http::Metrics) -> Family<AnswerKind, C
     counted
 }
 
-/// Settled bookings kept for batches that never committed (the batch
-/// failed and its messages went elsewhere) are dropped past this many;
-/// their waiters then read the booking themselves.
-const SETTLING_CAP: usize = 10_000;
+/// Answers kept for batches that never committed (the batch failed and its
+/// messages went elsewhere) are dropped past this many: their types go
+/// uncounted, and their bookings' waiters read the booking themselves.
+const TAKEN_CAP: usize = 10_000;
 
 impl SagaDriver {
     pub fn new(timeouts: Timeouts, waiters: Waiters) -> Self {
         SagaDriver {
             timeouts,
             waiters,
-            settling: Mutex::default(),
             taken: Mutex::default(),
             counted: Family::default(),
         }
@@ -325,7 +330,6 @@ impl ticketer_db::MessageHandler for SagaDriver {
     /// the new states and every message stored in one statement each.
     async fn handle_all(&self, tx: &mut AnyConnection, msgs: &[&Envelope]) -> Result<(), HandleError> {
         let mut steps = Vec::with_capacity(msgs.len());
-        let taken: Vec<(Uuid, String)> = msgs.iter().map(|m| (m.message_id, m.kind.clone())).collect();
         for msg in msgs {
             let Some(reply) = msg.decode::<SagaReply>()? else {
                 return Err(HandleError::Permanent(format!(
@@ -376,50 +380,37 @@ impl ticketer_db::MessageHandler for SagaDriver {
             .map(|(b, _)| b)
             .collect();
         store_steps(tx, &mut stepped, &outbox, self.timeouts).await?;
-        let waited: Vec<(Uuid, Booking)> = settled
+        let mut waited: HashMap<Uuid, Booking> = settled
             .into_iter()
             .filter(|(_, id)| self.waiters.has(*id))
             .map(|(message_id, id)| (message_id, bookings[&id].0.clone()))
             .collect();
-        if !waited.is_empty() {
-            let mut settling = self.settling.lock().expect("settling lock");
-            if settling.len() + waited.len() > SETTLING_CAP {
-                settling.clear();
-            }
-            settling.extend(waited);
+        let mut taken = self.taken.lock().expect("taken lock");
+        if taken.len() + msgs.len() > TAKEN_CAP {
+            taken.clear();
         }
-        let mut counting = self.taken.lock().expect("taken lock");
-        if counting.len() + taken.len() > SETTLING_CAP {
-            counting.clear();
-        }
-        counting.extend(taken);
+        taken.extend(msgs.iter().map(|m| {
+            let settled = waited.remove(&m.message_id);
+            let kind = m.kind.clone();
+            (m.message_id, Taken { kind, settled })
+        }));
         Ok(())
     }
 
     fn committed(&self, batch: &[&Envelope]) {
-        // Only settling matters to a waiter; steps in between wake nobody.
-        let settled: Vec<Booking> = {
-            let mut settling = self.settling.lock().expect("settling lock");
+        let done: Vec<Taken> = {
+            let mut taken = self.taken.lock().expect("taken lock");
             batch
                 .iter()
-                .filter_map(|msg| settling.remove(&msg.message_id))
+                .filter_map(|msg| taken.remove(&msg.message_id))
                 .collect()
         };
-        for b in &settled {
-            self.waiters.settle(b);
-        }
-        let mut kinds: Vec<(String, u64)> = Vec::new();
-        {
-            let mut taken = self.taken.lock().expect("taken lock");
-            for kind in batch.iter().filter_map(|msg| taken.remove(&msg.message_id)) {
-                match kinds.iter_mut().find(|(k, _)| *k == kind) {
-                    Some((_, n)) => *n += 1,
-                    None => kinds.push((kind, 1)),
-                }
+        for Taken { kind, settled } in done {
+            self.counted.get_or_create(&AnswerKind { kind }).inc();
+            // Only settling matters to a waiter; steps in between wake nobody.
+            if let Some(b) = settled {
+                self.waiters.settle(&b);
             }
-        }
-        for (kind, n) in kinds {
-            self.counted.get_or_create(&AnswerKind { kind }).inc_by(n);
         }
     }
 }
