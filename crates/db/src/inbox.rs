@@ -49,16 +49,17 @@ fn consume_span(consumer: &str, msg: &Envelope) -> tracing::Span {
 /// of the span that sent it, and the copy returned carries that span's
 /// context, which what it causes carries on (Envelope::caused_by).
 pub fn traced(consumer: &str, msgs: &[&Envelope]) -> (Vec<tracing::Span>, Vec<Envelope>) {
-    let spans: Vec<tracing::Span> = msgs.iter().map(|m| consume_span(consumer, m)).collect();
-    let copies = msgs
-        .iter()
-        .zip(&spans)
-        .map(|(m, span)| Envelope {
-            traceparent: ticketer_telemetry::traceparent_of(span).or_else(|| m.traceparent.clone()),
-            ..(*m).clone()
-        })
-        .collect();
-    (spans, copies)
+    msgs.iter().map(|m| traced_one(consumer, m)).unzip()
+}
+
+/// [`traced`] for one message.
+fn traced_one(consumer: &str, msg: &Envelope) -> (tracing::Span, Envelope) {
+    let span = consume_span(consumer, msg);
+    let copy = Envelope {
+        traceparent: ticketer_telemetry::traceparent_of(&span).or_else(|| msg.traceparent.clone()),
+        ..msg.clone()
+    };
+    (span, copy)
 }
 
 /// One message handled on its own, under its consume span.
@@ -148,9 +149,9 @@ impl<H: MessageHandler> Inbox<H> {
                 duplicates += 1;
                 continue;
             }
-            let (span, copy) = traced(consumer, &[*msg]);
-            spans.extend(span);
-            new.extend(copy);
+            let (span, copy) = traced_one(consumer, msg);
+            spans.push(span);
+            new.push(copy);
         }
         let traced: Vec<&Envelope> = new.iter().collect();
         let span = tracing::info_span!("consume_batch", consumer = %self.consumer, messages = new.len());
