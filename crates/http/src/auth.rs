@@ -410,6 +410,24 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeAuthUser {
 mod tests {
     use super::*;
 
+    /// A verifier that knows `key` (as `k1`), for tokens of ticketer-auth.
+    fn knowing(key: &ed25519_dalek::SigningKey) -> TokenVerifier {
+        TokenVerifier::with_keys(
+            "ticketer-auth",
+            vec![("k1".into(), key.verifying_key().to_bytes())],
+        )
+    }
+
+    /// A ticketer-auth token for `sub` with `role`, issued at `iat`,
+    /// expiring at `exp`, signed with `key`.
+    fn token_of(key: &ed25519_dalek::SigningKey, sub: &str, role: &str, iat: i64, exp: i64) -> String {
+        jwt::signed(
+            key,
+            &serde_json::json!({"sub": sub, "email": "a@x.io", "roles": [role],
+                                "iat": iat, "exp": exp, "iss": "ticketer-auth"}),
+        )
+    }
+
     #[tokio::test]
     async fn unreachable_key_server_is_unavailable_not_unauthorized() {
         // Port 9 (discard) is closed on test machines.
@@ -433,17 +451,10 @@ mod tests {
         // A layer in front (Idempotency-Key's) checks the caller first; the
         // handler's AuthUser then finds the token remembered.
         let key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
-        let v = TokenVerifier::with_keys(
-            "ticketer-auth",
-            vec![("k1".into(), key.verifying_key().to_bytes())],
-        );
+        let v = knowing(&key);
         let now = chrono::Utc::now().timestamp();
         let sub = Uuid::new_v4().to_string();
-        let token = jwt::signed(
-            &key,
-            &serde_json::json!({"sub": sub, "email": "a@x.io", "roles": ["CUSTOMER"],
-                                "iat": now, "exp": now + 60, "iss": "ticketer-auth"}),
-        );
+        let token = token_of(&key, &sub, "CUSTOMER", now, now + 60);
         let request = |bearer: &str| {
             let (mut parts, ()) = axum::http::Request::builder()
                 .header(axum::http::header::AUTHORIZATION, format!("Bearer {bearer}"))
@@ -465,11 +476,8 @@ mod tests {
         assert_eq!(user.id.to_string(), sub);
         assert_eq!(checks(), 1);
         // Another token than the one checked is checked itself (and fails).
-        let other = jwt::signed(
-            &ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
-            &serde_json::json!({"sub": sub, "email": "a@x.io", "roles": ["CUSTOMER"],
-                                "iat": now, "exp": now + 60, "iss": "ticketer-auth"}),
-        );
+        let stranger = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let other = token_of(&stranger, &sub, "CUSTOMER", now, now + 60);
         assert!(AuthUser::from_request_parts(&mut request(&other), &())
             .await
             .is_err());
@@ -479,18 +487,9 @@ mod tests {
     #[tokio::test]
     async fn a_token_is_checked_once_and_still_expires() {
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let v = TokenVerifier::with_keys(
-            "ticketer-auth",
-            vec![("k1".into(), key.verifying_key().to_bytes())],
-        );
+        let v = knowing(&key);
         let now = chrono::Utc::now().timestamp();
-        let token = |sub: &str, exp: i64| {
-            jwt::signed(
-                &key,
-                &serde_json::json!({"sub": sub, "email": "a@x.io", "roles": ["CUSTOMER"],
-                                    "iat": now, "exp": exp, "iss": "ticketer-auth"}),
-            )
-        };
+        let token = |sub: &str, exp: i64| token_of(&key, sub, "CUSTOMER", now, exp);
         let checks = || {
             v.inner
                 .signature_checks
@@ -508,11 +507,8 @@ mod tests {
         ));
         // Another token is another check, and a bad one is never remembered.
         assert_eq!(v.verify_at(&token("b", now + 60), now).await.unwrap().sub, "b");
-        let forged = jwt::signed(
-            &ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
-            &serde_json::json!({"sub": "a", "email": "a@x.io", "roles": ["ADMIN"],
-                                "iat": now, "exp": now + 60, "iss": "ticketer-auth"}),
-        );
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        let forged = token_of(&forger, "a", "ADMIN", now, now + 60);
         for _ in 0..2 {
             assert!(v.verify_at(&forged, now).await.is_err());
         }
@@ -522,18 +518,11 @@ mod tests {
     #[tokio::test]
     async fn the_tokens_remembered_are_bounded() {
         let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let mut v = TokenVerifier::with_keys(
-            "ticketer-auth",
-            vec![("k1".into(), key.verifying_key().to_bytes())],
-        );
+        let mut v = knowing(&key);
         Arc::get_mut(&mut v.inner).unwrap().remembered = 4;
         let now = chrono::Utc::now().timestamp();
         for i in 0..10 {
-            let t = jwt::signed(
-                &key,
-                &serde_json::json!({"sub": i.to_string(), "email": "a@x.io", "roles": ["CUSTOMER"],
-                                    "iat": now, "exp": now + 60, "iss": "ticketer-auth"}),
-            );
+            let t = token_of(&key, &i.to_string(), "CUSTOMER", now, now + 60);
             v.verify_at(&t, now).await.unwrap();
             assert!(v.inner.checked.lock().unwrap().len() <= 4);
         }
