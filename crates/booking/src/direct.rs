@@ -302,7 +302,7 @@ impl Direct {
             Peer::new(http.clone(), endpoint, peers.token.clone(), REST)
         };
         // The ticket service's answers exist only here; the payment
-        // service's are also on the bus.
+        // service's are on the bus too, but for the ticket service.
         let answers = applying(answers);
         let charger = Arc::new(Charger {
             db: db.clone(),
