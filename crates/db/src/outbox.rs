@@ -133,14 +133,10 @@ tokio::task_local! {
 /// Each message's routing key: its kind, or its answered key if this task
 /// answers with it (see [`answering`]).
 fn routing_keys(envelopes: &[&Envelope]) -> Vec<String> {
-    let answered = |kind: &str| {
-        ANSWERING
-            .try_with(|a| a.borrow().kinds.contains(&kind))
-            .unwrap_or(false)
-    };
+    let answered: &[&str] = ANSWERING.try_with(|a| a.borrow().kinds).unwrap_or_default();
     envelopes
         .iter()
-        .map(|e| match answered(&e.kind) {
+        .map(|e| match answered.contains(&e.kind.as_str()) {
             true => answered_key(&e.kind),
             false => e.kind.clone(),
         })
