@@ -110,7 +110,7 @@ impl BookingService {
             keys: lookups::start(db.clone()),
             creations: creations::start(db.clone(), timeouts, None),
             by_id: lookups::start_by_id(db.clone()),
-            figures: cache.map(lookups::start_figures),
+            figures: cache.map(|c| lookups::start_figures(c, lookups::FIGURE_FRESH)),
             db,
             max_tickets,
             timeouts,

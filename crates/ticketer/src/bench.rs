@@ -72,6 +72,8 @@ pub struct FlashSale {
     /// The gateway's scrape token (GATEWAY_METRICS_TOKEN): without it the
     /// gateway's memory and CPU are not reported.
     pub metrics_token: Option<String>,
+    /// Where to write every buyer's outcome as CSV, if anywhere.
+    pub outcomes: Option<std::path::PathBuf>,
 }
 
 /// Where the buyers come from.
@@ -165,6 +167,29 @@ fn stages(outcomes: &[Outcome]) -> Stages {
         created_to_held: p50_p99(held),
         held_to_final: p50_p99(settled),
     }
+}
+
+/// One CSV line per buyer; times in milliseconds from the sale's start
+/// (the request's) or from the buyer's first request (the rest), empty
+/// where the booking never got that far.
+fn write_outcomes(path: &std::path::Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_default();
+    let mut csv = String::from("started_ms,status,reason,created_ms,held_ms,final_ms,answered_ms\n");
+    for o in outcomes {
+        let _ = writeln!(
+            csv,
+            "{:.1},{},{},{},{},{},{:.1}",
+            o.started_s * 1000.0,
+            o.status,
+            o.reason,
+            ms(o.created_ms),
+            ms(o.hold_ms),
+            ms(o.final_ms),
+            o.latency_ms
+        );
+    }
+    std::fs::write(path, csv).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -369,6 +394,9 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
         .iter()
         .filter(|o| o.status == "REFUSED" && o.done_s < sellout_s)
         .count();
+    if let Some(path) = &cfg.outcomes {
+        write_outcomes(path, &outcomes)?;
+    }
     let peaks = peak_memory(&client.http, &cfg.services, cfg.metrics_token.as_deref()).await;
     Ok(Report {
         scenario: cfg.scenario,
@@ -430,6 +458,7 @@ mod tests {
             hold_ms: held,
             created_ms: Some(created),
             final_ms: Some(settled),
+            started_s: 0.0,
             done_s: 1.0,
         };
         let mut sale: Vec<Outcome> = (1..=100)

@@ -214,6 +214,11 @@ pub(crate) enum BenchScenario {
         /// ports on the gateway's host.
         #[arg(long)]
         service_urls: Option<String>,
+        /// Also writes every buyer's outcome to this file, one CSV line
+        /// each (when its request went out, what it got and when), for a
+        /// closer look at where a sale's tail comes from.
+        #[arg(long)]
+        outcomes: Option<std::path::PathBuf>,
     },
     /// Anonymous searches through the gateway over a catalogue of
     /// published events (created through the API first, if fewer are

@@ -130,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
                 tickets_per_booking,
                 provision,
                 service_urls: urls,
+                outcomes,
             },
     } = cli.command
     {
@@ -149,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
             metrics_token: std::env::var("GATEWAY_METRICS_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            outcomes,
         };
         let buyers = match provision {
             Provisioning::Api => ticketer::bench::Buyers::Api,

@@ -28,6 +28,8 @@ pub(crate) struct Outcome {
     pub(crate) created_ms: Option<f64>,
     /// From the first request to the booking's final step, if it had one.
     pub(crate) final_ms: Option<f64>,
+    /// When the first request went out, from the start of the sale.
+    pub(crate) started_s: f64,
     /// When the final answer came, from the start of the sale.
     pub(crate) done_s: f64,
 }
@@ -51,6 +53,7 @@ pub(crate) async fn buy(
     sale_started: Instant,
 ) -> Outcome {
     let t0 = Instant::now();
+    let started_s = sale_started.elapsed().as_secs_f64();
     let t0_wall = SystemTime::now();
     let give_up = t0 + Duration::from_secs(120);
     let patience = Patience {
@@ -77,6 +80,7 @@ pub(crate) async fn buy(
                 .as_str()
                 .filter(|_| settled)
                 .and_then(|at| ms_since(t0_wall, at)),
+            started_s,
             done_s: sale_started.elapsed().as_secs_f64(),
         }
     };

@@ -714,6 +714,8 @@ both_backends!(
 
 /// The benchmark command's own checks, on a small sale.
 async fn bench_reports_a_clean_sale(s: &TestStack) {
+    let scratch = tempfile::tempdir().unwrap();
+    let outcomes = scratch.path().join("outcomes.csv");
     let report = ticketer::bench::run(
         ticketer::bench::FlashSale {
             gateway: s.base.clone(),
@@ -724,6 +726,7 @@ async fn bench_reports_a_clean_sale(s: &TestStack) {
             tickets_per_booking: 2,
             services: s.services.clone(),
             metrics_token: Some(SCRAPE_TOKEN.into()),
+            outcomes: Some(outcomes.clone()),
         },
         ticketer::bench::Buyers::Api,
     )
@@ -768,6 +771,29 @@ async fn bench_reports_a_clean_sale(s: &TestStack) {
     assert!(
         report.peak_rss_mb > 1.0 && report.peak_rss_mb_by_service.len() == 7,
         "{l}: every process reports its peak memory: {report:?}"
+    );
+    // Every buyer's line, agreeing with the report.
+    let csv = std::fs::read_to_string(&outcomes).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("started_ms,status,reason,created_ms,held_ms,final_ms,answered_ms"),
+        "{l}"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|line| line.split(',').collect()).collect();
+    assert_eq!(rows.len(), 15, "{l}: {csv}");
+    let confirmed: Vec<&Vec<&str>> = rows.iter().filter(|r| r[1] == "CONFIRMED").collect();
+    assert_eq!(confirmed.len(), report.confirmed, "{l}: {csv}");
+    assert!(
+        confirmed
+            .iter()
+            .all(|r| r[3..7].iter().all(|ms| ms.parse::<f64>().is_ok())),
+        "{l}: a confirmed booking was made, held and settled: {csv}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r[2] == "SOLD_OUT").count(),
+        report.sold_out,
+        "{l}: {csv}"
     );
 }
 
