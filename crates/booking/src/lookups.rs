@@ -87,14 +87,16 @@ pub const FIGURE_FRESH: Duration = Duration::from_millis(50);
 /// fresh are forgotten (requests naming events at random cannot grow it).
 const FIGURES_KEPT: usize = 10_000;
 
+/// An event's figure, and when its read began.
+type Read = (Option<i64>, Instant);
+
 /// The seats-for-sale figure of an event as the ticket service last
 /// published it to the cache; None when unknown (no figure, cache down).
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Figures {
     reads: Batcher<i64, Option<i64>>,
-    /// Each event's figure and when its read began.
-    known: Arc<Mutex<HashMap<i64, (Option<i64>, Instant)>>>,
+    known: Arc<Mutex<HashMap<i64, Read>>>,
     fresh: Duration,
 }
 
