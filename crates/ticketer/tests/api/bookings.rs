@@ -459,6 +459,25 @@ both_backends!(
     &[DIRECT, ("BOOKING_PAYMENT_URL", "http://127.0.0.1:9")]
 );
 
+/// A proxy's request sent on to `target` as it came, with its token and
+/// content type.
+async fn sent_on(
+    http: &reqwest::Client,
+    target: &str,
+    req: axum::extract::Request,
+) -> reqwest::Result<reqwest::Response> {
+    let url = format!("{target}{}", req.uri());
+    let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+    let mut asked = http.post(url).body(body);
+    for (name, value) in &headers {
+        if name == "authorization" || name == "content-type" {
+            asked = asked.header(name.as_str(), value.as_bytes());
+        }
+    }
+    asked.send().await
+}
+
 /// In front of the payment service's direct charges: passes every call on
 /// to `target` and, once the payment service has answered, answers 502
 /// instead (the charges made, their answers lost on the way back). Counts
@@ -471,16 +490,11 @@ async fn losing_answers(
     let pass_on = move |req: axum::extract::Request| {
         let (target, lost, http) = (target.clone(), lost.clone(), http.clone());
         async move {
-            let url = format!("{}{}", target.get().expect("payment service known"), req.uri());
-            let headers = req.headers().clone();
-            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
-            let mut asked = http.post(url).body(body);
-            for (name, value) in &headers {
-                if name == "authorization" || name == "content-type" {
-                    asked = asked.header(name.as_str(), value.as_bytes());
-                }
-            }
-            if asked.send().await.is_ok_and(|a| a.status().is_success()) {
+            let target = target.get().expect("payment service known");
+            if sent_on(&http, target, req)
+                .await
+                .is_ok_and(|a| a.status().is_success())
+            {
                 lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             axum::http::StatusCode::BAD_GATEWAY
@@ -566,6 +580,91 @@ mod charges_whose_answers_are_lost {
     async fn production() {
         with_answers_lost(|env| async move { TestStack::production_with(&pairs(&env)).await }).await;
     }
+}
+
+/// In front of the payment service's direct charges: passes the first
+/// call on to `target` and, once the payment service has answered, says so
+/// through `answered` and never answers (the process that asked is to die
+/// first); later calls pass both ways.
+async fn answering_once_too_late(
+    target: std::sync::Arc<std::sync::OnceLock<String>>,
+    answered: std::sync::Arc<tokio::sync::Notify>,
+) -> String {
+    let http = reqwest::Client::new();
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let pass_on = move |req: axum::extract::Request| {
+        let (target, answered, first, http) = (target.clone(), answered.clone(), first.clone(), http.clone());
+        async move {
+            let target = target.get().expect("payment service known");
+            let Ok(answer) = sent_on(&http, target, req).await else {
+                return (axum::http::StatusCode::BAD_GATEWAY, Vec::new());
+            };
+            let status = answer.status();
+            let body = answer.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            if status.is_success() && first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                answered.notify_one();
+                std::future::pending::<()>().await;
+            }
+            (status, body)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(pass_on);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// The booking service dies after the payment service charged a booking
+/// and answered it directly, before the answer was applied: the charge is
+/// committed, the booking's process knew and forgot. After a restart the
+/// booking's saga asks for its hold again when its reply time is up, the
+/// ticket service answers with the seats the booking has, and the payment
+/// service answers that hold from its record: the buyer is confirmed, paid
+/// once, the seat sold once.
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn killed_between_a_charge_and_its_answer() {
+    use std::sync::{Arc, OnceLock};
+
+    let (target, answered) = (Arc::new(OnceLock::new()), Arc::new(tokio::sync::Notify::new()));
+    let proxy = answering_once_too_late(target.clone(), answered.clone()).await;
+    let env = [
+        DIRECT,
+        ("BOOKING_PAYMENT_URL", &proxy),
+        ("BOOKING_REPLY_TIMEOUT_SECONDS", "2"),
+    ];
+    let Some(mut s) = TestStack::production_with(&env).await else {
+        return;
+    };
+    let payment = s.services.iter().find(|(n, _)| n == "payment").unwrap().1.clone();
+    target.set(payment).unwrap();
+    let event = event_on_sale(&s, 3).await;
+    let (_, buyer, _) = s.user("CUSTOMER").await;
+    let body = json!({"event_id": event, "number_of_tickets": 1, "payment_token": "tok_visa"});
+    let r = s
+        .call(Method::POST, "/api/v1/bookings", Some(&buyer), Some(body))
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let id = r.text("booking_id");
+    tokio::time::timeout(std::time::Duration::from_secs(30), answered.notified())
+        .await
+        .expect("the payment service charged and answered");
+
+    s.restart("booking").await;
+    let path = format!("/api/v1/bookings/{id}");
+    let settled = s.eventually_as(&path, &buyer, |b| b["status"] != "PENDING").await;
+    assert_eq!(settled["status"], "CONFIRMED", "{settled}");
+    // A booking has one payment (keyed by booking): charged once.
+    let paid = format!("/api/v1/payments/booking/{id}");
+    let paid = s.call(Method::GET, &paid, Some(&buyer), None).await;
+    assert_eq!(
+        (paid.text("status"), paid.text("amount")),
+        ("SUCCEEDED".into(), "20.00".into()),
+        "{}",
+        paid.body
+    );
+    seats_become(&s, event, (3, 2, 0, 1)).await;
 }
 
 /// The ticket and payment services' direct endpoints: only with the

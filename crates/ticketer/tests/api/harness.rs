@@ -78,6 +78,9 @@ pub struct TestStack {
     _dbs: Vec<TestDatabase>,
     _vhost: Option<TestVhost>,
     children: Vec<Child>,
+    /// The production processes' variables (empty when embedded), to start
+    /// one of them again.
+    env: HashMap<String, String>,
     shutdown: CancellationToken,
 }
 
@@ -151,6 +154,7 @@ impl TestStack {
             _dbs: Vec::new(),
             _vhost: None,
             children: Vec::new(),
+            env: HashMap::new(),
             shutdown,
         }
     }
@@ -257,6 +261,7 @@ impl TestStack {
                         _dbs: dbs,
                         _vhost: Some(vhost),
                         children,
+                        env,
                         shutdown: CancellationToken::new(),
                     })
                 }
@@ -270,6 +275,22 @@ impl TestStack {
             }
         }
         unreachable!()
+    }
+
+    /// Kills one service's process outright (SIGKILL: nothing it holds in
+    /// memory survives) and starts it again on the same port, database and
+    /// queues; returns once it is ready. Production stacks only.
+    pub async fn restart(&mut self, service: &str) {
+        let i = Service::ALL
+            .iter()
+            .position(|s| s.name() == service)
+            .expect("a service of the stack");
+        assert!(!self.children.is_empty(), "only a production stack has processes");
+        self.children[i].kill().await.expect("killed");
+        let log = self._data.path().join(format!("{service}-restarted.log"));
+        self.children[i] = spawn_ticketer_logged(&["serve", service], &self.env, &log);
+        let url = &self.services.iter().find(|(n, _)| n == service).unwrap().1;
+        wait_ok(&format!("{url}/health/ready")).await;
     }
 
     /// Where the notification service writes its emails (no SMTP server
