@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ticketer_cache::figures::Seats;
 use ticketer_db::Db;
 use uuid::Uuid;
 
@@ -88,14 +89,14 @@ pub const FIGURE_FRESH: Duration = Duration::from_millis(50);
 const FIGURES_KEPT: usize = 10_000;
 
 /// An event's figure, and when its read began.
-type Read = (Option<i64>, Instant);
+type Read = (Option<Seats>, Instant);
 
-/// The seats-for-sale figure of an event as the ticket service last
-/// published it to the cache; None when unknown (no figure, cache down).
+/// The seats of an event as the ticket service last published them to the
+/// cache; None when unknown (no figure, cache down).
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Figures {
-    reads: Batcher<i64, Option<i64>>,
+    reads: Batcher<i64, Option<Seats>>,
     known: Arc<Mutex<HashMap<i64, Read>>>,
     fresh: Duration,
 }
@@ -103,7 +104,7 @@ pub struct Figures {
 impl Figures {
     /// The event's figure: from memory while fresh, else read from the
     /// cache (with the reads of other requests arriving meanwhile).
-    pub async fn ask(&self, event: i64) -> Result<Option<i64>, Stopped> {
+    pub async fn ask(&self, event: i64) -> Result<Option<Seats>, Stopped> {
         if let Some(&(figure, read)) = self.known.lock().expect("figures lock").get(&event) {
             if read.elapsed() < self.fresh {
                 return Ok(figure);
@@ -140,7 +141,7 @@ pub fn start_figures(cache: ticketer_cache::Cache, fresh: Duration) -> Figures {
             let mut read = HashMap::with_capacity(distinct.len());
             for event in distinct {
                 let figure = match cache.get(&ticketer_cache::figures::availability(event)).await {
-                    Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
+                    Ok(v) => v.as_deref().and_then(Seats::parse),
                     Err(e) => {
                         tracing::debug!(error = %e, "availability figure unreadable; asking the saga");
                         None
@@ -221,7 +222,7 @@ mod tests {
     async fn figures_read_together_are_read_once_and_each_asker_gets_its_own() {
         let cache = ticketer_cache::Cache::memory();
         cache
-            .set(&ticketer_cache::figures::availability(1), "7", None)
+            .set(&ticketer_cache::figures::availability(1), "7 2", None)
             .await
             .unwrap();
         let figures = start_figures(cache, Duration::ZERO);
@@ -234,7 +235,11 @@ mod tests {
             .collect();
         for a in asked {
             let (event, figure) = a.await.unwrap();
-            assert_eq!(figure, if event == 1 { Some(7) } else { None });
+            let seven = Seats {
+                available: 7,
+                held: 2,
+            };
+            assert_eq!(figure, (event == 1).then_some(seven));
         }
     }
 
@@ -244,14 +249,28 @@ mod tests {
     async fn a_figure_is_remembered_only_while_fresh() {
         let cache = ticketer_cache::Cache::memory();
         let key = ticketer_cache::figures::availability(1);
-        cache.set(&key, "7", None).await.unwrap();
+        let (seven, none) = (
+            Seats {
+                available: 7,
+                held: 0,
+            },
+            Seats {
+                available: 0,
+                held: 0,
+            },
+        );
+        cache.set(&key, &seven.encode(), None).await.unwrap();
         let remembering = start_figures(cache.clone(), Duration::from_secs(3600));
         let reading = start_figures(cache.clone(), Duration::ZERO);
-        assert_eq!(remembering.ask(1).await.unwrap(), Some(7));
-        assert_eq!(reading.ask(1).await.unwrap(), Some(7));
-        cache.set(&key, "0", None).await.unwrap();
-        assert_eq!(remembering.ask(1).await.unwrap(), Some(7), "fresh: from memory");
-        assert_eq!(reading.ask(1).await.unwrap(), Some(0), "stale: read again");
+        assert_eq!(remembering.ask(1).await.unwrap(), Some(seven));
+        assert_eq!(reading.ask(1).await.unwrap(), Some(seven));
+        cache.set(&key, &none.encode(), None).await.unwrap();
+        assert_eq!(
+            remembering.ask(1).await.unwrap(),
+            Some(seven),
+            "fresh: from memory"
+        );
+        assert_eq!(reading.ask(1).await.unwrap(), Some(none), "stale: read again");
         assert_eq!(remembering.ask(2).await.unwrap(), None, "each event its own");
     }
 }

@@ -24,6 +24,12 @@ use crate::{
     waiters::{Waiters, Waiting},
 };
 
+/// When a buyer refused while seats are only held is told to come back.
+/// A held seat returns when its buyer's payment fails or its hold runs
+/// out; most payments settle within seconds, so this is when a retry has
+/// a chance, not a promise.
+const HELD_SEATS_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct BookingService {
     pub(crate) db: Db,
@@ -130,14 +136,25 @@ impl BookingService {
         self
     }
 
-    /// True when the ticket service's latest figure says fewer than `n`
-    /// seats are left. Unknown (no figure, cache down) is not sold out: the
-    /// saga then asks the ticket service, which decides either way.
-    async fn known_sold_out(&self, event_id: i64, n: i64) -> bool {
-        let Some(figures) = &self.figures else {
-            return false;
-        };
-        matches!(figures.ask(event_id).await, Ok(Some(available)) if available < n)
+    /// The refusal, when the ticket service's latest figure says fewer
+    /// than `n` seats are for sale: for now only (with a Retry-After) while
+    /// enough are held for buyers still paying, since seats whose payment
+    /// fails or whose hold runs out are sold again. None when the seats may
+    /// be there, or the figure is unknown (no figure, cache down): the saga
+    /// then asks the ticket service, which decides either way.
+    async fn refusal(&self, event_id: i64, n: i64) -> Option<ApiError> {
+        let seats = self.figures.as_ref()?.ask(event_id).await.ok()??;
+        if seats.available >= n {
+            return None;
+        }
+        Some(if seats.available + seats.held >= n {
+            ApiError::SoldOutForNow {
+                detail: "no tickets are left for this event for now: some are held for buyers still paying, and come back if they do not".into(),
+                retry_after_secs: HELD_SEATS_RETRY_AFTER.as_secs(),
+            }
+        } else {
+            ApiError::SoldOut("no tickets are left for this event".into())
+        })
     }
 
     /// The booking this customer made with `key`, if the request matches.
@@ -263,7 +280,7 @@ impl BookingService {
             key,
             request_hash: request_hash(&req),
         });
-        if self.known_sold_out(req.event_id, req.number_of_tickets).await {
+        if let Some(refused) = self.refusal(req.event_id, req.number_of_tickets).await {
             // A retry of a request accepted before the seats ran out still
             // gets its booking, once the token proves whose it is.
             if let Some(key) = &key {
@@ -272,7 +289,7 @@ impl BookingService {
                     return self.replay(booking, wait).await;
                 }
             }
-            return Err(ApiError::SoldOut("no tickets are left for this event".into()));
+            return Err(refused);
         }
         let customer = caller.verified().await?.id;
         // Otherwise a repeated key shows up as a unique violation below.

@@ -72,11 +72,64 @@ impl Bucket {
 
 /// Keys of the figures one service keeps in the cache for others.
 pub mod figures {
-    /// Seats of an event still for sale, as the ticket service last saw
-    /// them (a decimal integer). Absent when unknown: readers then ask the
+    /// Seats of an event, as the ticket service last counted them
+    /// ([`Seats::encode`]). Absent when unknown: readers then ask the
     /// service that decides.
     pub fn availability(event_id: i64) -> String {
         format!("availability:{event_id}")
+    }
+
+    /// An event's seats as the ticket service last counted them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Seats {
+        /// For sale now.
+        pub available: i64,
+        /// Held for buyers still paying: they come back for sale if a
+        /// payment fails or a hold runs out.
+        pub held: i64,
+    }
+
+    impl Seats {
+        /// As stored: the two counts in decimal, `available held`.
+        pub fn encode(self) -> String {
+            format!("{} {}", self.available, self.held)
+        }
+
+        /// A stored figure; one with the available count alone (as written
+        /// before the held seats were) counts none held.
+        pub fn parse(stored: &str) -> Option<Seats> {
+            let mut counts = stored.split_whitespace().map(str::parse::<i64>);
+            let available = counts.next()?.ok()?;
+            let held = match counts.next() {
+                Some(held) => held.ok()?,
+                None => 0,
+            };
+            counts.next().is_none().then_some(Seats { available, held })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn seats_read_back_as_written_and_old_figures_count_none_held() {
+            let seats = Seats {
+                available: 7,
+                held: 3,
+            };
+            assert_eq!(Seats::parse(&seats.encode()), Some(seats));
+            assert_eq!(
+                Seats::parse("12"),
+                Some(Seats {
+                    available: 12,
+                    held: 0
+                })
+            );
+            for bad in ["", "x", "1 y", "1 2 3", "1.5 2"] {
+                assert_eq!(Seats::parse(bad), None, "{bad:?}");
+            }
+        }
     }
 }
 

@@ -67,6 +67,10 @@ pub enum ApiError {
     /// Nothing left to sell (409, problem type `sold-out`).
     #[error("{0}")]
     SoldOut(String),
+    /// Nothing left to sell now, but seats held for other buyers may come
+    /// back: sold out (409) with a Retry-After.
+    #[error("{detail}")]
+    SoldOutForNow { detail: String, retry_after_secs: u64 },
     /// Slow down: try again after `retry_after_secs` (429).
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_secs: u64 },
@@ -94,7 +98,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) | ApiError::SoldOut(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::SoldOut(_) | ApiError::SoldOutForNow { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unprocessable(_) | ApiError::UnprocessableFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,7 +120,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
-            ApiError::SoldOut(_) => "sold-out",
+            ApiError::SoldOut(_) | ApiError::SoldOutForNow { .. } => "sold-out",
             ApiError::Unprocessable(_) | ApiError::UnprocessableFields(_) => "unprocessable",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
@@ -160,7 +166,8 @@ impl IntoResponse for ApiError {
         );
         match &self {
             ApiError::TooManyRequests { retry_after_secs, .. }
-            | ApiError::Overloaded { retry_after_secs, .. } => {
+            | ApiError::Overloaded { retry_after_secs, .. }
+            | ApiError::SoldOutForNow { retry_after_secs, .. } => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }

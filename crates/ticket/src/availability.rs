@@ -1,6 +1,8 @@
-//! Keeps every on-sale event's count of seats for sale in the shared cache,
-//! where the booking service refuses requests for a sold-out event without
-//! a write (in a flash sale most requests come after the last seat went).
+//! Keeps every on-sale event's counts of seats for sale and seats held in
+//! the shared cache, where the booking service refuses requests for a
+//! sold-out event without a write (in a flash sale most requests come after
+//! the last seat went), and tells those refused while seats are only held
+//! when to come back.
 //!
 //! The figure is advisory: the inventory row, counted under its lock, still
 //! decides every hold. A stale figure only moves the refusal: too high, the
@@ -16,7 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ticketer_cache::{figures, Cache};
+use ticketer_cache::{
+    figures::{self, Seats},
+    Cache,
+};
 use ticketer_db::Db;
 use tokio_util::sync::CancellationToken;
 
@@ -32,20 +37,17 @@ const REFRESH: Duration = Duration::from_secs(2);
 async fn publish(
     db: &Db,
     cache: &Cache,
-    last: &mut HashMap<i64, i64>,
+    last: &mut HashMap<i64, Seats>,
     everything: bool,
 ) -> anyhow::Result<()> {
     let rows = store::on_sale_availability(db).await?;
     let mut seen = HashMap::with_capacity(rows.len());
-    for (event_id, available) in rows {
-        seen.insert(event_id, available);
-        if everything || last.get(&event_id) != Some(&available) {
+    for (event_id, available, held) in rows {
+        let seats = Seats { available, held };
+        seen.insert(event_id, seats);
+        if everything || last.get(&event_id) != Some(&seats) {
             cache
-                .set(
-                    &figures::availability(event_id),
-                    &available.to_string(),
-                    Some(TTL),
-                )
+                .set(&figures::availability(event_id), &seats.encode(), Some(TTL))
                 .await?;
         }
     }

@@ -76,9 +76,9 @@ fn from_row(row: &ticketer_db::AnyRow) -> Result<Inventory, sqlx::Error> {
 }
 
 /// Seats for sale per event on sale: (event_id, available).
-pub async fn on_sale_availability(db: &Db) -> Result<Vec<(i64, i64)>, DbError> {
+pub async fn on_sale_availability(db: &Db) -> Result<Vec<(i64, i64, i64)>, DbError> {
     Ok(
-        sqlx::query_as("SELECT event_id, available FROM inventory WHERE status = 'ON_SALE'")
+        sqlx::query_as("SELECT event_id, available, held FROM inventory WHERE status = 'ON_SALE'")
             .fetch_all(db.reader())
             .await?,
     )

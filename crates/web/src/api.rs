@@ -24,6 +24,8 @@ pub struct Problem {
     pub detail: String,
     /// `(field, message)` for validation errors.
     pub fields: Vec<(String, String)>,
+    /// When to try again (Retry-After, in seconds), if the service said.
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -34,6 +36,7 @@ impl Problem {
             title: "Service unavailable".into(),
             detail: detail.into(),
             fields: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -70,6 +73,7 @@ impl Problem {
             title: text("title"),
             detail: text("detail"),
             fields,
+            retry_after: None,
         }
     }
 }
@@ -160,12 +164,19 @@ impl Api {
             Problem::unavailable("a service did not answer; try again in a moment")
         })?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
         let body = resp.bytes().await.unwrap_or_default();
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
             Ok(json)
         } else {
-            Err(Problem::from_answer(status, &json))
+            Err(Problem {
+                retry_after,
+                ..Problem::from_answer(status, &json)
+            })
         }
     }
 }

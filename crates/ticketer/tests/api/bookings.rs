@@ -441,6 +441,78 @@ async fn sell_ten_seats_to_thirty(s: &TestStack, direct: Direct) {
 
 both_backends!(buying_and_cancelling);
 
+/// A request refused at once as sold out, until the figure that refuses it
+/// says so (it follows the seats within the ticket service's publishing
+/// interval); the request is made without waiting.
+async fn refused_at_once(
+    s: &TestStack,
+    token: &str,
+    event: i64,
+    n: i64,
+    done: impl Fn(&crate::harness::Reply) -> bool,
+) -> crate::harness::Reply {
+    let body = json!({"event_id": event, "number_of_tickets": n, "payment_token": "tok_visa"});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = s
+            .call(Method::POST, "/api/v1/bookings", Some(token), Some(body.clone()))
+            .await;
+        let at_once = r.status == StatusCode::CONFLICT && r.body.get("booking_id").is_none();
+        if at_once && done(&r) {
+            assert!(r.is_sold_out(), "{}: {}", s.label, r.body);
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: never refused so: {} {}",
+            s.label,
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// While the last seats are only held for a buyer still paying, a request
+/// for no more than them is sold out for now, told when to come back
+/// (Retry-After): a held seat is sold again if its payment fails. Once they
+/// are sold, or for more seats than are held, it is sold out for good.
+async fn sold_out_for_now_while_seats_are_held(s: &TestStack) {
+    let l = s.label;
+    let event = event_on_sale(s, 2).await;
+    let (_, payer, _) = s.user("CUSTOMER").await;
+    let (_, other, _) = s.user("CUSTOMER").await;
+    // Both seats held while the payment takes its time.
+    let body = json!({"event_id": event, "number_of_tickets": 2, "payment_token": "tok_delayed"});
+    let r = s
+        .call(Method::POST, "/api/v1/bookings", Some(&payer), Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{l}: {}", r.body);
+    let paying = format!("/api/v1/bookings/{}", r.text("booking_id"));
+    let availability = format!("/api/v1/tickets/availability/{event}");
+    s.eventually(&availability, |b| b["held"] == 2).await;
+
+    let r = refused_at_once(s, &other, event, 1, |r| r.retry_after().is_some()).await;
+    assert_eq!(r.retry_after(), Some(5), "{l}: {:?}", r.headers);
+    assert!(r.text("detail").contains("held"), "{l}: {}", r.body);
+    let more = refused_at_once(s, &other, event, 3, |_| true).await;
+    assert_eq!(
+        more.retry_after(),
+        None,
+        "{l}: more seats than are held: {}",
+        more.body
+    );
+
+    let paid = s
+        .eventually_as(&paying, &payer, |b| b["status"] != "PENDING")
+        .await;
+    assert_eq!(paid["status"], "CONFIRMED", "{l}: {paid}");
+    let r = refused_at_once(s, &other, event, 1, |r| r.retry_after().is_none()).await;
+    assert_eq!(r.text("detail"), "no tickets are left for this event", "{l}");
+}
+
+both_backends!(sold_out_for_now_while_seats_are_held);
+
 /// Direct calls are on in one process with a secret of its own; the sales
 /// that count them name one, as an operator would.
 const DIRECT: (&str, &str) = ("SERVICE_TOKEN", "direct-calls-test-secret");

@@ -10,7 +10,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{account::explain, refused, render, signed_in, Page};
-use crate::{api::Call, session::Visitor, Web};
+use crate::{
+    api::{Call, Problem},
+    session::Visitor,
+    Web,
+};
 
 #[derive(Debug, Deserialize)]
 pub struct BookForm {
@@ -65,7 +69,7 @@ pub async fn book(
             // Sold out before a booking was made, or a refused form: say
             // why, with the way back to the event.
             let message = if p.is("sold-out") {
-                "Sold out: there are no seats left.".to_string()
+                sold_out(&p)
             } else {
                 p.fields
                     .first()
@@ -81,6 +85,17 @@ pub async fn book(
             ))
         }
         Err(p) => Err(refused(&web, &visitor, &here, p)),
+    }
+}
+
+/// What a visitor refused as sold out is told: to come back, when the last
+/// seats are only held for buyers still paying.
+fn sold_out(p: &Problem) -> String {
+    match p.retry_after {
+        Some(secs) => format!(
+            "Sold out for now: the last seats are held for buyers still paying, and are sold again if a payment fails. Try again in {secs} seconds."
+        ),
+        None => "Sold out: there are no seats left.".to_string(),
     }
 }
 
@@ -249,5 +264,17 @@ mod tests {
         let svg = qr_svg("0190c1a8-7b3e-7cc4-9b8e-5f1d2a3b4c5d").unwrap();
         assert!(svg.contains("<svg") && svg.contains("</svg>"));
         assert_eq!(qr_svg("<script>"), None);
+    }
+
+    #[test]
+    fn sold_out_for_now_says_when_to_come_back() {
+        let mut p = Problem::unavailable("no tickets are left");
+        assert_eq!(sold_out(&p), "Sold out: there are no seats left.");
+        p.retry_after = Some(5);
+        let now = sold_out(&p);
+        assert!(
+            now.starts_with("Sold out for now") && now.contains("in 5 seconds"),
+            "{now}"
+        );
     }
 }
