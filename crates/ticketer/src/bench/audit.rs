@@ -85,7 +85,7 @@ pub(super) async fn audit(
             )
             .await;
         match answer {
-            Some((200, p)) if p["status"] == "SUCCEEDED" => double_charged += 1,
+            Some((200, p, _)) if p["status"] == "SUCCEEDED" => double_charged += 1,
             Some(_) => {}
             None => bail!("could not read the payment of booking {booking}"),
         }

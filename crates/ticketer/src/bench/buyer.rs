@@ -41,17 +41,30 @@ pub(crate) fn ms_since(start: SystemTime, at: &str) -> Option<f64> {
     Some((at.with_timezone(&chrono::Utc) - start).num_microseconds()? as f64 / 1000.0)
 }
 
-/// One buyer: books once (retrying errors with the same Idempotency-Key),
-/// then follows the booking until it is settled.
+/// What a buyer asks for, and how patient they are.
+pub(crate) struct Wants<'a> {
+    pub(crate) tickets: i64,
+    pub(crate) payment_token: &'a str,
+    /// Times they come back when told to (sold out while seats are held).
+    pub(crate) comes_back: u32,
+}
+
+/// One buyer: books once (retrying errors with the same Idempotency-Key,
+/// and coming back when told to, as often as they would), then follows the
+/// booking until it is settled.
 pub(crate) async fn buy(
     client: &Client,
     token: &str,
     event_id: i64,
-    tickets: i64,
-    payment_token: &str,
+    wants: Wants<'_>,
     errors: &AtomicUsize,
     sale_started: Instant,
 ) -> Outcome {
+    let Wants {
+        tickets,
+        payment_token,
+        comes_back,
+    } = wants;
     let t0 = Instant::now();
     let started_s = sale_started.elapsed().as_secs_f64();
     let t0_wall = SystemTime::now();
@@ -84,16 +97,28 @@ pub(crate) async fn buy(
             done_s: sale_started.elapsed().as_secs_f64(),
         }
     };
-    let answer = client
-        .answer(
-            reqwest::Method::POST,
-            "/api/v1/bookings",
-            Some(token),
-            Some(&body),
-            &[("prefer", "wait=30"), ("idempotency-key", &key)],
-            patience,
-        )
-        .await;
+    // Told to come back (sold out while seats are only held), a buyer who
+    // may does, with the same key: nothing was booked.
+    let mut returns = comes_back;
+    let answer = loop {
+        let answer = client
+            .answer(
+                reqwest::Method::POST,
+                "/api/v1/bookings",
+                Some(token),
+                Some(&body),
+                &[("prefer", "wait=30"), ("idempotency-key", &key)],
+                patience,
+            )
+            .await;
+        match answer {
+            Some((409, _, Some(later))) if returns > 0 && Instant::now() + later < give_up => {
+                returns -= 1;
+                tokio::time::sleep(later).await;
+            }
+            answer => break answer.map(|(status, b, _)| (status, b)),
+        }
+    };
     let mut b = match answer {
         None => return finish(None, "ERROR", &Value::Null),
         Some((409, b)) if b["type"].as_str().is_some_and(|t| t.ends_with("/sold-out")) => {
@@ -117,10 +142,71 @@ pub(crate) async fn buy(
             )
             .await
         {
-            Some((200, next)) => b = next,
+            Some((200, next, _)) => b = next,
             _ => break,
         }
     }
     let status = b["status"].as_str().unwrap_or("PENDING").to_string();
     finish(Some(id), &status, &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{atomic::Ordering, Arc};
+
+    use axum::{http::StatusCode, response::IntoResponse, routing::post, Json, Router};
+
+    use super::*;
+
+    /// A booking service that says "sold out for now, come back in a
+    /// second" to the first request and books the next.
+    async fn sold_out_for_a_moment() -> String {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let book = move || {
+            let asked = asked.clone();
+            async move {
+                if asked.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let refusal = json!({"type": "https://ticketer.dev/problems/sold-out", "status": 409});
+                    (StatusCode::CONFLICT, [("retry-after", "1")], Json(refusal)).into_response()
+                } else {
+                    let booked = json!({"booking_id": "b-1", "status": "CONFIRMED", "ticket_ids": ["t-1"]});
+                    (StatusCode::CREATED, Json(booked)).into_response()
+                }
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new().route("/api/v1/bookings", post(book));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        base
+    }
+
+    async fn buying(comes_back: u32) -> Outcome {
+        let client = Client {
+            http: reqwest::Client::new(),
+            base: sold_out_for_a_moment().await,
+            sent: AtomicUsize::new(0),
+        };
+        let wants = Wants {
+            tickets: 1,
+            payment_token: "tok_visa",
+            comes_back,
+        };
+        let errors = AtomicUsize::new(0);
+        buy(&client, "token", 1, wants, &errors, Instant::now()).await
+    }
+
+    #[tokio::test]
+    async fn a_buyer_told_to_come_back_does_if_they_would() {
+        let patient = buying(1).await;
+        assert_eq!(
+            (patient.status.as_str(), patient.booking_id.as_deref()),
+            ("CONFIRMED", Some("b-1"))
+        );
+        let impatient = buying(0).await;
+        assert_eq!(
+            (impatient.status.as_str(), impatient.reason.as_str()),
+            ("REFUSED", "SOLD_OUT")
+        );
+    }
 }

@@ -26,7 +26,9 @@ pub(crate) struct Patience<'a> {
 
 /// An answer, or why there was none worth keeping.
 pub(crate) enum Reply {
-    Answer(u16, Value),
+    /// An answer, and when it said to come back (Retry-After), if it did:
+    /// a sold-out refusal while seats are only held says so.
+    Answer(u16, Value, Option<Duration>),
     /// Worth retrying after the given pause (5xx, 429, 409 in progress,
     /// connection failures).
     Retry(Duration),
@@ -65,20 +67,22 @@ impl Client {
             Err(_) => return Reply::Retry(Duration::ZERO),
         };
         let status = resp.status().as_u16();
-        let pause = retry_after(&resp).unwrap_or(Duration::ZERO);
+        let pause = retry_after(&resp);
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         let in_progress = status == 409
             && body["detail"]
                 .as_str()
                 .is_some_and(|d| d.contains("in progress") || d.contains("retry the request"));
         if status >= 500 || status == 429 || in_progress {
-            return Reply::Retry(pause);
+            return Reply::Retry(pause.unwrap_or(Duration::ZERO));
         }
-        Reply::Answer(status, body)
+        Reply::Answer(status, body, pause)
     }
 
     /// Sends until there is an answer, backing off between errors; counts
-    /// the errors in `patience.errors`. None when its deadline passed first.
+    /// the errors in `patience.errors`. The answer's status, its body, and
+    /// when it said to come back, if it did; None when the deadline passed
+    /// first.
     pub(crate) async fn answer(
         &self,
         method: reqwest::Method,
@@ -87,12 +91,12 @@ impl Client {
         body: Option<&Value>,
         headers: &[(&str, &str)],
         patience: Patience<'_>,
-    ) -> Option<(u16, Value)> {
+    ) -> Option<(u16, Value, Option<Duration>)> {
         let Patience { errors, deadline } = patience;
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.send(method.clone(), path, token, body, headers).await {
-                Reply::Answer(status, body) => return Some((status, body)),
+                Reply::Answer(status, body, later) => return Some((status, body, later)),
                 Reply::Retry(pause) => {
                     errors.fetch_add(1, Ordering::Relaxed);
                     if Instant::now() + pause.max(backoff) > deadline {
@@ -131,8 +135,8 @@ impl Client {
             )
             .await
         {
-            Some((status, body)) if status == want => Ok(body),
-            Some((status, body)) => bail!("{path}: {status} {body}"),
+            Some((status, body, _)) if status == want => Ok(body),
+            Some((status, body, _)) => bail!("{path}: {status} {body}"),
             None => bail!("{path}: no answer but errors for 60 s"),
         }
     }

@@ -311,7 +311,7 @@ pub async fn run(cfg: SearchBench) -> anyhow::Result<SearchReport> {
                 let t = Instant::now();
                 let ok = matches!(
                     client.send(reqwest::Method::GET, &path, None, None, &[]).await,
-                    Reply::Answer(200, _)
+                    Reply::Answer(200, ..)
                 );
                 if t < warm_until {
                     continue;

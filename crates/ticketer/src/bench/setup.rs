@@ -40,7 +40,7 @@ pub(crate) async fn event_on_sale(client: &Client, run: &str, tickets: i64) -> a
     let availability = format!("/api/v1/tickets/availability/{event_id}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Reply::Answer(200, _) = client
+        if let Reply::Answer(200, ..) = client
             .send(reqwest::Method::GET, &availability, None, None, &[])
             .await
         {

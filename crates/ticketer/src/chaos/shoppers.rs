@@ -2,7 +2,8 @@
 //! all at once, so that every fault meets a sale in progress), paying with
 //! a mix of cards that succeed, are declined or are slow, and some
 //! cancelling once confirmed. Every one behaves like a real client: an
-//! error is retried with the same Idempotency-Key, with backoff.
+//! error is retried with the same Idempotency-Key, with backoff, and a
+//! sold-out answer that says to come back (seats only held) is taken up.
 
 use std::{
     sync::{
@@ -16,9 +17,14 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio::sync::Semaphore;
 
 use crate::bench::{
-    buyer::{buy, Outcome},
+    buyer::{buy, Outcome, Wants},
     client::{Client, Patience},
 };
+
+/// Times a buyer told the event is sold out for now (its last seats held
+/// for others still paying) comes back: held seats return when payments
+/// are declined or holds run out, and a real crowd tries again.
+const COMES_BACK: u32 = 3;
 
 /// What the buyers saw.
 pub struct Shopping {
@@ -82,16 +88,12 @@ pub async fn shop(
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             let _permit = gate.acquire().await;
-            let outcome = buy(
-                &client,
-                &token,
-                event_id,
-                choice.tickets,
-                choice.card,
-                &errors,
-                started,
-            )
-            .await;
+            let wants = Wants {
+                tickets: choice.tickets,
+                payment_token: choice.card,
+                comes_back: COMES_BACK,
+            };
+            let outcome = buy(&client, &token, event_id, wants, &errors, started).await;
             if choice.cancels && outcome.status == "CONFIRMED" {
                 let id = outcome.booking_id.clone().unwrap_or_default();
                 asked.fetch_add(1, Ordering::Relaxed);
