@@ -12,7 +12,7 @@ use std::{
 };
 
 use ticketer_bus::Envelope;
-use ticketer_db::{enqueue, Db, DbError, Outbound};
+use ticketer_db::{enqueue, Db, DbError, Dialect, Outbound};
 use uuid::Uuid;
 
 use crate::{
@@ -23,8 +23,19 @@ use crate::{
     store::{self, Booking, RequestKey},
 };
 
-/// Bookings committed together at most.
-const PER_COMMIT: usize = 128;
+/// Bookings committed together at most, by database. On PostgreSQL a
+/// sale's opening burst (every buyer at once) goes in fewer, larger
+/// commits, and the holds asked beside them in fewer calls (standard preset,
+/// four pairs against 128: 1,726 / 1,669 / 1,948 / 1,585 confirmed/s
+/// against 1,606 / 1,642 / 1,758 / 1,710, booking p99 lower in three); on
+/// SQLite, whose one writer the commit holds meanwhile, batches that large
+/// cost a third of the throughput (1,299 / 1,376 against 2,046 / 1,853).
+fn per_commit(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Postgres => 512,
+        Dialect::Sqlite => 128,
+    }
+}
 
 /// A booking to make, with the key it was asked with and its first messages.
 pub struct ToMake {
@@ -52,7 +63,7 @@ pub type Creations = Batcher<ToMake, Result<Made, String>>;
 /// what follows each hold waits for the commit's outcome.
 pub fn start(db: Db, timeouts: Timeouts, direct: Option<Direct>) -> Creations {
     let made_keys = Arc::new(Mutex::new(MadeKeys::default()));
-    Batcher::start(PER_COMMIT, move |mut new: Vec<ToMake>| {
+    Batcher::start(per_commit(db.dialect()), move |mut new: Vec<ToMake>| {
         let db = db.clone();
         let direct = direct.clone();
         let made_keys = made_keys.clone();
