@@ -61,7 +61,7 @@ fn booking_id(raw: &str) -> ApiResult<Uuid> {
     responses((status = 202, description = "accepted, still PENDING", body = BookingView),
               (status = 201, description = "settled within the wait", body = BookingView),
               (status = 400, body = ticketer_http::Problem), (status = 403, body = ticketer_http::Problem),
-              (status = 409, description = "sold out (problem type sold-out): nothing was booked", body = ticketer_http::Problem),
+              (status = 409, description = "sold out (problem type sold-out): nothing was booked; with Retry-After while the missing seats are only held for buyers still paying", body = ticketer_http::Problem),
               (status = 422, description = "the Idempotency-Key was used for a different request", body = ticketer_http::Problem)))]
 async fn create_booking(
     State(svc): State<BookingService>,
