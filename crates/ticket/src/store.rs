@@ -75,7 +75,8 @@ fn from_row(row: &ticketer_db::AnyRow) -> Result<Inventory, sqlx::Error> {
     })
 }
 
-/// Seats for sale per event on sale: (event_id, available).
+/// Seats for sale and seats held per event on sale: (event_id, available,
+/// held).
 pub async fn on_sale_availability(db: &Db) -> Result<Vec<(i64, i64, i64)>, DbError> {
     Ok(
         sqlx::query_as("SELECT event_id, available, held FROM inventory WHERE status = 'ON_SALE'")

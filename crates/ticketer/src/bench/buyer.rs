@@ -41,6 +41,11 @@ pub(crate) fn ms_since(start: SystemTime, at: &str) -> Option<f64> {
     Some((at.with_timezone(&chrono::Utc) - start).num_microseconds()? as f64 / 1000.0)
 }
 
+/// A refusal as sold out (problem type `sold-out`).
+fn sold_out(problem: &Value) -> bool {
+    problem["type"].as_str().is_some_and(|t| t.ends_with("/sold-out"))
+}
+
 /// What a buyer asks for, and how patient they are.
 pub(crate) struct Wants<'a> {
     pub(crate) tickets: i64,
@@ -112,7 +117,9 @@ pub(crate) async fn buy(
             )
             .await;
         match answer {
-            Some((409, _, Some(later))) if returns > 0 && Instant::now() + later < give_up => {
+            Some((409, ref b, Some(later)))
+                if sold_out(b) && returns > 0 && Instant::now() + later < give_up =>
+            {
                 returns -= 1;
                 tokio::time::sleep(later).await;
             }
@@ -121,7 +128,7 @@ pub(crate) async fn buy(
     };
     let mut b = match answer {
         None => return finish(None, "ERROR", &Value::Null),
-        Some((409, b)) if b["type"].as_str().is_some_and(|t| t.ends_with("/sold-out")) => {
+        Some((409, b)) if sold_out(&b) => {
             return finish(None, "REFUSED", &json!({"failure_reason": "SOLD_OUT"}))
         }
         Some((status, b)) if status >= 300 => return finish(None, "REJECTED", &b),
