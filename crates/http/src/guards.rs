@@ -4,7 +4,7 @@
 
 use axum::{
     extract::{Request, State},
-    http::{header, HeaderValue},
+    http::{header, HeaderMap, HeaderValue},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -27,9 +27,7 @@ pub const MAX_URI_LENGTH: usize = 8 * 1024;
 
 /// Headers every answer carries: no content sniffing, never framed by
 /// another site (clickjacking), no referrer leaked to other sites.
-pub async fn secure_headers(req: Request, next: Next) -> Response {
-    let mut resp = next.run(req).await;
-    let headers = resp.headers_mut();
+pub(crate) fn secure_headers(headers: &mut HeaderMap) {
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
@@ -38,7 +36,6 @@ pub async fn secure_headers(req: Request, next: Next) -> Response {
     ] {
         headers.entry(name).or_insert(HeaderValue::from_static(value));
     }
-    resp
 }
 
 /// `/metrics` behind a bearer token, compared in constant time.
@@ -69,16 +66,16 @@ pub fn same_secret(given: &str, secret: &str) -> bool {
         == 0
 }
 
-/// Refuses a request target longer than [`MAX_URI_LENGTH`] with 414
-/// problem+json before any handler parses it. (Targets longer than the
-/// HTTP parser's own buffer never get this far and get a bare 414/431.)
-pub(crate) async fn bounded_uri(req: Request, next: Next) -> Response {
+/// The 414 problem+json for a request target longer than
+/// [`MAX_URI_LENGTH`], refused before any handler parses it. (Targets
+/// longer than the HTTP parser's own buffer never get this far and get a
+/// bare 414/431.)
+pub(crate) fn uri_too_long(req: &Request) -> Option<Response> {
     let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    if len > MAX_URI_LENGTH {
-        return ApiError::UriTooLong(format!(
+    (len > MAX_URI_LENGTH).then(|| {
+        ApiError::UriTooLong(format!(
             "the request target is {len} bytes; at most {MAX_URI_LENGTH} are accepted"
         ))
-        .into_response();
-    }
-    next.run(req).await
+        .into_response()
+    })
 }
