@@ -9,8 +9,7 @@
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
-    middleware::Next,
+    extract::ConnectInfo,
     response::{IntoResponse, Response},
     Router,
 };
@@ -25,11 +24,12 @@ use tower::ServiceExt;
 
 use crate::ApiError;
 
-/// Answers 503 problem+json when the request (its body included) was not
-/// answered within `limit`. Dropping the handler rolls back whatever
-/// transaction it had open.
-pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
+/// `answer`, or 503 problem+json when it (the request's body included)
+/// was not done within `limit`. Dropping the handler rolls back whatever
+/// transaction it had open. Applied here rather than as a layer, which
+/// would nest and box every request's future once more.
+async fn within<F: Future<Output = Response>>(limit: Duration, answer: F) -> Response {
+    match tokio::time::timeout(limit, answer).await {
         Ok(resp) => resp,
         Err(_) => {
             tracing::warn!(limit_s = limit.as_secs_f64(), "request timed out");
@@ -44,7 +44,8 @@ pub async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -
 
 /// Serves `router` on `listener` until `stopped`, then lets the requests
 /// in progress finish (for at most the request timeout). Each request
-/// carries `ConnectInfo<L::Addr>`.
+/// carries `ConnectInfo<L::Addr>`, and is answered 503 when not answered
+/// within the request timeout.
 pub async fn serve<L, F>(mut listener: L, router: Router, limits: HttpLimits, stopped: F)
 where
     L: axum::serve::Listener,
@@ -74,11 +75,12 @@ where
             req.extensions_mut().insert(ConnectInfo(peer.clone()));
             let app = app.clone();
             async move {
-                let resp = app
-                    .oneshot(req.map(axum::body::Body::new))
-                    .await
-                    .unwrap_or_else(|e: Infallible| match e {});
-                Ok::<_, Infallible>(resp)
+                let answer = async {
+                    app.oneshot(req.map(axum::body::Body::new))
+                        .await
+                        .unwrap_or_else(|e: Infallible| match e {})
+                };
+                Ok::<_, Infallible>(within(limits.request, answer).await)
             }
         });
         let conn = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
@@ -103,7 +105,7 @@ where
 mod tests {
     use std::net::SocketAddr;
 
-    use axum::{middleware::from_fn_with_state, routing::get, routing::post};
+    use axum::routing::{get, post};
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
         net::{TcpListener, TcpStream},
@@ -130,8 +132,7 @@ mod tests {
                     tokio::time::sleep(Duration::from_secs(30)).await;
                     "late"
                 }),
-            )
-            .layer(from_fn_with_state(limits.request, deadline));
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();

@@ -213,9 +213,7 @@ impl ServiceApp {
         let tls = self.tls.is_some();
         tracing::info!(service = self.name, port = self.port(), tls, "listening");
         let limits = self.limits;
-        let router = self
-            .router
-            .layer(from_fn_with_state(limits.request, crate::serve::deadline));
+        let router = self.router;
         match self.tls {
             Some(config) => {
                 let listener = crate::tls::TlsListener::new(
