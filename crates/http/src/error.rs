@@ -1,7 +1,7 @@
 //! RFC 7807 problem+json, the one shape every error takes on the wire.
 
 use axum::{
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -181,6 +181,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The seconds an answer's Retry-After asks a client to wait, as
+/// [`ApiError`] writes it; None without one (or with a date, which no
+/// service sends).
+pub fn retry_after_secs(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 impl From<ticketer_db::DbError> for ApiError {
     fn from(e: ticketer_db::DbError) -> Self {
         ApiError::Internal(e.into())
@@ -204,4 +217,26 @@ pub async fn not_found() -> ApiError {
 /// 405 problem for a path that exists, asked with a method it does not take.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed("this resource does not take that method".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_back_as_written() {
+        let come_back = ApiError::SoldOutForNow {
+            detail: "held".into(),
+            retry_after_secs: 5,
+        };
+        assert_eq!(retry_after_secs(come_back.into_response().headers()), Some(5));
+        let sold = ApiError::SoldOut("gone".into()).into_response();
+        assert_eq!(retry_after_secs(sold.headers()), None);
+        let mut dated = HeaderMap::new();
+        dated.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after_secs(&dated), None);
+    }
 }

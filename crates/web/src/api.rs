@@ -164,10 +164,7 @@ impl Api {
             Problem::unavailable("a service did not answer; try again in a moment")
         })?;
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let retry_after = ticketer_http::retry_after_secs(resp.headers());
         let body = resp.bytes().await.unwrap_or_default();
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if (200..300).contains(&status) {

@@ -34,14 +34,6 @@ pub(crate) enum Reply {
     Retry(Duration),
 }
 
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    resp.headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
 impl Client {
     pub(crate) async fn send(
         &self,
@@ -67,7 +59,7 @@ impl Client {
             Err(_) => return Reply::Retry(Duration::ZERO),
         };
         let status = resp.status().as_u16();
-        let pause = retry_after(&resp);
+        let pause = ticketer_http::retry_after_secs(resp.headers()).map(Duration::from_secs);
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         let in_progress = status == 409
             && body["detail"]

@@ -32,10 +32,7 @@ impl Reply {
 
     /// The Retry-After header, in seconds.
     pub fn retry_after(&self) -> Option<u64> {
-        self.headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
+        ticketer_http::retry_after_secs(&self.headers)
     }
 
     /// The `field` names of a problem+json's `errors`.
