@@ -41,6 +41,11 @@ pub const MESSAGING: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/dead_letters.sql"),
         sqlite: include_str!("../migrations/sqlite/dead_letters.sql"),
     },
+    Migration::portable(
+        3,
+        "outbox read by its key",
+        include_str!("../migrations/outbox_by_id.sql"),
+    ),
 ];
 
 /// Stored responses for `Idempotency-Key` requests.
