@@ -8,6 +8,7 @@ use axum::{
     middleware::{from_fn_with_state, Next},
     response::Response,
     routing::get,
+    serve::ListenerExt,
     Extension, Router,
 };
 use ticketer_config::HttpLimits;
@@ -224,7 +225,14 @@ impl ServiceApp {
                 )?;
                 crate::serve::serve(listener, router, limits, stopped).await;
             }
-            None => crate::serve::serve(self.listener, router, limits, stopped).await,
+            None => {
+                // Answers go out as soon as they are written, not held back
+                // by Nagle's algorithm until the last segment is acknowledged.
+                let listener = self.listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                crate::serve::serve(listener, router, limits, stopped).await
+            }
         }
         for task in self.tasks {
             let _ = task.await;
