@@ -22,8 +22,9 @@ async fn postgres_a_connection_closed_while_idle_is_replaced_not_handed_out() {
         return;
     };
     let tdb = TestDatabase::postgres(&url, "pool").await.unwrap();
+    // One connection, so the one ended below is the one asked for next.
     let db = Db::connect(&tdb.url, 1).await.unwrap();
-    let admin = Db::connect(&tdb.url, 1).await.unwrap();
+    let admin = tdb.connect().await.unwrap();
     let first = backend_pid(&db).await;
     // The server (a restart, an idle timeout, an operator) ends the pool's
     // only connection while nobody uses it.
@@ -33,6 +34,7 @@ async fn postgres_a_connection_closed_while_idle_is_replaced_not_handed_out() {
         .await
         .unwrap();
     assert!(ended);
+    // Idle for longer than the pool takes a connection on trust (a second).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The next query gets a live connection, not an error.
     let second = backend_pid(&db).await;
