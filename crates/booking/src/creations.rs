@@ -244,10 +244,7 @@ mod tests {
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
         let earlier = to_make(alice, "k1");
         let earlier_id = earlier.booking.booking_id;
-        let timeouts = Timeouts {
-            payment: std::time::Duration::from_secs(60),
-            reply: std::time::Duration::from_secs(30),
-        };
+        let timeouts = Timeouts::for_tests();
         assert_eq!(
             commit(&db, vec![earlier], timeouts).await.unwrap(),
             HashSet::from([earlier_id])
@@ -282,10 +279,7 @@ mod tests {
         let tdb = TestDatabase::sqlite();
         let db = tdb.connect().await.unwrap();
         db.migrate("booking", store::MIGRATIONS).await.unwrap();
-        let timeouts = Timeouts {
-            payment: std::time::Duration::from_secs(60),
-            reply: std::time::Duration::from_secs(30),
-        };
+        let timeouts = Timeouts::for_tests();
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
         commit(&db, vec![to_make(alice, "k1")], timeouts).await.unwrap();
         let mut made = MadeKeys::default();

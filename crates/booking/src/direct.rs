@@ -647,10 +647,7 @@ mod tests {
         let tdb = TestDatabase::sqlite();
         let db = tdb.connect().await.unwrap();
         db.migrate("booking", store::MIGRATIONS).await.unwrap();
-        let timeouts = Timeouts {
-            payment: Duration::from_secs(60),
-            reply: Duration::from_secs(30),
-        };
+        let timeouts = Timeouts::for_tests();
         let waiters = Waiters::default();
         let peers = Peers {
             ticket_url: generous_ticket_service().await,

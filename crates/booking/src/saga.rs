@@ -88,6 +88,16 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
+    /// Long enough that no deadline passes during a test that does not
+    /// wait for one.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Timeouts {
+            payment: std::time::Duration::from_secs(60),
+            reply: std::time::Duration::from_secs(30),
+        }
+    }
+
     /// How long `stage` waits; None for a stage that waits for nothing.
     pub fn of(self, stage: Stage) -> Option<std::time::Duration> {
         match stage {

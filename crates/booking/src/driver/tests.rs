@@ -132,10 +132,7 @@ async fn a_batch_steps_like_one_message_at_a_time(postgres: bool) {
             store::insert(&mut tx, &booking(n), None).await.unwrap();
         }
         tx.commit().await.unwrap();
-        let timeouts = Timeouts {
-            payment: std::time::Duration::from_secs(60),
-            reply: std::time::Duration::from_secs(60),
-        };
+        let timeouts = Timeouts::for_tests();
         let driver = SagaDriver::new(timeouts, Waiters::default());
         let inbox = Inbox::new(db.clone(), "booking.replies", driver);
         let answers = answers();
