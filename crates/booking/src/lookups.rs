@@ -79,23 +79,17 @@ pub fn start_by_id(db: Db) -> ById {
 /// sale's requests for an event come far more often than that, so most of
 /// them are spared the cache's round trip (measured: about a third of the
 /// time from a request's arrival to its booking being made), and no answer
-/// refusal rests on a figure more than this older than the cache's own,
-/// which the ticket service writes after its commits anyway. The figure
-/// only refuses early: the ticket service still decides every hold.
+/// is more than this older than the cache's own figure, which the ticket
+/// service writes after its commits anyway. The figure only refuses early:
+/// the ticket service still decides every hold.
 pub const FIGURE_FRESH: Duration = Duration::from_millis(50);
 
 /// Events whose figures are remembered at most; past that, those no longer
 /// fresh are forgotten (requests naming events at random cannot grow it).
 const FIGURES_KEPT: usize = 10_000;
 
-/// An event's figure, when its read began, and whether a read of it is
-/// under way behind the requests it already let through.
-#[derive(Clone, Copy)]
-struct Read {
-    figure: Option<Seats>,
-    at: Instant,
-    refreshing: bool,
-}
+/// An event's figure, and when its read began.
+type Read = (Option<Seats>, Instant);
 
 /// The seats of an event as the ticket service last published them to the
 /// cache; None when unknown (no figure, cache down).
@@ -108,73 +102,26 @@ pub struct Figures {
 }
 
 impl Figures {
-    /// The event's figure, for a request that wants `wanted` seats: from
-    /// memory while fresh, else read from the cache (with the reads of
-    /// other requests arriving meanwhile).
-    ///
-    /// Except that a figure no longer fresh which would let the request
-    /// through is answered at once, and read again behind it. The figure
-    /// only refuses early (the ticket service decides every hold), so an
-    /// old figure that lets a request through costs it nothing; one that
-    /// would refuse it is never used stale. Under a flash sale's load the
-    /// cache's round trip took 0 ms at the median but 30 ms for one request
-    /// in ten and 56 ms at the 99th percentile (every request that found
-    /// the figure stale waited for the read), about 8 ms per request on
-    /// average, all of it before the booking was made.
-    pub async fn ask(&self, event: i64, wanted: i64) -> Result<Option<Seats>, Stopped> {
-        let known = self.known.lock().expect("figures lock").get(&event).copied();
-        if let Some(known) = known {
-            if known.at.elapsed() < self.fresh {
-                return Ok(known.figure);
-            }
-            if known.figure.is_some_and(|s| s.available >= wanted) {
-                self.refresh(event);
-                return Ok(known.figure);
+    /// The event's figure: from memory while fresh, else read from the
+    /// cache (with the reads of other requests arriving meanwhile).
+    pub async fn ask(&self, event: i64) -> Result<Option<Seats>, Stopped> {
+        if let Some(&(figure, read)) = self.known.lock().expect("figures lock").get(&event) {
+            if read.elapsed() < self.fresh {
+                return Ok(figure);
             }
         }
-        self.read(event).await
-    }
-
-    /// Reads the figure again in the background, unless that is under way.
-    fn refresh(&self, event: i64) {
-        {
-            let mut known = self.known.lock().expect("figures lock");
-            match known.get_mut(&event) {
-                Some(read) if !read.refreshing => read.refreshing = true,
-                _ => return,
-            }
-        }
-        let figures = self.clone();
-        tokio::spawn(async move {
-            if figures.read(event).await.is_err() {
-                // Shutting down; a later request reads it in front.
-                if let Some(read) = figures.known.lock().expect("figures lock").get_mut(&event) {
-                    read.refreshing = false;
-                }
-            }
-        });
-    }
-
-    /// Reads the figure from the cache and remembers it.
-    async fn read(&self, event: i64) -> Result<Option<Seats>, Stopped> {
-        let at = Instant::now();
+        let read = Instant::now();
         let figure = self.reads.ask(event).await?;
         let mut known = self.known.lock().expect("figures lock");
         if known.len() >= FIGURES_KEPT {
             let fresh = self.fresh;
-            known.retain(|_, read| read.at.elapsed() < fresh);
+            known.retain(|_, (_, at)| at.elapsed() < fresh);
         }
-        let read = Read {
-            figure,
-            at,
-            refreshing: false,
-        };
-        match known.get_mut(&event) {
-            // A read that began earlier than the one remembered is older
-            // news; it still ends the refresh it may have been.
-            Some(newer) if newer.at > at => newer.refreshing = false,
+        // A read that began earlier than the one remembered is older news.
+        match known.get(&event) {
+            Some((_, at)) if *at > read => {}
             _ => {
-                known.insert(event, read);
+                known.insert(event, (figure, read));
             }
         }
         Ok(figure)
@@ -283,7 +230,7 @@ mod tests {
             .into_iter()
             .map(|e| {
                 let figures = figures.clone();
-                tokio::spawn(async move { (e, figures.ask(e, 1).await.unwrap()) })
+                tokio::spawn(async move { (e, figures.ask(e).await.unwrap()) })
             })
             .collect();
         for a in asked {
@@ -302,72 +249,28 @@ mod tests {
     async fn a_figure_is_remembered_only_while_fresh() {
         let cache = ticketer_cache::Cache::memory();
         let key = ticketer_cache::figures::availability(1);
-        cache.set(&key, &seats(7).encode(), None).await.unwrap();
+        let (seven, none) = (
+            Seats {
+                available: 7,
+                held: 0,
+            },
+            Seats {
+                available: 0,
+                held: 0,
+            },
+        );
+        cache.set(&key, &seven.encode(), None).await.unwrap();
         let remembering = start_figures(cache.clone(), Duration::from_secs(3600));
         let reading = start_figures(cache.clone(), Duration::ZERO);
-        assert_eq!(remembering.ask(1, 1).await.unwrap(), Some(seats(7)));
-        assert_eq!(reading.ask(1, 1).await.unwrap(), Some(seats(7)));
-        cache.set(&key, &seats(0).encode(), None).await.unwrap();
+        assert_eq!(remembering.ask(1).await.unwrap(), Some(seven));
+        assert_eq!(reading.ask(1).await.unwrap(), Some(seven));
+        cache.set(&key, &none.encode(), None).await.unwrap();
         assert_eq!(
-            remembering.ask(1, 1).await.unwrap(),
-            Some(seats(7)),
+            remembering.ask(1).await.unwrap(),
+            Some(seven),
             "fresh: from memory"
         );
-        assert_eq!(
-            reading.ask(1, 8).await.unwrap(),
-            Some(seats(0)),
-            "stale, and too few for the request: read again"
-        );
-        assert_eq!(remembering.ask(2, 1).await.unwrap(), None, "each event its own");
-    }
-
-    fn seats(available: i64) -> Seats {
-        Seats { available, held: 0 }
-    }
-
-    /// The figure as `figures` remembers it, once it is `want` (read in
-    /// the background), within a generous bound.
-    async fn remembered(figures: &Figures, want: Option<Seats>) -> bool {
-        for _ in 0..500 {
-            let known = figures.known.lock().unwrap().get(&1).map(|r| r.figure);
-            if known == Some(want) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
-    }
-
-    /// A stale figure that lets a request through answers it at once and
-    /// is read again behind it; a stale figure that would refuse one is
-    /// never used: the request waits for the read.
-    #[tokio::test]
-    async fn a_stale_figure_lets_requests_through_at_once_but_never_refuses_one() {
-        let cache = ticketer_cache::Cache::memory();
-        let key = ticketer_cache::figures::availability(1);
-        cache.set(&key, &seats(7).encode(), None).await.unwrap();
-        let figures = start_figures(cache.clone(), Duration::ZERO);
-        assert_eq!(figures.ask(1, 1).await.unwrap(), Some(seats(7)), "unknown: read");
-
-        cache.set(&key, &seats(3).encode(), None).await.unwrap();
-        assert_eq!(
-            figures.ask(1, 2).await.unwrap(),
-            Some(seats(7)),
-            "stale but enough: answered at once"
-        );
-        assert!(
-            remembered(&figures, Some(seats(3))).await,
-            "and read again behind it"
-        );
-
-        cache.set(&key, &seats(0).encode(), None).await.unwrap();
-        // 3 is not enough for 5: read in front.
-        assert_eq!(figures.ask(1, 5).await.unwrap(), Some(seats(0)));
-        // A stale figure that would refuse is read again, so seats that
-        // came back since are seen by the very next request.
-        cache.set(&key, &seats(4).encode(), None).await.unwrap();
-        assert_eq!(figures.ask(1, 1).await.unwrap(), Some(seats(4)));
-        // No figure at all: read in front, and still none.
-        assert_eq!(figures.ask(2, 1).await.unwrap(), None);
+        assert_eq!(reading.ask(1).await.unwrap(), Some(none), "stale: read again");
+        assert_eq!(remembering.ask(2).await.unwrap(), None, "each event its own");
     }
 }

@@ -143,7 +143,7 @@ impl BookingService {
     /// be there, or the figure is unknown (no figure, cache down): the saga
     /// then asks the ticket service, which decides either way.
     async fn refusal(&self, event_id: i64, n: i64) -> Option<ApiError> {
-        let seats = self.figures.as_ref()?.ask(event_id, n).await.ok()??;
+        let seats = self.figures.as_ref()?.ask(event_id).await.ok()??;
         if seats.available >= n {
             return None;
         }
