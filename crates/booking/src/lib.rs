@@ -7,6 +7,7 @@ mod creations;
 mod direct;
 mod driver;
 mod lookups;
+mod rooms;
 mod routes;
 pub mod saga;
 mod service;
@@ -59,6 +60,7 @@ pub async fn build(
     }
     let mirror = driver::EventMirror { timeouts };
     tasks.extend(runtime.consume(BOOKING_EVENTS, mirror, &shutdown).await?);
+    tasks.push(tokio::spawn(service.rooms.clone().run(shutdown.clone())));
     tasks.push(tokio::spawn(
         service
             .clone()

@@ -6,7 +6,7 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
-    routing::{get, post},
+    routing::{get, post, put},
     Router,
 };
 use serde::Deserialize;
@@ -22,8 +22,10 @@ use crate::{
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ticketer bookings"),
-    paths(create_booking, my_bookings, list_bookings, get_booking, cancel_booking, refund_booking),
-    tags((name = "bookings", description = "Buying tickets"))
+    paths(create_booking, my_bookings, list_bookings, get_booking, cancel_booking, refund_booking,
+          rooms::open_room, rooms::get_room, rooms::close_room, rooms::join_room, rooms::my_place),
+    tags((name = "bookings", description = "Buying tickets"),
+         (name = "waiting rooms", description = "A queue in front of a crowded sale"))
 )]
 pub struct ApiDoc;
 
@@ -34,8 +36,24 @@ pub fn router(service: BookingService) -> Router {
         .route("/api/v1/bookings/{id}", get(get_booking))
         .route("/api/v1/bookings/{id}/cancel", post(cancel_booking))
         .route("/api/v1/bookings/{id}/refund", post(refund_booking))
+        .route(
+            "/api/v1/bookings/waiting-rooms/{event_id}",
+            put(rooms::open_room)
+                .get(rooms::get_room)
+                .delete(rooms::close_room),
+        )
+        .route(
+            "/api/v1/bookings/waiting-rooms/{event_id}/places",
+            post(rooms::join_room),
+        )
+        .route(
+            "/api/v1/bookings/waiting-rooms/{event_id}/places/mine",
+            get(rooms::my_place),
+        )
         .with_state(service)
 }
+
+mod rooms;
 
 /// `Prefer: wait=N`, capped at 30 seconds.
 fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
@@ -76,12 +94,16 @@ async fn create_booking(
     }
     let key = idempotency::key_of(&headers)?;
     let wait = prefer_wait(&headers);
+    let event_id = req.event_id;
     let created = svc.create(&caller, req, key, wait.is_some()).await?;
     let replayed = created.replayed;
     let booking = match (wait, created.waiting) {
         (Some(wait), Some(waiting)) => svc.wait_settled(waiting, created.booking, wait).await?,
         _ => created.booking,
     };
+    // Answered: the buyer's turn in the event's waiting room, if it has
+    // one, passes to the next.
+    svc.leave_room(event_id, booking.customer_id).await;
     let status = if booking.saga.stage.status() == BookingStatus::Pending {
         StatusCode::ACCEPTED
     } else {

@@ -3,6 +3,9 @@
 //! steps themselves are taken in [`crate::driver`].
 
 mod cancellation;
+mod waiting_room;
+
+pub use waiting_room::{PlaceView, RoomSettings, RoomView};
 
 use std::time::Duration;
 use ticketer_contract::{payment::TokenRule, HoldTickets, Message};
@@ -19,6 +22,7 @@ use crate::{
     direct::Direct,
     driver::{advance, messages},
     lookups::{self, KeyLookups},
+    rooms::Rooms,
     saga::{self, BookingStatus, Command, Input, Timeouts},
     store::{self, Booking, PaymentSource, RequestKey},
     waiters::{Waiters, Waiting},
@@ -50,6 +54,8 @@ pub struct BookingService {
     /// Whether a new booking's hold is asked for directly (by `creations`,
     /// as it is committed) instead of sent through the queue.
     pub(crate) holds_directly: bool,
+    /// Waiting rooms in front of crowded sales.
+    pub(crate) rooms: Rooms,
 }
 
 /// The public view of a booking (CONTRACT.md), also what its
@@ -116,7 +122,11 @@ impl BookingService {
             keys: lookups::start(db.clone()),
             creations: creations::start(db.clone(), timeouts, None),
             by_id: lookups::start_by_id(db.clone()),
-            figures: cache.map(|c| lookups::start_figures(c, lookups::FIGURE_FRESH)),
+            figures: cache
+                .clone()
+                .map(|c| lookups::start_figures(c, lookups::FIGURE_FRESH)),
+            // Without a shared cache (a single process), rooms live in its memory.
+            rooms: Rooms::new(db.clone(), cache.unwrap_or_else(Cache::memory)),
             db,
             max_tickets,
             timeouts,
@@ -280,6 +290,7 @@ impl BookingService {
             key,
             request_hash: request_hash(&req),
         });
+        let room = self.rooms.rule(req.event_id).await?;
         if let Some(refused) = self.refusal(req.event_id, req.number_of_tickets).await {
             // A retry of a request accepted before the seats ran out still
             // gets its booking, once the token proves whose it is.
@@ -289,7 +300,28 @@ impl BookingService {
                     return self.replay(booking, wait).await;
                 }
             }
+            // A buyer the room admitted is done with it; only the token's
+            // owner gives up their place.
+            if room.is_some() {
+                if let Ok(buyer) = caller.verified().await {
+                    self.leave_room(req.event_id, buyer.id).await;
+                }
+            }
             return Err(refused);
+        }
+        if let Some(rule) = room {
+            if !self.admitted(req.event_id, rule, caller.claimed_id()).await {
+                if let Some(key) = &key {
+                    if let Some(booking) = self.earlier(caller.claimed_id(), key).await? {
+                        caller.verified().await?;
+                        return self.replay(booking, wait).await;
+                    }
+                }
+                return Err(ApiError::NotAdmitted(format!(
+                    "event {} sells through a waiting room: join it (POST /api/v1/bookings/waiting-rooms/{}/places) and book once admitted",
+                    req.event_id, req.event_id
+                )));
+            }
         }
         let customer = caller.verified().await?.id;
         // Otherwise a repeated key shows up as a unique violation below.

@@ -26,14 +26,21 @@ pub const MIGRATIONS: &[Migration] = &[
         include_str!("../migrations/0007_payment_method.sql"),
     ),
     Migration::portable(8, "given back", include_str!("../migrations/0008_given_back.sql")),
+    Migration::portable(
+        9,
+        "waiting rooms",
+        include_str!("../migrations/0009_waiting_rooms.sql"),
+    ),
 ];
 
 mod creation;
 mod events;
+mod rooms;
 #[cfg(test)]
 pub use creation::insert;
 pub use creation::{by_keys, insert_all, RequestKey};
 pub use events::{event, open_bookings, upsert_event, EventInfo};
+pub use rooms::{close_room, open_room, room};
 
 /// How a booking pays.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,11 +6,13 @@
 
 mod memory;
 mod redis_backend;
+pub mod room;
 
 use std::{sync::Arc, time::Duration};
 
 pub use memory::MemoryCache;
 pub use redis_backend::RedisCache;
+pub use room::{Place, RoomRule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -225,6 +227,52 @@ impl Cache {
                 Ok(())
             }
             Cache::Redis(r) => r.refill(key).await,
+        }
+    }
+
+    /// Joins the event's waiting room: the buyer's place if they are
+    /// waiting or admitted, else the next number.
+    pub async fn room_join(&self, event: i64, user: &str, rule: RoomRule) -> Result<Place, CacheError> {
+        match self {
+            Cache::Memory(m) => Ok(m.room_join(event, user, rule)),
+            Cache::Redis(r) => r.room_place("join", event, user, rule).await?.ok_or_else(|| {
+                CacheError::Redis(redis::RedisError::from((
+                    redis::ErrorKind::TypeError,
+                    "joining the waiting room gave no place",
+                )))
+            }),
+        }
+    }
+
+    /// The buyer's place in the event's waiting room, if they have one.
+    pub async fn room_place(
+        &self,
+        event: i64,
+        user: &str,
+        rule: RoomRule,
+    ) -> Result<Option<Place>, CacheError> {
+        match self {
+            Cache::Memory(m) => Ok(m.room_place(event, user, rule)),
+            Cache::Redis(r) => r.room_place("place", event, user, rule).await,
+        }
+    }
+
+    /// The buyer is done with the room: their claim admits the next.
+    pub async fn room_leave(&self, event: i64, user: &str, rule: RoomRule) -> Result<(), CacheError> {
+        match self {
+            Cache::Memory(m) => {
+                m.room_leave(event, user, rule);
+                Ok(())
+            }
+            Cache::Redis(r) => r.room("leave", event, user, rule).await.map(|_| ()),
+        }
+    }
+
+    /// Admits what the room's claims allow; the highest number admitted.
+    pub async fn room_admit(&self, event: i64, rule: RoomRule) -> Result<u64, CacheError> {
+        match self {
+            Cache::Memory(m) => Ok(m.room_admit(event, rule)),
+            Cache::Redis(r) => r.room("admit", event, "", rule).await.map(|(_, n, _)| n),
         }
     }
 

@@ -4,7 +4,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Bucket, RateDecision};
+use crate::{
+    room::{Place, Room, RoomRule},
+    Bucket, RateDecision,
+};
 
 /// Past this many entries, a write first drops what no longer matters
 /// (expired values, buckets idle long enough to be full again), so that
@@ -16,6 +19,30 @@ const SWEEP_ABOVE: usize = 10_000;
 pub struct MemoryCache {
     values: Mutex<HashMap<String, (String, Option<Instant>)>>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    rooms: Mutex<Rooms>,
+}
+
+/// The waiting rooms by event, and the clock their times are read on.
+struct Rooms {
+    by_event: HashMap<i64, Room>,
+    since: Instant,
+}
+
+impl Default for Rooms {
+    fn default() -> Self {
+        Rooms {
+            by_event: HashMap::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Rooms {
+    /// The event's room (made when first asked for), and the time now.
+    fn at(&mut self, event: i64) -> (&mut Room, u64) {
+        let now = self.since.elapsed().as_millis() as u64;
+        (self.by_event.entry(event).or_default(), now)
+    }
 }
 
 /// Drops entries `stale` says are gone, when the map has grown past
@@ -89,6 +116,33 @@ impl MemoryCache {
         self.buckets.lock().expect("bucket lock").remove(key);
     }
 
+    pub(crate) fn room_join(&self, event: i64, user: &str, rule: RoomRule) -> Place {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let (room, now) = rooms.at(event);
+        room.join(user, now, rule)
+    }
+
+    pub(crate) fn room_place(&self, event: i64, user: &str, rule: RoomRule) -> Option<Place> {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let (room, now) = rooms.at(event);
+        room.place(user, now, rule)
+    }
+
+    pub(crate) fn room_leave(&self, event: i64, user: &str, rule: RoomRule) {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let (room, now) = rooms.at(event);
+        room.leave(user, now, rule);
+        if room.is_idle() {
+            rooms.by_event.remove(&event);
+        }
+    }
+
+    pub(crate) fn room_admit(&self, event: i64, rule: RoomRule) -> u64 {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let (room, now) = rooms.at(event);
+        room.admit(now, rule)
+    }
+
     #[cfg(test)]
     pub(crate) fn sizes(&self) -> (usize, usize) {
         (
@@ -100,6 +154,7 @@ impl MemoryCache {
     pub(crate) fn clear(&self) {
         self.values.lock().expect("cache lock").clear();
         self.buckets.lock().expect("bucket lock").clear();
+        self.rooms.lock().expect("rooms lock").by_event.clear();
     }
 }
 

@@ -5,7 +5,10 @@ use redis::{
     AsyncCommands, Script,
 };
 
-use crate::{Bucket, CacheError, RateDecision};
+use crate::{
+    room::{Place, RoomRule, PLACE_KEPT},
+    Bucket, CacheError, RateDecision,
+};
 
 /// How long one call may take, and one connection attempt (a busy machine
 /// starting many processes at once can be slow to accept).
@@ -50,6 +53,79 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+";
+
+/// A waiting room's step in one round trip, the same rules as
+/// [`crate::room::Room`] on the Redis server's clock. KEYS: the room's
+/// counters (hash: issued, admitted), its claims (sorted set: number by
+/// expiry), the buyer's place (number). ARGV: the step (join, place,
+/// leave, admit), admitted at once, claim ms, place ms. Returns {kind,
+/// number, ms}: kind 0 no place, 1 waiting (ms = numbers ahead), 2
+/// admitted (ms = claim left), 3 lapsed; for admit, {0, admitted, 0}.
+const ROOM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local step = ARGV[1]
+local at_once = tonumber(ARGV[2])
+local claim = tonumber(ARGV[3])
+local kept = tonumber(ARGV[4])
+local function admit()
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local issued = tonumber(redis.call('HGET', KEYS[1], 'issued') or '0')
+  local admitted = tonumber(redis.call('HGET', KEYS[1], 'admitted') or '0')
+  local free = math.max(0, at_once - redis.call('ZCARD', KEYS[2]))
+  local upto = math.min(issued, admitted + free)
+  for n = admitted + 1, upto do
+    redis.call('ZADD', KEYS[2], now + claim, n)
+  end
+  if upto > admitted then
+    redis.call('HSET', KEYS[1], 'admitted', upto)
+    admitted = upto
+  end
+  return admitted
+end
+local function place_of(n, admitted)
+  if n > admitted then
+    return {1, n, n - admitted - 1}
+  end
+  local until_ms = redis.call('ZSCORE', KEYS[2], n)
+  if until_ms then
+    return {2, n, math.max(0, tonumber(until_ms) - now)}
+  end
+  return {3, n, 0}
+end
+-- A room nobody touches for as long as a place is kept is forgotten.
+redis.call('PEXPIRE', KEYS[1], kept)
+redis.call('PEXPIRE', KEYS[2], kept)
+if step == 'admit' then
+  return {0, admit(), 0}
+end
+if step == 'leave' then
+  local n = redis.call('GET', KEYS[3])
+  if n then
+    redis.call('ZREM', KEYS[2], n)
+    redis.call('DEL', KEYS[3])
+  end
+  admit()
+  return {0, 0, 0}
+end
+local admitted = admit()
+local n = tonumber(redis.call('GET', KEYS[3]))
+if step == 'place' then
+  if not n then
+    return {0, 0, 0}
+  end
+  return place_of(n, admitted)
+end
+if n then
+  local p = place_of(n, admitted)
+  if p[1] ~= 3 then
+    return p
+  end
+end
+n = redis.call('HINCRBY', KEYS[1], 'issued', 1)
+redis.call('SET', KEYS[3], n, 'PX', kept)
+return place_of(n, admit())
 ";
 
 impl RedisCache {
@@ -147,6 +223,47 @@ impl RedisCache {
             } else {
                 (wait_ms.max(1) as u64).div_ceil(1000)
             },
+        })
+    }
+
+    /// One step of the event's waiting room (see [`ROOM`]).
+    pub(crate) async fn room(
+        &self,
+        step: &str,
+        event: i64,
+        user: &str,
+        rule: RoomRule,
+    ) -> Result<(i64, u64, u64), CacheError> {
+        let room = self.key(&format!("room:{event}"));
+        let (kind, number, ms): (i64, u64, u64) = Script::new(ROOM)
+            .key(&room)
+            .key(format!("{room}:claims"))
+            .key(format!("{room}:place:{user}"))
+            .arg(step)
+            .arg(rule.admitted_at_once)
+            .arg(rule.claim.as_millis().max(1) as u64)
+            .arg(PLACE_KEPT.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((kind, number, ms))
+    }
+
+    pub(crate) async fn room_place(
+        &self,
+        step: &str,
+        event: i64,
+        user: &str,
+        rule: RoomRule,
+    ) -> Result<Option<Place>, CacheError> {
+        let (kind, number, ms) = self.room(step, event, user, rule).await?;
+        Ok(match kind {
+            1 => Some(Place::Waiting { number, ahead: ms }),
+            2 => Some(Place::Admitted {
+                number,
+                claim_left: Duration::from_millis(ms),
+            }),
+            3 => Some(Place::Lapsed { number }),
+            _ => None,
         })
     }
 

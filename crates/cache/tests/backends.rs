@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ticketer_cache::{Bucket, Cache};
+use ticketer_cache::{Bucket, Cache, Place, RoomRule};
 
 /// Redis under a fresh prefix, or None (and the reason said) without a URL.
 async fn redis() -> Option<Cache> {
@@ -127,5 +127,89 @@ async fn memory_rate_limit_allows_the_burst_then_refuses_with_retry_after() {
 async fn redis_rate_limit_allows_the_burst_then_refuses_with_retry_after() {
     if let Some(cache) = redis().await {
         rate_limit_allows_the_burst_then_refuses_with_retry_after(cache).await;
+    }
+}
+
+/// A waiting room admits in order, as many at once as its rule says, and
+/// each buyer who leaves or whose claim runs out admits the next; many
+/// joining at once each get a number of their own.
+async fn a_waiting_room_admits_in_order(cache: Cache) {
+    let kind = cache.kind();
+    let rule = RoomRule {
+        admitted_at_once: 3,
+        claim: Duration::from_secs(3),
+    };
+    let joins = (0..20).map(|n| {
+        let cache = cache.clone();
+        async move { cache.room_join(7, &format!("buyer-{n}"), rule).await.unwrap() }
+    });
+    let places = futures::future::join_all(joins).await;
+    let mut numbers: Vec<u64> = places.iter().map(Place::number).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<_>>(), "{kind}");
+    let admitted = places
+        .iter()
+        .filter(|p| matches!(p, Place::Admitted { .. }))
+        .count();
+    assert_eq!(admitted, 3, "{kind}: {places:?}");
+    // Another event's room is its own.
+    let other = cache.room_join(8, "buyer-0", rule).await.unwrap();
+    assert!(
+        matches!(other, Place::Admitted { number: 1, .. }),
+        "{kind}: {other:?}"
+    );
+
+    let who = |number: u64| {
+        let i = places.iter().position(|p| p.number() == number).unwrap();
+        format!("buyer-{i}")
+    };
+    assert_eq!(
+        cache.room_place(7, &who(5), rule).await.unwrap(),
+        Some(Place::Waiting { number: 5, ahead: 1 }),
+        "{kind}"
+    );
+    // Joining again keeps the place.
+    assert_eq!(
+        cache.room_join(7, &who(5), rule).await.unwrap().number(),
+        5,
+        "{kind}"
+    );
+    cache.room_leave(7, &who(1), rule).await.unwrap();
+    assert_eq!(cache.room_admit(7, rule).await.unwrap(), 4, "{kind}");
+    assert!(
+        matches!(
+            cache.room_place(7, &who(4), rule).await.unwrap(),
+            Some(Place::Admitted { number: 4, .. })
+        ),
+        "{kind}"
+    );
+    assert_eq!(cache.room_place(7, &who(1), rule).await.unwrap(), None, "{kind}");
+    // Claims run out: those admitted lapse and the next three are admitted.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(cache.room_admit(7, rule).await.unwrap(), 7, "{kind}");
+    assert_eq!(
+        cache.room_place(7, &who(2), rule).await.unwrap(),
+        Some(Place::Lapsed { number: 2 }),
+        "{kind}"
+    );
+    // A lapsed buyer who joins again goes to the back.
+    assert_eq!(
+        cache.room_join(7, &who(2), rule).await.unwrap().number(),
+        21,
+        "{kind}"
+    );
+    cache.clear().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_a_waiting_room_admits_in_order() {
+    a_waiting_room_admits_in_order(Cache::memory()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn redis_a_waiting_room_admits_in_order() {
+    if let Some(cache) = redis().await {
+        a_waiting_room_admits_in_order(cache).await;
     }
 }

@@ -71,6 +71,10 @@ pub enum ApiError {
     /// back: sold out (409) with a Retry-After.
     #[error("{detail}")]
     SoldOutForNow { detail: String, retry_after_secs: u64 },
+    /// The event's sale is behind a waiting room, and the caller has not
+    /// been admitted (403, problem type `waiting-room`).
+    #[error("{0}")]
+    NotAdmitted(String),
     /// Slow down: try again after `retry_after_secs` (429).
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_secs: u64 },
@@ -96,7 +100,7 @@ impl ApiError {
         match self {
             ApiError::Validation(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::NotAdmitted(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::SoldOut(_) | ApiError::SoldOutForNow { .. } => {
                 StatusCode::CONFLICT
@@ -118,6 +122,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad-request",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotAdmitted(_) => "waiting-room",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::SoldOut(_) | ApiError::SoldOutForNow { .. } => "sold-out",

@@ -47,4 +47,5 @@ mod payments;
 mod process;
 mod scenario;
 mod traces;
+mod waiting_rooms;
 mod web;
