@@ -5,19 +5,20 @@
 //!
 //! A waiting request is not woken per admission: one task per process asks
 //! the cache to admit, for each event with requests waiting here, every
-//! [`TICK`] (at once when a buyer here leaves), and tells the waiters the
-//! highest number admitted. Only those whose number came up read their
-//! place again, so thousands of waiters cost one cache call per tick.
+//! [`TICK`] (and a buyer leaving here learns the highest number admitted
+//! from their own step), and only the requests whose number came up are
+//! woken to read their place again. Thousands of waiters cost one cache
+//! call per tick and nothing per admission but their own wake-up.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use ticketer_cache::{Cache, CacheError, Place, RoomRule};
 use ticketer_db::{Db, DbError};
-use tokio::sync::{watch, Notify};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::store;
@@ -36,18 +37,38 @@ const RULES_KEPT: usize = 10_000;
 /// Each event's rule (None: no room), and when it was read.
 type Rules = HashMap<i64, (Option<RoomRule>, Instant)>;
 
-/// Per event with requests waiting here: the highest number admitted, and
-/// the rule it admits by.
-type Admissions = HashMap<i64, (watch::Sender<u64>, RoomRule)>;
+/// An event's requests waiting here.
+struct Waiting {
+    /// The rule the room admits by.
+    rule: RoomRule,
+    /// The highest number known admitted.
+    admitted: u64,
+    /// Each waiting request's wake-up, by its number.
+    waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+}
+
+impl Waiting {
+    /// Numbers up to `upto` are admitted: wakes their requests.
+    fn admitted_upto(&mut self, upto: u64) {
+        self.admitted = self.admitted.max(upto);
+        let later = self.waiters.split_off(&(self.admitted + 1));
+        for wake in std::mem::replace(&mut self.waiters, later)
+            .into_values()
+            .flatten()
+        {
+            let _ = wake.send(());
+        }
+    }
+}
+
+type Admissions = HashMap<i64, Waiting>;
 
 #[derive(Clone)]
 pub struct Rooms {
     db: Db,
     cache: Cache,
     rules: Arc<Mutex<Rules>>,
-    admitted: Arc<Mutex<Admissions>>,
-    /// A buyer here left a room: admit without waiting for the tick.
-    poke: Arc<Notify>,
+    waiting: Arc<Mutex<Admissions>>,
 }
 
 impl Rooms {
@@ -56,8 +77,7 @@ impl Rooms {
             db,
             cache,
             rules: Arc::default(),
-            admitted: Arc::default(),
-            poke: Arc::default(),
+            waiting: Arc::default(),
         }
     }
 
@@ -98,53 +118,60 @@ impl Rooms {
 
     /// The buyer is done: their claim goes to the next in line.
     pub async fn leave(&self, event: i64, user: &str, rule: RoomRule) -> Result<(), CacheError> {
-        self.cache.room_leave(event, user, rule).await?;
-        self.poke.notify_one();
+        let upto = self.cache.room_leave(event, user, rule).await?;
+        self.admitted(event, upto);
         Ok(())
     }
 
-    /// The highest number admitted to the event's room, as this process
-    /// last heard, changing as the room admits.
-    pub fn admissions(&self, event: i64, rule: RoomRule) -> watch::Receiver<u64> {
-        let mut admitted = self.admitted.lock().expect("admitted lock");
-        let (tx, known) = admitted
-            .entry(event)
-            .or_insert_with(|| (watch::channel(0).0, rule));
-        *known = rule;
-        let rx = tx.subscribe();
-        drop(admitted);
-        self.poke.notify_one();
-        rx
+    /// Numbers up to `upto` are admitted to the event's room.
+    fn admitted(&self, event: i64, upto: u64) {
+        if let Some(w) = self.waiting.lock().expect("waiting lock").get_mut(&event) {
+            w.admitted_upto(upto);
+        }
     }
 
-    /// Admits, for each event with requests waiting here, every [`TICK`]
-    /// or when poked, until `shutdown`.
+    /// Resolves once `number` is admitted to the event's room (as far as
+    /// this process hears).
+    pub fn turn_of(&self, event: i64, rule: RoomRule, number: u64) -> oneshot::Receiver<()> {
+        let (wake, woken) = oneshot::channel();
+        let mut waiting = self.waiting.lock().expect("waiting lock");
+        let w = waiting.entry(event).or_insert_with(|| Waiting {
+            rule,
+            admitted: 0,
+            waiters: BTreeMap::new(),
+        });
+        w.rule = rule;
+        if w.admitted >= number {
+            let _ = wake.send(());
+        } else {
+            w.waiters.entry(number).or_default().push(wake);
+        }
+        woken
+    }
+
+    /// Admits, for each event with requests waiting here, every [`TICK`],
+    /// until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(TICK) => {}
-                _ = self.poke.notified() => {}
             }
             let waited: Vec<(i64, RoomRule)> = {
-                let mut admitted = self.admitted.lock().expect("admitted lock");
-                admitted.retain(|_, (tx, _)| tx.receiver_count() > 0);
-                admitted
-                    .iter()
-                    .map(|(event, (_, rule))| (*event, *rule))
-                    .collect()
+                let mut waiting = self.waiting.lock().expect("waiting lock");
+                // Requests that stopped waiting (answered, or gone) are dropped.
+                waiting.retain(|_, w| {
+                    w.waiters.retain(|_, wakes| {
+                        wakes.retain(|wake| !wake.is_closed());
+                        !wakes.is_empty()
+                    });
+                    !w.waiters.is_empty()
+                });
+                waiting.iter().map(|(event, w)| (*event, w.rule)).collect()
             };
             for (event, rule) in waited {
                 match self.cache.room_admit(event, rule).await {
-                    Ok(upto) => {
-                        if let Some((tx, _)) = self.admitted.lock().expect("admitted lock").get(&event) {
-                            tx.send_if_modified(|known| {
-                                let news = upto > *known;
-                                *known = (*known).max(upto);
-                                news
-                            });
-                        }
-                    }
+                    Ok(upto) => self.admitted(event, upto),
                     Err(e) => tracing::warn!(event_id = event, error = %e, "waiting room could not admit"),
                 }
             }

@@ -102,7 +102,9 @@ async fn create_booking(
         _ => created.booking,
     };
     // Answered: the buyer's turn in the event's waiting room, if it has
-    // one, passes to the next.
+    // one, passes to the next. (Passed on as soon as the booking is made
+    // instead, the sale's work in flight grew past the room's bound and
+    // the holds of those admitted slowed: measured, docs/benchmarks.md.)
     svc.leave_room(event_id, booking.customer_id).await;
     let status = if booking.saga.stage.status() == BookingStatus::Pending {
         StatusCode::ACCEPTED

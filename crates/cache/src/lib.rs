@@ -258,13 +258,11 @@ impl Cache {
     }
 
     /// The buyer is done with the room: their claim admits the next.
-    pub async fn room_leave(&self, event: i64, user: &str, rule: RoomRule) -> Result<(), CacheError> {
+    /// Returns the highest number admitted.
+    pub async fn room_leave(&self, event: i64, user: &str, rule: RoomRule) -> Result<u64, CacheError> {
         match self {
-            Cache::Memory(m) => {
-                m.room_leave(event, user, rule);
-                Ok(())
-            }
-            Cache::Redis(r) => r.room("leave", event, user, rule).await.map(|_| ()),
+            Cache::Memory(m) => Ok(m.room_leave(event, user, rule)),
+            Cache::Redis(r) => r.room("leave", event, user, rule).await.map(|(_, n, _)| n),
         }
     }
 

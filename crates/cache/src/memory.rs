@@ -128,13 +128,14 @@ impl MemoryCache {
         room.place(user, now, rule)
     }
 
-    pub(crate) fn room_leave(&self, event: i64, user: &str, rule: RoomRule) {
+    pub(crate) fn room_leave(&self, event: i64, user: &str, rule: RoomRule) -> u64 {
         let mut rooms = self.rooms.lock().expect("rooms lock");
         let (room, now) = rooms.at(event);
-        room.leave(user, now, rule);
+        let admitted = room.leave(user, now, rule);
         if room.is_idle() {
             rooms.by_event.remove(&event);
         }
+        admitted
     }
 
     pub(crate) fn room_admit(&self, event: i64, rule: RoomRule) -> u64 {

@@ -61,7 +61,8 @@ return 0
 /// expiry), the buyer's place (number). ARGV: the step (join, place,
 /// leave, admit), admitted at once, claim ms, place ms. Returns {kind,
 /// number, ms}: kind 0 no place, 1 waiting (ms = numbers ahead), 2
-/// admitted (ms = claim left), 3 lapsed; for admit, {0, admitted, 0}.
+/// admitted (ms = claim left), 3 lapsed; for admit and leave, {0,
+/// admitted, 0}.
 const ROOM: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -106,8 +107,7 @@ if step == 'leave' then
     redis.call('ZREM', KEYS[2], n)
     redis.call('DEL', KEYS[3])
   end
-  admit()
-  return {0, 0, 0}
+  return {0, admit(), 0}
 end
 local admitted = admit()
 local n = tonumber(redis.call('GET', KEYS[3]))

@@ -125,12 +125,13 @@ impl Room {
     }
 
     /// The buyer is done (booked, or gave up): their claim is freed for the
-    /// next number, and joining again puts them at the back.
-    pub fn leave(&mut self, user: &str, now: u64, rule: RoomRule) {
+    /// next number, and joining again puts them at the back. Returns the
+    /// highest number admitted.
+    pub fn leave(&mut self, user: &str, now: u64, rule: RoomRule) -> u64 {
         if let Some((number, _)) = self.places.remove(user) {
             self.claims.remove(&number);
         }
-        self.admit(now, rule);
+        self.admit(now, rule)
     }
 
     /// Nothing waits or holds a claim: the room can be forgotten.

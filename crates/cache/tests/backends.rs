@@ -174,7 +174,7 @@ async fn a_waiting_room_admits_in_order(cache: Cache) {
         5,
         "{kind}"
     );
-    cache.room_leave(7, &who(1), rule).await.unwrap();
+    assert_eq!(cache.room_leave(7, &who(1), rule).await.unwrap(), 4, "{kind}");
     assert_eq!(cache.room_admit(7, rule).await.unwrap(), 4, "{kind}");
     assert!(
         matches!(

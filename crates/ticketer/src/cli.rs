@@ -219,6 +219,11 @@ pub(crate) enum BenchScenario {
         /// closer look at where a sale's tail comes from.
         #[arg(long)]
         outcomes: Option<std::path::PathBuf>,
+        /// Sells through a waiting room admitting this many buyers at once
+        /// (opened by the bench's organizer): each buyer joins it, waits
+        /// to be admitted, then books.
+        #[arg(long)]
+        waiting_room: Option<u32>,
     },
     /// Anonymous searches through the gateway over a catalogue of
     /// published events (created through the API first, if fewer are

@@ -131,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
                 provision,
                 service_urls: urls,
                 outcomes,
+                waiting_room,
             },
     } = cli.command
     {
@@ -151,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
                 .ok()
                 .filter(|t| !t.is_empty()),
             outcomes,
+            waiting_room,
         };
         let buyers = match provision {
             Provisioning::Api => ticketer::bench::Buyers::Api,

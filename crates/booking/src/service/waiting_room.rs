@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use ticketer_cache::{Place, RoomRule};
-use ticketer_http::{ApiError, AuthUser, FieldError};
+use ticketer_http::{ApiError, AuthUser, Bearer, FieldError};
 use uuid::Uuid;
 
 use super::BookingService;
@@ -194,10 +194,14 @@ impl BookingService {
 
     /// Joins the event's room (keeping the place of a buyer already in
     /// it), waiting up to `wait` to be admitted.
+    ///
+    /// The caller's token signature is checked only before a place is
+    /// given: that the sale sold out is anyone's to know, and most of a
+    /// crowd that joins late is told only that.
     pub async fn join_room(
         &self,
         event_id: i64,
-        user: Uuid,
+        caller: &Bearer,
         wait: Option<Duration>,
     ) -> Result<PlaceView, ApiError> {
         let Some(rule) = self.rooms.rule(event_id).await? else {
@@ -206,7 +210,7 @@ impl BookingService {
         if self.sold_out(event_id).await {
             return Ok(sold_out(event_id, None));
         }
-        let who = user.to_string();
+        let who = caller.verified().await?.id.to_string();
         let place = self.rooms.join(event_id, &who, rule).await.map_err(unavailable)?;
         self.await_turn(event_id, &who, rule, place, wait).await
     }
@@ -248,7 +252,7 @@ impl BookingService {
         wait: Option<Duration>,
     ) -> Result<PlaceView, ApiError> {
         let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
-        let mut admissions = None;
+        let mut turn = None;
         loop {
             // Admitted or waiting, there is no point booking a sold-out sale.
             if !matches!(place, Place::Lapsed { .. }) && self.sold_out(event_id).await {
@@ -261,13 +265,18 @@ impl BookingService {
             if now >= deadline {
                 return Ok(PlaceView::of(event_id, place));
             }
-            let admitted = admissions.get_or_insert_with(|| self.rooms.admissions(event_id, rule));
             let until = deadline.min(now + SOLD_OUT_RECHECK);
-            // The borrow `wait_for` returns is dropped here, before any await.
-            let came_up = tokio::time::timeout_at(until, admitted.wait_for(|&upto| upto >= number))
-                .await
-                .is_ok();
-            if came_up || until == deadline {
+            let woken = turn.get_or_insert_with(|| self.rooms.turn_of(event_id, rule, number));
+            let came_up = tokio::time::timeout_at(until, woken).await.is_ok();
+            if came_up {
+                // Admitted just now, as this process heard: the claim is
+                // whole, and the cache need not be asked again.
+                place = Place::Admitted {
+                    number,
+                    claim_left: rule.claim,
+                };
+            } else if until == deadline {
+                turn = None;
                 place = self
                     .rooms
                     .place(event_id, who, rule)

@@ -8,8 +8,14 @@ use serde_json::json;
 
 use super::client::{Client, Reply};
 
-/// The event's id and the path of its availability figure, once on sale.
-pub(crate) async fn event_on_sale(client: &Client, run: &str, tickets: i64) -> anyhow::Result<(i64, String)> {
+/// The event's id and the path of its availability figure, once on sale
+/// (behind a waiting room admitting `room` buyers at once, if given).
+pub(crate) async fn event_on_sale(
+    client: &Client,
+    run: &str,
+    tickets: i64,
+    room: Option<u32>,
+) -> anyhow::Result<(i64, String)> {
     let organizer = client
         .user("ORGANIZER", &format!("bench-{run}-organizer@example.com"))
         .await?;
@@ -50,6 +56,30 @@ pub(crate) async fn event_on_sale(client: &Client, run: &str, tickets: i64) -> a
             bail!("the event never went on sale");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Some(at_once) = room {
+        // The booking service learns of the event from the events
+        // service's news: a moment after it is published.
+        let settings = json!({"admitted_at_once": at_once});
+        let path = format!("/api/v1/bookings/waiting-rooms/{event_id}");
+        loop {
+            match client
+                .send(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(&organizer),
+                    Some(&settings),
+                    &[],
+                )
+                .await
+            {
+                Reply::Answer(200, ..) => break,
+                Reply::Answer(404, ..) | Reply::Retry(_) if Instant::now() < deadline => {}
+                Reply::Answer(status, body, _) => bail!("opening the waiting room: {status} {body}"),
+                Reply::Retry(_) => bail!("opening the waiting room: no answer"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     Ok((event_id, availability))

@@ -36,7 +36,7 @@ pub(super) async fn sale(
         base: "http://127.0.0.1:5000".into(),
         sent: AtomicUsize::new(0),
     });
-    let (event_id, _) = event_on_sale(&client, &res.id, cfg.run.tickets).await?;
+    let (event_id, _) = event_on_sale(&client, &res.id, cfg.run.tickets, None).await?;
     let auth_env = Env::from_map(Service::Auth, env.clone());
     let tokens = crate::bench::provision_buyers(&auth_env, &cfg.work_dir, cfg.run.buyers).await?;
     let plan = nemesis::plan(cfg.run.seed, &shape);

@@ -92,6 +92,7 @@ pub async fn shop(
                 tickets: choice.tickets,
                 payment_token: choice.card,
                 comes_back: COMES_BACK,
+                via_room: false,
             };
             let outcome = buy(&client, &token, event_id, wants, &errors, started).await;
             if choice.cancels && outcome.status == "CONFIRMED" {

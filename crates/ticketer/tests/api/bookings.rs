@@ -885,6 +885,23 @@ both_backends!(
 
 /// The benchmark command's own checks, on a small sale.
 async fn bench_reports_a_clean_sale(s: &TestStack) {
+    clean_sale(s, None).await;
+}
+
+/// The same through a waiting room admitting two buyers at a time.
+async fn bench_reports_a_clean_sale_through_a_waiting_room(s: &TestStack) {
+    let report = clean_sale(s, Some(2)).await;
+    let l = s.label;
+    assert_eq!(report.waiting_room, Some(2), "{l}");
+    assert!(
+        report.queue_p99_ms > 0.0 && report.queue_p99_ms >= report.queue_p50_ms,
+        "{l}: the buyers' turns were timed: {report:?}"
+    );
+    // The whole way includes the queue.
+    assert!(report.p99_ms >= report.booking_p99_ms, "{l}: {report:?}");
+}
+
+async fn clean_sale(s: &TestStack, waiting_room: Option<u32>) -> ticketer::bench::Report {
     let scratch = tempfile::tempdir().unwrap();
     let outcomes = scratch.path().join("outcomes.csv");
     let report = ticketer::bench::run(
@@ -898,6 +915,7 @@ async fn bench_reports_a_clean_sale(s: &TestStack) {
             services: s.services.clone(),
             metrics_token: Some(SCRAPE_TOKEN.into()),
             outcomes: Some(outcomes.clone()),
+            waiting_room,
         },
         ticketer::bench::Buyers::Api,
     )
@@ -948,7 +966,7 @@ async fn bench_reports_a_clean_sale(s: &TestStack) {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("started_ms,status,reason,created_ms,held_ms,final_ms,answered_ms"),
+        Some("started_ms,status,reason,created_ms,held_ms,final_ms,answered_ms,queued_ms"),
         "{l}"
     );
     let rows: Vec<Vec<&str>> = lines.map(|line| line.split(',').collect()).collect();
@@ -966,12 +984,25 @@ async fn bench_reports_a_clean_sale(s: &TestStack) {
         report.sold_out,
         "{l}: {csv}"
     );
+    // Those who went through a room say how long they queued.
+    assert!(
+        confirmed
+            .iter()
+            .all(|r| r[7].parse::<f64>().is_ok() == waiting_room.is_some()),
+        "{l}: {csv}"
+    );
+    report
 }
 
 const SCRAPE_TOKEN: &str = "bench-scrape";
 
 both_backends!(
     bench_reports_a_clean_sale,
+    &[("GATEWAY_METRICS_TOKEN", SCRAPE_TOKEN)]
+);
+
+both_backends!(
+    bench_reports_a_clean_sale_through_a_waiting_room,
     &[("GATEWAY_METRICS_TOKEN", SCRAPE_TOKEN)]
 );
 
