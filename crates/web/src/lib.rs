@@ -61,6 +61,7 @@ pub fn router(web: Web) -> Router {
         .route("/", get(pages::events::list))
         .route("/events/{id}", get(pages::events::show))
         .route("/events/{id}/book", post(pages::bookings::book))
+        .route("/events/{id}/queue", get(pages::bookings::queue))
         .route(
             "/login",
             get(pages::account::login_form).post(pages::account::login),

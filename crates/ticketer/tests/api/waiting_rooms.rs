@@ -18,7 +18,7 @@ fn room(event: i64) -> String {
 
 /// Opens the event's room once the booking service knows the event (its
 /// copy follows the events service's news).
-async fn open_room(s: &TestStack, organizer: &str, event: i64, at_once: i64) -> Value {
+pub(crate) async fn open_room(s: &TestStack, organizer: &str, event: i64, at_once: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let r = s

@@ -664,3 +664,65 @@ async fn a_customer_changes_name_and_password() {
     assert_eq!(login(PASSWORD).await, StatusCode::UNAUTHORIZED);
     b.close().await;
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; ./scripts/test runs it with the servers (CI installs both)"]
+async fn a_customer_waits_their_turn_in_a_waiting_room_then_books() {
+    let s = TestStack::embedded(&[]).await;
+    let (_, organizer, _) = s.user("ORGANIZER").await;
+    let event = published(&s, &organizer, "Queue Night", "Behind a waiting room.", 5).await;
+    crate::waiting_rooms::open_room(&s, &organizer, event, 1).await;
+    // Someone else holds the room's only turn.
+    let (_, first, _) = s.user("CUSTOMER").await;
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/bookings/waiting-rooms/{event}/places"),
+            Some(&first),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["state"], "ADMITTED", "{}", r.body);
+
+    let b = open_browser().await;
+    let email = format!("web-{}@example.com", uuid::Uuid::new_v4().simple());
+    register(&b, &s.base, &email, "CUSTOMER").await;
+    b.goto(&format!("{}/events/{event}", s.base)).await.unwrap();
+    b.fill_and_submit(&[("#number_of_tickets", "1")], "form[action$='/book'] button")
+        .await
+        .unwrap();
+    let queue = b.wait_for_text("#queue", "You are next", PATIENCE).await.unwrap();
+    b.screenshot("waiting-room").await.unwrap();
+    assert!(queue.contains("in the queue"), "{queue}");
+
+    // The turn before theirs ends with a booking; the page moves on.
+    let r = s
+        .call_with(
+            Method::POST,
+            "/api/v1/bookings",
+            Some(&first),
+            Some(json!({"event_id": event, "number_of_tickets": 1, "payment_token": "tok_visa"})),
+            &[("prefer", "wait=20")],
+        )
+        .await;
+    assert_eq!(r.body["status"], "CONFIRMED", "{}", r.body);
+    b.wait_for_text("#turn", "It is your turn", PATIENCE)
+        .await
+        .unwrap();
+    b.fill_and_submit(&[("#number_of_tickets", "2")], "form[action$='/book'] button")
+        .await
+        .unwrap();
+    b.wait_for_text("#booking .outcome", "CONFIRMED", PATIENCE)
+        .await
+        .unwrap();
+    let url = b.url().await.unwrap();
+    let id = url.rsplit('/').next().unwrap().to_string();
+    let token = login_token(&s, &email).await;
+    let booked = booking(&s, &token, &id).await;
+    assert_eq!(
+        (booked["status"].as_str(), booked["number_of_tickets"].as_i64()),
+        (Some("CONFIRMED"), Some(2)),
+        "{booked}"
+    );
+    b.close().await;
+}

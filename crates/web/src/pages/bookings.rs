@@ -32,34 +32,25 @@ pub async fn book(
 ) -> Result<Response, Response> {
     let here = format!("/events/{event_id}");
     let token = signed_in(&visitor, &here)?;
-    let key = super::idempotency_key(&f.form_key);
-    // The count goes to the service as typed, so that it, not this page,
-    // says what is allowed.
-    let count: Value = f
-        .number_of_tickets
-        .trim()
-        .parse::<i64>()
-        .map(Value::from)
-        .unwrap_or_else(|_| Value::from(f.number_of_tickets.trim()));
-    let answer = web
-        .api
-        .send(
-            Call::post(
-                "/api/v1/bookings",
-                Some(match f.payment_token.strip_prefix("method:") {
-                    Some(method) => {
-                        json!({"event_id": event_id, "number_of_tickets": count, "payment_method_id": method})
-                    }
-                    None => json!({"event_id": event_id, "number_of_tickets": count, "payment_token": f.payment_token}),
-                }),
+    let mut answer = send_booking(&web, token, event_id, &f).await;
+    // The sale is behind a waiting room: join it; a visitor admitted at
+    // once books at once, one who must wait waits on the queue page.
+    if matches!(&answer, Err(p) if p.status == 403 && p.is("waiting-room")) {
+        let place = web
+            .api
+            .send(
+                Call::post(format!("{}/places", room(event_id)), None)
+                    .by(Some(token))
+                    .header("prefer", "wait=5"),
             )
-            .by(Some(token))
-            .header("idempotency-key", key)
-            // Most bookings settle within a second: the visitor then
-            // lands on the outcome rather than on a waiting page.
-            .header("prefer", "wait=3"),
-        )
-        .await;
+            .await
+            .map_err(|p| refused(&web, &visitor, &here, p))?;
+        match place["state"].as_str() {
+            Some("ADMITTED") => answer = send_booking(&web, token, event_id, &f).await,
+            Some("SOLD_OUT") => return Err(sold_out_page(&web, &visitor, event_id)),
+            _ => return Ok(Redirect::to(&format!("/events/{event_id}/queue")).into_response()),
+        }
+    }
     match answer {
         Ok(b) => {
             let id = b["booking_id"].as_str().unwrap_or_default();
@@ -86,6 +77,88 @@ pub async fn book(
         }
         Err(p) => Err(refused(&web, &visitor, &here, p)),
     }
+}
+
+/// The event's waiting room in the API.
+fn room(event_id: i64) -> String {
+    format!("/api/v1/bookings/waiting-rooms/{event_id}")
+}
+
+/// Sends the form's booking.
+async fn send_booking(web: &Web, token: &str, event_id: i64, f: &BookForm) -> Result<Value, Problem> {
+    let key = super::idempotency_key(&f.form_key);
+    // The count goes to the service as typed, so that it, not this page,
+    // says what is allowed.
+    let count: Value = f
+        .number_of_tickets
+        .trim()
+        .parse::<i64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| Value::from(f.number_of_tickets.trim()));
+    web.api
+        .send(
+            Call::post(
+                "/api/v1/bookings",
+                Some(match f.payment_token.strip_prefix("method:") {
+                    Some(method) => {
+                        json!({"event_id": event_id, "number_of_tickets": count, "payment_method_id": method})
+                    }
+                    None => json!({"event_id": event_id, "number_of_tickets": count, "payment_token": f.payment_token}),
+                }),
+            )
+            .by(Some(token))
+            .header("idempotency-key", key)
+            // Most bookings settle within a second: the visitor then
+            // lands on the outcome rather than on a waiting page.
+            .header("prefer", "wait=3"),
+        )
+        .await
+}
+
+/// The visitor's place in the event's waiting room: this page waits a
+/// few seconds for their turn and then looks again (it reloads itself);
+/// once it is their turn, back to the event to book.
+pub async fn queue(
+    State(web): State<Web>,
+    Extension(visitor): Extension<Visitor>,
+    Path(event_id): Path<i64>,
+) -> Result<Response, Response> {
+    let here = format!("/events/{event_id}/queue");
+    let token = signed_in(&visitor, &here)?;
+    let mine = Call::get(format!("{}/places/mine", room(event_id))).by(Some(token));
+    let mut place = web.api.send(waiting(mine)).await;
+    // No place (or a turn that passed unused): join (again).
+    let lapsed = matches!(&place, Ok(p) if p["state"] == "LAPSED");
+    if lapsed || matches!(&place, Err(p) if p.status == 404) {
+        let join = Call::post(format!("{}/places", room(event_id)), None).by(Some(token));
+        place = web.api.send(waiting(join)).await;
+    }
+    let place = place.map_err(|p| refused(&web, &visitor, &here, p))?;
+    match place["state"].as_str() {
+        Some("ADMITTED") => Ok(Redirect::to(&format!("/events/{event_id}?turn=1")).into_response()),
+        Some("SOLD_OUT") => Err(sold_out_page(&web, &visitor, event_id)),
+        _ => super::render(
+            &web,
+            &visitor,
+            "queue.html",
+            context! { event_id => event_id, ahead => place["ahead"] },
+        ),
+    }
+}
+
+/// A place asked for with a few seconds' wait for the turn.
+fn waiting(call: Call<'_>) -> Call<'_> {
+    call.header("prefer", "wait=5")
+}
+
+fn sold_out_page(web: &Web, visitor: &Visitor, event_id: i64) -> Response {
+    book_refused(
+        web,
+        visitor,
+        event_id,
+        "Sold out: there are no seats left.",
+        axum::http::StatusCode::CONFLICT,
+    )
 }
 
 /// What a visitor refused as sold out is told: to come back, when the last

@@ -112,10 +112,18 @@ pub async fn list(
     )
 }
 
+/// `?turn=1`: the visitor comes from the waiting room, admitted.
+#[derive(Debug, Deserialize)]
+pub struct Shown {
+    #[serde(default)]
+    turn: Option<String>,
+}
+
 pub async fn show(
     State(web): State<Web>,
     Extension(visitor): Extension<Visitor>,
     Path(id): Path<i64>,
+    Query(shown): Query<Shown>,
 ) -> Page {
     let here = format!("/events/{id}");
     let event = web
@@ -161,6 +169,7 @@ pub async fn show(
             event => event,
             availability => availability,
             saved => saved,
+            turn => shown.turn.is_some(),
             // One form, one booking: a second submit of the same form is
             // the same request to the booking service.
             form_key => uuid::Uuid::new_v4().to_string(),

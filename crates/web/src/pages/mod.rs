@@ -38,6 +38,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "admin_dead_letters.html",
     "account.html",
     "parts.html",
+    "queue.html",
 );
 
 /// Every template, parsed once; `.html` names are HTML-escaped.
