@@ -60,6 +60,7 @@ pub async fn build(
     }
     let mirror = driver::EventMirror { timeouts };
     tasks.extend(runtime.consume(BOOKING_EVENTS, mirror, &shutdown).await?);
+    service.rooms.register(&runtime.metrics);
     tasks.push(tokio::spawn(service.rooms.clone().run(shutdown.clone())));
     tasks.push(tokio::spawn(
         service

@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use ticketer_cache::{Cache, CacheError, Place, RoomRule};
 use ticketer_db::{Db, DbError};
 use tokio::sync::oneshot;
@@ -69,6 +70,11 @@ pub struct Rooms {
     cache: Cache,
     rules: Arc<Mutex<Rules>>,
     waiting: Arc<Mutex<Admissions>>,
+    /// Places given or kept by a join, turns passed on, requests waiting
+    /// for their turn here (as of the last tick).
+    joins: Counter,
+    leaves: Counter,
+    waiting_now: Gauge,
 }
 
 impl Rooms {
@@ -78,7 +84,29 @@ impl Rooms {
             cache,
             rules: Arc::default(),
             waiting: Arc::default(),
+            joins: Counter::default(),
+            leaves: Counter::default(),
+            waiting_now: Gauge::default(),
         }
+    }
+
+    /// Puts the rooms' counts in the service's `/metrics`.
+    pub fn register(&self, metrics: &ticketer_http::Metrics) {
+        metrics.register(
+            "ticketer_waiting_room_joins",
+            "Buyers who joined an event's waiting room (or asked again for the place they had)",
+            self.joins.clone(),
+        );
+        metrics.register(
+            "ticketer_waiting_room_leaves",
+            "Buyers done with a waiting room, their turn passed to the next",
+            self.leaves.clone(),
+        );
+        metrics.register(
+            "ticketer_waiting_room_waiting",
+            "Requests of this process waiting for their turn in a waiting room",
+            self.waiting_now.clone(),
+        );
     }
 
     /// The room in front of the event's sale, if one is open.
@@ -109,7 +137,9 @@ impl Rooms {
     }
 
     pub async fn join(&self, event: i64, user: &str, rule: RoomRule) -> Result<Place, CacheError> {
-        self.cache.room_join(event, user, rule).await
+        let place = self.cache.room_join(event, user, rule).await?;
+        self.joins.inc();
+        Ok(place)
     }
 
     pub async fn place(&self, event: i64, user: &str, rule: RoomRule) -> Result<Option<Place>, CacheError> {
@@ -119,6 +149,7 @@ impl Rooms {
     /// The buyer is done: their claim goes to the next in line.
     pub async fn leave(&self, event: i64, user: &str, rule: RoomRule) -> Result<(), CacheError> {
         let upto = self.cache.room_leave(event, user, rule).await?;
+        self.leaves.inc();
         self.admitted(event, upto);
         Ok(())
     }
@@ -167,6 +198,12 @@ impl Rooms {
                     });
                     !w.waiters.is_empty()
                 });
+                let now: usize = waiting
+                    .values()
+                    .flat_map(|w| w.waiters.values())
+                    .map(Vec::len)
+                    .sum();
+                self.waiting_now.set(now as i64);
                 waiting.iter().map(|(event, w)| (*event, w.rule)).collect()
             };
             for (event, rule) in waited {

@@ -234,6 +234,17 @@ async fn a_crowd_through_a_waiting_room_buys_every_seat_once(s: &TestStack) {
         (Some(0), Some(seats)),
         "{l}: {a}"
     );
+    // The booking service counts the room's work for its operators.
+    let joins = s
+        .metric_sum("booking", "ticketer_waiting_room_joins_total", "")
+        .await;
+    let leaves = s
+        .metric_sum("booking", "ticketer_waiting_room_leaves_total", "")
+        .await;
+    assert!(
+        joins >= 24.0 && leaves >= seats as f64,
+        "{l}: {joins} joins, {leaves} leaves"
+    );
 }
 
 both_backends!(a_crowd_through_a_waiting_room_buys_every_seat_once);
