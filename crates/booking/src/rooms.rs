@@ -70,6 +70,11 @@ pub struct Rooms {
     cache: Cache,
     rules: Arc<Mutex<Rules>>,
     waiting: Arc<Mutex<Admissions>>,
+    /// Buyers this process told they were admitted, by event and buyer,
+    /// and when their claim runs out: their booking here is let through
+    /// without asking the cache (a round trip of 5 ms at the median, 12 at
+    /// p90, on a saturated box in a sale, on every booking's way).
+    told: Arc<Mutex<HashMap<(i64, String), Instant>>>,
     /// Places given or kept by a join, turns passed on, requests waiting
     /// for their turn here (as of the last tick).
     joins: Counter,
@@ -84,6 +89,7 @@ impl Rooms {
             cache,
             rules: Arc::default(),
             waiting: Arc::default(),
+            told: Arc::default(),
             joins: Counter::default(),
             leaves: Counter::default(),
             waiting_now: Gauge::default(),
@@ -146,8 +152,31 @@ impl Rooms {
         self.cache.room_place(event, user, rule).await
     }
 
+    /// The buyer was told they are admitted, with `claim_left` to book.
+    pub fn told_admitted(&self, event: i64, user: &str, claim_left: Duration) {
+        let mut told = self.told.lock().expect("told lock");
+        if told.len() >= RULES_KEPT && told.len().is_power_of_two() {
+            told.retain(|_, until| Instant::now() < *until);
+        }
+        told.insert((event, user.to_string()), Instant::now() + claim_left);
+    }
+
+    /// Whether this process told the buyer they are admitted, and their
+    /// claim has not run out. A buyer who left through another replica is
+    /// let through once more here until then: the room shapes the load,
+    /// it does not decide seats.
+    pub fn was_told(&self, event: i64, user: &str) -> bool {
+        let told = self.told.lock().expect("told lock");
+        told.get(&(event, user.to_string()))
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
     /// The buyer is done: their claim goes to the next in line.
     pub async fn leave(&self, event: i64, user: &str, rule: RoomRule) -> Result<(), CacheError> {
+        self.told
+            .lock()
+            .expect("told lock")
+            .remove(&(event, user.to_string()));
         let upto = self.cache.room_leave(event, user, rule).await?;
         self.leaves.inc();
         self.admitted(event, upto);

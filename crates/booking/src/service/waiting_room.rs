@@ -259,6 +259,9 @@ impl BookingService {
                 return Ok(sold_out(event_id, Some(place.number())));
             }
             let Place::Waiting { number, .. } = place else {
+                if let Place::Admitted { claim_left, .. } = place {
+                    self.rooms.told_admitted(event_id, who, claim_left);
+                }
                 return Ok(PlaceView::of(event_id, place));
             };
             let now = tokio::time::Instant::now();
@@ -293,7 +296,11 @@ impl BookingService {
     /// be reached admits: it only shapes the load, the ticket service still
     /// decides every seat.
     pub(crate) async fn admitted(&self, event_id: i64, rule: RoomRule, user: Uuid) -> bool {
-        match self.rooms.place(event_id, &user.to_string(), rule).await {
+        let who = user.to_string();
+        if self.rooms.was_told(event_id, &who) {
+            return true;
+        }
+        match self.rooms.place(event_id, &who, rule).await {
             Ok(place) => matches!(place, Some(Place::Admitted { .. })),
             Err(e) => {
                 tracing::warn!(event_id, error = %e, "waiting room unreachable; booking let through");

@@ -67,7 +67,7 @@ async fn my_place(s: &TestStack, token: &str, event: i64, wait: &str) -> Value {
 
 async fn a_waiting_room_admits_buyers_in_turn(s: &TestStack) {
     let l = s.label;
-    let (event, organizer) = event_on_sale_by(s, 3).await;
+    let (event, organizer) = event_on_sale_by(s, 4).await;
     let mut buyers = Vec::new();
     for _ in 0..5 {
         buyers.push(s.user("CUSTOMER").await.1);
@@ -153,12 +153,16 @@ async fn a_waiting_room_admits_buyers_in_turn(s: &TestStack) {
         "{l}: {again}"
     );
 
-    // The last seat sold, those still waiting are told so.
+    // A buyer admitted while not asking (when the one before them
+    // answered) books without asking for their place first.
     let r = book(s, &buyers[1], event, 1, "tok_visa").await;
     assert_eq!(r.body["status"], "CONFIRMED", "{l}: {}", r.body);
+    let r = book(s, &buyers[3], event, 1, "tok_visa").await;
+    assert_eq!(r.body["status"], "CONFIRMED", "{l}: {}", r.body);
+    // The last seat sold, those still waiting are told so.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let p = my_place(s, &buyers[3], event, "wait=1").await;
+        let p = my_place(s, &buyers[0], event, "wait=1").await;
         if p["state"] == "SOLD_OUT" {
             break;
         }
