@@ -7,8 +7,9 @@
 //! the cache to admit, for each event with requests waiting here, every
 //! [`TICK`] (and a buyer leaving here learns the highest number admitted
 //! from their own step), and only the requests whose number came up are
-//! woken to read their place again. Thousands of waiters cost one cache
-//! call per tick and nothing per admission but their own wake-up.
+//! woken; they answer from that news without asking the cache again.
+//! Thousands of waiters cost one cache call per tick and nothing per
+//! admission but their own wake-up.
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -246,7 +246,8 @@ async fn a_crowd_through_a_waiting_room_buys_every_seat_once(s: &TestStack) {
         .metric_sum("booking", "ticketer_waiting_room_leaves_total", "")
         .await;
     assert!(
-        joins >= 24.0 && leaves >= seats as f64,
+        // Those told it sold out at the door never took a place.
+        joins >= seats as f64 && leaves >= seats as f64,
         "{l}: {joins} joins, {leaves} leaves"
     );
 }
