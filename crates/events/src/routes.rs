@@ -9,7 +9,9 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticketer_contract::Money;
-use ticketer_http::{ApiError, ApiResult, AuthUser, Json, MaybeAuthUser, Page, PageQuery, Query};
+use ticketer_http::{
+    positive_id, ApiError, ApiResult, AuthUser, Json, MaybeAuthUser, Page, PageQuery, Query,
+};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -104,13 +106,6 @@ pub fn router(service: EventsService) -> Router {
         .with_state(service)
 }
 
-fn event_id(raw: &str) -> ApiResult<i64> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::field("id", "must be a positive integer"))
-}
-
 #[utoipa::path(post, path = "/api/v1/events", tag = "events", security(("bearer" = [])),
     request_body = RawDetails,
     responses((status = 201, body = EventResponse), (status = 400, body = ticketer_http::Problem),
@@ -203,7 +198,7 @@ async fn get_event(
     MaybeAuthUser(user): MaybeAuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<EventResponse>> {
-    let event = svc.get(event_id(&id)?, user.as_ref()).await?;
+    let event = svc.get(positive_id(&id, "id")?, user.as_ref()).await?;
     let owner = user.is_some_and(|u| u.id == event.organizer || u.is_admin());
     Ok(axum::Json(EventResponse::new(event, owner)))
 }
@@ -219,7 +214,7 @@ async fn update_event(
     Path(id): Path<String>,
     Json(patch): Json<Patch>,
 ) -> ApiResult<axum::Json<EventResponse>> {
-    let event = svc.update(&user, event_id(&id)?, patch).await?;
+    let event = svc.update(&user, positive_id(&id, "id")?, patch).await?;
     Ok(axum::Json(EventResponse::new(event, true)))
 }
 
@@ -231,7 +226,7 @@ async fn publish_event(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<EventResponse>> {
-    let event = svc.publish(&user, event_id(&id)?).await?;
+    let event = svc.publish(&user, positive_id(&id, "id")?).await?;
     Ok(axum::Json(EventResponse::new(event, true)))
 }
 
@@ -243,6 +238,6 @@ async fn cancel_event(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<EventResponse>> {
-    let event = svc.cancel(&user, event_id(&id)?).await?;
+    let event = svc.cancel(&user, positive_id(&id, "id")?).await?;
     Ok(axum::Json(EventResponse::new(event, true)))
 }

@@ -87,6 +87,15 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// An id given as text (a path segment, a query value) that must be a
+/// positive integer; 400 naming `field` otherwise.
+pub fn positive_id(raw: &str, field: &str) -> ApiResult<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::field(field, "must be a positive integer"))
+}
+
 impl ApiError {
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldError::new(field, message)])

@@ -14,7 +14,7 @@ mod server;
 pub mod tls;
 
 pub use auth::{AuthUser, Bearer, Claims, MaybeAuthUser, Role, TokenVerifier};
-pub use error::{not_found, retry_after_secs, ApiError, ApiResult, FieldError, Problem};
+pub use error::{not_found, positive_id, retry_after_secs, ApiError, ApiResult, FieldError, Problem};
 pub use guards::same_secret;
 pub use health::Readiness;
 pub use json::{parse_json, Json, Query};

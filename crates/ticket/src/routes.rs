@@ -7,7 +7,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use ticketer_db::Db;
-use ticketer_http::{ApiError, ApiResult, AuthUser, Page, PageQuery, Query, Role};
+use ticketer_http::{positive_id, ApiError, ApiResult, AuthUser, Page, PageQuery, Query, Role};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::store::{self, SaleStatus, Ticket, TicketFilter};
@@ -76,18 +76,11 @@ pub fn router(db: Db) -> Router {
         .with_state(db)
 }
 
-fn event_id(raw: &str, field: &str) -> ApiResult<i64> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::field(field, "must be a positive integer"))
-}
-
 #[utoipa::path(get, path = "/api/v1/tickets/availability/{event_id}", tag = "tickets",
     responses((status = 200, body = Availability),
               (status = 404, description = "no such event on sale (yet)", body = ticketer_http::Problem)))]
 async fn availability(State(db): State<Db>, Path(raw): Path<String>) -> ApiResult<axum::Json<Availability>> {
-    let inv = store::get(&db, event_id(&raw, "event_id")?)
+    let inv = store::get(&db, positive_id(&raw, "event_id")?)
         .await?
         .ok_or_else(|| ApiError::NotFound("no inventory for this event".into()))?;
     let c = inv.counters;
@@ -136,7 +129,7 @@ async fn event_tickets(
     user: AuthUser,
     Query(q): Query<EventTicketsQuery>,
 ) -> ApiResult<axum::Json<Page<TicketResponse>>> {
-    let id = event_id(q.event_id.as_deref().unwrap_or_default(), "event_id")?;
+    let id = positive_id(q.event_id.as_deref().unwrap_or_default(), "event_id")?;
     let page = PageQuery {
         page: q.page,
         page_size: q.page_size,

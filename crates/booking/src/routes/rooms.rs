@@ -4,17 +4,10 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
 };
-use ticketer_http::{ApiError, ApiResult, AuthUser, Bearer, Json, Role};
+use ticketer_http::{positive_id, ApiError, ApiResult, AuthUser, Bearer, Json, Role};
 
 use super::prefer_wait;
 use crate::service::{BookingService, PlaceView, RoomSettings, RoomView};
-
-fn event_id(raw: &str) -> ApiResult<i64> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::field("event_id", "must be a positive integer"))
-}
 
 #[utoipa::path(put, path = "/api/v1/bookings/waiting-rooms/{event_id}", tag = "waiting rooms", security(("bearer" = [])),
     request_body = RoomSettings,
@@ -27,7 +20,10 @@ pub(super) async fn open_room(
     Path(id): Path<String>,
     Json(settings): Json<RoomSettings>,
 ) -> ApiResult<axum::Json<RoomView>> {
-    Ok(axum::Json(svc.open_room(&user, event_id(&id)?, settings).await?))
+    Ok(axum::Json(
+        svc.open_room(&user, positive_id(&id, "event_id")?, settings)
+            .await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/bookings/waiting-rooms/{event_id}", tag = "waiting rooms", security(("bearer" = [])),
@@ -37,7 +33,7 @@ pub(super) async fn get_room(
     _user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<RoomView>> {
-    Ok(axum::Json(svc.room(event_id(&id)?).await?))
+    Ok(axum::Json(svc.room(positive_id(&id, "event_id")?).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/bookings/waiting-rooms/{event_id}", tag = "waiting rooms", security(("bearer" = [])),
@@ -48,7 +44,7 @@ pub(super) async fn close_room(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    svc.close_room(&user, event_id(&id)?).await?;
+    svc.close_room(&user, positive_id(&id, "event_id")?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -68,7 +64,7 @@ pub(super) async fn join_room(
         return Err(ApiError::Forbidden("only customers join a waiting room".into()));
     }
     let place = svc
-        .join_room(event_id(&id)?, &caller, prefer_wait(&headers))
+        .join_room(positive_id(&id, "event_id")?, &caller, prefer_wait(&headers))
         .await?;
     Ok(axum::Json(place))
 }
@@ -83,7 +79,7 @@ pub(super) async fn my_place(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<PlaceView>> {
     let place = svc
-        .my_place(event_id(&id)?, user.id, prefer_wait(&headers))
+        .my_place(positive_id(&id, "event_id")?, user.id, prefer_wait(&headers))
         .await?;
     Ok(axum::Json(place))
 }
