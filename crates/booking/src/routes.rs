@@ -94,7 +94,6 @@ async fn create_booking(
     }
     let key = idempotency::key_of(&headers)?;
     let wait = prefer_wait(&headers);
-    let event_id = req.event_id;
     let created = svc.create(&caller, req, key, wait.is_some()).await?;
     let replayed = created.replayed;
     let booking = match (wait, created.waiting) {
@@ -105,7 +104,9 @@ async fn create_booking(
     // one, passes to the next. (Passed on as soon as the booking is made
     // instead, the sale's work in flight grew past the room's bound and
     // the holds of those admitted slowed: measured, docs/benchmarks.md.)
-    svc.leave_room(event_id, booking.customer_id).await;
+    if let Some(rule) = created.room {
+        svc.leave_room(booking.event_id, booking.customer_id, rule).await;
+    }
     let status = if booking.saga.stage.status() == BookingStatus::Pending {
         StatusCode::ACCEPTED
     } else {

@@ -10,7 +10,7 @@ pub use waiting_room::{PlaceView, RoomSettings, RoomView};
 use std::time::Duration;
 use ticketer_contract::{payment::TokenRule, HoldTickets, Message};
 
-use ticketer_cache::Cache;
+use ticketer_cache::{Cache, RoomRule};
 
 use serde::Deserialize;
 use ticketer_db::{Db, DbError};
@@ -114,6 +114,9 @@ pub struct Created {
     pub replayed: bool,
     /// Registered for changes when the caller means to wait.
     pub waiting: Option<Waiting>,
+    /// The event's waiting room, if it has one: the buyer leaves it once
+    /// answered.
+    pub room: Option<RoomRule>,
 }
 
 impl BookingService {
@@ -293,29 +296,23 @@ impl BookingService {
         let room = self.rooms.rule(req.event_id).await?;
         if let Some(refused) = self.refusal(req.event_id, req.number_of_tickets).await {
             // A retry of a request accepted before the seats ran out still
-            // gets its booking, once the token proves whose it is.
-            if let Some(key) = &key {
-                if let Some(booking) = self.earlier(caller.claimed_id(), key).await? {
-                    caller.verified().await?;
-                    return self.replay(booking, wait).await;
-                }
+            // gets its booking.
+            if let Some(earlier) = self.retried(caller, key.as_ref(), wait, room).await? {
+                return Ok(earlier);
             }
             // A buyer the room admitted is done with it; only the token's
             // owner gives up their place.
-            if room.is_some() {
+            if let Some(rule) = room {
                 if let Ok(buyer) = caller.verified().await {
-                    self.leave_room(req.event_id, buyer.id).await;
+                    self.leave_room(req.event_id, buyer.id, rule).await;
                 }
             }
             return Err(refused);
         }
         if let Some(rule) = room {
             if !self.admitted(req.event_id, rule, caller.claimed_id()).await {
-                if let Some(key) = &key {
-                    if let Some(booking) = self.earlier(caller.claimed_id(), key).await? {
-                        caller.verified().await?;
-                        return self.replay(booking, wait).await;
-                    }
+                if let Some(earlier) = self.retried(caller, key.as_ref(), wait, room).await? {
+                    return Ok(earlier);
                 }
                 return Err(ApiError::NotAdmitted(format!(
                     "event {} sells through a waiting room: join it (POST /api/v1/bookings/waiting-rooms/{}/places) and book once admitted",
@@ -357,7 +354,7 @@ impl BookingService {
             drop(waiting);
             let key = key.as_ref().expect("only a key can be taken");
             return match self.earlier(customer, key).await? {
-                Some(booking) => self.replay(booking, wait).await,
+                Some(booking) => self.replay(booking, wait, room).await,
                 None => Err(ApiError::Conflict("retry the request".into())),
             };
         }
@@ -366,11 +363,34 @@ impl BookingService {
             booking,
             replayed: false,
             waiting,
+            room,
         })
     }
 
+    /// The booking an earlier request with the same Idempotency-Key made,
+    /// if there was one, once the token proves whose it is.
+    async fn retried(
+        &self,
+        caller: &Bearer,
+        key: Option<&RequestKey>,
+        wait: bool,
+        room: Option<RoomRule>,
+    ) -> Result<Option<Created>, ApiError> {
+        let Some(key) = key else { return Ok(None) };
+        let Some(booking) = self.earlier(caller.claimed_id(), key).await? else {
+            return Ok(None);
+        };
+        caller.verified().await?;
+        self.replay(booking, wait, room).await.map(Some)
+    }
+
     /// The answer to a retry of an earlier request.
-    async fn replay(&self, booking: Booking, wait: bool) -> Result<Created, ApiError> {
+    async fn replay(
+        &self,
+        booking: Booking,
+        wait: bool,
+        room: Option<RoomRule>,
+    ) -> Result<Created, ApiError> {
         let (booking, waiting) = if wait {
             let (b, w) = self.watch(booking.booking_id).await?;
             (b, Some(w))
@@ -381,6 +401,7 @@ impl BookingService {
             booking,
             replayed: true,
             waiting,
+            room,
         })
     }
 

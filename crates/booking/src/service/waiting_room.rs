@@ -111,19 +111,15 @@ fn unavailable(e: ticketer_cache::CacheError) -> ApiError {
 }
 
 impl BookingService {
-    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ApiError> {
-        Ok(self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(ticketer_db::DbError::from)?)
-    }
-
     /// 404 unless the booking service knows the event; 403 unless `user`
     /// organizes it or is an administrator.
     async fn organizes(&self, user: &AuthUser, event_id: i64) -> Result<(), ApiError> {
-        let mut conn = self.connection().await?;
+        let mut conn = self
+            .db
+            .reader()
+            .acquire()
+            .await
+            .map_err(ticketer_db::DbError::from)?;
         let event = store::event(&mut conn, event_id)
             .await?
             .ok_or_else(|| ApiError::NotFound("no such event".into()))?;
@@ -158,9 +154,8 @@ impl BookingService {
             admitted_at_once: s.admitted_at_once as u32,
             claim: Duration::from_secs(claim as u64),
         };
-        let mut conn = self.connection().await?;
         let read = Instant::now();
-        store::open_room(&mut conn, event_id, rule, &user.id.to_string()).await?;
+        store::open_room(&self.db, event_id, rule, &user.id.to_string()).await?;
         self.rooms.remember(event_id, Some(rule), read);
         tracing::info!(
             event_id,
@@ -173,9 +168,8 @@ impl BookingService {
     /// Closes the event's waiting room: anyone may book again.
     pub async fn close_room(&self, user: &AuthUser, event_id: i64) -> Result<(), ApiError> {
         self.organizes(user, event_id).await?;
-        let mut conn = self.connection().await?;
         let read = Instant::now();
-        let closed = store::close_room(&mut conn, event_id).await?;
+        let closed = store::close_room(&self.db, event_id).await?;
         self.rooms.remember(event_id, None, read);
         if !closed {
             return Err(ApiError::NotFound("the event has no waiting room".into()));
@@ -279,7 +273,6 @@ impl BookingService {
                     claim_left: rule.claim,
                 };
             } else if until == deadline {
-                turn = None;
                 place = self
                     .rooms
                     .place(event_id, who, rule)
@@ -311,15 +304,7 @@ impl BookingService {
 
     /// The buyer is done with the event's room (their booking was made or
     /// refused): the next in line is admitted.
-    pub async fn leave_room(&self, event_id: i64, user: Uuid) {
-        let rule = match self.rooms.rule(event_id).await {
-            Ok(Some(rule)) => rule,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(event_id, error = %e, "waiting room unknown; the claim will lapse");
-                return;
-            }
-        };
+    pub async fn leave_room(&self, event_id: i64, user: Uuid, rule: RoomRule) {
         if let Err(e) = self.rooms.leave(event_id, &user.to_string(), rule).await {
             tracing::warn!(event_id, error = %e, "could not leave the waiting room; the claim will lapse");
         }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ticketer_cache::RoomRule;
-use ticketer_db::{time, AnyConnection, Db, DbError, Row};
+use ticketer_db::{time, Db, DbError, Row};
 
 /// The room in front of the event's sale, if one is open.
 pub async fn room(db: &Db, event_id: i64) -> Result<Option<RoomRule>, DbError> {
@@ -21,12 +21,7 @@ pub async fn room(db: &Db, event_id: i64) -> Result<Option<RoomRule>, DbError> {
 }
 
 /// Opens the event's room, or changes how it admits.
-pub async fn open_room(
-    conn: &mut AnyConnection,
-    event_id: i64,
-    rule: RoomRule,
-    opened_by: &str,
-) -> Result<(), DbError> {
+pub async fn open_room(db: &Db, event_id: i64, rule: RoomRule, opened_by: &str) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO waiting_rooms (event_id, admitted_at_once, claim_seconds, opened_by, opened_at)
          VALUES ($1, $2, $3, $4, $5)
@@ -39,16 +34,16 @@ pub async fn open_room(
     .bind(rule.claim.as_secs() as i32)
     .bind(opened_by)
     .bind(time::now())
-    .execute(conn)
+    .execute(db.pool())
     .await?;
     Ok(())
 }
 
 /// Closes the event's room; true if one was open.
-pub async fn close_room(conn: &mut AnyConnection, event_id: i64) -> Result<bool, DbError> {
+pub async fn close_room(db: &Db, event_id: i64) -> Result<bool, DbError> {
     let done = sqlx::query("DELETE FROM waiting_rooms WHERE event_id = $1")
         .bind(event_id)
-        .execute(conn)
+        .execute(db.pool())
         .await?;
     Ok(done.rows_affected() > 0)
 }
