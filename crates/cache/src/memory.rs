@@ -37,14 +37,6 @@ impl Default for Rooms {
     }
 }
 
-impl Rooms {
-    /// The event's room (made when first asked for), and the time now.
-    fn at(&mut self, event: i64) -> (&mut Room, u64) {
-        let now = self.since.elapsed().as_millis() as u64;
-        (self.by_event.entry(event).or_default(), now)
-    }
-}
-
 /// Drops entries `stale` says are gone, when the map has grown past
 /// [`SWEEP_ABOVE`] (and at most once per doubling beyond it).
 fn sweep<V>(map: &mut HashMap<String, V>, stale: impl Fn(&V) -> bool) {
@@ -116,32 +108,33 @@ impl MemoryCache {
         self.buckets.lock().expect("bucket lock").remove(key);
     }
 
-    pub(crate) fn room_join(&self, event: i64, user: &str, rule: RoomRule) -> Place {
+    /// Runs `step` on the event's room at the time now; a room left with
+    /// nothing in it is forgotten.
+    fn with_room<T>(&self, event: i64, step: impl FnOnce(&mut Room, u64) -> T) -> T {
         let mut rooms = self.rooms.lock().expect("rooms lock");
-        let (room, now) = rooms.at(event);
-        room.join(user, now, rule)
-    }
-
-    pub(crate) fn room_place(&self, event: i64, user: &str, rule: RoomRule) -> Option<Place> {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
-        let (room, now) = rooms.at(event);
-        room.place(user, now, rule)
-    }
-
-    pub(crate) fn room_leave(&self, event: i64, user: &str, rule: RoomRule) -> u64 {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
-        let (room, now) = rooms.at(event);
-        let admitted = room.leave(user, now, rule);
+        let now = rooms.since.elapsed().as_millis() as u64;
+        let room = rooms.by_event.entry(event).or_default();
+        let done = step(room, now);
         if room.is_idle() {
             rooms.by_event.remove(&event);
         }
-        admitted
+        done
+    }
+
+    pub(crate) fn room_join(&self, event: i64, user: &str, rule: RoomRule) -> Place {
+        self.with_room(event, |room, now| room.join(user, now, rule))
+    }
+
+    pub(crate) fn room_place(&self, event: i64, user: &str, rule: RoomRule) -> Option<Place> {
+        self.with_room(event, |room, now| room.place(user, now, rule))
+    }
+
+    pub(crate) fn room_leave(&self, event: i64, user: &str, rule: RoomRule) -> u64 {
+        self.with_room(event, |room, now| room.leave(user, now, rule))
     }
 
     pub(crate) fn room_admit(&self, event: i64, rule: RoomRule) -> u64 {
-        let mut rooms = self.rooms.lock().expect("rooms lock");
-        let (room, now) = rooms.at(event);
-        room.admit(now, rule)
+        self.with_room(event, |room, now| room.admit(now, rule))
     }
 
     #[cfg(test)]

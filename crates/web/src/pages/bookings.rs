@@ -38,11 +38,9 @@ pub async fn book(
     if matches!(&answer, Err(p) if p.status == 403 && p.is("waiting-room")) {
         let place = web
             .api
-            .send(
-                Call::post(format!("{}/places", room(event_id)), None)
-                    .by(Some(token))
-                    .header("prefer", "wait=5"),
-            )
+            .send(waiting(
+                Call::post(format!("{}/places", room(event_id)), None).by(Some(token)),
+            ))
             .await
             .map_err(|p| refused(&web, &visitor, &here, p))?;
         match place["state"].as_str() {
