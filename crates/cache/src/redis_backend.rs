@@ -58,7 +58,8 @@ return 0
 /// A waiting room's step in one round trip, the same rules as
 /// [`crate::room::Room`] on the Redis server's clock. KEYS: the room's
 /// counters (hash: issued, admitted), its claims (sorted set: number by
-/// expiry), the buyer's place (number). ARGV: the step (join, place,
+/// expiry), the buyer's place (number), the numbers whose buyers left
+/// while waiting (set). ARGV: the step (join, place,
 /// leave, admit), admitted at once, claim ms, place ms. Returns {kind,
 /// number, ms}: kind 0 no place, 1 waiting (ms = numbers ahead), 2
 /// admitted (ms = claim left), 3 lapsed; for admit and leave, {0,
@@ -73,15 +74,18 @@ local kept = tonumber(ARGV[4])
 local function admit()
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   local issued = tonumber(redis.call('HGET', KEYS[1], 'issued') or '0')
-  local admitted = tonumber(redis.call('HGET', KEYS[1], 'admitted') or '0')
-  local free = math.max(0, at_once - redis.call('ZCARD', KEYS[2]))
-  local upto = math.min(issued, admitted + free)
-  for n = admitted + 1, upto do
-    redis.call('ZADD', KEYS[2], now + claim, n)
+  local first = tonumber(redis.call('HGET', KEYS[1], 'admitted') or '0')
+  local admitted = first
+  local held = redis.call('ZCARD', KEYS[2])
+  while admitted < issued and held < at_once do
+    admitted = admitted + 1
+    if redis.call('SREM', KEYS[4], admitted) == 0 then
+      redis.call('ZADD', KEYS[2], now + claim, admitted)
+      held = held + 1
+    end
   end
-  if upto > admitted then
-    redis.call('HSET', KEYS[1], 'admitted', upto)
-    admitted = upto
+  if admitted > first then
+    redis.call('HSET', KEYS[1], 'admitted', admitted)
   end
   return admitted
 end
@@ -98,14 +102,19 @@ end
 -- A room nobody touches for as long as a place is kept is forgotten.
 redis.call('PEXPIRE', KEYS[1], kept)
 redis.call('PEXPIRE', KEYS[2], kept)
+redis.call('PEXPIRE', KEYS[4], kept)
 if step == 'admit' then
   return {0, admit(), 0}
 end
 if step == 'leave' then
-  local n = redis.call('GET', KEYS[3])
+  local n = tonumber(redis.call('GET', KEYS[3]))
   if n then
-    redis.call('ZREM', KEYS[2], n)
     redis.call('DEL', KEYS[3])
+    if n > tonumber(redis.call('HGET', KEYS[1], 'admitted') or '0') then
+      redis.call('SADD', KEYS[4], n)
+    else
+      redis.call('ZREM', KEYS[2], n)
+    end
   end
   return {0, admit(), 0}
 end
@@ -239,6 +248,7 @@ impl RedisCache {
             .key(&room)
             .key(format!("{room}:claims"))
             .key(format!("{room}:place:{user}"))
+            .key(format!("{room}:gone"))
             .arg(step)
             .arg(rule.admitted_at_once)
             .arg(rule.claim.as_millis().max(1) as u64)

@@ -10,7 +10,10 @@
 //! The rules are here, without I/O, for the memory backend and the tests;
 //! the Redis backend runs the same steps in Lua, on the server's clock.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 /// How a room admits, as the event's organizer set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,9 @@ pub struct Room {
     claims: HashMap<u64, u64>,
     /// Each buyer's number, and when the place is forgotten.
     places: HashMap<String, (u64, u64)>,
+    /// Numbers whose buyers left before they were admitted: skipped when
+    /// their turn comes, so no claim waits for a buyer who is gone.
+    gone: HashSet<u64>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -69,13 +75,13 @@ impl Room {
     /// number admitted.
     pub fn admit(&mut self, now: u64, rule: RoomRule) -> u64 {
         self.claims.retain(|_, until| *until > now);
-        let free = (rule.admitted_at_once as u64).saturating_sub(self.claims.len() as u64);
-        let upto = self.issued.min(self.admitted + free);
         let until = now + ms(rule.claim);
-        for n in self.admitted + 1..=upto {
-            self.claims.insert(n, until);
+        while self.admitted < self.issued && self.claims.len() < rule.admitted_at_once as usize {
+            self.admitted += 1;
+            if !self.gone.remove(&self.admitted) {
+                self.claims.insert(self.admitted, until);
+            }
         }
-        self.admitted = self.admitted.max(upto);
         self.admitted
     }
 
@@ -125,11 +131,16 @@ impl Room {
     }
 
     /// The buyer is done (booked, or gave up): their claim is freed for the
-    /// next number, and joining again puts them at the back. Returns the
-    /// highest number admitted.
+    /// next number (or, still waiting, their number is skipped), and
+    /// joining again puts them at the back. Returns the highest number
+    /// admitted.
     pub fn leave(&mut self, user: &str, now: u64, rule: RoomRule) -> u64 {
         if let Some((number, _)) = self.places.remove(user) {
-            self.claims.remove(&number);
+            if number > self.admitted {
+                self.gone.insert(number);
+            } else {
+                self.claims.remove(&number);
+            }
         }
         self.admit(now, rule)
     }
@@ -186,6 +197,31 @@ mod tests {
         assert!(!admitted(room.place("d", 6, RULE).unwrap()));
         // Back at the end of the queue.
         assert_eq!(room.join("a", 7, RULE), Place::Waiting { number: 5, ahead: 1 });
+    }
+
+    #[test]
+    fn a_buyer_who_leaves_while_waiting_is_skipped_when_their_turn_comes() {
+        let mut room = Room::default();
+        for u in ["a", "b", "c", "d", "e"] {
+            room.join(u, 0, RULE);
+        }
+        // c and d give up while waiting; a's leaving admits e, not a claim
+        // for c that nobody would use until it lapsed.
+        room.leave("c", 1, RULE);
+        room.leave("d", 1, RULE);
+        assert_eq!(room.leave("a", 2, RULE), 5);
+        assert!(admitted(room.place("e", 2, RULE).unwrap()));
+        assert_eq!(room.claims.len(), 2, "b and e hold the claims");
+        assert!(room.gone.is_empty(), "skipped numbers are not kept");
+        // Nobody left to admit: b's leaving frees a claim that waits.
+        assert_eq!(room.leave("b", 3, RULE), 5);
+        assert_eq!(
+            room.join("f", 4, RULE),
+            Place::Admitted {
+                number: 6,
+                claim_left: Duration::from_secs(10)
+            }
+        );
     }
 
     #[test]

@@ -201,6 +201,52 @@ async fn a_waiting_room_admits_in_order(cache: Cache) {
     cache.clear().await.unwrap();
 }
 
+/// A buyer who leaves while still waiting gives up their number: when
+/// their turn comes it is skipped, rather than holding a claim nobody
+/// uses until it runs out.
+async fn a_buyer_gone_before_their_turn_is_skipped(cache: Cache) {
+    let kind = cache.kind();
+    let rule = RoomRule {
+        admitted_at_once: 2,
+        claim: Duration::from_secs(60),
+    };
+    for n in 1..=5 {
+        cache.room_join(9, &format!("b{n}"), rule).await.unwrap();
+    }
+    // b3 and b4 are refused (sold out, say) while waiting.
+    assert_eq!(cache.room_leave(9, "b3", rule).await.unwrap(), 2, "{kind}");
+    assert_eq!(cache.room_leave(9, "b4", rule).await.unwrap(), 2, "{kind}");
+    // b1's leaving admits b5 at once.
+    assert_eq!(cache.room_leave(9, "b1", rule).await.unwrap(), 5, "{kind}");
+    assert!(
+        matches!(
+            cache.room_place(9, "b5", rule).await.unwrap(),
+            Some(Place::Admitted { number: 5, .. })
+        ),
+        "{kind}"
+    );
+    // Two claims are held (b2, b5): a newcomer waits.
+    assert_eq!(
+        cache.room_join(9, "b6", rule).await.unwrap(),
+        Place::Waiting { number: 6, ahead: 0 },
+        "{kind}"
+    );
+    assert_eq!(cache.room_leave(9, "b2", rule).await.unwrap(), 6, "{kind}");
+}
+
+#[tokio::test]
+async fn memory_a_buyer_gone_before_their_turn_is_skipped() {
+    a_buyer_gone_before_their_turn_is_skipped(Cache::memory()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn redis_a_buyer_gone_before_their_turn_is_skipped() {
+    if let Some(cache) = redis().await {
+        a_buyer_gone_before_their_turn_is_skipped(cache).await;
+    }
+}
+
 #[tokio::test]
 async fn memory_a_waiting_room_admits_in_order() {
     a_waiting_room_admits_in_order(Cache::memory()).await;

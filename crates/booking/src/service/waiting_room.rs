@@ -252,7 +252,7 @@ impl BookingService {
             if !matches!(place, Place::Lapsed { .. }) && self.sold_out(event_id).await {
                 return Ok(sold_out(event_id, Some(place.number())));
             }
-            let Place::Waiting { number, .. } = place else {
+            let Place::Waiting { number, ahead } = place else {
                 if let Place::Admitted { claim_left, .. } = place {
                     self.rooms.told_admitted(event_id, who, claim_left);
                 }
@@ -263,7 +263,8 @@ impl BookingService {
                 return Ok(PlaceView::of(event_id, place));
             }
             let until = deadline.min(now + SOLD_OUT_RECHECK);
-            let woken = turn.get_or_insert_with(|| self.rooms.turn_of(event_id, rule, number));
+            let admitted = number.saturating_sub(ahead + 1);
+            let woken = turn.get_or_insert_with(|| self.rooms.turn_of(event_id, rule, number, admitted));
             let came_up = tokio::time::timeout_at(until, woken).await.is_ok();
             if came_up {
                 // Admitted just now, as this process heard: the claim is
