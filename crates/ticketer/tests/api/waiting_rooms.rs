@@ -253,3 +253,86 @@ async fn a_crowd_through_a_waiting_room_buys_every_seat_once(s: &TestStack) {
 }
 
 both_backends!(a_crowd_through_a_waiting_room_buys_every_seat_once);
+
+/// Redis, where the places are, goes down mid-sale: the room only shapes
+/// the load, so bookings are let through (the ticket service still decides
+/// every seat) while joining is answered 503; once Redis is back, buyers
+/// queue again. Production only: the embedded room lives in the process.
+#[tokio::test]
+#[ignore = "needs the servers in TICKETER_TEST_*_URL; ./scripts/test runs it when they are set"]
+async fn a_waiting_room_out_of_reach_lets_bookings_through_and_turns_joins_away() {
+    let Some(redis) = ticketer_testkit::redis_url() else {
+        ticketer_testkit::skip_test("waiting room outage test", "TICKETER_TEST_REDIS_URL");
+        return;
+    };
+    let proxy = ticketer_testkit::TcpProxy::start(&ticketer_testkit::address_of(&redis))
+        .await
+        .unwrap();
+    let through = proxy.url_through(&redis);
+    let Some(s) = TestStack::production_with(&[("REDIS_URL", &through)]).await else {
+        return;
+    };
+    let s = &s;
+    let (event, organizer) = event_on_sale_by(s, 4).await;
+    open_room(s, &organizer, event, 1).await;
+    let mut buyers = Vec::new();
+    for _ in 0..3 {
+        buyers.push(s.user("CUSTOMER").await.1);
+    }
+    assert_eq!(join(s, &buyers[0], event, "wait=0").await["state"], "ADMITTED");
+    let r = book(s, &buyers[1], event, 1, "tok_visa").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+
+    proxy.block();
+    // Not admitted, and nobody can tell: let through, and sold a seat.
+    let r = book(s, &buyers[1], event, 1, "tok_visa").await;
+    assert_eq!(r.body["status"], "CONFIRMED", "{} {}", r.status, r.body);
+    // Joining needs the queue: 503, try again later.
+    let places = format!("{}/places", room(event));
+    let r = s
+        .call_with(
+            Method::POST,
+            &places,
+            Some(&buyers[2]),
+            None,
+            &[("prefer", "wait=0")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.content_type(), "application/problem+json");
+
+    proxy.unblock();
+    // Back: the queue is as it was (buyer 0 still holds the one claim), so
+    // the next buyer waits their turn.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s
+            .call_with(
+                Method::POST,
+                &places,
+                Some(&buyers[2]),
+                None,
+                &[("prefer", "wait=0")],
+            )
+            .await;
+        if r.status == StatusCode::OK {
+            assert_eq!(
+                (r.body["state"].as_str(), r.body["ahead"].as_u64()),
+                (Some("WAITING"), Some(0)),
+                "{}",
+                r.body
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "joining never came back: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // And the buyer admitted before the outage books as before.
+    let r = book(s, &buyers[0], event, 1, "tok_visa").await;
+    assert_eq!(r.body["status"], "CONFIRMED", "{} {}", r.status, r.body);
+}
