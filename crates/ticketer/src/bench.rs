@@ -282,7 +282,16 @@ pub async fn run(cfg: FlashSale, buyers: Buyers) -> anyhow::Result<Report> {
     });
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
 
-    let (event_id, availability) = event_on_sale(&client, &run, cfg.tickets, cfg.waiting_room).await?;
+    let (event_id, availability) = event_on_sale(
+        &client,
+        &run,
+        cfg.tickets,
+        cfg.waiting_room.map(|at_once| setup::Room {
+            at_once,
+            claim_seconds: None,
+        }),
+    )
+    .await?;
 
     // The buyers exist before the sale opens.
     let gate = Arc::new(Semaphore::new(cfg.concurrency.max(1)));

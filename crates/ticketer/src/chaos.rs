@@ -49,6 +49,10 @@ pub struct Run {
     pub hold_ttl_s: u64,
     /// BOOKING_PAYMENT_TIMEOUT_SECONDS of the run.
     pub payment_timeout_s: u64,
+    /// Buyers admitted at once by a waiting room in front of the sale, if
+    /// it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<u32>,
 }
 
 #[derive(Debug, Clone)]

@@ -87,6 +87,10 @@ pub(crate) struct ChaosArgs {
     /// hold TTL + payment deadline + 60).
     #[arg(long)]
     pub(crate) drain: Option<u64>,
+    /// Sells through a waiting room admitting this many buyers at once
+    /// (claims of 15 s), every buyer joining it before booking.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) waiting_room: Option<u32>,
     /// Leave PostgreSQL, RabbitMQ and Redis alone.
     #[arg(long)]
     pub(crate) no_server_faults: bool,
@@ -156,6 +160,7 @@ impl ChaosArgs {
                 concurrency: self.concurrency,
                 hold_ttl_s: self.hold_ttl,
                 payment_timeout_s: self.payment_timeout,
+                waiting_room: self.waiting_room,
             },
             drain_s: self.drain.unwrap_or(self.hold_ttl + self.payment_timeout + 60),
             postgres_url: self.postgres_url,

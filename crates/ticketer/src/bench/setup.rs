@@ -8,13 +8,22 @@ use serde_json::json;
 
 use super::client::{Client, Reply};
 
+/// A waiting room in front of the sale.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Room {
+    pub(crate) at_once: u32,
+    /// How long an admitted buyer keeps their turn (the service's default
+    /// if not given).
+    pub(crate) claim_seconds: Option<u64>,
+}
+
 /// The event's id and the path of its availability figure, once on sale
-/// (behind a waiting room admitting `room` buyers at once, if given).
+/// (behind a waiting room, if given).
 pub(crate) async fn event_on_sale(
     client: &Client,
     run: &str,
     tickets: i64,
-    room: Option<u32>,
+    room: Option<Room>,
 ) -> anyhow::Result<(i64, String)> {
     let organizer = client
         .user("ORGANIZER", &format!("bench-{run}-organizer@example.com"))
@@ -57,10 +66,13 @@ pub(crate) async fn event_on_sale(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if let Some(at_once) = room {
+    if let Some(room) = room {
         // The booking service learns of the event from the events
         // service's news: a moment after it is published.
-        let settings = json!({"admitted_at_once": at_once});
+        let mut settings = json!({"admitted_at_once": room.at_once});
+        if let Some(claim) = room.claim_seconds {
+            settings["claim_seconds"] = json!(claim);
+        }
         let path = format!("/api/v1/bookings/waiting-rooms/{event_id}");
         loop {
             match client

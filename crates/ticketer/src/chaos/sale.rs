@@ -16,7 +16,14 @@ use super::{
     all_ready, audit, inject, nemesis, shoppers, Audit, Config, Network, Processes, Records, Report,
     Resources, Shape,
 };
-use crate::bench::{client::Client, setup::event_on_sale};
+use crate::bench::{
+    client::Client,
+    setup::{event_on_sale, Room},
+};
+
+/// How long an admitted buyer keeps their turn in a run with a waiting
+/// room (the least the service allows, plus a little).
+const ROOM_CLAIM_SECONDS: u64 = 15;
 
 /// The sale itself, with the nemesis running beside it, then the drain
 /// and the audit of every service's records.
@@ -36,7 +43,14 @@ pub(super) async fn sale(
         base: "http://127.0.0.1:5000".into(),
         sent: AtomicUsize::new(0),
     });
-    let (event_id, _) = event_on_sale(&client, &res.id, cfg.run.tickets, None).await?;
+    // A room's claims are kept short: a booking service killed mid-sale
+    // leaves its admitted buyers' turns to lapse, and the queue waits that
+    // long.
+    let room = cfg.run.waiting_room.map(|at_once| Room {
+        at_once,
+        claim_seconds: Some(ROOM_CLAIM_SECONDS),
+    });
+    let (event_id, _) = event_on_sale(&client, &res.id, cfg.run.tickets, room).await?;
     let auth_env = Env::from_map(Service::Auth, env.clone());
     let tokens = crate::bench::provision_buyers(&auth_env, &cfg.work_dir, cfg.run.buyers).await?;
     let plan = nemesis::plan(cfg.run.seed, &shape);
@@ -80,6 +94,7 @@ pub(super) async fn sale(
         spread,
         cfg.run.concurrency,
         cfg.run.seed,
+        cfg.run.waiting_room.is_some(),
     )
     .await?;
     for f in faults {

@@ -57,8 +57,9 @@ fn choose(rng: &mut StdRng) -> Choice {
     }
 }
 
-/// Every buyer of `tokens` books once, the n-th starting `spread * n / len`
-/// after the start, at most `concurrency` at a time.
+/// Every buyer of `tokens` books once (joining the event's waiting room
+/// first if `via_room`), the n-th starting `spread * n / len` after the
+/// start, at most `concurrency` at a time.
 pub async fn shop(
     client: Arc<Client>,
     tokens: Vec<String>,
@@ -66,6 +67,7 @@ pub async fn shop(
     spread: Duration,
     concurrency: usize,
     seed: u64,
+    via_room: bool,
 ) -> anyhow::Result<Shopping> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x05ee_db0b);
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -92,7 +94,7 @@ pub async fn shop(
                 tickets: choice.tickets,
                 payment_token: choice.card,
                 comes_back: COMES_BACK,
-                via_room: false,
+                via_room,
             };
             let outcome = buy(&client, &token, event_id, wants, &errors, started).await;
             if choice.cancels && outcome.status == "CONFIRMED" {
