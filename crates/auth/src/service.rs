@@ -220,12 +220,7 @@ impl AuthService {
     }
 
     pub async fn user(&self, id: Uuid) -> Result<User, AuthError> {
-        let mut conn = self
-            .db
-            .reader()
-            .acquire()
-            .await
-            .map_err(ticketer_db::DbError::from)?;
+        let mut conn = self.db.reading().await?;
         store::user_by_id(&mut conn, id)
             .await?
             .ok_or(AuthError::UserNotFound)

@@ -162,7 +162,7 @@ pub async fn list_users(
 }
 
 pub async fn user_by_email(db: &Db, email: &str) -> Result<Option<User>, DbError> {
-    load(&mut *db.reader().acquire().await?, "email", email.to_string()).await
+    load(&mut *db.reading().await?, "email", email.to_string()).await
 }
 
 pub async fn user_by_id(conn: &mut AnyConnection, id: Uuid) -> Result<Option<User>, DbError> {

@@ -178,12 +178,7 @@ async fn list_bookings(
         let Some(event_id) = q.event_id else {
             return Err(ApiError::Forbidden("organizers list bookings by event_id".into()));
         };
-        let mut conn = svc
-            .db
-            .reader()
-            .acquire()
-            .await
-            .map_err(ticketer_db::DbError::from)?;
+        let mut conn = svc.db.reading().await?;
         let event = crate::store::event(&mut conn, event_id).await?;
         if event.is_none_or(|e| e.organizer != user.id.to_string()) {
             return Err(ApiError::Forbidden(

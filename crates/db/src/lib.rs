@@ -257,6 +257,11 @@ impl Db {
         &self.reader
     }
 
+    /// A connection of [`Db::reader`], for several reads in a row.
+    pub async fn reading(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, DbError> {
+        Ok(self.reader.acquire().await?)
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }

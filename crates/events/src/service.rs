@@ -125,7 +125,7 @@ impl EventsService {
 
     /// An event as `viewer` may see it: drafts only to their organizer.
     pub async fn get(&self, id: i64, viewer: Option<&AuthUser>) -> Result<Event, EventsError> {
-        let mut conn = self.db.reader().acquire().await?;
+        let mut conn = self.db.reading().await?;
         let event = store::get(&mut conn, id).await?.ok_or(EventsError::NotFound)?;
         let owner_or_admin = viewer.is_some_and(|u| u.id == event.organizer || u.is_admin());
         if event.status == EventStatus::Draft && !owner_or_admin {

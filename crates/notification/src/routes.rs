@@ -184,7 +184,7 @@ async fn list_notifications(
 #[utoipa::path(get, path = "/api/v1/notifications/preferences", tag = "notifications", security(("bearer" = [])),
     responses((status = 200, body = Preferences)))]
 async fn my_preferences(State(db): State<Db>, user: AuthUser) -> ApiResult<axum::Json<Preferences>> {
-    let mut conn = db.reader().acquire().await.map_err(ticketer_db::DbError::from)?;
+    let mut conn = db.reading().await?;
     Ok(axum::Json(
         store::preferences(&mut conn, &user.id.to_string()).await?,
     ))
@@ -254,7 +254,7 @@ async fn get_template(
     Path((kind, channel)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<TemplateView>> {
     let (kind, channel) = template_key(&user, &kind, &channel)?;
-    let mut conn = db.reader().acquire().await.map_err(ticketer_db::DbError::from)?;
+    let mut conn = db.reading().await?;
     let stored = store::template(&mut conn, kind.as_str(), channel).await?;
     Ok(axum::Json(TemplateView {
         notification_type: kind.as_str().into(),

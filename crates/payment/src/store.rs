@@ -54,7 +54,7 @@ fn from_row(r: &AnyRow) -> Result<Payment, sqlx::Error> {
 
 /// The booking's payment, if it has one.
 pub async fn find(db: &Db, booking_id: &str) -> Result<Option<Payment>, DbError> {
-    let mut conn = db.reader().acquire().await?;
+    let mut conn = db.reading().await?;
     Ok(by_bookings(&mut conn, &[booking_id.to_string()])
         .await?
         .into_iter()

@@ -114,12 +114,7 @@ impl BookingService {
     /// 404 unless the booking service knows the event; 403 unless `user`
     /// organizes it or is an administrator.
     async fn organizes(&self, user: &AuthUser, event_id: i64) -> Result<(), ApiError> {
-        let mut conn = self
-            .db
-            .reader()
-            .acquire()
-            .await
-            .map_err(ticketer_db::DbError::from)?;
+        let mut conn = self.db.reading().await?;
         let event = store::event(&mut conn, event_id)
             .await?
             .ok_or_else(|| ApiError::NotFound("no such event".into()))?;
