@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::{
     bookings::{book, event_on_sale_by},
-    harness::TestStack,
+    harness::{Reply, TestStack},
 };
 
 fn room(event: i64) -> String {
@@ -43,16 +43,20 @@ pub(crate) async fn open_room(s: &TestStack, organizer: &str, event: i64, at_onc
     }
 }
 
-/// The buyer's place: joining (POST) or as it stands (GET), waiting as
-/// `wait` (a `Prefer` value) says.
-async fn place(s: &TestStack, method: Method, token: &str, event: i64, wait: &str) -> Value {
+/// Asks for the buyer's place: joining (POST) or as it stands (GET),
+/// waiting as `wait` (a `Prefer` value) says; the answer as it came.
+async fn ask_place(s: &TestStack, method: Method, token: &str, event: i64, wait: &str) -> Reply {
     let path = match method {
         Method::POST => format!("{}/places", room(event)),
         _ => format!("{}/places/mine", room(event)),
     };
-    let r = s
-        .call_with(method, &path, Some(token), None, &[("prefer", wait)])
-        .await;
+    s.call_with(method, &path, Some(token), None, &[("prefer", wait)])
+        .await
+}
+
+/// [`ask_place`], answered 200: the place.
+async fn place(s: &TestStack, method: Method, token: &str, event: i64, wait: &str) -> Value {
+    let r = ask_place(s, method, token, event, wait).await;
     assert_eq!(r.status, StatusCode::OK, "{}: {}", s.label, r.body);
     r.body
 }
@@ -288,16 +292,7 @@ async fn a_waiting_room_out_of_reach_lets_bookings_through_and_turns_joins_away(
     let r = book(s, &buyers[1], event, 1, "tok_visa").await;
     assert_eq!(r.body["status"], "CONFIRMED", "{} {}", r.status, r.body);
     // Joining needs the queue: 503, try again later.
-    let places = format!("{}/places", room(event));
-    let r = s
-        .call_with(
-            Method::POST,
-            &places,
-            Some(&buyers[2]),
-            None,
-            &[("prefer", "wait=0")],
-        )
-        .await;
+    let r = ask_place(s, Method::POST, &buyers[2], event, "wait=0").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     assert_eq!(r.content_type(), "application/problem+json");
 
@@ -306,15 +301,7 @@ async fn a_waiting_room_out_of_reach_lets_bookings_through_and_turns_joins_away(
     // the next buyer waits their turn.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = s
-            .call_with(
-                Method::POST,
-                &places,
-                Some(&buyers[2]),
-                None,
-                &[("prefer", "wait=0")],
-            )
-            .await;
+        let r = ask_place(s, Method::POST, &buyers[2], event, "wait=0").await;
         if r.status == StatusCode::OK {
             assert_eq!(
                 (r.body["state"].as_str(), r.body["ahead"].as_u64()),

@@ -36,11 +36,7 @@ pub async fn book(
     // The sale is behind a waiting room: join it; a visitor admitted at
     // once books at once, one who must wait waits on the queue page.
     if matches!(&answer, Err(p) if p.status == 403 && p.is("waiting-room")) {
-        let place = web
-            .api
-            .send(waiting(
-                Call::post(format!("{}/places", room(event_id)), None).by(Some(token)),
-            ))
+        let place = join_room(&web, token, event_id)
             .await
             .map_err(|p| refused(&web, &visitor, &here, p))?;
         match place["state"].as_str() {
@@ -128,8 +124,7 @@ pub async fn queue(
     // No place (or a turn that passed unused): join (again).
     let lapsed = matches!(&place, Ok(p) if p["state"] == "LAPSED");
     if lapsed || matches!(&place, Err(p) if p.status == 404) {
-        let join = Call::post(format!("{}/places", room(event_id)), None).by(Some(token));
-        place = web.api.send(waiting(join)).await;
+        place = join_room(&web, token, event_id).await;
     }
     let place = place.map_err(|p| refused(&web, &visitor, &here, p))?;
     match place["state"].as_str() {
@@ -142,6 +137,13 @@ pub async fn queue(
             context! { event_id => event_id, ahead => place["ahead"] },
         ),
     }
+}
+
+/// Joins the event's waiting room (keeping a place already held), with a
+/// few seconds' wait for the turn.
+async fn join_room(web: &Web, token: &str, event_id: i64) -> Result<Value, Problem> {
+    let join = Call::post(format!("{}/places", room(event_id)), None).by(Some(token));
+    web.api.send(waiting(join)).await
 }
 
 /// A place asked for with a few seconds' wait for the turn.
